@@ -1,0 +1,6 @@
+"""``python -m loralab``."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

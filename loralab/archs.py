@@ -1,0 +1,62 @@
+"""The base-model architectures LoRA Lab knows, with the names other tools use for them."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Arch:
+    """One base-model architecture."""
+
+    id: str
+    name: str
+    family: str  # "unet" | "flux"
+    text_encoders: tuple[str, ...]
+    #: kohya text-encoder prefix index ("" for ``lora_te_``, "1" for ``lora_te1_``...) -> ComfyUI TE name
+    kohya_te: dict[str, str] = field(default_factory=dict)
+    #: diffusers pipeline component -> ComfyUI TE name
+    diffusers_te: dict[str, str] = field(default_factory=dict)
+    #: what kohya writes as ``ss_base_model_version`` and SAI model spec as ``modelspec.architecture``
+    ss_base_model_version: str = ""
+    modelspec_architecture: str = ""
+
+
+ARCHS: dict[str, Arch] = {a.id: a for a in (
+    Arch("sd1", "SD1.x", "unet", ("clip_l",), {"": "clip_l", "1": "clip_l"}, {"text_encoder": "clip_l"},
+         "sd_v1", "stable-diffusion-v1/lora"),
+    Arch("sd2", "SD2.x", "unet", ("clip_h",), {"": "clip_h", "1": "clip_h"}, {"text_encoder": "clip_h"},
+         "sd_v2", "stable-diffusion-v2-768-v/lora"),
+    Arch("sdxl", "SDXL", "unet", ("clip_l", "clip_g"), {"": "clip_l", "1": "clip_l", "2": "clip_g"},
+         {"text_encoder": "clip_l", "text_encoder_2": "clip_g"}, "sdxl_base_v1-0",
+         "stable-diffusion-xl-v1-base/lora"),
+    Arch("sdxl_refiner", "SDXL refiner", "unet", ("clip_g",), {"": "clip_g", "1": "clip_g"},
+         {"text_encoder": "clip_g"}, "sdxl_refiner_v1-0", "stable-diffusion-xl-v1-refiner/lora"),
+    Arch("flux", "Flux.1", "flux", ("clip_l", "t5xxl"), {"": "clip_l", "1": "clip_l", "2": "t5xxl", "3": "t5xxl"},
+         {"text_encoder": "clip_l", "text_encoder_2": "t5xxl"}, "flux1", "flux-1-dev/lora"),
+)}
+
+
+def arch(arch_id: str) -> Arch:
+    """The :class:`Arch` with this id (``sd1``, ``sd2``, ``sdxl``, ``sdxl_refiner``, ``flux``)."""
+    try:
+        return ARCHS[arch_id]
+    except KeyError:
+        raise KeyError(f"unknown architecture {arch_id!r}; known: {', '.join(ARCHS)}") from None
+
+
+def arch_from_metadata_string(value: str) -> str | None:
+    """Map an ``ss_base_model_version`` / ``modelspec.architecture`` / ai-toolkit string to an arch id."""
+    v = value.strip().lower()
+    if not v or v == "none":
+        return None
+    if "refiner" in v:
+        return "sdxl_refiner"
+    if "xl" in v:
+        return "sdxl"
+    if "flux" in v:
+        return "flux"
+    if v.startswith(("sd_v2", "sd2", "stable-diffusion-v2", "v2")) or "sd_2" in v:
+        return "sd2"
+    if v.startswith(("sd_v1", "sd1", "stable-diffusion-v1", "v1")) or "sd_1" in v:
+        return "sd1"
+    return None

@@ -1,0 +1,85 @@
+"""Block maps as data: the absolute block id of every model key, per architecture family.
+
+Ids follow the names LoRA Block Weight users know: SD1.x/SD2 and SDXL ``BASE`` (text encoders),
+``IN00``.., ``M00``, ``OUT00``..; Flux ``CLIP``, ``T5``, ``IN`` (embedders), ``D00``.. (double
+blocks), ``S00``.. (single blocks), ``OUT`` (final layer). A key no rule claims belongs to
+``OTHER``, never silently to a block.
+"""
+from __future__ import annotations
+
+import re
+import weakref
+
+from .archs import arch
+from .layouts import ModelLayout
+
+OTHER = "OTHER"
+
+#: family -> ordered (pattern on the canonical key, block id template)
+BLOCK_RULES: dict[str, tuple[tuple[str, str], ...]] = {
+    "unet": (
+        (r"^(?:clip_l|clip_g|clip_h)\.", "BASE"),
+        (r"^diffusion_model\.input_blocks\.(\d+)\.", "IN{:02d}"),
+        (r"^diffusion_model\.middle_block\.", "M00"),
+        (r"^diffusion_model\.output_blocks\.(\d+)\.", "OUT{:02d}"),
+    ),
+    "flux": (
+        (r"^clip_l\.", "CLIP"),
+        (r"^t5xxl\.", "T5"),
+        (r"^diffusion_model\.(?:img_in|txt_in|time_in|vector_in|guidance_in)\.", "IN"),
+        (r"^diffusion_model\.double_blocks\.(\d+)\.", "D{:02d}"),
+        (r"^diffusion_model\.single_blocks\.(\d+)\.", "S{:02d}"),
+        (r"^diffusion_model\.final_layer\.", "OUT"),
+    ),
+}
+_COMPILED = {fam: tuple((re.compile(p), t) for p, t in rules) for fam, rules in BLOCK_RULES.items()}
+
+_NUMBERED = re.compile(r"(IN|M|OUT|D|S)(\d+)")
+
+#: the block-id families, in display order
+FAMILY_ORDER: dict[str, tuple[str, ...]] = {
+    "unet": ("BASE", "IN", "M", "OUT"),
+    "flux": ("CLIP", "T5", "IN", "D", "S", "OUT"),
+}
+
+
+def block_of(key: str, family: str) -> str:
+    """The absolute block id of a canonical model key (``OTHER`` if no block claims it)."""
+    for pattern, template in _COMPILED[family]:
+        m = pattern.match(key)
+        if m:
+            return template.format(*(int(g) for g in m.groups()))
+    return OTHER
+
+
+def split_block_id(block: str) -> tuple[str, int | None]:
+    """``"IN04"`` -> ("IN", 4); ``"BASE"`` -> ("BASE", None)."""
+    m = _NUMBERED.fullmatch(block)
+    if not m:
+        return block, None
+    return m.group(1), int(m.group(2))
+
+
+def block_sort_key(block: str, family: str) -> tuple[int, int]:
+    """Order blocks as users read them (BASE, IN00.., M00, OUT00..; CLIP, T5, IN, D.., S.., OUT)."""
+    fam, num = split_block_id(block)
+    order = FAMILY_ORDER[family]
+    return (order.index(fam) if fam in order else len(order), -1 if num is None else num)
+
+
+_LAYOUT_BLOCKS: "weakref.WeakKeyDictionary[ModelLayout, tuple[str, ...]]" = weakref.WeakKeyDictionary()
+
+
+def layout_blocks(layout: ModelLayout) -> tuple[str, ...]:
+    """Every absolute block id that has at least one weight in this layout, in display order."""
+    if layout not in _LAYOUT_BLOCKS:
+        family = layout.arch.family
+        found = {block_of(k, family) for k in layout.shapes}
+        found.discard(OTHER)
+        _LAYOUT_BLOCKS[layout] = tuple(sorted(found, key=lambda b: block_sort_key(b, family)))
+    return _LAYOUT_BLOCKS[layout]
+
+
+def arch_family(arch_id: str) -> str:
+    """The block-map family of an architecture id."""
+    return arch(arch_id).family

@@ -1,0 +1,82 @@
+"""The one key canonicalizer: a LoRA module name, in any producer's naming, to the ComfyUI model
+key it modifies (and the row slice of a fused weight, where the producer split one)."""
+from __future__ import annotations
+
+import math
+import re
+
+from .layouts import ModelLayout, Resolved, Target
+from .modules import Entry
+
+_KOHYA_TE = re.compile(r"^lora_te(\d?)_(.+)$")
+_DIFFUSERS_TE = re.compile(r"^(text_encoder(?:_\d)?)\.(.+)$")
+_UNDERSCORE_UNET_PREFIXES = ("lora_unet_", "lycoris_", "lora_transformer_")
+_DOTTED_UNET_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "transformer.", "unet.")
+_PEFT_WRAPPERS = ("base_model.model.",)
+
+
+def _dotted_unet(layout: ModelLayout, name: str) -> Resolved | None:
+    hit = layout.resolve_unet(name)
+    if hit is not None:
+        return hit
+    if ".processor." in name:  # diffusers attention-processor names: attn1.processor.to_q
+        cleaned = name.replace(".processor.", ".")
+        hit = layout.resolve_unet(cleaned) or (layout.resolve_unet(cleaned + ".0") if cleaned.endswith(".to_out") else None)
+    return hit
+
+
+def resolve_module(name: str, layout: ModelLayout) -> Resolved | None:
+    """Where the LoRA module ``name`` lands in ``layout``, or None if nowhere."""
+    for wrapper in _PEFT_WRAPPERS:
+        if name.startswith(wrapper):
+            return resolve_module(name[len(wrapper):], layout)
+    m = _KOHYA_TE.match(name)
+    if m:
+        te = layout.arch.kohya_te.get(m.group(1))
+        return layout.resolve_te(te, m.group(2), underscore=True) if te else None
+    for prefix in _UNDERSCORE_UNET_PREFIXES:
+        if name.startswith(prefix):
+            return layout.resolve_unet(name[len(prefix):], underscore=True)
+    m = _DIFFUSERS_TE.match(name)
+    if m:
+        te = layout.arch.diffusers_te.get(m.group(1))
+        return layout.resolve_te(te, m.group(2)) if te else None
+    if name.startswith("text_encoders."):  # ComfyUI's generic form: text_encoders.<clip state-dict key>
+        rest = name[len("text_encoders."):]
+        te, _, inner = rest.partition(".transformer.")
+        return layout.resolve_te(te, inner) if inner else None
+    for prefix in _DOTTED_UNET_PREFIXES:
+        if name.startswith(prefix):
+            return _dotted_unet(layout, name[len(prefix):])
+    return _dotted_unet(layout, name)
+
+
+def target_for(entry: Entry, layout: ModelLayout) -> tuple[Target | None, Resolved | None]:
+    """The model weight an entry writes (None if the module or its parameter is not in the model)."""
+    res = resolve_module(entry.module, layout)
+    if res is None:
+        return None, None
+    key = layout.key_for(res, entry.param)
+    if key is None:
+        return None, res
+    return Target(key, res.rows if entry.param == "weight" else None, res.swap_halves), res
+
+
+def target_shape(target: Target, layout: ModelLayout) -> tuple[int, ...]:
+    """The shape of the part of the model weight a target covers."""
+    shape = layout.shapes[target.key]
+    if target.rows is not None:
+        return (target.rows[1], *shape[1:])
+    return shape
+
+
+def shape_fits(entry: Entry, shape: tuple[int, ...]) -> bool:
+    """Whether an entry's ΔW has the size of the target weight (conv kernels may be flattened)."""
+    ds = entry.delta_shape()
+    if ds is None:
+        return False
+    if entry.param == "bias" or len(shape) < 2:
+        if entry.kind in ("diff", "set"):
+            return math.prod(entry.shapes[next(iter(entry.shapes))]) == math.prod(shape)
+        return ds[0] * ds[1] == math.prod(shape)
+    return ds == (shape[0], math.prod(shape[1:]))

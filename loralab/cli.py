@@ -1,0 +1,64 @@
+"""``loralab`` command line: scripting LoRA Lab without ComfyUI."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable, Sequence
+
+from . import __version__
+from .errors import LoRALabError
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from .inspect import summarize
+    status = 0
+    reports = []
+    for path in args.files:
+        try:
+            s = summarize(path)
+        except LoRALabError as e:
+            print(f"error: {e}", file=sys.stderr)
+            status = 1
+            continue
+        reports.append(s)
+        if not args.json:
+            print(s.to_text())
+            print()
+    if args.json:
+        print(json.dumps([r.to_dict() for r in reports], indent=1))
+    return status
+
+
+def _add_inspect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", help="what a LoRA is for and what it changes")
+    p.add_argument("files", nargs="+", help="LoRA .safetensors files")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=_cmd_inspect)
+
+
+#: every sub-command registers itself here
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_inspect]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="loralab", description="LoRA Lab: inspect, apply, merge and train LoRAs.")
+    parser.add_argument("--version", action="version", version=f"loralab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

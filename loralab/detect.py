@@ -1,0 +1,153 @@
+"""Producer format and base architecture of a LoRA, from its keys, shapes and metadata.
+
+Metadata is evidence, not truth: the architecture comes from which model's weights the tensors
+fit; a metadata claim that disagrees is reported, never followed.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from .archs import ARCHS, arch_from_metadata_string
+from .canonical import shape_fits, target_for, target_shape
+from .layouts import layout_for
+from .modules import Entry
+
+FORMATS: dict[str, str] = {
+    "kohya": "kohya sd-scripts",
+    "lycoris": "LyCORIS (kohya-style names)",
+    "aitoolkit": "ai-toolkit (diffusers/PEFT names)",
+    "diffusers_peft": "diffusers/PEFT (lora_A/lora_B)",
+    "diffusers_dreambooth": "diffusers dreambooth (.lora.down/.lora.up)",
+    "diffusers_attn_processor": "diffusers attention processors (to_q_lora)",
+    "comfyui": "ComfyUI trainer (diffusion_model.*, lora_up/lora_down, diff)",
+    "bfl": "BFL-style (diffusion_model.*, lora_A/lora_B)",
+    "xlabs": "XLabs x-flux",
+    "simpletuner_lycoris": "SimpleTuner LyCORIS (lycoris_*)",
+    "onetrainer": "OneTrainer (lora_transformer_*)",
+    "unknown": "unknown",
+}
+
+#: Flux dev and schnell share every key but guidance_in; LoRAs rarely touch it.
+FLUX_VARIANTS = {"flux-1-dev": "dev", "flux-1-schnell": "schnell", "flux.1-dev": "dev", "flux.1-schnell": "schnell"}
+
+
+@dataclass
+class ArchScore:
+    arch: str
+    fitting: int  # entries that map onto a weight of this model with the right size
+    mapped: int  # entries whose module name exists in this model (size aside)
+
+
+@dataclass
+class Detection:
+    """What a LoRA is: producer format, base architecture, and the evidence."""
+
+    format: str
+    arch: str | None
+    arch_variant: str | None = None
+    metadata_arch: str | None = None
+    scores: list[ArchScore] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def format_name(self) -> str:
+        return FORMATS.get(self.format, self.format)
+
+    @property
+    def arch_name(self) -> str:
+        if self.arch is None:
+            return "unknown"
+        name = ARCHS[self.arch].name
+        return f"{name} {self.arch_variant}" if self.arch_variant else name
+
+
+def metadata_arch(metadata: dict[str, str]) -> str | None:
+    """The architecture the metadata claims (``modelspec.architecture``, ``ss_base_model_version``, ``ss_v2``)."""
+    for key in ("modelspec.architecture", "ss_base_model_version"):
+        if key in metadata:
+            got = arch_from_metadata_string(metadata[key])
+            if got:
+                return got
+    if metadata.get("ss_v2") == "True":
+        return "sd2"
+    return None
+
+
+def _flux_variant(metadata: dict[str, str]) -> str | None:
+    value = metadata.get("modelspec.architecture", "").lower().split("/")[0]
+    return FLUX_VARIANTS.get(value)
+
+
+def score_archs(entries: list[Entry]) -> list[ArchScore]:
+    """For each known architecture, how many entries fit its weights; best first."""
+    scores = []
+    for arch_id in ARCHS:
+        layout = layout_for(arch_id)
+        fitting = mapped = 0
+        for e in entries:
+            if e.problem is not None:
+                continue
+            target, res = target_for(e, layout)
+            if res is not None:
+                mapped += 1
+            if target is not None and shape_fits(e, target_shape(target, layout)):
+                fitting += 1
+        scores.append(ArchScore(arch_id, fitting, mapped))
+    return sorted(scores, key=lambda s: (-s.fitting, -s.mapped))
+
+
+def detect_format(entries: list[Entry], keys: list[str], metadata: dict[str, str]) -> str:
+    """The producer format, from naming style, key prefixes and metadata."""
+    modules = [e.module for e in entries]
+    styles = {e.style for e in entries}
+    if any(".processor.qkv_lora" in k or ".processor.proj_lora" in k for k in keys):
+        return "xlabs"
+    software = metadata.get("software", "")
+    try:
+        software_name = str(json.loads(software).get("name", "")) if software.startswith("{") else software
+    except (ValueError, AttributeError):
+        software_name = software
+    network_module = metadata.get("ss_network_module", "")
+    if "lycoris" in network_module or styles & {"loha", "lokr"} or any(e.has_dora for e in entries):
+        return "simpletuner_lycoris" if any(m.startswith("lycoris_") for m in modules) else "lycoris"
+    if any(m.startswith("lycoris_") for m in modules):
+        return "simpletuner_lycoris"
+    if any(m.startswith("lora_transformer_") for m in modules):
+        return "onetrainer"
+    if "diffusers" in styles:
+        return "diffusers_dreambooth"
+    if "diffusers_attn_processor" in styles:
+        return "diffusers_attn_processor"
+    if "peft" in styles:
+        if any(m.startswith("diffusion_model.") for m in modules):
+            return "bfl"
+        return "aitoolkit" if "ai-toolkit" in software_name.lower() else "diffusers_peft"
+    if any(m.startswith(("lora_unet_", "lora_te")) for m in modules):
+        return "kohya"
+    if any(m.startswith("diffusion_model.") for m in modules):
+        return "comfyui"
+    return "unknown"
+
+
+def detect(entries: list[Entry], keys: list[str], metadata: dict[str, str]) -> Detection:
+    """Detect format and architecture; warn where metadata disagrees with the weights."""
+    fmt = detect_format(entries, keys, metadata)
+    scores = score_archs(entries)
+    claimed = metadata_arch(metadata)
+    best = scores[0] if scores and scores[0].fitting > 0 else None
+    arch_id = best.arch if best else None
+    if best is not None:
+        tied = [s.arch for s in scores if (s.fitting, s.mapped) == (best.fitting, best.mapped)]
+        if claimed in tied:
+            arch_id = claimed
+    det = Detection(fmt, arch_id, metadata_arch=claimed, scores=scores)
+    if arch_id == "flux":
+        det.arch_variant = _flux_variant(metadata)
+        if any("guidance_in" in e.module or "guidance_embedder" in e.module for e in entries):
+            det.arch_variant = "dev"
+    if claimed and arch_id and claimed != arch_id:
+        det.warnings.append(f"metadata says {ARCHS[claimed].name} but the weights fit {ARCHS[arch_id].name}")
+    if arch_id is None and entries:
+        det.warnings.append("the weights fit no known base model")
+    return det

@@ -1,0 +1,55 @@
+"""Error types of the LoRA Lab engine.
+
+Every error names the file (and key, where there is one), the problem, and what to do about it.
+"""
+from __future__ import annotations
+
+import os
+
+
+class LoRALabError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+    def __init__(self, message: str, *, path: str | os.PathLike | None = None, key: str | None = None,
+                 hint: str | None = None) -> None:
+        self.path = os.fspath(path) if path is not None else None
+        self.key = key
+        self.problem = message
+        self.hint = hint
+        parts = []
+        if self.path is not None:
+            parts.append(f"{self.path}: ")
+        if key is not None:
+            parts.append(f"key {key!r}: ")
+        parts.append(message)
+        if hint:
+            parts.append(f" ({hint})")
+        super().__init__("".join(parts))
+
+
+class SafetensorsError(LoRALabError):
+    """The file is not a valid safetensors file (truncated, corrupt, hostile or unsupported)."""
+
+
+class PickleRefusedError(LoRALabError):
+    """The file is a pickled checkpoint; LoRA Lab never unpickles."""
+
+
+class FileExistsRefusedError(LoRALabError):
+    """A write would overwrite an existing file and overwriting was not asked for."""
+
+
+class UnsafeNameError(LoRALabError):
+    """A file name escapes its folder or is otherwise not acceptable."""
+
+
+class LoraFormatError(LoRALabError):
+    """The tensors do not form a LoRA the engine understands (bad shapes, missing partners)."""
+
+
+class ArchMismatchError(LoRALabError):
+    """The LoRA is for a different base model architecture than the one it is used with."""
+
+
+class SpecError(LoRALabError):
+    """A block-weight or other user specification could not be parsed."""

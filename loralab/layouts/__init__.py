@@ -1,0 +1,143 @@
+"""Model layouts: every weight key of a base model in ComfyUI's names, with its shape, and every
+other name (diffusers, BFL, XLabs, underscore-joined kohya forms) that points at it.
+
+A layout is generated from the model's config, so the released models and the tiny test models
+are described by the same code. :func:`layout_for` gives the layouts of the released models;
+:meth:`ModelLayout.from_config` builds one for a model actually loaded in a host.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from ..archs import Arch, arch
+from .flux import FLUX_DEV_CONFIG, flux_layout, xlabs_names
+from .text_encoders import text_encoder_layout
+from .unet import SD2_CONFIG, SD15_CONFIG, SDXL_CONFIG, SDXL_REFINER_CONFIG, Shapes, unet_layout
+
+DIFFUSION_PREFIX = "diffusion_model."
+
+STANDARD_CONFIGS: dict[str, dict] = {
+    "sd1": SD15_CONFIG,
+    "sd2": SD2_CONFIG,
+    "sdxl": SDXL_CONFIG,
+    "sdxl_refiner": SDXL_REFINER_CONFIG,
+    "flux": FLUX_DEV_CONFIG,
+}
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Where a LoRA module lands: a canonical module (ComfyUI key without its parameter name),
+    optionally a row slice of a fused weight, and which component it belongs to."""
+
+    module: str
+    component: str  # "unet" or a ComfyUI text-encoder name ("clip_l", "clip_g", "clip_h", "t5xxl")
+    rows: tuple[int, int] | None = None  # (start, length) along the output dimension
+    swap_halves: bool = False
+
+
+@dataclass(frozen=True)
+class Target:
+    """The model weight one adapter writes: a ComfyUI key, optionally a row slice of it."""
+
+    key: str
+    rows: tuple[int, int] | None = None
+    swap_halves: bool = False
+
+
+def _modules(shapes: Shapes) -> dict[str, str]:
+    """Module name -> itself for every ``<module>.<param>`` key, plus whole keys whose parameter is
+    neither ``weight`` nor ``bias`` (norm ``scale``s), which adapters may address directly."""
+    out: dict[str, str] = {}
+    for k in shapes:
+        mod, param = k.rsplit(".", 1)
+        out.setdefault(mod, mod)
+        if param not in ("weight", "bias"):
+            out.setdefault(k, k)
+    return out
+
+
+def _underscored(index: dict[str, tuple]) -> dict[str, tuple | None]:
+    out: dict[str, tuple | None] = {}
+    for name, value in index.items():
+        u = name.replace(".", "_")
+        if u in out and out[u] != value:
+            out[u] = None  # ambiguous: never guess
+        else:
+            out[u] = value
+    return out
+
+
+class ModelLayout:
+    """All weight keys of one base model (diffusion model + text encoders) and their aliases."""
+
+    def __init__(self, arch_: Arch, config: dict) -> None:
+        self.arch = arch_
+        self.config = dict(config)
+        if arch_.family == "flux":
+            dshapes, dnames, fused = flux_layout(config)
+            fused = {**fused, **xlabs_names(config)}
+        else:
+            dshapes, dnames = unet_layout(config)
+            fused = {}
+        self.shapes: Shapes = {DIFFUSION_PREFIX + k: v for k, v in dshapes.items()}
+        unet: dict[str, tuple] = {m: (DIFFUSION_PREFIX + m, None, False) for m in _modules(dshapes)}
+        for dn, ldm in dnames.items():
+            unet.setdefault(dn, (DIFFUSION_PREFIX + ldm, None, False))
+        for dn, (mod, start, length, swap) in fused.items():
+            full = dshapes[mod + ".weight"][0]
+            rows = None if (start == 0 and length == full) else (start, length)
+            unet.setdefault(dn, (DIFFUSION_PREFIX + mod, rows, swap))
+        self._unet = unet
+        self._unet_u = _underscored(unet)
+        self._te: dict[str, dict[str, tuple]] = {}
+        self._te_u: dict[str, dict[str, tuple | None]] = {}
+        for te in arch_.text_encoders:
+            tshapes = text_encoder_layout(te)
+            self.shapes.update(tshapes)
+            prefix = f"{te}.transformer."
+            idx = {m[len(prefix):]: (m, None, False) for m in _modules(tshapes)}
+            self._te[te] = idx
+            self._te_u[te] = _underscored(idx)
+
+    @classmethod
+    def from_config(cls, arch_id: str, config: dict) -> "ModelLayout":
+        """The layout of a model with this arch and UNet/Flux config (as ComfyUI reports it)."""
+        return cls(arch(arch_id), config)
+
+    def resolve_unet(self, name: str, *, underscore: bool = False) -> Resolved | None:
+        """Resolve a diffusion-model module name (LDM/BFL, diffusers or XLabs; dotted or underscored)."""
+        hit = (self._unet_u if underscore else self._unet).get(name)
+        if hit is None:
+            return None
+        module, rows, swap = hit
+        return Resolved(module, "unet", rows, swap)
+
+    def resolve_te(self, te: str, name: str, *, underscore: bool = False) -> Resolved | None:
+        """Resolve a text-encoder module name (HF layout, dotted or underscored) in encoder ``te``."""
+        idx = (self._te_u if underscore else self._te).get(te)
+        hit = idx.get(name) if idx is not None else None
+        if hit is None:
+            return None
+        return Resolved(hit[0], te, None, False)
+
+    def key_for(self, resolved: Resolved, param: str) -> str | None:
+        """The model key a module's ``param`` ("weight" or "bias") is stored under, if it exists."""
+        if resolved.module in self.shapes:
+            return resolved.module if param == "weight" else None
+        key = f"{resolved.module}.{param}"
+        if key in self.shapes:
+            return key
+        if param == "weight" and f"{resolved.module}.scale" in self.shapes:
+            return f"{resolved.module}.scale"
+        return None
+
+
+@functools.lru_cache(maxsize=None)
+def layout_for(arch_id: str) -> ModelLayout:
+    """The layout of the released model of an architecture (SD1.5, SD2.1, SDXL base/refiner, Flux.1-dev)."""
+    return ModelLayout(arch(arch_id), STANDARD_CONFIGS[arch_id])
+
+
+__all__ = ["ModelLayout", "Resolved", "Target", "layout_for", "DIFFUSION_PREFIX", "STANDARD_CONFIGS"]

@@ -1,0 +1,150 @@
+"""A LoRA parsed, detected and mapped onto a model layout: the entry point every feature uses."""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Callable, Iterator, Mapping
+
+import torch
+
+from .adapters import Adapter, Diff, LoHa, LoKr, LoRA, SetWeight
+from .canonical import shape_fits, target_for, target_shape
+from .detect import Detection, detect
+from .errors import LoraFormatError
+from .layouts import ModelLayout, Target, layout_for
+from .modules import Entry, group_keys
+from .sources import DictSource, FileSource, TensorSource
+
+
+@dataclass
+class MappedEntry:
+    """An entry with the model weight it writes, or the reason it writes none."""
+
+    entry: Entry
+    target: Target | None
+    component: str | None  # "unet" or a text-encoder name; None when unmapped
+    reason: str | None = None  # why it is not applied (None when mapped)
+
+    @property
+    def mapped(self) -> bool:
+        return self.target is not None and self.reason is None
+
+    def algorithm(self, layout: ModelLayout | None) -> str:
+        """The algorithm's name, knowing the target: a LoRA on a k×k convolution (k > 1) is LoCon,
+        also when its producer flattened the kernel."""
+        name = self.entry.algorithm()
+        if (self.entry.kind == "lora" and name.startswith("LoRA") and "Tucker" not in name and layout is not None
+                and self.target is not None):
+            shape = layout.shapes.get(self.target.key, ())
+            if len(shape) == 4 and shape[2] * shape[3] > 1:
+                return "LoCon" + name[len("LoRA"):]
+        return name
+
+
+def build_adapter(entry: Entry, get: Callable[[str], torch.Tensor]) -> Adapter:
+    """Load an entry's tensors and build its :class:`~loralab.adapters.Adapter`."""
+    if not entry.supported:
+        raise LoraFormatError(entry.problem or f"algorithm {entry.algorithm()} is not supported", key=entry.module)
+    t = {role: get(key) for role, key in entry.keys.items() if role != "alpha"}
+    common = {"alpha": entry.alpha, "dora_scale": t.get("dora_scale")}
+    if entry.kind == "lora":
+        return LoRA(up=t["up"], down=t["down"], mid=t.get("mid"), **common)
+    if entry.kind == "loha":
+        return LoHa(w1a=t["w1a"], w1b=t["w1b"], w2a=t["w2a"], w2b=t["w2b"], t1=t.get("t1"), t2=t.get("t2"), **common)
+    if entry.kind == "lokr":
+        return LoKr(w1=t.get("w1"), w1a=t.get("w1a"), w1b=t.get("w1b"), w2=t.get("w2"), w2a=t.get("w2a"),
+                    w2b=t.get("w2b"), t2=t.get("t2"), **common)
+    (value,) = (v for r, v in t.items() if r != "dora_scale")
+    if entry.kind == "set":
+        return SetWeight(value=value)
+    return Diff(diff=value)
+
+
+class Lora:
+    """A LoRA's entries, its detected format and architecture, and where each entry lands.
+
+    Opening reads the header and the alpha scalars only; :meth:`adapter` reads an entry's tensors.
+    """
+
+    def __init__(self, source: TensorSource, layout: ModelLayout | None = None) -> None:
+        self.source = source
+        keys = source.keys()
+        parsed = group_keys({k: source.shape(k) for k in keys}, {k: source.dtype(k) for k in keys})
+        for e in parsed.entries:
+            if e.alpha_key is not None:
+                if math.prod(e.shapes["alpha"]) != 1:
+                    e.problem = e.problem or f"alpha has shape {list(e.shapes['alpha'])}, not a scalar"
+                else:
+                    e.alpha = source.scalar(e.alpha_key)
+        self.entries: list[Entry] = parsed.entries
+        self.unrecognized: list[str] = parsed.unrecognized
+        self.orphans: list[str] = parsed.orphans
+        self.detection: Detection = detect(parsed.entries, keys, source.metadata)
+        if layout is None and self.detection.arch is not None:
+            layout = layout_for(self.detection.arch)
+        self.layout = layout
+        self.items: list[MappedEntry] = [self._map(e) for e in self.entries]
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, layout: ModelLayout | None = None) -> "Lora":
+        """Open a LoRA safetensors file (header and alphas only)."""
+        return cls(FileSource(path), layout)
+
+    @classmethod
+    def from_state_dict(cls, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None,
+                        layout: ModelLayout | None = None, label: str | None = None) -> "Lora":
+        """Wrap tensors already in memory (a LORA_MODEL, a merge result)."""
+        return cls(DictSource(tensors, metadata, label), layout)
+
+    def _map(self, e: Entry) -> MappedEntry:
+        if e.problem is not None:
+            return MappedEntry(e, None, None, e.problem)
+        if not e.supported:
+            return MappedEntry(e, None, None, f"algorithm {e.algorithm()} is not supported")
+        if self.layout is None:
+            return MappedEntry(e, None, None, "the architecture could not be determined")
+        target, res = target_for(e, self.layout)
+        where = self.layout.arch.name
+        if res is None:
+            return MappedEntry(e, None, None, f"no module of {where} has this name")
+        if target is None:
+            return MappedEntry(e, None, res.component, f"{res.module} has no {e.param} in {where}")
+        shape = target_shape(target, self.layout)
+        if not shape_fits(e, shape):
+            got = e.delta_shape()
+            return MappedEntry(e, target, res.component,
+                               f"size {list(got) if got else '?'} does not fit {target.key} {list(shape)} of {where}")
+        return MappedEntry(e, target, res.component)
+
+    @property
+    def path(self) -> str | None:
+        return self.source.path
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return self.source.metadata
+
+    def mapped(self) -> Iterator[MappedEntry]:
+        """Entries that land on a weight of the layout."""
+        return (m for m in self.items if m.mapped)
+
+    def unmapped(self) -> Iterator[MappedEntry]:
+        """Entries that land nowhere, each with its reason."""
+        return (m for m in self.items if not m.mapped)
+
+    def adapter(self, entry: Entry) -> Adapter:
+        """Read an entry's tensors and build its adapter."""
+        try:
+            return build_adapter(entry, self.source.get)
+        except LoraFormatError as e:
+            raise LoraFormatError(e.problem, path=self.source.label, key=entry.module) from None
+
+    def close(self) -> None:
+        self.source.close()
+
+    def __enter__(self) -> "Lora":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,257 @@
+"""Group a LoRA file's tensor keys into adapter entries, from key names and shapes alone.
+
+Every key ends up in exactly one place: an entry, or the list of keys this module does not
+recognise. Nothing is dropped silently.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+#: key suffix -> (role, naming style). Matched longest first.
+SUFFIXES: dict[str, tuple[str, str]] = {
+    ".lora_up.weight": ("up", "kohya"),
+    ".lora_down.weight": ("down", "kohya"),
+    ".lora_mid.weight": ("mid", "kohya"),
+    ".lora_B.weight": ("up", "peft"),
+    ".lora_A.weight": ("down", "peft"),
+    ".lora_B.default.weight": ("up", "peft"),
+    ".lora_A.default.weight": ("down", "peft"),
+    ".lora_B.bias": ("diff_b", "peft"),
+    ".lora.up.weight": ("up", "diffusers"),
+    ".lora.down.weight": ("down", "diffusers"),
+    "_lora.up.weight": ("up", "diffusers_attn_processor"),
+    "_lora.down.weight": ("down", "diffusers_attn_processor"),
+    ".lora_linear_layer.up.weight": ("up", "diffusers"),
+    ".lora_linear_layer.down.weight": ("down", "diffusers"),
+    ".up.weight": ("up", "xlabs"),
+    ".down.weight": ("down", "xlabs"),
+    ".alpha": ("alpha", ""),
+    ".dora_scale": ("dora_scale", ""),
+    ".hada_w1_a": ("w1a", "loha"),
+    ".hada_w1_b": ("w1b", "loha"),
+    ".hada_w2_a": ("w2a", "loha"),
+    ".hada_w2_b": ("w2b", "loha"),
+    ".hada_t1": ("t1", "loha"),
+    ".hada_t2": ("t2", "loha"),
+    ".lokr_w1": ("w1", "lokr"),
+    ".lokr_w2": ("w2", "lokr"),
+    ".lokr_w1_a": ("w1a", "lokr"),
+    ".lokr_w1_b": ("w1b", "lokr"),
+    ".lokr_w2_a": ("w2a", "lokr"),
+    ".lokr_w2_b": ("w2b", "lokr"),
+    ".lokr_t2": ("t2", "lokr"),
+    ".diff": ("diff", "full"),
+    ".diff_b": ("diff_b", "full"),
+    ".set_weight": ("set", "full"),
+    ".w_norm": ("w_norm", "norm"),
+    ".b_norm": ("b_norm", "norm"),
+    ".oft_blocks": ("oft_blocks", "oft"),
+    ".oft_diag": ("oft_diag", "oft"),
+    ".rescale": ("rescale", "oft"),
+    ".a1.weight": ("a1", "glora"),
+    ".a2.weight": ("a2", "glora"),
+    ".b1.weight": ("b1", "glora"),
+    ".b2.weight": ("b2", "glora"),
+}
+_ORDERED = sorted(SUFFIXES, key=len, reverse=True)
+#: the old diffusers attention-processor naming (``attn1.processor.to_q_lora.up.weight``) applies to these only
+_PROCESSOR_LAYERS = ("to_q", "to_k", "to_v", "to_out", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
+
+LORA_ROLES = ("up", "down", "mid")
+LOHA_ROLES = ("w1a", "w1b", "w2a", "w2b", "t1", "t2")
+LOKR_ROLES = ("w1", "w2", "w1a", "w1b", "w2a", "w2b", "t2")
+
+
+@dataclass
+class Entry:
+    """One adapter of a LoRA file: the tensors that together change one model weight or bias."""
+
+    module: str  # the module name as written in the file
+    kind: str  # "lora" | "loha" | "lokr" | "diff" | "set" | "oft" | "glora"
+    param: str  # "weight" or "bias"
+    keys: dict[str, str]  # role -> tensor key in the file
+    shapes: dict[str, tuple[int, ...]]
+    dtypes: dict[str, str]
+    style: str = ""  # key naming style of the up/down pair
+    alpha: float | None = None  # filled in from the file's alpha scalar, when there is one
+    problem: str | None = None  # set when the entry cannot be used (missing partner, bad shapes)
+
+    @property
+    def alpha_key(self) -> str | None:
+        return self.keys.get("alpha")
+
+    @property
+    def has_dora(self) -> bool:
+        return "dora_scale" in self.keys
+
+    @property
+    def supported(self) -> bool:
+        return self.problem is None and self.kind in ("lora", "loha", "lokr", "diff", "set")
+
+    def algorithm(self) -> str:
+        """Human name of the algorithm: LoRA, LoCon, LoRA (Tucker), LoHa, LoKr, DoRA variants, Full diff..."""
+        if self.kind == "lora":
+            if "mid" in self.keys:
+                name = "LoRA (Tucker)"
+            elif len(self.shapes.get("down", ())) == 4 and math.prod(self.shapes["down"][2:]) > 1:
+                name = "LoCon"
+            else:
+                name = "LoRA"
+        elif self.kind == "lokr":
+            name = "LoKr (full-dimension)" if self.full_dimension_lokr else "LoKr"
+        else:
+            name = {"loha": "LoHa", "diff": "Full diff", "set": "Set weight", "oft": "OFT",
+                    "glora": "GLoRA"}.get(self.kind, self.kind)
+        if self.has_dora:
+            name += " + DoRA"
+        return name
+
+    @property
+    def full_dimension_lokr(self) -> bool:
+        return self.kind == "lokr" and "w1" in self.keys and "w2" in self.keys
+
+    def rank(self) -> int | None:
+        """The rank alpha is divided by (None where the algorithm has none)."""
+        s = self.shapes
+        if self.kind == "lora" and "down" in s:
+            return s["down"][0]
+        if self.kind == "loha" and "w1b" in s:
+            return s["w1b"][0]
+        if self.kind == "lokr":
+            if "w2b" in s and "w2" not in self.keys:
+                return s["w2b"][0]
+            if "w1b" in s and "w1" not in self.keys:
+                return s["w1b"][0]
+        return None
+
+    def scale(self) -> float:
+        """The factor ΔW is multiplied by (alpha / rank; 1 where there is no alpha or no rank)."""
+        r = self.rank()
+        if self.alpha is None or not r or self.kind in ("diff", "set"):
+            return 1.0
+        return self.alpha / r
+
+    def delta_shape(self) -> tuple[int, int] | None:
+        """(out_features, in_numel) of ΔW from the shapes alone, or None if they do not fit."""
+        s = self.shapes
+        try:
+            if self.kind == "lora":
+                up, down = s["up"], s["down"]
+                if "mid" in s:
+                    return up[0], down[1] * math.prod(s["mid"][2:])
+                return up[0], math.prod(down[1:])
+            if self.kind == "loha":
+                if "t1" in s:
+                    return s["w1a"][1], s["w1b"][1] * math.prod(s["t1"][2:])
+                return s["w1a"][0], math.prod(s["w1b"][1:])
+            if self.kind == "lokr":
+                s1 = s["w1"] if "w1" in s else (s["w1a"][0], s["w1b"][1])
+                if "w2" in s:
+                    s2 = s["w2"]
+                elif "t2" in s:
+                    s2 = (s["w2a"][1], s["w2b"][1], *s["t2"][2:])
+                else:
+                    s2 = (s["w2a"][0], *s["w2b"][1:])
+                return s1[0] * s2[0], s1[1] * math.prod(s2[1:])
+            if self.kind in ("diff", "set"):
+                t = next(iter(s.values()))
+                return (t[0] if t else 1), math.prod(t[1:])
+        except (KeyError, IndexError):
+            return None
+        return None
+
+
+@dataclass
+class ParsedKeys:
+    """The result of grouping: entries, unrecognised keys, and problems found on the way."""
+
+    entries: list[Entry] = field(default_factory=list)
+    unrecognized: list[str] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)  # recognised suffix, but nothing to belong to
+
+
+def split_key(key: str) -> tuple[str, str, str] | None:
+    """(module, role, style) for a tensor key, or None if no known suffix matches."""
+    for suffix in _ORDERED:
+        if key.endswith(suffix) and len(key) > len(suffix):
+            role, style = SUFFIXES[suffix]
+            module = key[: -len(suffix)]
+            if style == "diffusers_attn_processor" and not module.endswith(_PROCESSOR_LAYERS):
+                continue
+            return module, role, style
+    return None
+
+
+def _lora_problem(shapes: dict[str, tuple[int, ...]]) -> str | None:
+    up, down = shapes["up"], shapes["down"]
+    if len(up) < 2 or len(down) < 2:
+        return f"up {list(up)} / down {list(down)} are not matrices"
+    rank = down[0]
+    if rank == 0:
+        return "rank 0 (empty down matrix)"
+    mid = shapes.get("mid")
+    if mid is not None:
+        if up[1] != mid[0] or mid[1] != rank:
+            return f"up {list(up)}, mid {list(mid)}, down {list(down)} do not chain"
+    elif up[1] != rank:
+        return f"up {list(up)} and down {list(down)} disagree on the rank"
+    return None
+
+
+def group_keys(shapes: dict[str, tuple[int, ...]], dtypes: dict[str, str]) -> ParsedKeys:
+    """Group tensor keys (with their shapes and dtypes) into adapter entries."""
+    by_module: dict[str, dict[str, tuple[str, str]]] = {}
+    out = ParsedKeys()
+    for key in shapes:
+        parsed = split_key(key)
+        if parsed is None:
+            out.unrecognized.append(key)
+            continue
+        module, role, style = parsed
+        roles = by_module.setdefault(module, {})
+        if role in roles:  # two naming styles for the same role: keep the first, report the other
+            out.unrecognized.append(key)
+            continue
+        roles[role] = (key, style)
+
+    for module, roles in by_module.items():
+        keys = {r: k for r, (k, _) in roles.items()}
+        ent_shapes = {r: tuple(shapes[k]) for r, k in keys.items()}
+        ent_dtypes = {r: dtypes[k] for r, k in keys.items()}
+        styles = {s for r, (_, s) in roles.items() if s}
+        shared = {r: keys[r] for r in ("alpha", "dora_scale") if r in keys}
+        used: set[str] = set()
+
+        def add(kind: str, param: str, roles_: tuple[str, ...], style: str = "", problem: str | None = None) -> None:
+            ks = {r: keys[r] for r in roles_ if r in keys}
+            if kind in ("lora", "loha", "lokr"):
+                ks.update(shared)
+            used.update(ks.values())
+            out.entries.append(Entry(module, kind, param, ks, {r: ent_shapes[r] for r in ks},
+                                     {r: ent_dtypes[r] for r in ks}, style, problem=problem))
+
+        lora_style = next((roles[r][1] for r in ("up", "down") if r in roles), "")
+        if "up" in keys or "down" in keys:
+            if "up" in keys and "down" in keys:
+                add("lora", "weight", LORA_ROLES, lora_style, _lora_problem(ent_shapes))
+            else:
+                missing = "down" if "up" in keys else "up"
+                add("lora", "weight", LORA_ROLES, lora_style, f"{missing} matrix missing")
+        if "loha" in styles:
+            need = ("w1a", "w1b", "w2a", "w2b")
+            missing = [r for r in need if r not in keys]
+            add("loha", "weight", LOHA_ROLES, "loha", f"missing {', '.join(missing)}" if missing else None)
+        if "lokr" in styles:
+            ok1 = "w1" in keys or ("w1a" in keys and "w1b" in keys)
+            ok2 = "w2" in keys or ("w2a" in keys and "w2b" in keys)
+            add("lokr", "weight", LOKR_ROLES, "lokr", None if ok1 and ok2 else "incomplete Kronecker factors")
+        for role, kind, param in (("diff", "diff", "weight"), ("set", "set", "weight"), ("w_norm", "diff", "weight"),
+                                  ("diff_b", "diff", "bias"), ("b_norm", "diff", "bias")):
+            if role in keys:
+                add(kind, param, (role,), "full")
+        for kind in ("oft", "glora"):
+            if kind in styles:
+                add(kind, "weight", tuple(r for r, (_, s) in roles.items() if s == kind), kind)
+        out.orphans.extend(k for k in keys.values() if k not in used)
+    return out

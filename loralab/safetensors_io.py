@@ -1,0 +1,420 @@
+"""The one safetensors reader and writer of LoRA Lab.
+
+Reading validates the header completely before any tensor is touched (size cap, UTF-8, JSON
+object, no duplicate keys, known dtypes, shapes that match their byte ranges, ranges inside the
+file that neither overlap nor leave holes) and then gives lazy per-tensor access. Pickled
+checkpoints are recognised and refused, never unpickled.
+
+Writing streams tensors to spool files in the destination folder and publishes the final file
+atomically (see :mod:`loralab.atomic`); memory stays bounded by the largest tensor.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import struct
+import tempfile
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Mapping
+
+import torch
+
+from .atomic import TEMP_SUFFIX, atomic_write
+from .errors import FileExistsRefusedError, LoRALabError, PickleRefusedError, SafetensorsError
+
+#: Largest header accepted. Real LoRAs have headers under 1 MiB; a full checkpoint a few MiB.
+MAX_HEADER_BYTES = 32 * 1024 * 1024
+
+PICKLE_EXTENSIONS = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
+
+#: safetensors dtype name -> (bytes per element, torch dtype or None where torch has none)
+DTYPES: dict[str, tuple[int, torch.dtype | None]] = {
+    "F64": (8, torch.float64),
+    "F32": (4, torch.float32),
+    "F16": (2, torch.float16),
+    "BF16": (2, torch.bfloat16),
+    "I64": (8, torch.int64),
+    "I32": (4, torch.int32),
+    "I16": (2, torch.int16),
+    "I8": (1, torch.int8),
+    "U8": (1, torch.uint8),
+    "BOOL": (1, torch.bool),
+    "F8_E4M3": (1, getattr(torch, "float8_e4m3fn", None)),
+    "F8_E5M2": (1, getattr(torch, "float8_e5m2", None)),
+    "U16": (2, getattr(torch, "uint16", None)),
+    "U32": (4, getattr(torch, "uint32", None)),
+    "U64": (8, getattr(torch, "uint64", None)),
+}
+TORCH_TO_NAME: dict[torch.dtype, str] = {dt: name for name, (_, dt) in DTYPES.items() if dt is not None}
+
+_CONVERT_HINT = "LoRA Lab reads safetensors only; convert the file to .safetensors with a tool you trust"
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor lives in a safetensors file (absolute byte offsets)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class SafetensorsHeader:
+    """The parsed, validated header of a safetensors file."""
+
+    path: str
+    file_size: int
+    header_size: int
+    metadata: dict[str, str]
+    tensors: dict[str, TensorInfo]
+
+    @property
+    def data_start(self) -> int:
+        return 8 + self.header_size
+
+
+def _sniff_pickle(path: str, head: bytes) -> None:
+    is_zip = head[:4] == b"PK\x03\x04"
+    is_pickle = len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+    if is_zip or is_pickle:
+        kind = "a zip archive (torch.save format)" if is_zip else "a Python pickle"
+        raise PickleRefusedError(f"file is {kind}, not safetensors; it was not unpickled", path=path,
+                                 hint=_CONVERT_HINT)
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    out: dict = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r} in header")
+        out[k] = v
+    return out
+
+
+def _parse_header_json(path: str, raw: bytes) -> dict:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SafetensorsError(f"header is not valid UTF-8 (byte {e.start})", path=path) from None
+    try:
+        obj = json.loads(text, object_pairs_hook=_no_duplicates)
+    except RecursionError:
+        raise SafetensorsError("header JSON is nested too deeply", path=path) from None
+    except ValueError as e:
+        raise SafetensorsError(f"header is not valid JSON: {e}", path=path) from None
+    if not isinstance(obj, dict):
+        raise SafetensorsError(f"header JSON is a {type(obj).__name__}, not an object", path=path)
+    return obj
+
+
+def _parse_metadata(path: str, meta: object) -> dict[str, str]:
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict):
+        raise SafetensorsError("__metadata__ is not an object", path=path)
+    for k, v in meta.items():
+        if not isinstance(v, str):
+            raise SafetensorsError(f"__metadata__ value is a {type(v).__name__}, not a string", path=path, key=k,
+                                   hint="safetensors metadata holds strings only")
+    return dict(meta)
+
+
+def _parse_entry(path: str, name: str, entry: object, data_start: int, data_len: int) -> TensorInfo:
+    if not isinstance(entry, dict):
+        raise SafetensorsError("tensor entry is not an object", path=path, key=name)
+    dtype = entry.get("dtype")
+    shape = entry.get("shape")
+    offsets = entry.get("data_offsets")
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise SafetensorsError(f"unknown dtype {dtype!r}", path=path, key=name)
+    if (not isinstance(shape, list) or len(shape) > 8
+            or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**48 for d in shape)):
+        raise SafetensorsError(f"invalid shape {shape!r}", path=path, key=name)
+    if (not isinstance(offsets, list) or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
+        raise SafetensorsError(f"invalid data_offsets {offsets!r}", path=path, key=name)
+    begin, end = offsets
+    if not 0 <= begin <= end <= data_len:
+        raise SafetensorsError(f"data_offsets {offsets} out of range (data section is {data_len} bytes)",
+                               path=path, key=name, hint="the file is truncated or corrupt")
+    expected = math.prod(shape) * DTYPES[dtype][0]
+    if end - begin != expected:
+        raise SafetensorsError(f"shape {shape} of {dtype} needs {expected} bytes but data_offsets give {end - begin}",
+                               path=path, key=name)
+    return TensorInfo(name, dtype, tuple(shape), data_start + begin, data_start + end)
+
+
+def read_header(path: str | os.PathLike) -> SafetensorsHeader:
+    """Read and validate the header of a safetensors file without reading any tensor data.
+
+    Raises :class:`PickleRefusedError` for pickles and zip checkpoints and
+    :class:`SafetensorsError` for anything malformed; both name the file and the problem.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(8)
+            _sniff_pickle(path, head)
+            if len(head) < 8:
+                raise SafetensorsError(f"file is {size} bytes, too short for a safetensors header",
+                                       path=path, hint="the file is empty or truncated")
+            (n,) = struct.unpack("<Q", head)
+            if n > MAX_HEADER_BYTES:
+                raise SafetensorsError(f"header length {n} exceeds the {MAX_HEADER_BYTES}-byte limit",
+                                       path=path, hint="the file is corrupt or hostile")
+            if 8 + n > size:
+                raise SafetensorsError(f"header length {n} is larger than the file ({size} bytes)",
+                                       path=path, hint="the file is truncated or not safetensors")
+            raw = f.read(n)
+    except IsADirectoryError:
+        raise LoRALabError("is a folder, not a file", path=path) from None
+    except FileNotFoundError:
+        raise LoRALabError("file not found", path=path) from None
+    if len(raw) != n:
+        raise SafetensorsError("file shrank while reading its header", path=path)
+    if not raw.lstrip(b" ").startswith(b"{"):
+        if path.lower().endswith(PICKLE_EXTENSIONS):
+            raise PickleRefusedError("not a safetensors file", path=path, hint=_CONVERT_HINT)
+        raise SafetensorsError("header does not start with '{'", path=path, hint="the file is not safetensors")
+    obj = _parse_header_json(path, raw)
+    metadata = _parse_metadata(path, obj.pop("__metadata__", None))
+    data_start = 8 + n
+    data_len = size - data_start
+    tensors = {name: _parse_entry(path, name, entry, data_start, data_len) for name, entry in obj.items()}
+    cursor = data_start
+    for info in sorted(tensors.values(), key=lambda t: (t.start, t.end)):
+        if info.start < cursor:
+            raise SafetensorsError("data region overlaps another tensor's", path=path, key=info.name,
+                                   hint="the file is corrupt or hostile")
+        if info.start > cursor:
+            raise SafetensorsError(f"{info.start - cursor} bytes of the data section belong to no tensor",
+                                   path=path, key=info.name)
+        cursor = info.end
+    if cursor != size:
+        raise SafetensorsError(f"{size - cursor} trailing bytes after the last tensor", path=path,
+                               hint="the file is corrupt")
+    return SafetensorsHeader(path, size, n, metadata, tensors)
+
+
+def bytes_to_tensor(raw: bytes | bytearray, dtype: str, shape: tuple[int, ...], *, where: str = "") -> torch.Tensor:
+    """Build a tensor from little-endian safetensors bytes."""
+    tdt = DTYPES[dtype][1]
+    if tdt is None:
+        raise SafetensorsError(f"dtype {dtype} is not supported by this torch build", path=where or None)
+    if len(raw) == 0:
+        return torch.empty(shape, dtype=tdt)
+    return torch.frombuffer(bytearray(raw), dtype=tdt).reshape(shape)
+
+
+class SafetensorsFile:
+    """Lazy read access to a validated safetensors file: the header at open, tensors on demand."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.header = read_header(path)
+        self.path = self.header.path
+        self._fd: int | None = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+
+    def __enter__(self) -> "SafetensorsFile":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        fd, self._fd = getattr(self, "_fd", None), None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return self.header.metadata
+
+    def keys(self) -> list[str]:
+        return list(self.header.tensors)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.header.tensors
+
+    def info(self, key: str) -> TensorInfo:
+        try:
+            return self.header.tensors[key]
+        except KeyError:
+            raise LoRALabError("no such tensor", path=self.path, key=key) from None
+
+    def read_bytes(self, key: str) -> bytes:
+        """The raw bytes of one tensor."""
+        info = self.info(key)
+        if self._fd is None:
+            raise LoRALabError("file is closed", path=self.path)
+        raw = _pread_all(self._fd, info.nbytes, info.start)
+        if len(raw) != info.nbytes:
+            raise SafetensorsError("file ended inside this tensor's data", path=self.path, key=key,
+                                   hint="the file was truncated after it was opened")
+        return raw
+
+    def get(self, key: str) -> torch.Tensor:
+        """Read one tensor (a fresh CPU tensor in the stored dtype)."""
+        info = self.info(key)
+        return bytes_to_tensor(self.read_bytes(key), info.dtype, info.shape, where=self.path)
+
+    def scalar(self, key: str) -> float:
+        """The value of a one-element tensor (such as a LoRA ``alpha``)."""
+        info = self.info(key)
+        if info.numel != 1:
+            raise LoRALabError(f"expected a scalar, found shape {list(info.shape)}", path=self.path, key=key)
+        return float(self.get(key).reshape(()).to(torch.float64))
+
+
+def _pread_all(fd: int, size: int, offset: int) -> bytes:
+    if hasattr(os, "pread"):
+        chunks = []
+        got = 0
+        while got < size:
+            chunk = os.pread(fd, min(size - got, 1 << 30), offset + got)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+    with open(fd, "rb", closefd=False) as f:
+        f.seek(offset)
+        return f.read(size)
+
+
+def open_safetensors(path: str | os.PathLike) -> SafetensorsFile:
+    """Open a safetensors file for lazy reading (see :class:`SafetensorsFile`)."""
+    return SafetensorsFile(path)
+
+
+def load_tensors(path: str | os.PathLike, keys: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
+    """Read all (or the given) tensors of a safetensors file into memory."""
+    with SafetensorsFile(path) as f:
+        return {k: f.get(k) for k in (f.keys() if keys is None else keys)}
+
+
+def _validate_metadata(metadata: Mapping[str, str] | None, path: str) -> dict[str, str]:
+    meta = dict(metadata or {})
+    for k, v in meta.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise LoRALabError(f"metadata entries must be strings, got {type(k).__name__}: {type(v).__name__}",
+                               path=path, key=str(k))
+    return meta
+
+
+class SafetensorsWriter:
+    """Stream tensors into a new safetensors file, published atomically by :meth:`finish`.
+
+    Tensor bytes go to spool files in the destination folder (one per element size, so every
+    tensor stays aligned without gaps); nothing but the header is held in memory.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
+        self.path = os.path.abspath(os.fspath(path))
+        self.overwrite = overwrite
+        self._entries: dict[str, tuple[str, tuple[int, ...], int, int]] = {}
+        self._spools: dict[int, tuple[object, int]] = {}
+        self._finished = False
+        if not overwrite and os.path.exists(self.path):
+            raise FileExistsRefusedError("file already exists and overwriting was not asked for", path=self.path,
+                                         hint="choose another name or enable overwrite")
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+
+    def _spool(self, itemsize: int):
+        if itemsize not in self._spools:
+            f = tempfile.NamedTemporaryFile(prefix="." + os.path.basename(self.path) + f".spool{itemsize}.",
+                                            suffix=TEMP_SUFFIX, dir=os.path.dirname(self.path), delete=True)
+            self._spools[itemsize] = (f, 0)
+        return self._spools[itemsize]
+
+    def add(self, name: str, tensor: torch.Tensor) -> None:
+        """Append one tensor (any device; it is copied to CPU contiguous memory)."""
+        if self._finished:
+            raise LoRALabError("writer already finished", path=self.path)
+        if not isinstance(name, str) or name == "__metadata__" or name in self._entries:
+            raise LoRALabError("duplicate or invalid tensor name", path=self.path, key=str(name))
+        t = tensor.detach().to("cpu").contiguous()
+        dtype = TORCH_TO_NAME.get(t.dtype)
+        if dtype is None:
+            raise LoRALabError(f"dtype {t.dtype} cannot be stored in safetensors", path=self.path, key=name)
+        itemsize = DTYPES[dtype][0]
+        f, used = self._spool(itemsize)
+        data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        f.write(data)
+        self._spools[itemsize] = (f, used + len(data))
+        self._entries[name] = (dtype, tuple(t.shape), itemsize, used)
+
+    def finish(self, metadata: Mapping[str, str] | None = None) -> str:
+        """Write header and data to the destination atomically; returns the path."""
+        meta = _validate_metadata(metadata, self.path)
+        order = sorted(self._spools, reverse=True)
+        base: dict[int, int] = {}
+        total = 0
+        for itemsize in order:
+            base[itemsize] = total
+            total += self._spools[itemsize][1]
+        header: dict[str, object] = {}
+        if meta:
+            header["__metadata__"] = meta
+        for name in sorted(self._entries, key=lambda n: (-self._entries[n][2], self._entries[n][3])):
+            dtype, shape, itemsize, off = self._entries[name]
+            nbytes = math.prod(shape) * itemsize
+            start = base[itemsize] + off
+            header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [start, start + nbytes]}
+        raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        raw += b" " * (-len(raw) % 8)
+        try:
+            with atomic_write(self.path, overwrite=self.overwrite) as out:
+                out.write(struct.pack("<Q", len(raw)))
+                out.write(raw)
+                for itemsize in order:
+                    f, _ = self._spools[itemsize]
+                    f.flush()
+                    f.seek(0)
+                    shutil.copyfileobj(f, out, 16 << 20)
+        finally:
+            self.abort()
+        self._finished = True
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the spooled data; the destination is not touched."""
+        for f, _ in self._spools.values():
+            with contextlib.suppress(OSError):
+                f.close()
+        self._spools.clear()
+
+    def __enter__(self) -> "SafetensorsWriter":
+        return self
+
+    def __exit__(self, exc_type, *exc: object) -> None:
+        if exc_type is not None or not self._finished:
+            self.abort()
+
+
+def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]],
+                 metadata: Mapping[str, str] | None = None, *, overwrite: bool = False) -> str:
+    """Write tensors and ``__metadata__`` to a new safetensors file atomically."""
+    items: Iterator[tuple[str, torch.Tensor]] = iter(tensors.items() if isinstance(tensors, Mapping) else tensors)
+    with SafetensorsWriter(path, overwrite=overwrite) as w:
+        for name, t in items:
+            w.add(name, t)
+        return w.finish(metadata)

@@ -1,0 +1,19 @@
+"""The ComfyUI layer of LoRA Lab: V3 nodes that turn graph inputs into engine calls and back."""
+from __future__ import annotations
+
+from comfy_api.latest import ComfyExtension, io
+
+#: node modules; each exposes ``NODES``, a list of io.ComfyNode classes
+NODE_MODULES: list = []
+
+
+class LoRALabExtension(ComfyExtension):
+    """Registers every LoRA Lab node."""
+
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return [node for module in NODE_MODULES for node in module.NODES]
+
+
+async def comfy_entrypoint() -> LoRALabExtension:
+    """ComfyUI's V3 entry point."""
+    return LoRALabExtension()

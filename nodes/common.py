@@ -1,0 +1,65 @@
+"""Host glue shared by every LoRA Lab node: naming, the loras folder, and model layouts."""
+from __future__ import annotations
+
+import os
+
+import folder_paths
+
+from ..loralab.errors import UnsafeNameError
+from ..loralab.layouts import ModelLayout
+from ..loralab.paths import resolve_in_folder
+
+NODE_PREFIX = "LoRALab"
+CATEGORY = "LoRA Lab"
+LORA_EXTENSIONS = (".safetensors", ".sft")
+
+#: ComfyUI model_config class (or a base class of it) -> LoRA Lab arch id
+_CONFIG_ARCH = {"SD15": "sd1", "SD20": "sd2", "SDXL": "sdxl", "SDXLRefiner": "sdxl_refiner",
+                "Flux": "flux", "FluxSchnell": "flux"}
+
+
+def node_id(name: str) -> str:
+    """The pack-prefixed node id (``Inspect`` -> ``LoRALabInspect``)."""
+    return NODE_PREFIX + name
+
+
+def display_name(name: str) -> str:
+    """The display name shown in ComfyUI (``Inspect LoRA`` -> ``Inspect LoRA (LoRA Lab)``)."""
+    return f"{name} (LoRA Lab)"
+
+
+def lora_names() -> list[str]:
+    """LoRA files in ComfyUI's ``loras`` folders that LoRA Lab can read (safetensors only)."""
+    return [n for n in folder_paths.get_filename_list("loras") if n.lower().endswith(LORA_EXTENSIONS)]
+
+
+def lora_path(name: str) -> str:
+    """The real path of a file named relative to a ``loras`` folder; refuses names that escape it."""
+    last: UnsafeNameError | None = None
+    for folder in folder_paths.get_folder_paths("loras"):
+        try:
+            return resolve_in_folder(folder, name)
+        except UnsafeNameError as e:
+            last = e
+    raise last or UnsafeNameError("no loras folder is configured", key=name)
+
+
+def model_arch(model) -> str | None:
+    """The LoRA Lab arch id of a ComfyUI MODEL (ModelPatcher), or None for architectures we do not map."""
+    for cls in type(model.model.model_config).__mro__:
+        if cls.__name__ in _CONFIG_ARCH:
+            return _CONFIG_ARCH[cls.__name__]
+    return None
+
+
+def model_layout(model) -> ModelLayout | None:
+    """The exact layout of a loaded ComfyUI MODEL, generated from its own config."""
+    arch_id = model_arch(model)
+    if arch_id is None:
+        return None
+    return ModelLayout.from_config(arch_id, model.model.model_config.unet_config)
+
+
+def output_folder(kind: str = "loras") -> str:
+    """The first configured folder of a kind (where LoRA Lab writes files of that kind)."""
+    return os.path.abspath(folder_paths.get_folder_paths(kind)[0])

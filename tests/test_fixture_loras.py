@@ -1,0 +1,109 @@
+"""Every real trainer's LoRA layout (../shared/fixtures/loras) is detected right and mapped whole:
+format, architecture, per-module algorithm, rank and alpha, and every key onto a real key of the
+matching model (from the model fixtures, not from our own layouts) with a fitting shape."""
+import math
+import os
+
+import pytest
+
+from loralab.lora import Lora
+from loralab_testkit import FIXTURE_MODELS, LORA_FIXTURES, FixtureSource, fixture, materialize, model_shapes
+
+#: fixture -> (format, arch, {algorithm: modules}, rank, alpha) as the producers wrote them (fixture notes)
+EXPECTED = {
+    "aitoolkit_flux_lora": ("aitoolkit", "flux", {"LoRA": 494}, 16, None),
+    "comfyui_trainer_sd15_lora": ("comfyui", "sd1", {"LoRA": 230, "LoCon": 52, "Full diff": 404}, 8, 1.0),
+    "diffusers_sdxl_dreambooth_lora": ("diffusers_dreambooth", "sdxl", {"LoRA": 560}, 4, None),
+    "kohya_flux_lora": ("kohya", "flux", {"LoRA": 304}, 16, 16.0),
+    "kohya_flux_lora_with_te1": ("kohya", "flux", {"LoRA": 376}, 16, 16.0),
+    "kohya_sd15_lora": ("kohya", "sd1", {"LoRA": 264}, 16, 8.0),
+    "kohya_sdxl_lora": ("kohya", "sdxl", {"LoRA": 986}, 32, 16.0),
+    "lycoris_sd15_locon_dora": ("lycoris", "sd1", {"LoRA + DoRA": 302, "LoCon + DoRA": 52}, 16, 8.0),
+    "lycoris_sd15_loha": ("lycoris", "sd1", {"LoHa": 354}, 8, 4.0),
+    "lycoris_sd15_lokr": ("lycoris", "sd1", {"LoKr": 354}, 8, 4.0),
+    "xlabs_flux_lora": ("xlabs", "flux", {"LoRA": 84}, 16, None),
+}
+
+
+def test_every_fixture_has_an_expectation():
+    assert sorted(EXPECTED) == LORA_FIXTURES
+
+
+def _algorithms(lora):
+    counts = {}
+    for m in lora.items:
+        a = m.algorithm(lora.layout)
+        counts[a] = counts.get(a, 0) + 1
+    return counts
+
+
+def _check_targets(name, lora):
+    models = {comp: model_shapes(m, comp) for comp, m in FIXTURE_MODELS[name].items()}
+    for m in lora.items:
+        assert m.mapped, (m.entry.module, m.reason)
+        real = models[m.component]
+        assert m.target.key in real, m.target.key
+        shape = real[m.target.key]
+        out = m.target.rows[1] if m.target.rows else shape[0]
+        got = m.entry.delta_shape()
+        if m.entry.param == "bias" or len(shape) == 1:
+            assert got[0] * got[1] == math.prod(shape), m.entry.module
+        else:
+            assert got == (out, math.prod(shape[1:])), (m.entry.module, got, shape)
+
+
+def _accounted(lora, keys):
+    used = [k for e in lora.entries for k in e.keys.values()]
+    assert len(used) == len(set(used))
+    assert sorted(used + lora.unrecognized + lora.orphans) == sorted(keys)
+    assert not lora.unrecognized and not lora.orphans
+
+
+@pytest.mark.parametrize("name", LORA_FIXTURES)
+def test_fixture_at_full_size(name):
+    fmt, arch_id, algos, rank, alpha = EXPECTED[name]
+    lora = Lora(FixtureSource(name))
+    assert lora.detection.format == fmt
+    assert lora.detection.arch == arch_id
+    assert not lora.detection.warnings
+    assert _algorithms(lora) == algos
+    weight_entries = [e for e in lora.entries if e.kind != "diff"]
+    assert {e.rank() for e in weight_entries} == {rank}
+    assert {e.alpha for e in weight_entries} == {alpha}
+    _accounted(lora, fixture("loras", name)["tensors"])
+    _check_targets(name, lora)
+
+
+@pytest.mark.parametrize("name", LORA_FIXTURES)
+def test_fixture_as_real_file(name, tmp):
+    """The same, from a real safetensors file written with seeded values (rank scaled down to 2)."""
+    fmt, arch_id, algos, rank, alpha = EXPECTED[name]
+    path = materialize(name, os.path.join(tmp, name + ".safetensors"), rank=2)
+    with Lora.open(path) as lora:
+        assert (lora.detection.format, lora.detection.arch) == (fmt, arch_id)
+        assert _algorithms(lora) == algos
+        weight_entries = [e for e in lora.entries if e.kind != "diff"]
+        assert {e.rank() for e in weight_entries} == {min(rank, 2)}
+        assert {e.alpha for e in weight_entries} == {alpha}
+        assert lora.metadata == fixture("loras", name).get("metadata", {})
+        _accounted(lora, fixture("loras", name)["tensors"])
+        _check_targets(name, lora)
+
+
+def test_kohya_flux_variant_and_te_components():
+    lora = Lora(FixtureSource("kohya_flux_lora_with_te1"))
+    assert lora.detection.arch_variant == "dev"
+    comps = {}
+    for m in lora.mapped():
+        comps[m.component] = comps.get(m.component, 0) + 1
+    assert comps == {"unet": 304, "clip_l": 72}
+
+
+def test_metadata_disagreement_is_reported_not_followed():
+    src = FixtureSource("kohya_sd15_lora")
+    src.metadata = dict(src.metadata, **{"modelspec.architecture": "stable-diffusion-xl-v1-base/lora",
+                                         "ss_base_model_version": "sdxl_base_v1-0"})
+    lora = Lora(src)
+    assert lora.detection.arch == "sd1"
+    assert lora.detection.metadata_arch == "sdxl"
+    assert any("metadata says SDXL" in w for w in lora.detection.warnings)
