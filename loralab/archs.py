@@ -19,20 +19,32 @@ class Arch:
     #: what kohya writes as ``ss_base_model_version`` and SAI model spec as ``modelspec.architecture``
     ss_base_model_version: str = ""
     modelspec_architecture: str = ""
+    #: ComfyUI TE name -> the kohya prefix kohya writes for it
+    kohya_te_prefix: dict[str, str] = field(default_factory=dict)
+    #: what kohya writes as ``ss_network_module`` for a plain LoRA and as ``modelspec.implementation``
+    kohya_network_module: str = "networks.lora"
+    modelspec_implementation: str = "https://github.com/Stability-AI/generative-models"
+    #: kohya names U-Net modules by their diffusers names for SD1.x/SD2, by LDM/BFL names otherwise
+    kohya_diffusers_names: bool = False
 
 
 ARCHS: dict[str, Arch] = {a.id: a for a in (
     Arch("sd1", "SD1.x", "unet", ("clip_l",), {"": "clip_l", "1": "clip_l"}, {"text_encoder": "clip_l"},
-         "sd_v1", "stable-diffusion-v1/lora"),
+         "sd_v1", "stable-diffusion-v1/lora", {"clip_l": "lora_te_"}, modelspec_implementation="diffusers",
+         kohya_diffusers_names=True),
     Arch("sd2", "SD2.x", "unet", ("clip_h",), {"": "clip_h", "1": "clip_h"}, {"text_encoder": "clip_h"},
-         "sd_v2", "stable-diffusion-v2-768-v/lora"),
+         "sd_v2", "stable-diffusion-v2-768-v/lora", {"clip_h": "lora_te_"}, modelspec_implementation="diffusers",
+         kohya_diffusers_names=True),
     Arch("sdxl", "SDXL", "unet", ("clip_l", "clip_g"), {"": "clip_l", "1": "clip_l", "2": "clip_g"},
          {"text_encoder": "clip_l", "text_encoder_2": "clip_g"}, "sdxl_base_v1-0",
-         "stable-diffusion-xl-v1-base/lora"),
+         "stable-diffusion-xl-v1-base/lora", {"clip_l": "lora_te1_", "clip_g": "lora_te2_"}),
     Arch("sdxl_refiner", "SDXL refiner", "unet", ("clip_g",), {"": "clip_g", "1": "clip_g"},
-         {"text_encoder": "clip_g"}, "sdxl_refiner_v1-0", "stable-diffusion-xl-v1-refiner/lora"),
+         {"text_encoder": "clip_g"}, "sdxl_refiner_v1-0", "stable-diffusion-xl-v1-refiner/lora",
+         {"clip_g": "lora_te_"}),
     Arch("flux", "Flux.1", "flux", ("clip_l", "t5xxl"), {"": "clip_l", "1": "clip_l", "2": "t5xxl", "3": "t5xxl"},
-         {"text_encoder": "clip_l", "text_encoder_2": "t5xxl"}, "flux1", "flux-1-dev/lora"),
+         {"text_encoder": "clip_l", "text_encoder_2": "t5xxl"}, "flux1", "flux-1-dev/lora",
+         {"clip_l": "lora_te1_", "t5xxl": "lora_te3_"}, "networks.lora_flux",
+         "https://github.com/black-forest-labs/flux"),
 )}
 
 

@@ -83,8 +83,10 @@ class ModelLayout:
             fused = {}
         self.shapes: Shapes = {DIFFUSION_PREFIX + k: v for k, v in dshapes.items()}
         unet: dict[str, tuple] = {m: (DIFFUSION_PREFIX + m, None, False) for m in _modules(dshapes)}
+        self._diffusers_of: dict[str, str] = {}
         for dn, ldm in dnames.items():
             unet.setdefault(dn, (DIFFUSION_PREFIX + ldm, None, False))
+            self._diffusers_of.setdefault(DIFFUSION_PREFIX + ldm, dn)
         for dn, (mod, start, length, swap) in fused.items():
             full = dshapes[mod + ".weight"][0]
             rows = None if (start == 0 and length == full) else (start, length)
@@ -121,6 +123,10 @@ class ModelLayout:
         if hit is None:
             return None
         return Resolved(hit[0], te, None, False)
+
+    def diffusers_name(self, module: str) -> str | None:
+        """The diffusers name of a canonical diffusion-model module (``diffusion_model.*``), if it has one."""
+        return self._diffusers_of.get(module)
 
     def key_for(self, resolved: Resolved, param: str) -> str | None:
         """The model key a module's ``param`` ("weight" or "bias") is stored under, if it exists."""
