@@ -8,6 +8,7 @@ from typing import Callable, Sequence
 
 from . import __version__
 from .errors import LoRALabError
+from .merge_cli import MERGE_COMMANDS
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -38,7 +39,7 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
 
 
 #: every sub-command registers itself here
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_inspect]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_inspect, *MERGE_COMMANDS]
 
 
 def build_parser() -> argparse.ArgumentParser:
