@@ -9,6 +9,7 @@ skipped and counted.
 from __future__ import annotations
 
 import json
+import math
 import os
 import zlib
 
@@ -20,7 +21,7 @@ from .errors import ArchMismatchError
 from .layouts import DIFFUSION_PREFIX, Target
 from .lora_writer import kohya_tensors, lora_metadata
 from .lowrank import RankRule, dense_svd, select_rank
-from .merge import DENSE, MergeResult, ModuleReport, Progress
+from .merge import MergeResult, ModuleReport, Progress, dense_dtype
 from .model_weights import ModelWeights
 
 
@@ -54,8 +55,9 @@ def extract(tuned: ModelWeights, base: ModelWeights, rule: RankRule, *, text_enc
     reports: list[ModuleReport] = []
     skipped: list[str] = []
     for done, key in enumerate(keys, 1):
-        b = base.get(key).to(DENSE)
-        d = tuned.get(key).to(DENSE) - b
+        work = dense_dtype(math.prod(layout.shapes[key]))
+        b = base.get(key).to(work)
+        d = tuned.get(key).to(work) - b
         dn, bn = float(d.norm()), float(b.norm())
         if dn == 0 or dn <= min_diff * bn:
             skipped.append(f"{key} (difference {dn / bn if bn else 0:.2e} of the weight, below {min_diff:g})")

@@ -70,11 +70,13 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _numerical_rank(s: Tensor, shape: tuple[int, int]) -> int:
-    """Count of singular values above rounding noise (NumPy's matrix_rank tolerance)."""
+def _numerical_rank(s: Tensor, shape: tuple[int, int], scale: float | None = None) -> int:
+    """Count of singular values above rounding noise: max(shape)·eps·scale, where ``scale`` is the
+    size of what the matrix was computed from (σ₁ by default: NumPy's matrix_rank tolerance; the
+    norms of the terms when they may cancel)."""
     if s.numel() == 0 or float(s[0]) <= 0:
         return 0
-    tol = float(s[0]) * max(shape) * torch.finfo(s.dtype).eps
+    tol = (float(s[0]) if scale is None else scale) * max(shape) * torch.finfo(s.dtype).eps
     return int((s > tol).sum())
 
 
@@ -105,16 +107,17 @@ def svd_of_product(b: Tensor, a: Tensor) -> SVD:
         left, rb = _orthonormal_range(b)
         right, ra = _orthonormal_range(a.T)
         uc, s, vch = torch.linalg.svd(rb @ ra.T, full_matrices=False)
-        r = _numerical_rank(s, (b.shape[0], a.shape[1]))
+        r = _numerical_rank(s, (b.shape[0], a.shape[1]), float(b.norm() * a.norm()))
         s = s[:r]
         return SVD(left(uc[:, :r]), s, right(vch[:r].T).T, float((s ** 2).sum()), float(s.sum()))
 
 
-def full_svd(m: Tensor) -> SVD:
-    """Exact thin SVD of a dense matrix, numerically zero singular values dropped."""
+def full_svd(m: Tensor, scale: float | None = None) -> SVD:
+    """Exact thin SVD of a dense matrix, numerically zero singular values dropped (relative to
+    ``scale``, see :func:`_numerical_rank`)."""
     with one_thread() if min(m.shape) <= 512 else contextlib.nullcontext():
         u, s, vh = torch.linalg.svd(m, full_matrices=False)
-    r = _numerical_rank(s, tuple(m.shape))
+    r = _numerical_rank(s, tuple(m.shape), scale)
     s = s[:r]
     return SVD(u[:, :r], s, vh[:r], float(m.to(WORK).pow(2).sum()), float(s.to(WORK).sum()))
 
@@ -147,17 +150,17 @@ def randomized_svd(m: Tensor, k: int, *, oversample: int = 10, power_iters: int 
 
 
 def dense_svd(m: Tensor, rule: "RankRule", *, exact: bool, power_iters: int = 2,
-              generator: torch.Generator | None = None) -> SVD:
+              generator: torch.Generator | None = None, scale: float | None = None) -> SVD:
     """SVD of a dense matrix for ``rule``: a full SVD when ``exact``, when the matrix is small, or
     when the rule needs the whole spectrum (``sv_cumulative``); otherwise randomized, with as
-    many leading singular values as the rule can keep."""
+    many leading singular values as the rule can keep. ``scale``: see :func:`full_svd`."""
     rows, cols = m.shape
     cap = rule.cap(min(rows, cols))
     small = min(rows, cols) <= 4 * (cap + 10) or rows * cols <= 1 << 20
     if exact or small or rule.mode == "sv_cumulative":
-        return full_svd(m)
+        return full_svd(m, scale)
     svd = randomized_svd(m, cap, power_iters=power_iters, generator=generator)
-    r = _numerical_rank(svd.s, (rows, cols))
+    r = _numerical_rank(svd.s, (rows, cols), scale)
     return SVD(svd.u[:, :r], svd.s[:r], svd.vh[:r], svd.energy, None)
 
 

@@ -58,7 +58,14 @@ from .safetensors_io import DTYPES, save_tensors
 
 METHODS = ("concat", "svd", "ties", "dare", "magnitude")
 SPARSIFYING = ("ties", "dare", "magnitude")
-DENSE = torch.float32  # precision of dense per-module work (sparsifying merges, full diffs)
+#: dense per-module work (full diffs, DoRA, sparsifying merges) is done in float64 up to this many
+#: entries (128 MiB), in float32 above (a Flux linear1 in float64 would take 0.5 GB)
+DENSE_FLOAT64_MAX = 1 << 24
+
+
+def dense_dtype(numel: int) -> torch.dtype:
+    """Precision of a dense per-module matrix of this size."""
+    return WORK if numel <= DENSE_FLOAT64_MAX else torch.float32
 
 #: called after each module: (modules done, modules in all)
 Progress = Callable[[int, int], None]
@@ -186,7 +193,9 @@ class _Term:
         return None if self.b is None else int(self.b.shape[1])
 
     def matrix(self) -> torch.Tensor:
-        return self.dense.to(DENSE) if self.b is None else (self.b @ self.a).to(DENSE)
+        if self.b is None:
+            return self.dense
+        return (self.b @ self.a).to(dense_dtype(self.b.shape[0] * self.a.shape[1]))
 
 
 def default_dtype(inputs: Sequence[MergeInput]) -> torch.dtype:
@@ -235,6 +244,7 @@ def _term(source: int, inp: MergeInput, target: Target, adapter: Adapter, weight
           base: ModelWeights | None) -> _Term:
     full = layout.shapes[target.key]
     rows = full[0] if len(full) else 1
+    dense = dense_dtype(math.prod(full))
     if adapter.needs_base:
         if base is None or target.key not in base:
             raise LoraFormatError(
@@ -244,16 +254,16 @@ def _term(source: int, inp: MergeInput, target: Target, adapter: Adapter, weight
         part_shape = (target.rows[1], *full[1:]) if target.rows is not None else tuple(full)
         w = _base_part(base, target, part_shape)
         d = (adapter.apply_to(w, weight) - w).reshape(part_shape[0], -1)
-        return _Term(source, dense=row_placed(d, target, rows))
+        return _Term(source, dense=row_placed(d.to(dense), target, rows))
     if len(full) < 2:
-        return _Term(source, dense=row_placed(adapter.delta_flat(DENSE).reshape(-1, 1) * weight, target, rows))
+        return _Term(source, dense=row_placed(adapter.delta_flat(dense).reshape(-1, 1) * weight, target, rows))
     if isinstance(adapter, LoKr):
         svd = lokr_svd(adapter)
         b, a = svd.u * (svd.s * adapter.scale), svd.vh
     else:
         lr = adapter.low_rank(WORK)
         if lr is None:
-            return _Term(source, dense=row_placed(adapter.delta_flat(DENSE) * weight, target, rows))
+            return _Term(source, dense=row_placed(adapter.delta_flat(dense) * weight, target, rows))
         b, a = lr
     return _Term(source, b=row_placed(b * weight, target, rows), a=a)
 
@@ -265,8 +275,9 @@ def _svd_of_sum(terms: list[_Term], shape: tuple[int, int], rule: RankRule, key:
     width = sum(t.rank or 0 for t in terms)
     if all(t.b is not None for t in terms) and width < min(shape):
         return svd_of_product(torch.cat([t.b for t in terms], 1), torch.cat([t.a for t in terms], 0)), "low-rank"
-    m = sum(t.matrix() for t in terms)
-    return dense_svd(m, rule, exact=exact, generator=_seed(seed, "svd", key)), "dense"
+    parts = [t.matrix() for t in terms]
+    scale = sum(float(p.norm()) for p in parts)
+    return dense_svd(sum(parts), rule, exact=exact, generator=_seed(seed, "svd", key), scale=scale), "dense"
 
 
 def _trim(t: torch.Tensor, density: float) -> torch.Tensor:
