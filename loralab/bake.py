@@ -6,6 +6,7 @@ from typing import Iterator, MutableMapping, Sequence
 
 import torch
 
+from .errors import ArchMismatchError
 from .layouts import ModelLayout
 from .lowrank import WORK
 from .merge import MergeInput, Progress
@@ -18,6 +19,9 @@ def baked_weights(weights: ModelWeights, inputs: Sequence[MergeInput], *,
     at its weight × block weight (DoRA through its own normalisation), computed in float64 and
     returned in the weight's dtype. Inputs must be mapped onto ``weights.layout``'s arch."""
     layout = weights.layout
+    for inp in inputs:
+        if inp.lora.layout is None or inp.lora.layout.arch.id != layout.arch.id:
+            raise ArchMismatchError(f"{inp.title} is not a LoRA for {layout.arch.name}", path=inp.lora.path)
     blocks = [inp.blocks(layout.arch.id, layout) for inp in inputs]
     by_key: dict[str, list[tuple[int, object]]] = {}
     for i, inp in enumerate(inputs):
@@ -33,6 +37,10 @@ def baked_weights(weights: ModelWeights, inputs: Sequence[MergeInput], *,
             strength = inputs[i].weight * blocks[i].for_key(key)
             if strength == 0:
                 continue
+            if inputs[i].lora.layout.shapes.get(key) != tuple(original.shape):
+                raise ArchMismatchError(f"{inputs[i].title} was mapped onto a model of another size "
+                                        f"({key}: {list(original.shape)} here)", path=inputs[i].lora.path,
+                                        hint="open the LoRA with this model's layout")
             target = m.target
             part = w if target.rows is None else w[target.rows[0]:target.rows[0] + target.rows[1]]
             if target.swap_halves:

@@ -12,7 +12,7 @@ from loralab.errors import ArchMismatchError, FileExistsRefusedError, LoraFormat
 from loralab.hashes import addnet_hash
 from loralab.layouts import ModelLayout
 from loralab.lora import Lora
-from loralab.lowrank import RankRule
+from loralab.lowrank import RankRule, one_thread
 from loralab.merge import MergeInput, convert, merge, resize
 from loralab.model_weights import ModelWeights
 from loralab.safetensors_io import read_header
@@ -22,6 +22,13 @@ from fitted import fitted_lora
 
 D = torch.float64
 F32 = torch.float32
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Small matrices: one thread is several times faster on a shared two-core machine."""
+    with one_thread():
+        yield
 
 
 def lora(name, rank=2, seed=0, **kw):
@@ -141,7 +148,7 @@ def test_svd_at_rank_k_has_the_dense_truncated_svd_error():
     got = Lora.from_state_dict(result.tensors)
     mine = {m.target.key: got.adapter(m.entry).delta_flat(D) for m in got.mapped()}
     checked = 0
-    for key in sorted(mine, key=lambda x: got.layout.shapes[x][0])[:40]:  # the smaller modules
+    for key in sorted(mine, key=lambda x: got.layout.shapes[x][0])[:20]:  # the smaller modules
         dense = 0
         for lo, w in parts:
             for m in lo.mapped():
@@ -155,7 +162,7 @@ def test_svd_at_rank_k_has_the_dense_truncated_svd_error():
         assert report.rank == min(k, min(dense.shape))
         assert report.kept == pytest.approx(float(s[:k].pow(2).sum() / s.pow(2).sum()), rel=1e-9)
         checked += 1
-    assert checked == 40
+    assert checked == 20
 
 
 def test_ratios_are_applied_once():
