@@ -33,12 +33,14 @@ depend on the base weight: without the base model's weights the merge refuses, n
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
 import statistics
 import zlib
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
@@ -74,6 +76,11 @@ Progress = Callable[[int, int], None]
 _STALE_PREFIXES = ("sshs_", "modelspec.hash_", "ss_network_", "loralab.")
 
 
+@functools.lru_cache(maxsize=1)
+def _hasher() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="loralab-hash")
+
+
 def lora_title(lora: Lora) -> str:
     """The name a LoRA calls itself (``modelspec.title``, ``ss_output_name``), else its file name."""
     meta = lora.metadata
@@ -93,6 +100,7 @@ class MergeInput:
     block_spec: str = ""
     title: str = ""
     file_hash: str | None = None  # addnet hash (full hex) of the file; AutoV3 is its first 12 digits
+    _pending: Future | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.weight):
@@ -102,8 +110,18 @@ class MergeInput:
     @classmethod
     def open(cls, path: str | os.PathLike, weight: float = 1.0, block_spec: str = "",
              layout: ModelLayout | None = None) -> "MergeInput":
-        """Open a LoRA file (header and alphas only) and hash its data."""
-        return cls(Lora.open(path, layout), weight, block_spec, file_hash=addnet_hash(path))
+        """Open a LoRA file (header and alphas only); its data is hashed in the background while
+        the merge runs on the main thread."""
+        inp = cls(Lora.open(path, layout), weight, block_spec)
+        inp._pending = _hasher().submit(addnet_hash, path)
+        return inp
+
+    @property
+    def addnet(self) -> str | None:
+        """The file's addnet hash (waits for the background hashing)."""
+        if self._pending is not None:
+            self.file_hash, self._pending = self._pending.result(), None
+        return self.file_hash
 
     def blocks(self, arch_id: str, layout: ModelLayout) -> BlockWeights:
         try:
@@ -112,9 +130,10 @@ class MergeInput:
             raise SpecError(f"block weights of {self.title}: {e.problem}", key=e.key, hint=e.hint) from None
 
     def recipe(self) -> dict:
+        h = self.addnet
         return {"title": self.title, "file": os.path.basename(self.lora.path) if self.lora.path else None,
-                "autov3": self.file_hash[:12] if self.file_hash else None, "addnet_hash": self.file_hash,
-                "weight": self.weight, "block_weights": self.block_spec or None}
+                "autov3": h[:12] if h else None, "addnet_hash": h, "weight": self.weight,
+                "block_weights": self.block_spec or None}
 
 
 @dataclass

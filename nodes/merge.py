@@ -21,7 +21,6 @@ from ..loralab.lora import Lora
 from ..loralab.lowrank import RANK_MODES, RankRule
 from ..loralab.merge import METHODS, MergeInput, MergeResult, convert, merge, resize
 from ..loralab.model_weights import ModelWeights
-from ..loralab.hashes import addnet_hash
 from ..loralab.paths import sanitize_output_name, unused_path
 from .common import CATEGORY, display_name, lora_names, lora_path, model_layout, node_id, output_folder
 
@@ -108,7 +107,7 @@ def effective_weights(model, layout, clip=None) -> ModelWeights:
     def get(key: str) -> torch.Tensor:
         entry = table[key]
         weight, convert_func = entry[0]
-        w = convert_func(weight.to(torch.float32, copy=True), inplace=True)
+        w = convert_func(weight.detach().to(torch.float32, copy=True), inplace=True)
         if len(entry) > 1:
             w = comfy.lora.calculate_weight(entry[1:], w, key)
         return w
@@ -118,9 +117,7 @@ def effective_weights(model, layout, clip=None) -> ModelWeights:
 def _inputs_from(items, layout) -> list[MergeInput]:
     out = []
     for item in items:
-        path = lora_path(item["lora_name"])
-        out.append(MergeInput(Lora.open(path, layout), item["weight"], item["block_weights"],
-                              file_hash=addnet_hash(path)))
+        out.append(MergeInput.open(lora_path(item["lora_name"]), item["weight"], item["block_weights"], layout))
     return out
 
 
