@@ -67,23 +67,34 @@ def _factors(shape: tuple[int, int], seed: int):
     return terms
 
 
+class Clock:
+    """Wall and CPU time of a block."""
+
+    def __enter__(self) -> "Clock":
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
 def phase_layer(method: str, out: int, inn: int) -> None:
     """One layer by one method, in this process; prints JSON."""
     import torch
     from loralab.lowrank import one_thread, svd_of_product
     terms = _factors((out, inn), 0)
-    t = time.perf_counter()
     if method == "ours":
-        with one_thread():
+        with Clock() as c, one_thread():
             b = torch.cat([tb.double() * w for tb, _, w in terms], 1)
             a = torch.cat([ta.double() for _, ta, _ in terms], 0)
             up, down = svd_of_product(b, a).factors(RANK_OUT)
-        result = {"seconds": time.perf_counter() - t}
+        result = {"seconds": c.wall, "cpu": c.cpu}
     else:
-        delta = sum(w * (tb.float() @ ta.float()) for tb, ta, w in terms)
-        u, s, vh = torch.linalg.svd(delta, full_matrices=False)
-        dense_k = (u[:, :RANK_OUT] * s[:RANK_OUT]) @ vh[:RANK_OUT]
-        result = {"seconds": time.perf_counter() - t}
+        with Clock() as c:
+            delta = sum(w * (tb.float() @ ta.float()) for tb, ta, w in terms)
+            u, s, vh = torch.linalg.svd(delta, full_matrices=False)
+            dense_k = (u[:, :RANK_OUT] * s[:RANK_OUT]) @ vh[:RANK_OUT]
+        result = {"seconds": c.wall, "cpu": c.cpu}
         with one_thread():
             b = torch.cat([tb.double() * w for tb, _, w in terms], 1)
             a = torch.cat([ta.double() for _, ta, _ in terms], 0)
@@ -108,13 +119,12 @@ def phase_dense(paths: list[str], out_path: str, samples: int) -> None:
     for shape, keys in sorted(by_shape.items()):
         for key in keys[:samples]:
             adapters = [lo.adapter(next(m.entry for m in lo.mapped() if m.target.key == key)) for lo in loras]
-            t = time.perf_counter()
-            delta = sum(w * ad.delta_flat(torch.float32) for w, ad in zip(WEIGHTS, adapters))
-            u, s, vh = torch.linalg.svd(delta, full_matrices=False)
-            dense_k = (u[:, :RANK_OUT] * s[:RANK_OUT]) @ vh[:RANK_OUT]
-            seconds = time.perf_counter() - t
+            with Clock() as c:
+                delta = sum(w * ad.delta_flat(torch.float32) for w, ad in zip(WEIGHTS, adapters))
+                u, s, vh = torch.linalg.svd(delta, full_matrices=False)
+                dense_k = (u[:, :RANK_OUT] * s[:RANK_OUT]) @ vh[:RANK_OUT]
             ours = merged.adapter(mine[key].entry).delta_flat(torch.float32)
-            rows.append({"shape": list(shape), "count": len(keys), "key": key, "seconds": seconds,
+            rows.append({"shape": list(shape), "count": len(keys), "key": key, "seconds": c.wall, "cpu": c.cpu,
                          "rel_diff": float((ours - dense_k).norm() / dense_k.norm()),
                          "bf16_storage": float((ours.bfloat16().float() - ours).norm() / ours.norm())})
     print(json.dumps({"rows": rows, "rss_mib": _self_rss()}))
@@ -125,9 +135,13 @@ def main() -> None:
     ap.add_argument("--dir", help="where to write the LoRA files (kept); default: a temp folder")
     ap.add_argument("--dense-samples", type=int, default=1, help="modules per shape timed with the dense method")
     ap.add_argument("--skip-dense", action="store_true", help="only our method (the dense method takes minutes)")
+    ap.add_argument("--dense-threads", type=int, default=1,
+                    help="torch threads of the dense method (1: faster than 2 on a shared two-core machine)")
     ap.add_argument("--phase", nargs="*", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.phase:
+        import torch
+        torch.set_num_threads(args.dense_threads)
         if args.phase[0] == "layer":
             phase_layer(args.phase[1], int(args.phase[2]), int(args.phase[3]))
         else:
@@ -135,20 +149,22 @@ def main() -> None:
         return
 
     import torch
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
-          f"load average {os.getloadavg()[0]:.2f} (other processes share the CPUs when it is above 0)")
-    me = [sys.executable, os.path.abspath(__file__)]
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs; dense method on {args.dense_threads} torch thread(s), "
+          f"ours on one; load average {os.getloadavg()[0]:.2f} (other processes share the CPUs above 0)")
+    me = [sys.executable, os.path.abspath(__file__), "--dense-threads", str(args.dense_threads)]
 
     print(f"\n1. layers: three rank-{RANK_IN} LoRAs (bf16), weights {WEIGHTS}, truncated to rank {RANK_OUT}")
     for out, inn in LAYERS:
         o = run_measured(me + ["--phase", "layer", "ours", str(out), str(inn)])[-1]
         ours = json.loads(o.splitlines()[-1])
-        line = f"  {out}×{inn}: ours {ours['seconds'] * 1000:.0f} ms, {ours['rss_mib']:.0f} MiB peak"
+        line = (f"  {out}×{inn}: ours {ours['seconds'] * 1000:.0f} ms wall ({ours['cpu'] * 1000:.0f} ms CPU), "
+                f"{ours['rss_mib']:.0f} MiB peak")
         if not args.skip_dense:
             o = run_measured(me + ["--phase", "layer", "dense", str(out), str(inn)])[-1]
             dense = json.loads(o.splitlines()[-1])
-            line += (f"; dense {dense['seconds']:.1f} s, {dense['rss_mib']:.0f} MiB peak; "
-                     f"{dense['seconds'] / ours['seconds']:.0f}× faster; results differ by {dense['rel_diff']:.1e}")
+            line += (f"; dense {dense['seconds']:.1f} s wall ({dense['cpu']:.1f} s CPU), {dense['rss_mib']:.0f} MiB "
+                     f"peak; {dense['seconds'] / ours['seconds']:.0f}× faster by wall time, "
+                     f"{dense['cpu'] / ours['cpu']:.0f}× by CPU time; results differ by {dense['rel_diff']:.1e}")
         print(line, flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -176,18 +192,21 @@ def main() -> None:
         _, _, rss_dense, o = run_measured(me + ["--dense-samples", str(args.dense_samples), "--phase", "dense",
                                                 *paths, out_path])
         rows = json.loads(o.splitlines()[-1])["rows"]
-        per_shape: dict[tuple, list[float]] = {}
+        per_shape: dict[tuple, list[tuple[float, float]]] = {}
         counts: Counter = Counter()
         for r in rows:
-            per_shape.setdefault(tuple(r["shape"]), []).append(r["seconds"])
+            per_shape.setdefault(tuple(r["shape"]), []).append((r["seconds"], r["cpu"]))
             counts[tuple(r["shape"])] = r["count"]
-        total = sum(counts[s] * sum(v) / len(v) for s, v in per_shape.items())
+        total = sum(counts[s] * sum(w for w, _ in v) / len(v) for s, v in per_shape.items())
+        total_cpu = sum(counts[s] * sum(c for _, c in v) / len(v) for s, v in per_shape.items())
         for s, v in sorted(per_shape.items()):
-            print(f"  dense {s[0]}×{s[1]}: {sum(v) / len(v):.1f} s per module (×{counts[s]} modules)")
+            print(f"  dense {s[0]}×{s[1]}: {sum(w for w, _ in v) / len(v):.1f} s wall "
+                  f"({sum(c for _, c in v) / len(v):.1f} s CPU) per module (×{counts[s]} modules)")
         worst = max(r["rel_diff"] for r in rows)
-        print(f"  dense, extrapolated from {len(rows)} sampled modules to {sum(counts.values())}: {total / 60:.1f} min, "
-              f"{rss_dense:.0f} MiB peak RSS while sampling")
-        print(f"  speed-up: {total / wall:.0f}× (ours file to file, wall, vs dense compute alone); "
+        print(f"  dense, extrapolated from {len(rows)} sampled modules to {sum(counts.values())}: {total / 60:.1f} min "
+              f"wall ({total_cpu / 60:.1f} min CPU), {rss_dense:.0f} MiB peak RSS while sampling")
+        print(f"  speed-up: {total / wall:.0f}× by wall time, {total_cpu / cpu:.0f}× by CPU time (ours file to file "
+              f"vs dense compute alone); "
               f"largest relative difference from the dense rank-{RANK_OUT} result: {worst:.1e} "
               f"(bf16 storage of the result alone: {max(r['bf16_storage'] for r in rows):.1e})")
         print(f"load average {os.getloadavg()[0]:.2f}")

@@ -50,10 +50,14 @@ def extract(tuned: ModelWeights, base: ModelWeights, rule: RankRule, *, text_enc
     if tuned.layout.arch.id != layout.arch.id:
         raise ArchMismatchError(f"the tuned model is {tuned.layout.arch.name}, the base {layout.arch.name}",
                                 path=tuned.label)
-    keys = [k for k in base.keys() if k in tuned and _extractable(k, layout.shapes[k], text_encoders, bias_and_norms)]
+    wanted = [k for k in layout.shapes if _extractable(k, layout.shapes[k], text_encoders, bias_and_norms)]
+    keys = [k for k in wanted if k in base and k in tuned]
     tensors: dict[str, torch.Tensor] = {}
     reports: list[ModuleReport] = []
-    skipped: list[str] = []
+    skipped = [f"{k} (its shape differs from {layout.arch.name}'s in {w.label})"
+               for w in (base, tuned) for k in w.mismatched if k in wanted]
+    skipped += [f"{k} (only in {(base if k in base else tuned).label})"
+                for k in wanted if (k in base) != (k in tuned)]
     for done, key in enumerate(keys, 1):
         work = dense_dtype(math.prod(layout.shapes[key]))
         b = base.get(key).to(work)

@@ -69,6 +69,7 @@ def dense_dtype(numel: int) -> torch.dtype:
     """Precision of a dense per-module matrix of this size."""
     return WORK if numel <= DENSE_FLOAT64_MAX else torch.float32
 
+
 #: called after each module: (modules done, modules in all)
 Progress = Callable[[int, int], None]
 
@@ -266,9 +267,9 @@ def _term(source: int, inp: MergeInput, target: Target, adapter: Adapter, weight
     dense = dense_dtype(math.prod(full))
     if adapter.needs_base:
         if base is None or target.key not in base:
+            what = "DoRA" if adapter.dora_scale is not None else "set_weight"
             raise LoraFormatError(
-                f"{inp.title}: this module is {adapter.kind}{' + DoRA' if adapter.dora_scale is not None else ''}; "
-                "its change depends on the base weight", key=target.key,
+                f"{inp.title}: this module is {what}; its change depends on the base weight", key=target.key,
                 hint="give the base model's weights (--base FILE, or connect the model) or leave this LoRA out")
         part_shape = (target.rows[1], *full[1:]) if target.rows is not None else tuple(full)
         w = _base_part(base, target, part_shape)

@@ -85,6 +85,11 @@ def _save(result: MergeResult, output_name: str) -> str:
     return os.path.relpath(path, folder).replace(os.sep, "/")
 
 
+def _title(output_name: str, default: str | None) -> str | None:
+    """The title a result gets: the output file's name, else ``default``."""
+    return os.path.splitext(os.path.basename(output_name.strip()))[0] or default
+
+
 def _report(result: MergeResult, saved: str) -> str:
     return result.report() + (f"\nfile: loras/{saved}" if saved else "")
 
@@ -204,7 +209,7 @@ class LoRALabMerge(io.ComfyNode):
         layout = model_layout(model) if model is not None else None
         inputs = _inputs_from(items, layout)
         base = effective_weights(model, layout) if model is not None else None
-        title = os.path.splitext(os.path.basename(output_name.strip()))[0] or "merged"
+        title = _title(output_name, "merged")
         result = merge(inputs, method, None if method == "concat" else _rule(rank_mode, rank, threshold),
                        density=density, seed=seed, base=base, dtype=DTYPES[dtype], title=title,
                        progress=progress_callback())
@@ -235,7 +240,7 @@ class LoRALabResize(io.ComfyNode):
         layout = model_layout(model) if model is not None else None
         (inp,) = _inputs_from([{"lora_name": lora_name, "weight": 1.0, "block_weights": ""}], layout)
         base = effective_weights(model, layout) if model is not None else None
-        title = os.path.splitext(os.path.basename(output_name.strip()))[0] or None
+        title = _title(output_name, None)
         result = resize(inp, _rule(rank_mode, rank, threshold), base=base, dtype=DTYPES[dtype], title=title,
                         progress=progress_callback())
         return _outputs(result, output_name)
@@ -273,7 +278,7 @@ class LoRALabExtract(io.ComfyNode):
         both = tuned_clip is not None and base_clip is not None
         tuned = effective_weights(tuned_model, layout, tuned_clip if both else None)
         base = effective_weights(base_model, layout, base_clip if both else None)
-        title = os.path.splitext(os.path.basename(output_name.strip()))[0] or "extracted"
+        title = _title(output_name, "extracted")
         result = extract(tuned, base, _rule(rank_mode, rank, threshold), text_encoders=both, min_diff=min_diff,
                          bias_and_norms=bias_and_norms, dtype=DTYPES[dtype] or torch.float16, title=title,
                          progress=progress_callback())
@@ -305,7 +310,7 @@ class LoRALabSave(io.ComfyNode):
     def execute(cls, lora, output_name, title, dtype, model=None) -> io.NodeOutput:
         layout = model_layout(model) if model is not None else None
         name = output_name.strip() or "loralab_lora"
-        title = title.strip() or os.path.splitext(os.path.basename(name))[0]
+        title = title.strip() or _title(name, "loralab_lora")
         result = convert(Lora.from_state_dict(lora, layout=layout, label="LORA_MODEL"), title=title,
                          dtype=DTYPES[dtype])
         saved = _save(result, name)

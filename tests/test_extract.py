@@ -133,3 +133,17 @@ def test_guess_layout_from_key_names_and_shapes():
     keys = [k for k in sdxl.shapes if k.startswith("diffusion_model.output_blocks.2.")][:6]
     shapes = {"model." + k: sdxl.shapes[k] for k in keys}
     assert guess_layout(shapes).arch.id == "sdxl"
+
+
+def test_weights_missing_or_of_another_shape_are_reported():
+    layout = ModelLayout.from_config("sd1", MICRO_SD15)
+    g = torch.Generator().manual_seed(2)
+    base = {TO_Q: rnd(g, 32, 32), FF: rnd(g, 64, 256)}
+    tuned = {TO_Q: rnd(g, 32, 32), CONV: rnd(g, 32, 4, 3, 3)}
+    tuned[FF.replace("net.2", "net.0.proj")] = rnd(g, 5, 5)  # wrong shape
+    result = extract(ModelWeights.from_state_dict(tuned, layout, "tuned"),
+                     ModelWeights.from_state_dict(base, layout, "base"), RankRule("fixed", 2))
+    assert {m.key for m in result.modules} == {TO_Q}
+    text = "\n".join(result.skipped)
+    assert f"{FF} (only in base)" in text and f"{CONV} (only in tuned)" in text
+    assert "ff.net.0.proj.weight (its shape differs from SD1.x's in tuned)" in text
