@@ -386,6 +386,11 @@ def merge(inputs: Sequence[MergeInput], method: str = "svd", rule: RankRule | No
                 skipped.append(f"{inp.title}: {m.entry.module} ({m.reason})")
         skipped += [f"{inp.title}: key {k} (not a LoRA key this tool knows)" for k in inp.lora.unrecognized]
         skipped += [f"{inp.title}: key {k} (belongs to no complete module)" for k in inp.lora.orphans]
+    if not by_key:
+        raise LoraFormatError(f"no module of {', '.join(inp.title for inp in inputs)} lands on a weight of "
+                              f"{layout.arch.name}" + (f" ({skipped[0]}{', ...' if len(skipped) > 1 else ''})"
+                                                       if skipped else ""),
+                              hint="check that the LoRAs are for this model")
     order = {k: n for n, k in enumerate(layout.shapes)}
     keys = sorted(by_key, key=lambda k: order.get(k, len(order)))
 

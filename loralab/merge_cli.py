@@ -57,7 +57,8 @@ def _add_rank_options(p: argparse.ArgumentParser, what: str) -> None:
     ex.add_argument("--sv-ratio", dest="sv_ratio", type=float, metavar="R",
                     help="per module, keep singular values σ ≥ σ₁ / R")
     ex.add_argument("--sv-fro", dest="sv_fro", type=float, metavar="F",
-                    help="per module, the smallest rank whose kept Frobenius energy Σσ² is ≥ F (0..1)")
+                    help="per module, the smallest rank whose kept Frobenius energy Σσ² is ≥ F (0..1); "
+                         "kohya's sv_fro value v is a norm fraction, our F = v²")
     ex.add_argument("--sv-cumulative", dest="sv_cumulative", type=float, metavar="C",
                     help="per module, the smallest rank whose Σσ is ≥ C of the total (0..1)")
     g.add_argument("--max-rank", type=int, help="cap on the rank of any module (dynamic modes)")

@@ -294,6 +294,8 @@ def test_a_cancelled_merge_writes_nothing(tmp):
 def test_arch_mismatch_is_refused():
     with pytest.raises(ArchMismatchError):
         merge([MergeInput(lora("kohya_sd15_lora")), MergeInput(lora("kohya_sdxl_lora"))], "concat")
+    with pytest.raises(LoraFormatError, match="lands on a weight of Flux"):  # opened with another model's layout
+        merge([MergeInput(lora("comfyui_trainer_sd15_lora", layout=micro_flux()))], "concat")
 
 
 def test_opposite_weights_cancel_out():
