@@ -33,18 +33,47 @@ _SLACK = 1e-12
 class SVD:
     """A (possibly partial) SVD: M ≈ u·diag(s)·vh, s descending.
 
-    ``energy`` is ‖M‖_F² (Σ of every σ², also when ``s`` holds only the leading ones); ``nuclear``
-    is Σ of every σ, or None when only the leading singular values are known."""
+    The singular vectors are stored as coefficients in an orthonormal basis, u = left(u_coef) and
+    vhᵀ = right(v_coef) (the bases are the identity unless given), so that only the k vectors a
+    truncation keeps are ever expanded to full length. ``energy`` is ‖M‖_F² (Σ of every σ², also
+    when ``s`` holds only the leading ones); ``nuclear`` is Σ of every σ, or None when only the
+    leading singular values are known."""
 
-    u: Tensor  # [out, r]
     s: Tensor  # [r]
-    vh: Tensor  # [r, in]
     energy: float
     nuclear: float | None
+    u_coef: Tensor  # [p, r]
+    v_coef: Tensor  # [q, r]
+    left: Callable[[Tensor], Tensor] | None = None  # X [p, k] ↦ Q·X [out, k]
+    right: Callable[[Tensor], Tensor] | None = None  # X [q, k] ↦ Q·X [in, k]
+
+    @classmethod
+    def of(cls, u: Tensor, s: Tensor, vh: Tensor, energy: float, nuclear: float | None) -> "SVD":
+        """From explicit singular vectors."""
+        return cls(s, energy, nuclear, u, vh.T)
+
+    def _u(self, coef: Tensor) -> Tensor:
+        return coef if self.left is None else self.left(coef)
+
+    def _v(self, coef: Tensor) -> Tensor:
+        return coef if self.right is None else self.right(coef)
+
+    @property
+    def u(self) -> Tensor:
+        return self._u(self.u_coef)
+
+    @property
+    def vh(self) -> Tensor:
+        return self._v(self.v_coef).T
 
     @property
     def complete(self) -> bool:
         return self.nuclear is not None
+
+    def truncated(self, r: int, complete: bool = True) -> "SVD":
+        """The leading r singular triplets (energy kept; nuclear norm dropped unless ``complete``)."""
+        return SVD(self.s[:r], self.energy, self.nuclear if complete else None, self.u_coef[:, :r],
+                   self.v_coef[:, :r], self.left, self.right)
 
     def kept_energy(self, k: int) -> float:
         """Σ_{i≤k} σᵢ² / ‖M‖_F² (1 for a zero matrix)."""
@@ -55,7 +84,7 @@ class SVD:
     def factors(self, k: int) -> tuple[Tensor, Tensor]:
         """Balanced rank-k factors (u·√s, √s·vh): their product is the best rank-k approximation."""
         root = self.s[:k].clamp_min(0).sqrt()
-        return self.u[:, :k] * root, root[:, None] * self.vh[:k]
+        return self._u(self.u_coef[:, :k] * root), self._v(self.v_coef[:, :k] * root).T
 
 
 @contextlib.contextmanager
@@ -85,17 +114,19 @@ def _numerical_rank(s: Tensor, shape: tuple[int, int], scale: float | None = Non
 _GRAM_MIN = 1e-8
 
 
-def _orthonormal_range(m: Tensor) -> tuple[Callable[[Tensor], Tensor], Tensor]:
-    """m = Q·R with orthonormal Q, as (X ↦ Q·X, R). From the Gram matrix mᵀm when m is well
+def _orthonormal_range(m: Tensor) -> tuple[Callable[[Tensor], Tensor], Tensor, float]:
+    """m = Q·R with orthonormal Q, as (X ↦ Q·X, R, ‖m‖_F). From the Gram matrix mᵀm when m is well
     conditioned (a matrix product, ten times faster than QR on tall thin matrices); by
     Householder QR otherwise."""
-    lam, v = torch.linalg.eigh(m.T @ m)
+    gram = m.T @ m
+    norm = math.sqrt(max(float(gram.diagonal().sum()), 0.0))
+    lam, v = torch.linalg.eigh(gram)
     top = float(lam[-1])
     if top > 0 and float(lam[0]) > top * _GRAM_MIN:
         root = lam.sqrt()
-        return (lambda x: m @ (v @ (x / root[:, None]))), root[:, None] * v.T
+        return (lambda x: m @ (v @ (x / root[:, None]))), root[:, None] * v.T, norm
     q, r = torch.linalg.qr(m)
-    return (lambda x: q @ x), r
+    return (lambda x: q @ x), r, norm
 
 
 def svd_of_product(b: Tensor, a: Tensor) -> SVD:
@@ -104,12 +135,12 @@ def svd_of_product(b: Tensor, a: Tensor) -> SVD:
     b = b.to(WORK)
     a = a.to(WORK)
     with one_thread():
-        left, rb = _orthonormal_range(b)
-        right, ra = _orthonormal_range(a.T)
+        left, rb, nb = _orthonormal_range(b)
+        right, ra, na = _orthonormal_range(a.T)
         uc, s, vch = torch.linalg.svd(rb @ ra.T, full_matrices=False)
-        r = _numerical_rank(s, (b.shape[0], a.shape[1]), float(b.norm() * a.norm()))
+        r = _numerical_rank(s, (b.shape[0], a.shape[1]), nb * na)
         s = s[:r]
-        return SVD(left(uc[:, :r]), s, right(vch[:r].T).T, float((s ** 2).sum()), float(s.sum()))
+        return SVD(s, float((s ** 2).sum()), float(s.sum()), uc[:, :r], vch[:r].T, left, right)
 
 
 def full_svd(m: Tensor, scale: float | None = None) -> SVD:
@@ -119,7 +150,7 @@ def full_svd(m: Tensor, scale: float | None = None) -> SVD:
         u, s, vh = torch.linalg.svd(m, full_matrices=False)
     r = _numerical_rank(s, tuple(m.shape), scale)
     s = s[:r]
-    return SVD(u[:, :r], s, vh[:r], float(m.to(WORK).pow(2).sum()), float(s.to(WORK).sum()))
+    return SVD.of(u[:, :r], s, vh[:r], float(m.to(WORK).pow(2).sum()), float(s.to(WORK).sum()))
 
 
 def kron_svd(first: SVD, second: SVD) -> SVD:
@@ -131,7 +162,7 @@ def kron_svd(first: SVD, second: SVD) -> SVD:
     i1, i2 = order // s2.numel(), order % s2.numel()
     u = (u1[:, None, i1] * u2[None, :, i2]).reshape(u1.shape[0] * u2.shape[0], -1)
     vh = (vh1[i1, :, None] * vh2[i2, None, :]).reshape(-1, vh1.shape[1] * vh2.shape[1])
-    return SVD(u, s, vh, first.energy * second.energy, first.nuclear * second.nuclear)
+    return SVD.of(u, s, vh, first.energy * second.energy, first.nuclear * second.nuclear)
 
 
 def randomized_svd(m: Tensor, k: int, *, oversample: int = 10, power_iters: int = 2,
@@ -146,7 +177,7 @@ def randomized_svd(m: Tensor, k: int, *, oversample: int = 10, power_iters: int 
         z, _ = torch.linalg.qr(m.T @ basis)
         basis, _ = torch.linalg.qr(m @ z)
     ub, s, vh = torch.linalg.svd(basis.T @ m, full_matrices=False)
-    return SVD(basis @ ub, s, vh, float(m.to(WORK).pow(2).sum()), None)
+    return SVD(s, float(m.to(WORK).pow(2).sum()), None, ub, vh.T, lambda x: basis @ x)
 
 
 def dense_svd(m: Tensor, rule: "RankRule", *, exact: bool, power_iters: int = 2,
@@ -161,7 +192,7 @@ def dense_svd(m: Tensor, rule: "RankRule", *, exact: bool, power_iters: int = 2,
         return full_svd(m, scale)
     svd = randomized_svd(m, cap, power_iters=power_iters, generator=generator)
     r = _numerical_rank(svd.s, (rows, cols), scale)
-    return SVD(svd.u[:, :r], svd.s[:r], svd.vh[:r], svd.energy, None)
+    return svd.truncated(r, complete=False)
 
 
 @dataclass(frozen=True)
