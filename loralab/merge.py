@@ -194,8 +194,6 @@ class MergeResult:
             lines += [f"  {s}" for s in self.skipped[:20]]
             if len(self.skipped) > 20:
                 lines.append(f"  ... and {len(self.skipped) - 20} more")
-        if self.path:
-            lines.append(f"saved: {self.path}")
         return "\n".join(lines)
 
 

@@ -91,7 +91,7 @@ def _base(args: argparse.Namespace, layout):
 def _finish(result, args: argparse.Namespace, started: float) -> int:
     path = result.save(args.output, overwrite=args.overwrite)
     print(result.report())
-    print(f"{os.path.getsize(path) / 2**20:.1f} MiB written in {time.monotonic() - started:.1f} s")
+    print(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB) in {time.monotonic() - started:.1f} s")
     return 0
 
 

@@ -100,7 +100,7 @@ def _outputs(result: MergeResult, output_name: str) -> io.NodeOutput:
     return io.NodeOutput(result.tensors, saved, report, ui={"text": [report]})
 
 
-def effective_weights(model, layout, clip=None) -> ModelWeights:
+def effective_weights(model, layout, clip=None, label: str = "model") -> ModelWeights:
     """The weights of a MODEL (and optionally a CLIP) as they are used: each patch already on it
     (a loaded LoRA, a model merge) applied, one weight at a time on request."""
     sources = [model] + ([clip.patcher] if clip is not None else [])
@@ -116,7 +116,7 @@ def effective_weights(model, layout, clip=None) -> ModelWeights:
         if len(entry) > 1:
             w = comfy.lora.calculate_weight(entry[1:], w, key)
         return w
-    return ModelWeights({k: tuple(v[0][0].shape) for k, v in table.items()}, get, layout, label="model")
+    return ModelWeights({k: tuple(v[0][0].shape) for k, v in table.items()}, get, layout, label=label)
 
 
 def _inputs_from(items, layout) -> list[MergeInput]:
@@ -276,8 +276,8 @@ class LoRALabExtract(io.ComfyNode):
         if layout is None:
             raise ValueError("LoRA Lab extracts LoRAs for SD1.x, SD2.x, SDXL and Flux models only")
         both = tuned_clip is not None and base_clip is not None
-        tuned = effective_weights(tuned_model, layout, tuned_clip if both else None)
-        base = effective_weights(base_model, layout, base_clip if both else None)
+        tuned = effective_weights(tuned_model, layout, tuned_clip if both else None, "tuned model")
+        base = effective_weights(base_model, layout, base_clip if both else None, "base model")
         title = _title(output_name, "extracted")
         result = extract(tuned, base, _rule(rank_mode, rank, threshold), text_encoders=both, min_diff=min_diff,
                          bias_and_norms=bias_and_norms, dtype=DTYPES[dtype] or torch.float16, title=title,
