@@ -34,7 +34,7 @@ export function attachBlockEditor(node, panel) {
     sliderHost,
     status,
   ]);
-  const widget = addContentWidget(node, "loralab_blocks", root, { fallbackHeight: 160 });
+  addContentWidget(node, "loralab_blocks", root, { fallbackHeight: 160 });
 
   let row = rows[0];
   let catalog = null;
@@ -117,7 +117,6 @@ export function attachBlockEditor(node, panel) {
       sliderHost.replaceChildren();
       setStatus(`blocks unavailable: ${displayText(e?.message, 160)}`, "error");
     }
-    widget.fit();
   };
 
   const archOfRow = () => {
@@ -161,7 +160,6 @@ export function attachBlockEditor(node, panel) {
       setOptions(document, archSelect, list.archs.map((a) => ({ value: a.id, label: a.name })), "sdxl");
     } catch (e) {
       setStatus(`blocks unavailable: ${displayText(e?.message, 160)}`, "error");
-      widget.fit();
       return;
     }
     setOptions(document, rowSelect, rows.map((r, i) => ({ value: String(i), label: `LoRA ${r.suffix.slice(1) || i + 1}` })), "0");

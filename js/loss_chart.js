@@ -59,7 +59,6 @@ export function attachLossChart(node) {
     el(document, "span", { className: "loralab-legend-smooth", text: "smoothed" }),
   ]);
   const root = el(document, "div", { className: "loralab-loss" }, [status, canvas, legend]);
-  const widget = addContentWidget(node, "loralab_loss", root, { fallbackHeight: HEIGHT + 40 });
   let pending = false;
   const redraw = () => {
     if (pending) return;
@@ -68,11 +67,9 @@ export function attachLossChart(node) {
       pending = false;
       status.textContent = statusLine(series);
       draw(canvas, series);
-      widget.fit();
     });
   };
-  new ResizeObserver(redraw).observe(canvas);
-  widget.fit();
+  addContentWidget(node, "loralab_loss", root, { fallbackHeight: HEIGHT + 40, onResize: redraw });
   return {
     add(event) {
       if (series.add(event)) redraw();

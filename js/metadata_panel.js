@@ -67,7 +67,7 @@ export function attachInfoPanel(node) {
   if (pickers.length === 0) return null;
   const root = document.createElement("div");
   root.className = "loralab-panel";
-  const widget = addContentWidget(node, "loralab_info", root, { fallbackHeight: 44 * pickers.length });
+  addContentWidget(node, "loralab_info", root, { fallbackHeight: 44 * pickers.length });
   const listeners = [];
   const entries = pickers.map((w) => ({
     widget: w,
@@ -85,7 +85,6 @@ export function attachInfoPanel(node) {
       },
       copy: (word, chip, event) => useWord(node, word, chip, event),
     })));
-    widget.fit();
   };
 
   const settle = (e, info, state) => {

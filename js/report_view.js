@@ -9,10 +9,10 @@ export function showReport(node, text) {
   const content = renderReport(document, text);
   if (!node.loralab.report) {
     const holder = document.createElement("div");
-    node.loralab.report = { holder, widget: addContentWidget(node, "loralab_report", holder, { fallbackHeight: 200, maxHeight: 420 }) };
+    addContentWidget(node, "loralab_report", holder, { fallbackHeight: 200, maxHeight: 420 });
+    node.loralab.report = { holder };
   }
   node.loralab.report.holder.replaceChildren(content);
-  node.loralab.report.widget.fit();
 }
 
 /** The report text of an ``executed`` message, or null. */

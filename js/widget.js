@@ -1,8 +1,8 @@
 // A DOM widget whose height follows its content, kept out of the workflow's widget values.
 
-/** Add ``content`` (an element) to the node as a DOM widget named ``name``. Returns the widget;
- * call ``widget.fit()`` after the content changed size. */
-export function addContentWidget(node, name, content, { fallbackHeight = 40, maxHeight = 640, minWidth = 360 } = {}) {
+/** Add ``content`` (an element) to the node as a DOM widget named ``name``. The node's height
+ * follows the content's; ``onResize`` is called when the content's size changes. */
+export function addContentWidget(node, name, content, { fallbackHeight = 40, maxHeight = 640, minWidth = 360, onResize = null } = {}) {
   const margin = 4;
   const outer = document.createElement("div");
   outer.className = "loralab-widget";
@@ -36,6 +36,16 @@ export function addContentWidget(node, name, content, { fallbackHeight = 40, max
       }
       node.graph?.setDirtyCanvas(true, true);
     });
+  };
+  const observer = new ResizeObserver(() => {
+    widget.fit();
+    onResize?.();
+  });
+  observer.observe(content);
+  const onRemove = widget.onRemove;
+  widget.onRemove = function () {
+    observer.disconnect();
+    return onRemove?.call(this);
   };
   return widget;
 }

@@ -173,7 +173,7 @@ export function infoView(info) {
   };
 }
 
-/** A short, single-line error text for a failed request. */
+/** The single-line text of a failed request (the panel shows its start, the rest on hover). */
 export function errorText(message) {
-  return displayText(message || "request failed", MAX_LINE);
+  return displayText(message || "request failed", 1000);
 }

@@ -5,6 +5,7 @@ import { el } from "./dom.js";
 import { reveal, truncate } from "./text.js";
 
 const MAX_REPORT = 20000;
+const MAX_ERROR = 100;
 
 function chip(doc, c, onCopy) {
   const title = [
@@ -53,10 +54,11 @@ export function renderInfo(doc, state, actions) {
     const text = {
       empty: "no LoRA selected",
       loading: "reading header…",
-      error: `info unavailable: ${state.error ?? ""}`,
+      error: `info unavailable: ${truncate(state.error ?? "", MAX_ERROR)}`,
     }[state.status] ?? "";
+    const title = state.status === "error" ? state.error : null;
     return el(doc, "div", { className: `loralab-info loralab-${state.status}` }, [
-      el(doc, "div", { className: "loralab-head" }, [label, el(doc, "span", { className: "loralab-compact", text })]),
+      el(doc, "div", { className: "loralab-head" }, [label, el(doc, "span", { className: "loralab-compact", text, title })]),
     ]);
   }
   const view = state.view;

@@ -30,6 +30,17 @@ def find_chromium() -> str | None:
     return "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None
 
 
+def stop_process(proc: subprocess.Popen, grace: float = 20) -> None:
+    """Terminate a process this test started (kill it if it does not exit within ``grace`` s)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
 class JsError(AssertionError):
     """A JavaScript expression threw in the page."""
 
@@ -170,12 +181,6 @@ class Page:
             self.loop.run_until_complete(asyncio.wait_for(shutdown(), 10))
         except Exception:
             pass
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         self.loop.close()
         shutil.rmtree(self.profile, ignore_errors=True)

@@ -8,6 +8,7 @@ Screenshots go to tests/e2e/out/ (git-ignored).
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -25,31 +26,16 @@ COMFYUI_PATH = os.environ.get("COMFYUI_PATH", "")
 COMFYUI_PYTHON = os.environ.get("COMFYUI_PYTHON", sys.executable)
 
 sys.path.insert(0, HERE)
-from cdp import Page, find_chromium  # noqa: E402
-
-#: strings that would run script if any widget put them into the page as markup
-PAYLOADS = {
-    "script": '<script>window.__xss=(window.__xss||0)+1;alert("xss-script")</script>',
-    "img": "<img src=x onerror=\"window.__xss=(window.__xss||0)+1;alert('xss-img')\">",
-    "svg": '"><svg/onload=alert("xss-svg")>',
-    "js_url": 'javascript:alert("xss-url")',
-    "entities": "&lt;b&gt;bold&lt;/b&gt; &amp;amp; &#60;i&#62;",
-    "rtl": "safe\u202egnp.exe\u202c",
-    "zero_width": "oh\u200bwx",
-    "long": "L" * 5000,
-}
-XSS_FILE = "xss_<img src=x onerror=alert(9)>.safetensors"
 
 
 def _skip_reason() -> str | None:
     if not COMFYUI_PATH:
         return "no ComfyUI host: set COMFYUI_PATH (source ~/.cache/loralab-comfy-host/env) and run with $COMFYUI_PYTHON"
+    if importlib.util.find_spec("aiohttp") is None:
+        return "aiohttp is missing (run with $COMFYUI_PYTHON)"
+    from cdp import find_chromium
     if find_chromium() is None:
         return "no Chromium: install the system package (apt-get install chromium)"
-    try:
-        import aiohttp  # noqa: F401
-    except ImportError:
-        return "aiohttp is missing (run with $COMFYUI_PYTHON)"
     return None
 
 
@@ -59,34 +45,6 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if str(item.fspath).startswith(HERE):
                 item.add_marker(pytest.mark.skip(reason=reason))
-
-
-def xss_metadata() -> dict[str, str]:
-    """Kohya-style metadata with a payload in every field the panel or report shows."""
-    p = PAYLOADS
-    folder = "10_" + p["img"]
-    return {
-        "ss_base_model_version": "sdxl_base_v1-0", "ss_network_module": "networks.lora",
-        "ss_network_dim": "2", "ss_network_alpha": "1.0", "ss_steps": "1280", "ss_max_train_steps": "1280",
-        "ss_num_epochs": "10", "ss_epoch": "10", "ss_resolution": "(1024, 1024)",
-        "ss_sd_scripts_commit_hash": "48d368fa557731ad0488c07304dfeba8c07910eb",
-        "ss_output_name": p["img"], "modelspec.trigger_phrase": p["script"], "modelspec.title": p["svg"],
-        "ss_tag_frequency": json.dumps({folder: {p["js_url"]: 10, p["entities"]: 10, p["rtl"]: 10, p["zero_width"]: 10}}),
-        "ss_dataset_dirs": json.dumps({folder: {"n_repeats": 10, "img_count": 10}}),
-        "ss_sd_model_name": p["long"], "ss_training_comment": p["entities"],
-    }
-
-
-def _write_loras(folder: str) -> None:
-    from loralab.safetensors_io import save_tensors
-    from loralab_testkit import fixture_tensors
-
-    save_tensors(os.path.join(folder, XSS_FILE), fixture_tensors("kohya_sdxl_lora", rank=2), xss_metadata())
-    save_tensors(os.path.join(folder, "flux_kohya.safetensors"), fixture_tensors("kohya_flux_lora", rank=2),
-                 {"ss_base_model_version": "flux1", "ss_network_module": "networks.lora_flux",
-                  "modelspec.trigger_phrase": "flux style"})
-    with open(os.path.join(folder, "broken.safetensors"), "wb") as f:
-        f.write(b"\xff" * 64)
 
 
 def _free_port() -> int:
@@ -112,7 +70,8 @@ class Server:
             f.write(f"loralab_e2e:\n  base_path: {base}\n  custom_nodes: later_custom_nodes\n")
         with open(os.path.join(base, "user", "default", "comfy.settings.json"), "w", encoding="utf-8") as f:
             json.dump({"Comfy.TutorialCompleted": True}, f)
-        _write_loras(os.path.join(base, "models", "loras"))
+        from xss_lora import write_loras
+        write_loras(os.path.join(base, "models", "loras"))
         self.log_path = os.path.join(base, "server.log")
         env = {**os.environ, "LORALAB_E2E_REPO": REPO, "PYTHONUNBUFFERED": "1"}
         with open(self.log_path, "w") as log:
@@ -137,18 +96,9 @@ class Server:
         with open(self.log_path, encoding="utf-8", errors="replace") as f:
             return f.read()
 
-    def get_json(self, route: str):
-        with urllib.request.urlopen(self.url + route, timeout=30) as r:
-            return json.loads(r.read())
-
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        from cdp import stop_process
+        stop_process(self.proc)
 
 
 @pytest.fixture(scope="session")
@@ -160,6 +110,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def page(server):
+    from cdp import Page, find_chromium
     pg = Page(find_chromium())
     try:
         pg.goto(server.url)

@@ -1,10 +1,9 @@
 """GET /loralab/blocks is registered on ComfyUI's server when the pack loads and answers the editor."""
 import json
 
-from aiohttp.test_utils import make_mocked_request
-
 
 def _get(host, query: str):
+    from aiohttp.test_utils import make_mocked_request  # ComfyUI's dependency, not the engine's
     route = next(r for r in host.server.routes if getattr(r, "path", None) == "/loralab/blocks" and r.method == "GET")
     response = host.loop.run_until_complete(route.handler(make_mocked_request("GET", "/loralab/blocks" + query)))
     return response.status, json.loads(response.body)
