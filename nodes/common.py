@@ -7,6 +7,7 @@ import folder_paths
 
 from ..loralab.errors import UnsafeNameError
 from ..loralab.layouts import ModelLayout
+from ..loralab.layouts.mmdit import mmdit_variant
 from ..loralab.paths import resolve_in_folder
 
 NODE_PREFIX = "LoRALab"
@@ -47,6 +48,8 @@ def lora_path(name: str) -> str:
 def model_arch(model) -> str | None:
     """The LoRA Lab arch id of a ComfyUI MODEL (ModelPatcher), or None for architectures we do not map."""
     for cls in type(model.model.model_config).__mro__:
+        if cls.__name__ == "SD3":
+            return mmdit_variant(model.model.model_config.unet_config)
         if cls.__name__ in _CONFIG_ARCH:
             return _CONFIG_ARCH[cls.__name__]
     return None
