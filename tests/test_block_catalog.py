@@ -3,12 +3,13 @@ import json
 
 import pytest
 
+from loralab.archs import ARCHS
 from loralab.block_catalog import block_catalog
 from loralab.block_weights import VECTOR_FORMS, parse_block_weights, preset_names, standard_blocks
 from loralab.blocks import OTHER
 
 
-@pytest.mark.parametrize("arch_id", ["sd1", "sd2", "sdxl", "sdxl_refiner", "flux"])
+@pytest.mark.parametrize("arch_id", list(ARCHS))
 def test_catalog_matches_the_parser(arch_id):
     cat = json.loads(json.dumps(block_catalog(arch_id)))  # JSON-ready, and what the browser receives
     assert cat["arch"] == arch_id
@@ -21,7 +22,7 @@ def test_catalog_matches_the_parser(arch_id):
         for block, number in fam["blocks"]:
             if number is not None:
                 assert block == f"{fam['name']}{number:02d}"
-    assert {int(n): ids for n, ids in cat["vector_forms"].items()} == VECTOR_FORMS[arch_id]
+    assert {int(n): ids for n, ids in cat["vector_forms"].items()} == VECTOR_FORMS.get(arch_id, {})
     assert [p["name"] for p in cat["presets"]] == preset_names(arch_id)
     for p in cat["presets"]:
         bw = parse_block_weights(p["name"], arch_id)
@@ -38,5 +39,8 @@ def test_catalog_shapes():
     assert [f["name"] for f in flux["families"]] == ["CLIP", "T5", "IN", "D", "S", "OUT", "OTHER"]
     assert flux["families"][1]["blocks"] == [["T5", None]]
     assert len(flux["blocks"]) == 61
+    sd35l = block_catalog("sd35l")
+    assert [f["name"] for f in sd35l["families"]] == ["CLIP", "T5", "IN", "J", "OUT", "OTHER"]
+    assert sd35l["vector_forms"] == {}
     with pytest.raises(KeyError):
-        block_catalog("sd3")
+        block_catalog("sd4")
