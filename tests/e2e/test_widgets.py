@@ -206,6 +206,10 @@ def test_inspect_report_appears_on_the_node(ui, out_dir):
     ui.wait_for(f"__ll.el({node}, 'loralab_report')?.querySelector('pre')", timeout=90)
     report = ui.eval(f"__ll.el({node}, 'loralab_report').querySelector('pre').textContent")
     assert PAYLOADS["script"] in report and "SDXL" in report
+    ui.eval(f"__ll.pick({node}, 'lora_name', 'flux_kohya.safetensors')")
+    ui.eval("__ll.app.queuePrompt(0, 1)")
+    ui.wait_for(f"__ll.el({node}, 'loralab_report').querySelector('pre').textContent.startsWith('flux_kohya')",
+                timeout=90)
     shot(ui, "inspect_report", [node], "loralab_report")
 
 

@@ -11,7 +11,7 @@ the real thing, so on the integrated tree the test drives the real nodes and the
 
 Always registered (no real counterpart): ``LoRALabTrainE2EProbe``, an output node that sends
 ``loralab.train.progress`` events exactly as the training nodes do, so the chart is tested
-without training.
+without training; and ``GET /loralab_e2e/standins``, which stand-ins this run uses.
 """
 from __future__ import annotations
 
@@ -178,9 +178,16 @@ NODE_CLASS_MAPPINGS["LoRALabTrainE2EProbe"] = TrainE2EProbe
 NODE_DISPLAY_NAME_MAPPINGS = {k: k + STAND_IN for k in NODE_CLASS_MAPPINGS}
 
 _routes = server.PromptServer.instance.routes
+STANDIN_ROUTES = []
 if not any(getattr(r, "path", None) == "/loralab/lora_info" for r in _routes):
     _routes.get("/loralab/lora_info")(lora_info)
-    STANDIN_ROUTES = ["/loralab/lora_info"]
-else:
-    STANDIN_ROUTES = []
-print(f"[loralab e2e stand-ins] nodes {sorted(NODE_CLASS_MAPPINGS)}, routes {STANDIN_ROUTES}")
+    STANDIN_ROUTES.append("/loralab/lora_info")
+
+
+async def standins(request: web.Request) -> web.Response:
+    """Which stand-ins this run uses (the test reports it)."""
+    return web.json_response({"nodes": sorted(set(NODE_CLASS_MAPPINGS) - {"LoRALabTrainE2EProbe"}),
+                              "routes": STANDIN_ROUTES})
+
+
+_routes.get("/loralab_e2e/standins")(standins)
