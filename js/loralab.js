@@ -12,7 +12,9 @@ import { reportText, showReport } from "./report_view.js";
 import { injectStyles } from "./style.js";
 
 const PREFIX = "LoRALab";
-const TRAINING = /^LoRALabTrain/;
+/** Nodes that show the loss chart from the start; any other LoRA Lab node gets it with its first
+ * ``loralab.train.progress`` event. */
+const TRAINING = new Set(["LoRALabTrain", "LoRALabTrainSteps"]);
 
 function chain(proto, name, after) {
   const before = proto[name];
@@ -55,7 +57,7 @@ app.registerExtension({
       this.loralab = {};
       this.loralab.panel = attachInfoPanel(this);
       this.loralab.editor = attachBlockEditor(this, this.loralab.panel);
-      if (TRAINING.test(nodeData.name)) chartOf(this);
+      if (TRAINING.has(nodeData.name)) chartOf(this);
       this.loralab.panel?.refresh();
     });
     chain(nodeType.prototype, "onConfigure", function () {

@@ -215,9 +215,9 @@ def test_inspect_report_appears_on_the_node(ui, out_dir):
 
 def test_loss_chart_draws_training_progress(ui, out_dir):
     node = ui.eval("__ll.add('LoRALabTrainE2EProbe', 60, 60)")
-    ui.wait_for(f"__ll.el({node}, 'loralab_loss')")
+    assert ui.eval(f"__ll.el({node}, 'loralab_loss') === undefined")  # the chart comes with the first event
     ui.eval("__ll.app.queuePrompt(0, 1)")
-    ui.wait_for(f"__ll.el({node}, 'loralab_loss').querySelector('.loralab-status').textContent.startsWith('step 120 / 120')",
+    ui.wait_for(f"__ll.el({node}, 'loralab_loss')?.querySelector('.loralab-status').textContent.startsWith('step 120 / 120')",
                 timeout=90)
     ui.pause(0.3)
     painted = ui.eval(f"""(() => {{
