@@ -14,11 +14,13 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
+import stat
 import struct
 import tempfile
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Mapping
+from typing import IO, Iterable, Iterator, Mapping
 
 import torch
 
@@ -49,6 +51,9 @@ DTYPES: dict[str, tuple[int, torch.dtype | None]] = {
     "U64": (8, getattr(torch, "uint64", None)),
 }
 TORCH_TO_NAME: dict[torch.dtype, str] = {dt: name for name, (_, dt) in DTYPES.items() if dt is not None}
+
+#: a JSON escape of a UTF-16 surrogate; paired ones are fine, an unpaired one is not Unicode text
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 _CONVERT_HINT = "LoRA Lab reads safetensors only; convert the file to .safetensors with a tool you trust"
 
@@ -118,6 +123,12 @@ def _parse_header_json(path: str, raw: bytes) -> dict:
         raise SafetensorsError(f"header is not valid JSON: {e}", path=path) from None
     if not isinstance(obj, dict):
         raise SafetensorsError(f"header JSON is a {type(obj).__name__}, not an object", path=path)
+    if _SURROGATE_ESCAPE.search(raw):
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise SafetensorsError("header has an unpaired surrogate escape (\\ud800-\\udfff): not valid Unicode",
+                                   path=path) from None
     return obj
 
 
@@ -158,6 +169,22 @@ def _parse_entry(path: str, name: str, entry: object, data_start: int, data_len:
     return TensorInfo(name, dtype, tuple(shape), data_start + begin, data_start + end)
 
 
+def _open_regular(path: str) -> IO[bytes]:
+    """Open a regular file for reading; folders, FIFOs and devices are refused (a FIFO would block)."""
+    if "\x00" in path:
+        raise LoRALabError("file name contains a NUL byte", path=repr(path))
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise LoRALabError("is a folder, not a file" if stat.S_ISDIR(mode) else "is not a regular file",
+                               path=path)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def read_header(path: str | os.PathLike) -> SafetensorsHeader:
     """Read and validate the header of a safetensors file without reading any tensor data.
 
@@ -166,7 +193,7 @@ def read_header(path: str | os.PathLike) -> SafetensorsHeader:
     """
     path = os.fspath(path)
     try:
-        with open(path, "rb") as f:
+        with _open_regular(path) as f:
             size = os.fstat(f.fileno()).st_size
             head = f.read(8)
             _sniff_pickle(path, head)
@@ -181,10 +208,10 @@ def read_header(path: str | os.PathLike) -> SafetensorsHeader:
                 raise SafetensorsError(f"header length {n} is larger than the file ({size} bytes)",
                                        path=path, hint="the file is truncated or not safetensors")
             raw = f.read(n)
-    except IsADirectoryError:
-        raise LoRALabError("is a folder, not a file", path=path) from None
     except FileNotFoundError:
         raise LoRALabError("file not found", path=path) from None
+    except OSError as e:
+        raise LoRALabError(f"cannot read the file: {e.strerror or e}", path=path) from None
     if len(raw) != n:
         raise SafetensorsError("file shrank while reading its header", path=path)
     if not raw.lstrip(b" ").startswith(b"{"):
@@ -227,7 +254,11 @@ class SafetensorsFile:
     def __init__(self, path: str | os.PathLike) -> None:
         self.header = read_header(path)
         self.path = self.header.path
-        self._fd: int | None = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        self._fd: int | None = None
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        except OSError as e:
+            raise LoRALabError(f"cannot read the file: {e.strerror or e}", path=self.path) from None
 
     def __enter__(self) -> "SafetensorsFile":
         return self
@@ -265,7 +296,11 @@ class SafetensorsFile:
         info = self.info(key)
         if self._fd is None:
             raise LoRALabError("file is closed", path=self.path)
-        raw = _pread_all(self._fd, info.nbytes, info.start)
+        try:
+            raw = _pread_all(self._fd, info.nbytes, info.start)
+        except OSError as e:
+            raise SafetensorsError(f"cannot read this tensor's data: {e.strerror or e}", path=self.path,
+                                   key=key) from None
         if len(raw) != info.nbytes:
             raise SafetensorsError("file ended inside this tensor's data", path=self.path, key=key,
                                    hint="the file was truncated after it was opened")
@@ -317,7 +352,18 @@ def _validate_metadata(metadata: Mapping[str, str] | None, path: str) -> dict[st
         if not isinstance(k, str) or not isinstance(v, str):
             raise LoRALabError(f"metadata entries must be strings, got {type(k).__name__}: {type(v).__name__}",
                                path=path, key=str(k))
+        if not (_is_unicode(k) and _is_unicode(v)):
+            raise LoRALabError("metadata entry is not valid Unicode text (an unpaired surrogate)", path=path,
+                               key=repr(k))
     return meta
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class SafetensorsWriter:
@@ -349,7 +395,7 @@ class SafetensorsWriter:
         """Append one tensor (any device; it is copied to CPU contiguous memory)."""
         if self._finished:
             raise LoRALabError("writer already finished", path=self.path)
-        if not isinstance(name, str) or name == "__metadata__" or name in self._entries:
+        if not isinstance(name, str) or name == "__metadata__" or name in self._entries or not _is_unicode(name):
             raise LoRALabError("duplicate or invalid tensor name", path=self.path, key=str(name))
         t = tensor.detach().to("cpu").contiguous()
         dtype = TORCH_TO_NAME.get(t.dtype)
