@@ -24,7 +24,7 @@ from typing import IO, Iterable, Iterator, Mapping
 
 import torch
 
-from .atomic import TEMP_SUFFIX, atomic_write
+from .atomic import TEMP_SUFFIX, atomic_write, prepare_folder, temp_prefix, write_error
 from .errors import FileExistsRefusedError, LoRALabError, PickleRefusedError, SafetensorsError
 
 #: Largest header accepted. Real LoRAs have headers under 1 MiB; a full checkpoint a few MiB.
@@ -382,12 +382,12 @@ class SafetensorsWriter:
         if not overwrite and os.path.exists(self.path):
             raise FileExistsRefusedError("file already exists and overwriting was not asked for", path=self.path,
                                          hint="choose another name or enable overwrite")
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        prepare_folder(os.path.dirname(self.path), self.path)
 
     def _spool(self, itemsize: int):
         if itemsize not in self._spools:
-            f = tempfile.NamedTemporaryFile(prefix="." + os.path.basename(self.path) + f".spool{itemsize}.",
-                                            suffix=TEMP_SUFFIX, dir=os.path.dirname(self.path), delete=True)
+            f = tempfile.NamedTemporaryFile(prefix=temp_prefix(self.path, f"spool{itemsize}"), suffix=TEMP_SUFFIX,
+                                            dir=os.path.dirname(self.path), delete=True)
             self._spools[itemsize] = (f, 0)
         return self._spools[itemsize]
 
@@ -402,9 +402,13 @@ class SafetensorsWriter:
         if dtype is None:
             raise LoRALabError(f"dtype {t.dtype} cannot be stored in safetensors", path=self.path, key=name)
         itemsize = DTYPES[dtype][0]
-        f, used = self._spool(itemsize)
         data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
-        f.write(data)
+        try:
+            f, used = self._spool(itemsize)
+            f.write(data)
+        except OSError as e:
+            self.abort()
+            raise write_error(e, self.path) from e
         self._spools[itemsize] = (f, used + len(data))
         self._entries[name] = (dtype, tuple(t.shape), itemsize, used)
 
