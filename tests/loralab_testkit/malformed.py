@@ -340,6 +340,20 @@ CASES: list[Case] = [
 ]
 
 
+#: names a user, a workflow or a request may give for a file, each of which must be refused: escapes,
+#: absolute, drive, UNC and device forms, alternate data streams, look-alikes, control characters
+HOSTILE_NAMES = [
+    "../secret.safetensors", "sub/../../secret.safetensors", "..\\secret.safetensors", "/etc/passwd",
+    "\\\\server\\share\\x.safetensors", "//server/share/x", "C:\\Windows\\win.ini", "c:secret", "C:/x.safetensors",
+    "\\\\?\\C:\\x.safetensors", "\\\\.\\pipe\\x", "//?/C:/x", "a.safetensors:evil", "a.safetensors::$DATA",
+    "a.safetensors.", "a.safetensors ", "sub./a.safetensors", "...", "sub/.../x", ".. /x", ". ./x", "sub/ /x",
+    "CON", "con.safetensors", "NUL.txt", "sub/aux", "COM1", "lpt9.safetensors", "COM¹.safetensors", "CONIN$",
+    "NUL .safetensors", "a.safetensors\x00.png", "a\x1b[31m.safetensors", "a\u0085b", "\ud800.safetensors",
+    "a／..／..／secret.safetensors", "‥/secret.safetensors", "．．/secret.safetensors", "x" * 256 + ".safetensors",
+    "sub/" + "é" * 130, "a/" * 600 + "b", "", "   ", "\n",
+]
+
+
 def case(name: str) -> Case:
     return next(c for c in CASES if c.name == name)
 
