@@ -11,6 +11,7 @@ atomically (see :mod:`loralab.atomic`); memory stays bounded by the largest tens
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import math
 import os
@@ -169,6 +170,20 @@ def _parse_entry(path: str, name: str, entry: object, data_start: int, data_len:
     return TensorInfo(name, dtype, tuple(shape), data_start + begin, data_start + end)
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a header's objects are made: with it running, a
+    header of many entries is rescanned again and again (several times the parse itself) for
+    cycles it cannot hold."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _open_regular(path: str) -> IO[bytes]:
     """Open a regular file for reading; folders, FIFOs and devices are refused (a FIFO would block)."""
     if "\x00" in path:
@@ -218,13 +233,15 @@ def read_header(path: str | os.PathLike) -> SafetensorsHeader:
         if path.lower().endswith(PICKLE_EXTENSIONS):
             raise PickleRefusedError("not a safetensors file", path=path, hint=_CONVERT_HINT)
         raise SafetensorsError("header does not start with '{'", path=path, hint="the file is not safetensors")
-    obj = _parse_header_json(path, raw)
-    metadata = _parse_metadata(path, obj.pop("__metadata__", None))
-    data_start = 8 + n
-    data_len = size - data_start
-    tensors = {name: _parse_entry(path, name, entry, data_start, data_len) for name, entry in obj.items()}
+    with gc_paused():
+        obj = _parse_header_json(path, raw)
+        metadata = _parse_metadata(path, obj.pop("__metadata__", None))
+        data_start = 8 + n
+        data_len = size - data_start
+        tensors = {name: _parse_entry(path, name, entry, data_start, data_len) for name, entry in obj.items()}
+        ordered = sorted(tensors.values(), key=lambda t: (t.start, t.end))
     cursor = data_start
-    for info in sorted(tensors.values(), key=lambda t: (t.start, t.end)):
+    for info in ordered:
         if info.start < cursor:
             raise SafetensorsError("data region overlaps another tensor's", path=path, key=info.name,
                                    hint="the file is corrupt or hostile")

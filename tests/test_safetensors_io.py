@@ -259,3 +259,20 @@ def test_writer_refuses_text_that_is_not_unicode(tmp):
     with pytest.raises(LoRALabError):
         save_tensors(os.path.join(tmp, "n.safetensors"), {"\ud800": torch.ones(1)})
     assert os.listdir(tmp) == []
+
+
+def test_collector_pause_is_undone_whatever_happens(tmp):
+    import gc
+    bad = raw_file(os.path.join(tmp, "bad.safetensors"), {"a": 5})
+    good = save_tensors(os.path.join(tmp, "good.safetensors"), {"a": torch.ones(1)})
+    assert gc.isenabled()
+    read_header(good)
+    with pytest.raises(SafetensorsError):
+        read_header(bad)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        read_header(good)
+        assert not gc.isenabled()  # the caller's choice is kept
+    finally:
+        gc.enable()
