@@ -77,6 +77,7 @@ train(run, model, 10, on_step=lambda r, loss: r.step % 2 == 0 and save_checkpoin
 """
 
 
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL is POSIX")
 def test_killed_while_saving_leaves_the_previous_checkpoint_resumable(setup):
     ds, model, tmp = setup
     out = str(tmp / "out")

@@ -177,6 +177,7 @@ def test_file_size_limit_hits_mid_write(old_file):
     assert_untouched(path, content)
 
 
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL is POSIX")
 @pytest.mark.parametrize("moment", ["spooling", "publishing"])
 def test_killed_mid_write_leaves_old_file_and_only_stale_temps(old_file, moment):
     path, content = old_file
