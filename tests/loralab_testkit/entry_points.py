@@ -143,16 +143,27 @@ def inspect_summary(path: str, scratch: str) -> list[str]:
     return _findings(s)
 
 
-def inspect_cli(path: str, scratch: str) -> list[str]:
-    """``loralab inspect FILE`` (in-process; the survivor test also runs it as a real process)."""
+def _cli(*args: str) -> str:
+    """``loralab inspect ARGS`` in-process: its stdout, or :class:`CliRefused` with its stderr."""
     from loralab.cli import main
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = main(["inspect", path])
+        status = main(["inspect", *args])
     if status != 0:
         raise CliRefused(err.getvalue())
     assert not err.getvalue(), err.getvalue()
-    return [line for line in out.getvalue().splitlines() if "warning" in line or "not mapped:" in line]
+    return out.getvalue()
+
+
+def inspect_cli(path: str, scratch: str) -> list[str]:
+    """``loralab inspect FILE`` as text, then as JSON (its findings); the survivor test also runs
+    it as a real process."""
+    _cli(path)
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON")
+    (report,) = json.loads(_cli("--json", path), parse_constant=refuse)
+    return [json.dumps(w) for w in report.get("warnings", [])] + [u.get("reason", "") for u in report.get("unmapped", [])]
 
 
 def inspect_report(path: str, scratch: str) -> list[str]:
