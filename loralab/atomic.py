@@ -131,19 +131,19 @@ def atomic_write(path: str | os.PathLike, *, overwrite: bool = False, mode: str 
         fd, tmp = tempfile.mkstemp(prefix=temp_prefix(dest), suffix=TEMP_SUFFIX, dir=folder)
     except OSError as e:
         raise write_error(e, dest) from None
+    body_done = False
     try:
-        with os.fdopen(fd, mode) as f:
-            try:
+        try:
+            with os.fdopen(fd, mode) as f:
                 yield f
-            except OSError as e:
-                if e.errno in _DISK_ERRNOS:
-                    raise write_error(e, dest) from e
-                raise
-            try:
+                body_done = True
                 f.flush()
                 os.fsync(f.fileno())
-            except OSError as e:
+        except OSError as e:
+            # our flush, fsync and close are writes; of the block's own errors only the disk's are
+            if body_done or e.errno in _DISK_ERRNOS:
                 raise write_error(e, dest) from e
+            raise
         try:
             _publish(tmp, dest, overwrite)
         except OSError as e:

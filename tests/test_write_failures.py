@@ -161,6 +161,7 @@ def test_file_size_limit_hits_mid_write(old_file):
     path, content = old_file
     p = child(f"""
         import resource, signal, torch
+        from loralab.atomic import atomic_write
         from loralab.errors import WriteError
         from loralab.safetensors_io import save_tensors
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -170,10 +171,17 @@ def test_file_size_limit_hits_mid_write(old_file):
                 save_tensors(dest, {{"big": torch.ones(100_000)}}, overwrite=overwrite)
             except WriteError as e:
                 print("WriteError", e)
+        for step, first in (("write", 100_000), ("flush", 63_000)):  # past the limit in the block, or at its end
+            try:
+                with atomic_write({path!r}, overwrite=True) as f:
+                    f.write(b"x" * first)
+                    f.write(b"y" * 4000)  # buffered
+            except WriteError as e:
+                print("WriteError", step, e)
     """)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 0, err
-    assert out.count("WriteError") == 2 and "File too large" in out, out
+    assert out.count("WriteError") == 4 and "File too large" in out, out
     assert_untouched(path, content)
 
 
