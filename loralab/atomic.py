@@ -33,6 +33,22 @@ def temp_prefix(dest: str, tag: str = "") -> str:
     return "." + name.decode("utf-8", "ignore") + "." + (tag + "." if tag else "")
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (Linux /proc), else the usual 0o022."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
+#: published files get the permissions a plain open() would give them (mkstemp makes them 0600)
+FILE_MODE = 0o666 & ~_umask()
+
+
 def write_error(e: OSError, dest: str) -> WriteError:
     """A :class:`WriteError` naming ``dest`` and the system's reason."""
     full = e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
@@ -134,6 +150,8 @@ def atomic_write(path: str | os.PathLike, *, overwrite: bool = False, mode: str 
     body_done = False
     try:
         try:
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, FILE_MODE)
             with os.fdopen(fd, mode) as f:
                 yield f
                 body_done = True

@@ -252,3 +252,14 @@ def test_stale_temp_cleanup_touches_only_its_own_old_files(tmp):
     assert left == {n for n, gone in names.items() if not gone} | {".dir.loralab-tmp", ".link.loralab-tmp",
                                                                    os.path.basename(fresh)}
     assert remove_stale_temps(os.path.join(tmp, "missing")) == []
+
+
+def test_published_files_get_ordinary_permissions(tmp_path):
+    """mkstemp makes 0600 files; a saved LoRA must be readable like any file the user writes."""
+    import stat as _stat
+    from loralab.atomic import FILE_MODE, write_bytes_atomic
+    dest = tmp_path / "x.bin"
+    write_bytes_atomic(dest, b"abc")
+    assert _stat.S_IMODE(os.stat(dest).st_mode) == FILE_MODE
+    if atomic._umask() == 0o022:
+        assert FILE_MODE == 0o644
