@@ -131,13 +131,21 @@ def _families(blocks: list[str]) -> dict[str, list[str]]:
     return fams
 
 
+def block_families(arch_id: str, layout: ModelLayout | None = None) -> dict[str, list[str]]:
+    """What each family name of a readable spec names (``IN`` -> IN00.., ``BASE`` -> BASE), OTHER included."""
+    return _families(_known_blocks(arch_id, layout))
+
+
 def _expand(lhs: str, arch_id: str, blocks: list[str]) -> list[str]:
     """The block ids a left-hand side names (a block, a range or a family)."""
+    fams = _families(blocks)
+    whole = lhs.strip().upper()
+    if whole in fams:  # a block or family name, digits included (Flux ``T5``)
+        return fams[whole]
     m = _ITEM.match(lhs)
     if not m:
         raise SpecError(f"{lhs.strip()!r} is not a block, range or family name", key=lhs.strip())
     fam, start, fam2, end = m.group(1).upper(), m.group(2), (m.group(3) or "").upper(), m.group(4)
-    fams = _families(blocks)
     name = arch(arch_id).name
     if start is None and end is None:
         if fam in fams:

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import merge
+from . import merge, routes_blocks
 
 #: node modules; each exposes ``NODES``, a list of io.ComfyNode classes
-NODE_MODULES: list = [merge]
+NODE_MODULES: list = [routes_blocks, merge]
 
 
 class LoRALabExtension(ComfyExtension):

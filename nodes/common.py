@@ -7,6 +7,7 @@ import folder_paths
 
 from ..loralab.errors import UnsafeNameError
 from ..loralab.layouts import ModelLayout
+from ..loralab.layouts.mmdit import mmdit_variant
 from ..loralab.paths import resolve_in_folder
 
 NODE_PREFIX = "LoRALab"
@@ -34,7 +35,11 @@ def lora_names() -> list[str]:
 
 
 def lora_path(name: str) -> str:
-    """The real path of a file named relative to a ``loras`` folder; refuses names that escape it."""
+    """The real path of a file named relative to a ``loras`` folder; refuses names that escape it
+    and files :func:`lora_names` would not list (pickled checkpoints above all)."""
+    if isinstance(name, str) and not name.lower().endswith(LORA_EXTENSIONS):
+        raise UnsafeNameError("LoRA Lab reads .safetensors LoRAs only", key=name,
+                              hint="convert the file to .safetensors with a tool you trust")
     last: UnsafeNameError | None = None
     for folder in folder_paths.get_folder_paths("loras"):
         try:
@@ -47,6 +52,8 @@ def lora_path(name: str) -> str:
 def model_arch(model) -> str | None:
     """The LoRA Lab arch id of a ComfyUI MODEL (ModelPatcher), or None for architectures we do not map."""
     for cls in type(model.model.model_config).__mro__:
+        if cls.__name__ == "SD3":
+            return mmdit_variant(model.model.model_config.unet_config)
         if cls.__name__ in _CONFIG_ARCH:
             return _CONFIG_ARCH[cls.__name__]
     return None

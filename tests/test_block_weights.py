@@ -67,6 +67,11 @@ def test_readable_spec():
     assert bw.weight("S05") == 2 and bw.weight("S06") == 0 and bw.weight("D03") == 0.5 and bw.weight("D05") == 1
 
 
+def test_flux_t5_is_a_block_name_not_family_t():
+    bw = parse_block_weights("CLIP=0.5, t5 = 0, default=1", "flux")
+    assert (bw.weight("CLIP"), bw.weight("T5"), bw.weight("D00")) == (0.5, 0.0, 1.0)
+
+
 def test_single_number_and_empty():
     assert parse_block_weights("", "sdxl").is_uniform(1.0)
     bw = parse_block_weights("0.75", "flux")
