@@ -6,10 +6,10 @@ from typing import Iterator, MutableMapping, Sequence
 
 import torch
 
-from .errors import ArchMismatchError
+from .errors import ArchMismatchError, LoraFormatError
 from .layouts import ModelLayout
 from .lowrank import WORK
-from .merge import MergeInput, Progress
+from .merge import MergeInput, Progress, non_finite
 from .model_weights import ModelWeights
 
 
@@ -47,6 +47,9 @@ def baked_weights(weights: ModelWeights, inputs: Sequence[MergeInput], *,
                 half = part.shape[0] // 2
                 part = torch.cat([part[half:], part[:half]])
             new = inputs[i].lora.adapter(m.entry).apply_to(part, strength)
+            if not bool(torch.isfinite(new).all()):
+                raise LoraFormatError(non_finite(m.entry), path=inputs[i].lora.path, key=m.entry.module,
+                                      hint="the file is damaged (or the weight is): nothing was baked")
             if target.swap_halves:
                 half = new.shape[0] // 2
                 new = torch.cat([new[half:], new[:half]])

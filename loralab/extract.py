@@ -17,7 +17,7 @@ import torch
 
 from . import __version__
 from .adapters import Diff, LoRA
-from .errors import ArchMismatchError
+from .errors import ArchMismatchError, LoRALabError
 from .layouts import DIFFUSION_PREFIX, Target
 from .lora_writer import kohya_tensors, lora_metadata
 from .lowrank import RankRule, dense_svd, select_rank
@@ -63,6 +63,10 @@ def extract(tuned: ModelWeights, base: ModelWeights, rule: RankRule, *, text_enc
         b = base.get(key).to(work)
         d = tuned.get(key).to(work) - b
         dn, bn = float(d.norm()), float(b.norm())
+        if not (math.isfinite(dn) and math.isfinite(bn)):
+            bad = tuned if not bool(torch.isfinite(d + b).all()) else base
+            raise LoRALabError("this weight holds NaN or infinite values", path=bad.label, key=key,
+                               hint="the model file is damaged")
         if dn == 0 or dn <= min_diff * bn:
             skipped.append(f"{key} (difference {dn / bn if bn else 0:.2e} of the weight, below {min_diff:g})")
         elif d.dim() < 2:

@@ -56,6 +56,7 @@ from .lora import Lora
 from .lora_writer import kohya_tensors, lora_metadata, row_placed
 from .lowrank import SVD, WORK, RankRule, dense_svd, full_svd, kron_svd, one_thread, select_rank, svd_of_product
 from .model_weights import ModelWeights
+from .modules import Entry
 from .safetensors_io import DTYPES, save_tensors
 
 METHODS = ("concat", "svd", "ties", "dare", "magnitude")
@@ -210,6 +211,9 @@ class _Term:
     def rank(self) -> int | None:
         return None if self.b is None else int(self.b.shape[1])
 
+    def finite(self) -> bool:
+        return all(bool(torch.isfinite(t).all()) for t in (self.b, self.a, self.dense) if t is not None)
+
     def matrix(self) -> torch.Tensor:
         if self.b is None:
             return self.dense
@@ -226,6 +230,12 @@ def default_dtype(inputs: Sequence[MergeInput]) -> torch.dtype:
                     counts[dt] += 1
     name = counts.most_common(1)[0][0] if counts else "F16"
     return DTYPES[name][1] if name != "F64" else torch.float32
+
+
+def non_finite(entry: Entry) -> str:
+    """The message for a module whose values (or alpha) are NaN or infinite."""
+    alpha = entry.alpha is not None and not math.isfinite(entry.alpha)
+    return f"{'alpha' if alpha else 'the tensors'} of this module hold NaN or infinite values"
 
 
 def _seed(seed: int, *parts: object) -> torch.Generator:
@@ -402,6 +412,9 @@ def merge(inputs: Sequence[MergeInput], method: str = "svd", rule: RankRule | No
                 w = inputs[i].weight * blocks[i].for_key(key)
                 if w != 0:
                     terms.append(_term(i, inputs[i], m.target, inputs[i].lora.adapter(m.entry), w, layout, base))
+                    if not terms[-1].finite():
+                        raise LoraFormatError(non_finite(m.entry), path=inputs[i].lora.path, key=m.entry.module,
+                                              hint="the file is damaged: leave it out")
             n_inputs = len({i for i, _ in by_key[key]})
             if terms:
                 adapter, report = _merge_module(key, terms, n_inputs, method, rule, layout, density, seed,

@@ -45,12 +45,14 @@ def _fits(shapes: Mapping[str, tuple[int, ...]], layout: ModelLayout) -> int:
     return sum(1 for k, s in shapes.items() if (c := canonical_key(k, layout)) and layout.shapes[c] == tuple(s))
 
 
-def guess_layout(shapes: Mapping[str, tuple[int, ...]]) -> ModelLayout:
-    """The released model's layout most of these keys fit (by name and shape)."""
+def guess_layout(shapes: Mapping[str, tuple[int, ...]], label: str | None = None) -> ModelLayout:
+    """The released model's layout most of these keys fit (by name and shape); ``label`` names the
+    model in the error when none fits."""
     scores = sorted(((_fits(shapes, layout_for(a)), a) for a in ARCHS), reverse=True)
     best, arch_id = scores[0]
     if best == 0:
-        raise ArchMismatchError("no weight fits a known base model (SD1.x, SD2.x, SDXL, Flux)",
+        known = ", ".join(layout_for(a).arch.name for a in ARCHS)
+        raise ArchMismatchError(f"no weight fits a known base model ({known})", path=label,
                                 hint="give the architecture explicitly")
     return layout_for(arch_id)
 
@@ -61,7 +63,7 @@ class ModelWeights:
     def __init__(self, shapes: Mapping[str, tuple[int, ...]], get: Callable[[str], torch.Tensor],
                  layout: ModelLayout | None = None, label: str = "<model in memory>",
                  close: Callable[[], None] | None = None) -> None:
-        self.layout = layout or guess_layout(shapes)
+        self.layout = layout or guess_layout(shapes, label)
         self.label = label
         self._get = get
         self._close = close

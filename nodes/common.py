@@ -29,9 +29,37 @@ def display_name(name: str) -> str:
     return f"{name} (LoRA Lab)"
 
 
+#: the last folder listing and the names of it that lora_names offers (resolving every name takes
+#: seconds in a large folder, and ComfyUI asks for a node's inputs on every validation)
+_OFFERED: dict[tuple[str, ...], list[str]] = {}
+
+
 def lora_names() -> list[str]:
-    """LoRA files in ComfyUI's ``loras`` folders that LoRA Lab can read (safetensors only)."""
-    return [n for n in folder_paths.get_filename_list("loras") if n.lower().endswith(LORA_EXTENSIONS)]
+    """LoRA files in ComfyUI's ``loras`` folders that LoRA Lab can read: safetensors only, and only
+    files that lie inside a loras folder (a symlink leading out of it is not offered)."""
+    listing = tuple(folder_paths.get_filename_list("loras"))
+    names = _OFFERED.get(listing)
+    if names is None:
+        names = []
+        for name in listing:
+            try:
+                lora_path(name)
+            except UnsafeNameError:
+                continue
+            names.append(name)
+        _OFFERED.clear()
+        _OFFERED[listing] = names
+    return list(names)
+
+
+def unlisted(names: dict, allowed: list[str]) -> bool | str:
+    """A node's ``validate_inputs`` answer for its file-name inputs: True when every chosen name
+    is one the node offers, else what is wrong. This ComfyUI checks only V1-style combos against
+    their options, so V3 nodes check the names they read themselves."""
+    for input_name, value in names.items():
+        if value is not None and value not in allowed:
+            return f"{input_name}: {str(value)[:200]!r} is not a LoRA in the loras folder list"
+    return True
 
 
 def lora_path(name: str) -> str:

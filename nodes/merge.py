@@ -22,7 +22,8 @@ from ..loralab.lowrank import RANK_MODES, RankRule
 from ..loralab.merge import METHODS, MergeInput, MergeResult, convert, merge, resize
 from ..loralab.model_weights import ModelWeights
 from ..loralab.paths import sanitize_output_name, unused_path
-from .common import CATEGORY, display_name, lora_names, lora_path, model_layout, node_id, output_folder
+from .common import (CATEGORY, display_name, lora_names, lora_path, model_layout, node_id, output_folder,
+                     unlisted)
 
 MERGE_CATEGORY = f"{CATEGORY}/Merge"
 MergeList = io.Custom("LORALAB_MERGE_LIST")
@@ -153,6 +154,10 @@ class LoRALabMergeInput(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, lora_name: str | None = None) -> bool | str:
+        return unlisted({"lora_name": lora_name}, lora_names())
+
+    @classmethod
     def fingerprint_inputs(cls, lora_name, **kwargs):
         return _mtime(lora_name)
 
@@ -195,6 +200,10 @@ class LoRALabMerge(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, lora_name_1: str | None = None, lora_name_2: str | None = None) -> bool | str:
+        return unlisted({"lora_name_1": lora_name_1, "lora_name_2": lora_name_2}, [NONE, *lora_names()])
+
+    @classmethod
     def fingerprint_inputs(cls, lora_name_1, lora_name_2=NONE, **kwargs):
         return _mtime(lora_name_1), _mtime(lora_name_2) if lora_name_2 != NONE else None
 
@@ -230,6 +239,10 @@ class LoRALabResize(io.ComfyNode):
                                    tooltip="the model the LoRA is for (non-standard sizes, DoRA)")],
             outputs=_lora_outputs(), is_output_node=True,
         )
+
+    @classmethod
+    def validate_inputs(cls, lora_name: str | None = None) -> bool | str:
+        return unlisted({"lora_name": lora_name}, lora_names())
 
     @classmethod
     def fingerprint_inputs(cls, lora_name, **kwargs):
@@ -336,6 +349,10 @@ class LoRALabBake(io.ComfyNode):
             ],
             outputs=[io.Model.Output(display_name="model"), io.String.Output(display_name="report")],
         )
+
+    @classmethod
+    def validate_inputs(cls, lora_name: str | None = None) -> bool | str:
+        return unlisted({"lora_name": lora_name}, [NONE, *lora_names()])
 
     @classmethod
     def fingerprint_inputs(cls, lora_name=NONE, **kwargs):

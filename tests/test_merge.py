@@ -15,7 +15,7 @@ from loralab.lora import Lora
 from loralab.lowrank import RankRule, one_thread
 from loralab.merge import MergeInput, convert, merge, resize
 from loralab.model_weights import ModelWeights
-from loralab.safetensors_io import read_header
+from loralab.safetensors_io import read_header, save_tensors
 from loralab_testkit import fixture_tensors, materialize
 
 from fitted import fitted_lora
@@ -427,3 +427,16 @@ def test_written_file_round_trips(tmp):
     probes = Probes(src.layout)
     got = {m.target.key: applied(again.adapter(m.entry), probes[m.target.key]) for m in again.mapped()}
     assert_same(got, reference([(src, 0.5, None)], probes, src.layout), 1e-5)
+
+
+def test_non_finite_values_are_refused_naming_file_and_module(tmp):
+    tensors = fixture_tensors("kohya_sd15_lora", rank=2, seed=9, dtype=F32)
+    key = next(k for k in sorted(tensors) if k.endswith(".lora_up.weight"))
+    tensors[key][0, 0] = float("nan")
+    path = os.path.join(tmp, "broken.safetensors")
+    save_tensors(path, tensors)
+    with pytest.raises(LoraFormatError) as err:
+        merge([MergeInput.open(path)], "svd", RankRule("fixed", 2))
+    assert "broken.safetensors" in str(err.value) and key.split(".")[0] in str(err.value)
+    assert "NaN or infinite" in str(err.value)
+    assert os.listdir(tmp) == ["broken.safetensors"]
