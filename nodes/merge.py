@@ -16,6 +16,7 @@ import comfy.utils
 from comfy_api.latest import io
 
 from ..loralab.bake import baked_weights
+from ..loralab.errors import LoRALabError
 from ..loralab.extract import extract
 from ..loralab.lora import Lora
 from ..loralab.lowrank import RANK_MODES, RankRule
@@ -128,13 +129,26 @@ def _inputs_from(items, layout) -> list[MergeInput]:
 
 
 def _mtime(name: str) -> float | None:
+    """The file's modification time (so an edited file is merged again), None if it cannot be read."""
     try:
         return os.path.getmtime(lora_path(name))
-    except Exception:
+    except (LoRALabError, OSError):
         return None
 
 
-class LoRALabMergeInput(io.ComfyNode):
+class _PicksOneLora(io.ComfyNode):
+    """A node that reads one LoRA named by its ``lora_name`` input."""
+
+    @classmethod
+    def validate_inputs(cls, lora_name: str | None = None) -> bool | str:
+        return unlisted({"lora_name": lora_name}, lora_names())
+
+    @classmethod
+    def fingerprint_inputs(cls, lora_name, **kwargs):
+        return _mtime(lora_name)
+
+
+class LoRALabMergeInput(_PicksOneLora):
     """One LoRA, its weight and block weights, added to a merge list (chain as many as needed)."""
 
     @classmethod
@@ -152,14 +166,6 @@ class LoRALabMergeInput(io.ComfyNode):
             ],
             outputs=[MergeList.Output(display_name="merge_list")],
         )
-
-    @classmethod
-    def validate_inputs(cls, lora_name: str | None = None) -> bool | str:
-        return unlisted({"lora_name": lora_name}, lora_names())
-
-    @classmethod
-    def fingerprint_inputs(cls, lora_name, **kwargs):
-        return _mtime(lora_name)
 
     @classmethod
     def execute(cls, lora_name, weight, block_weights, merge_list=None) -> io.NodeOutput:
@@ -225,7 +231,7 @@ class LoRALabMerge(io.ComfyNode):
         return _outputs(result, output_name)
 
 
-class LoRALabResize(io.ComfyNode):
+class LoRALabResize(_PicksOneLora):
     """One LoRA at a smaller or dynamic rank: the best approximation per module."""
 
     @classmethod
@@ -239,14 +245,6 @@ class LoRALabResize(io.ComfyNode):
                                    tooltip="the model the LoRA is for (non-standard sizes, DoRA)")],
             outputs=_lora_outputs(), is_output_node=True,
         )
-
-    @classmethod
-    def validate_inputs(cls, lora_name: str | None = None) -> bool | str:
-        return unlisted({"lora_name": lora_name}, lora_names())
-
-    @classmethod
-    def fingerprint_inputs(cls, lora_name, **kwargs):
-        return _mtime(lora_name)
 
     @classmethod
     def execute(cls, lora_name, rank_mode, rank, threshold, output_name, dtype, model=None) -> io.NodeOutput:
