@@ -89,19 +89,21 @@ def _base(args: argparse.Namespace, layout):
 
 
 def _finish(result, args: argparse.Namespace, started: float) -> int:
+    from .cli import terminal_safe
     path = result.save(args.output, overwrite=args.overwrite)
-    print(result.report())
-    print(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB) in {time.monotonic() - started:.1f} s")
+    print(terminal_safe(result.report()))  # module names and titles come from strangers' files
+    print(terminal_safe(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB) in {time.monotonic() - started:.1f} s"))
     return 0
 
 
 def _guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def wrapped(args: argparse.Namespace) -> int:
+        from .cli import terminal_safe
         from .errors import LoRALabError
         try:
             return run(args)
         except LoRALabError as e:
-            print(f"error: {e}", file=sys.stderr)
+            print(terminal_safe(f"error: {e}"), file=sys.stderr)
             return 1
     return wrapped
 

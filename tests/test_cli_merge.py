@@ -9,7 +9,7 @@ import torch
 from loralab.layouts import layout_for
 from loralab.lora import Lora
 from loralab.safetensors_io import read_header, save_tensors
-from loralab_testkit import REPO, materialize
+from loralab_testkit import REPO, fixture_tensors, materialize
 
 
 def run(*args):
@@ -68,3 +68,14 @@ def test_extract_from_checkpoint_files(tmp):
     (m,) = list(lo.mapped())
     assert m.target.key == keys[0]
     assert torch.allclose(lo.adapter(m.entry).delta_flat(torch.float64), delta.double(), atol=1e-4)
+
+
+def test_names_from_files_reach_the_terminal_escaped(tmp):
+    tensors = {"lora_unet_down_blocks_0_attentions_0_proj_in\x1b[2J.lora_up.weight": torch.zeros(320, 2),
+               "lora_unet_down_blocks_0_attentions_0_proj_in\x1b[2J.lora_down.weight": torch.zeros(2, 320)}
+    tensors.update(fixture_tensors("kohya_sd15_lora", rank=2))
+    a = save_tensors(os.path.join(tmp, "a.safetensors"), tensors, {"ss_output_name": "evil\u202etitle"})
+    r = run("merge", a, "--rank", "2", "-o", os.path.join(tmp, "m.safetensors"))
+    assert r.returncode == 0, r.stderr
+    assert "\x1b" not in r.stdout and "\u202e" not in r.stdout
+    assert "proj_in\\x1b[2J" in r.stdout  # the skipped module is listed, escaped
