@@ -58,6 +58,8 @@ def extract(tuned: ModelWeights, base: ModelWeights, rule: RankRule, *, text_enc
                for w in (base, tuned) for k in w.mismatched if k in wanted]
     skipped += [f"{k} (only in {(base if k in base else tuned).label})"
                 for k in wanted if (k in base) != (k in tuned)]
+    skipped += [f"{len(w.unused)} keys of {w.label} name no weight of {layout.arch.name} (VAE, text encoders in the "
+                f"OpenCLIP layout, ...), e.g. {w.unused[0]}" for w in (base, tuned) if w.unused]
     for done, key in enumerate(keys, 1):
         work = dense_dtype(math.prod(layout.shapes[key]))
         b = base.get(key).to(work)

@@ -92,6 +92,7 @@ def test_extract_recovers_planted_differences(models):
         assert torch.allclose(got[k], planted[k].to(D), atol=1e-5), k
     assert {m.key: m.rank for m in result.modules} == {TO_Q: 3, FF: 3, CONV: 3}  # float32 rounding fills the rest
     assert any(s.startswith(TINY) for s in result.skipped)
+    assert any(s.startswith("1 keys of ") and "first_stage_model.decoder.conv_in.weight" in s for s in result.skipped)
     assert all(k.startswith("lora_unet_") for k in result.tensors)
     assert result.tensors["lora_unet_conv_in.lora_down.weight"].shape == (3, 4, 3, 3)  # kohya conv layout
     assert result.tensors["lora_unet_conv_in.lora_up.weight"].shape == (32, 3, 1, 1)
