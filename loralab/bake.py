@@ -8,6 +8,7 @@ import torch
 
 from .errors import ArchMismatchError, LoraFormatError
 from .layouts import ModelLayout
+from .lora import MappedEntry
 from .lowrank import WORK
 from .merge import MergeInput, Progress, non_finite
 from .model_weights import ModelWeights
@@ -23,7 +24,7 @@ def baked_weights(weights: ModelWeights, inputs: Sequence[MergeInput], *,
         if inp.lora.layout is None or inp.lora.layout.arch.id != layout.arch.id:
             raise ArchMismatchError(f"{inp.title} is not a LoRA for {layout.arch.name}", path=inp.lora.path)
     blocks = [inp.blocks(layout.arch.id, layout) for inp in inputs]
-    by_key: dict[str, list[tuple[int, object]]] = {}
+    by_key: dict[str, list[tuple[int, MappedEntry]]] = {}
     for i, inp in enumerate(inputs):
         for m in inp.lora.mapped():
             by_key.setdefault(m.target.key, []).append((i, m))
