@@ -7,6 +7,7 @@ at a time while its tensors are in memory anyway) find NaN/Inf values and all-ze
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field, fields
 
@@ -70,6 +71,7 @@ def _alpha_warnings(entries: list[Entry]) -> list[HealthWarning]:
                        "that ComfyUI and LyCORIS ignore (scale 1); tools dividing it by a rank would blow them up"))
 
 
+@functools.lru_cache(maxsize=256)
 def _dtype_round(value: float, dtype: str) -> float:
     tdt = DTYPES.get(dtype, (0, None))[1]
     if tdt is None or not tdt.is_floating_point:

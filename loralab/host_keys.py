@@ -13,7 +13,7 @@ real ``comfy.lora`` on every fixture.
 from __future__ import annotations
 
 import weakref
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from .layouts import DIFFUSION_PREFIX, ModelLayout
 from .layouts.flux import flux_layout
@@ -198,15 +198,26 @@ def _load_one(present: set[str]) -> tuple[set[str], set[str]]:
     return loaded | bias, bias
 
 
-def host_targets(keys: Iterable[str], layout: ModelLayout) -> dict[str, str | None]:
+def host_targets(keys: Iterable[str], layout: ModelLayout,
+                 modules: Mapping[str, str] | None = None) -> dict[str, str | None]:
     """For every tensor key of a LoRA file: the model key the host patches with it, or None where
-    the host drops it (not loaded, or loaded for a weight the model does not have)."""
+    the host drops it (not loaded, or loaded for a weight the model does not have).
+
+    ``modules`` (tensor key -> module name, as :func:`loralab.modules.group_keys` split it) is an
+    optional hint that saves splitting keys whose suffix the host reads too.
+    """
     key_list = list(keys)
     renamed = _converted(key_list)
     key_map = host_key_map(layout)
+    hint = modules if modules is not None and all(new is old for new, old in renamed.items()) else {}
     by_name: dict[str, dict[str, str]] = {}
     for new, original in renamed.items():
-        for x, suffix in _splits(new):
+        module = hint.get(new)
+        if module is not None and new[len(module):] in _SUFFIXES:
+            splits = [(module, new[len(module):])]
+        else:
+            splits = _splits(new)
+        for x, suffix in splits:
             if x in key_map:
                 by_name.setdefault(x, {})[suffix] = original
     result: dict[str, str | None] = dict.fromkeys(key_list)

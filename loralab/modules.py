@@ -55,6 +55,17 @@ SUFFIXES: dict[str, tuple[str, str]] = {
     ".b2.weight": ("b2", "glora"),
 }
 _ORDERED = sorted(SUFFIXES, key=len, reverse=True)
+
+
+def _tail(text: str) -> str:
+    """The last two dot-separated parts of a key or suffix (the last one where there is one only)."""
+    return ".".join(text.rsplit(".", 2)[-2:]) if text.count(".") >= 2 else text.rsplit(".", 1)[-1]
+
+
+#: suffixes grouped by their tail: only these can match a key with that tail (longest first)
+_BY_TAIL: dict[str, list[str]] = {}
+for _s in _ORDERED:
+    _BY_TAIL.setdefault(_tail(_s), []).append(_s)
 #: the old diffusers attention-processor naming (``attn1.processor.to_q_lora.up.weight``) applies to these only
 _PROCESSOR_LAYERS = ("to_q", "to_k", "to_v", "to_out", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
 
@@ -173,7 +184,11 @@ class ParsedKeys:
 
 def split_key(key: str) -> tuple[str, str, str] | None:
     """(module, role, style) for a tensor key, or None if no known suffix matches."""
-    for suffix in _ORDERED:
+    parts = key.rsplit(".", 2)
+    candidates = _BY_TAIL.get(parts[-1], [])
+    if len(parts) > 2:
+        candidates = _BY_TAIL.get(parts[-2] + "." + parts[-1], []) + candidates
+    for suffix in candidates:
         if key.endswith(suffix) and len(key) > len(suffix):
             role, style = SUFFIXES[suffix]
             module = key[: -len(suffix)]
