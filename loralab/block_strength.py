@@ -60,6 +60,7 @@ class BaseWeights:
         if name is None:
             return None
         w = self._map[name] if self._map is not None else self._file.get(name)  # type: ignore[union-attr]
+        w = w.detach().to("cpu")
         if target.rows is not None:
             w = w.narrow(0, target.rows[0], target.rows[1])
         return w

@@ -44,7 +44,7 @@ import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping
+from typing import TYPE_CHECKING, Iterable, Iterator, Mapping
 
 import torch
 
@@ -57,6 +57,9 @@ from .layouts import ModelLayout
 from .lora import Lora, MappedEntry
 from .metadata import Metadata, Training, parse_metadata, training_summary
 from .triggers import Trigger, find_triggers, trigger_words
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 SCHEMA = 1
 
@@ -77,6 +80,14 @@ def _label(v: float | int | None) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
+def _counted(values: Iterable[float | int | None]) -> list[tuple[float | int | None, int]]:
+    return sorted(Counter(values).items(), key=lambda kv: (-kv[1], _label(kv[0])))
+
+
+def _summary(values: list[tuple[float | int | None, int]]) -> str:
+    return ", ".join(f"{_label(v)} ×{n}" for v, n in values)
+
+
 @dataclass
 class Distribution:
     """How a per-module number is spread: value -> modules, most common first."""
@@ -87,19 +98,17 @@ class Distribution:
     @classmethod
     def of(cls, pairs: list[tuple[str, float | int | None]]) -> "Distribution":
         """From (group, value) pairs; groups are listed only when the value varies."""
-        counts = Counter(v for _, v in pairs)
-        values = sorted(counts.items(), key=lambda kv: (-kv[1], _label(kv[0])))
-        dist = cls(values)
-        if len(values) > 1:
+        dist = cls(_counted(v for _, v in pairs))
+        if len(dist.values) > 1:
             groups: dict[str, list] = {}
             for g, v in pairs:
                 groups.setdefault(g, []).append(v)
-            dist.by_group = [(g, cls.of([("", v) for v in vs]).summary) for g, vs in groups.items()]
+            dist.by_group = [(g, _summary(_counted(vs))) for g, vs in groups.items()]
         return dist
 
     @property
     def summary(self) -> str:
-        return ", ".join(f"{_label(v)} ×{n}" for v, n in self.values)
+        return _summary(self.values)
 
     @property
     def varies(self) -> bool:
@@ -441,6 +450,17 @@ class Report:
                        "relative": _num(b.relative)} for b in self.blocks]}
         d["hashes"] = None if self.hashes is None else self.hashes.to_dict()
         return d
+
+    def chart(self) -> "Image.Image":
+        """The block strengths as a labelled bar chart (relative strengths where base weights were given)."""
+        from .chart import bar_chart
+        blocks = self.blocks or []
+        rel = self.relative and any(b.relative is not None for b in blocks)
+        values = [(b.relative or 0.0) if rel else b.norm for b in blocks]
+        what = "relative strength |dW| / |W| per block" if rel else "strength |dW| per block (block norm)"
+        if not blocks:
+            what = "no module of this LoRA maps onto a block" if self.blocks is not None else "block strengths not computed"
+        return bar_chart([b.block for b in blocks], values, f"{self.summary.name}", what)
 
     def to_text(self) -> str:
         lines = self.summary.text_lines()

@@ -7,7 +7,7 @@ import folder_paths
 
 from ..loralab.errors import UnsafeNameError
 from ..loralab.layouts import ModelLayout
-from ..loralab.paths import resolve_in_folder
+from ..loralab.paths import check_relative_name, resolve_in_folder
 
 NODE_PREFIX = "LoRALab"
 CATEGORY = "LoRA Lab"
@@ -33,15 +33,23 @@ def lora_names() -> list[str]:
     return [n for n in folder_paths.get_filename_list("loras") if n.lower().endswith(LORA_EXTENSIONS)]
 
 
+def lora_file(name: str) -> str | None:
+    """The real path of a file named relative to a ``loras`` folder, or None where no folder has it;
+    raises :class:`UnsafeNameError` for names that escape the folder (``..``, absolute, symlinks)."""
+    check_relative_name(name)
+    for folder in folder_paths.get_folder_paths("loras"):
+        real = resolve_in_folder(folder, name, must_exist=False)
+        if os.path.isfile(real):
+            return real
+    return None
+
+
 def lora_path(name: str) -> str:
     """The real path of a file named relative to a ``loras`` folder; refuses names that escape it."""
-    last: UnsafeNameError | None = None
-    for folder in folder_paths.get_folder_paths("loras"):
-        try:
-            return resolve_in_folder(folder, name)
-        except UnsafeNameError as e:
-            last = e
-    raise last or UnsafeNameError("no loras folder is configured", key=name)
+    path = lora_file(name)
+    if path is None:
+        raise UnsafeNameError("no such file in the loras folders", key=name, hint="pick a file from the list")
+    return path
 
 
 def model_arch(model) -> str | None:
