@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
@@ -21,7 +22,7 @@ AITOOLKIT_FIELDS = ("software", "training_info", "name", "version")
 _AITOOLKIT_JSON = ("software", "training_info")
 
 _INT = re.compile(r"^[+-]?\d+$")
-_FLOAT = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?$|^[+-]?(inf|nan)$", re.IGNORECASE)
+_FLOAT = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?$")
 _TUPLE = re.compile(r"^\(\s*(\d+)\s*,\s*(\d+)\s*\)$")
 _SIZE = re.compile(r"^\s*(\d+)\s*[x×,]\s*(\d+)\s*$")
 
@@ -42,7 +43,7 @@ def typed_value(key: str, value: str) -> Any:
         return value == "True"
     if _INT.match(value):
         return int(value)
-    if _FLOAT.match(value):
+    if _FLOAT.match(value) and math.isfinite(float(value)):
         return float(value)
     m = _TUPLE.match(value)
     if m:
@@ -75,9 +76,13 @@ class Metadata:
                 "other": self.other, "errors": self.errors}
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _decode_json(md: Metadata, key: str, value: str) -> Any:
     try:
-        return json.loads(value)
+        return json.loads(value, parse_constant=_no_constants)
     except (ValueError, RecursionError) as e:
         md.errors[key] = f"not valid JSON ({str(e)[:80]})"
         return value

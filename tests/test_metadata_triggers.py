@@ -124,3 +124,22 @@ def test_modelspec_trigger_phrase_comes_first():
     assert (triggers[0].word, triggers[0].kind, triggers[0].source) == (
         "OHWX Woman", "trigger_phrase", "modelspec.trigger_phrase")
     assert trigger_words(triggers) == ["OHWX Woman"]  # "ohwx woman" from the folder is the same word
+
+
+def test_non_finite_numbers_never_reach_json(tmp):
+    import json
+    import os
+
+    import torch
+
+    from loralab.inspect import summarize
+    from loralab.safetensors_io import save_tensors
+    meta = {"ss_learning_rate": "nan", "ss_unet_lr": "1e999", "ss_tag_frequency": '{"1_x": {"x": NaN}}',
+            "training_info": '{"step": Infinity}', "software": '{"name": "ai-toolkit"}'}
+    md = parse_metadata(meta)
+    assert md.get("ss_learning_rate") == "nan" and md.get("ss_unet_lr") == "1e999"
+    assert set(md.errors) == {"ss_tag_frequency", "training_info"}
+    t = {"lora_unet_x.lora_up.weight": torch.randn(4, 2), "lora_unet_x.lora_down.weight": torch.randn(2, 4),
+         "lora_unet_x.alpha": torch.tensor(float("nan"))}
+    path = save_tensors(os.path.join(tmp, "n.safetensors"), t, meta)
+    json.dumps(summarize(path).to_dict(), allow_nan=False)
