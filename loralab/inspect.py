@@ -482,9 +482,11 @@ def inspect_lora(path: str | os.PathLike, *, blocks: bool = True, hashes: bool =
     """Inspect a LoRA file. ``blocks`` reads the tensors (one module at a time) for block
     strengths and the NaN/Inf and all-zero checks; ``base`` (a state dict with ComfyUI keys or a
     safetensors path) adds relative strengths; ``hashes`` hashes the whole file."""
-    with Lora.open(path, layout) as lora:
-        header = lora.source.file.header  # type: ignore[attr-defined]
-        report = Report(summary_of(lora, os.fspath(path), header.file_size))
+    with _gc_paused():
+        lora = Lora.open(path, layout)
+    with lora:
+        with _gc_paused():
+            report = Report(summary_of(lora, os.fspath(path), lora.source.file.header.file_size))  # type: ignore[attr-defined]
         if blocks:
             checks = TensorChecks()
             weights = BaseWeights(base) if base is not None else None

@@ -10,6 +10,8 @@ import torch
 from loralab.block_strength import BaseWeights, ModuleStrength, aggregate, block_strengths
 from loralab.blocks import block_of
 from loralab.inspect import inspect_lora
+from loralab.layouts import ModelLayout
+from loralab.layouts.flux import FLUX_DEV_CONFIG
 from loralab.lora import Lora
 from loralab.safetensors_io import save_tensors
 from loralab_testkit import LORA_FIXTURES, fixture_tensors
@@ -98,18 +100,13 @@ def _random_base(lora, seed=2):
     return {m.target.key: torch.randn(lora.layout.shapes[m.target.key], generator=g) for m in lora.mapped()}
 
 
-@pytest.mark.parametrize("name", ["aitoolkit_flux_lora", "kohya_sd15_lora", "lycoris_sd15_locon_dora",
-                                  "comfyui_trainer_sd15_lora"])
+@pytest.mark.parametrize("name", ["kohya_sd15_lora", "lycoris_sd15_locon_dora", "comfyui_trainer_sd15_lora"])
 def test_relative_strength_against_base_weights(name, tmp):
-    """Row slices (ai-toolkit's to_q/to_k/to_v of one qkv), DoRA (exact with its base weight),
-    biases; the base given as a state dict and as a checkpoint-style safetensors file."""
+    """DoRA (exact with its base weight), biases; the base given as a state dict and as a
+    checkpoint-style safetensors file (model.diffusion_model.* keys)."""
     full = fixture_tensors(name, rank=2, seed=3)
     probe = Lora.from_state_dict(full)
-    if name == "aitoolkit_flux_lora":
-        keep = [k for k in full if k.startswith("transformer.transformer_blocks.0.attn.to_")]
-        tensors = {k: full[k] for k in keep}
-    else:
-        tensors = small_subset(name, probe, full)
+    tensors = small_subset(name, probe, full)
     lora = Lora.from_state_dict(tensors, layout=probe.layout)
     base = _random_base(lora)
     ref, ref_base = reference_blocks(lora, tensors, base)
@@ -124,6 +121,31 @@ def test_relative_strength_against_base_weights(name, tmp):
         assert ours[block].relative == pytest.approx(value / ref_base[block], rel=1e-4)
         assert ours[block].inexact == 0
         assert from_file[block].relative == pytest.approx(ours[block].relative, rel=1e-9)
+
+
+def test_relative_strength_of_row_slices_of_fused_weights():
+    """Diffusers/PEFT names on Flux write row slices of fused weights (to_q/to_k/to_v of a qkv,
+    proj_mlp of linear1): the base norm counts each slice once; on a small Flux layout."""
+    config = dict(FLUX_DEV_CONFIG, hidden_size=64, num_heads=2, depth=1, depth_single_blocks=1)
+    layout = ModelLayout.from_config("flux", config)
+    g = torch.Generator().manual_seed(4)
+    tensors = {}
+    for name, (rows, cols) in {"transformer_blocks.0.attn.to_q": (64, 64), "transformer_blocks.0.attn.to_k": (64, 64),
+                               "transformer_blocks.0.attn.to_v": (64, 64), "transformer_blocks.0.attn.to_out.0": (64, 64),
+                               "single_transformer_blocks.0.attn.to_q": (64, 64),
+                               "single_transformer_blocks.0.proj_mlp": (256, 64),
+                               "single_transformer_blocks.0.proj_out": (64, 320)}.items():
+        tensors[f"transformer.{name}.lora_A.weight"] = torch.randn(2, cols, generator=g)
+        tensors[f"transformer.{name}.lora_B.weight"] = torch.randn(rows, 2, generator=g)
+    lora = Lora.from_state_dict(tensors, layout=layout)
+    assert sum(1 for m in lora.mapped() if m.target.rows) == 5
+    base = _random_base(lora)
+    ref, ref_base = reference_blocks(lora, tensors, base)
+    ours = {b.block: b for b in block_strengths(lora, BaseWeights(base))}
+    assert set(ref) == {"D00", "S00"}
+    for block, value in ref.items():
+        assert ours[block].norm == pytest.approx(value, rel=1e-9)
+        assert ours[block].relative == pytest.approx(value / ref_base[block], rel=1e-9)
 
 
 def test_blocks_without_base_weights_have_no_relative_strength():

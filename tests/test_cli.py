@@ -17,29 +17,23 @@ def test_help():
     assert r.returncode == 0 and "inspect" in r.stdout
 
 
-def test_inspect_text_and_json(tmp):
-    path = materialize("kohya_sdxl_lora", os.path.join(tmp, "k.safetensors"), rank=2)
-    r = run("inspect", path)
+def test_inspect_text_then_json_with_blocks_and_hashes(tmp):
+    sdxl = materialize("kohya_sdxl_lora", os.path.join(tmp, "k.safetensors"), rank=2)
+    sd15 = materialize("kohya_sd15_lora", os.path.join(tmp, "s.safetensors"), rank=2)
+    r = run("inspect", sdxl)
     assert r.returncode == 0, r.stderr
     assert "kohya sd-scripts" in r.stdout and "SDXL" in r.stdout and "986 of 986 mapped" in r.stdout
     assert "trigger words: ohwx woman" in r.stdout
-    assert "block strength" not in r.stdout and "sha256" not in r.stdout
-    r = run("inspect", "--json", path)
-    data = json.loads(r.stdout)
-    assert data[0]["arch"]["id"] == "sdxl" and data[0]["format"]["id"] == "kohya"
-    assert data[0]["rank"]["summary"] == "2 ×986"
-    assert data[0]["blocks"] is None and data[0]["hashes"] is None
-
-
-def test_inspect_blocks_and_hashes(tmp):
-    path = materialize("kohya_sd15_lora", os.path.join(tmp, "k.safetensors"), rank=2)
-    r = run("inspect", "--blocks", "--hashes", path)
+    assert "block strength" not in r.stdout and "sha256" not in r.stdout  # header only by default
+    r = run("inspect", "--json", "--blocks", "--hashes", sdxl, sd15)
     assert r.returncode == 0, r.stderr
-    assert "block strength ‖ΔW‖" in r.stdout and "AutoV2" in r.stdout and "AutoV3" in r.stdout
-    data = json.loads(run("inspect", "--json", "--blocks", "--hashes", path).stdout)[0]
-    touched = {b["block"] for b in data["blocks"]["items"] if b["modules"]}
-    assert touched == set(data["coverage"]["blocks"])
-    assert len(data["hashes"]["sha256"]) == 64 and data["hashes"]["autov2"] == data["hashes"]["sha256"][:10]
+    data = json.loads(r.stdout)
+    assert [d["arch"]["id"] for d in data] == ["sdxl", "sd1"] and data[0]["format"]["id"] == "kohya"
+    assert data[0]["rank"]["summary"] == "2 ×986"
+    for d in data:
+        touched = {b["block"] for b in d["blocks"]["items"] if b["modules"]}
+        assert touched == set(d["coverage"]["blocks"])
+        assert len(d["hashes"]["sha256"]) == 64 and d["hashes"]["autov2"] == d["hashes"]["sha256"][:10]
 
 
 def test_inspect_unreadable_file_fails_with_message(tmp):

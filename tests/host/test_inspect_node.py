@@ -7,7 +7,6 @@ import uuid
 
 import pytest
 import torch
-from aiohttp.test_utils import TestClient, TestServer
 
 from loralab.safetensors_io import save_tensors
 from loralab_testkit import materialize
@@ -81,6 +80,7 @@ def test_node_with_a_model_gives_relative_strength(host, tiny_models):
 
 def _request_all(host, queries):
     """Run GET requests against ComfyUI's own aiohttp app (routes added once per session)."""
+    from aiohttp.test_utils import TestClient, TestServer  # the host's aiohttp (not in the engine's env)
     if not getattr(host, "loralab_routes_added", False):
         host.server.add_routes()
         host.loralab_routes_added = True

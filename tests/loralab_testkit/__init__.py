@@ -83,8 +83,9 @@ _RANK_DIMS = {
 }
 
 
-def scaled_shapes(name: str, rank: int | None) -> dict[str, tuple[int, ...]]:
-    """The fixture's shapes with every rank dimension capped at ``rank`` (None keeps them)."""
+def scaled_shapes(name: str, rank: int | None, at_most: bool = True) -> dict[str, tuple[int, ...]]:
+    """The fixture's shapes with every rank dimension capped at ``rank`` (None keeps them), or set
+    to ``rank`` when ``at_most`` is false (for full-size benchmark files at a higher rank)."""
     d = fixture("loras", name)
     shapes = {k: tuple(v["shape"]) for k, v in d["tensors"].items()}
     if rank is None:
@@ -97,7 +98,7 @@ def scaled_shapes(name: str, rank: int | None) -> dict[str, tuple[int, ...]]:
             if dims:
                 s = list(out[key])
                 for i in dims:
-                    s[i] = min(s[i], rank)
+                    s[i] = min(s[i], rank) if at_most else rank
                 out[key] = tuple(s)
     return out
 
