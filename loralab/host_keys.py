@@ -144,8 +144,8 @@ def _converted(keys: list[str]) -> dict[str, str]:
     """ComfyUI's ``convert_lora`` renames (BFL control LoRAs, XLabs/USO Flux LoRAs): new -> original."""
     present = set(keys)
     if "img_in.lora_A.weight" in present and "single_blocks.0.norm.key_norm.scale" in present:
-        return {DIFFUSION_PREFIX + k.replace(".lora_B.bias", ".diff_b").replace("_norm.scale", "_norm.scale.set_weight"): k
-                for k in keys}
+        renamed = (k.replace(".lora_B.bias", ".diff_b").replace("_norm.scale", "_norm.scale.set_weight") for k in keys)
+        return {DIFFUSION_PREFIX + new: k for new, k in zip(renamed, keys)}
     if ("single_blocks.37.processor.qkv_lora.up.weight" in present
             and "double_blocks.18.processor.qkv_lora2.up.weight" in present):
         out = {}

@@ -459,7 +459,8 @@ class Report:
         values = [(b.relative or 0.0) if rel else b.norm for b in blocks]
         what = "relative strength |dW| / |W| per block" if rel else "strength |dW| per block (block norm)"
         if not blocks:
-            what = "no module of this LoRA maps onto a block" if self.blocks is not None else "block strengths not computed"
+            what = ("no module of this LoRA maps onto a block" if self.blocks is not None
+                    else "block strengths not computed")
         return bar_chart([b.block for b in blocks], values, f"{self.summary.name}", what)
 
     def to_text(self) -> str:
@@ -486,7 +487,8 @@ def inspect_lora(path: str | os.PathLike, *, blocks: bool = True, hashes: bool =
         lora = Lora.open(path, layout)
     with lora:
         with _gc_paused():
-            report = Report(summary_of(lora, os.fspath(path), lora.source.file.header.file_size))  # type: ignore[attr-defined]
+            size = lora.source.file.header.file_size  # type: ignore[attr-defined]
+            report = Report(summary_of(lora, os.fspath(path), size))
         if blocks:
             checks = TensorChecks()
             weights = BaseWeights(base) if base is not None else None

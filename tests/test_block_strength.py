@@ -50,7 +50,8 @@ def small_subset(name, lora, tensors):
         n = math.prod(m.entry.delta_shape())
         by_block.setdefault(block_of(m.target.key, family), []).append((n, m.entry))
     chosen = sorted(by_block.items(), key=lambda kv: min(n for n, _ in kv[1]))[:BLOCKS]
-    entries = [e for _, items in chosen for _, e in sorted(items, key=lambda x: (x[0], x[1].module))[:MODULES_PER_BLOCK]]
+    entries = [e for _, items in chosen
+               for _, e in sorted(items, key=lambda x: (x[0], x[1].module))[:MODULES_PER_BLOCK]]
     keys = {k for e in entries for k in e.keys.values()}
     return {k: v for k, v in tensors.items() if k in keys}
 
@@ -130,11 +131,11 @@ def test_relative_strength_of_row_slices_of_fused_weights():
     layout = ModelLayout.from_config("flux", config)
     g = torch.Generator().manual_seed(4)
     tensors = {}
-    for name, (rows, cols) in {"transformer_blocks.0.attn.to_q": (64, 64), "transformer_blocks.0.attn.to_k": (64, 64),
-                               "transformer_blocks.0.attn.to_v": (64, 64), "transformer_blocks.0.attn.to_out.0": (64, 64),
-                               "single_transformer_blocks.0.attn.to_q": (64, 64),
-                               "single_transformer_blocks.0.proj_mlp": (256, 64),
-                               "single_transformer_blocks.0.proj_out": (64, 320)}.items():
+    modules = {"transformer_blocks.0.attn.to_q": (64, 64), "transformer_blocks.0.attn.to_k": (64, 64),
+               "transformer_blocks.0.attn.to_v": (64, 64), "transformer_blocks.0.attn.to_out.0": (64, 64),
+               "single_transformer_blocks.0.attn.to_q": (64, 64), "single_transformer_blocks.0.proj_mlp": (256, 64),
+               "single_transformer_blocks.0.proj_out": (64, 320)}
+    for name, (rows, cols) in modules.items():
         tensors[f"transformer.{name}.lora_A.weight"] = torch.randn(2, cols, generator=g)
         tensors[f"transformer.{name}.lora_B.weight"] = torch.randn(rows, 2, generator=g)
     lora = Lora.from_state_dict(tensors, layout=layout)

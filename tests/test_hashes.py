@@ -64,7 +64,8 @@ def test_hashes_match_what_the_trainer_stored(name, tmp):
     SDXL fixture the 64 KiB at 1 MiB hold alphas, so that hash is not one of zeros)."""
     meta = metadata_of(name)
     path = os.path.join(tmp, name + ".safetensors")
-    safetensors.torch.save_file(zero_filled(name), path, metadata={k: v for k, v in meta.items() if k.startswith("ss_")})
+    ss_only = {k: v for k, v in meta.items() if k.startswith("ss_")}
+    safetensors.torch.save_file(zero_filled(name), path, metadata=ss_only)
     h = file_hashes(path)
     assert h.addnet == meta["sshs_model_hash"].lower().removeprefix("0x")
     if name.startswith("kohya"):

@@ -29,7 +29,8 @@ def test_clean_files_trigger_nothing(tmp):
     assert codes(tmp, t, meta) == {}
     lyco = dict(fixture("loras", "lycoris_sd15_locon_dora")["metadata"], ss_network_dim="2")
     assert codes(tmp, fixture_tensors("lycoris_sd15_locon_dora", rank=2), lyco) == {}
-    assert codes(tmp, fixture_tensors("aitoolkit_flux_lora", rank=2), fixture("metadata", "aitoolkit_flux")["metadata"]) == {}
+    aitk = fixture("metadata", "aitoolkit_flux")["metadata"]
+    assert codes(tmp, fixture_tensors("aitoolkit_flux_lora", rank=2), aitk) == {}
 
 
 def test_nan_and_inf_values(tmp):

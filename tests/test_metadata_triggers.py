@@ -119,7 +119,8 @@ def test_aitoolkit_trigger():
 
 
 def test_modelspec_trigger_phrase_comes_first():
-    raw = dict(fixture("metadata", "kohya_sd15_train_network")["metadata"], **{"modelspec.trigger_phrase": "OHWX Woman"})
+    raw = dict(fixture("metadata", "kohya_sd15_train_network")["metadata"],
+               **{"modelspec.trigger_phrase": "OHWX Woman"})
     triggers = find_triggers(parse_metadata(raw))
     assert (triggers[0].word, triggers[0].kind, triggers[0].source) == (
         "OHWX Woman", "trigger_phrase", "modelspec.trigger_phrase")

@@ -132,3 +132,40 @@ def host_fixture_source(host, name):
             return float(d.get("scalar_values", {}).get(key, 1.0))
 
     return Source()
+
+
+def _xlabs_full():
+    keys = []
+    for i in range(19):
+        for p in ("qkv_lora1", "qkv_lora2", "proj_lora1", "proj_lora2"):
+            keys += [f"double_blocks.{i}.processor.{p}.down.weight", f"double_blocks.{i}.processor.{p}.up.weight"]
+    for i in range(38):
+        for p in ("qkv_lora", "proj_lora"):
+            keys += [f"single_blocks.{i}.processor.{p}.down.weight", f"single_blocks.{i}.processor.{p}.up.weight"]
+    return keys
+
+
+def _bfl_control():
+    return ["img_in.lora_A.weight", "img_in.lora_B.weight", "img_in.lora_B.bias",
+            "single_blocks.0.norm.key_norm.scale", "double_blocks.0.img_attn.qkv.lora_A.weight",
+            "double_blocks.0.img_attn.qkv.lora_B.weight", "double_blocks.0.img_attn.norm.query_norm.scale"]
+
+
+@pytest.mark.parametrize("keys", [_xlabs_full(), _bfl_control()], ids=["xlabs_all_blocks", "bfl_control"])
+def test_renamed_layouts_comfy_converts_equal_ours(host, comfy_models, keys):
+    """convert_lora: XLabs names with every block (USO), BFL control LoRAs."""
+    import comfy.lora
+    import comfy.lora_convert
+    layout = host.module("loralab.layouts").layout_for("flux")
+    tensors = {k: torch.ones(2, 2) for k in keys}
+    key_map, model_keys = _comfy_key_map(comfy_models, "flux")
+    capture = _Capture()
+    logging.getLogger().addHandler(capture)
+    try:
+        patches = comfy.lora.load_lora(comfy.lora_convert.convert_lora(tensors), key_map)
+    finally:
+        logging.getLogger().removeHandler(capture)
+    ours = host.module("loralab.host_keys").host_targets(keys, layout)
+    assert capture.not_loaded == []
+    assert all(ours.values())
+    assert {k if isinstance(k, str) else k[0] for k in patches} & model_keys == set(ours.values())
