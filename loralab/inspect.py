@@ -28,12 +28,15 @@ number that does not exist is ``null``::
                network_alpha, network_args, mixed_precision, seed, started_at, finished_at}
     triggers: [{word, kind, source, count, images, likely}]; trigger_words: [str]
     metadata: {kohya: {...typed}, modelspec: {...}, aitoolkit: {...}, other: {...}, errors: {key: why}}
-    warnings: [{code, message, count, items}]            # header-level health warnings
+    warnings: [{code, message, count, items}]            # header-level health warnings; codes:
+        arch_mismatch, unknown_arch, alpha_nonfinite, alpha_not_positive, alpha_far_above_rank,
+        alpha_ignored, rank_vs_metadata, alpha_vs_metadata, duplicate_target, unknown_keys,
+        unmapped_modules, size_mismatch, broken_module, unsupported_algorithm
 
 :meth:`Report.to_dict` is the same plus ``blocks`` ({family, measure, relative: bool, items:
 [{block, norm, modules, base_norm, relative, inexact, nonfinite}]}, or null), ``hashes`` ({sha256,
 autov2, addnet, autov3, legacy, stored_addnet, stored_legacy, addnet_matches, legacy_matches}, or
-null), and ``warnings`` including the tensor-level ones.
+null), and ``warnings`` including the tensor-level ones (nonfinite_values, all_zero).
 """
 from __future__ import annotations
 
@@ -74,9 +77,9 @@ def _num(v: float | int | None) -> float | int | None:
     return v
 
 
-def _label(v: float | int | None) -> str:
+def _label(v: float | int | None, none: str = "none") -> str:
     if v is None:
-        return "none"
+        return none
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
@@ -84,8 +87,8 @@ def _counted(values: Iterable[float | int | None]) -> list[tuple[float | int | N
     return sorted(Counter(values).items(), key=lambda kv: (-kv[1], _label(kv[0])))
 
 
-def _summary(values: list[tuple[float | int | None, int]]) -> str:
-    return ", ".join(f"{_label(v)} ×{n}" for v, n in values)
+def _summary(values: list[tuple[float | int | None, int]], none: str = "none") -> str:
+    return ", ".join(f"{_label(v, none)} ×{n}" for v, n in values)
 
 
 @dataclass
@@ -94,21 +97,22 @@ class Distribution:
 
     values: list[tuple[float | int | None, int]]
     by_group: list[tuple[str, str]] = field(default_factory=list)  # (group, summary) where it varies
+    none: str = "none"  # how a missing value reads
 
     @classmethod
-    def of(cls, pairs: list[tuple[str, float | int | None]]) -> "Distribution":
+    def of(cls, pairs: list[tuple[str, float | int | None]], none: str = "none") -> "Distribution":
         """From (group, value) pairs; groups are listed only when the value varies."""
-        dist = cls(_counted(v for _, v in pairs))
+        dist = cls(_counted(v for _, v in pairs), none=none)
         if len(dist.values) > 1:
             groups: dict[str, list] = {}
             for g, v in pairs:
                 groups.setdefault(g, []).append(v)
-            dist.by_group = [(g, _summary(_counted(vs))) for g, vs in groups.items()]
+            dist.by_group = [(g, _summary(_counted(vs), none)) for g, vs in groups.items()]
         return dist
 
     @property
     def summary(self) -> str:
-        return _summary(self.values)
+        return _summary(self.values, self.none)
 
     @property
     def varies(self) -> bool:
@@ -395,7 +399,7 @@ def summary_of(lora: Lora, path: str, file_size: int) -> Summary:
         format=det.format, format_name=det.format_name, arch=det.arch, arch_name=det.arch_name,
         arch_variant=det.arch_variant, metadata_arch=det.metadata_arch, family=family,
         algorithms=dict(Counter(mi.algorithm for mi in modules)),
-        rank=Distribution.of(ranks), alpha=Distribution.of(alphas), scale=Distribution.of(scales),
+        rank=Distribution.of(ranks), alpha=Distribution.of(alphas, "none (= rank)"), scale=Distribution.of(scales),
         modules=modules,
         unmapped=[{"module": m.entry.module, "param": m.entry.param, "reason": m.reason or ""}
                   for m in lora.unmapped()],

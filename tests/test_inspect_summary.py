@@ -72,6 +72,8 @@ def test_summary_of_every_fixture(name, tmp, reads):
         assert m.scale == (m.alpha / 2 if m.alpha is not None else 1.0)
         assert m.target is not None and m.block is not None
     assert s.rank.summary == f"2 ×{sum(1 for m in s.modules if m.rank is not None)}"
+    if not scalars:
+        assert s.alpha.summary == f"none (= rank) ×{len(s.modules)}" and s.scale.summary == f"1 ×{len(s.modules)}"
     if host_drops_all:
         assert s.host_dropped == s.tensor_count
         assert len(s.host_dropped_we_map) == len(s.modules)
