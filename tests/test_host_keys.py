@@ -5,7 +5,7 @@ import pytest
 from loralab.host_keys import host_key_map, host_targets
 from loralab.layouts import layout_for
 from loralab.lora import Lora
-from loralab_testkit import LORA_FIXTURES, FixtureSource, fixture
+from loralab_testkit import LORA_FIXTURES, FixtureSource, fixture, xlabs_keys
 
 DROPPED_ENTIRELY = {"diffusers_sdxl_dreambooth_lora", "xlabs_flux_lora"}
 
@@ -27,13 +27,7 @@ def test_fixture_keys_the_host_loads(name):
 def test_full_xlabs_file_is_converted_by_the_host():
     """ComfyUI converts XLabs names only when blocks 37 (single) and 18 (double) are present."""
     flux = layout_for("flux")
-    keys = []
-    for i in range(19):
-        for p in ("qkv_lora1", "qkv_lora2", "proj_lora1", "proj_lora2"):
-            keys += [f"double_blocks.{i}.processor.{p}.down.weight", f"double_blocks.{i}.processor.{p}.up.weight"]
-    for i in range(38):
-        for p in ("qkv_lora", "proj_lora"):
-            keys += [f"single_blocks.{i}.processor.{p}.down.weight", f"single_blocks.{i}.processor.{p}.up.weight"]
+    keys = xlabs_keys()
     targets = host_targets(keys, flux)
     assert all(targets.values())
     assert targets["single_blocks.3.processor.qkv_lora.up.weight"] == "diffusion_model.single_blocks.3.linear1.weight"

@@ -6,7 +6,7 @@ import logging
 import pytest
 import torch
 
-from loralab_testkit import LORA_FIXTURES, fixture, fixture_tensors
+from loralab_testkit import LORA_FIXTURES, fixture, fixture_tensors, xlabs_keys
 
 COMFY_CLASS = {"sd1": "SD15", "sd2": "SD20", "sdxl": "SDXL", "sdxl_refiner": "SDXLRefiner", "flux": "Flux"}
 TEXT_ENCODER_FIXTURES = {"clip_l": "clip_l", "clip_g": "clip_g", "clip_h": None, "t5xxl": "t5xxl"}
@@ -134,24 +134,13 @@ def host_fixture_source(host, name):
     return Source()
 
 
-def _xlabs_full():
-    keys = []
-    for i in range(19):
-        for p in ("qkv_lora1", "qkv_lora2", "proj_lora1", "proj_lora2"):
-            keys += [f"double_blocks.{i}.processor.{p}.down.weight", f"double_blocks.{i}.processor.{p}.up.weight"]
-    for i in range(38):
-        for p in ("qkv_lora", "proj_lora"):
-            keys += [f"single_blocks.{i}.processor.{p}.down.weight", f"single_blocks.{i}.processor.{p}.up.weight"]
-    return keys
-
-
 def _bfl_control():
     return ["img_in.lora_A.weight", "img_in.lora_B.weight", "img_in.lora_B.bias",
             "single_blocks.0.norm.key_norm.scale", "double_blocks.0.img_attn.qkv.lora_A.weight",
             "double_blocks.0.img_attn.qkv.lora_B.weight", "double_blocks.0.img_attn.norm.query_norm.scale"]
 
 
-@pytest.mark.parametrize("keys", [_xlabs_full(), _bfl_control()], ids=["xlabs_all_blocks", "bfl_control"])
+@pytest.mark.parametrize("keys", [xlabs_keys(), _bfl_control()], ids=["xlabs_all_blocks", "bfl_control"])
 def test_renamed_layouts_comfy_converts_equal_ours(host, comfy_models, keys):
     """convert_lora: XLabs names with every block (USO), BFL control LoRAs."""
     import comfy.lora

@@ -122,3 +122,15 @@ def fixture_tensors(name: str, rank: int | None = None, seed: int = 0, dtype: to
 def materialize(name: str, path: str, rank: int | None = 4, seed: int = 0, dtype: torch.dtype | None = None) -> str:
     """Write a LoRA fixture as a real safetensors file (rank capped for speed; None = full size)."""
     return save_tensors(path, fixture_tensors(name, rank, seed, dtype), fixture("loras", name).get("metadata", {}))
+
+
+def xlabs_keys(double: int = 19, single: int = 38) -> list[str]:
+    """XLabs x-flux LoRA key names for every block of a Flux model (the fixture covers some only)."""
+    keys = []
+    for i in range(double):
+        for p in ("qkv_lora1", "qkv_lora2", "proj_lora1", "proj_lora2"):
+            keys += [f"double_blocks.{i}.processor.{p}.down.weight", f"double_blocks.{i}.processor.{p}.up.weight"]
+    for i in range(single):
+        for p in ("qkv_lora", "proj_lora"):
+            keys += [f"single_blocks.{i}.processor.{p}.down.weight", f"single_blocks.{i}.processor.{p}.up.weight"]
+    return keys
