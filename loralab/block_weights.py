@@ -3,14 +3,16 @@
 Accepted forms (case-insensitive):
 
 * **Vectors** as LoRA Block Weight users know them, by arch: SD1.x/SD2 17 or 26 values, SDXL 12
-  or 20, Flux 57 (D00–D18, S00–S37) or LBW's 61 (CLIP, T5, IN, D00–D18, S00–S37, OUT). Each value
+  or 20, Flux 57 (D00–D18, S00–S37) or LBW's 61 (CLIP, T5, IN, D00–D18, S00–S37, OUT); SD3 and
+  SD3.5 medium 24 (J00–J23) or 28 (CLIP, T5, IN, J00–J23, OUT), SD3.5 large 38 or 42. Each value
   is a number or a token: ``R`` (random in [0, 1)), ``U`` (random in [-0.5, 1.5)), ``X``, ``A``,
   ``B`` (parameters). Blocks a short vector does not list keep weight 1, as LBW does.
 * **Readable specs** that need no counting: ``IN04-IN08=0.5, M00=1, OUT=0, D0-6=1, S=0.3,
   default=1``. Left side: ``default``, a block id (``IN04``, ``D3``, ``S10``, ``BASE``, ``CLIP``,
   ``T5``, Flux ``IN``/``OUT``, ``OTHER``), a range of one family (``IN04-IN08``, ``D0-6``) or a
   family (``IN``, ``M``, ``OUT``, ``D``, ``S``). ``default`` (1 unless given) applies to every
-  block no item names, ``OTHER`` included; items apply left to right, later ones win.
+  block no item names, ``OTHER`` included; items apply left to right, later ones win. Items are
+  separated by commas, semicolons or new lines; ``#`` starts a comment that runs to the line's end.
 * **Preset names** (``ALL``, ``OUTALL``, ``SDXL-INALL``, ``FLUX-SINGLE``...) from
   ``block_presets.txt`` and an optional user file in the same ``NAME:value`` format.
 
@@ -35,6 +37,8 @@ _XL20 = ["BASE", *(f"IN{i:02d}" for i in range(9)), "M00", *(f"OUT{i:02d}" for i
 _XL12 = ["BASE", "IN04", "IN05", "IN07", "IN08", "M00", *(f"OUT{i:02d}" for i in range(6))]
 _FLUX57 = [*(f"D{i:02d}" for i in range(19)), *(f"S{i:02d}" for i in range(38))]
 _FLUX61 = ["CLIP", "T5", "IN", *_FLUX57, "OUT"]
+_J24 = [f"J{i:02d}" for i in range(24)]
+_J38 = [f"J{i:02d}" for i in range(38)]
 
 #: arch id -> {vector length: the absolute block id of each position}
 VECTOR_FORMS: dict[str, dict[int, list[str]]] = {
@@ -43,6 +47,9 @@ VECTOR_FORMS: dict[str, dict[int, list[str]]] = {
     "sdxl": {12: _XL12, 20: _XL20},
     "sdxl_refiner": {26: _SD26},
     "flux": {57: _FLUX57, 61: _FLUX61},
+    "sd3": {24: _J24, 28: ["CLIP", "T5", "IN", *_J24, "OUT"]},
+    "sd35m": {24: _J24, 28: ["CLIP", "T5", "IN", *_J24, "OUT"]},
+    "sd35l": {38: _J38, 42: ["CLIP", "T5", "IN", *_J38, "OUT"]},
 }
 
 PRESETS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "block_presets.txt")
@@ -201,20 +208,22 @@ def _is_vector(spec: str) -> bool:
 def parse_block_weights(spec: str, arch_id: str, *, a: float = 1.0, b: float = 1.0, x: float = 1.0, seed: int = 0,
                         presets: dict[str, list[str]] | None = None, layout: ModelLayout | None = None) -> BlockWeights:
     """Resolve a spec (vector, readable spec, preset name, or empty for all 1) for an arch."""
-    text = (spec or "").strip()
+    text = "\n".join(line.split("#", 1)[0] for line in (spec or "").splitlines()).strip()
     params = _Params(a, b, x, random.Random(seed))
     if not text:
         return BlockWeights(arch_id, {}, 1.0, spec or "")
     presets = load_presets() if presets is None else presets
     key = text.upper()
     if key in presets:
+        problems = []
         for candidate in presets[key]:
             try:
                 resolved = parse_block_weights(candidate, arch_id, a=a, b=b, x=x, seed=seed, presets={}, layout=layout)
-            except SpecError:
+            except SpecError as e:
+                problems.append(e.problem)
                 continue
             return BlockWeights(arch_id, resolved.weights, resolved.default, spec)
-        raise SpecError(f"preset {text!r} has no form for {arch(arch_id).name}", key=text)
+        raise SpecError(f"preset {text!r} has no form for {arch(arch_id).name} ({'; '.join(problems)})", key=text)
     if _is_vector(text):
         values = [v for v in text.split(",")]
         forms = VECTOR_FORMS.get(arch_id, {})

@@ -141,3 +141,48 @@ def test_vector_forms_cover_every_standard_block():
     for arch_id, forms in VECTOR_FORMS.items():
         longest = max(forms, key=int)
         assert set(forms[longest]) == set(standard_blocks(arch_id)), arch_id
+
+
+def test_sd3_vectors_address_joint_blocks():
+    bw = parse_block_weights(",".join(str(i) for i in range(24)), "sd3")
+    assert bw.weight("J00") == 0 and bw.weight("J23") == 23 and bw.weight("CLIP") == 1 and bw.weight("OUT") == 1
+    vals = ["0.1", "0.2", "0.3"] + ["0"] * 38 + ["0.4"]
+    bw = parse_block_weights(",".join(vals), "sd35l")
+    assert (bw.weight("CLIP"), bw.weight("T5"), bw.weight("IN"), bw.weight("J37"), bw.weight("OUT")) == (0.1, 0.2, 0.3, 0, 0.4)
+    with pytest.raises(SpecError) as e:
+        parse_block_weights(",".join(["1"] * 38), "sd35m")
+    assert "38 values given; SD3.5 medium takes 24 or 28" in str(e.value)
+
+
+def test_comments_and_line_breaks_in_readable_specs():
+    bw = parse_block_weights("# keep the style, drop the composition\nOUT=1  # output blocks\nIN=0\ndefault=0.5",
+                             "sdxl")
+    assert bw.weight("OUT03") == 1 and bw.weight("IN04") == 0 and bw.weight("M00") == 0.5
+    assert parse_block_weights("# nothing but a comment", "sd1").is_uniform(1.0)
+
+
+def test_inspire_preset_names():
+    bw = parse_block_weights("SD-OUTALL", "sd1")
+    assert bw.weight("BASE") == 1 and bw.weight("IN01") == 0 and bw.weight("OUT03") == 1
+    bw = parse_block_weights("sd-ab", "sd1", a=0.3, b=0.6)
+    assert bw.weight("BASE") == 0.3 and bw.weight("IN01") == 0.6 and bw.weight("OUT07") == 0.3
+    rout = parse_block_weights("SD-ROUT", "sd1", seed=5)
+    assert rout.weight("M00") == 1 and 0 <= rout.weight("OUT03") < 1
+    assert rout.weights == parse_block_weights("SD-ROUT", "sd1", seed=5).weights
+    bw = parse_block_weights("SDXL-LyC-OUTALL", "sdxl")
+    assert [bw.weight(b) for b in ("BASE", "IN00", "IN08", "M00", "OUT00", "OUT08")] == [1, 0, 0, 0, 1, 1]
+    assert bw.weight(OTHER) == 0
+    bw = parse_block_weights("SD-LyC-MIDALL", "sd2")
+    assert [bw.weight(b) for b in ("BASE", "IN00", "M00", "OUT11")] == [1, 0, 1, 0]
+    assert parse_block_weights("SDXL-NONE", "sdxl").weight("OUT05") == 0
+
+
+def test_sd3_gets_the_shared_presets():
+    assert parse_block_weights("NONE", "sd3").is_uniform(0.0)
+    assert parse_block_weights("ALL0.5", "sd35l").is_uniform(0.5)
+
+
+def test_a_preset_without_a_form_says_why_each_form_does_not_fit():
+    with pytest.raises(SpecError) as e:
+        parse_block_weights("OUTS", "sdxl")
+    assert "preset 'OUTS' has no form for SDXL (17 values given; SDXL takes 12 or 20)" in str(e.value)
