@@ -41,10 +41,10 @@ class Planned:
 
 @dataclass(frozen=True)
 class NotApplied:
-    """An entry that changes nothing, and why."""
+    """An entry (or a tensor that belongs to none) that changes nothing, and why."""
 
-    module: str
-    param: str
+    module: str  # the module name in the file, or the tensor key where no entry holds it
+    param: str  # "weight", "bias", or "" for a lone tensor
     reason: str
 
 
@@ -125,7 +125,7 @@ class ApplyPlan:
             lines.append(f"strength x block weight = 0, left out: {len(self.zero)} modules")
         if self.not_applied:
             lines.append(f"not applied: {len(self.not_applied)} modules")
-            lines += [f"  {n.module}{'' if n.param == 'weight' else ' (' + n.param + ')'}: {n.reason}"
+            lines += [f"  {n.module}{'' if n.param in ('weight', '') else ' (' + n.param + ')'}: {n.reason}"
                       for n in self.not_applied]
         return "\n".join(lines)
 
@@ -140,6 +140,9 @@ def plan_application(lora: Lora, weights: BlockWeights, strength_model: float, s
     if plan.refused:
         return plan
     family = ARCHS[model_arch].family
+    plan.not_applied += [NotApplied(k, "", "not a tensor of any LoRA format LoRA Lab reads") for k in lora.unrecognized]
+    plan.not_applied += [NotApplied(k, "", "belongs to no adapter (its partner tensors are missing)")
+                         for k in lora.orphans]
     for item in lora.items:
         e = item.entry
         if not item.mapped:

@@ -11,8 +11,7 @@ Accepted forms (case-insensitive):
   default=1``. Left side: ``default``, a block id (``IN04``, ``D3``, ``S10``, ``BASE``, ``CLIP``,
   ``T5``, Flux ``IN``/``OUT``, ``OTHER``), a range of one family (``IN04-IN08``, ``D0-6``) or a
   family (``IN``, ``M``, ``OUT``, ``D``, ``S``). ``default`` (1 unless given) applies to every
-  block no item names, ``OTHER`` included; items apply left to right, later ones win. Items are
-  separated by commas, semicolons or new lines; ``#`` starts a comment that runs to the line's end.
+  block no item names, ``OTHER`` included; items apply left to right, later ones win.
 * **Preset names** (``ALL``, ``OUTALL``, ``SDXL-INALL``, ``FLUX-SINGLE``...) from
   ``block_presets.txt`` and an optional user file in the same ``NAME:value`` format.
 
@@ -208,22 +207,20 @@ def _is_vector(spec: str) -> bool:
 def parse_block_weights(spec: str, arch_id: str, *, a: float = 1.0, b: float = 1.0, x: float = 1.0, seed: int = 0,
                         presets: dict[str, list[str]] | None = None, layout: ModelLayout | None = None) -> BlockWeights:
     """Resolve a spec (vector, readable spec, preset name, or empty for all 1) for an arch."""
-    text = "\n".join(line.split("#", 1)[0] for line in (spec or "").splitlines()).strip()
+    text = (spec or "").strip()
     params = _Params(a, b, x, random.Random(seed))
     if not text:
         return BlockWeights(arch_id, {}, 1.0, spec or "")
     presets = load_presets() if presets is None else presets
     key = text.upper()
     if key in presets:
-        problems = []
         for candidate in presets[key]:
             try:
                 resolved = parse_block_weights(candidate, arch_id, a=a, b=b, x=x, seed=seed, presets={}, layout=layout)
-            except SpecError as e:
-                problems.append(e.problem)
+            except SpecError:
                 continue
             return BlockWeights(arch_id, resolved.weights, resolved.default, spec)
-        raise SpecError(f"preset {text!r} has no form for {arch(arch_id).name} ({'; '.join(problems)})", key=text)
+        raise SpecError(f"preset {text!r} has no form for {arch(arch_id).name}", key=text)
     if _is_vector(text):
         values = [v for v in text.split(",")]
         forms = VECTOR_FORMS.get(arch_id, {})

@@ -20,7 +20,7 @@ from comfy_api.latest import io, ui
 
 from ..loralab.apply import plan_application
 from ..loralab.block_weights import load_presets, parse_block_weights
-from ..loralab.errors import LoRALabError
+from ..loralab.errors import LoRALabError, PickleRefusedError, SafetensorsError
 from ..loralab.layouts import ModelLayout
 from ..loralab.lora import Lora
 from . import common
@@ -32,6 +32,8 @@ NONE = "None"
 STACK_SLOTS = 5
 #: how many (node, slot) file caches are kept; each holds the tensors of its last file, as core's loader does
 CACHED_FILES = 16
+#: how many model layouts are kept (one per distinct model config seen)
+CACHED_LAYOUTS = 8
 
 SPEC_TOOLTIP = ("Weight per absolute block: empty = all 1; a preset name (ALL, OUTALL, SDXL-OUTALL, FLUX-SINGLE, "
                 "...); an LBW vector (SD 17/26, SDXL 12/20, Flux 57/61 values; tokens R, U, X, A, B); or "
@@ -74,7 +76,14 @@ def _read(cache_key: tuple[str, int], path: str) -> _File:
         _FILES.move_to_end(cache_key)
         return hit
     _FILES.pop(cache_key, None)
-    tensors, metadata = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
+    if not path.lower().endswith(common.LORA_EXTENSIONS):
+        raise PickleRefusedError("LoRA Lab reads safetensors files only", path=path,
+                                 hint="convert the file to .safetensors with a tool you trust")
+    try:  # ComfyUI's own reader, as core's LoraLoader uses: the same tensors, bit for bit
+        tensors, metadata = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
+    except Exception as e:  # the safetensors library's errors carry no common type
+        raise SafetensorsError(f"not a readable safetensors file ({e})", path=path,
+                               hint="the file is corrupt or incomplete: download it again") from None
     loaded = _File(path, stamp, tensors, dict(metadata or {}))
     _FILES[cache_key] = loaded
     while len(_FILES) > CACHED_FILES:
@@ -90,7 +99,7 @@ def _layout(model: Any) -> tuple[str, ModelLayout] | None:
     key = arch_id + json.dumps(model.model.model_config.unet_config, sort_keys=True, default=str)
     if key not in _LAYOUTS:
         _LAYOUTS[key] = common.model_layout(model)
-        while len(_LAYOUTS) > 8:
+        while len(_LAYOUTS) > CACHED_LAYOUTS:
             _LAYOUTS.popitem(last=False)
     return key, _LAYOUTS[key]
 

@@ -95,6 +95,9 @@ def _adapters(plan: ApplyPlan, tensors: Mapping[str, torch.Tensor]) -> dict[Plan
 def _state_dict_once(module: torch.nn.Module) -> Iterator[None]:
     """While adding several patch groups, let ``module.state_dict()`` (which every add_patches call
     builds only to check which keys exist) be built once; the module is not changed meanwhile."""
+    if "state_dict" in vars(module):  # someone else already replaced it: leave it alone
+        yield
+        return
     cached: dict[str, torch.Tensor] = {}
     original = module.state_dict
 

@@ -157,3 +157,17 @@ def test_report_names_file_model_spec_and_counts():
     assert report.startswith("LoRA: kohya_sd15_lora (kohya sd-scripts; made for SD1.x)\nmodel: SD1.x\n")
     assert "block weights: OUTALL" in report
     assert "applied to the model: " in report and "(strength 0.7 x block weight = 0.7)" in report
+
+
+def test_tensors_that_belong_to_no_adapter_are_listed():
+    import torch
+    tensors = {"lora_unet_middle_block_1_proj_in.lora_down.weight": torch.zeros(2, 1280, 1, 1),
+               "lora_unet_middle_block_1_proj_in.lora_up.weight": torch.zeros(1280, 2, 1, 1),
+               "lora_unet_middle_block_1_proj_out.alpha": torch.tensor(1.0),
+               "some_other_thing": torch.zeros(3)}
+    lora = Lora.from_state_dict(tensors, {}, layout_for("sd1"), "odd.safetensors")
+    plan = plan_application(lora, parse_block_weights("", "sd1"), 1.0, 1.0, model_arch="sd1", clip_connected=True)
+    assert len(plan.patches) == 1
+    report = plan.report()
+    assert "  some_other_thing: not a tensor of any LoRA format LoRA Lab reads" in report
+    assert "  lora_unet_middle_block_1_proj_out.alpha: belongs to no adapter (its partner tensors are missing)" in report

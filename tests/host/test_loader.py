@@ -55,18 +55,28 @@ def _core(host, mp, clip, file_name, sm=1.0, sc=1.0):
     return host.nodes.LoraLoader().load_lora(mp, clip, file_name, sm, sc)
 
 
-def _patched(patcher):
-    """Every weight of the model as ComfyUI loads it for sampling (patches applied; a patcher without
-    patches gives the base weights). Loading one patcher of a model unloads the one loaded before."""
+def _loaded(patcher):
+    """The live weights of the model as ComfyUI loads it for sampling (patches applied; a patcher
+    without patches gives the base weights); valid until another patcher of the model is loaded."""
     import comfy.model_management
     comfy.model_management.load_models_gpu([patcher], force_full_load=True)
-    return {k: v.detach().clone() for k, v in patcher.model.state_dict().items()}
+    return {k: v.detach() for k, v in patcher.model.state_dict().items()}
+
+
+def _patched(patcher):
+    """A copy of :func:`_loaded`'s weights."""
+    return {k: v.clone() for k, v in _loaded(patcher).items()}
 
 
 def _assert_bit_equal(a, b):
     assert a.keys() == b.keys()
     diff = [k for k in a if not torch.equal(a[k], b[k])]
     assert not diff, f"{len(diff)} tensors differ, e.g. {diff[:3]}"
+
+
+def _assert_same_weights(core, ours):
+    """Every weight of the two patchers' models, bit for bit (one copy in memory at a time)."""
+    _assert_bit_equal(_patched(core), _loaded(ours))
 
 
 def _entry_deltas(host, tensors, layout, component="unet"):
@@ -129,7 +139,7 @@ def test_every_block_at_one_equals_core_loraloader_bit_for_bit(host, models, nam
     core, _ = _core(host, mp, None, file_name, sm=0.7)
     ours, _, info = _ours(host, mp, None, file_name, sm=0.7, spec=spec)
     assert core.patches.keys() == ours.patches.keys() and len(ours.patches) > 10
-    _assert_bit_equal(_patched(core), _patched(ours))
+    _assert_same_weights(core, ours)
     assert "not applied" not in info or "no CLIP connected" in info
 
 
@@ -145,7 +155,7 @@ def test_one_block_at_w_changes_exactly_its_keys_by_w_delta(host, models, name, 
     assert len(blocks) >= 4
     for block in blocks:
         ours, _, info = _ours(host, mp, None, file_name, sm=1.5, spec=f"{block}=0.6, default=0")
-        _assert_changed_by(base, _patched(ours), _expected(deltas, layout, lambda b: 1.5 * 0.6 if b == block else 0.0))
+        _assert_changed_by(base, _loaded(ours), _expected(deltas, layout, lambda b: 1.5 * 0.6 if b == block else 0.0))
         assert f"(strength 1.5 x block weight = {1.5 * 0.6:g})" in info
 
 
@@ -157,11 +167,11 @@ def test_single_blocks_only_flux_lora_gets_the_single_block_weights(host, models
                                  keep=lambda k: k.startswith("lora_unet_single_blocks_"))
     base = _patched(mp)
     ours, _, _ = _ours(host, mp, None, file_name, spec="D=0, S=0.5")
-    _assert_changed_by(base, _patched(ours), _expected_deltas(host, tensors, layout, lambda b: 0.5))
+    _assert_changed_by(base, _loaded(ours), _expected_deltas(host, tensors, layout, lambda b: 0.5))
     vector = ",".join(["1"] * 19 + ["0.25", "0.75"] + ["0"] * 36)
     ours, _, info = _ours(host, mp, None, file_name, spec=vector)
     weights = {"S00": 0.25, "S01": 0.75}
-    _assert_changed_by(base, _patched(ours), _expected_deltas(host, tensors, layout, lambda b: weights.get(b, 0.0)))
+    _assert_changed_by(base, _loaded(ours), _expected_deltas(host, tensors, layout, lambda b: weights.get(b, 0.0)))
     rows = [ln.split() for ln in info.splitlines()]
     assert ["S00", "0.25", "3"] in rows and ["S01", "0.75", "3"] in rows
 
@@ -176,7 +186,7 @@ def test_formats_core_drops_are_applied_as_the_math_says(host, models, name, var
     core, _ = _core(host, mp, None, file_name)
     assert not core.patches  # what ComfyUI itself does with these files
     ours, _, info = _ours(host, mp, None, file_name, sm=0.8)
-    _assert_changed_by(base, _patched(ours), _expected_deltas(host, tensors, layout, lambda b: 0.8))
+    _assert_changed_by(base, _loaded(ours), _expected_deltas(host, tensors, layout, lambda b: 0.8))
     assert "not applied" not in info
 
 
@@ -203,27 +213,25 @@ def clip_l(host):
 
 def test_clip_strength_applies_to_text_encoder_keys_only(host, models, clip_l):
     mp = models("sd15_micro")
-    layout = _layout(host, mp)
-    file_name, tensors = _fitted(host, mp, "kohya_sd15_lora", seed=4)
-    clip_base = _patched(clip_l.patcher)
+    file_name, _ = _fitted(host, mp, "kohya_sd15_lora", seed=4)
     core_m, core_c = _core(host, mp, clip_l, file_name, sm=1.0, sc=0.3)
     ours_m, ours_c, info = _ours(host, mp, clip_l, file_name, sm=1.0, sc=0.3)
-    _assert_bit_equal(_patched(core_c.patcher), _patched(ours_c.patcher))
-    _assert_bit_equal(_patched(core_m), _patched(ours_m))
+    _assert_same_weights(core_c.patcher, ours_c.patcher)
+    _assert_same_weights(core_m, ours_m)
     assert all(k.startswith("clip_l.") for k in ours_c.patcher.patches) and len(ours_c.patcher.patches) == 72
     assert all(k.startswith("diffusion_model.") for k in ours_m.patches)
     assert "applied to the clip: 72 keys from 72 modules (strength 0.3 x block weight = 0.3)" in info
 
     only_model, untouched, _ = _ours(host, mp, clip_l, file_name, sm=1.0, sc=0.0)
     assert untouched is clip_l and not untouched.patcher.patches
-    _assert_bit_equal(_patched(core_m), _patched(only_model))
+    _assert_same_weights(core_m, only_model)
 
-    only_clip, clip_half, _ = _ours(host, mp, clip_l, file_name, sm=0.0, sc=0.3, spec="BASE=0.5")
-    assert only_clip is mp
-    expected = _expected_deltas(host, tensors, layout, lambda b: 0.3 * 0.5 if b == "BASE" else 0.0, component="clip")
-    # fp16 weights: each patched weight is rounded to fp16 once
-    _assert_changed_by(clip_base, _patched(clip_half.patcher), expected,
-                       tolerance=lambda weight: float(weight.abs().max()) * 2 ** -11)
+    # BASE weights the text-encoder patches: strength_clip 0.3 x BASE 0.5 is core at strength_clip 0.15
+    only_clip, clip_half, info = _ours(host, mp, clip_l, file_name, sm=0.0, sc=0.3, spec="BASE=0.5")
+    assert only_clip is mp and "applied to the model: 0 keys" in info
+    _, core_half = _core(host, mp, clip_l, file_name, sm=1.0, sc=0.15)
+    _assert_same_weights(core_half.patcher, clip_half.patcher)
+    assert {p[0] for ps in clip_half.patcher.patches.values() for p in ps} == {0.3 * 0.5}
 
 
 def test_partial_match_applies_what_fits_and_lists_the_rest(host, models, clip_l):
@@ -261,7 +269,7 @@ def test_user_preset_file_is_read_at_execution(host, models):
     try:
         base = _patched(mp)
         ours, _, info = _ours(host, mp, None, file_name, spec="myout")
-        _assert_changed_by(base, _patched(ours), _expected_deltas(
+        _assert_changed_by(base, _loaded(ours), _expected_deltas(
             host, tensors, layout, lambda b: 0.4 if b.startswith("OUT") else 0.0))
     finally:
         os.remove(path)
@@ -308,3 +316,12 @@ def test_nodes_run_in_the_real_executor(host, tiny_models, models):
     assert stacked["sum"] == direct and stacked["num_patches"] == len(m2.patches)
     info = host.executor.history_result["outputs"]["2"]["text"][0]
     assert info.startswith("[1] LoRA: " + first) and "\n\n[3] LoRA: " + second in info
+
+
+def test_a_broken_file_stops_the_node_with_a_clear_error(host, models):
+    path = os.path.join(host.folder("loras"), "loader_broken.safetensors")
+    with open(path, "wb") as f:
+        f.write(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    with pytest.raises(host.module("loralab.errors").SafetensorsError) as e:
+        _ours(host, models("sd15_micro"), None, "loader_broken.safetensors")
+    assert "loader_broken.safetensors: not a readable safetensors file" in str(e.value)
