@@ -59,7 +59,8 @@ def _loaded(patcher):
     """The live weights of the model as ComfyUI loads it for sampling (patches applied; a patcher
     without patches gives the base weights); valid until another patcher of the model is loaded."""
     import comfy.model_management
-    comfy.model_management.load_models_gpu([patcher], force_full_load=True)
+    with torch.no_grad():  # as during sampling
+        comfy.model_management.load_models_gpu([patcher], force_full_load=True)
     return {k: v.detach() for k, v in patcher.model.state_dict().items()}
 
 
@@ -188,6 +189,37 @@ def test_formats_core_drops_are_applied_as_the_math_says(host, models, name, var
     ours, _, info = _ours(host, mp, None, file_name, sm=0.8)
     _assert_changed_by(base, _loaded(ours), _expected_deltas(host, tensors, layout, lambda b: 0.8))
     assert "not applied" not in info
+
+
+def test_fp8_weights_and_low_vram_loading_match_core(host, tiny_models, models):
+    """fp8 weights (patched in fp32, rounded back with ComfyUI's seeded stochastic rounding) and
+    low-VRAM loading (patches applied on the fly in each forward) give what core gives."""
+    import comfy.model_management
+    path = os.path.join(host.folder("diffusion_models"), "loader_fp8_sd15_micro.safetensors")
+    if not os.path.exists(path):
+        tiny_models.write_model("sd15_micro", path, dtype="fp16")
+    mp = tiny_models.load_tiny_model(path, model_options={"dtype": torch.float8_e4m3fn})
+    assert torch.float8_e4m3fn in {v.dtype for v in mp.model.state_dict().values()}
+    file_name, _ = _fitted(host, mp, "kohya_sd15_lora", seed=8)
+    core, _ = _core(host, mp, None, file_name)
+    ours, _, _ = _ours(host, mp, None, file_name, spec="ALL")
+    _assert_same_weights(core, ours)
+
+    comfy.model_management.unload_all_models()
+    x, sigma, kw = tiny_models.dummy_inputs("sd15_micro")
+    cpu = torch.device("cpu")
+    outputs = []
+    for patcher in (core, ours, mp):
+        with torch.no_grad():
+            patcher.patch_model(device_to=cpu, lowvram_model_memory=1)  # every layer in low-VRAM mode
+            try:
+                outputs.append((patcher.model.model_lowvram, patcher.model.lowvram_patch_counter,
+                                patcher.model.apply_model(x, sigma, **kw)))
+            finally:
+                patcher.unpatch_model(device_to=cpu)
+    (lv_core, n_core, out_core), (lv_ours, n_ours, out_ours), (_, _, out_base) = outputs
+    assert lv_core and lv_ours and n_core == n_ours > 40
+    assert torch.equal(out_core, out_ours) and not torch.equal(out_ours, out_base)
 
 
 def test_wrong_architecture_applies_nothing_and_says_which(host, models, tmp_path):
