@@ -142,6 +142,11 @@ def _fingerprint(*names: str) -> tuple:
     return tuple(stamps)
 
 
+def _node(cls: type[io.ComfyNode]) -> str:
+    """The node's id in the graph (its file cache is kept per node, as core keeps one per node)."""
+    return str(getattr(cls.hidden, "unique_id", None))
+
+
 def _strength(name: str, tooltip: str) -> io.Float.Input:
     return io.Float.Input(name, default=1.0, min=-100.0, max=100.0, step=0.01, tooltip=tooltip)
 
@@ -197,7 +202,7 @@ class LoRALabLoader(io.ComfyNode):
     def execute(cls, model, lora_name: str, strength_model: float, strength_clip: float, block_weights: str,
                 a: float, b: float, seed: int, clip=None) -> io.NodeOutput:
         model, clip, info = apply_lora(model, clip, lora_name, strength_model, strength_clip, block_weights,
-                                       a, b, seed, (str(cls.hidden.unique_id), 0))
+                                       a, b, seed, (_node(cls), 0))
         return io.NodeOutput(model, clip, info, ui=ui.PreviewText(info))
 
 
@@ -239,7 +244,7 @@ class LoRALabStack(io.ComfyNode):
                 continue
             model, clip, info = apply_lora(model, clip, name, slots[f"strength_model_{i}"],
                                            slots[f"strength_clip_{i}"], slots[f"block_weights_{i}"], a, b, seed,
-                                           (str(cls.hidden.unique_id), i))
+                                           (_node(cls), i))
             reports.append(f"[{i}] {info}")
         info = "\n\n".join(reports) or "no LoRA chosen"
         return io.NodeOutput(model, clip, info, ui=ui.PreviewText(info))
