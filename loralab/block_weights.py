@@ -3,8 +3,7 @@
 Accepted forms (case-insensitive):
 
 * **Vectors** as LoRA Block Weight users know them, by arch: SD1.x/SD2 17 or 26 values, SDXL 12
-  or 20, Flux 57 (D00–D18, S00–S37) or LBW's 61 (CLIP, T5, IN, D00–D18, S00–S37, OUT); SD3 and
-  SD3.5 medium 24 (J00–J23) or 28 (CLIP, T5, IN, J00–J23, OUT), SD3.5 large 38 or 42. Each value
+  or 20, Flux 57 (D00–D18, S00–S37) or LBW's 61 (CLIP, T5, IN, D00–D18, S00–S37, OUT). Each value
   is a number or a token: ``R`` (random in [0, 1)), ``U`` (random in [-0.5, 1.5)), ``X``, ``A``,
   ``B`` (parameters). Blocks a short vector does not list keep weight 1, as LBW does.
 * **Readable specs** that need no counting: ``IN04-IN08=0.5, M00=1, OUT=0, D0-6=1, S=0.3,
@@ -36,8 +35,6 @@ _XL20 = ["BASE", *(f"IN{i:02d}" for i in range(9)), "M00", *(f"OUT{i:02d}" for i
 _XL12 = ["BASE", "IN04", "IN05", "IN07", "IN08", "M00", *(f"OUT{i:02d}" for i in range(6))]
 _FLUX57 = [*(f"D{i:02d}" for i in range(19)), *(f"S{i:02d}" for i in range(38))]
 _FLUX61 = ["CLIP", "T5", "IN", *_FLUX57, "OUT"]
-_J24 = [f"J{i:02d}" for i in range(24)]
-_J38 = [f"J{i:02d}" for i in range(38)]
 
 #: arch id -> {vector length: the absolute block id of each position}
 VECTOR_FORMS: dict[str, dict[int, list[str]]] = {
@@ -46,9 +43,6 @@ VECTOR_FORMS: dict[str, dict[int, list[str]]] = {
     "sdxl": {12: _XL12, 20: _XL20},
     "sdxl_refiner": {26: _SD26},
     "flux": {57: _FLUX57, 61: _FLUX61},
-    "sd3": {24: _J24, 28: ["CLIP", "T5", "IN", *_J24, "OUT"]},
-    "sd35m": {24: _J24, 28: ["CLIP", "T5", "IN", *_J24, "OUT"]},
-    "sd35l": {38: _J38, 42: ["CLIP", "T5", "IN", *_J38, "OUT"]},
 }
 
 PRESETS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "block_presets.txt")
@@ -137,13 +131,21 @@ def _families(blocks: list[str]) -> dict[str, list[str]]:
     return fams
 
 
+def block_families(arch_id: str, layout: ModelLayout | None = None) -> dict[str, list[str]]:
+    """What each family name of a readable spec names (``IN`` -> IN00.., ``BASE`` -> BASE), OTHER included."""
+    return _families(_known_blocks(arch_id, layout))
+
+
 def _expand(lhs: str, arch_id: str, blocks: list[str]) -> list[str]:
     """The block ids a left-hand side names (a block, a range or a family)."""
+    fams = _families(blocks)
+    whole = lhs.strip().upper()
+    if whole in fams:  # a block or family name, digits included (Flux ``T5``)
+        return fams[whole]
     m = _ITEM.match(lhs)
     if not m:
         raise SpecError(f"{lhs.strip()!r} is not a block, range or family name", key=lhs.strip())
     fam, start, fam2, end = m.group(1).upper(), m.group(2), (m.group(3) or "").upper(), m.group(4)
-    fams = _families(blocks)
     name = arch(arch_id).name
     if start is None and end is None:
         if fam in fams:

@@ -54,7 +54,6 @@ SUFFIXES: dict[str, tuple[str, str]] = {
     ".b1.weight": ("b1", "glora"),
     ".b2.weight": ("b2", "glora"),
 }
-_ORDERED = sorted(SUFFIXES, key=len, reverse=True)
 #: the old diffusers attention-processor naming (``attn1.processor.to_q_lora.up.weight``) applies to these only
 _PROCESSOR_LAYERS = ("to_q", "to_k", "to_v", "to_out", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
 
@@ -171,15 +170,30 @@ class ParsedKeys:
     orphans: list[str] = field(default_factory=list)  # recognised suffix, but nothing to belong to
 
 
+_MAX_SUFFIX_DOTS = max(s.count(".") for s in SUFFIXES)
+
+
 def split_key(key: str) -> tuple[str, str, str] | None:
-    """(module, role, style) for a tensor key, or None if no known suffix matches."""
-    for suffix in _ORDERED:
-        if key.endswith(suffix) and len(key) > len(suffix):
-            role, style = SUFFIXES[suffix]
-            module = key[: -len(suffix)]
-            if style == "diffusers_attn_processor" and not module.endswith(_PROCESSOR_LAYERS):
-                continue
-            return module, role, style
+    """(module, role, style) for a tensor key, or None if no known suffix matches (longest first)."""
+    cuts = []
+    pos = len(key)
+    for _ in range(_MAX_SUFFIX_DOTS):
+        pos = key.rfind(".", 0, pos)
+        if pos <= 0:
+            break
+        cuts.append(pos)
+        underscore = key.rfind("_lora", 0, pos)
+        if underscore > 0 and underscore + len("_lora") == pos:
+            cuts.append(underscore)
+    for cut in sorted(cuts):
+        hit = SUFFIXES.get(key[cut:])
+        if hit is None:
+            continue
+        role, style = hit
+        module = key[:cut]
+        if style == "diffusers_attn_processor" and not module.endswith(_PROCESSOR_LAYERS):
+            continue
+        return module, role, style
     return None
 
 

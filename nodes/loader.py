@@ -159,7 +159,9 @@ def _token_inputs() -> list[io.Input]:
     return [
         io.Float.Input("a", default=1.0, min=-100.0, max=100.0, step=0.01, tooltip="value of the token A in a spec"),
         io.Float.Input("b", default=1.0, min=-100.0, max=100.0, step=0.01, tooltip="value of the token B in a spec"),
-        io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
+        # fixed unless the user wires a seed in: a seed that changes every run would re-run the node
+        # (and everything after it) every time
+        io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=False,
                      tooltip="seed of the random tokens R (0..1) and U (-0.5..1.5)"),
     ]
 

@@ -67,6 +67,11 @@ def test_readable_spec():
     assert bw.weight("S05") == 2 and bw.weight("S06") == 0 and bw.weight("D03") == 0.5 and bw.weight("D05") == 1
 
 
+def test_flux_t5_is_a_block_name_not_family_t():
+    bw = parse_block_weights("CLIP=0.5, t5 = 0, default=1", "flux")
+    assert (bw.weight("CLIP"), bw.weight("T5"), bw.weight("D00")) == (0.5, 0.0, 1.0)
+
+
 def test_single_number_and_empty():
     assert parse_block_weights("", "sdxl").is_uniform(1.0)
     bw = parse_block_weights("0.75", "flux")
@@ -141,17 +146,6 @@ def test_vector_forms_cover_every_standard_block():
     for arch_id, forms in VECTOR_FORMS.items():
         longest = max(forms, key=int)
         assert set(forms[longest]) == set(standard_blocks(arch_id)), arch_id
-
-
-def test_sd3_vectors_address_joint_blocks():
-    bw = parse_block_weights(",".join(str(i) for i in range(24)), "sd3")
-    assert bw.weight("J00") == 0 and bw.weight("J23") == 23 and bw.weight("CLIP") == 1 and bw.weight("OUT") == 1
-    vals = ["0.1", "0.2", "0.3"] + ["0"] * 38 + ["0.4"]
-    bw = parse_block_weights(",".join(vals), "sd35l")
-    assert (bw.weight("CLIP"), bw.weight("T5"), bw.weight("IN"), bw.weight("J37"), bw.weight("OUT")) == (0.1, 0.2, 0.3, 0, 0.4)
-    with pytest.raises(SpecError) as e:
-        parse_block_weights(",".join(["1"] * 38), "sd35m")
-    assert "38 values given; SD3.5 medium takes 24 or 28" in str(e.value)
 
 
 def test_inspire_preset_names():
