@@ -120,7 +120,7 @@ def detect_format(entries: list[Entry], keys: list[str], metadata: dict[str, str
     software = metadata.get("software", "")
     try:
         software_name = str(json.loads(software).get("name", "")) if software.startswith("{") else software
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):  # metadata is anyone's text
         software_name = software
     network_module = metadata.get("ss_network_module", "")
     if "lycoris" in network_module or styles & {"loha", "lokr"} or any(e.has_dora for e in entries):

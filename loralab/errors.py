@@ -53,3 +53,7 @@ class ArchMismatchError(LoRALabError):
 
 class SpecError(LoRALabError):
     """A block-weight or other user specification could not be parsed."""
+
+
+class WriteError(LoRALabError):
+    """A file could not be written (disk full, no permission...); the destination is unchanged."""

@@ -35,7 +35,11 @@ def lora_names() -> list[str]:
 
 
 def lora_path(name: str) -> str:
-    """The real path of a file named relative to a ``loras`` folder; refuses names that escape it."""
+    """The real path of a file named relative to a ``loras`` folder; refuses names that escape it
+    and files :func:`lora_names` would not list (pickled checkpoints above all)."""
+    if isinstance(name, str) and not name.lower().endswith(LORA_EXTENSIONS):
+        raise UnsafeNameError("LoRA Lab reads .safetensors LoRAs only", key=name,
+                              hint="convert the file to .safetensors with a tool you trust")
     last: UnsafeNameError | None = None
     for folder in folder_paths.get_folder_paths("loras"):
         try:
