@@ -23,6 +23,7 @@ from ..loralab.block_weights import load_presets, parse_block_weights
 from ..loralab.errors import LoRALabError, PickleRefusedError, SafetensorsError
 from ..loralab.layouts import ModelLayout
 from ..loralab.lora import Lora
+from ..loralab.safetensors_io import read_header
 from . import common
 from .patching import apply_plan
 
@@ -76,15 +77,13 @@ def _read(cache_key: tuple[str, int], path: str) -> _File:
         _FILES.move_to_end(cache_key)
         return hit
     _FILES.pop(cache_key, None)
-    if not path.lower().endswith(common.LORA_EXTENSIONS):
-        raise PickleRefusedError("LoRA Lab reads safetensors files only", path=path,
-                                 hint="convert the file to .safetensors with a tool you trust")
-    try:  # ComfyUI's own reader, as core's LoraLoader uses: the same tensors, bit for bit
-        tensors, metadata = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
-    except Exception as e:  # the safetensors library's errors carry no common type
+    header = read_header(path)  # every malformed or hostile file stops here, with LoRA Lab's clear error
+    try:  # then ComfyUI's own reader, as core's LoraLoader uses: the same tensors, bit for bit
+        tensors = comfy.utils.load_torch_file(path, safe_load=True)
+    except Exception as e:  # the file changed after its header was checked; the library's errors have no common type
         raise SafetensorsError(f"not a readable safetensors file ({e})", path=path,
                                hint="the file is corrupt or incomplete: download it again") from None
-    loaded = _File(path, stamp, tensors, dict(metadata or {}))
+    loaded = _File(path, stamp, tensors, header.metadata)
     _FILES[cache_key] = loaded
     while len(_FILES) > CACHED_FILES:
         _FILES.popitem(last=False)
@@ -118,6 +117,9 @@ def apply_lora(model: Any, clip: Any, lora_name: str, strength_model: float, str
     arch_id = layout.arch.id
     weights = parse_block_weights(spec, arch_id, a=a, b=b, seed=seed, layout=layout,
                                   presets=load_presets([user_presets_file()]))
+    if not lora_name.lower().endswith(common.LORA_EXTENSIONS):  # a name the loras list would not offer
+        raise PickleRefusedError("LoRA Lab reads .safetensors LoRAs only, never pickled checkpoints", path=lora_name,
+                                 hint="convert the file to .safetensors with a tool you trust")
     loaded = _read(cache_key, common.lora_path(lora_name))
     lora = loaded.mapped.get(layout_key)
     if lora is None:
@@ -140,6 +142,15 @@ def _fingerprint(*names: str) -> tuple:
             except LoRALabError:  # an unusable name fails properly in execute
                 stamps.append(n)
     return tuple(stamps)
+
+
+def _unlisted(names: dict[str, Any], allowed: list[str]) -> bool | str:
+    """True when every chosen name is one the node offers, else what is wrong. This ComfyUI checks
+    only V1-style combos against their options, so the nodes check their file names themselves."""
+    for input_name, value in names.items():
+        if value is not None and value not in allowed:
+            return f"{input_name}: {str(value)[:200]!r} is not a LoRA in the loras folder list"
+    return True
 
 
 def _node(cls: type[io.ComfyNode]) -> str:
@@ -197,6 +208,10 @@ class LoRALabLoader(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, lora_name: str | None = None) -> bool | str:
+        return _unlisted({"lora_name": lora_name}, common.lora_names())
+
+    @classmethod
     def fingerprint_inputs(cls, lora_name: str = "", **kwargs: Any) -> Any:
         return _fingerprint(lora_name)
 
@@ -232,6 +247,14 @@ class LoRALabStack(io.ComfyNode):
             outputs=_outputs(),
             hidden=[io.Hidden.unique_id],
         )
+
+    @classmethod
+    def validate_inputs(cls, lora_name_1: str | None = None, lora_name_2: str | None = None,
+                        lora_name_3: str | None = None, lora_name_4: str | None = None,
+                        lora_name_5: str | None = None) -> bool | str:
+        chosen = dict(zip((f"lora_name_{i}" for i in range(1, STACK_SLOTS + 1)),
+                          (lora_name_1, lora_name_2, lora_name_3, lora_name_4, lora_name_5)))
+        return _unlisted(chosen, [NONE, *common.lora_names()])
 
     @classmethod
     def fingerprint_inputs(cls, **kwargs: Any) -> Any:

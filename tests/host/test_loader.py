@@ -356,4 +356,4 @@ def test_a_broken_file_stops_the_node_with_a_clear_error(host, models):
         f.write(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
     with pytest.raises(host.module("loralab.errors").SafetensorsError) as e:
         _ours(host, models("sd15_micro"), None, "loader_broken.safetensors")
-    assert "loader_broken.safetensors: not a readable safetensors file" in str(e.value)
+    assert "loader_broken.safetensors: header is not valid JSON" in str(e.value)
