@@ -1,0 +1,52 @@
+"""Gradient checkpointing of a model's blocks for the length of a training call: activations
+inside each block are recomputed in the backward pass instead of stored."""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+_CONTAINERS = (nn.ModuleList, nn.Sequential, nn.ModuleDict)
+
+
+def checkpoint_blocks(root: nn.Module) -> list[nn.Module]:
+    """The outermost modules under ``root`` that are not plain containers (ModuleList, Sequential,
+    ModuleDict and their subclasses are opened up)."""
+    out: list[nn.Module] = []
+    for child in root.children():
+        if isinstance(child, _CONTAINERS):
+            out += checkpoint_blocks(child)
+        else:
+            out.append(child)
+    return out
+
+
+@contextlib.contextmanager
+def gradient_checkpointing(root: nn.Module, enabled: bool = True) -> Iterator[int]:
+    """Checkpoint every block of ``root`` inside the block; yields how many were wrapped. The
+    original ``forward`` methods are restored on exit."""
+    if not enabled:
+        yield 0
+        return
+    blocks = checkpoint_blocks(root)
+    own = [block.__dict__.get("forward") for block in blocks]  # a forward set on the instance by others
+    for block in blocks:
+        original = block.forward
+
+        def wrapped(*args, _original=original, **kwargs):
+            if not torch.is_grad_enabled():
+                return _original(*args, **kwargs)
+            return checkpoint(_original, *args, use_reentrant=False, **kwargs)
+
+        block.forward = wrapped
+    try:
+        yield len(blocks)
+    finally:
+        for block, previous in zip(blocks, own):
+            if previous is None:
+                del block.forward  # the class's forward shows through again
+            else:
+                block.forward = previous
