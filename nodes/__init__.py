@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
+from . import dataset, train
+
 #: node modules; each exposes ``NODES``, a list of io.ComfyNode classes
-NODE_MODULES: list = []
+NODE_MODULES: list = [dataset, train]
 
 
 class LoRALabExtension(ComfyExtension):

@@ -17,7 +17,7 @@ from loralab.train.checkpoint import (STATE_KEY, read_state, restore_run, save_c
 from loralab.train.dataset import DatasetSettings, build_dataset
 from loralab.train.network import select_targets
 from loralab.train.run import TrainRun, TrainSettings, eval_loss
-from train_toys import TOY_KEYS, FakeEncoders, ToyModel, toy_layout, write_caption, write_image
+from train_toys import TOY_KEYS, FakeEncoders, ToyModel, one_thread, toy_layout, write_caption, write_image  # noqa: F401
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CAPTIONS = ["red, round", "blue, square", "green, tall", "yellow, wide"]

@@ -8,6 +8,7 @@ import os
 import struct
 import zlib
 
+import pytest
 import torch
 from PIL import Image
 
@@ -23,6 +24,16 @@ TOY_KEYS = {
     "conv_out": "diffusion_model.out.2.weight",  # [4, 32, 3, 3]
 }
 TOKENS = 4
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Training tests run torch single-threaded: on a shared 2-core machine OpenMP threads that
+    wait for each other make tiny steps many times slower than one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def write_image(path: str, width: int, height: int, seed: int = 0, mode: str = "RGB") -> str:

@@ -153,10 +153,11 @@ def restore_run(template: TrainRun, path: str) -> TrainRun:
         raise CheckpointError("cannot resume: this checkpoint belongs to a different run — " + "; ".join(problems),
                               path=path, hint="resume with the settings, dataset and model the run started with")
     run = template.fork()
-    unfit = run.network.load_state_tensors(tensors)
-    if unfit:
-        raise CheckpointError("network factors do not fit: " + "; ".join(unfit[:5]), path=path)
-    load_optimizer_state(run.optimizer, tensors, meta["optimizer"], path=path)
+    with torch.inference_mode(False):  # the optimizer updates its state in place while training
+        unfit = run.network.load_state_tensors(tensors)
+        if unfit:
+            raise CheckpointError("network factors do not fit: " + "; ".join(unfit[:5]), path=path)
+        load_optimizer_state(run.optimizer, tensors, meta["optimizer"], path=path)
     try:
         run.generator.set_state(tensors["rng.generator"].to(torch.uint8))
         run.order = DataOrder.from_json(meta["order"], len(run.dataset.items))

@@ -1,5 +1,7 @@
 """Gradient checkpointing of a model's blocks for the length of a training call: activations
-inside each block are recomputed in the backward pass instead of stored."""
+inside each block are recomputed in the backward pass instead of stored. A block works on copies
+of its grad-carrying tensor inputs, so blocks that update their input in place (ComfyUI's Flux
+blocks do) recompute from the input as it was."""
 from __future__ import annotations
 
 import contextlib
@@ -24,6 +26,10 @@ def checkpoint_blocks(root: nn.Module) -> list[nn.Module]:
     return out
 
 
+def _copy(value):
+    return value.clone() if torch.is_tensor(value) and value.requires_grad else value
+
+
 @contextlib.contextmanager
 def gradient_checkpointing(root: nn.Module, enabled: bool = True) -> Iterator[int]:
     """Checkpoint every block of ``root`` inside the block; yields how many were wrapped. The
@@ -36,10 +42,13 @@ def gradient_checkpointing(root: nn.Module, enabled: bool = True) -> Iterator[in
     for block in blocks:
         original = block.forward
 
-        def wrapped(*args, _original=original, **kwargs):
+        def on_copies(*args, _original=original, **kwargs):
+            return _original(*[_copy(a) for a in args], **{k: _copy(v) for k, v in kwargs.items()})
+
+        def wrapped(*args, _original=original, _on_copies=on_copies, **kwargs):
             if not torch.is_grad_enabled():
                 return _original(*args, **kwargs)
-            return checkpoint(_original, *args, use_reentrant=False, **kwargs)
+            return checkpoint(_on_copies, *args, use_reentrant=False, **kwargs)
 
         block.forward = wrapped
     try:

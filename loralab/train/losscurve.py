@@ -60,4 +60,4 @@ def render_loss_curve(losses: list[float], *, width: int = 640, height: int = 36
         else:
             x, y = sm[0]
             draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=(20, 60, 160))
-    return np.asarray(img, dtype=np.uint8)
+    return np.array(img, dtype=np.uint8)

@@ -252,9 +252,11 @@ class TrainRun:
                  generator: torch.Generator, order: DataOrder, global_rng: dict[str, Any], run_id: str,
                  started_at: float, step: int = 0, losses: list[float] | None = None,
                  checkpoints: list[list[str]] | None = None, optimizer_state: dict | None = None,
-                 layout: ModelLayout | None = None) -> None:
+                 layout: ModelLayout | None = None, attachments: dict[str, Any] | None = None) -> None:
         self.settings = settings
         self.layout = layout
+        #: host objects travelling with the run (the MODEL it trains on)
+        self.attachments = dict(attachments or {})
         self.dataset = dataset
         self.network = network
         self.optimizer = make_optimizer(settings.optimizer, network.param_groups(), settings.learning_rate,
@@ -275,15 +277,16 @@ class TrainRun:
     def create(cls, settings: TrainSettings, dataset: Dataset, shapes: Mapping[str, tuple[int, ...]],
                targets: Mapping[str, float], model_info: Mapping[str, Any], *,
                base_weight: Callable[[str], torch.Tensor] | None = None, device: torch.device | str = "cpu",
-               layout: ModelLayout | None = None) -> "TrainRun":
+               layout: ModelLayout | None = None, attachments: dict[str, Any] | None = None) -> "TrainRun":
         """A fresh run at step 0; ``targets`` maps model weight keys to learning-rate multipliers."""
         settings.check(model_info.get("kind", ""))
         generator = torch.Generator().manual_seed(settings.seed)
-        network = build_network(shapes, targets, settings.algorithm, settings.rank, settings.alpha, generator,
-                                base_weight=base_weight, lokr_factor=settings.lokr_factor, device=device)
-        return cls(settings, dataset, network, model_info=model_info, generator=generator,
-                   order=DataOrder(settings.seed), global_rng=seeded_global(settings.seed),
-                   run_id=uuid.uuid4().hex, started_at=time.time(), layout=layout)
+        with torch.inference_mode(False):  # hosts run nodes in inference mode; trained tensors must not be
+            network = build_network(shapes, targets, settings.algorithm, settings.rank, settings.alpha, generator,
+                                    base_weight=base_weight, lokr_factor=settings.lokr_factor, device=device)
+            return cls(settings, dataset, network, model_info=model_info, generator=generator,
+                       order=DataOrder(settings.seed), global_rng=seeded_global(settings.seed),
+                       run_id=uuid.uuid4().hex, started_at=time.time(), layout=layout, attachments=attachments)
 
     def fork(self, settings: TrainSettings | None = None) -> "TrainRun":
         """An independent copy (new tensors); ``settings`` may change output fields only."""
@@ -292,11 +295,13 @@ class TrainRun:
             raise TrainingError("a run's training settings cannot change: " + "; ".join(self.settings.changes(settings)))
         generator = torch.Generator().manual_seed(0)
         generator.set_state(self.generator.get_state())
-        return TrainRun(settings, self.dataset, copy.deepcopy(self.network), model_info=self.model_info,
-                        generator=generator, order=copy.deepcopy(self.order),
-                        global_rng=copy.deepcopy(self.global_rng), run_id=self.run_id, started_at=self.started_at,
-                        step=self.step, losses=self.losses, checkpoints=self.checkpoints,
-                        optimizer_state=copy.deepcopy(self.optimizer.state_dict()), layout=self.layout)
+        with torch.inference_mode(False):
+            return TrainRun(settings, self.dataset, copy.deepcopy(self.network), model_info=self.model_info,
+                            generator=generator, order=copy.deepcopy(self.order),
+                            global_rng=copy.deepcopy(self.global_rng), run_id=self.run_id,
+                            started_at=self.started_at, step=self.step, losses=self.losses,
+                            checkpoints=self.checkpoints, optimizer_state=copy.deepcopy(self.optimizer.state_dict()),
+                            layout=self.layout, attachments=self.attachments)
 
     @property
     def kind(self) -> str:
