@@ -1,16 +1,26 @@
-"""Training nodes: one-node training (``LoRALabTrain``)."""
+"""Training nodes: one-node training (``LoRALabTrain``) and training runs as graph objects
+(``LoRALabTrainInit`` → ``LoRALabTrainSteps`` → ``LoRALabTrainPreview`` / ``LoRALabTrainSave``,
+``LoRALabTrainResume``).
+
+A ``LORALAB_RUN`` never changes once a node has output it: the steps node trains a copy, so
+ComfyUI's cache may hand any earlier run to a re-executed node and it still is what it was.
+"""
 from __future__ import annotations
 
 import os
 
 import comfy.model_management
+import comfy.sample
+import comfy.samplers
 import comfy.utils
+import folder_paths
+import node_helpers
 import torch
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..loralab.errors import TrainingError
-from ..loralab.paths import sanitize_output_name, unused_path
-from ..loralab.train.checkpoint import lora_tensors, save_checkpoint, save_lora_file
+from ..loralab.paths import resolve_in_folder, sanitize_output_name, unused_path
+from ..loralab.train.checkpoint import STATE_EXTENSION, lora_tensors, restore_run, save_checkpoint, save_lora_file
 from ..loralab.train.losscurve import render_loss_curve
 from ..loralab.train.network import ALGORITHMS, PRESETS, select_targets
 from ..loralab.train.optim import OPTIMIZERS
@@ -21,6 +31,7 @@ from .common import CATEGORY, display_name, model_layout, node_id, output_folder
 from .dataset import DatasetType
 from .train_host import diffusion_shapes, lora_model, model_info, raise_interrupt, source_model_name, train_steps
 
+RunType = io.Custom("LORALAB_RUN")
 TRAIN_CATEGORY = f"{CATEGORY}/Train"
 
 
@@ -102,12 +113,24 @@ def init_run(model, dataset, settings: TrainSettings, model_name: str | None) ->
                            device=model.load_device, layout=layout, attachments={"model": model})
 
 
+def run_info(run: TrainRun) -> str:
+    s = run.settings
+    params = sum(p.numel() for p in run.network.parameters())
+    blocks = f", blocks '{s.blocks}'" if s.blocks else ""
+    return (f"{s.algorithm} rank {s.rank} alpha {s.alpha:g} on {len(run.network)} modules ({s.targets}{blocks}), "
+            f"{params:,} trained parameters; {run.model_info['arch']} {run.kind} model "
+            f"'{run.model_info.get('name') or 'unknown'}'; step {run.step} of {s.total_steps}, "
+            f"batch {s.batch_size}x{s.grad_accumulation}; {len(run.dataset.items)} images")
+
+
 def advance(run: TrainRun, steps: int, node: str | None, *, copy: bool = True) -> TrainRun:
     """``run`` (a copy of it unless ``copy`` is false) trained ``steps`` more steps, with periodic
     checkpoints; on Cancel a checkpoint of the last finished step is written, then the Cancel
     goes on."""
     if copy:
-        run = run.fork()
+        model = run.attachments["model"]
+        source, run = run, run.fork(device=model.load_device)
+        source.to(model.offload_device)  # same values; earlier runs cached by the graph wait off the GPU
     folder = _loras_folder()
     saved_at = {-1}
 
@@ -151,4 +174,169 @@ class LoRALabTrain(io.ComfyNode):
         return io.NodeOutput(lora_model(model, tensors), tensors, _relative(path), _loss_image(run))
 
 
-NODES = [LoRALabTrain]
+class LoRALabTrainInit(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("TrainInit"),
+            display_name=display_name("Start Training Run"),
+            category=TRAIN_CATEGORY,
+            description="A new training run (network, optimizer, schedule, random state) on the graph's MODEL; "
+                        "advance it with Training Steps.",
+            inputs=[io.Model.Input("model"), DatasetType.Input("dataset"), *settings_inputs("total_steps")],
+            outputs=[RunType.Output(display_name="run"), io.String.Output(display_name="info")],
+            hidden=[io.Hidden.unique_id, io.Hidden.prompt],
+        )
+
+    @classmethod
+    def execute(cls, model, dataset, **kwargs) -> io.NodeOutput:
+        run = init_run(model, dataset, settings_from(kwargs, "total_steps"),
+                       source_model_name(cls.hidden.prompt, cls.hidden.unique_id))
+        return io.NodeOutput(run, run_info(run))
+
+
+class LoRALabTrainSteps(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("TrainSteps"),
+            display_name=display_name("Training Steps"),
+            category=TRAIN_CATEGORY,
+            description="Advance a run by N steps (never past its total). Chain several; the input run is left "
+                        "as it was. Cancel writes a checkpoint the run resumes from exactly.",
+            inputs=[RunType.Input("run"), io.Int.Input("steps", default=100, min=1, max=1_000_000)],
+            outputs=[RunType.Output(display_name="run"), io.Image.Output(display_name="loss_curve")],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, run: TrainRun, steps: int) -> io.NodeOutput:
+        run = advance(run, steps, cls.hidden.unique_id)
+        return io.NodeOutput(run, _loss_image(run))
+
+
+class LoRALabTrainPreview(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("TrainPreview"),
+            display_name=display_name("Training Preview"),
+            category=TRAIN_CATEGORY,
+            description="Sample images with the run's current LoRA through ComfyUI's own sampler, one per prompt "
+                        "line, with the dataset's CLIP and VAE.",
+            inputs=[
+                RunType.Input("run"),
+                io.String.Input("prompts", multiline=True, default="a photo", tooltip="one prompt per line"),
+                io.String.Input("negative", default=""),
+                io.Int.Input("seed", default=0, min=0, max=2 ** 63 - 1),
+                io.Int.Input("steps", default=20, min=1, max=1000),
+                io.Float.Input("cfg", default=7.0, min=0.0, max=100.0, step=0.1),
+                io.Float.Input("guidance", default=3.5, min=0.0, max=100.0, step=0.1,
+                               tooltip="guidance input of guidance-distilled flow models (Flux dev)"),
+                io.Int.Input("width", default=512, min=64, max=8192, step=64),
+                io.Int.Input("height", default=512, min=64, max=8192, step=64),
+                io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default="euler"),
+                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="normal"),
+            ],
+            outputs=[io.Image.Output(display_name="images")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, run: TrainRun, prompts: str, negative: str, seed: int, steps: int, cfg: float, guidance: float,
+                width: int, height: int, sampler_name: str, scheduler: str) -> io.NodeOutput:
+        clip, vae = run.dataset.attachments["clip"], run.dataset.attachments["vae"]
+        model = lora_model(run.attachments["model"], lora_tensors(run))
+        lines = [p.strip() for p in prompts.splitlines() if p.strip()] or [""]
+        neg = clip.encode_from_tokens_scheduled(clip.tokenize(negative))
+        images = []
+        for i, text in enumerate(lines):
+            pos = clip.encode_from_tokens_scheduled(clip.tokenize(text))
+            if run.kind == "flow":
+                pos = node_helpers.conditioning_set_values(pos, {"guidance": guidance})
+            latent = comfy.sample.fix_empty_latent_channels(model, torch.zeros([1, 4, height // 8, width // 8]))
+            noise = comfy.sample.prepare_noise(latent, seed + i)
+            samples = comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, pos, neg, latent,
+                                          seed=seed + i, disable_pbar=True)
+            images.append(vae.decode(samples)[..., :3].reshape(-1, height, width, 3))
+        batch = torch.cat(images)
+        return io.NodeOutput(batch, ui=ui.PreviewImage(batch, cls=cls))
+
+
+class LoRALabTrainSave(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("TrainSave"),
+            display_name=display_name("Save Training Run"),
+            category=TRAIN_CATEGORY,
+            description="Save the run's LoRA now as <name>_step<N>.safetensors in the loras folder, with its "
+                        "state file beside it (resume from it with Resume Training Run).",
+            inputs=[RunType.Input("run"),
+                    io.String.Input("name", default="", tooltip="empty = the run's name"),
+                    io.Boolean.Input("with_state", default=True, tooltip="also write the resumable state file")],
+            outputs=[io.LoraModel.Output(display_name="lora"), io.String.Output(display_name="file"),
+                     io.Image.Output(display_name="loss_curve")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, run: TrainRun, name: str, with_state: bool) -> io.NodeOutput:
+        if name.strip():
+            run = run.fork(TrainSettings.from_json({**run.settings.to_json(), "name": name}))
+        if with_state:
+            path, _ = save_checkpoint(run, _loras_folder(), periodic=False)
+        else:
+            rel = sanitize_output_name(f"{run.settings.name}_step{run.step:06d}", ".safetensors")
+            path = unused_path(_loras_folder(), rel)
+            save_lora_file(run, path, title=os.path.splitext(os.path.basename(path))[0])
+        return io.NodeOutput(lora_tensors(run, SAVE_DTYPES[run.settings.save_dtype]), _relative(path),
+                             _loss_image(run))
+
+
+def state_files() -> list[str]:
+    """Training state files in the loras folders (relative names)."""
+    out = []
+    for root in folder_paths.get_folder_paths("loras"):
+        if not os.path.isdir(root):
+            continue
+        for dirpath, dirs, files in os.walk(root, followlinks=True):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            out += [os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/")
+                    for f in files if f.endswith(STATE_EXTENSION)]
+    return sorted(set(out))
+
+
+def state_path(name: str) -> str:
+    """The real path of a state file named relative to a loras folder."""
+    last = None
+    for root in folder_paths.get_folder_paths("loras"):
+        try:
+            return resolve_in_folder(root, name)
+        except Exception as e:  # UnsafeNameError: try the next folder, report the last
+            last = e
+    raise last
+
+
+class LoRALabTrainResume(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("TrainResume"),
+            display_name=display_name("Resume Training Run"),
+            category=TRAIN_CATEGORY,
+            description="Continue a run from a checkpoint's state file. Connect the run from Start Training Run "
+                        "with the settings, dataset and model the run began with; anything else is refused, "
+                        "naming what changed.",
+            inputs=[RunType.Input("run"), io.Combo.Input("checkpoint", options=state_files())],
+            outputs=[RunType.Output(display_name="run"), io.String.Output(display_name="info")],
+        )
+
+    @classmethod
+    def execute(cls, run: TrainRun, checkpoint: str) -> io.NodeOutput:
+        resumed = restore_run(run, state_path(checkpoint))
+        return io.NodeOutput(resumed, run_info(resumed))
+
+
+NODES = [LoRALabTrain, LoRALabTrainInit, LoRALabTrainSteps, LoRALabTrainPreview, LoRALabTrainSave,
+         LoRALabTrainResume]

@@ -98,8 +98,9 @@ def test_fork_is_independent(setup):
     assert _same(_weights(run), _weights(fork)) and run.losses == fork.losses
     with pytest.raises(TrainingError, match="learning_rate"):
         run.fork(TrainSettings(**{**run.settings.to_json(), "learning_rate": 1.0}))
-    renamed = run.fork(TrainSettings(**{**run.settings.to_json(), "name": "other", "keep_last": 9}))
-    assert renamed.settings.name == "other"
+    renamed = run.fork(TrainSettings(**{**run.settings.to_json(), "name": "other", "keep_last": 9}), device="cpu")
+    assert renamed.settings.name == "other" and _same(_weights(renamed), _weights(run))
+    assert run.to("cpu") is run and _same(_weights(run), _weights(renamed))
 
 
 @pytest.mark.parametrize("extra", [{}, {"grad_accumulation": 2, "max_grad_norm": 0.01, "lr_scheduler": "cosine",

@@ -288,20 +288,34 @@ class TrainRun:
                        order=DataOrder(settings.seed), global_rng=seeded_global(settings.seed),
                        run_id=uuid.uuid4().hex, started_at=time.time(), layout=layout, attachments=attachments)
 
-    def fork(self, settings: TrainSettings | None = None) -> "TrainRun":
-        """An independent copy (new tensors); ``settings`` may change output fields only."""
+    def fork(self, settings: TrainSettings | None = None, device: torch.device | str | None = None) -> "TrainRun":
+        """An independent copy (new tensors, on ``device`` when given); ``settings`` may change
+        output fields only."""
         settings = settings or self.settings
         if settings.changes(self.settings):
             raise TrainingError("a run's training settings cannot change: " + "; ".join(self.settings.changes(settings)))
         generator = torch.Generator().manual_seed(0)
         generator.set_state(self.generator.get_state())
         with torch.inference_mode(False):
-            return TrainRun(settings, self.dataset, copy.deepcopy(self.network), model_info=self.model_info,
+            network = copy.deepcopy(self.network)
+            if device is not None:
+                network.to(device)
+            return TrainRun(settings, self.dataset, network, model_info=self.model_info,
                             generator=generator, order=copy.deepcopy(self.order),
                             global_rng=copy.deepcopy(self.global_rng), run_id=self.run_id,
                             started_at=self.started_at, step=self.step, losses=self.losses,
                             checkpoints=self.checkpoints, optimizer_state=copy.deepcopy(self.optimizer.state_dict()),
                             layout=self.layout, attachments=self.attachments)
+
+    def to(self, device: torch.device | str) -> "TrainRun":
+        """Move the network and optimizer state (values unchanged); returns the run."""
+        with torch.inference_mode(False):
+            self.network.to(device)
+            for state in self.optimizer.state.values():
+                for k, v in state.items():
+                    if torch.is_tensor(v) and v.device != torch.device(device) and k != "step":
+                        state[k] = v.to(device)
+        return self
 
     @property
     def kind(self) -> str:
