@@ -19,15 +19,15 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..loralab.errors import TrainingError
-from ..loralab.paths import resolve_in_folder, sanitize_output_name, unused_path
+from ..loralab.paths import sanitize_output_name, unused_path
 from ..loralab.train.checkpoint import STATE_EXTENSION, lora_tensors, restore_run, save_checkpoint, save_lora_file
 from ..loralab.train.losscurve import render_loss_curve
 from ..loralab.train.network import ALGORITHMS, PRESETS, select_targets
-from ..loralab.train.optim import OPTIMIZERS
+from ..loralab.train.optim import OPTIMIZERS, available_optimizers
 from ..loralab.train.run import SAVE_DTYPES, TrainRun, TrainSettings
 from ..loralab.train.schedules import SCHEDULES
 from ..loralab.train.timesteps import FLOW_SAMPLERS
-from .common import CATEGORY, display_name, model_layout, node_id, output_folder
+from .common import CATEGORY, display_name, lora_path, model_layout, node_id, output_folder
 from .dataset import DatasetType
 from .train_host import diffusion_shapes, lora_model, model_info, raise_interrupt, source_model_name, train_steps
 
@@ -45,7 +45,8 @@ def settings_inputs(steps_name: str) -> list:
         io.Combo.Input("targets", options=list(PRESETS), default="attention_mlp"),
         io.String.Input("blocks", default="", tooltip="block selection in the loader's syntax, e.g. "
                         "'default=0, OUT=1' or 'IN=0.5': 0 = not trained, other values scale that block's rate"),
-        io.Combo.Input("optimizer", options=list(OPTIMIZERS), default="adamw"),
+        io.Combo.Input("optimizer", options=list(OPTIMIZERS), default="adamw",
+                       tooltip="installed here: " + ", ".join(available_optimizers())),
         io.Float.Input("learning_rate", default=1e-4, min=1e-8, max=10.0, step=1e-6, round=1e-8),
         io.Float.Input("weight_decay", default=0.01, min=0.0, max=1.0, step=0.001),
         io.Combo.Input("lr_scheduler", options=list(SCHEDULES), default="constant"),
@@ -282,14 +283,8 @@ class LoRALabTrainSave(io.ComfyNode):
 
     @classmethod
     def execute(cls, run: TrainRun, name: str, with_state: bool) -> io.NodeOutput:
-        if name.strip():
-            run = run.fork(TrainSettings.from_json({**run.settings.to_json(), "name": name}))
-        if with_state:
-            path, _ = save_checkpoint(run, _loras_folder(), periodic=False)
-        else:
-            rel = sanitize_output_name(f"{run.settings.name}_step{run.step:06d}", ".safetensors")
-            path = unused_path(_loras_folder(), rel)
-            save_lora_file(run, path, title=os.path.splitext(os.path.basename(path))[0])
+        path, _ = save_checkpoint(run, _loras_folder(), periodic=False, name=name.strip() or None,
+                                  with_state=with_state)
         return io.NodeOutput(lora_tensors(run, SAVE_DTYPES[run.settings.save_dtype]), _relative(path),
                              _loss_image(run))
 
@@ -305,17 +300,6 @@ def state_files() -> list[str]:
             out += [os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/")
                     for f in files if f.endswith(STATE_EXTENSION)]
     return sorted(set(out))
-
-
-def state_path(name: str) -> str:
-    """The real path of a state file named relative to a loras folder."""
-    last = None
-    for root in folder_paths.get_folder_paths("loras"):
-        try:
-            return resolve_in_folder(root, name)
-        except Exception as e:  # UnsafeNameError: try the next folder, report the last
-            last = e
-    raise last
 
 
 class LoRALabTrainResume(io.ComfyNode):
@@ -334,7 +318,7 @@ class LoRALabTrainResume(io.ComfyNode):
 
     @classmethod
     def execute(cls, run: TrainRun, checkpoint: str) -> io.NodeOutput:
-        resumed = restore_run(run, state_path(checkpoint))
+        resumed = restore_run(run, lora_path(checkpoint))
         return io.NodeOutput(resumed, run_info(resumed))
 
 

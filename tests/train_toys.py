@@ -121,7 +121,7 @@ class ToyModel:
         key = TOY_KEYS[name]
         w = self.weights[key]
         if self.network is not None and key in self.network.lr_mults:
-            return self.network.module_for(key)(w)
+            return dict(self.network.items())[key](w)
         return w
 
     def latent_in(self, latents: torch.Tensor) -> torch.Tensor:

@@ -197,14 +197,17 @@ def prune_checkpoints(run: TrainRun) -> list[str]:
     return removed
 
 
-def save_checkpoint(run: TrainRun, folder: str, *, periodic: bool = True, suffix: str = "") -> tuple[str, str]:
-    """Write ``<name>_step<N>.safetensors`` and its state file into ``folder`` (a free name is
-    picked, nothing is overwritten). Periodic checkpoints count toward ``keep_last``."""
-    name = sanitize_output_name(run.settings.name, extension="", default="lora")
-    lora_path = unused_path(folder, f"{name}_step{run.step:06d}{suffix}.safetensors")
+def save_checkpoint(run: TrainRun, folder: str, *, periodic: bool = True, name: str | None = None,
+                    with_state: bool = True) -> tuple[str, str | None]:
+    """Write ``<name>_step<N>.safetensors`` (``name`` defaults to the run's) and, unless told
+    not to, its state file into ``folder``; a free name is picked, nothing is overwritten.
+    Periodic checkpoints count toward ``keep_last``. Returns the LoRA and state paths."""
+    base = sanitize_output_name(name or run.settings.name, extension="", default="lora")
+    lora_path = unused_path(folder, f"{base}_step{run.step:06d}.safetensors")
+    save_lora_file(run, lora_path, title=os.path.splitext(os.path.basename(lora_path))[0])
+    if not (with_state or periodic):
+        return lora_path, None
     state_path = state_path_for(lora_path)
-    title = os.path.splitext(os.path.basename(lora_path))[0]
-    save_lora_file(run, lora_path, title=title)
     if periodic:
         run.checkpoints.append([lora_path, state_path])
     try:

@@ -152,15 +152,16 @@ class LoRAModule(TrainableAdapter):
     def scale(self) -> float:
         return self.alpha / self.rank
 
-    def delta(self) -> torch.Tensor:
-        return (self.scale * (self.up @ self.down)).reshape(self.shape)
+    def merged(self, weight: torch.Tensor) -> torch.Tensor:
+        """W + scale·up·down in fp32, in one fused op (no separate ΔW temporaries)."""
+        flat = weight.float().reshape(self.shape[0], -1)
+        return torch.addmm(flat, self.up, self.down, alpha=self.scale).reshape(self.shape)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        if self.magnitude is None:
-            return super().forward(weight)
-        merged = weight.float() + self.delta()
-        norm = _column_norms(merged) + torch.finfo(torch.float32).eps
-        return (merged * (self.magnitude / norm)).to(weight.dtype)
+        merged = self.merged(weight)
+        if self.magnitude is not None:
+            merged = merged * (self.magnitude / (_column_norms(merged) + torch.finfo(torch.float32).eps))
+        return merged.to(weight.dtype)
 
     def adapter(self) -> LoRA:
         return LoRA(up=_cpu(self.up), down=_cpu(self.down), alpha=self.alpha,
@@ -242,9 +243,6 @@ class Network(nn.Module):
 
     def __len__(self) -> int:
         return len(self.keys)
-
-    def module_for(self, key: str) -> TrainableAdapter:
-        return getattr(self, f"m{self.keys.index(key):05d}")
 
     def items(self) -> Iterator[tuple[str, TrainableAdapter]]:
         """(model weight key, module), in key order."""

@@ -119,3 +119,19 @@ def test_low_precision_base_weights_train_with_fp32_factors(train_host, tiny_mod
     ckpt = host.module("loralab.train.checkpoint")
     meta = host.module("loralab.train.metadata").training_metadata(run, ckpt.lora_tensors(run), title="t")
     assert meta["ss_fp8_base"] == str(dtype.startswith("fp8"))
+
+
+def test_v_prediction_model_trains_with_the_v_objective(train_host, tiny_models):
+    host = train_host
+    folder = dataset_in_input(host, "ds_vpred", n=2)
+    prompt = base_prompt(host, "sd15", folder)
+    prompt["9"] = {"class_type": "ModelSamplingDiscrete", "inputs": {"model": ["1", 0], "sampling": "v_prediction",
+                                                                      "zsnr": True}}
+    prompt["4"] = {"class_type": "LoRALabTrain",
+                   "inputs": {**settings(host, "LoRALabTrain", steps=2, name="vpred", min_snr_gamma=5.0),
+                              "model": ["9", 0], "dataset": ["3", 0]}}
+    ok, _, messages = host.run_prompt(prompt)
+    assert ok, messages
+    _, meta = _lora_file(host, "vpred.safetensors")
+    assert meta["modelspec.prediction_type"] == "v" and meta["ss_zero_terminal_snr"] == "True"
+    assert meta["ss_min_snr_gamma"] == "5.0"

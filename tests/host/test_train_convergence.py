@@ -105,3 +105,60 @@ def test_gradient_checkpointing_gives_the_same_gradients(train_host, tiny_models
     assert plain.keys() == checkpointed.keys() and plain
     for k in plain:
         assert torch.allclose(plain[k], checkpointed[k], rtol=1e-4, atol=1e-7), k
+
+
+def test_objectives_agree_with_comfy_model_sampling(train_host):
+    """Our noising, targets and raw-output recovery against ComfyUI's own model-sampling classes."""
+    import comfy.model_sampling as ms_mod
+    obj = train_host.module("loralab.train.objectives")
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(3, 4, 6, 6, generator=g), torch.randn(3, 4, 6, 6, generator=g)
+    for kind, sampling, base in (("eps", ms_mod.EPS, ms_mod.ModelSamplingDiscrete),
+                                 ("v", ms_mod.V_PREDICTION, ms_mod.ModelSamplingDiscrete),
+                                 ("flow", ms_mod.CONST, ms_mod.ModelSamplingFlux)):
+        ms = type("MS", (sampling, base), {})()
+        sigma = torch.tensor([0.3, 0.6, 0.9]) if kind == "flow" else ms.sigmas[torch.tensor([10, 500, 990])].float()
+        x = obj.noisy_input(kind, x0, noise, sigma)
+        assert torch.allclose(x, ms.noise_scaling(sigma, noise, x0), atol=1e-6), kind
+        target = obj.prediction_target(kind, x0, noise, sigma, float(getattr(ms, "sigma_data", 1.0)))
+        denoised = ms.calculate_denoised(sigma, target, x)
+        assert torch.allclose(denoised, x0, atol=1e-4), kind
+        assert torch.allclose(obj.raw_output(kind, x, sigma, denoised), target, atol=1e-3), kind
+    assert ms_mod.ModelSamplingDiscrete().sigma_data == 1.0
+
+
+@pytest.mark.parametrize("algorithm", ["lora", "locon", "loha", "lokr", "dora"])
+def test_every_network_reloads_in_core_exactly(train_host, tiny_models, algorithm):
+    host = train_host
+    tr = host.module("nodes.train")
+    th = host.module("nodes.train_host")
+    run_mod = host.module("loralab.train.run")
+    ckpt = host.module("loralab.train.checkpoint")
+    ds = _dataset(host, "sd15", f"algo_{algorithm}", 2, seed=4)
+    model = _model(host, tiny_models, "sd15")
+    settings = run_mod.TrainSettings(**_settings(algorithm=algorithm, rank=4, alpha=2.0, targets="attention_mlp",
+                                                 blocks="default=1, OUT=0.5", learning_rate=1e-2, total_steps=3,
+                                                 seed=2, name=f"algo_{algorithm}"))
+    run = tr.advance(tr.init_run(model, ds, settings, None), 3, None)
+    path = ckpt.save_lora_file(run, os.path.join(host.folder("loras"), f"algo_{algorithm}.safetensors"), title="a")
+    import comfy.model_management
+    import comfy.sd
+    import comfy.utils
+    g = torch.Generator().manual_seed(1)
+    x, sigma, ctx = torch.randn(1, 4, 8, 8, generator=g), torch.tensor([1.5]), torch.randn(1, 77, 768, generator=g)
+    with torch.inference_mode(), th.training_model(run) as tm:
+        trained = tm.base.apply_model(x, sigma, c_crossattn=ctx).clone()
+    sd = comfy.utils.load_torch_file(path)
+    with torch.inference_mode(), train_kit.LoraKeyLog() as log:
+        reloaded_model, _ = comfy.sd.load_lora_for_models(model, None, sd, 1.0, 0)
+        comfy.model_management.load_models_gpu([reloaded_model], force_full_load=True)
+        reloaded = reloaded_model.model.apply_model(x, sigma, c_crossattn=ctx)
+        comfy.model_management.load_models_gpu([model], force_full_load=True)
+        base = model.model.apply_model(x, sigma, c_crossattn=ctx)
+    assert log.messages == []
+    assert (trained - base).abs().max() > 1e-4
+    assert (trained - reloaded).abs().max() <= 1e-5 * max(1.0, float(trained.abs().max()))
+    if algorithm == "locon":
+        assert any(k.endswith(".lora_down.weight") and v.dim() == 4 and v.shape[-1] == 3 for k, v in sd.items())
+    if algorithm == "dora":
+        assert any(k.endswith(".dora_scale") for k in sd)
