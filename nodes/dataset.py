@@ -10,6 +10,7 @@ from comfy_api.latest import io
 
 from ..loralab.train.cache import TensorCache
 from ..loralab.train.dataset import DatasetSettings, build_dataset
+from ..loralab.errors import UnsafeNameError
 from ..loralab.paths import resolve_in_folder
 from .common import CATEGORY, display_name, node_id
 from .train_host import clip_identity, image_encoder, text_encoder, vae_identity
@@ -18,12 +19,28 @@ DatasetType = io.Custom("LORALAB_DATASET")
 CACHE_FOLDER = "loralab_cache"
 
 
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def serves_only_this_machine() -> bool:
+    """Whether ComfyUI listens on loopback addresses only (its default): then whoever types a path
+    sits at this machine. A server reachable from elsewhere must not read or list arbitrary folders."""
+    from comfy.cli_args import args
+    listen = [a.strip().strip("[]") for a in str(getattr(args, "listen", "127.0.0.1") or "").split(",") if a.strip()]
+    return bool(listen) and all(a in _LOOPBACK or a.startswith("127.") for a in listen)
+
+
 def dataset_folder(name: str) -> str:
-    """An absolute folder as typed, or a folder inside ComfyUI's input directory."""
+    """A folder inside ComfyUI's input directory; or, on a server that only this machine can reach,
+    an absolute folder as typed."""
     name = (name or "").strip()
     expanded = os.path.expanduser(name)
-    if os.path.isabs(expanded):
+    if os.path.isabs(expanded) and serves_only_this_machine():
         return os.path.normpath(expanded)
+    if os.path.isabs(expanded):
+        raise UnsafeNameError("absolute dataset folders are refused because this ComfyUI server listens on "
+                              "a network address", key=name,
+                              hint="put the dataset in ComfyUI's input folder and give its name there")
     return resolve_in_folder(folder_paths.get_input_directory(), name, must_exist=False)
 
 
@@ -60,7 +77,7 @@ class LoRALabDataset(io.ComfyNode):
                         "Encoded once with this VAE and CLIP and cached on disk.",
             inputs=[
                 io.String.Input("folder", default="", tooltip="a folder inside ComfyUI's input directory, or an "
-                                "absolute path; images at the top level train once, images in an 'N_name' "
+                                "absolute path when ComfyUI listens on this machine only; images at the top level train once, images in an 'N_name' "
                                 "sub-folder N times per epoch"),
                 io.Vae.Input("vae"),
                 io.Clip.Input("clip"),

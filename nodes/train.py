@@ -318,7 +318,7 @@ class LoRALabTrainResume(io.ComfyNode):
 
     @classmethod
     def execute(cls, run: TrainRun, checkpoint: str) -> io.NodeOutput:
-        resumed = restore_run(run, lora_path(checkpoint))
+        resumed = restore_run(run, lora_path(checkpoint, (STATE_EXTENSION,)))
         return io.NodeOutput(resumed, run_info(resumed))
 
 

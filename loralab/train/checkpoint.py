@@ -89,6 +89,9 @@ def read_state(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             tensors = {k: f.get(k) for k in f.keys()}
     except CheckpointError:
         raise
+    except RecursionError:
+        raise CheckpointError("the training state's JSON is nested too deeply", path=path,
+                              hint="the file is damaged or hostile; resume from an earlier checkpoint") from None
     except (LoRALabError, OSError, ValueError) as e:
         raise CheckpointError(f"the training state cannot be read: {e}", path=path,
                               hint="the file is damaged; resume from an earlier checkpoint") from None
@@ -177,8 +180,9 @@ def restore_run(template: TrainRun, path: str) -> TrainRun:
 def _is_ours(state_path: str, run_id: str) -> bool:
     try:
         with SafetensorsFile(state_path) as f:
-            return json.loads(f.metadata.get(STATE_KEY, "{}")).get("run_id") == run_id
-    except (LoRALabError, OSError, ValueError):
+            meta = json.loads(f.metadata.get(STATE_KEY, "{}"))
+            return isinstance(meta, dict) and meta.get("run_id") == run_id
+    except (LoRALabError, OSError, ValueError, RecursionError):
         return False
 
 
