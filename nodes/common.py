@@ -50,11 +50,12 @@ def lora_names() -> list[str]:
     return list(_LISTED[listing])
 
 
-def lora_path(name: str) -> str:
+def lora_path(name: str, extensions: tuple[str, ...] = LORA_EXTENSIONS) -> str:
     """The real path of a file named relative to a ``loras`` folder; refuses names that escape it
-    and files :func:`lora_names` would not list (pickled checkpoints above all)."""
-    if isinstance(name, str) and not name.lower().endswith(LORA_EXTENSIONS):
-        raise UnsafeNameError("LoRA Lab reads .safetensors LoRAs only", key=name,
+    and files without one of ``extensions`` (by default what :func:`lora_names` lists, so never a
+    pickled checkpoint)."""
+    if isinstance(name, str) and not name.lower().endswith(extensions):
+        raise UnsafeNameError(f"LoRA Lab reads {' and '.join(extensions)} files here only", key=name,
                               hint="convert the file to .safetensors with a tool you trust")
     last: UnsafeNameError | None = None
     for folder in folder_paths.get_folder_paths("loras"):
