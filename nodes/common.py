@@ -29,9 +29,25 @@ def display_name(name: str) -> str:
     return f"{name} (LoRA Lab)"
 
 
+_LISTED: dict[tuple[str, ...], list[str]] = {}
+
+
 def lora_names() -> list[str]:
-    """LoRA files in ComfyUI's ``loras`` folders that LoRA Lab can read (safetensors only)."""
-    return [n for n in folder_paths.get_filename_list("loras") if n.lower().endswith(LORA_EXTENSIONS)]
+    """LoRA files in ComfyUI's ``loras`` folders that LoRA Lab can read: safetensors only, and only
+    files that lie inside a loras folder (a symlink leading out of it is not offered). Checked
+    again whenever ComfyUI's listing changes; :func:`lora_path` checks the chosen name anyway."""
+    listing = tuple(folder_paths.get_filename_list("loras"))
+    if listing not in _LISTED:
+        names = []
+        for name in listing:
+            try:
+                lora_path(name)
+            except UnsafeNameError:
+                continue
+            names.append(name)
+        _LISTED.clear()
+        _LISTED[listing] = names
+    return list(_LISTED[listing])
 
 
 def lora_path(name: str, extensions: tuple[str, ...] = LORA_EXTENSIONS) -> str:
