@@ -10,7 +10,7 @@ class Arch:
 
     id: str
     name: str
-    family: str  # "unet" | "flux"
+    family: str  # "unet" | "flux" | "mmdit"
     text_encoders: tuple[str, ...]
     #: kohya text-encoder prefix index ("" for ``lora_te_``, "1" for ``lora_te1_``...) -> ComfyUI TE name
     kohya_te: dict[str, str] = field(default_factory=dict)
@@ -19,25 +19,45 @@ class Arch:
     #: what kohya writes as ``ss_base_model_version`` and SAI model spec as ``modelspec.architecture``
     ss_base_model_version: str = ""
     modelspec_architecture: str = ""
+    #: ComfyUI TE name -> the kohya prefix kohya writes for it
+    kohya_te_prefix: dict[str, str] = field(default_factory=dict)
+    #: what kohya writes as ``ss_network_module`` for a plain LoRA and as ``modelspec.implementation``
+    kohya_network_module: str = "networks.lora"
+    modelspec_implementation: str = "https://github.com/Stability-AI/generative-models"
+    #: kohya names U-Net modules by their diffusers names for SD1.x/SD2, by LDM/BFL names otherwise
+    kohya_diffusers_names: bool = False
 
 
 ARCHS: dict[str, Arch] = {a.id: a for a in (
     Arch("sd1", "SD1.x", "unet", ("clip_l",), {"": "clip_l", "1": "clip_l"}, {"text_encoder": "clip_l"},
-         "sd_v1", "stable-diffusion-v1/lora"),
+         "sd_v1", "stable-diffusion-v1/lora", {"clip_l": "lora_te_"}, modelspec_implementation="diffusers",
+         kohya_diffusers_names=True),
     Arch("sd2", "SD2.x", "unet", ("clip_h",), {"": "clip_h", "1": "clip_h"}, {"text_encoder": "clip_h"},
-         "sd_v2", "stable-diffusion-v2-768-v/lora"),
+         "sd_v2", "stable-diffusion-v2-768-v/lora", {"clip_h": "lora_te_"}, modelspec_implementation="diffusers",
+         kohya_diffusers_names=True),
     Arch("sdxl", "SDXL", "unet", ("clip_l", "clip_g"), {"": "clip_l", "1": "clip_l", "2": "clip_g"},
          {"text_encoder": "clip_l", "text_encoder_2": "clip_g"}, "sdxl_base_v1-0",
-         "stable-diffusion-xl-v1-base/lora"),
+         "stable-diffusion-xl-v1-base/lora", {"clip_l": "lora_te1_", "clip_g": "lora_te2_"}),
     Arch("sdxl_refiner", "SDXL refiner", "unet", ("clip_g",), {"": "clip_g", "1": "clip_g"},
-         {"text_encoder": "clip_g"}, "sdxl_refiner_v1-0", "stable-diffusion-xl-v1-refiner/lora"),
+         {"text_encoder": "clip_g"}, "sdxl_refiner_v1-0", "stable-diffusion-xl-v1-refiner/lora",
+         {"clip_g": "lora_te_"}),
     Arch("flux", "Flux.1", "flux", ("clip_l", "t5xxl"), {"": "clip_l", "1": "clip_l", "2": "t5xxl", "3": "t5xxl"},
-         {"text_encoder": "clip_l", "text_encoder_2": "t5xxl"}, "flux1", "flux-1-dev/lora"),
+         {"text_encoder": "clip_l", "text_encoder_2": "t5xxl"}, "flux1", "flux-1-dev/lora",
+         {"clip_l": "lora_te1_", "t5xxl": "lora_te3_"}, "networks.lora_flux",
+         "https://github.com/black-forest-labs/flux"),
+    *(Arch(arch_id, name, "mmdit", ("clip_l", "clip_g", "t5xxl"), {"1": "clip_l", "2": "clip_g", "3": "t5xxl"},
+           {"text_encoder": "clip_l", "text_encoder_2": "clip_g", "text_encoder_3": "t5xxl"}, "sd3", spec,
+           {"clip_l": "lora_te1_", "clip_g": "lora_te2_", "t5xxl": "lora_te3_"}, "networks.lora_sd3",
+           "https://github.com/Stability-AI/sd3.5")
+      for arch_id, name, spec in (("sd3", "SD3 medium", "stable-diffusion-v3-medium/lora"),
+                                  ("sd35m", "SD3.5 medium", "stable-diffusion-v3.5-medium/lora"),
+                                  ("sd35l", "SD3.5 large", "stable-diffusion-v3.5-large/lora"))),
 )}
 
 
 def arch(arch_id: str) -> Arch:
-    """The :class:`Arch` with this id (``sd1``, ``sd2``, ``sdxl``, ``sdxl_refiner``, ``flux``)."""
+    """The :class:`Arch` with this id (``sd1``, ``sd2``, ``sdxl``, ``sdxl_refiner``, ``flux``, ``sd3``,
+    ``sd35m``, ``sd35l``)."""
     try:
         return ARCHS[arch_id]
     except KeyError:
@@ -55,6 +75,10 @@ def arch_from_metadata_string(value: str) -> str | None:
         return "sdxl"
     if "flux" in v:
         return "flux"
+    if "3.5" in v or "3-5" in v or "sd35" in v:
+        return "sd35l" if "large" in v else "sd35m" if "medium" in v else None
+    if v.startswith(("sd3", "stable-diffusion-v3")):
+        return "sd3"
     if v.startswith(("sd_v2", "sd2", "stable-diffusion-v2", "v2")) or "sd_2" in v:
         return "sd2"
     if v.startswith(("sd_v1", "sd1", "stable-diffusion-v1", "v1")) or "sd_1" in v:

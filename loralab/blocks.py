@@ -2,8 +2,9 @@
 
 Ids follow the names LoRA Block Weight users know: SD1.x/SD2 and SDXL ``BASE`` (text encoders),
 ``IN00``.., ``M00``, ``OUT00``..; Flux ``CLIP``, ``T5``, ``IN`` (embedders), ``D00``.. (double
-blocks), ``S00``.. (single blocks), ``OUT`` (final layer). A key no rule claims belongs to
-``OTHER``, never silently to a block.
+blocks), ``S00``.. (single blocks), ``OUT`` (final layer); SD3/SD3.5 ``CLIP`` (CLIP-L and G),
+``T5``, ``IN``, ``J00``.. (joint blocks), ``OUT``. A key no rule claims belongs to ``OTHER``,
+never silently to a block.
 """
 from __future__ import annotations
 
@@ -31,15 +32,23 @@ BLOCK_RULES: dict[str, tuple[tuple[str, str], ...]] = {
         (r"^diffusion_model\.single_blocks\.(\d+)\.", "S{:02d}"),
         (r"^diffusion_model\.final_layer\.", "OUT"),
     ),
+    "mmdit": (
+        (r"^(?:clip_l|clip_g)\.", "CLIP"),
+        (r"^t5xxl\.", "T5"),
+        (r"^diffusion_model\.(?:pos_embed$|x_embedder\.|t_embedder\.|y_embedder\.|context_embedder\.)", "IN"),
+        (r"^diffusion_model\.joint_blocks\.(\d+)\.", "J{:02d}"),
+        (r"^diffusion_model\.final_layer\.", "OUT"),
+    ),
 }
 _COMPILED = {fam: tuple((re.compile(p), t) for p, t in rules) for fam, rules in BLOCK_RULES.items()}
 
-_NUMBERED = re.compile(r"(IN|M|OUT|D|S)(\d+)")
+_NUMBERED = re.compile(r"(IN|M|OUT|D|S|J)(\d+)")
 
 #: the block-id families, in display order
 FAMILY_ORDER: dict[str, tuple[str, ...]] = {
     "unet": ("BASE", "IN", "M", "OUT"),
     "flux": ("CLIP", "T5", "IN", "D", "S", "OUT"),
+    "mmdit": ("CLIP", "T5", "IN", "J", "OUT"),
 }
 
 

@@ -2,6 +2,7 @@
 key it modifies (and the row slice of a fused weight, where the producer split one)."""
 from __future__ import annotations
 
+import functools
 import math
 import re
 
@@ -25,30 +26,47 @@ def _dotted_unet(layout: ModelLayout, name: str) -> Resolved | None:
     return hit
 
 
-def resolve_module(name: str, layout: ModelLayout) -> Resolved | None:
-    """Where the LoRA module ``name`` lands in ``layout``, or None if nowhere."""
+@functools.lru_cache(maxsize=16384)
+def parse_module_name(name: str) -> tuple[str, str, str]:
+    """How a module name addresses a model, independent of any architecture:
+    (kind, selector, rest) with kind one of ``unet_u`` (underscored), ``unet`` (dotted),
+    ``kohya_te`` (selector: the prefix index), ``diffusers_te`` (selector: the component),
+    ``comfy_te`` (selector: the ComfyUI TE name)."""
     for wrapper in _PEFT_WRAPPERS:
         if name.startswith(wrapper):
-            return resolve_module(name[len(wrapper):], layout)
+            return parse_module_name(name[len(wrapper):])
     m = _KOHYA_TE.match(name)
     if m:
-        te = layout.arch.kohya_te.get(m.group(1))
-        return layout.resolve_te(te, m.group(2), underscore=True) if te else None
+        return "kohya_te", m.group(1), m.group(2)
     for prefix in _UNDERSCORE_UNET_PREFIXES:
         if name.startswith(prefix):
-            return layout.resolve_unet(name[len(prefix):], underscore=True)
+            return "unet_u", "", name[len(prefix):]
     m = _DIFFUSERS_TE.match(name)
     if m:
-        te = layout.arch.diffusers_te.get(m.group(1))
-        return layout.resolve_te(te, m.group(2)) if te else None
+        return "diffusers_te", m.group(1), m.group(2)
     if name.startswith("text_encoders."):  # ComfyUI's generic form: text_encoders.<clip state-dict key>
-        rest = name[len("text_encoders."):]
-        te, _, inner = rest.partition(".transformer.")
-        return layout.resolve_te(te, inner) if inner else None
+        te, _, inner = name[len("text_encoders."):].partition(".transformer.")
+        return "comfy_te", te, inner
     for prefix in _DOTTED_UNET_PREFIXES:
         if name.startswith(prefix):
-            return _dotted_unet(layout, name[len(prefix):])
-    return _dotted_unet(layout, name)
+            return "unet", "", name[len(prefix):]
+    return "unet", "", name
+
+
+def resolve_module(name: str, layout: ModelLayout) -> Resolved | None:
+    """Where the LoRA module ``name`` lands in ``layout``, or None if nowhere."""
+    kind, selector, rest = parse_module_name(name)
+    if kind == "unet":
+        return _dotted_unet(layout, rest)
+    if kind == "unet_u":
+        return layout.resolve_unet(rest, underscore=True)
+    if kind == "kohya_te":
+        te = layout.arch.kohya_te.get(selector)
+        return layout.resolve_te(te, rest, underscore=True) if te else None
+    if kind == "diffusers_te":
+        te = layout.arch.diffusers_te.get(selector)
+        return layout.resolve_te(te, rest) if te else None
+    return layout.resolve_te(selector, rest) if rest else None
 
 
 def target_for(entry: Entry, layout: ModelLayout) -> tuple[Target | None, Resolved | None]:

@@ -3,11 +3,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from typing import Callable, Sequence
 
 from . import __version__
 from .errors import LoRALabError
+
+
+#: what a terminal acts on or shows deceptively: C0/C1 controls (not newline, tab), bidi controls, lone surrogates
+_TERMINAL_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every character a terminal would act on written as an escape: key names,
+    metadata and file names come from strangers' files."""
+    return _TERMINAL_UNSAFE.sub(lambda m: ascii(m.group())[1:-1], text)
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -18,13 +29,13 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         try:
             report = inspect_lora(path, blocks=args.blocks, hashes=args.hashes)
         except (LoRALabError, OSError) as e:
-            print(f"error: {e}", file=sys.stderr)
+            print(terminal_safe(f"error: {e}"), file=sys.stderr)
             status = 1
             continue
         if args.json:
             reports.append(report.to_dict())
         else:
-            print(report.to_text())
+            print(terminal_safe(report.to_text()))
             print()
     if args.json:
         print(json.dumps(reports, indent=1, ensure_ascii=False, allow_nan=False))

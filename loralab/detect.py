@@ -37,6 +37,7 @@ class ArchScore:
     arch: str
     fitting: int  # entries that map onto a weight of this model with the right size
     mapped: int  # entries whose module name exists in this model (size aside)
+    complete: bool = True  # False: scoring stopped once this arch could no longer win (counts are partial)
 
 
 @dataclass
@@ -79,22 +80,35 @@ def _flux_variant(metadata: dict[str, str]) -> str | None:
     return FLUX_VARIANTS.get(value)
 
 
+_CHUNK = 32
+
+
 def score_archs(entries: list[Entry]) -> list[ArchScore]:
-    """For each known architecture, how many entries fit its weights; best first."""
-    scores = []
-    for arch_id in ARCHS:
-        layout = layout_for(arch_id)
-        fitting = mapped = 0
-        for e in entries:
-            if e.problem is not None:
-                continue
-            target, res = target_for(e, layout)
-            if res is not None:
-                mapped += 1
-            if target is not None and shape_fits(e, target_shape(target, layout)):
-                fitting += 1
-        scores.append(ArchScore(arch_id, fitting, mapped))
-    return sorted(scores, key=lambda s: (-s.fitting, -s.mapped))
+    """For each known architecture, how many entries fit its weights; best first.
+
+    Scoring runs over chunks of entries and stops for an architecture once even fitting every
+    remaining entry could not reach the best count so far, so the winner (and every tie) is exact.
+    """
+    usable = [e for e in entries if e.problem is None]
+    scores = {a: ArchScore(a, 0, 0) for a in ARCHS}
+    layouts = {a: layout_for(a) for a in ARCHS}
+    alive = list(ARCHS)
+    for start in range(0, len(usable), _CHUNK):
+        chunk = usable[start:start + _CHUNK]
+        for arch_id in alive:
+            layout, score = layouts[arch_id], scores[arch_id]
+            for e in chunk:
+                target, res = target_for(e, layout)
+                if res is not None:
+                    score.mapped += 1
+                if target is not None and shape_fits(e, target_shape(target, layout)):
+                    score.fitting += 1
+        remaining = len(usable) - start - len(chunk)
+        best = max(scores[a].fitting for a in alive)
+        for arch_id in [a for a in alive if scores[a].fitting + remaining < best]:
+            scores[arch_id].complete = False
+            alive.remove(arch_id)
+    return sorted(scores.values(), key=lambda s: (-s.fitting, -s.mapped))
 
 
 def detect_format(entries: list[Entry], keys: list[str], metadata: dict[str, str]) -> str:
@@ -106,7 +120,7 @@ def detect_format(entries: list[Entry], keys: list[str], metadata: dict[str, str
     software = metadata.get("software", "")
     try:
         software_name = str(json.loads(software).get("name", "")) if software.startswith("{") else software
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):  # metadata is anyone's text
         software_name = software
     network_module = metadata.get("ss_network_module", "")
     if "lycoris" in network_module or styles & {"loha", "lokr"} or any(e.has_dora for e in entries):

@@ -112,3 +112,8 @@ def file_hashes(path: str | os.PathLike) -> Hashes:
             del _CACHE[next(iter(_CACHE))]
     return result
 
+
+
+def addnet_hash(path: str | os.PathLike) -> str:
+    """The addnet (AutoV3) hash of a safetensors file: sha256 of everything after its header."""
+    return file_hashes(path).addnet

@@ -23,6 +23,8 @@ FAR_ABOVE_RANK = 16.0
 #: network_args that give per-block or per-module ranks: no global rank/alpha to compare against
 PER_MODULE_RANK_ARGS = ("block_dims", "block_alphas", "conv_block_dims", "conv_block_alphas", "in_dims", "emb_dims",
                         "module_algo_map", "name_algo_map")
+#: float dtypes torch.isfinite takes as they are (float8 is checked as float32)
+_FINITE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 #: items listed per warning in reports (the count is always complete)
 MAX_ITEMS = 50
 
@@ -206,7 +208,8 @@ class TensorChecks:
 
     def check(self, entry: Entry, tensors: list[torch.Tensor], norm: float | None) -> None:
         """Record NaN/Inf values in ``tensors`` and an all-zero update (``norm`` == 0)."""
-        if any(t.is_floating_point() and not bool(torch.isfinite(t).all()) for t in tensors):
+        if any(t.is_floating_point() and not bool(torch.isfinite(t if t.dtype in _FINITE_DTYPES else t.float()).all())
+               for t in tensors):
             self.nonfinite.append(entry.module)
         elif norm == 0.0:
             self.zero.append(entry.module)

@@ -17,6 +17,7 @@ from typing import Iterable, Mapping
 
 from .layouts import DIFFUSION_PREFIX, ModelLayout
 from .layouts.flux import flux_layout
+from .layouts.mmdit import mmdit_layout
 from .layouts.unet import unet_layout
 
 HOST = "ComfyUI 0.3.64"
@@ -48,6 +49,10 @@ _CLIP_MAP = {"mlp.fc1": "mlp_fc1", "mlp.fc2": "mlp_fc2", "self_attn.k_proj": "se
              "self_attn.q_proj": "self_attn_q_proj", "self_attn.v_proj": "self_attn_v_proj",
              "self_attn.out_proj": "self_attn_out_proj"}
 
+#: the prefixes ComfyUI gives diffusers names of transformer models, per family (dotted or underscored)
+_TRANSFORMER_PREFIXES = {"flux": ("transformer.", "lycoris_", "lora_transformer_"),
+                         "mmdit": ("transformer.", "base_model.model.", "lora_transformer_", "lycoris_")}
+
 _MAPS: "weakref.WeakKeyDictionary[ModelLayout, dict[str, HostTarget]]" = weakref.WeakKeyDictionary()
 
 
@@ -60,8 +65,9 @@ def _unet_names(layout: ModelLayout, out: dict[str, HostTarget]) -> None:
             out[k[:-len(".weight")]] = (k, None)
         else:
             out[k] = (k, None)
-    if layout.arch.family == "flux":
-        shapes, names, fused = flux_layout(layout.config)
+    if layout.arch.family in _TRANSFORMER_PREFIXES:
+        make = flux_layout if layout.arch.family == "flux" else mmdit_layout
+        shapes, names, fused = make(layout.config)
         diffusers: dict[str, HostTarget] = {}
         for dn, m in names.items():
             key = next((m + p for p in (".weight", ".scale") if m + p in shapes), None)
@@ -70,13 +76,13 @@ def _unet_names(layout: ModelLayout, out: dict[str, HostTarget]) -> None:
         diffusers.update({dn: (DIFFUSION_PREFIX + m + ".weight", (start, length))
                           for dn, (m, start, length, _) in fused.items()})
         for dn, target in diffusers.items():
-            out["transformer." + dn] = target
-            out["lycoris_" + dn.replace(".", "_")] = target
-            out["lora_transformer_" + dn.replace(".", "_")] = target
-        hidden = int(layout.config["hidden_size"])
-        for k in layout.shapes:
-            if k.endswith(".linear1.weight") and k.startswith(DIFFUSION_PREFIX):
-                out[k.replace(".linear1.weight", ".linear1_qkv")] = (k, (0, 3 * hidden))
+            for prefix in _TRANSFORMER_PREFIXES[layout.arch.family]:
+                out[prefix + (dn if prefix.endswith(".") else dn.replace(".", "_"))] = target
+        if layout.arch.family == "flux":
+            hidden = int(layout.config["hidden_size"])
+            for k in layout.shapes:
+                if k.endswith(".linear1.weight") and k.startswith(DIFFUSION_PREFIX):
+                    out[k.replace(".linear1.weight", ".linear1_qkv")] = (k, (0, 3 * hidden))
         return
     shapes, names = unet_layout(layout.config)
     for dn, ldm in names.items():

@@ -40,14 +40,12 @@ null), and ``warnings`` including the tensor-level ones (nonfinite_values, all_z
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
 import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 import torch
 
@@ -59,6 +57,7 @@ from .host_keys import HOST, host_targets
 from .layouts import ModelLayout
 from .lora import Lora, MappedEntry
 from .metadata import Metadata, Training, parse_metadata, training_summary
+from .safetensors_io import gc_paused
 from .triggers import Trigger, find_triggers, trigger_words
 
 if TYPE_CHECKING:
@@ -314,7 +313,8 @@ def _training_lines(t: Training) -> list[str]:
     if t.lr_scheduler:
         line2.append(t.lr_scheduler)
     if t.network_module:
-        net = f"{t.network_module} dim {t.network_dim} alpha {t.network_alpha}"
+        net = t.network_module + "".join(f" {k} {v}" for k, v in (("dim", t.network_dim), ("alpha", t.network_alpha))
+                                         if v is not None)
         if t.network_args:
             net += " " + ", ".join(f"{k}={v}" for k, v in t.network_args.items())
         line2.append(net)
@@ -410,23 +410,9 @@ def summary_of(lora: Lora, path: str, file_size: int) -> Summary:
     )
 
 
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a header's many short-lived objects exist: the
-    collections they would trigger re-scan the host's whole heap (tens of ms in a large process)
-    and find nothing (a summary makes no reference cycles)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def summarize(path: str | os.PathLike, layout: ModelLayout | None = None) -> Summary:
     """Summarise a LoRA file from its header and 0-d alpha tensors; no weight data is read."""
-    with _gc_paused(), Lora.open(path, layout) as lora:
+    with gc_paused(), Lora.open(path, layout) as lora:
         header = lora.source.file.header  # type: ignore[attr-defined]
         return summary_of(lora, os.fspath(path), header.file_size)
 
@@ -487,10 +473,10 @@ def inspect_lora(path: str | os.PathLike, *, blocks: bool = True, hashes: bool =
     """Inspect a LoRA file. ``blocks`` reads the tensors (one module at a time) for block
     strengths and the NaN/Inf and all-zero checks; ``base`` (a state dict with ComfyUI keys or a
     safetensors path) adds relative strengths; ``hashes`` hashes the whole file."""
-    with _gc_paused():
+    with gc_paused():
         lora = Lora.open(path, layout)
     with lora:
-        with _gc_paused():
+        with gc_paused():
             size = lora.source.file.header.file_size  # type: ignore[attr-defined]
             report = Report(summary_of(lora, os.fspath(path), size))
         if blocks:

@@ -42,6 +42,12 @@ class MappedEntry:
         return name
 
 
+def _dora_fits(dora: tuple[int, ...], shape: tuple[int, ...]) -> bool:
+    """Whether a DoRA magnitude vector has one value per output row or per input column."""
+    n = math.prod(dora)
+    return len(shape) >= 2 and ((dora[:1] == shape[:1] and n == shape[0]) or n == shape[1])
+
+
 def build_adapter(entry: Entry, get: Callable[[str], torch.Tensor]) -> Adapter:
     """Load an entry's tensors and build its :class:`~loralab.adapters.Adapter`."""
     if not entry.supported:
@@ -115,6 +121,9 @@ class Lora:
             got = e.delta_shape()
             return MappedEntry(e, target, res.component,
                                f"size {list(got) if got else '?'} does not fit {target.key} {list(shape)} of {where}")
+        if e.has_dora and not _dora_fits(e.shapes["dora_scale"], shape):
+            return MappedEntry(e, target, res.component, f"dora_scale {list(e.shapes['dora_scale'])} fits neither "
+                               f"the rows nor the columns of {target.key} {list(shape)}")
         return MappedEntry(e, target, res.component)
 
     @property

@@ -41,7 +41,7 @@ def typed_value(key: str, value: str) -> Any:
         return None
     if value in ("True", "False"):
         return value == "True"
-    if _INT.match(value):
+    if _INT.match(value) and len(value) <= 20:  # longer digit strings stay text (and within int()'s limits)
         return int(value)
     if _FLOAT.match(value) and math.isfinite(float(value)):
         return float(value)

@@ -54,18 +54,6 @@ SUFFIXES: dict[str, tuple[str, str]] = {
     ".b1.weight": ("b1", "glora"),
     ".b2.weight": ("b2", "glora"),
 }
-_ORDERED = sorted(SUFFIXES, key=len, reverse=True)
-
-
-def _tail(text: str) -> str:
-    """The last two dot-separated parts of a key or suffix (the last one where there is one only)."""
-    return ".".join(text.rsplit(".", 2)[-2:]) if text.count(".") >= 2 else text.rsplit(".", 1)[-1]
-
-
-#: suffixes grouped by their tail: only these can match a key with that tail (longest first)
-_BY_TAIL: dict[str, list[str]] = {}
-for _s in _ORDERED:
-    _BY_TAIL.setdefault(_tail(_s), []).append(_s)
 #: the old diffusers attention-processor naming (``attn1.processor.to_q_lora.up.weight``) applies to these only
 _PROCESSOR_LAYERS = ("to_q", "to_k", "to_v", "to_out", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
 
@@ -124,7 +112,7 @@ class Entry:
 
     def rank(self) -> int | None:
         """The rank alpha is divided by (None where the algorithm has none)."""
-        s = self.shapes
+        s = {r: v for r, v in self.shapes.items() if v}  # a 0-d tensor has no rank dimension
         if self.kind == "lora" and "down" in s:
             return s["down"][0]
         if self.kind == "loha" and "w1b" in s:
@@ -182,35 +170,100 @@ class ParsedKeys:
     orphans: list[str] = field(default_factory=list)  # recognised suffix, but nothing to belong to
 
 
+_MAX_SUFFIX_DOTS = max(s.count(".") for s in SUFFIXES)
+
+
 def split_key(key: str) -> tuple[str, str, str] | None:
-    """(module, role, style) for a tensor key, or None if no known suffix matches."""
-    parts = key.rsplit(".", 2)
-    candidates = _BY_TAIL.get(parts[-1], [])
-    if len(parts) > 2:
-        candidates = _BY_TAIL.get(parts[-2] + "." + parts[-1], []) + candidates
-    for suffix in candidates:
-        if key.endswith(suffix) and len(key) > len(suffix):
-            role, style = SUFFIXES[suffix]
-            module = key[: -len(suffix)]
-            if style == "diffusers_attn_processor" and not module.endswith(_PROCESSOR_LAYERS):
-                continue
-            return module, role, style
+    """(module, role, style) for a tensor key, or None if no known suffix matches (longest first)."""
+    cuts = []
+    pos = len(key)
+    for _ in range(_MAX_SUFFIX_DOTS):
+        pos = key.rfind(".", 0, pos)
+        if pos <= 0:
+            break
+        cuts.append(pos)
+        underscore = key.rfind("_lora", 0, pos)
+        if underscore > 0 and underscore + len("_lora") == pos:
+            cuts.append(underscore)
+    for cut in sorted(cuts):
+        hit = SUFFIXES.get(key[cut:])
+        if hit is None:
+            continue
+        role, style = hit
+        module = key[:cut]
+        if style == "diffusers_attn_processor" and not module.endswith(_PROCESSOR_LAYERS):
+            continue
+        return module, role, style
     return None
+
+
+#: dtypes an adapter's factors may have (alpha may be any number)
+FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
 
 
 def _lora_problem(shapes: dict[str, tuple[int, ...]]) -> str | None:
     up, down = shapes["up"], shapes["down"]
-    if len(up) < 2 or len(down) < 2:
-        return f"up {list(up)} / down {list(down)} are not matrices"
+    mid = shapes.get("mid")
+    if len(up) < 2 or len(down) < 2 or (mid is not None and len(mid) < 2):
+        return f"up {list(up)} / down {list(down)}" + (f" / mid {list(mid)}" if mid else "") + " are not matrices"
     rank = down[0]
     if rank == 0:
         return "rank 0 (empty down matrix)"
-    mid = shapes.get("mid")
     if mid is not None:
-        if up[1] != mid[0] or mid[1] != rank:
+        if math.prod(up[1:]) != mid[0] or mid[1] != rank or math.prod(down[2:]) != 1:
             return f"up {list(up)}, mid {list(mid)}, down {list(down)} do not chain"
-    elif up[1] != rank:
+    elif math.prod(up[1:]) != rank:
         return f"up {list(up)} and down {list(down)} disagree on the rank"
+    return None
+
+
+def _loha_problem(s: dict[str, tuple[int, ...]]) -> str | None:
+    """Shapes of LoHa factors that cannot form ΔW = (w1a·w1b) ⊙ (w2a·w2b) (or its Tucker form)."""
+    if ("t1" in s) != ("t2" in s):
+        return "hada_t1 and hada_t2 must come together"
+    halves = []
+    for a, b, t in (("w1a", "w1b", "t1"), ("w2a", "w2b", "t2")):
+        sa, sb, st = s[a], s[b], s.get(t)
+        if st is not None:
+            if len(sa) != 2 or len(sb) != 2 or len(st) < 2 or (sa[0], sb[0]) != st[:2]:
+                return f"{a} {list(sa)}, {b} {list(sb)}, {t} {list(st)} do not chain"
+            halves.append((sa[1], sb[1], *st[2:]))
+        else:
+            if len(sa) < 2 or len(sb) < 2 or math.prod(sa[1:]) != sb[0]:
+                return f"{a} {list(sa)} and {b} {list(sb)} do not multiply"
+            halves.append((sa[0], math.prod(sb[1:])))
+    if halves[0] != halves[1]:
+        return f"the two Hadamard factors have different sizes {list(halves[0])} and {list(halves[1])}"
+    return None
+
+
+def _lokr_problem(s: dict[str, tuple[int, ...]]) -> str | None:
+    """Shapes of LoKr factors that cannot form ΔW = kron(w1, w2)."""
+    if "w1" in s:
+        if len(s["w1"]) != 2:
+            return f"lokr_w1 {list(s['w1'])} is not a matrix"
+    elif len(s["w1a"]) != 2 or len(s["w1b"]) != 2 or s["w1a"][1] != s["w1b"][0]:
+        return f"w1a {list(s['w1a'])} and w1b {list(s['w1b'])} do not multiply"
+    if "w2" in s:
+        if len(s["w2"]) < 2:
+            return f"lokr_w2 {list(s['w2'])} is not a matrix"
+    elif "t2" in s:
+        a, b, t = s["w2a"], s["w2b"], s["t2"]
+        if len(a) != 2 or len(b) != 2 or len(t) < 2 or (a[0], b[0]) != t[:2]:
+            return f"w2a {list(a)}, w2b {list(b)}, t2 {list(t)} do not chain"
+    elif len(s["w2a"]) != 2 or len(s["w2b"]) < 2 or s["w2a"][1] != s["w2b"][0]:
+        return f"w2a {list(s['w2a'])} and w2b {list(s['w2b'])} do not multiply"
+    return None
+
+
+def _value_problem(shapes: dict[str, tuple[int, ...]], dtypes: dict[str, str]) -> str | None:
+    """Factors stored as integers or booleans, and empty factors: nothing to apply."""
+    for role, dtype in dtypes.items():
+        if role != "alpha" and dtype not in FLOAT_DTYPES:
+            return f"{role} is stored as {dtype}, not a floating-point type"
+    empty = [role for role, shape in shapes.items() if role != "alpha" and math.prod(shape) == 0]
+    if empty:
+        return f"empty tensor ({', '.join(f'{r} {list(shapes[r])}' for r in empty)})"
     return None
 
 
@@ -243,8 +296,14 @@ def group_keys(shapes: dict[str, tuple[int, ...]], dtypes: dict[str, str]) -> Pa
             if kind in ("lora", "loha", "lokr"):
                 ks.update(shared)
             used.update(ks.values())
-            out.entries.append(Entry(module, kind, param, ks, {r: ent_shapes[r] for r in ks},
-                                     {r: ent_dtypes[r] for r in ks}, style, problem=problem))
+            e_shapes = {r: ent_shapes[r] for r in ks}
+            e_dtypes = {r: ent_dtypes[r] for r in ks}
+            if problem is None and kind == "loha":
+                problem = _loha_problem(e_shapes)
+            elif problem is None and kind == "lokr":
+                problem = _lokr_problem(e_shapes)
+            problem = problem or _value_problem(e_shapes, e_dtypes)
+            out.entries.append(Entry(module, kind, param, ks, e_shapes, e_dtypes, style, problem=problem))
 
         lora_style = next((roles[r][1] for r in ("up", "down") if r in roles), "")
         if "up" in keys or "down" in keys:

@@ -11,18 +11,21 @@ atomically (see :mod:`loralab.atomic`); memory stays bounded by the largest tens
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import math
 import os
+import re
 import shutil
+import stat
 import struct
 import tempfile
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Mapping
+from typing import IO, Iterable, Iterator, Mapping
 
 import torch
 
-from .atomic import TEMP_SUFFIX, atomic_write
+from .atomic import TEMP_SUFFIX, atomic_write, prepare_folder, temp_prefix, write_error
 from .errors import FileExistsRefusedError, LoRALabError, PickleRefusedError, SafetensorsError
 
 #: Largest header accepted. Real LoRAs have headers under 1 MiB; a full checkpoint a few MiB.
@@ -49,6 +52,9 @@ DTYPES: dict[str, tuple[int, torch.dtype | None]] = {
     "U64": (8, getattr(torch, "uint64", None)),
 }
 TORCH_TO_NAME: dict[torch.dtype, str] = {dt: name for name, (_, dt) in DTYPES.items() if dt is not None}
+
+#: a JSON escape of a UTF-16 surrogate; paired ones are fine, an unpaired one is not Unicode text
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 _CONVERT_HINT = "LoRA Lab reads safetensors only; convert the file to .safetensors with a tool you trust"
 
@@ -118,6 +124,12 @@ def _parse_header_json(path: str, raw: bytes) -> dict:
         raise SafetensorsError(f"header is not valid JSON: {e}", path=path) from None
     if not isinstance(obj, dict):
         raise SafetensorsError(f"header JSON is a {type(obj).__name__}, not an object", path=path)
+    if _SURROGATE_ESCAPE.search(raw):
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise SafetensorsError("header has an unpaired surrogate escape (\\ud800-\\udfff): not valid Unicode",
+                                   path=path) from None
     return obj
 
 
@@ -167,6 +179,36 @@ def _parse_entry(path: str, name: str, entry: object, data_start: int, data_len:
     return TensorInfo(name, dtype, tuple(shape), data_start + begin, data_start + end)
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a header's objects are made: with it running, a
+    header of many entries is rescanned again and again (several times the parse itself) for
+    cycles it cannot hold."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _open_regular(path: str) -> IO[bytes]:
+    """Open a regular file for reading; folders, FIFOs and devices are refused (a FIFO would block)."""
+    if "\x00" in path:
+        raise LoRALabError("file name contains a NUL byte", path=repr(path))
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise LoRALabError("is a folder, not a file" if stat.S_ISDIR(mode) else "is not a regular file",
+                               path=path)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def read_header(path: str | os.PathLike) -> SafetensorsHeader:
     """Read and validate the header of a safetensors file without reading any tensor data.
 
@@ -175,7 +217,7 @@ def read_header(path: str | os.PathLike) -> SafetensorsHeader:
     """
     path = os.fspath(path)
     try:
-        with open(path, "rb") as f:
+        with _open_regular(path) as f:
             size = os.fstat(f.fileno()).st_size
             head = f.read(8)
             _sniff_pickle(path, head)
@@ -190,23 +232,25 @@ def read_header(path: str | os.PathLike) -> SafetensorsHeader:
                 raise SafetensorsError(f"header length {n} is larger than the file ({size} bytes)",
                                        path=path, hint="the file is truncated or not safetensors")
             raw = f.read(n)
-    except IsADirectoryError:
-        raise LoRALabError("is a folder, not a file", path=path) from None
     except FileNotFoundError:
         raise LoRALabError("file not found", path=path) from None
+    except OSError as e:
+        raise LoRALabError(f"cannot read the file: {e.strerror or e}", path=path) from None
     if len(raw) != n:
         raise SafetensorsError("file shrank while reading its header", path=path)
     if not raw.lstrip(b" ").startswith(b"{"):
         if path.lower().endswith(PICKLE_EXTENSIONS):
             raise PickleRefusedError("not a safetensors file", path=path, hint=_CONVERT_HINT)
         raise SafetensorsError("header does not start with '{'", path=path, hint="the file is not safetensors")
-    obj = _parse_header_json(path, raw)
-    metadata = _parse_metadata(path, obj.pop("__metadata__", None))
-    data_start = 8 + n
-    data_len = size - data_start
-    tensors = {name: _parse_entry(path, name, entry, data_start, data_len) for name, entry in obj.items()}
+    with gc_paused():
+        obj = _parse_header_json(path, raw)
+        metadata = _parse_metadata(path, obj.pop("__metadata__", None))
+        data_start = 8 + n
+        data_len = size - data_start
+        tensors = {name: _parse_entry(path, name, entry, data_start, data_len) for name, entry in obj.items()}
+        ordered = sorted(tensors.values(), key=lambda t: (t.start, t.end))
     cursor = data_start
-    for info in sorted(tensors.values(), key=lambda t: (t.start, t.end)):
+    for info in ordered:
         if info.start < cursor:
             raise SafetensorsError("data region overlaps another tensor's", path=path, key=info.name,
                                    hint="the file is corrupt or hostile")
@@ -236,7 +280,11 @@ class SafetensorsFile:
     def __init__(self, path: str | os.PathLike) -> None:
         self.header = read_header(path)
         self.path = self.header.path
-        self._fd: int | None = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        self._fd: int | None = None
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        except OSError as e:
+            raise LoRALabError(f"cannot read the file: {e.strerror or e}", path=self.path) from None
 
     def __enter__(self) -> "SafetensorsFile":
         return self
@@ -274,7 +322,11 @@ class SafetensorsFile:
         info = self.info(key)
         if self._fd is None:
             raise LoRALabError("file is closed", path=self.path)
-        raw = _pread_all(self._fd, info.nbytes, info.start)
+        try:
+            raw = _pread_all(self._fd, info.nbytes, info.start)
+        except OSError as e:
+            raise SafetensorsError(f"cannot read this tensor's data: {e.strerror or e}", path=self.path,
+                                   key=key) from None
         if len(raw) != info.nbytes:
             raise SafetensorsError("file ended inside this tensor's data", path=self.path, key=key,
                                    hint="the file was truncated after it was opened")
@@ -337,7 +389,18 @@ def _validate_metadata(metadata: Mapping[str, str] | None, path: str) -> dict[st
         if not isinstance(k, str) or not isinstance(v, str):
             raise LoRALabError(f"metadata entries must be strings, got {type(k).__name__}: {type(v).__name__}",
                                path=path, key=str(k))
+        if not (_is_unicode(k) and _is_unicode(v)):
+            raise LoRALabError("metadata entry is not valid Unicode text (an unpaired surrogate)", path=path,
+                               key=repr(k))
     return meta
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class SafetensorsWriter:
@@ -356,12 +419,12 @@ class SafetensorsWriter:
         if not overwrite and os.path.exists(self.path):
             raise FileExistsRefusedError("file already exists and overwriting was not asked for", path=self.path,
                                          hint="choose another name or enable overwrite")
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        prepare_folder(os.path.dirname(self.path), self.path)
 
     def _spool(self, itemsize: int):
         if itemsize not in self._spools:
-            f = tempfile.NamedTemporaryFile(prefix="." + os.path.basename(self.path) + f".spool{itemsize}.",
-                                            suffix=TEMP_SUFFIX, dir=os.path.dirname(self.path), delete=True)
+            f = tempfile.NamedTemporaryFile(prefix=temp_prefix(self.path, f"spool{itemsize}"), suffix=TEMP_SUFFIX,
+                                            dir=os.path.dirname(self.path), delete=True)
             self._spools[itemsize] = (f, 0)
         return self._spools[itemsize]
 
@@ -369,16 +432,20 @@ class SafetensorsWriter:
         """Append one tensor (any device; it is copied to CPU contiguous memory)."""
         if self._finished:
             raise LoRALabError("writer already finished", path=self.path)
-        if not isinstance(name, str) or name == "__metadata__" or name in self._entries:
+        if not isinstance(name, str) or name == "__metadata__" or name in self._entries or not _is_unicode(name):
             raise LoRALabError("duplicate or invalid tensor name", path=self.path, key=str(name))
         t = tensor.detach().to("cpu").contiguous()
         dtype = TORCH_TO_NAME.get(t.dtype)
         if dtype is None:
             raise LoRALabError(f"dtype {t.dtype} cannot be stored in safetensors", path=self.path, key=name)
         itemsize = DTYPES[dtype][0]
-        f, used = self._spool(itemsize)
         data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
-        f.write(data)
+        try:
+            f, used = self._spool(itemsize)
+            f.write(data)
+        except OSError as e:
+            self.abort()
+            raise write_error(e, self.path) from e
         self._spools[itemsize] = (f, used + len(data))
         self._entries[name] = (dtype, tuple(t.shape), itemsize, used)
 

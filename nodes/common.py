@@ -7,6 +7,7 @@ import folder_paths
 
 from ..loralab.errors import UnsafeNameError
 from ..loralab.layouts import ModelLayout
+from ..loralab.layouts.mmdit import mmdit_variant
 from ..loralab.paths import check_relative_name, resolve_in_folder
 
 NODE_PREFIX = "LoRALab"
@@ -28,14 +29,34 @@ def display_name(name: str) -> str:
     return f"{name} (LoRA Lab)"
 
 
+_LISTED: dict[tuple[str, ...], list[str]] = {}
+
+
 def lora_names() -> list[str]:
-    """LoRA files in ComfyUI's ``loras`` folders that LoRA Lab can read (safetensors only)."""
-    return [n for n in folder_paths.get_filename_list("loras") if n.lower().endswith(LORA_EXTENSIONS)]
+    """LoRA files in ComfyUI's ``loras`` folders that LoRA Lab can read: safetensors only, and only
+    files that lie inside a loras folder (a symlink leading out of it is not offered). Checked
+    again whenever ComfyUI's listing changes; :func:`lora_path` checks the chosen name anyway."""
+    listing = tuple(folder_paths.get_filename_list("loras"))
+    if listing not in _LISTED:
+        names = []
+        for name in listing:
+            try:
+                lora_path(name)
+            except UnsafeNameError:
+                continue
+            names.append(name)
+        _LISTED.clear()
+        _LISTED[listing] = names
+    return list(_LISTED[listing])
 
 
-def lora_file(name: str) -> str | None:
-    """The real path of a file named relative to a ``loras`` folder, or None where no folder has it;
-    raises :class:`UnsafeNameError` for names that escape the folder (``..``, absolute, symlinks)."""
+def lora_file(name: str, extensions: tuple[str, ...] = LORA_EXTENSIONS) -> str | None:
+    """The real path of a file named relative to a ``loras`` folder, or None where no folder holds
+    it; refuses (:class:`UnsafeNameError`) names that escape the folder and files without one of
+    ``extensions`` (by default what :func:`lora_names` lists, so never a pickled checkpoint)."""
+    if isinstance(name, str) and not name.lower().endswith(extensions):
+        raise UnsafeNameError(f"LoRA Lab reads {' and '.join(extensions)} files here only", key=name,
+                              hint="convert the file to .safetensors with a tool you trust")
     check_relative_name(name)
     for folder in folder_paths.get_folder_paths("loras"):
         real = resolve_in_folder(folder, name, must_exist=False)
@@ -44,9 +65,10 @@ def lora_file(name: str) -> str | None:
     return None
 
 
-def lora_path(name: str) -> str:
-    """The real path of a file named relative to a ``loras`` folder; refuses names that escape it."""
-    path = lora_file(name)
+def lora_path(name: str, extensions: tuple[str, ...] = LORA_EXTENSIONS) -> str:
+    """The real path of a file named relative to a ``loras`` folder; refuses what :func:`lora_file`
+    refuses, and names no loras folder holds."""
+    path = lora_file(name, extensions)
     if path is None:
         raise UnsafeNameError("no such file in the loras folders", key=name, hint="pick a file from the list")
     return path
@@ -55,6 +77,8 @@ def lora_path(name: str) -> str:
 def model_arch(model) -> str | None:
     """The LoRA Lab arch id of a ComfyUI MODEL (ModelPatcher), or None for architectures we do not map."""
     for cls in type(model.model.model_config).__mro__:
+        if cls.__name__ == "SD3":
+            return mmdit_variant(model.model.model_config.unet_config)
         if cls.__name__ in _CONFIG_ARCH:
             return _CONFIG_ARCH[cls.__name__]
     return None

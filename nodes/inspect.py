@@ -13,6 +13,7 @@ import asyncio
 import json
 
 import numpy as np
+import server
 import torch
 from aiohttp import web
 from comfy_api.latest import io, ui
@@ -57,6 +58,13 @@ class LoRALabInspect(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, lora_name: str | None = None) -> bool | str:
+        """This ComfyUI checks only V1-style combos against their options: the node checks its own."""
+        if lora_name is not None and lora_name not in lora_names():
+            return f"lora_name: {str(lora_name)[:200]!r} is not a LoRA in the loras folder list"
+        return True
+
+    @classmethod
     def execute(cls, lora_name: str, model=None) -> io.NodeOutput:
         path = lora_path(lora_name)
         layout = model_layout(model) if model is not None else None
@@ -80,25 +88,18 @@ async def lora_info(request: web.Request) -> web.Response:
     try:
         path = lora_file(name)
     except UnsafeNameError as e:
-        return _error(400, f"refused file name: {e.problem}")
+        return _error(400, f"{name!r}: refused file name: {e.problem}")
     if path is None:
-        return _error(404, f"no LoRA named {name!r} in the loras folder")
+        return _error(404, f"{name!r}: no such LoRA in the loras folder")
     try:
         summary = await asyncio.get_running_loop().run_in_executor(None, summarize, path)
     except LoRALabError as e:
-        return _error(422, f"{name}: {e.problem}" + (f" ({e.hint})" if e.hint else ""))
+        return _error(422, f"{name!r}: {e.problem}" + (f" ({e.hint})" if e.hint else ""))
     data = summary.to_dict()
     data["path"] = name
     return web.json_response(data, dumps=lambda d: json.dumps(d, ensure_ascii=False, allow_nan=False))
 
 
-def _register_routes() -> None:
-    from server import PromptServer
-    instance = getattr(PromptServer, "instance", None)
-    if instance is not None:
-        instance.routes.get(ROUTE)(lora_info)
-
-
-_register_routes()
+server.PromptServer.instance.routes.get(ROUTE)(lora_info)
 
 NODES = [LoRALabInspect]

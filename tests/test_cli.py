@@ -47,3 +47,15 @@ def test_inspect_unreadable_file_fails_with_message(tmp):
     assert "bad.safetensors" in r.stderr and "pickle" in r.stderr
     assert "missing.safetensors" in r.stderr and "not found" in r.stderr
     assert "SD1.x" in r.stdout and "Traceback" not in r.stderr
+
+
+def test_file_controlled_text_cannot_drive_the_terminal(tmp):
+    import torch
+    from loralab.safetensors_io import save_tensors
+    evil = "lora_unet_x\x1b]0;owned\x07\u202e.alpha"
+    path = save_tensors(os.path.join(tmp, "t\x1b[2J.safetensors"), {evil: torch.tensor(1.0)})
+    r = run("inspect", path, os.path.join(tmp, "missing\x1b[31m.safetensors"))
+    assert r.returncode == 1
+    for text in (r.stdout, r.stderr):
+        assert not any(c in text for c in "\x1b\x07\u202e"), text
+    assert "\\x1b]0;owned\\x07\\u202e" in r.stdout and "missing\\x1b[31m" in r.stderr

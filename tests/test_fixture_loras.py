@@ -107,3 +107,10 @@ def test_metadata_disagreement_is_reported_not_followed():
     assert lora.detection.arch == "sd1"
     assert lora.detection.metadata_arch == "sdxl"
     assert any("metadata says SDXL" in w for w in lora.detection.warnings)
+
+
+def test_detection_survives_hostile_software_metadata():
+    from loralab.detect import detect_format
+    deep = '{"name":' * 100_000 + '"x"' + "}" * 100_000
+    assert detect_format([], [], {"software": deep}) == "unknown"
+    assert detect_format([], [], {"software": '{"name": "ai-toolkit"'}) == "unknown"

@@ -10,7 +10,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from loralab.errors import FileExistsRefusedError, PickleRefusedError, SafetensorsError
+from loralab.errors import FileExistsRefusedError, LoRALabError, PickleRefusedError, SafetensorsError
 from loralab.safetensors_io import (MAX_HEADER_BYTES, SafetensorsWriter, load_tensors, open_safetensors,
                                     read_header, save_tensors)
 
@@ -200,6 +200,82 @@ def test_file_truncated_after_open_is_an_error_not_garbage(tmp):
         f.get("a")
     assert "truncated" in str(e.value)
     f.close()
+
+
+def test_name_with_nul_is_an_error_not_a_value_error(tmp):
+    with pytest.raises(LoRALabError) as e:
+        read_header(os.path.join(tmp, "a\x00b.safetensors"))
+    assert "NUL" in str(e.value)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_fifo_is_refused_without_blocking(tmp):
+    p = os.path.join(tmp, "pipe.safetensors")
+    os.mkfifo(p)
+    with pytest.raises(LoRALabError) as e:
+        read_header(p)  # opening a FIFO for reading without O_NONBLOCK would wait for a writer forever
+    assert p in str(e.value) and "not a regular file" in str(e.value)
+
+
+def test_folder_is_refused(tmp):
+    with pytest.raises(LoRALabError) as e:
+        read_header(tmp)
+    assert "folder" in str(e.value)
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid") or os.getuid() == 0, reason="root reads every file")
+def test_unreadable_file_is_an_error_not_an_os_error(tmp):
+    p = save_tensors(os.path.join(tmp, "x.safetensors"), {"a": torch.ones(1)})
+    os.chmod(p, 0)
+    with pytest.raises(LoRALabError) as e:
+        read_header(p)
+    assert p in str(e.value) and "cannot read" in str(e.value)
+
+
+def test_io_error_while_reading_tensor_data_names_file_and_key(tmp, monkeypatch):
+    import loralab.safetensors_io as sio
+    p = save_tensors(os.path.join(tmp, "x.safetensors"), {"a": torch.ones(4)})
+
+    def eio(*_):
+        raise OSError(5, "Input/output error")
+    with open_safetensors(p) as f:
+        monkeypatch.setattr(sio, "_pread_all", eio)
+        with pytest.raises(SafetensorsError) as e:
+            f.get("a")
+    assert p in str(e.value) and "'a'" in str(e.value) and "Input/output error" in str(e.value)
+
+
+def test_unpaired_surrogate_escape_is_refused_paired_is_fine(tmp):
+    lone = {"__metadata__": {"t": "\ud800x"}, "a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}
+    _expect(raw_file(os.path.join(tmp, "lone.safetensors"), lone, b"\0"), match="unpaired surrogate")
+    pair = {"__metadata__": {"t": "\U0001F600"}, "a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}
+    p = raw_file(os.path.join(tmp, "pair.safetensors"), pair, b"\0")  # json.dumps writes \\ud83d\\ude00
+    assert read_header(p).metadata == {"t": "\U0001F600"}
+
+
+def test_writer_refuses_text_that_is_not_unicode(tmp):
+    with pytest.raises(LoRALabError):
+        save_tensors(os.path.join(tmp, "m.safetensors"), {"a": torch.ones(1)}, {"k": "\udcff"})
+    with pytest.raises(LoRALabError):
+        save_tensors(os.path.join(tmp, "n.safetensors"), {"\ud800": torch.ones(1)})
+    assert os.listdir(tmp) == []
+
+
+def test_collector_pause_is_undone_whatever_happens(tmp):
+    import gc
+    bad = raw_file(os.path.join(tmp, "bad.safetensors"), {"a": 5})
+    good = save_tensors(os.path.join(tmp, "good.safetensors"), {"a": torch.ones(1)})
+    assert gc.isenabled()
+    read_header(good)
+    with pytest.raises(SafetensorsError):
+        read_header(bad)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        read_header(good)
+        assert not gc.isenabled()  # the caller's choice is kept
+    finally:
+        gc.enable()
 
 
 def test_scalar_of_every_dtype(tmp):

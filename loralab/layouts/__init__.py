@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from ..archs import Arch, arch
 from .flux import FLUX_DEV_CONFIG, flux_layout, xlabs_names
+from .mmdit import SD3_MEDIUM_CONFIG, SD35_LARGE_CONFIG, SD35_MEDIUM_CONFIG, mmdit_layout
 from .text_encoders import text_encoder_layout
 from .unet import SD2_CONFIG, SD15_CONFIG, SDXL_CONFIG, SDXL_REFINER_CONFIG, Shapes, unet_layout
 
@@ -23,6 +24,9 @@ STANDARD_CONFIGS: dict[str, dict] = {
     "sdxl": SDXL_CONFIG,
     "sdxl_refiner": SDXL_REFINER_CONFIG,
     "flux": FLUX_DEV_CONFIG,
+    "sd3": SD3_MEDIUM_CONFIG,
+    "sd35m": SD35_MEDIUM_CONFIG,
+    "sd35l": SD35_LARGE_CONFIG,
 }
 
 
@@ -51,6 +55,9 @@ def _modules(shapes: Shapes) -> dict[str, str]:
     neither ``weight`` nor ``bias`` (norm ``scale``s), which adapters may address directly."""
     out: dict[str, str] = {}
     for k in shapes:
+        if "." not in k:  # a bare parameter such as MMDiT's pos_embed
+            out.setdefault(k, k)
+            continue
         mod, param = k.rsplit(".", 1)
         out.setdefault(mod, mod)
         if param not in ("weight", "bias"):
@@ -78,13 +85,17 @@ class ModelLayout:
         if arch_.family == "flux":
             dshapes, dnames, fused = flux_layout(config)
             fused = {**fused, **xlabs_names(config)}
+        elif arch_.family == "mmdit":
+            dshapes, dnames, fused = mmdit_layout(config)
         else:
             dshapes, dnames = unet_layout(config)
             fused = {}
         self.shapes: Shapes = {DIFFUSION_PREFIX + k: v for k, v in dshapes.items()}
         unet: dict[str, tuple] = {m: (DIFFUSION_PREFIX + m, None, False) for m in _modules(dshapes)}
+        self._diffusers_of: dict[str, str] = {}
         for dn, ldm in dnames.items():
             unet.setdefault(dn, (DIFFUSION_PREFIX + ldm, None, False))
+            self._diffusers_of.setdefault(DIFFUSION_PREFIX + ldm, dn)
         for dn, (mod, start, length, swap) in fused.items():
             full = dshapes[mod + ".weight"][0]
             rows = None if (start == 0 and length == full) else (start, length)
@@ -122,6 +133,10 @@ class ModelLayout:
             return None
         return Resolved(hit[0], te, None, False)
 
+    def diffusers_name(self, module: str) -> str | None:
+        """The diffusers name of a canonical diffusion-model module (``diffusion_model.*``), if it has one."""
+        return self._diffusers_of.get(module)
+
     def key_for(self, resolved: Resolved, param: str) -> str | None:
         """The model key a module's ``param`` ("weight" or "bias") is stored under, if it exists."""
         if resolved.module in self.shapes:
@@ -136,7 +151,8 @@ class ModelLayout:
 
 @functools.lru_cache(maxsize=None)
 def layout_for(arch_id: str) -> ModelLayout:
-    """The layout of the released model of an architecture (SD1.5, SD2.1, SDXL base/refiner, Flux.1-dev)."""
+    """The layout of the released model of an architecture (SD1.5, SD2.1, SDXL base/refiner, Flux.1-dev,
+    SD3 medium, SD3.5 medium/large)."""
     return ModelLayout(arch(arch_id), STANDARD_CONFIGS[arch_id])
 
 

@@ -8,7 +8,8 @@ import torch
 
 from loralab_testkit import LORA_FIXTURES, fixture, fixture_tensors, xlabs_keys
 
-COMFY_CLASS = {"sd1": "SD15", "sd2": "SD20", "sdxl": "SDXL", "sdxl_refiner": "SDXLRefiner", "flux": "Flux"}
+COMFY_CLASS = {"sd1": "SD15", "sd2": "SD20", "sdxl": "SDXL", "sdxl_refiner": "SDXLRefiner", "flux": "Flux",
+               "sd3": "SD3", "sd35m": "SD3", "sd35l": "SD3"}
 TEXT_ENCODER_FIXTURES = {"clip_l": "clip_l", "clip_g": "clip_g", "clip_h": None, "t5xxl": "t5xxl"}
 
 
@@ -32,6 +33,8 @@ def comfy_models(host):
         cfg = dict(configs[arch_id])
         if arch_id == "flux":
             cfg.update(image_model="flux", axes_dim=[16, 56, 56], theta=10000)
+        elif cls == "SD3":
+            cfg.update(pos_embed_scaling_factor=None, input_size=None, pos_embed_max_size=round(cfg["num_patches"] ** 0.5))
         else:
             cfg.update(use_checkpoint=False, image_size=32, use_spatial_transformer=True, legacy=False,
                        use_temporal_resblock=False, use_temporal_attention=False)

@@ -1,0 +1,160 @@
+// The loss chart's data and geometry, without a canvas: a run's points from
+// ``loralab.train.progress`` events, exponential smoothing, axis ranges with round ticks, and
+// the mapping of points to pixels. The widget (js/loss_chart.js) only draws what this returns.
+
+/** Smoothing weight of the smoothed line (TensorBoard's exponential moving average). */
+export const SMOOTHING = 0.9;
+
+function finite(v) {
+  return typeof v === "number" && Number.isFinite(v);
+}
+
+/** The points of one training run, fed from progress events in arrival order. */
+export class LossSeries {
+  constructor() {
+    this.reset(null);
+  }
+
+  reset(run) {
+    this.run = run;
+    this.steps = [];
+    this.losses = [];
+    this.total = null;
+    this.last = null;
+    this.skipped = 0;
+  }
+
+  /** Add one event ({run, step, total, loss, loss_avg, lr}); a new run id starts a new series.
+   * Events with a non-finite loss are counted, not plotted. Returns whether the event was used. */
+  add(event) {
+    if (!event || typeof event !== "object" || !finite(event.step)) return false;
+    if (event.run !== this.run) this.reset(event.run);
+    if (finite(event.total) && event.total > 0) this.total = event.total;
+    this.last = event;
+    if (!finite(event.loss)) {
+      this.skipped += 1;
+      return true;
+    }
+    const n = this.steps.length;
+    if (n > 0 && event.step <= this.steps[n - 1]) {
+      // a repeated or earlier step replaces what follows it (a resumed run re-reports steps)
+      const keep = this.steps.findIndex((s) => s >= event.step);
+      this.steps.length = keep;
+      this.losses.length = keep;
+    }
+    this.steps.push(event.step);
+    this.losses.push(event.loss);
+    return true;
+  }
+}
+
+/** Debiased exponential moving average of ``values`` (the first value is not pulled to 0). */
+export function ema(values, weight = SMOOTHING) {
+  const out = [];
+  let acc = 0;
+  let norm = 0;
+  for (const v of values) {
+    acc = acc * weight + (1 - weight) * v;
+    norm = norm * weight + (1 - weight);
+    out.push(acc / norm);
+  }
+  return out;
+}
+
+/** A step of 1, 2 or 5 × 10^k near ``span / count``. */
+export function niceStep(span, count) {
+  if (!(span > 0) || !(count > 0)) return 1;
+  const raw = span / count;
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const f = raw / mag;
+  return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * mag;
+}
+
+/** An axis covering [min, max] that starts and ends on round ticks: {min, max, ticks}. */
+export function niceAxis(min, max, count = 4) {
+  if (!finite(min) || !finite(max)) return { min: 0, max: 1, ticks: [0, 0.5, 1] };
+  if (max === min) {
+    const pad = Math.abs(min) * 0.1 || 1;
+    min -= pad;
+    max += pad;
+  }
+  const step = niceStep(max - min, count);
+  const lo = Math.floor(min / step) * step;
+  const hi = Math.ceil(max / step) * step;
+  const ticks = [];
+  for (let i = 0; lo + i * step <= hi + step * 1e-9; i++) ticks.push(Number((lo + i * step).toPrecision(12)));
+  return { min: lo, max: hi, ticks };
+}
+
+/** Round ticks inside [min, max] (the axis itself is not widened). */
+export function ticksWithin(min, max, count = 4) {
+  const step = niceStep(max - min, count);
+  const ticks = [];
+  for (let t = Math.ceil(min / step) * step; t <= max + step * 1e-9; t += step) ticks.push(Number(t.toPrecision(12)));
+  return ticks;
+}
+
+/** Keep at most ``max`` points: per bucket of consecutive points, the lowest and the highest,
+ * so spikes stay visible. Returns indices into the input, ascending. */
+export function downsample(values, max) {
+  const n = values.length;
+  if (n <= max || max < 4) return Array.from({ length: n }, (_, i) => i);
+  const buckets = Math.floor(max / 2);
+  const size = n / buckets;
+  const out = [];
+  for (let b = 0; b < buckets; b++) {
+    const start = Math.floor(b * size);
+    const end = Math.min(n, Math.floor((b + 1) * size));
+    let lo = start;
+    let hi = start;
+    for (let i = start; i < end; i++) {
+      if (values[i] < values[lo]) lo = i;
+      if (values[i] > values[hi]) hi = i;
+    }
+    out.push(...(lo === hi ? [lo] : lo < hi ? [lo, hi] : [hi, lo]));
+  }
+  return out;
+}
+
+/** Everything the chart draws, in pixels inside ``box`` ({x, y, width, height}): the raw and
+ * smoothed polylines, the axes with ticks, or null when there is nothing to draw. */
+export function chartGeometry(series, box, maxPoints = 400) {
+  const n = series.steps.length;
+  if (n === 0) return null;
+  const smooth = ema(series.losses);
+  const xAxis = { min: Math.min(0, series.steps[0]), max: Math.max(series.total ?? 0, series.steps[n - 1], 1) };
+  xAxis.ticks = ticksWithin(xAxis.min, xAxis.max, 4);
+  const lo = Math.min(...series.losses);
+  const hi = Math.max(...series.losses);
+  const yAxis = niceAxis(lo, hi, 3);
+  const px = (s) => box.x + ((s - xAxis.min) / (xAxis.max - xAxis.min)) * box.width;
+  const py = (v) => box.y + box.height - ((v - yAxis.min) / (yAxis.max - yAxis.min)) * box.height;
+  const keep = downsample(series.losses, maxPoints);
+  return {
+    raw: keep.map((i) => [px(series.steps[i]), py(series.losses[i])]),
+    smooth: keep.map((i) => [px(series.steps[i]), py(smooth[i])]),
+    xTicks: xAxis.ticks.map((t) => ({ value: t, pos: px(t) })),
+    yTicks: yAxis.ticks.map((t) => ({ value: t, pos: py(t) })),
+  };
+}
+
+/** A tick or loss label: up to 4 significant digits, exponent form for tiny or huge values. */
+export function formatTick(v) {
+  if (!finite(v)) return "";
+  if (v === 0) return "0";
+  const a = Math.abs(v);
+  if (a < 1e-3 || a >= 1e5) return v.toExponential(1).replace("e+", "e");
+  return String(Number(v.toPrecision(4)));
+}
+
+/** The line of text above the chart: step, loss, average loss and learning rate. */
+export function statusLine(series) {
+  const e = series.last;
+  if (!e) return "waiting for training to start";
+  const parts = [`step ${e.step}${series.total ? ` / ${series.total}` : ""}`];
+  if (finite(e.loss)) parts.push(`loss ${formatTick(e.loss)}`);
+  if (finite(e.loss_avg)) parts.push(`avg ${formatTick(e.loss_avg)}`);
+  if (finite(e.lr)) parts.push(`lr ${formatTick(e.lr)}`);
+  if (series.skipped) parts.push(`${series.skipped} non-finite loss${series.skipped > 1 ? "es" : ""}`);
+  return parts.join(" · ");
+}

@@ -1,0 +1,95 @@
+// DOM for the metadata panel and the report view, built only through dom.el (textContent and
+// inert attributes). The document and the click handlers are passed in; nothing here fetches.
+
+import { el } from "./dom.js";
+import { reveal, truncate } from "./text.js";
+
+const MAX_REPORT = 20000;
+const MAX_ERROR = 100;
+
+function chip(doc, c, onCopy) {
+  const title = [
+    c.hidden ? "contains invisible characters (shown as ⟨U+…⟩); copies exactly as stored" : "",
+    ...c.sources.map((s) => `from ${s}`),
+    "click to copy; shift-click to add to the prompt this node feeds",
+  ].filter(Boolean).join("\n");
+  const node = el(doc, "button", {
+    className: "loralab-chip" + (c.hidden ? " loralab-chip-hidden" : ""),
+    text: c.label,
+    title,
+    attrs: { type: "button" },
+  });
+  node.addEventListener("click", (e) => {
+    e.stopPropagation();
+    onCopy(c.word, node, e);
+  });
+  return node;
+}
+
+function details(doc, view) {
+  const rows = view.rows.map((r) => el(doc, "div", { className: "loralab-row" }, [
+    el(doc, "span", { className: "loralab-label", text: r.label }),
+    el(doc, "span", { className: "loralab-value", text: r.value }),
+  ]));
+  const warnings = view.warnings.map((w) => el(doc, "div", { className: "loralab-warning" }, [
+    el(doc, "div", { text: `⚠ ${w.message}` }),
+    ...w.items.map((i) => el(doc, "div", { className: "loralab-warning-item", text: i })),
+    w.more ? el(doc, "div", { className: "loralab-warning-item", text: `… and ${w.more} more` }) : null,
+  ]));
+  return el(doc, "div", { className: "loralab-details" }, [
+    el(doc, "div", { className: "loralab-row" }, [
+      el(doc, "span", { className: "loralab-label", text: "file" }),
+      el(doc, "span", { className: "loralab-value", text: view.name }),
+    ]),
+    ...rows,
+    ...warnings,
+  ]);
+}
+
+/** One LoRA's entry: ``state`` = {label, status: "empty" | "loading" | "error" | "ok", view
+ * (format.infoView), error (text), expanded}; ``actions`` = {toggle(), copy(word, chipNode, event)}. */
+export function renderInfo(doc, state, actions) {
+  const label = state.label ? el(doc, "span", { className: "loralab-slot", text: state.label }) : null;
+  if (state.status !== "ok") {
+    const text = {
+      empty: "no LoRA selected",
+      loading: "reading header…",
+      error: `info unavailable: ${truncate(state.error ?? "", MAX_ERROR)}`,
+    }[state.status] ?? "";
+    const title = state.status === "error" ? state.error : null;
+    return el(doc, "div", { className: `loralab-info loralab-${state.status}` }, [
+      el(doc, "div", { className: "loralab-head" }, [label, el(doc, "span", { className: "loralab-compact", text, title })]),
+    ]);
+  }
+  const view = state.view;
+  const toggle = el(doc, "button", {
+    className: "loralab-toggle",
+    text: state.expanded ? "less" : "more",
+    attrs: { type: "button", "aria-expanded": state.expanded ? "true" : "false" },
+  });
+  toggle.addEventListener("click", (e) => {
+    e.stopPropagation();
+    actions.toggle();
+  });
+  const warn = view.warnings.length
+    ? el(doc, "span", { className: "loralab-badge", text: `⚠ ${view.warnings.length}`, title: view.warnings.map((w) => w.message).join("\n") })
+    : null;
+  const chips = view.triggers.length
+    ? el(doc, "div", { className: "loralab-chips" }, view.triggers.map((c) => chip(doc, c, actions.copy)))
+    : el(doc, "div", { className: "loralab-chips loralab-muted", text: "no trigger words found" });
+  return el(doc, "div", { className: "loralab-info loralab-ok" }, [
+    el(doc, "div", { className: "loralab-head" }, [
+      label,
+      el(doc, "span", { className: "loralab-compact", text: view.compact, title: view.name }),
+      warn,
+      toggle,
+    ]),
+    chips,
+    state.expanded ? details(doc, view) : null,
+  ]);
+}
+
+/** The text report an Inspect node returned, as preformatted plain text. */
+export function renderReport(doc, text) {
+  return el(doc, "pre", { className: "loralab-report", text: truncate(reveal(text, { multiline: true }), MAX_REPORT) });
+}

@@ -1,0 +1,78 @@
+// The live loss chart: ``loralab.train.progress`` events (node, run, step, total, loss,
+// loss_avg, lr) drawn on the node that sent them, raw loss and its smoothed line.
+
+import { LossSeries, chartGeometry, formatTick, statusLine } from "./lib/chart.js";
+import { el } from "./lib/dom.js";
+import { addContentWidget } from "./widget.js";
+
+const HEIGHT = 150;
+const PAD = { left: 44, right: 8, top: 6, bottom: 18 };
+
+function draw(canvas, series) {
+  const ratio = window.devicePixelRatio || 1;
+  const width = Math.max(120, canvas.clientWidth);
+  canvas.width = Math.round(width * ratio);
+  canvas.height = Math.round(HEIGHT * ratio);
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+  ctx.clearRect(0, 0, width, HEIGHT);
+  const box = { x: PAD.left, y: PAD.top, width: width - PAD.left - PAD.right, height: HEIGHT - PAD.top - PAD.bottom };
+  const g = chartGeometry(series, box, Math.max(50, Math.floor(box.width)));
+  ctx.font = "10px sans-serif";
+  ctx.fillStyle = "#999";
+  if (!g) {
+    ctx.fillText("no loss yet", box.x + 4, box.y + box.height / 2);
+    return;
+  }
+  ctx.strokeStyle = "rgba(160,160,160,0.25)";
+  ctx.lineWidth = 1;
+  ctx.textAlign = "right";
+  ctx.textBaseline = "middle";
+  for (const t of g.yTicks) {
+    ctx.beginPath();
+    ctx.moveTo(box.x, t.pos);
+    ctx.lineTo(box.x + box.width, t.pos);
+    ctx.stroke();
+    ctx.fillText(formatTick(t.value), box.x - 4, t.pos);
+  }
+  ctx.textAlign = "center";
+  ctx.textBaseline = "top";
+  for (const t of g.xTicks) ctx.fillText(formatTick(t.value), t.pos, box.y + box.height + 4);
+  const line = (points, style, width) => {
+    ctx.strokeStyle = style;
+    ctx.lineWidth = width;
+    ctx.beginPath();
+    points.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y)));
+    ctx.stroke();
+  };
+  line(g.raw, "rgba(110,160,255,0.35)", 1);
+  line(g.smooth, "rgb(255,170,60)", 2);
+}
+
+/** Add the chart to a node. Returns {add(event)}. */
+export function attachLossChart(node) {
+  const series = new LossSeries();
+  const status = el(document, "div", { className: "loralab-status", text: statusLine(series) });
+  const canvas = el(document, "canvas", { className: "loralab-chart" });
+  const legend = el(document, "div", { className: "loralab-legend" }, [
+    el(document, "span", { className: "loralab-legend-raw", text: "loss" }),
+    el(document, "span", { className: "loralab-legend-smooth", text: "smoothed" }),
+  ]);
+  const root = el(document, "div", { className: "loralab-loss" }, [status, canvas, legend]);
+  let pending = false;
+  const redraw = () => {
+    if (pending) return;
+    pending = true;
+    requestAnimationFrame(() => {
+      pending = false;
+      status.textContent = statusLine(series);
+      draw(canvas, series);
+    });
+  };
+  addContentWidget(node, "loralab_loss", root, { fallbackHeight: HEIGHT + 40, onResize: redraw });
+  return {
+    add(event) {
+      if (series.add(event)) redraw();
+    },
+  };
+}

@@ -1,0 +1,198 @@
+"""Write LoRAs that A1111/Forge, kohya, Civitai and ComfyUI all read: kohya key names, per-module
+``alpha``, kohya ``ss_*`` and SAI ``modelspec.*`` metadata (every value a string).
+
+Input is a list of (Target, Adapter) pairs in canonical keys. Adapters that write row slices of
+one fused weight (diffusers/ai-toolkit Flux ``to_q``/``to_k``/``to_v``) are joined exactly into one
+kohya module on the fused weight: the down matrices stacked, the up matrices block-diagonal.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+from collections import defaultdict
+from typing import Iterable, Mapping
+
+import torch
+
+from .adapters import Adapter, Diff, LoHa, LoKr, LoRA
+from .archs import arch
+from .errors import LoraFormatError
+from .layouts import DIFFUSION_PREFIX, ModelLayout, Target
+from .safetensors_io import SafetensorsWriter
+
+SAI_MODEL_SPEC_VERSION = "1.0.1"
+
+
+def kohya_module_name(module: str, layout: ModelLayout) -> str:
+    """The kohya name of a canonical module (``lora_unet_...``, ``lora_te1_...``)."""
+    a = layout.arch
+    if module.startswith(DIFFUSION_PREFIX):
+        name = module[len(DIFFUSION_PREFIX):]
+        if a.kohya_diffusers_names:
+            name = layout.diffusers_name(module) or name
+        return "lora_unet_" + name.replace(".", "_")
+    te, sep, inner = module.partition(".transformer.")
+    if not sep or te not in a.kohya_te_prefix:
+        raise LoraFormatError(f"{a.name} has no text encoder for this module", key=module)
+    return a.kohya_te_prefix[te] + inner.replace(".", "_")
+
+
+def _fuse(pieces: list[tuple[Target, Adapter]], full_rows: int) -> LoRA:
+    """One LoRA on the fused weight equal to the row-sliced pieces (exact; rank = sum of ranks)."""
+    ups, downs = [], []
+    for target, adapter in pieces:
+        lr = adapter.low_rank(torch.float32)
+        if lr is None or adapter.needs_base:
+            raise LoraFormatError(f"{adapter.kind} pieces of a fused weight cannot be joined exactly", key=target.key)
+        b, a_ = lr
+        start, length = target.rows if target.rows is not None else (0, full_rows)
+        if target.swap_halves:
+            half = b.shape[0] // 2
+            b = torch.cat([b[half:], b[:half]])
+        padded = torch.zeros(full_rows, b.shape[1])
+        padded[start:start + length] = b
+        ups.append(padded)
+        downs.append(a_)
+    up = torch.cat(ups, dim=1)
+    down = torch.cat(downs, dim=0)
+    return LoRA(up=up, down=down, alpha=float(down.shape[0]))
+
+
+def _conv_shapes(adapter: LoRA, weight_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """kohya/A1111 store conv LoRAs as down [r, in, kh, kw] and up [out, r, 1, 1]."""
+    up, down = adapter.up, adapter.down
+    if len(weight_shape) == 4 and adapter.mid is None:
+        r = down.shape[0]
+        down = down.reshape(r, *weight_shape[1:])
+        up = up.reshape(up.shape[0], r, 1, 1)
+    return up, down
+
+
+def kohya_tensors(items: Iterable[tuple[Target, Adapter]], layout: ModelLayout,
+                  dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a kohya-format LoRA file for these adapters (canonical targets)."""
+    by_key: dict[str, list[tuple[Target, Adapter]]] = defaultdict(list)
+    for target, adapter in items:
+        by_key[target.key].append((target, adapter))
+    out: dict[str, torch.Tensor] = {}
+
+    def put(name: str, t: torch.Tensor) -> None:
+        if name in out:
+            raise LoraFormatError("two adapters write the same weight", key=name)
+        t = t.detach().to("cpu")
+        out[name] = t.to(dtype) if dtype is not None and t.is_floating_point() else t
+
+    for key, pieces in by_key.items():
+        module, param = key.rsplit(".", 1)
+        name = kohya_module_name(module, layout)
+        if param == "bias":
+            if len(pieces) != 1 or not isinstance(pieces[0][1], Diff):
+                raise LoraFormatError("a bias can only take one full difference", key=key)
+            put(f"{name}.diff_b", pieces[0][1].diff)
+            continue
+        shape = layout.shapes[key]
+        if len(pieces) > 1 or pieces[0][0].rows is not None or pieces[0][0].swap_halves:
+            adapter: Adapter = _fuse(pieces, shape[0])
+        else:
+            adapter = pieces[0][1]
+        if isinstance(adapter, LoRA):
+            up, down = _conv_shapes(adapter, shape)
+            put(f"{name}.lora_up.weight", up)
+            put(f"{name}.lora_down.weight", down)
+            if adapter.mid is not None:
+                put(f"{name}.lora_mid.weight", adapter.mid)
+            alpha = adapter.alpha if adapter.alpha is not None else float(adapter.rank)
+            put(f"{name}.alpha", torch.tensor(float(alpha)))
+        elif isinstance(adapter, LoHa):
+            for role, t in (("hada_w1_a", adapter.w1a), ("hada_w1_b", adapter.w1b), ("hada_w2_a", adapter.w2a),
+                            ("hada_w2_b", adapter.w2b), ("hada_t1", adapter.t1), ("hada_t2", adapter.t2)):
+                if t is not None:
+                    put(f"{name}.{role}", t)
+            put(f"{name}.alpha", torch.tensor(float(adapter.alpha if adapter.alpha is not None else adapter.rank)))
+        elif isinstance(adapter, LoKr):
+            for role, t in (("lokr_w1", adapter.w1), ("lokr_w1_a", adapter.w1a), ("lokr_w1_b", adapter.w1b),
+                            ("lokr_w2", adapter.w2), ("lokr_w2_a", adapter.w2a), ("lokr_w2_b", adapter.w2b),
+                            ("lokr_t2", adapter.t2)):
+                if t is not None:
+                    put(f"{name}.{role}", t)
+            if adapter.alpha is not None:
+                put(f"{name}.alpha", torch.tensor(float(adapter.alpha)))
+        elif isinstance(adapter, Diff):
+            put(f"{name}.diff", adapter.diff)
+        else:
+            raise LoraFormatError(f"cannot write a {adapter.kind} adapter", key=key)
+        if adapter.dora_scale is not None:
+            put(f"{name}.dora_scale", adapter.dora_scale)
+    return out
+
+
+def _uniform(values: list[float]) -> str:
+    if not values:
+        return "None"
+    return str(values[0]) if all(math.isclose(v, values[0]) for v in values) else "Dynamic"
+
+
+def network_facts(tensors: Mapping[str, torch.Tensor]) -> tuple[str, str, str]:
+    """(ss_network_module, ss_network_dim, ss_network_alpha) that are true for these kohya tensors:
+    one value where every module agrees, ``Dynamic`` where they differ."""
+    ranks: list[int] = []
+    alphas: list[float] = []
+    lycoris = False
+    for name, t in tensors.items():
+        if name.endswith(".lora_down.weight"):
+            ranks.append(int(t.shape[0]))
+        elif name.endswith(".hada_w1_b") or name.endswith(".lokr_w2_b") or name.endswith(".lokr_w1_b"):
+            lycoris = True
+            ranks.append(int(t.shape[0]))
+        elif name.endswith((".hada_w1_a", ".lokr_w1", ".lokr_w2")):
+            lycoris = True
+        elif name.endswith(".alpha"):
+            alphas.append(float(t.float()))
+    dim = _uniform([float(r) for r in ranks])
+    if dim not in ("Dynamic", "None"):
+        dim = str(int(float(dim)))
+    return ("lycoris.kohya" if lycoris else ""), dim, _uniform(alphas)
+
+
+def lora_metadata(arch_id: str, tensors: Mapping[str, torch.Tensor], *, title: str,
+                  resolution: tuple[int, int] | None = None, prediction_type: str | None = None,
+                  trigger_phrase: str | None = None, extra: Mapping[str, str] | None = None,
+                  date: _dt.datetime | None = None) -> dict[str, str]:
+    """kohya ``ss_*`` and SAI ``modelspec.*`` metadata that describe these tensors truthfully."""
+    a = arch(arch_id)
+    module, dim, alpha = network_facts(tensors)
+    when = (date or _dt.datetime.now()).replace(microsecond=0)
+    meta = {
+        "ss_network_module": module or a.kohya_network_module,
+        "ss_network_dim": dim,
+        "ss_network_alpha": alpha,
+        "ss_base_model_version": a.ss_base_model_version,
+        "ss_v2": str(arch_id == "sd2"),
+        "ss_output_name": title,
+        "modelspec.sai_model_spec": SAI_MODEL_SPEC_VERSION,
+        "modelspec.architecture": a.modelspec_architecture,
+        "modelspec.implementation": a.modelspec_implementation,
+        "modelspec.title": title,
+        "modelspec.date": when.isoformat(),
+    }
+    if resolution is not None:
+        meta["ss_resolution"] = f"({resolution[0]}, {resolution[1]})"
+        meta["modelspec.resolution"] = f"{resolution[0]}x{resolution[1]}"
+    if prediction_type:
+        meta["modelspec.prediction_type"] = prediction_type
+    if trigger_phrase:
+        meta["modelspec.trigger_phrase"] = trigger_phrase
+    for k, v in (extra or {}).items():
+        meta[k] = v if isinstance(v, str) else str(v)
+    return meta
+
+
+def save_lora(path: str | os.PathLike, items: Iterable[tuple[Target, Adapter]], layout: ModelLayout,
+              metadata: Mapping[str, str], *, dtype: torch.dtype | None = None, overwrite: bool = False) -> str:
+    """Write a kohya-format LoRA file atomically; never overwrites unless asked."""
+    tensors = kohya_tensors(items, layout, dtype)
+    with SafetensorsWriter(path, overwrite=overwrite) as w:
+        for name in sorted(tensors):
+            w.add(name, tensors[name])
+        return w.finish(metadata)

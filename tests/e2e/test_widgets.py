@@ -1,0 +1,245 @@
+"""LoRA Lab's widgets in the real frontend: metadata from a LoRA whose metadata is an XSS corpus
+shows as text and runs nothing; the block editor round-trips a spec through THE Python parser;
+the Inspect report and the loss chart appear after a run. Screenshots: tests/e2e/out/."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from xss_lora import PAYLOADS, XSS_FILE
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
+
+HELPERS = """
+window.__ll = {
+  app: window.comfyAPI.app.app,
+  reset() {
+    this.app.graph.clear();
+    this.app.canvas.ds.scale = 1;
+    this.app.canvas.ds.offset = [0, 0];
+    this.app.graph.setDirtyCanvas(true, true);
+  },
+  add(type, x, y) {
+    const n = LiteGraph.createNode(type);
+    this.app.graph.add(n);
+    n.pos = [x, y];
+    return n.id;
+  },
+  node(id) { return this.app.graph.getNodeById(id); },
+  widget(id, name) { return this.node(id).widgets.find((w) => w.name === name); },
+  pick(id, name, value) {
+    const n = this.node(id);
+    this.widget(id, name).setValue(value, { e: null, node: n, canvas: this.app.canvas });
+  },
+  el(id, name) { return this.widget(id, name)?.element; },
+  type(id, name, text) {
+    const w = this.widget(id, name);
+    w.inputEl.value = text;
+    w.inputEl.dispatchEvent(new Event("input"));
+  },
+  sliders(id) {
+    return Object.fromEntries([...this.el(id, "loralab_blocks").querySelectorAll("input[type=range]")]
+      .map((i) => [i.dataset.block, { value: Number(i.value), disabled: i.disabled }]));
+  },
+  slide(id, block, value) {
+    const input = this.el(id, "loralab_blocks").querySelector(`input[data-block="${block}"]`);
+    input.value = String(value);
+    input.dispatchEvent(new Event("input"));
+  },
+  choose(id, title, value) {
+    const select = this.el(id, "loralab_blocks").querySelector(`select[title^="${title}"]`);
+    select.value = value;
+    select.dispatchEvent(new Event("change"));
+  },
+  box(ids) {
+    const r = this.app.canvas.canvas.getBoundingClientRect();
+    const nodes = ids.map((id) => this.node(id));
+    const x0 = Math.min(...nodes.map((n) => n.pos[0])) - 10, y0 = Math.min(...nodes.map((n) => n.pos[1])) - 40;
+    const x1 = Math.max(...nodes.map((n) => n.pos[0] + n.size[0])) + 10;
+    const y1 = Math.max(...nodes.map((n) => n.pos[1] + n.size[1])) + 10;
+    return { x: r.left + x0, y: r.top + y0, width: x1 - x0, height: y1 - y0 };
+  },
+  widgetBox(id, name) {
+    const r = this.el(id, name).getBoundingClientRect();
+    return { x: r.left - 4, y: r.top - 4, width: r.width + 8, height: r.height + 8 };
+  },
+  foreignElements() {
+    const inert = new Set(["DIV", "SPAN", "BUTTON", "PRE", "SELECT", "OPTION", "INPUT", "CANVAS"]);
+    return [...document.querySelectorAll(".loralab-widget *")].filter((e) => !inert.has(e.tagName)).map((e) => e.tagName);
+  },
+  handlerAttributes() {
+    return [...document.querySelectorAll("*")].flatMap((e) => [...e.attributes].filter((a) => /^on/i.test(a.name))
+      .map((a) => `${e.tagName} ${a.name}`));
+  },
+};
+true
+"""
+
+
+@pytest.fixture
+def ui(page):
+    """A clean graph, helpers in the page, and a check after the test that nothing ran or broke."""
+    page.eval(HELPERS)
+    page.eval("__ll.reset()")
+    exceptions, errors, dialogs = len(page.exceptions), len(page.console_errors), len(page.dialogs)
+    yield page
+    assert page.dialogs[dialogs:] == [], "a dialog opened"
+    assert page.eval("window.__xss === undefined"), "a payload ran"
+    assert page.eval("__ll.foreignElements()") == []
+    assert page.eval("__ll.handlerAttributes()") == []
+    assert page.exceptions[exceptions:] == []
+    assert [e for e in page.console_errors[errors:] if not e.startswith("network:")] == []
+    assert not [e for e in page.exceptions if "/extensions/lora-lab/" in e]
+
+
+def shot(page, name: str, ids: list, widget: str | None = None) -> None:
+    """Screenshots for review: the nodes, and (for the README) the widget alone."""
+    page.pause(0.5)
+    page.screenshot(os.path.join(OUT, name + ".png"), page.eval(f"__ll.box({json.dumps(ids)})"))
+    if widget:
+        page.screenshot(os.path.join(OUT, "widget_" + name + ".png"),
+                        page.eval(f"__ll.widgetBox({ids[0]}, {json.dumps(widget)})"))
+
+
+def wait_panel(page, node: int, cls: str = "loralab-ok") -> None:
+    page.wait_for(f"__ll.el({node}, 'loralab_info')?.querySelector('.{cls}')", timeout=30)
+
+
+def test_metadata_panel_shows_the_payloads_as_text(ui, out_dir):
+    node = ui.eval("__ll.add('LoRALabLoader', 60, 60)")
+    ui.eval(f"__ll.pick({node}, 'lora_name', {json.dumps(XSS_FILE)})")
+    wait_panel(ui, node)
+    compact = ui.eval(f"__ll.el({node}, 'loralab_info').querySelector('.loralab-compact').textContent")
+    assert "SDXL" in compact and "rank 2" in compact
+    chips = ui.eval(f"[...__ll.el({node}, 'loralab_info').querySelectorAll('.loralab-chip')].map((c) => c.textContent)")
+    for key in ("script", "img", "js_url", "entities"):
+        assert PAYLOADS[key] in chips, key
+    assert "safe⟨U+202E⟩gnp.exe⟨U+202C⟩" in chips and "oh⟨U+200B⟩wx" in chips
+    ui.eval(f"__ll.el({node}, 'loralab_info').querySelector('.loralab-toggle').click()")
+    ui.wait_for(f"__ll.el({node}, 'loralab_info').querySelector('.loralab-details')")
+    details = ui.eval(f"__ll.el({node}, 'loralab_info').querySelector('.loralab-details').textContent")
+    assert XSS_FILE in details and "1280 steps" in details and "kohya" in details
+    assert ui.eval(f"__ll.el({node}, 'loralab_info').querySelector('.loralab-warning') !== null")
+    shot(ui, "metadata_panel", [node], "loralab_info")
+
+
+def test_trigger_chip_copies_and_shift_click_adds_to_the_prompt(ui):
+    node = ui.eval("__ll.add('LoRALabLoader', 60, 60)")
+    encode = ui.eval("__ll.add('CLIPTextEncode', 520, 60)")
+    ui.eval(f"__ll.node({node}).connect(1, __ll.node({encode}), 0)")
+    ui.eval(f"__ll.widget({encode}, 'text').value = 'a photo'")
+    ui.eval(f"__ll.pick({node}, 'lora_name', {json.dumps(XSS_FILE)})")
+    wait_panel(ui, node)
+    chip = f"[...__ll.el({node}, 'loralab_info').querySelectorAll('.loralab-chip')].find((c) => c.textContent === {json.dumps(PAYLOADS['img'])})"
+    ui.eval(f"{chip}.dispatchEvent(new MouseEvent('click', {{bubbles: true, shiftKey: true}}))")
+    assert ui.eval(f"__ll.widget({encode}, 'text').value") == "a photo, " + PAYLOADS["img"]
+    ui.eval(f"{chip}.click()")
+    ui.wait_for(f"{chip}.classList.contains('loralab-copied') || {chip}.classList.contains('loralab-copy-failed')")
+
+
+def test_failed_fetch_shows_a_short_error_and_the_node_keeps_working(ui, out_dir):
+    stack = ui.eval("__ll.add('LoRALabStack', 60, 60)")
+    ui.eval(f"__ll.pick({stack}, 'lora_name_1', {json.dumps(XSS_FILE)})")
+    ui.eval(f"__ll.pick({stack}, 'lora_name_2', 'broken.safetensors')")
+    wait_panel(ui, stack, "loralab-error")
+    wait_panel(ui, stack, "loralab-ok")
+    labels = ui.eval(f"[...__ll.el({stack}, 'loralab_info').querySelectorAll('.loralab-slot')].map((s) => s.textContent)")
+    slots = ui.eval(f"__ll.node({stack}).widgets.filter((w) => /^lora_name_\\d+$/.test(w.name)).length")
+    assert slots >= 2 and labels == [f"#{i}" for i in range(1, slots + 1)]  # one per lora_name_<i> slot
+    error = ui.eval(f"__ll.el({stack}, 'loralab_info').querySelector('.loralab-error .loralab-compact').textContent")
+    assert error.startswith("info unavailable: ") and len(error) <= 200
+    shot(ui, "stack_with_error", [stack], "loralab_info")
+    ui.eval(f"__ll.pick({stack}, 'lora_name_2', {json.dumps(XSS_FILE)})")
+    ui.wait_for(f"__ll.el({stack}, 'loralab_info').querySelectorAll('.loralab-ok').length === 2")
+
+
+def test_block_editor_round_trips_a_spec_through_the_python_parser(ui, out_dir):
+    from loralab.block_weights import parse_block_weights
+
+    node = ui.eval("__ll.add('LoRALabLoader', 60, 60)")
+    ui.eval(f"__ll.pick({node}, 'lora_name', {json.dumps(XSS_FILE)})")
+    ui.wait_for(f"Object.keys(__ll.sliders({node})).length === 21")
+    assert ui.eval(f"__ll.el({node}, 'loralab_blocks').querySelector('select[title^=architecture]').value") == "sdxl"
+
+    ui.eval(f"__ll.type({node}, 'block_weights', 'IN04-IN08=0.5, OUT=0')")
+    sliders = ui.eval(f"__ll.sliders({node})")
+    assert (sliders["IN05"]["value"], sliders["OUT03"]["value"], sliders["BASE"]["value"]) == (0.5, 0, 1)
+
+    ui.eval(f"__ll.slide({node}, 'M00', 0.25)")
+    spec = ui.eval(f"__ll.widget({node}, 'block_weights').value")
+    assert spec == "BASE=1, IN00-IN03=1, IN04-IN08=0.5, M00=0.25, OTHER=1, default=0"
+    sliders = ui.eval(f"__ll.sliders({node})")
+    parsed = parse_block_weights(spec, "sdxl")
+    assert {b: parsed.weight(b) for b in sliders} == {b: s["value"] for b, s in sliders.items()}
+    shot(ui, "block_editor", [node], "loralab_blocks")
+
+    prompt = ui.eval("__ll.app.graphToPrompt().then((p) => p.output)")
+    assert prompt[str(node)]["inputs"]["block_weights"] == spec
+    assert not [k for k in prompt[str(node)]["inputs"] if k.startswith("loralab")]
+    values = ui.eval(f"__ll.app.graph.serialize().nodes.find((n) => n.id === {node}).widgets_values")
+    own = ui.eval(f"__ll.node({node}).widgets.filter((w) => !w.name.startsWith('loralab')).length")
+    assert spec in values and len([v for v in values if v is not None]) == own  # the editor saves nothing of its own
+
+    ui.eval(f"__ll.choose({node}, 'preset', 'OUTALL')")
+    assert ui.eval(f"__ll.widget({node}, 'block_weights').value") == "OUTALL"
+    sliders = ui.eval(f"__ll.sliders({node})")
+    outall = parse_block_weights("OUTALL", "sdxl")
+    assert {b: outall.weight(b) for b in sliders} == {b: s["value"] for b, s in sliders.items()}
+
+    ui.eval(f"__ll.type({node}, 'block_weights', 'IN09=1')")
+    status = ui.eval(f"__ll.el({node}, 'loralab_blocks').querySelector('.loralab-status').textContent")
+    assert status == "IN09 does not exist in SDXL (00..08)"
+    assert all(s["disabled"] for s in ui.eval(f"__ll.sliders({node})").values())
+
+    ui.eval(f"__ll.type({node}, 'block_weights', 'D0-5=1, S=0.3, default=0')")
+    ui.eval(f"__ll.pick({node}, 'lora_name', 'flux_kohya.safetensors')")
+    ui.wait_for(f"Object.keys(__ll.sliders({node})).length === 62")
+    sliders = ui.eval(f"__ll.sliders({node})")
+    assert (sliders["D05"]["value"], sliders["D06"]["value"], sliders["S37"]["value"]) == (1, 0, 0.3)
+    shot(ui, "block_editor_flux", [node], "loralab_blocks")
+
+
+def test_inspect_report_appears_on_the_node(ui, out_dir):
+    node = ui.eval("__ll.add('LoRALabInspect', 60, 60)")
+    ui.eval(f"__ll.pick({node}, 'lora_name', {json.dumps(XSS_FILE)})")
+    wait_panel(ui, node)
+    ui.eval("__ll.app.queuePrompt(0, 1)")
+    ui.wait_for(f"__ll.el({node}, 'loralab_report')?.querySelector('pre')", timeout=90)
+    report = ui.eval(f"__ll.el({node}, 'loralab_report').querySelector('pre').textContent")
+    assert PAYLOADS["script"] in report and "SDXL" in report
+    ui.eval(f"__ll.pick({node}, 'lora_name', 'flux_kohya.safetensors')")
+    ui.eval("__ll.app.queuePrompt(0, 1)")
+    ui.wait_for(f"__ll.el({node}, 'loralab_report').querySelector('pre').textContent.startsWith('flux_kohya')",
+                timeout=90)
+    shot(ui, "inspect_report", [node], "loralab_report")
+
+
+def test_loss_chart_draws_training_progress(ui, out_dir):
+    node = ui.eval("__ll.add('LoRALabTrainE2EProbe', 60, 60)")
+    assert ui.eval(f"__ll.el({node}, 'loralab_loss') === undefined")  # the chart comes with the first event
+    ui.eval("__ll.app.queuePrompt(0, 1)")
+    ui.wait_for(f"__ll.el({node}, 'loralab_loss')?.querySelector('.loralab-status').textContent.startsWith('step 120 / 120')",
+                timeout=90)
+    ui.pause(0.3)
+    painted = ui.eval(f"""(() => {{
+      const c = __ll.el({node}, 'loralab_loss').querySelector('canvas');
+      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
+      return n; }})()""")
+    assert painted > 500
+    shot(ui, "loss_chart", [node], "loralab_loss")
+
+
+def test_a_saved_workflow_reloads_with_panel_and_sliders(ui):
+    node = ui.eval("__ll.add('LoRALabLoader', 60, 60)")
+    ui.eval(f"__ll.pick({node}, 'lora_name', {json.dumps(XSS_FILE)})")
+    ui.eval(f"__ll.type({node}, 'block_weights', 'OUT=0, default=0.5')")
+    workflow = ui.eval("JSON.stringify(__ll.app.graph.serialize())")
+    ui.eval("__ll.reset()")
+    ui.eval(f"__ll.app.loadGraphData(JSON.parse({json.dumps(workflow)}))")
+    ui.wait_for(f"__ll.node({node}) && Object.keys(__ll.sliders({node})).length === 21")
+    wait_panel(ui, node)
+    assert ui.eval(f"__ll.widget({node}, 'block_weights').value") == "OUT=0, default=0.5"
+    sliders = ui.eval(f"__ll.sliders({node})")
+    assert (sliders["OUT04"]["value"], sliders["IN04"]["value"], sliders["BASE"]["value"]) == (0, 0.5, 0.5)

@@ -1,0 +1,73 @@
+// chart.js: smoothing math, axes, downsampling that keeps spikes, run handling, pixel mapping.
+import assert from "node:assert/strict";
+import test from "node:test";
+
+import { LossSeries, chartGeometry, downsample, ema, formatTick, niceAxis, niceStep, statusLine, ticksWithin } from "../../js/lib/chart.js";
+
+const close = (a, b) => assert.ok(Math.abs(a - b) < 1e-12, `${a} != ${b}`);
+
+test("debiased EMA: starts at the first value, constant stays constant, follows the recurrence", () => {
+  const out = ema([2, 4, 8], 0.9);
+  close(out[0], 2);
+  close(out[1], (0.9 * 0.1 * 2 + 0.1 * 4) / (0.9 * 0.1 + 0.1));
+  const acc = 0.81 * 0.1 * 2 + 0.9 * 0.1 * 4 + 0.1 * 8;
+  close(out[2], acc / (0.81 * 0.1 + 0.9 * 0.1 + 0.1));
+  for (const v of ema([3, 3, 3, 3])) close(v, 3);
+  assert.deepEqual(ema([]), []);
+});
+
+test("nice steps and axes", () => {
+  assert.equal(niceStep(100, 4), 50);
+  assert.equal(niceStep(0.37, 3), 0.2);
+  assert.deepEqual(niceAxis(0.083, 0.33, 3), { min: 0, max: 0.4, ticks: [0, 0.1, 0.2, 0.3, 0.4] });
+  assert.deepEqual(niceAxis(2, 2, 2).ticks.length > 1, true);
+  assert.deepEqual(niceAxis(NaN, 1), { min: 0, max: 1, ticks: [0, 0.5, 1] });
+  assert.deepEqual(ticksWithin(0, 120, 4), [0, 50, 100]);
+});
+
+test("downsampling keeps the lowest and highest of every bucket", () => {
+  const values = Array.from({ length: 1000 }, (_, i) => (i === 567 ? 100 : i === 123 ? -5 : Math.sin(i)));
+  const keep = downsample(values, 100);
+  assert.ok(keep.length <= 100);
+  assert.ok(keep.includes(567) && keep.includes(123));
+  assert.deepEqual([...keep].sort((a, b) => a - b), keep);
+  assert.deepEqual(downsample([1, 2, 3], 100), [0, 1, 2]);
+});
+
+test("a series follows its run, skips non-finite losses, and replaces re-reported steps", () => {
+  const s = new LossSeries();
+  assert.equal(statusLine(s), "waiting for training to start");
+  s.add({ run: "a", step: 1, total: 10, loss: 0.5, loss_avg: 0.5, lr: 1e-4 });
+  s.add({ run: "a", step: 2, total: 10, loss: NaN });
+  s.add({ run: "a", step: 3, total: 10, loss: 0.3, loss_avg: 0.45, lr: 5e-5 });
+  assert.deepEqual(s.steps, [1, 3]);
+  assert.equal(s.skipped, 1);
+  assert.equal(statusLine(s), "step 3 / 10 · loss 0.3 · avg 0.45 · lr 5.0e-5 · 1 non-finite loss");
+  s.add({ run: "a", step: 2, total: 10, loss: 0.4 });
+  assert.deepEqual(s.steps, [1, 2]);
+  s.add({ run: "b", step: 1, total: 5, loss: 1 });
+  assert.deepEqual([s.steps, s.losses, s.total, s.skipped], [[1], [1], 5, 0]);
+  assert.equal(s.add({ step: "x" }), false);
+  assert.equal(s.add(null), false);
+});
+
+test("geometry maps steps and losses into the box", () => {
+  const s = new LossSeries();
+  assert.equal(chartGeometry(s, { x: 0, y: 0, width: 100, height: 50 }), null);
+  s.add({ run: 1, step: 0, total: 100, loss: 0.4 });
+  s.add({ run: 1, step: 100, total: 100, loss: 0 });
+  const g = chartGeometry(s, { x: 10, y: 5, width: 100, height: 50 });
+  assert.deepEqual(g.raw, [[10, 5], [110, 55]]);
+  assert.equal(g.smooth[0][1], 5);
+  assert.ok(g.smooth[1][1] < 55, "the smoothed line lags the raw drop");
+  assert.deepEqual(g.xTicks.map((t) => t.value), [0, 50, 100]);
+  assert.equal(g.yTicks[0].pos, 55);
+});
+
+test("tick labels", () => {
+  assert.equal(formatTick(0), "0");
+  assert.equal(formatTick(0.123456), "0.1235");
+  assert.equal(formatTick(0.0001), "1.0e-4");
+  assert.equal(formatTick(250000), "2.5e5");
+  assert.equal(formatTick(NaN), "");
+});

@@ -1,0 +1,121 @@
+// The widgets' DOM builders, run against a fake DOM whose markup sinks throw: every string from
+// a file or the server ends up as text (textContent, text nodes, title), never as markup,
+// attribute handlers or URLs; only inert tags are created.
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import test from "node:test";
+
+import { el } from "../../js/lib/dom.js";
+import { buildSliders, setOptions, showValues, sliderValue } from "../../js/lib/editor_view.js";
+import { infoView } from "../../js/lib/format.js";
+import { renderInfo, renderReport } from "../../js/lib/panel.js";
+import { parseSpec } from "../../js/lib/spec.js";
+import { FakeDocument } from "./fake_dom.mjs";
+import { SAMPLE } from "./samples.mjs";
+import { XSS } from "./xss_corpus.mjs";
+
+const INERT_TAGS = new Set(["div", "span", "button", "pre", "select", "option", "input", "canvas", "#text"]);
+const noop = () => {};
+
+function assertInert(root) {
+  for (const node of root.walk()) {
+    assert.ok(INERT_TAGS.has(node.tagName), `created <${node.tagName}>`);
+    for (const [name] of node.attributes) assert.ok(!/^on/i.test(name), `attribute ${name}`);
+  }
+}
+
+function visibleText(root) {
+  return [...root.walk()].flatMap((n) => [n._text ?? "", n.title]).join("\n");
+}
+
+const hostile = {
+  ...SAMPLE,
+  name: XSS[0],
+  format: { id: XSS[1], name: XSS[2] },
+  arch: { id: "sdxl", name: XSS[3], variant: XSS[4], metadata_claim: XSS[5] },
+  training: { trainer: XSS[6], resolution: XSS[7], steps: 5 },
+  trigger_words: XSS,
+  triggers: XSS.map((word) => ({ word, kind: "trigger_phrase", source: word, likely: true })),
+  warnings: XSS.map((x) => ({ code: x, message: x, count: 3, items: [x, x, x] })),
+};
+
+test("the metadata panel shows hostile metadata as text only, expanded and compact", () => {
+  for (const expanded of [false, true]) {
+    const doc = new FakeDocument();
+    const root = renderInfo(doc, { label: XSS[1], status: "ok", view: infoView(hostile), expanded }, { toggle: noop, copy: noop });
+    assertInert(root);
+    const text = visibleText(root);
+    for (const payload of XSS.slice(0, 10)) assert.ok(text.includes(payload), `missing as text: ${payload}`);
+    assert.ok(text.includes("safe⟨U+202E⟩gnp.exe⟨U+202C⟩"));
+    assert.ok(doc.log.length > 20 && doc.log.every(([how]) => how === "textContent" || how === "createTextNode"));
+  }
+});
+
+test("chips copy exactly the stored word; the toggle expands", () => {
+  const doc = new FakeDocument();
+  const copied = [];
+  let toggled = 0;
+  const root = renderInfo(doc, { label: null, status: "ok", view: infoView(hostile), expanded: false },
+    { toggle: () => toggled++, copy: (word) => copied.push(word) });
+  const chips = [...root.walk()].filter((n) => n.className.split(" ").includes("loralab-chip"));
+  assert.equal(chips.length, XSS.length);
+  chips.forEach((c) => c.dispatch("click"));
+  assert.deepEqual(copied, XSS);
+  [...root.walk()].find((n) => n.className === "loralab-toggle").dispatch("click");
+  assert.equal(toggled, 1);
+});
+
+test("loading, empty and error states, with a hostile error message", () => {
+  for (const state of [{ status: "loading" }, { status: "empty" }, { status: "error", error: XSS[1] }]) {
+    const doc = new FakeDocument();
+    const root = renderInfo(doc, { label: "#1", ...state }, { toggle: noop, copy: noop });
+    assertInert(root);
+    if (state.error) assert.ok(visibleText(root).includes(`info unavailable: ${XSS[1]}`));
+  }
+});
+
+test("the report is one preformatted text node, invisible characters revealed, size bounded", () => {
+  for (const payload of XSS) {
+    const doc = new FakeDocument();
+    const pre = renderReport(doc, `report\n${payload}\n`);
+    assertInert(pre);
+    assert.equal(pre.tagName, "pre");
+    assert.ok(pre.textContent.length <= 20000);
+  }
+  assert.equal(renderReport(new FakeDocument(), "a\n<b>\u202E\tc").textContent, "a\n<b>⟨U+202E⟩\tc");
+});
+
+test("el refuses attributes outside its allow-list", () => {
+  const doc = new FakeDocument();
+  for (const name of ["onclick", "href", "src", "style", "srcdoc"]) {
+    assert.throws(() => el(doc, "div", { attrs: { [name]: "x" } }), /not allowed/);
+  }
+  assert.equal(el(doc, "span", { text: XSS[0] }).textContent, XSS[0]);
+});
+
+test("the block editor's sliders: one per block, values and tokens shown, moves reported on the grid", () => {
+  const corpus = JSON.parse(readFileSync(new URL("./spec_corpus.json", import.meta.url), "utf8"));
+  const catalog = corpus.catalogs.sdxl;
+  const doc = new FakeDocument();
+  const moves = [];
+  const { root, cells } = buildSliders(doc, catalog, (b, v) => moves.push([b, v]), noop);
+  assertInert(root);
+  assert.deepEqual([...cells.keys()], [...catalog.blocks, "OTHER"]);
+  showValues(cells, parseSpec("IN04-IN08=0.5, OUT=0, M00=A, BASE=R, OUT08=3", catalog).values, { a: 0.2 });
+  assert.equal(cells.get("IN05").input.value, "0.5");
+  assert.equal(cells.get("M00").input.value, "0.2");
+  assert.equal(cells.get("M00").cell.getAttribute("data-kind"), "token");
+  assert.equal(cells.get("BASE").cell.getAttribute("data-kind"), "token");
+  assert.equal(cells.get("OUT08").cell.getAttribute("data-kind"), "off");
+  assert.equal(cells.get("OUT08").input.value, "1.5");
+  assert.equal(cells.get("OUT03").cell.getAttribute("data-kind"), "zero");
+  assert.match(cells.get("BASE").cell.title, /random in \[0, 1\)/);
+  cells.get("IN01").input.value = "0.30000000000000004";
+  cells.get("IN01").input.dispatch("input");
+  assert.deepEqual(moves, [["IN01", 0.3]]);
+  assert.equal(sliderValue("-0.149"), -0.15);
+  const select = el(doc, "select");
+  setOptions(doc, select, [{ value: XSS[1], label: XSS[0] }], XSS[1]);
+  assertInert(select);
+  assert.equal(select.value, XSS[1]);
+});

@@ -1,0 +1,21 @@
+// Strings a crafted LoRA file can carry in its metadata.
+export const XSS = [
+  '<script>alert("xss")</script>',
+  "<img src=x onerror=alert(1)>",
+  '"><svg/onload=alert(2)>',
+  "<a href=\"javascript:alert(3)\">click</a>",
+  "javascript:alert(4)",
+  "' onmouseover='alert(5)",
+  "<iframe srcdoc='<script>alert(6)</script>'></iframe>",
+  "&lt;script&gt;alert(7)&lt;/script&gt; &amp; &#60;b&#62; &#x3C;i&#x3E;",
+  "{{constructor.constructor('alert(8)')()}}",
+  "${alert(9)}",
+  "safe\u202Egnp.exe\u202C",
+  "\u2067rtl isolate\u2069 \u200F",
+  "oh\u200Bwx\u200C\u200D\uFEFF",
+  "\u0000nul\u0007bell\u001b[31m",
+  "line\u2028sep\u2029para",
+  "\uD800lone surrogate",
+  "😀 emoji 👩‍👩‍👧 and 中文 and עברית",
+  "A".repeat(100000),
+];
