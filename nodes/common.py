@@ -8,7 +8,7 @@ import folder_paths
 from ..loralab.errors import UnsafeNameError
 from ..loralab.layouts import ModelLayout
 from ..loralab.layouts.mmdit import mmdit_variant
-from ..loralab.paths import resolve_in_folder
+from ..loralab.paths import check_relative_name, resolve_in_folder
 
 NODE_PREFIX = "LoRALab"
 CATEGORY = "LoRA Lab"
@@ -50,20 +50,28 @@ def lora_names() -> list[str]:
     return list(_LISTED[listing])
 
 
-def lora_path(name: str, extensions: tuple[str, ...] = LORA_EXTENSIONS) -> str:
-    """The real path of a file named relative to a ``loras`` folder; refuses names that escape it
-    and files without one of ``extensions`` (by default what :func:`lora_names` lists, so never a
-    pickled checkpoint)."""
+def lora_file(name: str, extensions: tuple[str, ...] = LORA_EXTENSIONS) -> str | None:
+    """The real path of a file named relative to a ``loras`` folder, or None where no folder holds
+    it; refuses (:class:`UnsafeNameError`) names that escape the folder and files without one of
+    ``extensions`` (by default what :func:`lora_names` lists, so never a pickled checkpoint)."""
     if isinstance(name, str) and not name.lower().endswith(extensions):
         raise UnsafeNameError(f"LoRA Lab reads {' and '.join(extensions)} files here only", key=name,
                               hint="convert the file to .safetensors with a tool you trust")
-    last: UnsafeNameError | None = None
+    check_relative_name(name)
     for folder in folder_paths.get_folder_paths("loras"):
-        try:
-            return resolve_in_folder(folder, name)
-        except UnsafeNameError as e:
-            last = e
-    raise last or UnsafeNameError("no loras folder is configured", key=name)
+        real = resolve_in_folder(folder, name, must_exist=False)
+        if os.path.isfile(real):
+            return real
+    return None
+
+
+def lora_path(name: str, extensions: tuple[str, ...] = LORA_EXTENSIONS) -> str:
+    """The real path of a file named relative to a ``loras`` folder; refuses what :func:`lora_file`
+    refuses, and names no loras folder holds."""
+    path = lora_file(name, extensions)
+    if path is None:
+        raise UnsafeNameError("no such file in the loras folders", key=name, hint="pick a file from the list")
+    return path
 
 
 def model_arch(model) -> str | None:

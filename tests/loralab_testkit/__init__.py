@@ -85,8 +85,9 @@ _RANK_DIMS = {
 }
 
 
-def scaled_shapes(name: str, rank: int | None) -> dict[str, tuple[int, ...]]:
-    """The fixture's shapes with every rank dimension capped at ``rank`` (None keeps them)."""
+def scaled_shapes(name: str, rank: int | None, at_most: bool = True) -> dict[str, tuple[int, ...]]:
+    """The fixture's shapes with every rank dimension capped at ``rank`` (None keeps them), or set
+    to ``rank`` when ``at_most`` is false (for full-size benchmark files at a higher rank)."""
     d = fixture("loras", name)
     shapes = {k: tuple(v["shape"]) for k, v in d["tensors"].items()}
     if rank is None:
@@ -99,7 +100,7 @@ def scaled_shapes(name: str, rank: int | None) -> dict[str, tuple[int, ...]]:
             if dims:
                 s = list(out[key])
                 for i in dims:
-                    s[i] = min(s[i], rank)
+                    s[i] = min(s[i], rank) if at_most else rank
                 out[key] = tuple(s)
     return out
 
@@ -204,3 +205,15 @@ def materialize_fitted(name: str, path: str, layout: ModelLayout, rank: int = 4,
     """Write :func:`fit_fixture_to_layout`'s tensors with the fixture's metadata as a real safetensors file."""
     return save_tensors(path, fit_fixture_to_layout(name, layout, rank, seed, dtype),
                         fixture("loras", name).get("metadata", {}))
+
+
+def xlabs_keys(double: int = 19, single: int = 38) -> list[str]:
+    """XLabs x-flux LoRA key names for every block of a Flux model (the fixture covers some only)."""
+    keys = []
+    for i in range(double):
+        for p in ("qkv_lora1", "qkv_lora2", "proj_lora1", "proj_lora2"):
+            keys += [f"double_blocks.{i}.processor.{p}.down.weight", f"double_blocks.{i}.processor.{p}.up.weight"]
+    for i in range(single):
+        for p in ("qkv_lora", "proj_lora"):
+            keys += [f"single_blocks.{i}.processor.{p}.down.weight", f"single_blocks.{i}.processor.{p}.up.weight"]
+    return keys
