@@ -23,29 +23,33 @@ def terminal_safe(text: str) -> str:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from .inspect import summarize
+    from .inspect import inspect_lora
     status = 0
     reports = []
     for path in args.files:
         try:
-            s = summarize(path)
-        except LoRALabError as e:
+            report = inspect_lora(path, blocks=args.blocks, hashes=args.hashes)
+        except (LoRALabError, OSError) as e:
             print(terminal_safe(f"error: {e}"), file=sys.stderr)
             status = 1
             continue
-        reports.append(s)
-        if not args.json:
-            print(terminal_safe(s.to_text()))
+        if args.json:
+            reports.append(report.to_dict())
+        else:
+            print(terminal_safe(report.to_text()))
             print()
     if args.json:
-        print(json.dumps([r.to_dict() for r in reports], indent=1))
+        print(json.dumps(reports, indent=1, ensure_ascii=False, allow_nan=False))
     return status
 
 
 def _add_inspect(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("inspect", help="what a LoRA is for and what it changes")
+    p = sub.add_parser("inspect", help="what a LoRA is for, what it changes, how it was trained, what is wrong")
     p.add_argument("files", nargs="+", help="LoRA .safetensors files")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--json", action="store_true", help="print a JSON list (one report per file) instead of text")
+    p.add_argument("--blocks", action="store_true",
+                   help="read the tensors: per-block strength and NaN/Inf/all-zero checks")
+    p.add_argument("--hashes", action="store_true", help="hash the files (sha256, AutoV2, AutoV3/addnet, legacy)")
     p.set_defaults(func=_cmd_inspect)
 
 

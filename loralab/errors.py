@@ -57,3 +57,15 @@ class SpecError(LoRALabError):
 
 class WriteError(LoRALabError):
     """A file could not be written (disk full, no permission...); the destination is unchanged."""
+
+
+class DatasetError(LoRALabError):
+    """A training dataset could not be read or has nothing usable in it."""
+
+
+class TrainingError(LoRALabError):
+    """Training settings that cannot work together, or a model the trainer cannot train."""
+
+
+class CheckpointError(LoRALabError):
+    """A training state file is corrupt, incomplete, or does not belong to the run resuming from it."""

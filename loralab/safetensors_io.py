@@ -103,11 +103,11 @@ def _sniff_pickle(path: str, head: bytes) -> None:
 
 
 def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
-    out: dict = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r} in header")
-        out[k] = v
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise ValueError(f"duplicate key {dup!r} in header")
     return out
 
 
@@ -146,6 +146,15 @@ def _parse_metadata(path: str, meta: object) -> dict[str, str]:
 
 
 def _parse_entry(path: str, name: str, entry: object, data_start: int, data_len: int) -> TensorInfo:
+    if type(entry) is dict:  # the common, valid case in few operations; anything odd is diagnosed below
+        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        size = DTYPES.get(dtype)[0] if type(dtype) is str and dtype in DTYPES else None  # type: ignore[index]
+        if (size is not None and type(shape) is list and len(shape) <= 8 and type(offsets) is list
+                and len(offsets) == 2 and all(type(d) is int and 0 <= d < 2**48 for d in shape)):
+            begin, end = offsets
+            if (type(begin) is int and type(end) is int and 0 <= begin <= end <= data_len
+                    and end - begin == math.prod(shape) * size):
+                return TensorInfo(name, dtype, tuple(shape), data_start + begin, data_start + end)
     if not isinstance(entry, dict):
         raise SafetensorsError("tensor entry is not an object", path=path, key=name)
     dtype = entry.get("dtype")
@@ -333,7 +342,18 @@ class SafetensorsFile:
         info = self.info(key)
         if info.numel != 1:
             raise LoRALabError(f"expected a scalar, found shape {list(info.shape)}", path=self.path, key=key)
-        return float(self.get(key).reshape(()).to(torch.float64))
+        fmt = _SCALAR_FORMATS.get(info.dtype)
+        if fmt is None:
+            return float(self.get(key).reshape(()).to(torch.float64))
+        raw = self.read_bytes(key)
+        if info.dtype == "BF16":  # the upper half of a float32
+            raw = b"\x00\x00" + raw
+        return float(struct.unpack(fmt, raw)[0])
+
+
+#: struct formats of one little-endian scalar, per safetensors dtype (others go through torch)
+_SCALAR_FORMATS = {"F64": "<d", "F32": "<f", "F16": "<e", "BF16": "<f", "I64": "<q", "I32": "<i", "I16": "<h",
+                   "I8": "<b", "U8": "<B", "BOOL": "<?"}
 
 
 def _pread_all(fd: int, size: int, offset: int) -> bytes:

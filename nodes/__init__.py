@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import merge, routes_blocks
+from . import dataset, inspect, loader, merge, routes_blocks, train
 
 #: node modules; each exposes ``NODES``, a list of io.ComfyNode classes
-NODE_MODULES: list = [routes_blocks, merge]
+NODE_MODULES: list = [loader, dataset, train, routes_blocks, inspect, merge]
 
 
 class LoRALabExtension(ComfyExtension):

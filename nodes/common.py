@@ -8,7 +8,7 @@ import folder_paths
 from ..loralab.errors import UnsafeNameError
 from ..loralab.layouts import ModelLayout
 from ..loralab.layouts.mmdit import mmdit_variant
-from ..loralab.paths import resolve_in_folder
+from ..loralab.paths import check_relative_name, resolve_in_folder
 
 NODE_PREFIX = "LoRALab"
 CATEGORY = "LoRA Lab"
@@ -29,17 +29,15 @@ def display_name(name: str) -> str:
     return f"{name} (LoRA Lab)"
 
 
-#: the last folder listing and the names of it that lora_names offers (resolving every name takes
-#: seconds in a large folder, and ComfyUI asks for a node's inputs on every validation)
-_OFFERED: dict[tuple[str, ...], list[str]] = {}
+_LISTED: dict[tuple[str, ...], list[str]] = {}
 
 
 def lora_names() -> list[str]:
     """LoRA files in ComfyUI's ``loras`` folders that LoRA Lab can read: safetensors only, and only
-    files that lie inside a loras folder (a symlink leading out of it is not offered)."""
+    files that lie inside a loras folder (a symlink leading out of it is not offered). Checked
+    again whenever ComfyUI's listing changes; :func:`lora_path` checks the chosen name anyway."""
     listing = tuple(folder_paths.get_filename_list("loras"))
-    names = _OFFERED.get(listing)
-    if names is None:
+    if listing not in _LISTED:
         names = []
         for name in listing:
             try:
@@ -47,9 +45,9 @@ def lora_names() -> list[str]:
             except UnsafeNameError:
                 continue
             names.append(name)
-        _OFFERED.clear()
-        _OFFERED[listing] = names
-    return list(names)
+        _LISTED.clear()
+        _LISTED[listing] = names
+    return list(_LISTED[listing])
 
 
 def unlisted(names: dict, allowed: list[str]) -> bool | str:
@@ -62,19 +60,28 @@ def unlisted(names: dict, allowed: list[str]) -> bool | str:
     return True
 
 
-def lora_path(name: str) -> str:
-    """The real path of a file named relative to a ``loras`` folder; refuses names that escape it
-    and files :func:`lora_names` would not list (pickled checkpoints above all)."""
-    if isinstance(name, str) and not name.lower().endswith(LORA_EXTENSIONS):
-        raise UnsafeNameError("LoRA Lab reads .safetensors LoRAs only", key=name,
+def lora_file(name: str, extensions: tuple[str, ...] = LORA_EXTENSIONS) -> str | None:
+    """The real path of a file named relative to a ``loras`` folder, or None where no folder holds
+    it; refuses (:class:`UnsafeNameError`) names that escape the folder and files without one of
+    ``extensions`` (by default what :func:`lora_names` lists, so never a pickled checkpoint)."""
+    if isinstance(name, str) and not name.lower().endswith(extensions):
+        raise UnsafeNameError(f"LoRA Lab reads {' and '.join(extensions)} files here only", key=name,
                               hint="convert the file to .safetensors with a tool you trust")
-    last: UnsafeNameError | None = None
+    check_relative_name(name)
     for folder in folder_paths.get_folder_paths("loras"):
-        try:
-            return resolve_in_folder(folder, name)
-        except UnsafeNameError as e:
-            last = e
-    raise last or UnsafeNameError("no loras folder is configured", key=name)
+        real = resolve_in_folder(folder, name, must_exist=False)
+        if os.path.isfile(real):
+            return real
+    return None
+
+
+def lora_path(name: str, extensions: tuple[str, ...] = LORA_EXTENSIONS) -> str:
+    """The real path of a file named relative to a ``loras`` folder; refuses what :func:`lora_file`
+    refuses, and names no loras folder holds."""
+    path = lora_file(name, extensions)
+    if path is None:
+        raise UnsafeNameError("no such file in the loras folders", key=name, hint="pick a file from the list")
+    return path
 
 
 def model_arch(model) -> str | None:

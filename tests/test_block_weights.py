@@ -146,3 +146,92 @@ def test_vector_forms_cover_every_standard_block():
     for arch_id, forms in VECTOR_FORMS.items():
         longest = max(forms, key=int)
         assert set(forms[longest]) == set(standard_blocks(arch_id)), arch_id
+
+
+def test_inspire_preset_names():
+    bw = parse_block_weights("SD-OUTALL", "sd1")
+    assert bw.weight("BASE") == 1 and bw.weight("IN01") == 0 and bw.weight("OUT03") == 1
+    bw = parse_block_weights("sd-ab", "sd1", a=0.3, b=0.6)
+    assert bw.weight("BASE") == 0.3 and bw.weight("IN01") == 0.6 and bw.weight("OUT07") == 0.3
+    rout = parse_block_weights("SD-ROUT", "sd1", seed=5)
+    assert rout.weight("M00") == 1 and 0 <= rout.weight("OUT03") < 1
+    assert rout.weights == parse_block_weights("SD-ROUT", "sd1", seed=5).weights
+    bw = parse_block_weights("SDXL-LyC-OUTALL", "sdxl")
+    assert [bw.weight(b) for b in ("BASE", "IN00", "IN08", "M00", "OUT00", "OUT08")] == [1, 0, 0, 0, 1, 1]
+    assert bw.weight(OTHER) == 0
+    bw = parse_block_weights("SD-LyC-MIDALL", "sd2")
+    assert [bw.weight(b) for b in ("BASE", "IN00", "M00", "OUT11")] == [1, 0, 1, 0]
+    assert parse_block_weights("SDXL-NONE", "sdxl").weight("OUT05") == 0
+
+
+def test_sd3_gets_the_shared_presets():
+    assert parse_block_weights("NONE", "sd3").is_uniform(0.0)
+    assert parse_block_weights("ALL0.5", "sd35l").is_uniform(0.5)
+
+
+_SD17 = ["BASE", "IN01", "IN02", "IN04", "IN05", "IN07", "IN08", "M00", *(f"OUT{i:02d}" for i in range(3, 12))]
+_XL12 = ["BASE", "IN04", "IN05", "IN07", "IN08", "M00", *(f"OUT{i:02d}" for i in range(6))]
+_OUT = lambda lo, hi: [f"OUT{i:02d}" for i in range(lo, hi + 1)]  # noqa: E731
+#: preset -> the blocks of its vector form set to 1 (every other block of the form 0), as LBW/Inspire define them
+SD_PRESETS = {
+    "NONE": [], "ALL": _SD17, "INS": ["BASE", "IN01", "IN02", "IN04"], "IND": ["BASE", "IN05", "IN07", "IN08"],
+    "INALL": ["BASE", "IN01", "IN02", "IN04", "IN05", "IN07", "IN08"],
+    "MIDD": ["BASE", "IN05", "IN07", "IN08", "M00", *_OUT(3, 6)], "OUTD": ["BASE", *_OUT(3, 6)],
+    "OUTS": ["BASE", *_OUT(7, 11)], "OUTALL": ["BASE", *_OUT(3, 11)],
+}
+XL_PRESETS = {"NONE": [], "ALL": _XL12, "INALL": ["BASE", "IN04", "IN05", "IN07", "IN08"], "MIDALL": ["BASE", "M00"],
+              "OUTALL": ["BASE", *_OUT(0, 5)]}
+
+
+@pytest.mark.parametrize("prefix", ["", "SD-"])
+@pytest.mark.parametrize("name", sorted(SD_PRESETS))
+def test_every_sd_preset_sets_its_blocks(prefix, name):
+    bw = parse_block_weights(prefix + name, "sd1")
+    assert {b: bw.weight(b) for b in _SD17} == {b: float(b in SD_PRESETS[name]) for b in _SD17}
+    assert all(bw.weight(b) == 1 for b in ("IN00", "IN03", "IN06", "IN09", "IN10", "IN11", "OUT00", "OUT02", OTHER))
+
+
+@pytest.mark.parametrize("prefix", ["", "SDXL-"])
+@pytest.mark.parametrize("name", sorted(XL_PRESETS))
+def test_every_sdxl_preset_sets_its_blocks(prefix, name):
+    bw = parse_block_weights(prefix + name, "sdxl")
+    assert {b: bw.weight(b) for b in _XL12} == {b: float(b in XL_PRESETS[name]) for b in _XL12}
+    assert all(bw.weight(b) == 1 for b in ("IN00", "IN03", "IN06", "OUT06", "OUT08", OTHER))
+
+
+def test_half_and_inspire_extra_presets():
+    for name, arch_id, form in (("ALL0.5", "sd1", _SD17), ("SD-ALL0.5", "sd1", _SD17), ("ALL0.5", "sdxl", _XL12)):
+        assert [parse_block_weights(name, arch_id).weight(b) for b in form] == [0.5] * len(form)
+    mout = parse_block_weights("SD-MOUT", "sd1")
+    assert [mout.weight(b) for b in _SD17] == [1, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0.5, 0, 0]
+    aout = parse_block_weights("SD-AOUT", "sd1", a=0.2)
+    assert [aout.weight(b) for b in _SD17] == [0.2] + [1] * 11 + [0.2] * 5
+
+
+@pytest.mark.parametrize("arch_id", ["sd1", "sd2", "sdxl"])
+@pytest.mark.parametrize("part,blocks", [("INALL", ("IN",)), ("MIDALL", ("M",)), ("OUTALL", ("OUT",))])
+def test_lycoris_presets_cover_every_block_of_their_part(arch_id, part, blocks):
+    for prefix in ("SD-LyC-", "SDXL-LyC-"):
+        bw = parse_block_weights(prefix + part, arch_id)
+        for b in [*standard_blocks(arch_id), OTHER]:
+            on = b == "BASE" or any(b.startswith(f) and b[len(f):].isdigit() for f in blocks)
+            assert bw.weight(b) == float(on), (prefix + part, b)
+    assert parse_block_weights("SD-LyC-NONE", arch_id).is_uniform(0.0)
+    assert parse_block_weights("SDXL-LyC-ALL", arch_id).is_uniform(1.0)
+
+
+def test_flux_presets_set_their_blocks():
+    expect = {
+        "FLUX-DOUBLE": lambda b: 0.0 if b.startswith("S") else 1.0,
+        "FLUX-SINGLE": lambda b: 0.0 if b.startswith("D") else 1.0,
+        "FLUX-DBL-FRONT": lambda b: 1.0 if b in [f"D{i:02d}" for i in range(6)] or b[0] not in "DS" else 0.0,
+        "FLUX-DBL-MID": lambda b: 1.0 if b in [f"D{i:02d}" for i in range(6, 13)] or b[0] not in "DS" else 0.0,
+        "FLUX-DBL-TAIL": lambda b: 1.0 if b in [f"D{i:02d}" for i in range(13, 19)] or b[0] not in "DS" else 0.0,
+        "FLUX-SGL-FRONT": lambda b: 1.0 if b in [f"S{i:02d}" for i in range(13)] or b[0] not in "DS" else 0.0,
+        "FLUX-SGL-MID": lambda b: 1.0 if b in [f"S{i:02d}" for i in range(13, 26)] or b[0] not in "DS" else 0.0,
+        "FLUX-SGL-TAIL": lambda b: 1.0 if b in [f"S{i:02d}" for i in range(26, 38)] or b[0] not in "DS" else 0.0,
+    }
+    for name, weight in expect.items():
+        bw = parse_block_weights(name, "flux")
+        assert {b: bw.weight(b) for b in standard_blocks("flux")} == {b: weight(b) for b in standard_blocks("flux")}
+    assert parse_block_weights("NONE", "flux").is_uniform(0.0) and parse_block_weights("ALL", "flux").is_uniform(1.0)

@@ -17,25 +17,36 @@ def test_help():
     assert r.returncode == 0 and "inspect" in r.stdout
 
 
-def test_inspect_text_and_json(tmp):
-    path = materialize("kohya_sdxl_lora", os.path.join(tmp, "k.safetensors"), rank=2)
-    r = run("inspect", path)
+def test_inspect_text_then_json_with_blocks_and_hashes(tmp):
+    sdxl = materialize("kohya_sdxl_lora", os.path.join(tmp, "k.safetensors"), rank=2)
+    sd15 = materialize("kohya_sd15_lora", os.path.join(tmp, "s.safetensors"), rank=2)
+    r = run("inspect", sdxl)
     assert r.returncode == 0, r.stderr
-    assert "kohya sd-scripts" in r.stdout and "SDXL" in r.stdout and "986 mapped, 0 not mapped" in r.stdout
-    r = run("inspect", "--json", path)
+    assert "kohya sd-scripts" in r.stdout and "SDXL" in r.stdout and "986 of 986 mapped" in r.stdout
+    assert "trigger words: ohwx woman" in r.stdout
+    assert "block strength" not in r.stdout and "sha256" not in r.stdout  # header only by default
+    r = run("inspect", "--json", "--blocks", "--hashes", sdxl, sd15)
+    assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
-    assert data[0]["arch"] == "sdxl" and data[0]["format"] == "kohya" and data[0]["ranks"] == "2 ×986"
+    assert [d["arch"]["id"] for d in data] == ["sdxl", "sd1"] and data[0]["format"]["id"] == "kohya"
+    assert data[0]["rank"]["summary"] == "2 ×986"
+    for d in data:
+        touched = {b["block"] for b in d["blocks"]["items"] if b["modules"]}
+        assert touched == set(d["coverage"]["blocks"])
+        assert len(d["hashes"]["sha256"]) == 64 and d["hashes"]["autov2"] == d["hashes"]["sha256"][:10]
 
 
 def test_inspect_unreadable_file_fails_with_message(tmp):
     bad = os.path.join(tmp, "bad.safetensors")
     with open(bad, "wb") as f:
         f.write(b"\x80\x04garbage")
+    missing = os.path.join(tmp, "missing.safetensors")
     good = materialize("kohya_sd15_lora", os.path.join(tmp, "good.safetensors"), rank=2)
-    r = run("inspect", bad, good)
+    r = run("inspect", bad, good, missing)
     assert r.returncode == 1
     assert "bad.safetensors" in r.stderr and "pickle" in r.stderr
-    assert "SD1.x" in r.stdout
+    assert "missing.safetensors" in r.stderr and "not found" in r.stderr
+    assert "SD1.x" in r.stdout and "Traceback" not in r.stderr
 
 
 def test_file_controlled_text_cannot_drive_the_terminal(tmp):

@@ -276,3 +276,14 @@ def test_collector_pause_is_undone_whatever_happens(tmp):
         assert not gc.isenabled()  # the caller's choice is kept
     finally:
         gc.enable()
+
+
+def test_scalar_of_every_dtype(tmp):
+    values = {"f64": torch.tensor(0.1, dtype=torch.float64), "f32": torch.tensor(0.1), "f16": torch.tensor(0.1).half(),
+              "bf16": torch.tensor(0.3).bfloat16(), "inf16": torch.tensor(1e6).half(), "i64": torch.tensor(-7),
+              "i32": torch.tensor(9, dtype=torch.int32), "u8": torch.tensor(200, dtype=torch.uint8),
+              "bool": torch.tensor(True), "one": torch.tensor([[2.5]])}
+    path = save_tensors(os.path.join(tmp, "s.safetensors"), values)
+    with open_safetensors(path) as f:
+        for k, t in values.items():
+            assert f.scalar(k) == float(t.reshape(()).to(torch.float64)), k

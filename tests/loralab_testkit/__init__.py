@@ -9,7 +9,9 @@ from functools import lru_cache
 
 import torch
 
-from loralab.modules import group_keys
+from loralab.canonical import target_for, target_shape
+from loralab.layouts import ModelLayout
+from loralab.modules import Entry, group_keys
 from loralab.safetensors_io import DTYPES, save_tensors
 from loralab.sources import TensorSource
 
@@ -83,8 +85,9 @@ _RANK_DIMS = {
 }
 
 
-def scaled_shapes(name: str, rank: int | None) -> dict[str, tuple[int, ...]]:
-    """The fixture's shapes with every rank dimension capped at ``rank`` (None keeps them)."""
+def scaled_shapes(name: str, rank: int | None, at_most: bool = True) -> dict[str, tuple[int, ...]]:
+    """The fixture's shapes with every rank dimension capped at ``rank`` (None keeps them), or set
+    to ``rank`` when ``at_most`` is false (for full-size benchmark files at a higher rank)."""
     d = fixture("loras", name)
     shapes = {k: tuple(v["shape"]) for k, v in d["tensors"].items()}
     if rank is None:
@@ -97,7 +100,7 @@ def scaled_shapes(name: str, rank: int | None) -> dict[str, tuple[int, ...]]:
             if dims:
                 s = list(out[key])
                 for i in dims:
-                    s[i] = min(s[i], rank)
+                    s[i] = min(s[i], rank) if at_most else rank
                 out[key] = tuple(s)
     return out
 
@@ -121,3 +124,96 @@ def fixture_tensors(name: str, rank: int | None = None, seed: int = 0, dtype: to
 def materialize(name: str, path: str, rank: int | None = 4, seed: int = 0, dtype: torch.dtype | None = None) -> str:
     """Write a LoRA fixture as a real safetensors file (rank capped for speed; None = full size)."""
     return save_tensors(path, fixture_tensors(name, rank, seed, dtype), fixture("loras", name).get("metadata", {}))
+
+
+def _fitted_shape(entry: Entry, role: str, fixture_shape: tuple[int, ...], target: tuple[int, ...],
+                  rank: int) -> tuple[int, ...]:
+    """The shape of one tensor of ``entry`` rebuilt for a target weight of shape ``target``
+    (rows of a split already taken), keeping the fixture tensor's dimensionality."""
+    out, rest = target[0], target[1:]
+    fan_in = math.prod(rest) if rest else 1
+    kernel = tuple(rest[1:])
+    r = min(rank, entry.rank() or rank)
+    if role in ("diff", "set", "w_norm", "diff_b", "b_norm"):
+        return target
+    if role == "dora_scale":
+        if fixture_shape[0] == 1:  # magnitude per input column
+            return (1, rest[0], *[1] * (len(fixture_shape) - 2))
+        return (out, *[1] * (len(fixture_shape) - 1))
+    if entry.kind == "lora":
+        if role == "up":
+            return (out, r, *fixture_shape[2:])
+        if role == "down":
+            return (r, rest[0], *kernel) if len(fixture_shape) > 2 else (r, fan_in)
+        if role == "mid":
+            return (r, r, *kernel)
+    if entry.kind == "loha":
+        if role in ("w1a", "w2a"):
+            return (out, r)
+        if role in ("w1b", "w2b"):
+            return (r, fan_in)
+    if entry.kind == "lokr":
+        s1 = entry.shapes.get("w1") or (entry.shapes["w1a"][0], entry.shapes["w1b"][1])
+        a, b = math.gcd(out, s1[0]), math.gcd(fan_in, s1[1])
+        if role == "w1":
+            return (a, b)
+        if role == "w1a":
+            return (a, r)
+        if role == "w1b":
+            return (r, b)
+        if role == "w2":
+            return (out // a, fan_in // b)
+        if role == "w2a":
+            return (out // a, r)
+        if role == "w2b":
+            return (r, fan_in // b)
+    raise ValueError(f"{entry.kind} {role} {fixture_shape}: no rule to fit this tensor to {target}")
+
+
+def fit_fixture_to_layout(name: str, layout: ModelLayout, rank: int = 4, seed: int = 0,
+                          dtype: torch.dtype | None = None, std: float = 0.02) -> dict[str, torch.Tensor]:
+    """A LoRA fixture rebuilt for the model of ``layout`` (a tiny test model): every fixture module
+    that resolves in ``layout`` keeps its own key names and naming style, its tensors are shaped for
+    that model's weight (rank capped at ``rank``), seeded random values; scalars keep their values.
+    Modules the model does not have are left out."""
+    d = fixture("loras", name)
+    infos = d["tensors"]
+    scalars = d.get("scalar_values", {})
+    parsed = group_keys({k: tuple(v["shape"]) for k, v in infos.items()}, {k: v["dtype"] for k, v in infos.items()})
+    g = torch.Generator().manual_seed(seed)
+    out: dict[str, torch.Tensor] = {}
+    for e in parsed.entries:
+        target, _ = target_for(e, layout)
+        if target is None:
+            continue
+        tshape = target_shape(target, layout)
+        for role, key in e.keys.items():
+            tdt = dtype or DTYPES[infos[key]["dtype"]][1]
+            if role == "alpha":
+                out[key] = torch.tensor(float(scalars.get(key, 1.0))).to(tdt)
+                continue
+            shape = _fitted_shape(e, role, tuple(infos[key]["shape"]), tshape, rank)
+            values = torch.randn(shape, generator=g) * std
+            if role == "dora_scale":
+                values = values.abs() + 1.0
+            out[key] = values.to(tdt)
+    return out
+
+
+def materialize_fitted(name: str, path: str, layout: ModelLayout, rank: int = 4, seed: int = 0,
+                       dtype: torch.dtype | None = None) -> str:
+    """Write :func:`fit_fixture_to_layout`'s tensors with the fixture's metadata as a real safetensors file."""
+    return save_tensors(path, fit_fixture_to_layout(name, layout, rank, seed, dtype),
+                        fixture("loras", name).get("metadata", {}))
+
+
+def xlabs_keys(double: int = 19, single: int = 38) -> list[str]:
+    """XLabs x-flux LoRA key names for every block of a Flux model (the fixture covers some only)."""
+    keys = []
+    for i in range(double):
+        for p in ("qkv_lora1", "qkv_lora2", "proj_lora1", "proj_lora2"):
+            keys += [f"double_blocks.{i}.processor.{p}.down.weight", f"double_blocks.{i}.processor.{p}.up.weight"]
+    for i in range(single):
+        for p in ("qkv_lora", "proj_lora"):
+            keys += [f"single_blocks.{i}.processor.{p}.down.weight", f"single_blocks.{i}.processor.{p}.up.weight"]
+    return keys

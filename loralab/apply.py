@@ -1,0 +1,159 @@
+"""How a LoRA lands on a loaded model under block weights.
+
+A plan gives every entry of the file one fate: patched into the model or the CLIP with
+``strength × weight of its absolute block``, left out because its block weight makes that 0, or
+not applied with the reason (wrong architecture, no such weight, no CLIP connected...). The host
+layer turns the patched entries into one patch group per (patcher, distinct strength).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .archs import ARCHS
+from .block_weights import BlockWeights
+from .blocks import block_of
+from .detect import Detection
+from .lora import Lora, MappedEntry
+
+MODEL = "model"
+CLIP = "clip"
+
+
+@dataclass(frozen=True, eq=False)
+class Planned:
+    """A mapped entry, the absolute block of its model key, that block's weight, and the final
+    strength its patch gets (strength_model or strength_clip times the weight)."""
+
+    item: MappedEntry
+    block: str
+    weight: float
+    strength: float
+
+    @property
+    def patcher(self) -> str:
+        """``"model"`` for diffusion-model keys, ``"clip"`` for text-encoder keys."""
+        return MODEL if self.item.component == "unet" else CLIP
+
+    @property
+    def key(self) -> str:
+        return self.item.target.key
+
+
+@dataclass(frozen=True)
+class NotApplied:
+    """An entry (or a tensor that belongs to none) that changes nothing, and why."""
+
+    module: str  # the module name in the file, or the tensor key where no entry holds it
+    param: str  # "weight", "bias", or "" for a lone tensor
+    reason: str
+
+
+def arch_mismatch(detection: Detection, model_arch: str) -> str | None:
+    """Why a LoRA must not be applied to a model of ``model_arch`` (None if it may): its weights fit
+    another architecture better than this one."""
+    if detection.arch is None or detection.arch == model_arch:
+        return None
+    scores = {s.arch: s.fitting for s in detection.scores}
+    if scores.get(model_arch, 0) >= scores.get(detection.arch, 0):
+        return None
+    return (f"this LoRA is for {ARCHS[detection.arch].name}, the model is {ARCHS[model_arch].name}: "
+            "nothing applied (use a LoRA made for this model)")
+
+
+@dataclass
+class ApplyPlan:
+    """What applying one LoRA to one model (and CLIP) does, entry by entry."""
+
+    label: str
+    format_name: str
+    lora_arch: str | None
+    model_arch: str
+    weights: BlockWeights
+    strength_model: float
+    strength_clip: float
+    refused: str | None = None
+    patches: list[Planned] = field(default_factory=list)
+    zero: list[Planned] = field(default_factory=list)
+    not_applied: list[NotApplied] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def groups(self, patcher: str) -> list[tuple[float, list[Planned]]]:
+        """The entries patched into ``patcher`` ("model" or "clip"), one group per distinct strength,
+        groups and entries in file order."""
+        out: dict[float, list[Planned]] = {}
+        for p in self.patches:
+            if p.patcher == patcher:
+                out.setdefault(p.strength, []).append(p)
+        return list(out.items())
+
+    def drop(self, planned: Planned, reason: str) -> None:
+        """Record that the host could not apply a planned entry."""
+        self.patches.remove(planned)
+        e = planned.item.entry
+        self.not_applied.append(NotApplied(e.module, e.param, reason))
+
+    def block_table(self) -> list[tuple[str, float, int]]:
+        """(block, weight, number of model keys this LoRA changes in it), in display order."""
+        keys = {p.key for p in self.patches} | {p.key for p in self.zero}
+        return self.weights.table(sorted(keys))
+
+    def report(self) -> str:
+        """The plain-text summary the node shows: architectures, per-block weights, what was
+        applied where, and every entry not applied with its reason."""
+        model_name = ARCHS[self.model_arch].name
+        made_for = ARCHS[self.lora_arch].name if self.lora_arch else "no released model (sizes fit none)"
+        lines = [f"LoRA: {self.label} ({self.format_name}; made for {made_for})", f"model: {model_name}"]
+        lines += [f"note: {n}" for n in self.notes]
+        if self.refused:
+            lines.append(self.refused)
+            return "\n".join(lines)
+        spec = self.weights.source.strip() or "(empty: every block 1)"
+        lines.append(f"block weights: {' '.join(spec.split())}")
+        table = self.block_table()
+        if table:
+            width = max(5, *(len(b) for b, _, _ in table))
+            lines.append(f"  {'block':<{width}}  {'weight':>8}  keys")
+            lines += [f"  {b:<{width}}  {w:>8g}  {n}" for b, w, n in table]
+        for patcher, strength in ((MODEL, self.strength_model), (CLIP, self.strength_clip)):
+            groups = self.groups(patcher)
+            modules = sum(len(g) for _, g in groups)
+            keys = len({p.key for _, g in groups for p in g})
+            strengths = ", ".join(f"{s:g}" for s, _ in groups)
+            lines.append(f"applied to the {patcher}: {keys} keys from {modules} modules"
+                         + (f" (strength {strength:g} x block weight = {strengths})" if groups else ""))
+        if self.zero:
+            lines.append(f"strength x block weight = 0, left out: {len(self.zero)} modules")
+        if self.not_applied:
+            lines.append(f"not applied: {len(self.not_applied)} modules")
+            lines += [f"  {n.module}{'' if n.param in ('weight', '') else ' (' + n.param + ')'}: {n.reason}"
+                      for n in self.not_applied]
+        return "\n".join(lines)
+
+
+def plan_application(lora: Lora, weights: BlockWeights, strength_model: float, strength_clip: float, *,
+                     model_arch: str, clip_connected: bool, label: str | None = None) -> ApplyPlan:
+    """Plan applying ``lora`` (opened on the model's own layout) to a model of ``model_arch``."""
+    det = lora.detection
+    plan = ApplyPlan(label or lora.source.label, det.format_name, det.arch, model_arch, weights,
+                     strength_model, strength_clip, notes=list(det.warnings))
+    plan.refused = arch_mismatch(det, model_arch)
+    if plan.refused:
+        return plan
+    family = ARCHS[model_arch].family
+    plan.not_applied += [NotApplied(k, "", "not a tensor of any LoRA format LoRA Lab reads") for k in lora.unrecognized]
+    plan.not_applied += [NotApplied(k, "", "belongs to no adapter (its partner tensors are missing)")
+                         for k in lora.orphans]
+    for item in lora.items:
+        e = item.entry
+        if not item.mapped:
+            plan.not_applied.append(NotApplied(e.module, e.param, item.reason or "not mapped"))
+            continue
+        to_model = item.component == "unet"
+        if not to_model and not clip_connected:
+            plan.not_applied.append(NotApplied(e.module, e.param, f"text encoder {item.component}: no CLIP connected"))
+            continue
+        block = block_of(item.target.key, family)
+        w = weights.weight(block)
+        planned = Planned(item, block, w, (strength_model if to_model else strength_clip) * w)
+        (plan.patches if planned.strength != 0 else plan.zero).append(planned)
+    return plan

@@ -1,0 +1,32 @@
+"""Autograd through models written for inference.
+
+ComfyUI's Flux blocks add residuals in place (``x += ...``, ``txt += ...``) into the very tensor a
+LayerNorm just normalised; the LayerNorm saved that tensor for its backward, so autograd refuses
+the in-place change. Giving every LayerNorm its own copy of a grad-carrying input leaves the
+saved tensor intact and the arithmetic unchanged (one activation copy per LayerNorm).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+from torch import nn
+
+
+def _copy_input(module: nn.Module, args: tuple) -> tuple | None:
+    if args and torch.is_tensor(args[0]) and args[0].requires_grad:
+        return (args[0].clone(), *args[1:])
+    return None
+
+
+@contextlib.contextmanager
+def copy_norm_inputs(root: nn.Module) -> Iterator[int]:
+    """Within the block, every LayerNorm under ``root`` works on a copy of its input; yields how
+    many LayerNorms there are."""
+    handles = [m.register_forward_pre_hook(_copy_input) for m in root.modules() if isinstance(m, nn.LayerNorm)]
+    try:
+        yield len(handles)
+    finally:
+        for h in handles:
+            h.remove()

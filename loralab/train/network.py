@@ -1,0 +1,309 @@
+"""Trainable networks: LoRA, LoCon, LoHa, LoKr and DoRA modules on chosen model weights.
+
+Each module is a weight function ``W -> W'`` (what ComfyUI's ``ModelPatcher.add_weight_wrapper``
+takes): the graph's own model computes with the patched weight and autograd reaches the factors.
+Factors are fp32 whatever the base weight's dtype; ``W'`` is returned in ``W``'s dtype. The
+arithmetic is the one ComfyUI's loader applies to a saved file (``W + scale·ΔW``; DoRA normalises
+``W + scale·ΔW`` per input column to the learned magnitude), so the saved LoRA reproduces the
+trained model.
+
+Targets come from presets over the model's weights (``attention``, ``attention_mlp``,
+``all_linear``, ``all_linear_convs``) and a block spec in the loader's syntax
+(:func:`loralab.block_weights.parse_block_weights`): a block weighted 0 is not trained, any other
+weight multiplies that block's learning rate.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Callable, Iterator, Mapping
+
+import torch
+from torch import nn
+
+from ..adapters import LoHa, LoKr, LoRA
+from ..archs import arch
+from ..block_weights import parse_block_weights
+from ..errors import TrainingError
+from ..layouts import DIFFUSION_PREFIX, ModelLayout, Target
+
+ALGORITHMS = ("lora", "locon", "loha", "lokr", "dora")
+PRESETS = ("attention", "attention_mlp", "all_linear", "all_linear_convs")
+
+_ATTENTION = {
+    "unet": re.compile(r"\.attn[12]\.(?:to_q|to_k|to_v|to_out\.0)\.weight$"),
+    "flux": re.compile(r"^diffusion_model\.(?:double_blocks\.\d+\.(?:img|txt)_attn\.(?:qkv|proj)"
+                       r"|single_blocks\.\d+\.linear[12])\.weight$"),
+}
+_MLP = {
+    "unet": re.compile(r"\.ff\.net\.(?:0\.proj|2)\.weight$"),
+    "flux": re.compile(r"^diffusion_model\.double_blocks\.\d+\.(?:img|txt)_mlp\.[02]\.weight$"),
+}
+
+
+def weight_kind(shape: tuple[int, ...]) -> str | None:
+    """``linear`` (2-D, or a 1×1 convolution), ``conv`` (a larger kernel), or None (norms, biases)."""
+    if len(shape) == 2:
+        return "linear"
+    if len(shape) >= 3:
+        return "linear" if math.prod(shape[2:]) == 1 else "conv"
+    return None
+
+
+def _in_preset(key: str, shape: tuple[int, ...], family: str, preset: str, convs: bool) -> bool:
+    kind = weight_kind(shape)
+    if kind is None:
+        return False
+    if kind == "conv":
+        return convs or preset == "all_linear_convs"
+    if preset in ("all_linear", "all_linear_convs"):
+        return True
+    if _ATTENTION[family].search(key):
+        return True
+    return preset == "attention_mlp" and bool(_MLP[family].search(key))
+
+
+def select_targets(shapes: Mapping[str, tuple[int, ...]], arch_id: str, preset: str, block_spec: str = "", *,
+                   convs: bool = False, layout: ModelLayout | None = None) -> dict[str, float]:
+    """The diffusion-model weights to train, each with its learning-rate multiplier."""
+    if preset not in PRESETS:
+        raise TrainingError(f"unknown target preset {preset!r} (known: {', '.join(PRESETS)})")
+    family = arch(arch_id).family
+    blocks = parse_block_weights(block_spec, arch_id, layout=layout)
+    out: dict[str, float] = {}
+    for key in sorted(shapes):
+        if not key.startswith(DIFFUSION_PREFIX) or not _in_preset(key, tuple(shapes[key]), family, preset, convs):
+            continue
+        mult = blocks.for_key(key)
+        if mult != 0:
+            out[key] = float(mult)
+    if not out:
+        raise TrainingError(f"no weight of this {arch(arch_id).name} model matches target preset {preset!r} "
+                            f"with blocks {block_spec!r}", hint="choose a wider preset or fewer zero blocks")
+    return out
+
+
+def factorize(dimension: int, factor: int = -1) -> tuple[int, int]:
+    """(m, n) with m·n = dimension and m ≤ n: m = ``factor`` when it divides and m ≤ n, else the
+    divisor pair closest to a square (no larger than ``factor`` when one is given)."""
+    if factor > 0 and dimension % factor == 0 and factor * factor <= dimension:
+        return factor, dimension // factor
+    best = 1
+    for m in range(1, math.isqrt(dimension) + 1):
+        if dimension % m == 0 and (factor <= 0 or m <= factor):
+            best = m
+    return best, dimension // best
+
+
+def _kaiming(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    t = torch.empty(shape, dtype=torch.float32)
+    nn.init.kaiming_uniform_(t, a=math.sqrt(5), generator=generator)
+    return t
+
+
+class TrainableAdapter(nn.Module):
+    """One trained module: a weight function plus the adapter it saves as."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.shape = tuple(int(s) for s in shape)
+
+    def delta(self) -> torch.Tensor:
+        """scale·ΔW in fp32, shaped like the weight."""
+        raise NotImplementedError
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return (weight.float() + self.delta()).to(weight.dtype)
+
+    def adapter(self):
+        """The :mod:`loralab.adapters` adapter that writes this module (CPU fp32 copies)."""
+        raise NotImplementedError
+
+    def passive_memory_usage(self) -> int:
+        """Bytes held by the factors (ComfyUI's weight-function protocol)."""
+        return sum(p.numel() * p.element_size() for p in self.parameters())
+
+    def move_to(self, device=None) -> int:
+        """ComfyUI's weight-function protocol: the trainer keeps factors on the training device
+        (the optimizer state lives beside them), so nothing moves; reports the memory."""
+        return self.passive_memory_usage()
+
+
+def _cpu(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().to("cpu", torch.float32).clone()
+
+
+class LoRAModule(TrainableAdapter):
+    """LoRA / LoCon: ΔW = (alpha/rank)·up·down; with ``magnitude`` set, DoRA (per input column)."""
+
+    def __init__(self, shape: tuple[int, ...], rank: int, alpha: float, generator: torch.Generator,
+                 base: torch.Tensor | None = None) -> None:
+        super().__init__(shape)
+        in_numel = math.prod(self.shape[1:])
+        self.rank = rank
+        self.alpha = float(alpha)
+        self.down = nn.Parameter(_kaiming((rank, in_numel), generator))
+        self.up = nn.Parameter(torch.zeros(self.shape[0], rank))
+        self.magnitude = None
+        if base is not None:
+            self.magnitude = nn.Parameter(_column_norms(base.float().reshape(self.shape)))
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.rank
+
+    def merged(self, weight: torch.Tensor) -> torch.Tensor:
+        """W + scale·up·down in fp32, in one fused op (no separate ΔW temporaries)."""
+        flat = weight.float().reshape(self.shape[0], -1)
+        return torch.addmm(flat, self.up, self.down, alpha=self.scale).reshape(self.shape)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        merged = self.merged(weight)
+        if self.magnitude is not None:
+            merged = merged * (self.magnitude / (_column_norms(merged) + torch.finfo(torch.float32).eps))
+        return merged.to(weight.dtype)
+
+    def adapter(self) -> LoRA:
+        return LoRA(up=_cpu(self.up), down=_cpu(self.down), alpha=self.alpha,
+                    dora_scale=None if self.magnitude is None else _cpu(self.magnitude))
+
+
+def _column_norms(w: torch.Tensor) -> torch.Tensor:
+    """‖W[:, j, ...]‖ for every input column j, shaped [1, in, 1, ...] (DoRA's magnitude layout)."""
+    cols = w.transpose(0, 1).reshape(w.shape[1], -1).norm(dim=1, keepdim=True)
+    return cols.reshape(w.shape[1], *[1] * (w.dim() - 1)).transpose(0, 1)
+
+
+class LoHaModule(TrainableAdapter):
+    """LoHa: ΔW = (alpha/rank)·(w1a·w1b) ⊙ (w2a·w2b)."""
+
+    def __init__(self, shape: tuple[int, ...], rank: int, alpha: float, generator: torch.Generator) -> None:
+        super().__init__(shape)
+        in_numel = math.prod(self.shape[1:])
+        out = self.shape[0]
+        self.rank = rank
+        self.alpha = float(alpha)
+        self.w1a = nn.Parameter(0.1 * torch.randn((out, rank), generator=generator))
+        self.w1b = nn.Parameter(torch.randn((rank, in_numel), generator=generator))
+        self.w2a = nn.Parameter(torch.zeros(out, rank))
+        self.w2b = nn.Parameter(torch.randn((rank, in_numel), generator=generator))
+
+    def delta(self) -> torch.Tensor:
+        return ((self.alpha / self.rank) * ((self.w1a @ self.w1b) * (self.w2a @ self.w2b))).reshape(self.shape)
+
+    def adapter(self) -> LoHa:
+        return LoHa(w1a=_cpu(self.w1a), w1b=_cpu(self.w1b), w2a=_cpu(self.w2a), w2b=_cpu(self.w2b), alpha=self.alpha)
+
+
+class LoKrModule(TrainableAdapter):
+    """LoKr: ΔW = scale·kron(w1, w2) with w1 full and w2 = w2a·w2b (scale alpha/rank) or, when the
+    rank reaches half of w2's size, w2 full (scale 1, alpha unused, as every loader does)."""
+
+    def __init__(self, shape: tuple[int, ...], rank: int, alpha: float, generator: torch.Generator,
+                 factor: int = -1) -> None:
+        super().__init__(shape)
+        kernel = math.prod(self.shape[2:]) if len(self.shape) > 2 else 1
+        o1, o2 = factorize(self.shape[0], factor)
+        i1, i2 = factorize(self.shape[1], factor)
+        self.alpha = float(alpha)
+        self.w1 = nn.Parameter(_kaiming((o1, i1), generator))
+        cols = i2 * kernel
+        self.full = rank >= max(o2, cols) / 2
+        if self.full:
+            self.rank = None
+            self.w2 = nn.Parameter(torch.zeros(o2, cols))
+        else:
+            self.rank = rank
+            self.w2a = nn.Parameter(_kaiming((o2, rank), generator))
+            self.w2b = nn.Parameter(torch.zeros(rank, cols))
+
+    @property
+    def scale(self) -> float:
+        return 1.0 if self.rank is None else self.alpha / self.rank
+
+    def delta(self) -> torch.Tensor:
+        w2 = self.w2 if self.full else self.w2a @ self.w2b
+        return (self.scale * torch.kron(self.w1, w2)).reshape(self.shape)
+
+    def adapter(self) -> LoKr:
+        if self.full:
+            return LoKr(w1=_cpu(self.w1), w2=_cpu(self.w2), alpha=self.alpha)
+        return LoKr(w1=_cpu(self.w1), w2a=_cpu(self.w2a), w2b=_cpu(self.w2b), alpha=self.alpha)
+
+
+class Network(nn.Module):
+    """The trained modules of a run, keyed by model weight, with their learning-rate multipliers."""
+
+    def __init__(self, modules: Mapping[str, TrainableAdapter], lr_mults: Mapping[str, float]) -> None:
+        super().__init__()
+        self.keys = sorted(modules)
+        self.lr_mults = {k: float(lr_mults.get(k, 1.0)) for k in self.keys}
+        for i, key in enumerate(self.keys):
+            self.add_module(f"m{i:05d}", modules[key])
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def items(self) -> Iterator[tuple[str, TrainableAdapter]]:
+        """(model weight key, module), in key order."""
+        for i, key in enumerate(self.keys):
+            yield key, getattr(self, f"m{i:05d}")
+
+    def param_groups(self) -> list[dict]:
+        """Optimizer parameter groups, one per learning-rate multiplier, in a fixed order."""
+        by_mult: dict[float, list[nn.Parameter]] = {}
+        for key, module in self.items():
+            by_mult.setdefault(self.lr_mults[key], []).extend(module.parameters())
+        return [{"params": params, "lr_mult": mult} for mult, params in sorted(by_mult.items())]
+
+    def writer_items(self) -> list[tuple[Target, object]]:
+        """(Target, adapter) pairs for :func:`loralab.lora_writer.kohya_tensors`."""
+        return [(Target(key), module.adapter()) for key, module in self.items()]
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Every factor as ``network.<weight key>.<factor>`` (fp32)."""
+        return {f"network.{key}.{name}": p.detach() for key, module in self.items()
+                for name, p in module.named_parameters()}
+
+    def load_state_tensors(self, tensors: Mapping[str, torch.Tensor]) -> list[str]:
+        """Copy saved factors in; returns the problems (missing, unexpected or misshapen names)."""
+        problems: list[str] = []
+        expected = self.state_tensors()
+        for name, p in expected.items():
+            t = tensors.get(name)
+            if t is None:
+                problems.append(f"missing {name}")
+            elif tuple(t.shape) != tuple(p.shape):
+                problems.append(f"{name} has shape {tuple(t.shape)}, the network needs {tuple(p.shape)}")
+        problems += [f"unexpected {n}" for n in tensors if n.startswith("network.") and n not in expected]
+        if not problems:
+            with torch.no_grad():
+                for name, p in expected.items():
+                    p.copy_(tensors[name].to(p.device, p.dtype))
+        return problems
+
+
+def build_network(shapes: Mapping[str, tuple[int, ...]], lr_mults: Mapping[str, float], algorithm: str, rank: int,
+                  alpha: float, generator: torch.Generator, *, base_weight: Callable[[str], torch.Tensor] | None = None,
+                  lokr_factor: int = -1, device: torch.device | str = "cpu") -> Network:
+    """Fresh modules (zero ΔW) on the targets, initialised from ``generator`` in key order.
+    ``base_weight(key)`` gives the base weight DoRA's magnitude starts from."""
+    if algorithm not in ALGORITHMS:
+        raise TrainingError(f"unknown network algorithm {algorithm!r} (known: {', '.join(ALGORITHMS)})")
+    if rank < 1:
+        raise TrainingError(f"rank must be at least 1, got {rank}")
+    if algorithm == "dora" and base_weight is None:
+        raise TrainingError("DoRA needs the base weights to start its magnitudes from")
+    modules: dict[str, TrainableAdapter] = {}
+    for key in sorted(lr_mults):
+        shape = tuple(shapes[key])
+        r = min(rank, shape[0], math.prod(shape[1:]))
+        if algorithm in ("lora", "locon"):
+            modules[key] = LoRAModule(shape, r, alpha, generator)
+        elif algorithm == "dora":
+            modules[key] = LoRAModule(shape, r, alpha, generator, base=base_weight(key).detach().to("cpu"))
+        elif algorithm == "loha":
+            modules[key] = LoHaModule(shape, r, alpha, generator)
+        else:
+            modules[key] = LoKrModule(shape, rank, alpha, generator, lokr_factor)
+    return Network(modules, lr_mults).to(device)

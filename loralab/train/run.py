@@ -1,0 +1,373 @@
+"""A training run: network, optimizer, step, random state, data order and loss history in one
+object that advances step by step, forks, and is saved and restored exactly.
+
+The model is reached through a :class:`TrainModel` (the host's glue to ComfyUI): it turns VAE
+latents into model latents and gives the denoised estimate for noisy latents, noise levels and
+the samples' conditioning, with the run's network patched in. Everything else — which samples,
+which noise, which timesteps, the target, the weighting, the optimizer step — happens here.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Protocol
+
+import torch
+
+from ..errors import TrainingError
+from ..layouts import ModelLayout
+from .dataset import Dataset
+from .network import ALGORITHMS, PRESETS, Network, build_network
+from .objectives import loss_weights, noisy_input, prediction_target, raw_output, sample_noise
+from .optim import OPTIMIZERS, make_optimizer
+from .rng import global_rng_of, seeded_global
+from .schedules import SCHEDULES, lr_factor
+from .timesteps import FLOW_SAMPLERS, sample_discrete_sigmas, sample_flow_sigmas
+
+SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+#: losses averaged for ``loss_avg`` (the smoothed value the progress events carry)
+LOSS_WINDOW = 20
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Everything that decides what a run computes, plus how it writes files."""
+
+    algorithm: str = "lora"
+    rank: int = 16
+    alpha: float = 16.0
+    targets: str = "attention_mlp"
+    blocks: str = ""
+    lokr_factor: int = -1
+    optimizer: str = "adamw"
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.01
+    lr_scheduler: str = "constant"
+    warmup_steps: int = 0
+    total_steps: int = 1000
+    batch_size: int = 1
+    grad_accumulation: int = 1
+    max_grad_norm: float = 1.0
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    min_snr_gamma: float = 0.0
+    noise_offset: float = 0.0
+    timestep_sampling: str = "sigmoid"
+    sigmoid_scale: float = 1.0
+    shift: float = 3.0
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    guidance: float = 1.0
+    # how files are written: may differ when a run is resumed
+    name: str = "lora"
+    save_dtype: str = "fp16"
+    save_every: int = 0
+    keep_last: int = 3
+
+    #: fields a resumed run may change (they do not alter what is computed)
+    OUTPUT_FIELDS = frozenset({"name", "save_dtype", "save_every", "keep_last"})
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "TrainSettings":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def changes(self, other: "TrainSettings") -> list[str]:
+        """``field: mine → theirs`` for every training field that differs."""
+        out = []
+        for f in dataclasses.fields(self):
+            if f.name in self.OUTPUT_FIELDS:
+                continue
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if a != b:
+                out.append(f"{f.name}: {a!r} → {b!r}")
+        return out
+
+    def check(self, kind: str) -> None:
+        """Refuse settings that cannot work, or cannot work for this kind of model."""
+        def bad(msg: str, hint: str | None = None) -> None:
+            raise TrainingError(msg, hint=hint)
+
+        if self.algorithm not in ALGORITHMS:
+            bad(f"unknown network algorithm {self.algorithm!r} (known: {', '.join(ALGORITHMS)})")
+        if self.targets not in PRESETS:
+            bad(f"unknown target preset {self.targets!r} (known: {', '.join(PRESETS)})")
+        if self.optimizer not in OPTIMIZERS:
+            bad(f"unknown optimizer {self.optimizer!r} (known: {', '.join(OPTIMIZERS)})")
+        if self.lr_scheduler not in SCHEDULES:
+            bad(f"unknown learning-rate schedule {self.lr_scheduler!r} (known: {', '.join(SCHEDULES)})")
+        if self.save_dtype not in SAVE_DTYPES:
+            bad(f"unknown save dtype {self.save_dtype!r} (known: {', '.join(SAVE_DTYPES)})")
+        if self.rank < 1 or self.total_steps < 1 or self.batch_size < 1 or self.grad_accumulation < 1:
+            bad("rank, total steps, batch size and gradient accumulation must be at least 1")
+        if not self.learning_rate > 0:
+            bad(f"learning rate must be positive, got {self.learning_rate}")
+        if not 0 <= self.warmup_steps < self.total_steps:
+            bad(f"warm-up ({self.warmup_steps} steps) must be shorter than the run ({self.total_steps} steps)")
+        if kind == "flow":
+            if self.min_snr_gamma:
+                bad("min-SNR-γ weighting is defined for ε- and v-prediction models",
+                    "set min_snr_gamma to 0 for flow-matching models (Flux)")
+            if self.timestep_sampling not in FLOW_SAMPLERS:
+                bad(f"unknown timestep sampling {self.timestep_sampling!r} (known: {', '.join(FLOW_SAMPLERS)})")
+        if self.min_snr_gamma < 0 or self.noise_offset < 0:
+            bad("min_snr_gamma and noise_offset cannot be negative")
+
+
+class TrainModel(Protocol):
+    """The host's model, as training sees it."""
+
+    kind: str  # "eps" | "v" | "flow"
+    sigma_data: float
+    sigmas: torch.Tensor | None  # the discrete schedule of ε/v models (index = timestep)
+    device: torch.device
+
+    def latent_in(self, latents: torch.Tensor) -> torch.Tensor:
+        """VAE latents -> the model's latent space."""
+
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor, conds: list[dict[str, Any]]) -> torch.Tensor:
+        """The denoised estimate for noisy latents ``x`` at noise levels ``sigma``."""
+
+
+class DataOrder:
+    """Epochs of batches: every image × its repeats once per epoch, batches within one bucket,
+    the order drawn from the run's own ``random.Random``."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.epoch = 0
+        self.batches: list[list[int]] = []
+        self.cursor = 0
+
+    def next_batch(self, dataset: Dataset, batch_size: int) -> list[int]:
+        if self.cursor >= len(self.batches):
+            self._new_epoch(dataset, batch_size)
+        batch = self.batches[self.cursor]
+        self.cursor += 1
+        return batch
+
+    def _new_epoch(self, dataset: Dataset, batch_size: int) -> None:
+        by_bucket: dict[tuple[int, int], list[int]] = {}
+        for idx, item in enumerate(dataset.items):
+            by_bucket.setdefault(item.placement.bucket, []).extend([idx] * item.repeats)
+        batches: list[list[int]] = []
+        for bucket in sorted(by_bucket):
+            entries = by_bucket[bucket]
+            self.rng.shuffle(entries)
+            batches += [entries[i:i + batch_size] for i in range(0, len(entries), batch_size)]
+        self.rng.shuffle(batches)
+        self.batches, self.cursor = batches, 0
+        self.epoch += 1
+
+    def to_json(self) -> dict[str, Any]:
+        version, internal, gauss = self.rng.getstate()
+        return {"epoch": self.epoch, "cursor": self.cursor, "batches": self.batches,
+                "rng": [version, list(internal), gauss]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], num_items: int) -> "DataOrder":
+        order = cls(0)
+        version, internal, gauss = data["rng"]
+        order.rng.setstate((int(version), tuple(int(v) for v in internal), gauss))
+        order.epoch, order.cursor = int(data["epoch"]), int(data["cursor"])
+        order.batches = [[int(i) for i in b] for b in data["batches"]]
+        if not 0 <= order.cursor <= len(order.batches) or any(not 0 <= i < num_items for b in order.batches for i in b):
+            raise ValueError("data order does not fit the dataset")
+        return order
+
+
+def batches_per_epoch(dataset: Dataset, batch_size: int) -> int:
+    counts: dict[tuple[int, int], int] = {}
+    for item in dataset.items:
+        counts[item.placement.bucket] = counts.get(item.placement.bucket, 0) + item.repeats
+    return sum(math.ceil(c / batch_size) for c in counts.values())
+
+
+def _sample_cond(dataset: Dataset, index: int, flipped: bool, variant: int, dropped: bool) -> dict[str, Any]:
+    item = dataset.items[index]
+    p = item.placement
+    cond: dict[str, Any] = dict(dataset.empty() if dropped else dataset.cond(index, variant))
+    crop_w = p.resized[0] - p.crop[0] - p.bucket[0] if flipped else p.crop[0]
+    cond.update(width=p.size[0], height=p.size[1], crop_w=crop_w, crop_h=p.crop[1],
+                target_width=p.bucket[0], target_height=p.bucket[1])
+    return cond
+
+
+def batch_loss(model: TrainModel, dataset: Dataset, settings: TrainSettings, indices: list[int],
+               generator: torch.Generator, *, augment: bool = True) -> torch.Tensor:
+    """The weighted loss of one batch (differentiable); every random draw comes from ``generator``
+    in a fixed order: per sample flip, caption dropout, caption variant; then noise; then σ."""
+    latents, conds = [], []
+    for idx in indices:
+        flipped = augment and dataset.settings.flip and bool(torch.rand((), generator=generator) < 0.5)
+        dropped = augment and dataset.settings.caption_dropout > 0 and bool(
+            torch.rand((), generator=generator) < dataset.settings.caption_dropout)
+        n_variants = len(dataset.items[idx].conds)
+        variant = int(torch.randint(0, n_variants, (), generator=generator)) if augment and n_variants > 1 else 0
+        latents.append(dataset.latent(idx, flipped))
+        conds.append(_sample_cond(dataset, idx, flipped, variant, dropped))
+    x0 = model.latent_in(torch.stack(latents).to(model.device, torch.float32)).float()
+    noise = sample_noise(tuple(x0.shape), generator, settings.noise_offset).to(model.device)
+    if model.kind == "flow":
+        sigma = sample_flow_sigmas(settings.timestep_sampling, x0.shape[0], generator,
+                                   sigmoid_scale=settings.sigmoid_scale, shift=settings.shift,
+                                   logit_mean=settings.logit_mean, logit_std=settings.logit_std)
+    else:
+        sigma = sample_discrete_sigmas(model.sigmas, x0.shape[0], generator)
+    sigma = sigma.to(model.device)
+    x = noisy_input(model.kind, x0, noise, sigma)
+    denoised = model.denoise(x, sigma, conds).float()
+    pred = raw_output(model.kind, x, sigma, denoised, model.sigma_data)
+    target = prediction_target(model.kind, x0, noise, sigma, model.sigma_data)
+    per_sample = ((pred - target) ** 2).mean(dim=tuple(range(1, pred.dim())))
+    weights = loss_weights(model.kind, sigma, settings.min_snr_gamma, model.sigma_data).to(per_sample.device)
+    return (per_sample * weights).mean()
+
+
+def eval_loss(model: TrainModel, dataset: Dataset, settings: TrainSettings, indices: list[int], *,
+              seed: int = 0, draws: int = 4) -> float:
+    """Mean loss over fixed draws (noise and σ from ``seed``) for the given images, no
+    augmentation, no gradients: comparable across the life of a run."""
+    gen = torch.Generator().manual_seed(seed)
+    total = 0.0
+    with torch.no_grad():
+        for _ in range(draws):
+            for idx in indices:
+                total += float(batch_loss(model, dataset, settings, [idx], gen, augment=False))
+    return total / (draws * len(indices))
+
+
+class TrainRun:
+    """A run's complete state. :meth:`fork` copies it; :meth:`train` advances it."""
+
+    def __init__(self, settings: TrainSettings, dataset: Dataset, network: Network, *, model_info: dict[str, Any],
+                 generator: torch.Generator, order: DataOrder, global_rng: dict[str, Any], run_id: str,
+                 started_at: float, step: int = 0, losses: list[float] | None = None,
+                 checkpoints: list[list[str]] | None = None, optimizer_state: dict | None = None,
+                 layout: ModelLayout | None = None, attachments: dict[str, Any] | None = None) -> None:
+        self.settings = settings
+        self.layout = layout
+        #: host objects travelling with the run (the MODEL it trains on)
+        self.attachments = dict(attachments or {})
+        self.dataset = dataset
+        self.network = network
+        self.optimizer = make_optimizer(settings.optimizer, network.param_groups(), settings.learning_rate,
+                                        settings.weight_decay)
+        if optimizer_state is not None:
+            self.optimizer.load_state_dict(optimizer_state)
+        self.model_info = dict(model_info)
+        self.generator = generator
+        self.order = order
+        self.global_rng = global_rng
+        self.run_id = run_id
+        self.started_at = started_at
+        self.step = step
+        self.losses = list(losses or [])
+        self.checkpoints = [list(c) for c in (checkpoints or [])]
+
+    @classmethod
+    def create(cls, settings: TrainSettings, dataset: Dataset, shapes: Mapping[str, tuple[int, ...]],
+               targets: Mapping[str, float], model_info: Mapping[str, Any], *,
+               base_weight: Callable[[str], torch.Tensor] | None = None, device: torch.device | str = "cpu",
+               layout: ModelLayout | None = None, attachments: dict[str, Any] | None = None) -> "TrainRun":
+        """A fresh run at step 0; ``targets`` maps model weight keys to learning-rate multipliers."""
+        settings.check(model_info.get("kind", ""))
+        generator = torch.Generator().manual_seed(settings.seed)
+        with torch.inference_mode(False):  # hosts run nodes in inference mode; trained tensors must not be
+            network = build_network(shapes, targets, settings.algorithm, settings.rank, settings.alpha, generator,
+                                    base_weight=base_weight, lokr_factor=settings.lokr_factor, device=device)
+            return cls(settings, dataset, network, model_info=model_info, generator=generator,
+                       order=DataOrder(settings.seed), global_rng=seeded_global(settings.seed),
+                       run_id=uuid.uuid4().hex, started_at=time.time(), layout=layout, attachments=attachments)
+
+    def fork(self, settings: TrainSettings | None = None, device: torch.device | str | None = None) -> "TrainRun":
+        """An independent copy (new tensors, on ``device`` when given); ``settings`` may change
+        output fields only."""
+        settings = settings or self.settings
+        if settings.changes(self.settings):
+            raise TrainingError("a run's training settings cannot change: " + "; ".join(self.settings.changes(settings)))
+        generator = torch.Generator().manual_seed(0)
+        generator.set_state(self.generator.get_state())
+        with torch.inference_mode(False):
+            network = copy.deepcopy(self.network)
+            if device is not None:
+                network.to(device)
+            return TrainRun(settings, self.dataset, network, model_info=self.model_info,
+                            generator=generator, order=copy.deepcopy(self.order),
+                            global_rng=copy.deepcopy(self.global_rng), run_id=self.run_id,
+                            started_at=self.started_at, step=self.step, losses=self.losses,
+                            checkpoints=self.checkpoints, optimizer_state=copy.deepcopy(self.optimizer.state_dict()),
+                            layout=self.layout, attachments=self.attachments)
+
+    def to(self, device: torch.device | str) -> "TrainRun":
+        """Move the network and optimizer state (values unchanged); returns the run."""
+        with torch.inference_mode(False):
+            self.network.to(device)
+            for state in self.optimizer.state.values():
+                for k, v in state.items():
+                    if torch.is_tensor(v) and v.device != torch.device(device) and k != "step":
+                        state[k] = v.to(device)
+        return self
+
+    @property
+    def kind(self) -> str:
+        return self.model_info.get("kind", "")
+
+    @property
+    def complete(self) -> bool:
+        return self.step >= self.settings.total_steps
+
+    def loss_avg(self) -> float:
+        """Mean of the last :data:`LOSS_WINDOW` step losses (0 before the first step)."""
+        tail = self.losses[-LOSS_WINDOW:]
+        return sum(tail) / len(tail) if tail else 0.0
+
+    def current_lr(self) -> float:
+        """The base learning rate the next step uses (block multipliers apply on top)."""
+        s = self.settings
+        return s.learning_rate * lr_factor(s.lr_scheduler, min(self.step, s.total_steps - 1), s.total_steps,
+                                           s.warmup_steps)
+
+    def train(self, model: TrainModel, steps: int, *, on_step: Callable[["TrainRun", float], None] | None = None,
+              should_stop: Callable[[], bool] | None = None) -> bool:
+        """Advance up to ``steps`` steps (never past ``total_steps``). ``should_stop`` is asked
+        before every step; returns True when it stopped the run early. A step whose loss is not
+        finite raises before the optimizer sees it."""
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        s = self.settings
+        with global_rng_of(self.global_rng), torch.inference_mode(False), torch.enable_grad():
+            for _ in range(steps):
+                if self.complete:
+                    return False
+                if should_stop is not None and should_stop():
+                    return True
+                lr = self.current_lr()
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr * group.get("lr_mult", 1.0)
+                total = 0.0
+                for _ in range(s.grad_accumulation):
+                    indices = self.order.next_batch(self.dataset, s.batch_size)
+                    loss = batch_loss(model, self.dataset, s, indices, self.generator) / s.grad_accumulation
+                    loss.backward()
+                    total += float(loss.detach())
+                if not math.isfinite(total):
+                    self.optimizer.zero_grad(set_to_none=True)
+                    raise TrainingError(f"the loss is not finite at step {self.step + 1} ({total})",
+                                        hint="lower the learning rate or check the dataset and model")
+                if s.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.step += 1
+                self.losses.append(total)
+                if on_step is not None:
+                    on_step(self, total)
+        return False

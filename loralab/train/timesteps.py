@@ -1,0 +1,49 @@
+"""Noise levels for training steps.
+
+ε/v-prediction models: a timestep drawn uniformly from the model's discrete schedule (the σ table
+ComfyUI's model sampling holds), as kohya draws it. Flow-matching models (Flux): t ∈ (0, 1) from
+
+* ``uniform``: U(0, 1);
+* ``sigmoid``: sigmoid(s·N(0, 1)), s = ``sigmoid_scale`` (kohya's ``sigmoid``);
+* ``shift``: the sigmoid draw t, then t·k / (1 + (k − 1)·t) with k = ``shift`` (kohya's ``shift``;
+  k > 1 moves steps toward high noise);
+* ``logit_normal``: sigmoid(m + s·N(0, 1)) with m = ``logit_mean``, s = ``logit_std`` (SD3's).
+
+Flow draws are clamped to [``FLOW_T_MIN``, 1]: the raw output is recovered from ComfyUI's denoised
+estimate by dividing by t.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..errors import TrainingError
+
+FLOW_SAMPLERS = ("uniform", "sigmoid", "shift", "logit_normal")
+FLOW_T_MIN = 1e-3
+
+
+def sample_discrete_sigmas(sigmas: torch.Tensor, batch: int, generator: torch.Generator) -> torch.Tensor:
+    """σ of ``batch`` timesteps drawn uniformly from a discrete schedule (index 0 = least noise)."""
+    idx = torch.randint(0, int(sigmas.shape[0]), (batch,), generator=generator)
+    return sigmas.detach().to("cpu", torch.float32)[idx]
+
+
+def shift_t(t: torch.Tensor, shift: float) -> torch.Tensor:
+    """Resolution-style time shift: t·k / (1 + (k − 1)·t)."""
+    return t * shift / (1.0 + (shift - 1.0) * t)
+
+
+def sample_flow_sigmas(method: str, batch: int, generator: torch.Generator, *, sigmoid_scale: float = 1.0,
+                       shift: float = 3.0, logit_mean: float = 0.0, logit_std: float = 1.0) -> torch.Tensor:
+    """t ∈ [FLOW_T_MIN, 1] for ``batch`` flow-matching samples, drawn by ``method``."""
+    if method == "uniform":
+        t = torch.rand((batch,), generator=generator)
+    elif method in ("sigmoid", "shift"):
+        t = torch.sigmoid(sigmoid_scale * torch.randn((batch,), generator=generator))
+        if method == "shift":
+            t = shift_t(t, shift)
+    elif method == "logit_normal":
+        t = torch.sigmoid(logit_mean + logit_std * torch.randn((batch,), generator=generator))
+    else:
+        raise TrainingError(f"unknown timestep sampling {method!r} (known: {', '.join(FLOW_SAMPLERS)})")
+    return t.clamp(FLOW_T_MIN, 1.0)

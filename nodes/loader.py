@@ -1,0 +1,278 @@
+"""LoRA Loader (Block Weights) and LoRA Stack: apply LoRAs with weights per absolute block.
+
+A block-weight spec is a preset name, an LBW vector or a readable spec (see
+:mod:`..loralab.block_weights`); user presets are read at every run from
+``<ComfyUI user directory>/loralab/block_presets.txt``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import comfy.utils
+import folder_paths
+import torch
+from comfy_api.latest import io, ui
+
+from ..loralab.apply import plan_application
+from ..loralab.block_weights import load_presets, parse_block_weights
+from ..loralab.errors import LoRALabError, PickleRefusedError, SafetensorsError
+from ..loralab.layouts import ModelLayout
+from ..loralab.lora import Lora
+from ..loralab.safetensors_io import read_header
+from . import common
+from .patching import apply_plan
+
+log = logging.getLogger("loralab")
+
+NONE = "None"
+STACK_SLOTS = 5
+#: how many (node, slot) file caches are kept; each holds the tensors of its last file, as core's loader does
+CACHED_FILES = 16
+#: how many model layouts are kept (one per distinct model config seen)
+CACHED_LAYOUTS = 8
+
+SPEC_TOOLTIP = ("Weight per absolute block: empty = all 1; a preset name (ALL, OUTALL, SDXL-OUTALL, FLUX-SINGLE, "
+                "...); an LBW vector (SD 17/26, SDXL 12/20, Flux 57/61 values; tokens R, U, X, A, B); or "
+                "readable items such as 'IN04-IN08=0.5, M00=1, OUT=0, D0-6=1, S=0.3, default=1'.")
+
+
+def user_presets_file() -> str:
+    """Where users keep their own block-weight presets (LBW's ``NAME:values`` format)."""
+    return os.path.join(folder_paths.get_user_directory(), "loralab", "block_presets.txt")
+
+
+def _stamp(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+@dataclass
+class _File:
+    """One LoRA file's tensors and metadata, and its Lora mapped onto each model layout seen."""
+
+    path: str
+    stamp: tuple[int, int] | None
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, str]
+    mapped: dict[str, Lora] = field(default_factory=dict)
+
+
+_FILES: "OrderedDict[tuple[str, int], _File]" = OrderedDict()
+_LAYOUTS: "OrderedDict[str, ModelLayout]" = OrderedDict()
+
+
+def _read(cache_key: tuple[str, int], path: str) -> _File:
+    """The file's tensors, from this node slot's cache while the file is unchanged."""
+    stamp = _stamp(path)
+    hit = _FILES.get(cache_key)
+    if hit is not None and hit.path == path and hit.stamp == stamp:
+        _FILES.move_to_end(cache_key)
+        return hit
+    _FILES.pop(cache_key, None)
+    header = read_header(path)  # every malformed or hostile file stops here, with LoRA Lab's clear error
+    try:  # then ComfyUI's own reader, as core's LoraLoader uses: the same tensors, bit for bit
+        tensors = comfy.utils.load_torch_file(path, safe_load=True)
+    except Exception as e:  # the file changed after its header was checked; the library's errors have no common type
+        raise SafetensorsError(f"not a readable safetensors file ({e})", path=path,
+                               hint="the file is corrupt or incomplete: download it again") from None
+    loaded = _File(path, stamp, tensors, header.metadata)
+    _FILES[cache_key] = loaded
+    while len(_FILES) > CACHED_FILES:
+        _FILES.popitem(last=False)
+    return loaded
+
+
+def _layout(model: Any) -> tuple[str, ModelLayout] | None:
+    """(cache key, layout) of a MODEL, None for architectures LoRA Lab has no layout for."""
+    arch_id = common.model_arch(model)
+    if arch_id is None:
+        return None
+    key = arch_id + json.dumps(model.model.model_config.unet_config, sort_keys=True, default=str)
+    if key not in _LAYOUTS:
+        _LAYOUTS[key] = common.model_layout(model)
+        while len(_LAYOUTS) > CACHED_LAYOUTS:
+            _LAYOUTS.popitem(last=False)
+    return key, _LAYOUTS[key]
+
+
+def apply_lora(model: Any, clip: Any, lora_name: str, strength_model: float, strength_clip: float, spec: str,
+               a: float, b: float, seed: int, cache_key: tuple[str, int]) -> tuple[Any, Any, str]:
+    """Apply one LoRA with block weights: (model, clip, info)."""
+    found = _layout(model)
+    if found is None:
+        name = type(model.model.model_config).__name__
+        info = (f"LoRA: {lora_name}\nmodel: {name}, which LoRA Lab has no layout for: nothing applied "
+                "(use ComfyUI's LoraLoader for this model)")
+        log.warning("LoRA Lab: %s", info.replace("\n", "; "))
+        return model, clip, info
+    layout_key, layout = found
+    arch_id = layout.arch.id
+    weights = parse_block_weights(spec, arch_id, a=a, b=b, seed=seed, layout=layout,
+                                  presets=load_presets([user_presets_file()]))
+    if not lora_name.lower().endswith(common.LORA_EXTENSIONS):  # a name the loras list would not offer
+        raise PickleRefusedError("LoRA Lab reads .safetensors LoRAs only, never pickled checkpoints", path=lora_name,
+                                 hint="convert the file to .safetensors with a tool you trust")
+    loaded = _read(cache_key, common.lora_path(lora_name))
+    lora = loaded.mapped.get(layout_key)
+    if lora is None:
+        lora = loaded.mapped[layout_key] = Lora.from_state_dict(loaded.tensors, loaded.metadata, layout, lora_name)
+    plan = plan_application(lora, weights, strength_model, strength_clip, model_arch=arch_id,
+                            clip_connected=clip is not None, label=lora_name)
+    model, clip = apply_plan(plan, loaded.tensors, model, clip)
+    if plan.refused:
+        log.warning("LoRA Lab: %s: %s", lora_name, plan.refused)
+    return model, clip, plan.report()
+
+
+def _fingerprint(*names: str) -> tuple:
+    """Changes when a chosen LoRA file or the user preset file changes."""
+    stamps: list[Any] = [_stamp(user_presets_file())]
+    for n in names:
+        if n and n != NONE:
+            try:
+                stamps.append(_stamp(common.lora_path(n)))
+            except LoRALabError:  # an unusable name fails properly in execute
+                stamps.append(n)
+    return tuple(stamps)
+
+
+def _unlisted(names: dict[str, Any], allowed: list[str]) -> bool | str:
+    """True when every chosen name is one the node offers, else what is wrong. This ComfyUI checks
+    only V1-style combos against their options, so the nodes check their file names themselves."""
+    for input_name, value in names.items():
+        if value is not None and value not in allowed:
+            return f"{input_name}: {str(value)[:200]!r} is not a LoRA in the loras folder list"
+    return True
+
+
+def _node(cls: type[io.ComfyNode]) -> str:
+    """The node's id in the graph (its file cache is kept per node, as core keeps one per node)."""
+    return str(getattr(cls.hidden, "unique_id", None))
+
+
+def _strength(name: str, tooltip: str) -> io.Float.Input:
+    return io.Float.Input(name, default=1.0, min=-100.0, max=100.0, step=0.01, tooltip=tooltip)
+
+
+def _spec(name: str) -> io.String.Input:
+    return io.String.Input(name, default="", multiline=True, tooltip=SPEC_TOOLTIP)
+
+
+def _token_inputs() -> list[io.Input]:
+    return [
+        io.Float.Input("a", default=1.0, min=-100.0, max=100.0, step=0.01, tooltip="value of the token A in a spec"),
+        io.Float.Input("b", default=1.0, min=-100.0, max=100.0, step=0.01, tooltip="value of the token B in a spec"),
+        # fixed unless the user wires a seed in: a seed that changes every run would re-run the node
+        # (and everything after it) every time
+        io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=False,
+                     tooltip="seed of the random tokens R (0..1) and U (-0.5..1.5)"),
+    ]
+
+
+def _outputs() -> list[io.Output]:
+    return [io.Model.Output("MODEL"), io.Clip.Output("CLIP"),
+            io.String.Output("info", display_name="info",
+                             tooltip="file and model architecture, weight per block, keys applied and not applied")]
+
+
+class LoRALabLoader(io.ComfyNode):
+    """Apply one LoRA with a weight per absolute block."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=common.node_id("Loader"),
+            display_name=common.display_name("LoRA Loader (Block Weights)"),
+            category=f"{common.CATEGORY}/Apply",
+            description="Apply a LoRA to MODEL and CLIP with a weight per absolute block (SD1.x/SD2, SDXL, "
+                        "Flux, SD3). At all-1 weights the result equals ComfyUI's LoraLoader bit for bit.",
+            inputs=[
+                io.Model.Input("model"),
+                io.Clip.Input("clip", optional=True),
+                io.Combo.Input("lora_name", options=common.lora_names()),
+                _strength("strength_model", "multiplies every diffusion-model patch"),
+                _strength("strength_clip", "multiplies every text-encoder patch"),
+                _spec("block_weights"),
+                *_token_inputs(),
+            ],
+            outputs=_outputs(),
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def validate_inputs(cls, lora_name: str | None = None) -> bool | str:
+        return _unlisted({"lora_name": lora_name}, common.lora_names())
+
+    @classmethod
+    def fingerprint_inputs(cls, lora_name: str = "", **kwargs: Any) -> Any:
+        return _fingerprint(lora_name)
+
+    @classmethod
+    def execute(cls, model, lora_name: str, strength_model: float, strength_clip: float, block_weights: str,
+                a: float, b: float, seed: int, clip=None) -> io.NodeOutput:
+        model, clip, info = apply_lora(model, clip, lora_name, strength_model, strength_clip, block_weights,
+                                       a, b, seed, (_node(cls), 0))
+        return io.NodeOutput(model, clip, info, ui=ui.PreviewText(info))
+
+
+class LoRALabStack(io.ComfyNode):
+    """Apply several LoRAs in order, each with its own strengths and block weights."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        slots: list[io.Input] = []
+        names = [NONE, *common.lora_names()]
+        for i in range(1, STACK_SLOTS + 1):
+            slots += [
+                io.Combo.Input(f"lora_name_{i}", options=names, default=NONE),
+                _strength(f"strength_model_{i}", f"multiplies LoRA {i}'s diffusion-model patches"),
+                _strength(f"strength_clip_{i}", f"multiplies LoRA {i}'s text-encoder patches"),
+                _spec(f"block_weights_{i}"),
+            ]
+        return io.Schema(
+            node_id=common.node_id("Stack"),
+            display_name=common.display_name("LoRA Stack"),
+            category=f"{common.CATEGORY}/Apply",
+            description=f"Apply up to {STACK_SLOTS} LoRAs in order, each with its own strengths and weight per "
+                        "absolute block; 'None' slots are skipped.",
+            inputs=[io.Model.Input("model"), io.Clip.Input("clip", optional=True), *slots, *_token_inputs()],
+            outputs=_outputs(),
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def validate_inputs(cls, lora_name_1: str | None = None, lora_name_2: str | None = None,
+                        lora_name_3: str | None = None, lora_name_4: str | None = None,
+                        lora_name_5: str | None = None) -> bool | str:
+        chosen = dict(zip((f"lora_name_{i}" for i in range(1, STACK_SLOTS + 1)),
+                          (lora_name_1, lora_name_2, lora_name_3, lora_name_4, lora_name_5)))
+        return _unlisted(chosen, [NONE, *common.lora_names()])
+
+    @classmethod
+    def fingerprint_inputs(cls, **kwargs: Any) -> Any:
+        return _fingerprint(*(kwargs.get(f"lora_name_{i}", "") for i in range(1, STACK_SLOTS + 1)))
+
+    @classmethod
+    def execute(cls, model, a: float, b: float, seed: int, clip=None, **slots: Any) -> io.NodeOutput:
+        reports = []
+        for i in range(1, STACK_SLOTS + 1):
+            name = slots.get(f"lora_name_{i}", NONE)
+            if not name or name == NONE:
+                continue
+            model, clip, info = apply_lora(model, clip, name, slots[f"strength_model_{i}"],
+                                           slots[f"strength_clip_{i}"], slots[f"block_weights_{i}"], a, b, seed,
+                                           (_node(cls), i))
+            reports.append(f"[{i}] {info}")
+        info = "\n\n".join(reports) or "no LoRA chosen"
+        return io.NodeOutput(model, clip, info, ui=ui.PreviewText(info))
+
+
+NODES = [LoRALabLoader, LoRALabStack]

@@ -1,0 +1,326 @@
+"""Training nodes: one-node training (``LoRALabTrain``) and training runs as graph objects
+(``LoRALabTrainInit`` → ``LoRALabTrainSteps`` → ``LoRALabTrainPreview`` / ``LoRALabTrainSave``,
+``LoRALabTrainResume``).
+
+A ``LORALAB_RUN`` never changes once a node has output it: the steps node trains a copy, so
+ComfyUI's cache may hand any earlier run to a re-executed node and it still is what it was.
+"""
+from __future__ import annotations
+
+import os
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import folder_paths
+import node_helpers
+import torch
+from comfy_api.latest import io, ui
+
+from ..loralab.errors import TrainingError
+from ..loralab.paths import sanitize_output_name, unused_path
+from ..loralab.train.checkpoint import STATE_EXTENSION, lora_tensors, restore_run, save_checkpoint, save_lora_file
+from ..loralab.train.losscurve import render_loss_curve
+from ..loralab.train.network import ALGORITHMS, PRESETS, select_targets
+from ..loralab.train.optim import OPTIMIZERS, available_optimizers
+from ..loralab.train.run import SAVE_DTYPES, TrainRun, TrainSettings
+from ..loralab.train.schedules import SCHEDULES
+from ..loralab.train.timesteps import FLOW_SAMPLERS
+from .common import CATEGORY, display_name, lora_path, model_layout, node_id, output_folder
+from .dataset import DatasetType
+from .train_host import diffusion_shapes, lora_model, model_info, raise_interrupt, source_model_name, train_steps
+
+RunType = io.Custom("LORALAB_RUN")
+TRAIN_CATEGORY = f"{CATEGORY}/Train"
+
+
+def settings_inputs(steps_name: str) -> list:
+    """The widgets every run is defined by (Init and the one-node trainer share them)."""
+    return [
+        io.Combo.Input("algorithm", options=list(ALGORITHMS), default="lora",
+                       tooltip="lora; locon = lora that also trains convolutions; loha; lokr; dora"),
+        io.Int.Input("rank", default=16, min=1, max=1024),
+        io.Float.Input("alpha", default=16.0, min=0.0, max=4096.0, step=0.5, tooltip="scale = alpha / rank"),
+        io.Combo.Input("targets", options=list(PRESETS), default="attention_mlp"),
+        io.String.Input("blocks", default="", tooltip="block selection in the loader's syntax, e.g. "
+                        "'default=0, OUT=1' or 'IN=0.5': 0 = not trained, other values scale that block's rate"),
+        io.Combo.Input("optimizer", options=list(OPTIMIZERS), default="adamw",
+                       tooltip="installed here: " + ", ".join(available_optimizers())),
+        io.Float.Input("learning_rate", default=1e-4, min=1e-8, max=10.0, step=1e-6, round=1e-8),
+        io.Float.Input("weight_decay", default=0.01, min=0.0, max=1.0, step=0.001),
+        io.Combo.Input("lr_scheduler", options=list(SCHEDULES), default="constant"),
+        io.Int.Input("warmup_steps", default=0, min=0, max=1_000_000),
+        io.Int.Input(steps_name, default=1000, min=1, max=1_000_000),
+        io.Int.Input("batch_size", default=1, min=1, max=256),
+        io.Int.Input("grad_accumulation", default=1, min=1, max=1024),
+        io.Float.Input("max_grad_norm", default=1.0, min=0.0, max=1000.0, step=0.1, tooltip="0 = no clipping"),
+        io.Boolean.Input("gradient_checkpointing", default=False),
+        io.Int.Input("seed", default=0, min=0, max=2 ** 63 - 1),
+        io.Float.Input("min_snr_gamma", default=0.0, min=0.0, max=100.0, step=0.5,
+                       tooltip="ε/v-prediction models; 0 = off, 5 is common"),
+        io.Float.Input("noise_offset", default=0.0, min=0.0, max=1.0, step=0.01),
+        io.Combo.Input("timestep_sampling", options=list(FLOW_SAMPLERS), default="sigmoid",
+                       tooltip="flow models (Flux)"),
+        io.Float.Input("sigmoid_scale", default=1.0, min=0.01, max=10.0, step=0.01),
+        io.Float.Input("shift", default=3.0, min=0.01, max=100.0, step=0.01),
+        io.Float.Input("logit_mean", default=0.0, min=-10.0, max=10.0, step=0.01),
+        io.Float.Input("logit_std", default=1.0, min=0.01, max=10.0, step=0.01),
+        io.Float.Input("guidance", default=1.0, min=0.0, max=100.0, step=0.1,
+                       tooltip="the guidance input of guidance-distilled flow models (Flux dev) while training"),
+        io.Int.Input("lokr_factor", default=-1, min=-1, max=1024),
+        io.String.Input("name", default="my_lora", tooltip="file name (sub-folders allowed) in the loras folder"),
+        io.Combo.Input("save_dtype", options=list(SAVE_DTYPES), default="fp16"),
+        io.Int.Input("save_every", default=0, min=0, max=1_000_000, tooltip="checkpoint every N steps (0 = off)"),
+        io.Int.Input("keep_last", default=3, min=0, max=1000, tooltip="periodic checkpoints kept (0 = all)"),
+    ]
+
+
+def settings_from(values: dict, steps_name: str) -> TrainSettings:
+    fields = dict(values)
+    fields["total_steps"] = fields.pop(steps_name)
+    return TrainSettings(**fields)
+
+
+def _loss_image(run: TrainRun) -> torch.Tensor:
+    arr = render_loss_curve(run.losses, title=f"loss ({run.settings.name}, step {run.step})")
+    return torch.from_numpy(arr).float().div(255.0)[None]
+
+
+def _loras_folder() -> str:
+    return output_folder("loras")
+
+
+def _relative(path: str) -> str:
+    return os.path.relpath(path, _loras_folder()).replace(os.sep, "/")
+
+
+def init_run(model, dataset, settings: TrainSettings, model_name: str | None) -> TrainRun:
+    """A new run on the graph's MODEL (nothing trained yet)."""
+    info = model_info(model, model_name)
+    layout = model_layout(model)
+    shapes = diffusion_shapes(model)
+    targets = select_targets(shapes, info["arch"], settings.targets, settings.blocks,
+                             convs=settings.algorithm == "locon", layout=layout)
+    unwritable = [k for k in targets if tuple(layout.shapes.get(k, ())) != shapes[k]]
+    if unwritable:
+        raise TrainingError(f"{len(unwritable)} target weights are not in LoRA Lab's layout of this model",
+                            key=unwritable[0], hint="report this model; its LoRA could not be saved with kohya names")
+    base_weight = None
+    if settings.algorithm == "dora":
+        comfy.model_management.load_models_gpu([model])
+        base_weight = lambda key: comfy.utils.get_attr(model.model, key)  # noqa: E731
+    return TrainRun.create(settings, dataset, shapes, targets, info, base_weight=base_weight,
+                           device=model.load_device, layout=layout, attachments={"model": model})
+
+
+def run_info(run: TrainRun) -> str:
+    s = run.settings
+    params = sum(p.numel() for p in run.network.parameters())
+    blocks = f", blocks '{s.blocks}'" if s.blocks else ""
+    return (f"{s.algorithm} rank {s.rank} alpha {s.alpha:g} on {len(run.network)} modules ({s.targets}{blocks}), "
+            f"{params:,} trained parameters; {run.model_info['arch']} {run.kind} model "
+            f"'{run.model_info.get('name') or 'unknown'}'; step {run.step} of {s.total_steps}, "
+            f"batch {s.batch_size}x{s.grad_accumulation}; {len(run.dataset.items)} images")
+
+
+def advance(run: TrainRun, steps: int, node: str | None, *, copy: bool = True) -> TrainRun:
+    """``run`` (a copy of it unless ``copy`` is false) trained ``steps`` more steps, with periodic
+    checkpoints; on Cancel a checkpoint of the last finished step is written, then the Cancel
+    goes on."""
+    if copy:
+        model = run.attachments["model"]
+        source, run = run, run.fork(device=model.load_device)
+        source.to(model.offload_device)  # same values; earlier runs cached by the graph wait off the GPU
+    folder = _loras_folder()
+    saved_at = {-1}
+
+    def on_step(r: TrainRun, loss: float) -> None:
+        if r.settings.save_every and r.step % r.settings.save_every == 0:
+            save_checkpoint(r, folder)
+            saved_at.add(r.step)
+
+    if train_steps(run, steps, node_id=node, on_step=on_step):
+        if run.step not in saved_at:
+            save_checkpoint(run, folder)
+        raise_interrupt()
+    return run
+
+
+class LoRALabTrain(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("Train"),
+            display_name=display_name("Train LoRA"),
+            category=TRAIN_CATEGORY,
+            description="Train a LoRA on the graph's MODEL from a LoRA Lab dataset and save it (kohya format and "
+                        "metadata) into the loras folder. Cancel stops within one step and saves what was trained.",
+            inputs=[io.Model.Input("model"), DatasetType.Input("dataset"), *settings_inputs("steps")],
+            outputs=[io.Model.Output(display_name="model"), io.LoraModel.Output(display_name="lora"),
+                     io.String.Output(display_name="file"), io.Image.Output(display_name="loss_curve")],
+            hidden=[io.Hidden.unique_id, io.Hidden.prompt],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, model, dataset, **kwargs) -> io.NodeOutput:
+        node = cls.hidden.unique_id
+        settings = settings_from(kwargs, "steps")
+        run = advance(init_run(model, dataset, settings, source_model_name(cls.hidden.prompt, node)),
+                      settings.total_steps, node, copy=False)
+        name = sanitize_output_name(settings.name, extension=".safetensors", default="lora")
+        path = save_lora_file(run, unused_path(_loras_folder(), name), title=os.path.splitext(os.path.basename(name))[0])
+        tensors = lora_tensors(run, SAVE_DTYPES[settings.save_dtype])
+        return io.NodeOutput(lora_model(model, tensors), tensors, _relative(path), _loss_image(run))
+
+
+class LoRALabTrainInit(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("TrainInit"),
+            display_name=display_name("Start Training Run"),
+            category=TRAIN_CATEGORY,
+            description="A new training run (network, optimizer, schedule, random state) on the graph's MODEL; "
+                        "advance it with Training Steps.",
+            inputs=[io.Model.Input("model"), DatasetType.Input("dataset"), *settings_inputs("total_steps")],
+            outputs=[RunType.Output(display_name="run"), io.String.Output(display_name="info")],
+            hidden=[io.Hidden.unique_id, io.Hidden.prompt],
+        )
+
+    @classmethod
+    def execute(cls, model, dataset, **kwargs) -> io.NodeOutput:
+        run = init_run(model, dataset, settings_from(kwargs, "total_steps"),
+                       source_model_name(cls.hidden.prompt, cls.hidden.unique_id))
+        return io.NodeOutput(run, run_info(run))
+
+
+class LoRALabTrainSteps(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("TrainSteps"),
+            display_name=display_name("Training Steps"),
+            category=TRAIN_CATEGORY,
+            description="Advance a run by N steps (never past its total). Chain several; the input run is left "
+                        "as it was. Cancel writes a checkpoint the run resumes from exactly.",
+            inputs=[RunType.Input("run"), io.Int.Input("steps", default=100, min=1, max=1_000_000)],
+            outputs=[RunType.Output(display_name="run"), io.Image.Output(display_name="loss_curve")],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, run: TrainRun, steps: int) -> io.NodeOutput:
+        run = advance(run, steps, cls.hidden.unique_id)
+        return io.NodeOutput(run, _loss_image(run))
+
+
+class LoRALabTrainPreview(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("TrainPreview"),
+            display_name=display_name("Training Preview"),
+            category=TRAIN_CATEGORY,
+            description="Sample images with the run's current LoRA through ComfyUI's own sampler, one per prompt "
+                        "line, with the dataset's CLIP and VAE.",
+            inputs=[
+                RunType.Input("run"),
+                io.String.Input("prompts", multiline=True, default="a photo", tooltip="one prompt per line"),
+                io.String.Input("negative", default=""),
+                io.Int.Input("seed", default=0, min=0, max=2 ** 63 - 1),
+                io.Int.Input("steps", default=20, min=1, max=1000),
+                io.Float.Input("cfg", default=7.0, min=0.0, max=100.0, step=0.1),
+                io.Float.Input("guidance", default=3.5, min=0.0, max=100.0, step=0.1,
+                               tooltip="guidance input of guidance-distilled flow models (Flux dev)"),
+                io.Int.Input("width", default=512, min=64, max=8192, step=64),
+                io.Int.Input("height", default=512, min=64, max=8192, step=64),
+                io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default="euler"),
+                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="normal"),
+            ],
+            outputs=[io.Image.Output(display_name="images")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, run: TrainRun, prompts: str, negative: str, seed: int, steps: int, cfg: float, guidance: float,
+                width: int, height: int, sampler_name: str, scheduler: str) -> io.NodeOutput:
+        clip, vae = run.dataset.attachments["clip"], run.dataset.attachments["vae"]
+        model = lora_model(run.attachments["model"], lora_tensors(run))
+        lines = [p.strip() for p in prompts.splitlines() if p.strip()] or [""]
+        neg = clip.encode_from_tokens_scheduled(clip.tokenize(negative))
+        images = []
+        for i, text in enumerate(lines):
+            pos = clip.encode_from_tokens_scheduled(clip.tokenize(text))
+            if run.kind == "flow":
+                pos = node_helpers.conditioning_set_values(pos, {"guidance": guidance})
+            latent = comfy.sample.fix_empty_latent_channels(model, torch.zeros([1, 4, height // 8, width // 8]))
+            noise = comfy.sample.prepare_noise(latent, seed + i)
+            samples = comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, pos, neg, latent,
+                                          seed=seed + i, disable_pbar=True)
+            images.append(vae.decode(samples)[..., :3].reshape(-1, height, width, 3))
+        batch = torch.cat(images)
+        return io.NodeOutput(batch, ui=ui.PreviewImage(batch, cls=cls))
+
+
+class LoRALabTrainSave(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("TrainSave"),
+            display_name=display_name("Save Training Run"),
+            category=TRAIN_CATEGORY,
+            description="Save the run's LoRA now as <name>_step<N>.safetensors in the loras folder, with its "
+                        "state file beside it (resume from it with Resume Training Run).",
+            inputs=[RunType.Input("run"),
+                    io.String.Input("name", default="", tooltip="empty = the run's name"),
+                    io.Boolean.Input("with_state", default=True, tooltip="also write the resumable state file")],
+            outputs=[io.LoraModel.Output(display_name="lora"), io.String.Output(display_name="file"),
+                     io.Image.Output(display_name="loss_curve")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, run: TrainRun, name: str, with_state: bool) -> io.NodeOutput:
+        path, _ = save_checkpoint(run, _loras_folder(), periodic=False, name=name.strip() or None,
+                                  with_state=with_state)
+        return io.NodeOutput(lora_tensors(run, SAVE_DTYPES[run.settings.save_dtype]), _relative(path),
+                             _loss_image(run))
+
+
+def state_files() -> list[str]:
+    """Training state files in the loras folders (relative names)."""
+    out = []
+    for root in folder_paths.get_folder_paths("loras"):
+        if not os.path.isdir(root):
+            continue
+        for dirpath, dirs, files in os.walk(root, followlinks=True):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            out += [os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/")
+                    for f in files if f.endswith(STATE_EXTENSION)]
+    return sorted(set(out))
+
+
+class LoRALabTrainResume(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("TrainResume"),
+            display_name=display_name("Resume Training Run"),
+            category=TRAIN_CATEGORY,
+            description="Continue a run from a checkpoint's state file. Connect the run from Start Training Run "
+                        "with the settings, dataset and model the run began with; anything else is refused, "
+                        "naming what changed.",
+            inputs=[RunType.Input("run"), io.Combo.Input("checkpoint", options=state_files())],
+            outputs=[RunType.Output(display_name="run"), io.String.Output(display_name="info")],
+        )
+
+    @classmethod
+    def execute(cls, run: TrainRun, checkpoint: str) -> io.NodeOutput:
+        resumed = restore_run(run, lora_path(checkpoint, (STATE_EXTENSION,)))
+        return io.NodeOutput(resumed, run_info(resumed))
+
+
+NODES = [LoRALabTrain, LoRALabTrainInit, LoRALabTrainSteps, LoRALabTrainPreview, LoRALabTrainSave,
+         LoRALabTrainResume]

@@ -1,0 +1,273 @@
+"""Host glue for training: ComfyUI's model, encoders, progress and Cancel, as the engine's
+training code expects them.
+
+Training runs on the graph's own MODEL: a clone of its ModelPatcher gets the run's modules as
+weight wrappers (``add_weight_wrapper``), ComfyUI loads it as it loads any model, and every step
+calls ``BaseModel.apply_model`` with conditioning built by the model's own ``extra_conds``. So the
+base weights stay in whatever dtype ComfyUI loaded them (fp8, bf16, ...), and any architecture
+ComfyUI runs trains the same way.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any, Callable, Iterable, Iterator
+
+import comfy.model_management
+import comfy.model_sampling
+import comfy.patcher_extension
+import comfy.samplers
+import comfy.sd
+import comfy.utils
+import torch
+from server import PromptServer
+
+from ..loralab.errors import TrainingError
+from ..loralab.train.cache import fingerprint
+from ..loralab.train.grad_checkpoint import gradient_checkpointing
+from ..loralab.train.inplace import copy_norm_inputs
+from ..loralab.train.run import TrainRun
+from .common import model_arch
+
+PROGRESS_EVENT = "loralab.train.progress"
+#: node inputs that name the model file a MODEL came from, by loader
+_MODEL_NAME_INPUTS = ("ckpt_name", "unet_name", "model_name", "model_path")
+
+
+def prediction_kind(model) -> str:
+    """``eps``, ``v`` or ``flow`` for a MODEL; TrainingError for parameterisations we do not train."""
+    ms = model.get_model_object("model_sampling")
+    if isinstance(ms, (comfy.model_sampling.EDM, comfy.model_sampling.X0)):
+        raise TrainingError(f"{type(ms).__name__} models are not trainable here (only ε-, v-prediction and flow)")
+    if isinstance(ms, comfy.model_sampling.V_PREDICTION):
+        return "v"
+    if isinstance(ms, comfy.model_sampling.EPS):
+        return "eps"
+    if isinstance(ms, comfy.model_sampling.CONST):
+        return "flow"
+    raise TrainingError(f"this model's sampling ({type(ms).__name__}) is not trainable here")
+
+
+def diffusion_shapes(model) -> dict[str, tuple[int, ...]]:
+    """Every diffusion-model weight of a MODEL with its shape (ComfyUI keys)."""
+    return {k: tuple(v.shape) for k, v in model.model.state_dict().items() if k.startswith("diffusion_model.")}
+
+
+def _walk_tensors(prefix: str, value: Any, out: list[tuple[str, torch.Tensor]], extra: list[str]) -> None:
+    if torch.is_tensor(value):
+        out.append((prefix, value))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _walk_tensors(f"{prefix}.{i}", v, out, extra)
+    elif hasattr(value, "weights") and not callable(value):
+        extra.append(f"{prefix}:{type(value).__name__}")
+        _walk_tensors(prefix, value.weights, out, extra)
+    elif isinstance(value, (int, float, str, bool)) or value is None:
+        extra.append(f"{prefix}={value!r}")
+
+
+def _patch_fingerprint_parts(patcher) -> tuple[list[tuple[str, torch.Tensor]], list[str]]:
+    """The weight patches (LoRAs already applied) of a ModelPatcher as tensors and scalars."""
+    tensors: list[tuple[str, torch.Tensor]] = []
+    extra: list[str] = []
+    for key in sorted(patcher.patches):
+        for i, patch in enumerate(patcher.patches[key]):
+            strength, data, strength_model = patch[0], patch[1], patch[2]
+            extra.append(f"{key}#{i}:{strength}:{strength_model}")
+            _walk_tensors(f"patch.{key}.{i}", data, tensors, extra)
+    return tensors, extra
+
+
+def model_fingerprint(model) -> str:
+    """Identity of a MODEL's weights and the patches on it (a sampled hash; see cache.fingerprint)."""
+    tensors, extra = _patch_fingerprint_parts(model)
+    weights = [(k, v) for k, v in model.model.state_dict().items() if k.startswith("diffusion_model.")]
+    return fingerprint(weights + tensors, type(model.model).__name__, *extra)
+
+
+def vae_identity(vae) -> str:
+    """Identity of a VAE as an encoder (weights, class, dtype)."""
+    return fingerprint(vae.first_stage_model.state_dict().items(), type(vae.first_stage_model).__name__,
+                       vae.vae_dtype, vae.latent_channels)
+
+
+def clip_identity(clip) -> str:
+    """Identity of a CLIP as a text encoder: weights, patches, layer choice and tokenizer options."""
+    tensors, extra = _patch_fingerprint_parts(clip.patcher)
+    return fingerprint(list(clip.cond_stage_model.state_dict().items()) + tensors, type(clip.cond_stage_model).__name__,
+                       clip.layer_idx, json.dumps(clip.tokenizer_options, sort_keys=True, default=str), *extra)
+
+
+def image_encoder(vae) -> Callable[[torch.Tensor], torch.Tensor]:
+    """IMAGE [1, H, W, 3] -> the VAE's latent [C, h, w] (CPU, fp32)."""
+    def encode(pixels: torch.Tensor) -> torch.Tensor:
+        return vae.encode(pixels[:, :, :, :3])[0].detach().to("cpu", torch.float32)
+    return encode
+
+
+def text_encoder(clip) -> Callable[[str], dict[str, torch.Tensor]]:
+    """Caption -> its conditioning tensors (``cross_attn``, ``pooled_output``, ...) on the CPU."""
+    def encode(text: str) -> dict[str, torch.Tensor]:
+        out = clip.encode_from_tokens(clip.tokenize(text), return_pooled=True, return_dict=True)
+        cond = {"cross_attn": out.pop("cond")}
+        cond.update({k: v for k, v in out.items() if torch.is_tensor(v)})
+        return {k: v.detach().to("cpu").contiguous() for k, v in cond.items()}
+    return encode
+
+
+def source_model_name(prompt: dict | None, node_id: str | None, input_name: str = "model") -> str | None:
+    """The file name of the loader a node's MODEL input comes from, following the graph upstream."""
+    if not prompt or node_id is None:
+        return None
+    seen: set[str] = set()
+    node, name = str(node_id), input_name
+    while node in prompt and node not in seen:
+        seen.add(node)
+        link = prompt[node].get("inputs", {}).get(name)
+        if not isinstance(link, list) or len(link) != 2:
+            return None
+        node = str(link[0])
+        inputs = prompt.get(node, {}).get("inputs", {})
+        for key in _MODEL_NAME_INPUTS:
+            if isinstance(inputs.get(key), str):
+                return inputs[key]
+        name = "model"
+    return None
+
+
+def model_info(model, name: str | None) -> dict[str, Any]:
+    """What a run records about its base model."""
+    arch = model_arch(model)
+    if arch is None:
+        raise TrainingError(f"LoRA Lab has no layout for {type(model.model.model_config).__name__} models",
+                            hint="training supports SD1.x, SD2.x, SDXL and Flux")
+    base = model.model
+    ms = model.get_model_object("model_sampling")
+    weight = next((p for n, p in base.diffusion_model.named_parameters() if p.dim() > 1), None)
+    compute = base.manual_cast_dtype or base.get_dtype()
+    return {"arch": arch, "kind": prediction_kind(model), "fingerprint": model_fingerprint(model), "name": name,
+            "weight_dtype": str(weight.dtype) if weight is not None else "",
+            "compute_dtype": {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(compute, "no"),
+            "zsnr": bool(getattr(ms, "zsnr", False))}
+
+
+def to_normal_tensors(module: torch.nn.Module) -> int:
+    """Replace inference-mode parameters and buffers (what ComfyUI's loaders create) with normal
+    copies, which autograd may save; returns how many were replaced."""
+    n = 0
+    with torch.inference_mode(False):
+        for m in module.modules():
+            for name, p in list(m._parameters.items()):
+                if p is not None and p.is_inference():
+                    m._parameters[name] = torch.nn.Parameter(p.clone(), requires_grad=False)
+                    n += 1
+            for name, b in list(m._buffers.items()):
+                if b is not None and b.is_inference():
+                    m._buffers[name] = b.clone()
+                    n += 1
+    return n
+
+
+class ComfyTrainModel:
+    """The engine's TrainModel over a loaded ModelPatcher (with the run's weight wrappers)."""
+
+    def __init__(self, patcher, guidance: float) -> None:
+        self.patcher = patcher
+        self.base = patcher.model
+        ms = patcher.get_model_object("model_sampling")
+        self.kind = prediction_kind(patcher)
+        self.sigma_data = float(getattr(ms, "sigma_data", 1.0))
+        self.sigmas = ms.sigmas.detach().float().cpu() if self.kind != "flow" else None
+        self.device = patcher.load_device
+        self.guidance = guidance
+
+    def latent_in(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.base.process_latent_in(latents)
+
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor, conds: list[dict[str, Any]]) -> torch.Tensor:
+        per_sample = []
+        for i, cond in enumerate(conds):
+            params = dict(cond, device=self.device, noise=x[i:i + 1], prompt_type="positive")
+            if self.kind == "flow":
+                params["guidance"] = self.guidance
+            out = self.base.extra_conds(**params)
+            per_sample.append({k: v.process_cond(batch_size=1, area=None) for k, v in out.items()})
+        c = comfy.samplers.cond_cat(per_sample)
+        options = self.patcher.model_options
+        transformer_options = comfy.patcher_extension.copy_nested_dicts(options.get("transformer_options", {}))
+        transformer_options["wrappers"] = comfy.patcher_extension.copy_nested_dicts(self.patcher.wrappers)
+        transformer_options.update(sigmas=sigma, cond_or_uncond=[0], uuids=[None])
+        c["transformer_options"] = transformer_options
+        wrapper = options.get("model_function_wrapper")
+        if wrapper is not None:
+            return wrapper(self.base.apply_model, {"input": x, "timestep": sigma, "c": c, "cond_or_uncond": [0]})
+        return self.base.apply_model(x, sigma, **c)
+
+
+def _send_progress(node_id: str | None, run: TrainRun, loss: float) -> None:
+    server = PromptServer.instance
+    data = {"node": node_id, "run": run.run_id, "step": run.step, "total": run.settings.total_steps,
+            "loss": float(loss), "loss_avg": run.loss_avg(), "lr": run.current_lr()}
+    server.send_sync(PROGRESS_EVENT, data, server.client_id)
+    if node_id is not None:
+        server.send_progress_text(f"step {run.step}/{run.settings.total_steps}  loss {loss:.4f}  "
+                                  f"avg {run.loss_avg():.4f}", node_id)
+
+
+def _remove_wrappers(model: torch.nn.Module, wrappers: Iterable[object]) -> None:
+    ours = {id(w) for w in wrappers}
+    for m in model.modules():
+        for attr in ("weight_function", "bias_function"):
+            fns = m.__dict__.get(attr)
+            if fns:
+                setattr(m, attr, [f for f in fns if id(f) not in ours])
+
+
+@contextlib.contextmanager
+def training_model(run: TrainRun) -> Iterator[ComfyTrainModel]:
+    """The run's MODEL loaded with the run's modules as weight wrappers, ready for autograd (and
+    gradient-checkpointed when the run asks for it); the wrappers are removed on exit."""
+    model = run.attachments["model"]
+    patcher = model.clone()
+    modules = [module for _, module in run.network.items()]
+    for key, module in run.network.items():
+        patcher.add_weight_wrapper(key, module)
+    comfy.model_management.load_models_gpu([patcher], memory_required=1e20, force_full_load=True)
+    to_normal_tensors(patcher.model)
+    patcher.model.requires_grad_(False)
+    root = patcher.model.diffusion_model
+    try:
+        with gradient_checkpointing(root, run.settings.gradient_checkpointing), copy_norm_inputs(root):
+            yield ComfyTrainModel(patcher, run.settings.guidance)
+    finally:
+        _remove_wrappers(patcher.model, modules)
+
+
+def train_steps(run: TrainRun, steps: int, *, node_id: str | None = None,
+                on_step: Callable[[TrainRun, float], None] | None = None) -> bool:
+    """Advance ``run`` by up to ``steps`` steps on its MODEL, with progress, live loss events and
+    Cancel checked before every step. Returns True when Cancel stopped it (the interrupt is left
+    pending for the caller to raise after saving)."""
+    todo = max(0, min(steps, run.settings.total_steps - run.step))
+    bar = comfy.utils.ProgressBar(todo, node_id=node_id)
+    first = run.step
+
+    def step_done(r: TrainRun, loss: float) -> None:
+        bar.update_absolute(r.step - first, todo)
+        _send_progress(node_id, r, loss)
+        if on_step is not None:
+            on_step(r, loss)
+
+    with training_model(run) as tm:
+        return run.train(tm, todo, on_step=step_done, should_stop=comfy.model_management.processing_interrupted)
+
+
+def lora_model(model, tensors: dict[str, torch.Tensor]):
+    """A clone of ``model`` with LoRA tensors loaded the way core's loaders load a file."""
+    return comfy.sd.load_lora_for_models(model, None, tensors, 1.0, 0)[0]
+
+
+def raise_interrupt() -> None:
+    """Raise ComfyUI's Cancel exception (the pending interrupt flag is consumed)."""
+    comfy.model_management.throw_exception_if_processing_interrupted()
+    raise comfy.model_management.InterruptProcessingException()

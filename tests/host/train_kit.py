@@ -1,0 +1,158 @@
+"""Tiny real ComfyUI encoders for training tests (the host harness has diffusion models only).
+
+* VAE: ``comfy.sd.VAE`` holding ComfyUI's own ``AutoencoderKL`` (the real SD/Flux VAE key layout)
+  built through its ``config`` argument with 32 base channels, one res block per level, four
+  levels (8× downscale) and 4 (SD1.5/SDXL) or 16 (Flux) latent channels; random weights. ComfyUI's
+  state-dict detection fixes the channel width at 128, hence the explicit config.
+* Text encoders: ``comfy.sd.CLIP`` with each architecture's own ClipTarget (SD1.5:
+  SD1Tokenizer/SD1ClipModel; SDXL: SDXLTokenizer/SDXLClipModel; Flux: FluxTokenizer/flux_clip), the
+  real tokenizers, and the real model classes shrunk through ComfyUI's ``<name>_model_config``
+  model options: CLIP-L and CLIP-G keep their widths (768, 1280) with 3 layers and a 64-wide MLP;
+  T5-XXL keeps d_model 4096 with 1 layer, 2 heads of 32 and a 64-wide MLP (weights in bf16 to
+  halve its 32128×4096 embedding). Outputs have the shapes the tiny models take: SD1.5 context
+  [1, 77, 768]; SDXL [1, 77, 2048] + pooled 1280; Flux T5 [1, ≥256, 4096] + CLIP-L pooled 768.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+CLIP_SMALL = {"num_hidden_layers": 3, "intermediate_size": 64}
+T5_SMALL = {"num_layers": 1, "d_ff": 64, "num_heads": 2, "d_kv": 32}
+LATENT_CHANNELS = {"sd15": 4, "sdxl": 4, "flux": 16}
+ARCH_OF_VARIANT = {"sd15_micro": "sd15", "sdxl_micro": "sdxl", "flux_micro": "flux", "sd15": "sd15"}
+
+
+def _fill(module: torch.nn.Module, seed: int) -> None:
+    """Deterministic random weights in place (ComfyUI's ops leave them uninitialised). Large
+    tensors are filled chunk by chunk from one random block of prime length, rolled per chunk:
+    cheap in time and memory, and no two rows alike."""
+    g = torch.Generator().manual_seed(seed)
+    block = torch.randn(1_048_573, generator=g)
+    shift = 0
+    with torch.no_grad():
+        for name, t in sorted(module.state_dict(keep_vars=True).items()):
+            if not t.is_floating_point():
+                continue
+            if t.dim() >= 2:
+                scale, base = (0.02 if "embedding" in name or name.endswith("shared.weight")
+                               else 1 / max(1, t[0].numel()) ** 0.5), 0.0
+            else:
+                scale, base = 0.02, (1.0 if "norm" in name or "ln" in name else 0.0)
+            flat = t.view(-1)
+            for start in range(0, flat.numel(), block.numel()):
+                piece = flat[start:start + block.numel()]
+                shift += 7919
+                piece.copy_(base + scale * block.roll(shift)[:piece.numel()])
+
+
+def tiny_vae(arch: str, seed: int = 0):
+    """A ComfyUI VAE (AutoencoderKL) with small channels for this architecture's latent size."""
+    import comfy.sd
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+    c = LATENT_CHANNELS[arch]
+    ddconfig = {"double_z": True, "z_channels": c, "resolution": 64, "in_channels": 3, "out_ch": 3, "ch": 32,
+                "ch_mult": [1, 2, 2, 2], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
+    params = {"ddconfig": ddconfig, "embed_dim": c}
+    template = AutoencoderKL(**params)
+    _fill(template, seed)
+    sd = {k: v.detach().clone() for k, v in template.state_dict().items()}
+    return comfy.sd.VAE(sd=sd, config={"params": params})
+
+
+def tiny_clip(arch: str, seed: int = 0):
+    """A ComfyUI CLIP with the architecture's real tokenizers and shrunken real text encoders."""
+    import comfy.sd
+    import comfy.sd1_clip
+    import comfy.sdxl_clip
+    import comfy.supported_models_base as smb
+    import comfy.text_encoders.flux
+    options = {"clip_l_model_config": dict(CLIP_SMALL), "dtype": torch.float32}
+    if arch == "sd15":
+        target = smb.ClipTarget(comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel)
+    elif arch == "sdxl":
+        target = smb.ClipTarget(comfy.sdxl_clip.SDXLTokenizer, comfy.sdxl_clip.SDXLClipModel)
+        options["clip_g_model_config"] = dict(CLIP_SMALL)
+    else:
+        target = smb.ClipTarget(comfy.text_encoders.flux.FluxTokenizer,
+                                comfy.text_encoders.flux.flux_clip(dtype_t5=torch.bfloat16))
+        options["t5xxl_model_config"] = dict(T5_SMALL)
+    clip = comfy.sd.CLIP(target=target, model_options=options)
+    _fill(clip.cond_stage_model, seed)
+    return clip
+
+
+def write_dataset(folder: str, n: int = 4, size: tuple[int, int] = (64, 64), captions: list[str] | None = None,
+                  seed: int = 0) -> str:
+    """A folder of ``n`` small synthetic images with captions (a shared look, varied colours)."""
+    from PIL import Image
+    os.makedirs(folder, exist_ok=True)
+    g = torch.Generator().manual_seed(seed)
+    w, h = size
+    for i in range(n):
+        base = torch.rand(3, generator=g)
+        yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+        ring = ((xx - 0.5) ** 2 + (yy - 0.5) ** 2 < 0.09).float()
+        img = base[None, None, :] * (1 - ring[..., None]) + torch.tensor([1.0, 0.9, 0.2]) * ring[..., None]
+        img = (img + 0.05 * torch.randn(h, w, 3, generator=g)).clamp(0, 1)
+        Image.fromarray((img.numpy() * 255).astype("uint8")).save(os.path.join(folder, f"img{i}.png"))
+        text = captions[i % len(captions)] if captions else f"[trigger], a yellow ring on colour {i}"
+        with open(os.path.join(folder, f"img{i}.txt"), "w", encoding="utf-8") as f:
+            f.write(text)
+    return folder
+
+
+class LoRALabTestTinyEncoders:
+    """Test-only node (registered by the training host tests): the tiny VAE and CLIP of an arch."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"arch": (list(LATENT_CHANNELS),), "seed": ("INT", {"default": 0, "min": 0})}}
+
+    RETURN_TYPES = ("VAE", "CLIP")
+    FUNCTION = "make"
+    CATEGORY = "testing/loralab"
+
+    def make(self, arch, seed):
+        return tiny_vae(arch, seed), tiny_clip(arch, seed)
+
+
+def schema_defaults(node_cls) -> dict:
+    """Every widget input of a V3 node with its default value."""
+    return {i.id: i.default for i in node_cls.GET_SCHEMA().inputs if getattr(i, "default", None) is not None}
+
+
+class LoraKeyLog:
+    """Collects ComfyUI's 'lora key not loaded' / 'NOT LOADED' warnings while active."""
+
+    def __init__(self) -> None:
+        import logging
+        self.messages: list[str] = []
+        self._logging = logging
+        outer = self
+
+        class Handler(logging.Handler):
+            def emit(self, record):
+                msg = record.getMessage()
+                if "lora key not loaded" in msg or "NOT LOADED" in msg:
+                    outer.messages.append(msg)
+        self.handler = Handler(level=logging.WARNING)
+
+    def __enter__(self):
+        self._logging.getLogger().addHandler(self.handler)
+        return self
+
+    def __exit__(self, *exc):
+        self._logging.getLogger().removeHandler(self.handler)
+
+
+def core_lora_patches(model, lora_sd: dict):
+    """Load a LoRA the way core's LoraLoaderModelOnly does; returns (patched model, warnings, patched keys)."""
+    import comfy.lora
+    import comfy.sd
+    with LoraKeyLog() as log:
+        patched, _ = comfy.sd.load_lora_for_models(model, None, lora_sd, 1.0, 0)
+        key_map = comfy.lora.model_lora_keys_unet(model.model, {})
+        patches = comfy.lora.load_lora(lora_sd, key_map)
+    return patched, log.messages, patches

@@ -1,0 +1,139 @@
+"""The header-only summary: on every fixture format, materialised as a real file, it names the right
+format, arch, algorithms, per-module rank and alpha, coverage and host drops, reads no tensor data,
+and serialises to strict JSON."""
+import json
+import os
+
+import pytest
+import torch
+
+from loralab import safetensors_io
+from loralab.inspect import SCHEMA, Distribution, inspect_lora, summarize
+from loralab.safetensors_io import save_tensors
+from loralab_testkit import LORA_FIXTURES, fixture, fixture_tensors, materialize
+
+#: fixture -> (format, arch, algorithms, layers {linear, conv, other}, components, host drops every key)
+EXPECTED = {
+    "aitoolkit_flux_lora": ("aitoolkit", "flux", {"LoRA": 494}, (494, 0, 0), {"unet": 494}, False),
+    "comfyui_trainer_sd15_lora": ("comfyui", "sd1", {"LoRA": 230, "LoCon": 52, "Full diff": 404}, (230, 52, 404),
+                                  {"unet": 686}, False),
+    "diffusers_sdxl_dreambooth_lora": ("diffusers_dreambooth", "sdxl", {"LoRA": 560}, (560, 0, 0), {"unet": 560}, True),
+    "kohya_flux_lora": ("kohya", "flux", {"LoRA": 304}, (304, 0, 0), {"unet": 304}, False),
+    "kohya_flux_lora_with_te1": ("kohya", "flux", {"LoRA": 376}, (376, 0, 0), {"unet": 304, "clip_l": 72}, False),
+    "kohya_sd15_lora": ("kohya", "sd1", {"LoRA": 264}, (264, 0, 0), {"unet": 192, "clip_l": 72}, False),
+    "kohya_sdxl_lora": ("kohya", "sdxl", {"LoRA": 986}, (986, 0, 0), {"unet": 722, "clip_l": 72, "clip_g": 192},
+                        False),
+    "lycoris_sd15_locon_dora": ("lycoris", "sd1", {"LoRA + DoRA": 302, "LoCon + DoRA": 52}, (302, 52, 0),
+                                {"unet": 282, "clip_l": 72}, False),
+    "lycoris_sd15_loha": ("lycoris", "sd1", {"LoHa": 354}, (302, 52, 0), {"unet": 282, "clip_l": 72}, False),
+    "lycoris_sd15_lokr": ("lycoris", "sd1", {"LoKr": 354}, (302, 52, 0), {"unet": 282, "clip_l": 72}, False),
+    "xlabs_flux_lora": ("xlabs", "flux", {"LoRA": 84}, (84, 0, 0), {"unet": 84}, True),
+}
+
+
+def test_every_fixture_has_an_expectation():
+    assert sorted(EXPECTED) == LORA_FIXTURES
+
+
+@pytest.fixture
+def reads(monkeypatch):
+    """Every tensor key whose data is read from a file."""
+    seen = []
+    original = safetensors_io.SafetensorsFile.read_bytes
+
+    def spy(self, key):
+        seen.append((key, self.info(key).numel))
+        return original(self, key)
+
+    monkeypatch.setattr(safetensors_io.SafetensorsFile, "read_bytes", spy)
+    return seen
+
+
+@pytest.mark.parametrize("name", LORA_FIXTURES)
+def test_summary_of_every_fixture(name, tmp, reads):
+    fmt, arch, algos, (linear, conv, other), comps, host_drops_all = EXPECTED[name]
+    path = materialize(name, os.path.join(tmp, name + ".safetensors"), rank=2)
+    s = summarize(path)
+    assert all(numel == 1 for _, numel in reads), "the summary read tensor data"
+    assert (s.format, s.arch) == (fmt, arch)
+    assert s.algorithms == algos
+    assert s.layers == {"linear": linear, "conv": conv, "other": other}
+    assert s.components == comps
+    assert s.file_size == os.path.getsize(path)
+    assert s.tensor_count == len(fixture("loras", name)["tensors"])
+    scalars = fixture("loras", name).get("scalar_values", {})
+    for m in s.modules:
+        if m.algorithm == "Full diff":
+            assert (m.rank, m.alpha, m.scale) == (None, None, None)
+            continue
+        assert m.rank == 2
+        key = next((k for k in scalars if k == f"{m.module}.alpha"), None)
+        assert m.alpha == (scalars[key] if key else None)
+        assert m.scale == (m.alpha / 2 if m.alpha is not None else 1.0)
+        assert m.target is not None and m.block is not None
+    assert s.rank.summary == f"2 ×{sum(1 for m in s.modules if m.rank is not None)}"
+    if not scalars:
+        assert s.alpha.summary == f"none (= rank) ×{len(s.modules)}" and s.scale.summary == f"1 ×{len(s.modules)}"
+    if host_drops_all:
+        assert s.host_dropped == s.tensor_count
+        assert len(s.host_dropped_we_map) == len(s.modules)
+    else:
+        assert s.host_dropped == 0 and s.host_dropped_we_map == []
+    d = s.to_dict()
+    text = json.dumps(d, allow_nan=False)
+    assert json.loads(text)["schema"] == SCHEMA
+    assert d["coverage"]["mapped"] == len(s.modules) and d["coverage"]["unmapped"] == 0
+    assert d["coverage"]["unet"] + d["coverage"]["text_encoder"] == len(s.modules)
+    assert d["host"]["name"] == "ComfyUI 0.3.64"
+    assert s.to_text().startswith(name + ".safetensors")
+
+
+def test_summary_json_shape_is_stable(tmp):
+    """The keys the frontend reads (documented in loralab.inspect)."""
+    path = materialize("kohya_sd15_lora", os.path.join(tmp, "k.safetensors"), rank=2)
+    d = summarize(path).to_dict()
+    assert set(d) == {"schema", "name", "path", "file_size", "tensor_count", "dtypes", "format", "arch", "algorithms",
+                      "rank", "alpha", "scale", "coverage", "layers", "modules", "unmapped", "unrecognized_keys",
+                      "host", "training", "triggers", "trigger_words", "metadata", "warnings"}
+    assert set(d["arch"]) == {"id", "name", "variant", "metadata_claim"}
+    assert set(d["rank"]) == {"summary", "values", "varies", "by_group"}
+    assert set(d["modules"][0]) == {"module", "param", "algorithm", "component", "target", "rows", "block", "layer",
+                                    "rank", "alpha", "scale"}
+    assert set(d["host"]) == {"name", "dropped_keys", "dropped_we_map", "modules_we_map"}
+    assert set(d["triggers"][0]) == {"word", "kind", "source", "count", "images", "likely"}
+    assert d["dtypes"] == {"F16": 792}
+    full = inspect_lora(path, blocks=True, hashes=True).to_dict()
+    assert set(full) == set(d) | {"blocks", "hashes"}
+    assert set(full["blocks"]) == {"family", "measure", "relative", "items"}
+    assert set(full["hashes"]) == {"sha256", "autov2", "addnet", "autov3", "legacy", "stored_addnet", "stored_legacy",
+                                   "addnet_matches", "legacy_matches"}
+
+
+def test_rank_and_alpha_that_vary_are_listed_per_group(tmp):
+    """kohya with conv_dim: 3x3 convs at another rank and alpha than the linear layers."""
+    t = fixture_tensors("lycoris_sd15_loha", rank=4)
+    for k in list(t):
+        if k.endswith(".hada_w1_b") and t[k].shape[1] > 320 * 9 - 1 and "conv" in k:
+            base = k[:-len(".hada_w1_b")]
+            for role in ("hada_w1_a", "hada_w2_a"):
+                t[f"{base}.{role}"] = t[f"{base}.{role}"][:, :2].contiguous()
+            for role in ("hada_w1_b", "hada_w2_b"):
+                t[f"{base}.{role}"] = t[f"{base}.{role}"][:2].contiguous()
+            t[f"{base}.alpha"] = torch.tensor(1.0).half()
+    path = save_tensors(os.path.join(tmp, "v.safetensors"), t)
+    s = summarize(path)
+    assert s.rank.varies and s.alpha.varies
+    low = [m for m in s.modules if m.rank == 2]
+    assert low and all(m.layer == "conv" and m.alpha == 1.0 and m.scale == 0.5 for m in low)
+    groups = dict(s.rank.by_group)
+    assert groups["clip_l linear"] == "4 ×72"
+    assert "2 ×" in groups["unet conv"] and "4 ×" in groups["unet conv"]
+    assert "rank: 4 ×" in s.to_text() and "unet conv:" in s.to_text()
+
+
+def test_distribution_orders_by_count():
+    d = Distribution.of([("a", 16), ("a", 16), ("b", 8), ("b", None)])
+    assert d.summary == "16 ×2, 8 ×1, none ×1"
+    assert d.to_dict()["values"] == [{"value": 16, "count": 2}, {"value": 8, "count": 1}, {"value": None, "count": 1}]
+    assert d.by_group == [("a", "16 ×2"), ("b", "8 ×1, none ×1")]
+    assert not Distribution.of([("a", 4.0)]).varies

@@ -1,0 +1,79 @@
+"""The test kit's fixture fitter: a real trainer's key layout, shaped for a tiny model."""
+import math
+
+import pytest
+
+from loralab.canonical import shape_fits, target_shape
+from loralab.layouts import ModelLayout
+from loralab.layouts.flux import FLUX_DEV_CONFIG
+from loralab.layouts.unet import SD15_CONFIG, SDXL_CONFIG
+from loralab.lora import Lora
+from loralab_testkit import FIXTURE_MODELS, LORA_FIXTURES, fit_fixture_to_layout, fixture
+
+TINY = {
+    "sd1": ModelLayout.from_config("sd1", dict(SD15_CONFIG, model_channels=32, num_res_blocks=[1, 1], channel_mult=[1, 2],
+                                               transformer_depth=[1, 0], transformer_depth_output=[1, 1, 0, 0])),
+    "sdxl": ModelLayout.from_config("sdxl", dict(SDXL_CONFIG, model_channels=32, channel_mult=[1, 2, 2],
+                                                 transformer_depth=[0, 0, 1, 1, 2, 2], transformer_depth_middle=2,
+                                                 transformer_depth_output=[0, 0, 0, 1, 1, 1, 2, 2, 2])),
+    "flux": ModelLayout.from_config("flux", dict(FLUX_DEV_CONFIG, hidden_size=64, num_heads=2, depth=2,
+                                                 depth_single_blocks=2)),
+}
+MODEL_ARCH = {"sd15": "sd1", "sdxl": "sdxl", "flux_dev": "flux"}
+
+
+@pytest.mark.parametrize("name", LORA_FIXTURES)
+def test_fitted_lora_keeps_names_and_fits_the_tiny_model(name):
+    layout = TINY[MODEL_ARCH[FIXTURE_MODELS[name]["unet"]]]
+    tensors = fit_fixture_to_layout(name, layout, rank=3, seed=1)
+    original = fixture("loras", name)
+    assert tensors and set(tensors) <= set(original["tensors"])  # the fixture's own names, nothing invented
+    for key, t in tensors.items():
+        if key.endswith(".alpha"):
+            assert float(t) == original["scalar_values"][key]
+    lora = Lora.from_state_dict(tensors, {}, layout)
+    assert not lora.unrecognized and not lora.orphans
+    assert not list(lora.unmapped()), [(m.entry.module, m.reason) for m in lora.unmapped()][:3]
+    for m in lora.items:
+        assert shape_fits(m.entry, target_shape(m.target, layout))
+        assert (m.entry.rank() or 0) <= 3
+        for role, key in m.entry.keys.items():
+            assert len(tensors[key].shape) == len(original["tensors"][key]["shape"]), key
+    # every module of the fixture that the tiny model has is kept
+    full = Lora(_Shapes(original), layout)
+    assert len(lora.items) == sum(1 for m in full.items if m.target is not None)
+
+
+def test_fitting_is_seeded():
+    a = fit_fixture_to_layout("kohya_sd15_lora", TINY["sd1"], rank=2, seed=5)
+    b = fit_fixture_to_layout("kohya_sd15_lora", TINY["sd1"], rank=2, seed=5)
+    c = fit_fixture_to_layout("kohya_sd15_lora", TINY["sd1"], rank=2, seed=6)
+    key = next(k for k in a if k.endswith("lora_up.weight"))
+    assert (a[key] == b[key]).all() and not (a[key] == c[key]).all()
+    assert math.prod(a[key].shape) > 0
+
+
+class _Shapes:
+    """A fixture's shapes as a tensor source (scalars only)."""
+
+    def __init__(self, d):
+        self.d, self.metadata, self.path = d, {}, "fixture"
+
+    def keys(self):
+        return list(self.d["tensors"])
+
+    def shape(self, key):
+        return tuple(self.d["tensors"][key]["shape"])
+
+    def dtype(self, key):
+        return self.d["tensors"][key]["dtype"]
+
+    def scalar(self, key):
+        return float(self.d.get("scalar_values", {}).get(key, 1.0))
+
+    def close(self):
+        pass
+
+    @property
+    def label(self):
+        return self.path
