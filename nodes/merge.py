@@ -16,15 +16,15 @@ import comfy.utils
 from comfy_api.latest import io
 
 from ..loralab.bake import baked_weights
-from ..loralab.errors import LoRALabError
+from ..loralab.errors import LoRALabError, PickleRefusedError
 from ..loralab.extract import extract
 from ..loralab.lora import Lora
 from ..loralab.lowrank import RANK_MODES, RankRule
 from ..loralab.merge import METHODS, MergeInput, MergeResult, convert, merge, resize
 from ..loralab.model_weights import ModelWeights
 from ..loralab.paths import sanitize_output_name, unused_path
-from .common import (CATEGORY, display_name, lora_names, lora_path, model_layout, node_id, output_folder,
-                     unlisted)
+from .common import (CATEGORY, LORA_EXTENSIONS, display_name, lora_names, lora_path, model_layout, node_id,
+                     output_folder, unlisted)
 
 MERGE_CATEGORY = f"{CATEGORY}/Merge"
 MergeList = io.Custom("LORALAB_MERGE_LIST")
@@ -121,17 +121,24 @@ def effective_weights(model, layout, clip=None, label: str = "model") -> ModelWe
     return ModelWeights({k: tuple(v[0][0].shape) for k, v in table.items()}, get, layout, label=label)
 
 
+def _picked(name: str) -> str:
+    """The path of a LoRA picked by name; a name the loras list would not offer is refused as what
+    it would be (a pickled checkpoint), names escaping the folder by :func:`lora_path`."""
+    if not name.lower().endswith(LORA_EXTENSIONS):
+        raise PickleRefusedError("LoRA Lab reads .safetensors LoRAs only, never pickled checkpoints", path=name,
+                                 hint="convert the file to .safetensors with a tool you trust")
+    return lora_path(name)
+
+
 def _inputs_from(items, layout) -> list[MergeInput]:
-    out = []
-    for item in items:
-        out.append(MergeInput.open(lora_path(item["lora_name"]), item["weight"], item["block_weights"], layout))
-    return out
+    return [MergeInput.open(_picked(item["lora_name"]), item["weight"], item["block_weights"], layout)
+            for item in items]
 
 
 def _mtime(name: str) -> float | None:
     """The file's modification time (so an edited file is merged again), None if it cannot be read."""
     try:
-        return os.path.getmtime(lora_path(name))
+        return os.path.getmtime(_picked(name))
     except (LoRALabError, OSError):
         return None
 

@@ -295,8 +295,6 @@ def available() -> list[EntryPoint]:
 def expected_outcomes(case: Case, ep: EntryPoint) -> frozenset[str]:
     """What ``ep`` may do with ``case``'s file."""
     if ep.refuses_all or case.is_error:
-        if ep.by_name and not ep.refusal and case.extension != ".safetensors":
-            return frozenset({"UnsafeNameError"})  # refused by its name, before anything is read
         return frozenset({ep.refusal or case.expect})
     if case.expect == WARNING:  # must report what it reads; reporting more is never wrong
         out = {WARNING} if case.level in ep.sees() else {WARNING, ACCEPTED}
