@@ -71,7 +71,8 @@ def merge_inputs(**over):
 
 def test_merged_file_loads_in_core_like_its_inputs(host, flux):
     """Two LoRAs merged by a prompt (ComfyUI's executor, our node), saved to loras/, then applied
-    by core's LoraModelLoader: same patched weights as core applying both originals at 0.7 and −0.4."""
+    by core's LoraModelLoader and by LoRA Lab's loader: same patched weights as core applying both
+    originals at 0.7 and −0.4."""
     import comfy.utils
     model, files, keys = flux
     prompt = {
@@ -90,6 +91,10 @@ def test_merged_file_loads_in_core_like_its_inputs(host, flux):
                         comfy.utils.load_torch_file(files["ait"]), -0.4)
     assert sorted(ours.patches) == keys
     assert_patched_alike(ours, theirs, keys)
+    apply_lora = host.module("nodes.loader").apply_lora  # LoRA Lab's own loader, at all-1 block weights
+    ours_by_loralab, _, _ = apply_lora(model, None, f"{SUBDIR}/merged.safetensors", 1.0, 1.0, "", 1.0, 1.0, 0,
+                                       ("merge-test", 0))
+    assert_patched_alike(ours_by_loralab, theirs, keys)
 
     prompt["2"]["inputs"]["weight_1"] = 0.5  # the same output name again: a new file, never an overwrite
     before = os.path.getmtime(saved)
