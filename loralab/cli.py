@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 
 from . import __version__
 from .errors import LoRALabError
+from .merge_cli import MERGE_COMMANDS
 
 
 #: what a terminal acts on or shows deceptively: C0/C1 controls (not newline, tab), bidi controls, lone surrogates
@@ -53,7 +54,7 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
 
 
 #: every sub-command registers itself here
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_inspect]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_inspect, *MERGE_COMMANDS]
 
 
 def build_parser() -> argparse.ArgumentParser:

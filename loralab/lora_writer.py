@@ -38,6 +38,21 @@ def kohya_module_name(module: str, layout: ModelLayout) -> str:
     return a.kohya_te_prefix[te] + inner.replace(".", "_")
 
 
+def row_placed(m: torch.Tensor, target: Target, full_rows: int) -> torch.Tensor:
+    """``m`` (rows in the producer's order, for the part of the weight ``target`` covers) as rows of
+    the whole weight: halves swapped where the producer orders them the other way, zero rows
+    elsewhere. Works for an up matrix B (so B·A is placed exactly) and for a dense ΔW."""
+    if target.swap_halves:
+        half = m.shape[0] // 2
+        m = torch.cat([m[half:], m[:half]])
+    if target.rows is None:
+        return m
+    start, length = target.rows
+    padded = m.new_zeros(full_rows, *m.shape[1:])
+    padded[start:start + length] = m
+    return padded
+
+
 def _fuse(pieces: list[tuple[Target, Adapter]], full_rows: int) -> LoRA:
     """One LoRA on the fused weight equal to the row-sliced pieces (exact; rank = sum of ranks)."""
     ups, downs = [], []
@@ -46,13 +61,7 @@ def _fuse(pieces: list[tuple[Target, Adapter]], full_rows: int) -> LoRA:
         if lr is None or adapter.needs_base:
             raise LoraFormatError(f"{adapter.kind} pieces of a fused weight cannot be joined exactly", key=target.key)
         b, a_ = lr
-        start, length = target.rows if target.rows is not None else (0, full_rows)
-        if target.swap_halves:
-            half = b.shape[0] // 2
-            b = torch.cat([b[half:], b[:half]])
-        padded = torch.zeros(full_rows, b.shape[1])
-        padded[start:start + length] = b
-        ups.append(padded)
+        ups.append(row_placed(b, target, full_rows))
         downs.append(a_)
     up = torch.cat(ups, dim=1)
     down = torch.cat(downs, dim=0)

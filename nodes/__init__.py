@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import dataset, inspect, loader, routes_blocks, train
+from . import dataset, inspect, loader, merge, routes_blocks, train
 
 #: node modules; each exposes ``NODES``, a list of io.ComfyNode classes
-NODE_MODULES: list = [loader, dataset, train, routes_blocks, inspect]
+NODE_MODULES: list = [loader, dataset, train, routes_blocks, inspect, merge]
 
 
 class LoRALabExtension(ComfyExtension):

@@ -50,6 +50,16 @@ def lora_names() -> list[str]:
     return list(_LISTED[listing])
 
 
+def unlisted(names: dict, allowed: list[str]) -> bool | str:
+    """A node's ``validate_inputs`` answer for its file-name inputs: True when every chosen name
+    is one the node offers, else what is wrong. This ComfyUI checks only V1-style combos against
+    their options, so V3 nodes check the names they read themselves."""
+    for input_name, value in names.items():
+        if value is not None and value not in allowed:
+            return f"{input_name}: {str(value)[:200]!r} is not a LoRA in the loras folder list"
+    return True
+
+
 def lora_file(name: str, extensions: tuple[str, ...] = LORA_EXTENSIONS) -> str | None:
     """The real path of a file named relative to a ``loras`` folder, or None where no folder holds
     it; refuses (:class:`UnsafeNameError`) names that escape the folder and files without one of

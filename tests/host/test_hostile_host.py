@@ -169,6 +169,19 @@ def _loader_entry_point(host, loras: str, tiny_models) -> EntryPoint | None:
     return EntryPoint("loader_apply_lora", run, transforms=True, by_name=True)
 
 
+def _resize_entry_point(host, loras: str) -> EntryPoint | None:
+    """The Resize LoRA node (the merge nodes' way of reading a picked file) to rank 2, not saved."""
+    try:
+        node = host.module("nodes.merge").LoRALabResize
+    except (ModuleNotFoundError, AttributeError):
+        return None
+
+    def run(path: str, scratch: str) -> list[str]:
+        _, _, report = node.execute(_relative(loras, path), "fixed", 2, 0.95, "", "auto").args
+        return [report]
+    return EntryPoint("merge_resize_node", run, transforms=True, by_name=True)
+
+
 def _has(host, module: str) -> bool:
     try:
         host.module(module)
@@ -177,9 +190,10 @@ def _has(host, module: str) -> bool:
     return True
 
 
-HOST_ENTRY_POINTS = ["lora_info_route", "loader_apply_lora"]
+HOST_ENTRY_POINTS = ["lora_info_route", "loader_apply_lora", "merge_resize_node"]
 WAITS_FOR = {"lora_info_route": f"the {ROUTE} route (inspect branch)",
-             "loader_apply_lora": "nodes/loader.py apply_lora (loader branch)"}
+             "loader_apply_lora": "nodes/loader.py apply_lora (loader branch)",
+             "merge_resize_node": "nodes/merge.py LoRALabResize (merge branch)"}
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +201,8 @@ def host_results(host, loras, corpus, request) -> dict[str, tuple[EntryPoint, di
     """Each host entry point on every corpus file, in one go (as one server meets them), then the
     valid control file once more: it must still be answered."""
     makers = {"lora_info_route": lambda: _route_entry_point(host, loras),
-              "loader_apply_lora": lambda: _loader_entry_point(host, loras, request.getfixturevalue("tiny_models"))}
+              "loader_apply_lora": lambda: _loader_entry_point(host, loras, request.getfixturevalue("tiny_models")),
+              "merge_resize_node": lambda: _resize_entry_point(host, loras)}
     out: dict[str, tuple[EntryPoint, dict[str, Observation]] | None] = {}
     for name in HOST_ENTRY_POINTS:
         ep = makers[name]()

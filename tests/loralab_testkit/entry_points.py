@@ -227,11 +227,14 @@ def resize(path: str, scratch: str) -> list[str]:
 
 
 def extract(path: str, scratch: str) -> list[str]:
-    """The file as both the tuned and the base model of an extraction."""
+    """The file as both the tuned and the base model of an extraction (read with SD1.x's layout: a
+    LoRA file fits no model, and guessing would rightly refuse it)."""
     from loralab.extract import extract as extract_lora
+    from loralab.layouts import layout_for
     from loralab.lowrank import RankRule
     from loralab.model_weights import ModelWeights
-    with ModelWeights.open(path) as tuned, ModelWeights.open(path) as base:
+    layout = layout_for("sd1")
+    with ModelWeights.open(path, layout) as tuned, ModelWeights.open(path, layout) as base:
         return list(extract_lora(tuned, base, RankRule("fixed", 1)).skipped)
 
 

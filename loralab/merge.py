@@ -1,0 +1,516 @@
+"""Merge LoRAs into one, or resize one, streaming one module at a time.
+
+Inputs of any format and algorithm for one architecture are aligned by canonical model key
+(pieces that write row slices of a fused weight, such as ai-toolkit's Flux q/k/v, are placed in
+their rows of the whole weight). Each input contributes ``weight · block_weight(key) · ΔW`` with
+ΔW at its own scale (alpha / rank), once: ratios are never squared.
+
+Methods:
+
+* ``concat``: exact. The up matrices (carrying each term's weight and scale) and down matrices are
+  stacked: rank = sum of ranks, alpha = rank. A module with a term that has no low-rank form (a
+  full diff, DoRA) is written as its exact full difference.
+* ``svd``: the sum's best approximation at the rank a :class:`~loralab.lowrank.RankRule` chooses,
+  computed from the factors (QR of B and Aᵀ, SVD of the small core) without building ΔW; LoKr
+  through the SVD of its Kronecker factors; LoHa through its exact rank r₁·r₂ form; full diffs,
+  Tucker LoHa and DoRA through a dense ΔW of that module only.
+* ``ties``, ``dare``, ``magnitude``: sparsifying merges on the dense ΔW of each module (dense is
+  inherent to them), then a randomized SVD back to the target rank. Lossy by design:
+
+  - TIES (Yadav et al. 2023): each input's ΔW keeps its top ``density`` fraction of entries by
+    magnitude; the sign of each entry is elected by the sign of the sum; the merged entry is the
+    mean of the kept entries that agree with it. Trimming is per module (the paper trims over a
+    whole task vector).
+  - DARE (Yu et al. 2024): each entry of each input's ΔW is dropped with probability
+    p = 1 − ``density`` and the rest rescaled by 1 / (1 − p); the results are summed.
+  - magnitude: each input's ΔW keeps its top ``density`` fraction by magnitude; summed.
+
+  Random draws are seeded per (seed, input, module), so a merge is reproducible.
+
+Bias and other one-dimensional differences are summed exactly in every method. DoRA inputs
+depend on the base weight: without the base model's weights the merge refuses, naming the module.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import math
+import os
+import statistics
+import zlib
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import torch
+
+from . import __version__
+from .adapters import Adapter, Diff, LoKr, LoRA
+from .block_weights import BlockWeights, parse_block_weights
+from .errors import ArchMismatchError, LoraFormatError, SpecError
+from .hashes import addnet_hash
+from .layouts import ModelLayout, Target
+from .lora import Lora, MappedEntry
+from .lora_writer import kohya_tensors, lora_metadata, row_placed
+from .lowrank import SVD, WORK, RankRule, dense_svd, full_svd, kron_svd, one_thread, select_rank, svd_of_product
+from .model_weights import ModelWeights
+from .modules import Entry
+from .safetensors_io import DTYPES, save_tensors
+
+METHODS = ("concat", "svd", "ties", "dare", "magnitude")
+SPARSIFYING = ("ties", "dare", "magnitude")
+#: dense per-module work (full diffs, DoRA, sparsifying merges) is done in float64 up to this many
+#: entries (128 MiB), in float32 above (a Flux linear1 in float64 would take 0.5 GB)
+DENSE_FLOAT64_MAX = 1 << 24
+
+
+def dense_dtype(numel: int) -> torch.dtype:
+    """Precision of a dense per-module matrix of this size."""
+    return WORK if numel <= DENSE_FLOAT64_MAX else torch.float32
+
+
+#: called after each module: (modules done, modules in all)
+Progress = Callable[[int, int], None]
+
+#: metadata of an input that a resize keeps (everything but what no longer describes the file)
+_STALE_PREFIXES = ("sshs_", "modelspec.hash_", "ss_network_", "loralab.")
+
+
+@functools.lru_cache(maxsize=1)
+def _hasher() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="loralab-hash")
+
+
+def lora_title(lora: Lora) -> str:
+    """The name a LoRA calls itself (``modelspec.title``, ``ss_output_name``), else its file name."""
+    meta = lora.metadata
+    for key in ("modelspec.title", "ss_output_name"):
+        v = meta.get(key, "").strip()
+        if v and v != "None":
+            return v
+    return os.path.splitext(os.path.basename(lora.path or "lora"))[0]
+
+
+@dataclass
+class MergeInput:
+    """One LoRA in a merge, with its weight and block-weight spec."""
+
+    lora: Lora
+    weight: float = 1.0
+    block_spec: str = ""
+    title: str = ""
+    file_hash: str | None = None  # addnet hash (full hex) of the file; AutoV3 is its first 12 digits
+    _pending: Future | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.weight):
+            raise SpecError(f"weight {self.weight} is not a finite number", path=self.lora.path)
+        self.title = self.title or lora_title(self.lora)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, weight: float = 1.0, block_spec: str = "",
+             layout: ModelLayout | None = None) -> "MergeInput":
+        """Open a LoRA file (header and alphas only); its data is hashed in the background while
+        the merge runs on the main thread."""
+        inp = cls(Lora.open(path, layout), weight, block_spec)
+        inp._pending = _hasher().submit(addnet_hash, path)
+        return inp
+
+    @property
+    def addnet(self) -> str | None:
+        """The file's addnet hash (waits for the background hashing)."""
+        if self._pending is not None:
+            self.file_hash, self._pending = self._pending.result(), None
+        return self.file_hash
+
+    def blocks(self, arch_id: str, layout: ModelLayout) -> BlockWeights:
+        try:
+            return parse_block_weights(self.block_spec, arch_id, layout=layout)
+        except SpecError as e:
+            raise SpecError(f"block weights of {self.title}: {e.problem}", key=e.key, hint=e.hint) from None
+
+    def recipe(self) -> dict:
+        h = self.addnet
+        return {"title": self.title, "file": os.path.basename(self.lora.path) if self.lora.path else None,
+                "autov3": h[:12] if h else None, "addnet_hash": h, "weight": self.weight,
+                "block_weights": self.block_spec or None}
+
+
+@dataclass
+class ModuleReport:
+    """What happened to one model weight."""
+
+    key: str
+    inputs: int  # inputs that write it
+    rank_in: int | None  # width of the stacked factors (None: a dense term was involved)
+    rank: int | None  # rank written (0: cancelled out, not written; None: written as a full diff)
+    kept: float  # kept Frobenius energy, Σ_{i≤k}σᵢ² / ‖ΔW‖_F²
+    form: str  # "low-rank", "dense" or "diff"
+
+
+@dataclass
+class MergeResult:
+    """A merged LoRA in kohya format, with its metadata and a per-module account."""
+
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, str]
+    modules: list[ModuleReport]
+    skipped: list[str]
+    arch: str
+    method: str
+    rule: RankRule | None
+    path: str | None = None
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> str:
+        """Write the file atomically; never overwrites unless asked."""
+        self.path = save_tensors(path, {k: self.tensors[k] for k in sorted(self.tensors)}, self.metadata,
+                                 overwrite=overwrite)
+        return self.path
+
+    def report(self) -> str:
+        """Per-module kept energy summary, rank histogram, and what was not merged."""
+        written = [m for m in self.modules if m.rank != 0]
+        how = self.method if self.rule is None or self.method == "concat" else f"{self.method}, {self.rule.describe()}"
+        lines = [f"{len(written)} modules written ({how})"]
+        ranked = [m for m in written if m.rank is not None]
+        if ranked:
+            kept = [m.kept for m in ranked]
+            lines.append(f"kept energy (Frobenius): min {min(kept):.6f}, median {statistics.median(kept):.6f}, "
+                         f"mean {statistics.fmean(kept):.6f}")
+            worst = sorted((m for m in ranked if m.kept < 1 - 1e-6), key=lambda m: m.kept)[:5]
+            lines += [f"  lowest: {m.key} rank {m.rank} kept {m.kept:.6f}" for m in worst]
+            hist = Counter(m.rank for m in ranked)
+            lines.append("rank histogram: " + ", ".join(f"{r} ×{n}" for r, n in sorted(hist.items(), reverse=True)))
+        diffs = [m for m in written if m.rank is None]
+        if diffs:
+            lines.append(f"full differences (exact, no rank): {len(diffs)}")
+        zero = [m.key for m in self.modules if m.rank == 0]
+        if zero:
+            lines.append(f"cancelled out (zero, not written): {len(zero)}: " + ", ".join(zero[:5])
+                         + (" ..." if len(zero) > 5 else ""))
+        if self.skipped:
+            lines.append(f"not included: {len(self.skipped)}")
+            lines += [f"  {s}" for s in self.skipped[:20]]
+            if len(self.skipped) > 20:
+                lines.append(f"  ... and {len(self.skipped) - 20} more")
+        return "\n".join(lines)
+
+
+@dataclass
+class _Term:
+    """One input's contribution to one weight, placed in the whole weight's rows and weighted."""
+
+    source: int  # input index
+    b: torch.Tensor | None = None  # [out, r]
+    a: torch.Tensor | None = None  # [r, in]
+    dense: torch.Tensor | None = None  # [out, in]
+
+    @property
+    def rank(self) -> int | None:
+        return None if self.b is None else int(self.b.shape[1])
+
+    def finite(self) -> bool:
+        """No NaN or infinite value (a sum is NaN or infinite exactly when an entry is, barring an
+        overflow only absurd values reach; it costs a fraction of an element-wise test)."""
+        return all(math.isfinite(float(t.sum())) for t in (self.b, self.a, self.dense) if t is not None)
+
+    def matrix(self) -> torch.Tensor:
+        if self.b is None:
+            return self.dense
+        return (self.b @ self.a).to(dense_dtype(self.b.shape[0] * self.a.shape[1]))
+
+
+def default_dtype(inputs: Sequence[MergeInput]) -> torch.dtype:
+    """The floating dtype most of the inputs' factor tensors are stored in."""
+    counts: Counter = Counter()
+    for inp in inputs:
+        for e in inp.lora.entries:
+            for role, dt in e.dtypes.items():
+                if role != "alpha" and dt in ("F16", "BF16", "F32", "F64"):
+                    counts[dt] += 1
+    name = counts.most_common(1)[0][0] if counts else "F16"
+    return DTYPES[name][1] if name != "F64" else torch.float32
+
+
+def non_finite(entry: Entry) -> str:
+    """The message for a module whose values (or alpha) are NaN or infinite."""
+    alpha = entry.alpha is not None and not math.isfinite(entry.alpha)
+    return f"{'alpha' if alpha else 'the tensors'} of this module hold NaN or infinite values"
+
+
+def _seed(seed: int, *parts: object) -> torch.Generator:
+    return torch.Generator().manual_seed(zlib.crc32(":".join(map(str, (seed, *parts))).encode()))
+
+
+def lokr_svd(adapter: LoKr) -> SVD:
+    """Exact SVD of a LoKr's unscaled kron(W₁, W₂) (conv kernels flattened), each factor's SVD
+    taken from its own low-rank factors where it is stored decomposed."""
+    def factor(w: torch.Tensor | None, a: torch.Tensor | None, b: torch.Tensor | None) -> SVD:
+        if w is not None:
+            return full_svd(w.to(WORK).reshape(w.shape[0], -1))
+        return svd_of_product(a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1))
+    first = factor(adapter.w1, adapter.w1a, adapter.w1b)
+    if adapter.t2 is not None:
+        w2 = adapter.factor2(WORK)
+        second = full_svd(w2.reshape(w2.shape[0], -1))
+    else:
+        second = factor(adapter.w2, adapter.w2a, adapter.w2b)
+    return kron_svd(first, second)
+
+
+def _base_part(base: ModelWeights, target: Target, shape: tuple[int, ...]) -> torch.Tensor:
+    w = base.get(target.key).to(WORK)
+    if target.rows is not None:
+        w = w[target.rows[0]:target.rows[0] + target.rows[1]]
+    if target.swap_halves:
+        half = w.shape[0] // 2
+        w = torch.cat([w[half:], w[:half]])
+    return w.reshape(shape)
+
+
+def _term(source: int, inp: MergeInput, target: Target, adapter: Adapter, weight: float, layout: ModelLayout,
+          base: ModelWeights | None) -> _Term:
+    full = layout.shapes[target.key]
+    rows = full[0] if len(full) else 1
+    dense = dense_dtype(math.prod(full))
+    if adapter.needs_base:
+        if base is None or target.key not in base:
+            what = "DoRA" if adapter.dora_scale is not None else "set_weight"
+            raise LoraFormatError(
+                f"{inp.title}: this module is {what}; its change depends on the base weight", key=target.key,
+                hint="give the base model's weights (--base FILE, or connect the model) or leave this LoRA out")
+        part_shape = (target.rows[1], *full[1:]) if target.rows is not None else tuple(full)
+        w = _base_part(base, target, part_shape)
+        d = (adapter.apply_to(w, weight) - w).reshape(part_shape[0], -1)
+        return _Term(source, dense=row_placed(d.to(dense), target, rows))
+    if len(full) < 2:
+        return _Term(source, dense=row_placed(adapter.delta_flat(dense).reshape(-1, 1) * weight, target, rows))
+    if isinstance(adapter, LoKr):
+        svd = lokr_svd(adapter)
+        b, a = svd.u * (svd.s * adapter.scale), svd.vh
+    else:
+        lr = adapter.low_rank(WORK)
+        if lr is None:
+            return _Term(source, dense=row_placed(adapter.delta_flat(dense) * weight, target, rows))
+        b, a = lr
+    return _Term(source, b=row_placed(b * weight, target, rows), a=a)
+
+
+def _svd_of_sum(terms: list[_Term], shape: tuple[int, int], rule: RankRule, key: str, seed: int,
+                exact: bool) -> tuple[SVD, str]:
+    """SVD of Σ terms: from the stacked factors when every term has them and the stack is thinner
+    than the matrix; otherwise of the dense sum."""
+    width = sum(t.rank or 0 for t in terms)
+    if all(t.b is not None for t in terms) and width < min(shape):
+        return svd_of_product(torch.cat([t.b for t in terms], 1), torch.cat([t.a for t in terms], 0)), "low-rank"
+    parts = [t.matrix() for t in terms]
+    scale = sum(float(p.norm()) for p in parts)
+    return dense_svd(sum(parts), rule, exact=exact, generator=_seed(seed, "svd", key), scale=scale), "dense"
+
+
+def _trim(t: torch.Tensor, density: float) -> torch.Tensor:
+    """``t`` with all but its top ``density`` fraction of entries (by magnitude) set to zero."""
+    if density >= 1:
+        return t
+    keep = int(round(density * t.numel()))
+    if keep <= 0:
+        return torch.zeros_like(t)
+    mag = t.abs().reshape(-1)
+    threshold = torch.kthvalue(mag, mag.numel() - keep + 1).values
+    return t * (t.abs() >= threshold)
+
+
+def _sparsified(method: str, taus: list[torch.Tensor], density: float, seed: int, key: str,
+                sources: list[int]) -> torch.Tensor:
+    if method == "ties":
+        trimmed = [_trim(t, density) for t in taus]
+        sign = torch.sign(sum(trimmed))
+        total = torch.zeros_like(trimmed[0])
+        count = torch.zeros_like(trimmed[0])
+        for t in trimmed:
+            agree = (torch.sign(t) == sign) & (t != 0)
+            total += t * agree
+            count += agree
+        return total / count.clamp_min(1)
+    if method == "dare":
+        p = 1 - density
+        out = torch.zeros_like(taus[0])
+        for t, src in zip(taus, sources):
+            if p <= 0:
+                out += t
+                continue
+            keep = torch.rand(t.shape, generator=_seed(seed, "dare", src, key), dtype=t.dtype) >= p
+            out += t * keep / (1 - p)
+        return out
+    return sum(_trim(t, density) for t in taus)
+
+
+def _check_inputs(inputs: Sequence[MergeInput]) -> ModelLayout:
+    if not inputs:
+        raise SpecError("nothing to merge: give at least one LoRA")
+    for inp in inputs:
+        if inp.lora.layout is None:
+            raise ArchMismatchError(f"cannot tell which base model {inp.title} is for", path=inp.lora.path,
+                                    hint="give the architecture (--arch) or the model it is for")
+    layout = inputs[0].lora.layout
+    for inp in inputs[1:]:
+        if inp.lora.layout.arch.id != layout.arch.id:
+            raise ArchMismatchError(f"{inp.title} is for {inp.lora.layout.arch.name}, {inputs[0].title} for "
+                                    f"{layout.arch.name}; only LoRAs of one base model can be merged",
+                                    path=inp.lora.path)
+    return layout
+
+
+def merge(inputs: Sequence[MergeInput], method: str = "svd", rule: RankRule | None = None, *,
+          density: float = 0.5, seed: int = 0, base: ModelWeights | None = None, dtype: torch.dtype | None = None,
+          title: str = "merged", progress: Progress | None = None, exact_dense: bool = True,
+          extra_metadata: Mapping[str, str] | None = None) -> MergeResult:
+    """Merge ``inputs`` with ``method`` at the ranks ``rule`` chooses (``concat`` takes no rule).
+
+    Reads one module's tensors at a time; the result holds only the output tensors (in ``dtype``,
+    by default the inputs' dtype). ``progress`` is called after every module (and may raise to
+    cancel: nothing is written then). ``exact_dense`` chooses a full SVD for modules that need a
+    dense ΔW in ``svd`` merges (a randomized one otherwise; sparsifying merges always use the
+    randomized one).
+    """
+    if method not in METHODS:
+        raise SpecError(f"unknown merge method {method!r}; use one of {', '.join(METHODS)}", key=method)
+    if method != "concat" and rule is None:
+        raise SpecError(f"{method} needs a rank: a fixed rank or a dynamic rule", key="rank")
+    if not 0 < density <= 1:
+        raise SpecError(f"density is the fraction of entries kept, in (0, 1]; got {density}", key="density")
+    layout = _check_inputs(inputs)
+    arch_id = layout.arch.id
+    out_dtype = dtype or default_dtype(inputs)
+    blocks = [inp.blocks(arch_id, layout) for inp in inputs]
+
+    by_key: dict[str, list[tuple[int, MappedEntry]]] = {}
+    skipped: list[str] = []
+    for i, inp in enumerate(inputs):
+        for m in inp.lora.items:
+            if m.mapped:
+                by_key.setdefault(m.target.key, []).append((i, m))
+            else:
+                skipped.append(f"{inp.title}: {m.entry.module} ({m.reason})")
+        skipped += [f"{inp.title}: key {k} (not a LoRA key this tool knows)" for k in inp.lora.unrecognized]
+        skipped += [f"{inp.title}: key {k} (belongs to no complete module)" for k in inp.lora.orphans]
+    if not by_key:
+        raise LoraFormatError(f"no module of {', '.join(inp.title for inp in inputs)} lands on a weight of "
+                              f"{layout.arch.name}" + (f" ({skipped[0]}{', ...' if len(skipped) > 1 else ''})"
+                                                       if skipped else ""),
+                              hint="check that the LoRAs are for this model")
+    order = {k: n for n, k in enumerate(layout.shapes)}
+    keys = sorted(by_key, key=lambda k: order.get(k, len(order)))
+
+    tensors: dict[str, torch.Tensor] = {}
+    reports: list[ModuleReport] = []
+    # the low-rank methods work on thin matrices, where extra threads only add contention
+    with one_thread() if method not in SPARSIFYING else contextlib.nullcontext():
+        for done, key in enumerate(keys, 1):
+            terms: list[_Term] = []
+            for i, m in by_key[key]:
+                w = inputs[i].weight * blocks[i].for_key(key)
+                if w != 0:
+                    terms.append(_term(i, inputs[i], m.target, inputs[i].lora.adapter(m.entry), w, layout, base))
+                    if not terms[-1].finite():
+                        raise LoraFormatError(non_finite(m.entry), path=inputs[i].lora.path, key=m.entry.module,
+                                              hint="the file is damaged: leave it out")
+            n_inputs = len({i for i, _ in by_key[key]})
+            if terms:
+                adapter, report = _merge_module(key, terms, n_inputs, method, rule, layout, density, seed,
+                                                exact_dense)
+                reports.append(report)
+                if adapter is not None:
+                    tensors.update(kohya_tensors([(Target(key), adapter)], layout, out_dtype))
+            if progress is not None:
+                progress(done, len(keys))
+
+    meta = _metadata(arch_id, tensors, inputs, method, rule, title, density, seed, out_dtype)
+    meta.update(extra_metadata or {})
+    return MergeResult(tensors, meta, reports, skipped, arch_id, method, rule)
+
+
+def _merge_module(key: str, terms: list[_Term], n_inputs: int, method: str, rule: RankRule | None,
+                  layout: ModelLayout, density: float, seed: int,
+                  exact_dense: bool) -> tuple[Adapter | None, ModuleReport]:
+    full = layout.shapes[key]
+    low = all(t.b is not None for t in terms)
+    rank_in = sum(t.rank for t in terms) if low else None
+    if len(full) < 2:
+        diff = sum(t.matrix() for t in terms).reshape(full)
+        return Diff(diff=diff), ModuleReport(key, n_inputs, None, None, 1.0, "diff")
+    if method == "concat":
+        if low:
+            up = torch.cat([t.b for t in terms], 1)
+            down = torch.cat([t.a for t in terms], 0)
+            return LoRA(up=up, down=down, alpha=float(up.shape[1])), \
+                ModuleReport(key, n_inputs, rank_in, int(up.shape[1]), 1.0, "low-rank")
+        diff = sum(t.matrix() for t in terms).reshape(full)
+        return Diff(diff=diff), ModuleReport(key, n_inputs, None, None, 1.0, "diff")
+    if method == "svd":
+        svd, form = _svd_of_sum(terms, (full[0], math.prod(full[1:])), rule, key, seed, exact_dense)
+    else:
+        sources = sorted({t.source for t in terms})
+        taus = [sum(t.matrix() for t in terms if t.source == s) for s in sources]
+        merged = _sparsified(method, taus, density, seed, key, sources)
+        svd, form = dense_svd(merged, rule, exact=False, power_iters=4, generator=_seed(seed, "svd", key)), "dense"
+    k = select_rank(svd, rule)
+    if k == 0:
+        return None, ModuleReport(key, n_inputs, rank_in, 0, 1.0, form)
+    up, down = svd.factors(k)
+    return LoRA(up=up, down=down, alpha=float(k)), ModuleReport(key, n_inputs, rank_in, k, svd.kept_energy(k), form)
+
+
+def _metadata(arch_id: str, tensors: Mapping[str, torch.Tensor], inputs: Sequence[MergeInput], method: str,
+              rule: RankRule | None, title: str, density: float, seed: int, dtype: torch.dtype) -> dict[str, str]:
+    recipe: dict = {"tool": f"LoRA Lab {__version__}", "method": method,
+                    "rank": None if method == "concat" or rule is None else rule.to_dict(),
+                    "dtype": str(dtype).replace("torch.", ""), "inputs": [inp.recipe() for inp in inputs]}
+    if method in SPARSIFYING:
+        recipe.update(density=density, seed=seed)
+    extra = {"modelspec.merged_from": ", ".join(inp.title for inp in inputs),
+             "loralab.recipe": json.dumps(recipe, ensure_ascii=False)}
+    return lora_metadata(arch_id, tensors, title=title, extra=extra)
+
+
+def resize(inp: MergeInput, rule: RankRule, *, base: ModelWeights | None = None, dtype: torch.dtype | None = None,
+           title: str | None = None, progress: Progress | None = None) -> MergeResult:
+    """One LoRA at a smaller (or dynamic) rank: its best approximation per module. The input's
+    metadata is kept where it still describes the file (training settings, tags, trigger words)."""
+    result = merge([inp], "svd", rule, base=base, dtype=dtype, title=title or inp.title, progress=progress)
+    kept = {k: v for k, v in inp.lora.metadata.items() if not k.startswith(_STALE_PREFIXES)}
+    recipe = json.loads(result.metadata["loralab.recipe"])
+    recipe["method"] = "resize"
+    ours = {k: v for k, v in result.metadata.items() if k != "modelspec.merged_from"}
+    ours["loralab.recipe"] = json.dumps(recipe, ensure_ascii=False)
+    result.metadata = {**kept, **ours}
+    result.method = "resize"
+    return result
+
+
+def convert(lora: Lora, *, title: str, dtype: torch.dtype | None = None,
+            extra_metadata: Mapping[str, str] | None = None) -> MergeResult:
+    """A LoRA from any producer (a LORA_MODEL from a trainer, a file in any naming) as a kohya-format
+    LoRA with true metadata. Exact: every adapter is kept as it is (pieces of a fused weight are
+    joined); refuses, listing them, when some modules cannot be placed."""
+    inp = MergeInput(lora, title=title)
+    layout = _check_inputs([inp])
+    problems = [f"{m.entry.module} ({m.reason})" for m in lora.unmapped()]
+    problems += [f"key {k} (not a LoRA key this tool knows)" for k in lora.unrecognized]
+    if problems:
+        raise LoraFormatError(f"{len(problems)} modules cannot be written: " + "; ".join(problems[:5])
+                              + (" ..." if len(problems) > 5 else ""), path=lora.path,
+                              hint="connect the model this LoRA is for, so its layout is known")
+    tensors = kohya_tensors([(m.target, lora.adapter(m.entry)) for m in lora.mapped()], layout,
+                            dtype or default_dtype([inp]))
+    recipe = {"tool": f"LoRA Lab {__version__}", "method": "convert", "source_format": lora.detection.format}
+    meta = lora_metadata(layout.arch.id, tensors, title=title,
+                         extra={"loralab.recipe": json.dumps(recipe), **(extra_metadata or {})})
+    modules = [ModuleReport(m.target.key, 1, m.entry.rank(), m.entry.rank(), 1.0, m.entry.kind) for m in lora.mapped()]
+    return MergeResult(tensors, meta, modules, [], layout.arch.id, "convert", None)
+
+
+__all__ = ["METHODS", "MergeInput", "MergeResult", "ModuleReport", "RankRule", "convert", "default_dtype", "lora_title",
+           "merge", "resize"]

@@ -1,0 +1,387 @@
+"""Merge, resize, extract, save and bake LoRAs: thin nodes over loralab.merge / extract / bake.
+
+LoRAs come out as a ``LORA_MODEL`` (a kohya-format state dict that core's "Load LoRA Model"
+accepts) and, when an output name is given, as a new file in ``loras/`` (never overwriting).
+Every long loop reports progress and stops between modules when the user cancels; a cancelled
+run writes nothing.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import comfy.lora
+import comfy.model_management
+import comfy.utils
+from comfy_api.latest import io
+
+from ..loralab.bake import baked_weights
+from ..loralab.errors import LoRALabError, PickleRefusedError
+from ..loralab.extract import extract
+from ..loralab.lora import Lora
+from ..loralab.lowrank import RANK_MODES, RankRule
+from ..loralab.merge import METHODS, MergeInput, MergeResult, convert, merge, resize
+from ..loralab.model_weights import ModelWeights
+from ..loralab.paths import sanitize_output_name, unused_path
+from .common import (CATEGORY, LORA_EXTENSIONS, display_name, lora_names, lora_path, model_layout, node_id,
+                     output_folder, unlisted)
+
+MERGE_CATEGORY = f"{CATEGORY}/Merge"
+MergeList = io.Custom("LORALAB_MERGE_LIST")
+NONE = "None"
+DTYPES = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+_RANK_TIP = ("fixed: every module gets this rank. sv_fro: per module the smallest rank keeping this fraction of "
+             "the Frobenius energy Σσ². sv_ratio: keep σ ≥ σ₁/threshold. sv_cumulative: the smallest rank whose "
+             "Σσ reaches this fraction")
+
+
+def _rank_inputs(default_rank: int) -> list:
+    return [
+        io.Combo.Input("rank_mode", options=list(RANK_MODES), default="fixed", tooltip=_RANK_TIP),
+        io.Int.Input("rank", default=default_rank, min=1, max=4096,
+                     tooltip="fixed: the rank of every module; dynamic modes: the largest rank a module may get"),
+        io.Float.Input("threshold", default=0.95, min=0.0, max=100000.0, step=0.001,
+                       tooltip="dynamic modes: sv_fro / sv_cumulative a fraction in (0, 1]; sv_ratio a ratio ≥ 1"),
+    ]
+
+
+def _rule(rank_mode: str, rank: int, threshold: float) -> RankRule:
+    if rank_mode == "fixed":
+        return RankRule("fixed", rank)
+    return RankRule(rank_mode, threshold, rank)
+
+
+def _output_inputs() -> list:
+    return [
+        io.String.Input("output_name", default="", placeholder="empty: do not save a file",
+                        tooltip="save the LoRA as loras/<name>.safetensors (a new name is picked if it exists)"),
+        io.Combo.Input("dtype", options=list(DTYPES), default="auto",
+                       tooltip="dtype of the written tensors (auto: the inputs' dtype; fp16 for extraction)"),
+    ]
+
+
+def _lora_outputs() -> list:
+    return [io.LoraModel.Output(display_name="lora"), io.String.Output(display_name="file_name"),
+            io.String.Output(display_name="report")]
+
+
+def progress_callback(total_hint: int = 1):
+    """A progress callback for the engine: updates ComfyUI's progress bar and raises when the
+    user cancels (checked between modules)."""
+    bar = comfy.utils.ProgressBar(total_hint)
+
+    def update(done: int, total: int) -> None:
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        bar.update_absolute(done, total)
+    return update
+
+
+def _save(result: MergeResult, output_name: str) -> str:
+    """Save into the loras folder under a new name; returns the name relative to that folder."""
+    if not output_name.strip():
+        return ""
+    folder = output_folder("loras")
+    path = unused_path(folder, sanitize_output_name(output_name, default="merged_lora"))
+    result.save(path)
+    return os.path.relpath(path, folder).replace(os.sep, "/")
+
+
+def _title(output_name: str, default: str | None) -> str | None:
+    """The title a result gets: the output file's name, else ``default``."""
+    return os.path.splitext(os.path.basename(output_name.strip()))[0] or default
+
+
+def _report(result: MergeResult, saved: str) -> str:
+    return result.report() + (f"\nfile: loras/{saved}" if saved else "")
+
+
+def _outputs(result: MergeResult, output_name: str) -> io.NodeOutput:
+    saved = _save(result, output_name)
+    report = _report(result, saved)
+    return io.NodeOutput(result.tensors, saved, report, ui={"text": [report]})
+
+
+def effective_weights(model, layout, clip=None, label: str = "model") -> ModelWeights:
+    """The weights of a MODEL (and optionally a CLIP) as they are used: each patch already on it
+    (a loaded LoRA, a model merge) applied, one weight at a time on request."""
+    sources = [model] + ([clip.patcher] if clip is not None else [])
+    table: dict[str, tuple] = {}
+    for patcher in sources:
+        for key, entry in patcher.get_key_patches().items():
+            table.setdefault(key, entry)
+
+    def get(key: str) -> torch.Tensor:
+        entry = table[key]
+        weight, convert_func = entry[0]
+        w = convert_func(weight.detach().to(torch.float32, copy=True), inplace=True)
+        if len(entry) > 1:
+            w = comfy.lora.calculate_weight(entry[1:], w, key)
+        return w
+    return ModelWeights({k: tuple(v[0][0].shape) for k, v in table.items()}, get, layout, label=label)
+
+
+def _picked(name: str) -> str:
+    """The path of a LoRA picked by name; a name the loras list would not offer is refused as what
+    it would be (a pickled checkpoint), names escaping the folder by :func:`lora_path`."""
+    if not name.lower().endswith(LORA_EXTENSIONS):
+        raise PickleRefusedError("LoRA Lab reads .safetensors LoRAs only, never pickled checkpoints", path=name,
+                                 hint="convert the file to .safetensors with a tool you trust")
+    return lora_path(name)
+
+
+def _inputs_from(items, layout) -> list[MergeInput]:
+    return [MergeInput.open(_picked(item["lora_name"]), item["weight"], item["block_weights"], layout)
+            for item in items]
+
+
+def _mtime(name: str) -> float | None:
+    """The file's modification time (so an edited file is merged again), None if it cannot be read."""
+    try:
+        return os.path.getmtime(_picked(name))
+    except (LoRALabError, OSError):
+        return None
+
+
+class _PicksOneLora(io.ComfyNode):
+    """A node that reads one LoRA named by its ``lora_name`` input."""
+
+    @classmethod
+    def validate_inputs(cls, lora_name: str | None = None) -> bool | str:
+        return unlisted({"lora_name": lora_name}, lora_names())
+
+    @classmethod
+    def fingerprint_inputs(cls, lora_name, **kwargs):
+        return _mtime(lora_name)
+
+
+class LoRALabMergeInput(_PicksOneLora):
+    """One LoRA, its weight and block weights, added to a merge list (chain as many as needed)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("MergeInput"), display_name=display_name("LoRA to Merge"), category=MERGE_CATEGORY,
+            description="Adds a LoRA with its weight and block weights to a merge list; chain these into "
+                        "Merge LoRAs or Bake LoRAs to merge any number.",
+            inputs=[
+                io.Combo.Input("lora_name", options=lora_names()),
+                io.Float.Input("weight", default=1.0, min=-10.0, max=10.0, step=0.01),
+                io.String.Input("block_weights", default="",
+                                tooltip="block-weight spec: an LBW vector, BLOCK=VALUE items or a preset name"),
+                MergeList.Input("merge_list", optional=True, tooltip="the list to extend"),
+            ],
+            outputs=[MergeList.Output(display_name="merge_list")],
+        )
+
+    @classmethod
+    def execute(cls, lora_name, weight, block_weights, merge_list=None) -> io.NodeOutput:
+        item = {"lora_name": lora_name, "weight": float(weight), "block_weights": block_weights}
+        return io.NodeOutput(tuple(merge_list or ()) + (item,))
+
+
+class LoRALabMerge(io.ComfyNode):
+    """Merge LoRAs into one: exactly (concat), at a target or dynamic rank (svd), or with TIES/DARE."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        names = lora_names()
+        return io.Schema(
+            node_id=node_id("Merge"), display_name=display_name("Merge LoRAs"), category=MERGE_CATEGORY,
+            description="Merges LoRAs (any format, one base model) into one kohya-format LoRA. concat is exact "
+                        "(rank = sum of ranks); svd gives the best approximation at the chosen rank without "
+                        "building ΔW; ties / dare / magnitude are sparsifying merges on ΔW (lossy).",
+            inputs=[
+                io.Combo.Input("lora_name_1", options=names),
+                io.Float.Input("weight_1", default=1.0, min=-10.0, max=10.0, step=0.01),
+                io.String.Input("block_weights_1", default=""),
+                io.Combo.Input("lora_name_2", options=[NONE, *names], default=NONE),
+                io.Float.Input("weight_2", default=1.0, min=-10.0, max=10.0, step=0.01),
+                io.String.Input("block_weights_2", default=""),
+                io.Combo.Input("method", options=list(METHODS), default="svd"),
+                *_rank_inputs(32),
+                io.Float.Input("density", default=0.5, min=0.01, max=1.0, step=0.01,
+                               tooltip="ties / dare / magnitude: fraction of each ΔW's entries kept"),
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="dare's random drops"),
+                *_output_inputs(),
+                MergeList.Input("merge_list", optional=True, tooltip="more LoRAs, from LoRA to Merge nodes"),
+                io.Model.Input("model", optional=True,
+                               tooltip="the model these LoRAs are for: needed for models of non-standard size "
+                                       "and for DoRA LoRAs (their change depends on the base weight)"),
+            ],
+            outputs=_lora_outputs(), is_output_node=True,
+        )
+
+    @classmethod
+    def validate_inputs(cls, lora_name_1: str | None = None, lora_name_2: str | None = None) -> bool | str:
+        return unlisted({"lora_name_1": lora_name_1, "lora_name_2": lora_name_2}, [NONE, *lora_names()])
+
+    @classmethod
+    def fingerprint_inputs(cls, lora_name_1, lora_name_2=NONE, **kwargs):
+        return _mtime(lora_name_1), _mtime(lora_name_2) if lora_name_2 != NONE else None
+
+    @classmethod
+    def execute(cls, lora_name_1, weight_1, block_weights_1, lora_name_2, weight_2, block_weights_2, method,
+                rank_mode, rank, threshold, density, seed, output_name, dtype, merge_list=None,
+                model=None) -> io.NodeOutput:
+        items = [{"lora_name": lora_name_1, "weight": weight_1, "block_weights": block_weights_1}]
+        if lora_name_2 != NONE:
+            items.append({"lora_name": lora_name_2, "weight": weight_2, "block_weights": block_weights_2})
+        items += list(merge_list or ())
+        layout = model_layout(model) if model is not None else None
+        inputs = _inputs_from(items, layout)
+        base = effective_weights(model, layout) if model is not None else None
+        title = _title(output_name, "merged")
+        result = merge(inputs, method, None if method == "concat" else _rule(rank_mode, rank, threshold),
+                       density=density, seed=seed, base=base, dtype=DTYPES[dtype], title=title,
+                       progress=progress_callback())
+        return _outputs(result, output_name)
+
+
+class LoRALabResize(_PicksOneLora):
+    """One LoRA at a smaller or dynamic rank: the best approximation per module."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("Resize"), display_name=display_name("Resize LoRA"), category=MERGE_CATEGORY,
+            description="Resizes a LoRA to a fixed or dynamic rank: per module the best approximation "
+                        "(truncated SVD computed from the factors), with the kept energy reported.",
+            inputs=[io.Combo.Input("lora_name", options=lora_names()), *_rank_inputs(16), *_output_inputs(),
+                    io.Model.Input("model", optional=True,
+                                   tooltip="the model the LoRA is for (non-standard sizes, DoRA)")],
+            outputs=_lora_outputs(), is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, lora_name, rank_mode, rank, threshold, output_name, dtype, model=None) -> io.NodeOutput:
+        layout = model_layout(model) if model is not None else None
+        (inp,) = _inputs_from([{"lora_name": lora_name, "weight": 1.0, "block_weights": ""}], layout)
+        base = effective_weights(model, layout) if model is not None else None
+        title = _title(output_name, None)
+        result = resize(inp, _rule(rank_mode, rank, threshold), base=base, dtype=DTYPES[dtype], title=title,
+                        progress=progress_callback())
+        return _outputs(result, output_name)
+
+
+class LoRALabExtract(io.ComfyNode):
+    """A LoRA from a fine-tuned MODEL and its base MODEL."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("Extract"), display_name=display_name("Extract LoRA"), category=MERGE_CATEGORY,
+            description="Extracts a LoRA from the difference between a fine-tuned model and its base: per weight "
+                        "the best low-rank approximation (randomized SVD with power iterations; full SVD for "
+                        "small layers).",
+            inputs=[
+                io.Model.Input("tuned_model"), io.Model.Input("base_model"), *_rank_inputs(32),
+                io.Float.Input("min_diff", default=0.0001, min=0.0, max=1.0, step=0.00001,
+                               tooltip="skip weights whose difference is at most this fraction of the weight"),
+                io.Boolean.Input("bias_and_norms", default=False,
+                                 tooltip="also store bias and norm differences as full diffs (ComfyUI reads them)"),
+                *_output_inputs(),
+                io.Clip.Input("tuned_clip", optional=True, tooltip="connect both CLIPs to extract the text encoders"),
+                io.Clip.Input("base_clip", optional=True),
+            ],
+            outputs=_lora_outputs(), is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, tuned_model, base_model, rank_mode, rank, threshold, min_diff, bias_and_norms, output_name,
+                dtype, tuned_clip=None, base_clip=None) -> io.NodeOutput:
+        layout = model_layout(base_model)
+        if layout is None:
+            raise ValueError("LoRA Lab extracts LoRAs for SD1.x, SD2.x, SDXL and Flux models only")
+        both = tuned_clip is not None and base_clip is not None
+        tuned = effective_weights(tuned_model, layout, tuned_clip if both else None, "tuned model")
+        base = effective_weights(base_model, layout, base_clip if both else None, "base model")
+        title = _title(output_name, "extracted")
+        result = extract(tuned, base, _rule(rank_mode, rank, threshold), text_encoders=both, min_diff=min_diff,
+                         bias_and_norms=bias_and_norms, dtype=DTYPES[dtype] or torch.float16, title=title,
+                         progress=progress_callback())
+        return _outputs(result, output_name)
+
+
+class LoRALabSave(io.ComfyNode):
+    """Save a LORA_MODEL from any source as a kohya-format file with true metadata."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("Save"), display_name=display_name("Save LoRA"), category=MERGE_CATEGORY,
+            description="Saves a LORA_MODEL (from core's trainer, a merge, any source) into loras/ in kohya "
+                        "format with ss_* and modelspec metadata that describe it truthfully.",
+            inputs=[
+                io.LoraModel.Input("lora"),
+                io.String.Input("output_name", default="loralab_lora"),
+                io.String.Input("title", default="", tooltip="title in the metadata (default: the file name)"),
+                io.Combo.Input("dtype", options=list(DTYPES), default="auto"),
+                io.Model.Input("model", optional=True, tooltip="the model the LoRA is for (needed for models of "
+                                                               "non-standard size)"),
+            ],
+            outputs=[io.String.Output(display_name="file_name"), io.String.Output(display_name="report")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, lora, output_name, title, dtype, model=None) -> io.NodeOutput:
+        layout = model_layout(model) if model is not None else None
+        name = output_name.strip() or "loralab_lora"
+        title = title.strip() or _title(name, "loralab_lora")
+        result = convert(Lora.from_state_dict(lora, layout=layout, label="LORA_MODEL"), title=title,
+                         dtype=DTYPES[dtype])
+        saved = _save(result, name)
+        report = _report(result, saved)
+        return io.NodeOutput(saved, report, ui={"text": [report]})
+
+
+class LoRALabBake(io.ComfyNode):
+    """A MODEL whose weights include LoRAs (save it with any checkpoint save node)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("Bake"), display_name=display_name("Bake LoRAs into Model"), category=MERGE_CATEGORY,
+            description="Applies LoRAs to the model's weights once (block weights and DoRA included) and outputs "
+                        "a MODEL whose weights include them, for the host's checkpoint save nodes.",
+            inputs=[
+                io.Model.Input("model"),
+                io.Combo.Input("lora_name", options=[NONE, *lora_names()], default=NONE),
+                io.Float.Input("strength", default=1.0, min=-10.0, max=10.0, step=0.01),
+                io.String.Input("block_weights", default=""),
+                MergeList.Input("merge_list", optional=True, tooltip="more LoRAs, from LoRA to Merge nodes"),
+            ],
+            outputs=[io.Model.Output(display_name="model"), io.String.Output(display_name="report")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, lora_name: str | None = None) -> bool | str:
+        return unlisted({"lora_name": lora_name}, [NONE, *lora_names()])
+
+    @classmethod
+    def fingerprint_inputs(cls, lora_name=NONE, **kwargs):
+        return _mtime(lora_name) if lora_name != NONE else None
+
+    @classmethod
+    def execute(cls, model, lora_name, strength, block_weights, merge_list=None) -> io.NodeOutput:
+        items = list(merge_list or ())
+        if lora_name != NONE:
+            items.insert(0, {"lora_name": lora_name, "weight": strength, "block_weights": block_weights})
+        layout = model_layout(model)
+        if layout is None:
+            raise ValueError("LoRA Lab bakes LoRAs into SD1.x, SD2.x, SDXL and Flux models only")
+        inputs = _inputs_from(items, layout)
+        weights = effective_weights(model, layout)
+        state = model.model_state_dict()
+        patches = {key: ("set", (value.to(state[key].dtype),))
+                   for key, value in baked_weights(weights, inputs, progress=progress_callback())}
+        out = model.clone()
+        out.add_patches(patches, 1.0)
+        skipped = sum(1 for inp in inputs for _ in inp.lora.unmapped())
+        report = f"{len(patches)} weights baked from {len(inputs)} LoRAs" + \
+            (f"; {skipped} modules not mapped onto this model" if skipped else "")
+        return io.NodeOutput(out, report, ui={"text": [report]})
+
+
+NODES = [LoRALabMergeInput, LoRALabMerge, LoRALabResize, LoRALabExtract, LoRALabSave, LoRALabBake]

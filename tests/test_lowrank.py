@@ -1,0 +1,152 @@
+"""Low-rank algebra against dense reference computations, and rank selection against the
+textbook definitions on constructed spectra (exact k, boundaries included)."""
+import pytest
+import torch
+
+from loralab.errors import SpecError
+from loralab.lowrank import (RankRule, dense_svd, full_svd, kron_svd, randomized_svd, select_rank,
+                             svd_of_product)
+
+D = torch.float64
+
+
+def rnd(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=D)
+
+
+def orthonormal(n, k, seed):
+    q, _ = torch.linalg.qr(rnd(n, k, seed=seed))
+    return q
+
+
+def with_spectrum(s, rows=40, cols=30, seed=0):
+    """A matrix with exactly these singular values, as low-rank factors (U·diag(s), Vᵀ)."""
+    s = torch.tensor(s, dtype=D)
+    u = orthonormal(rows, len(s), seed)
+    v = orthonormal(cols, len(s), seed + 1)
+    return u * s, v.T
+
+
+@pytest.mark.parametrize("case", ["well", "duplicate", "zero_column"])
+def test_svd_of_product_equals_dense_svd(case):
+    b, a = rnd(300, 12, seed=1), rnd(12, 200, seed=2)
+    if case == "duplicate":  # rank-deficient B: the Gram path would be inaccurate, QR takes over
+        b[:, 7] = 2 * b[:, 3]
+    if case == "zero_column":  # an untrained module: up initialised to zero
+        b[:, 0] = 0
+    m = b @ a
+    svd = svd_of_product(b, a)
+    ref = torch.linalg.svdvals(m)
+    r = 11 if case != "well" else 12
+    assert svd.s.numel() == r
+    assert torch.allclose(svd.s, ref[:r], rtol=1e-12, atol=1e-12 * float(ref[0]))
+    assert torch.allclose(svd.u.T @ svd.u, torch.eye(r, dtype=D), atol=1e-10)
+    assert torch.allclose(svd.vh @ svd.vh.T, torch.eye(r, dtype=D), atol=1e-10)
+    assert float((svd.u * svd.s @ svd.vh - m).norm() / m.norm()) < 1e-13
+    assert svd.energy == pytest.approx(float(m.norm()) ** 2, rel=1e-12)
+    assert svd.nuclear == pytest.approx(float(ref.sum()), rel=1e-12)
+
+
+def test_truncation_is_the_optimal_rank_k_approximation():
+    b, a = rnd(200, 24, seed=3), rnd(24, 150, seed=4)
+    m = b @ a
+    svd = svd_of_product(b, a)
+    ref = torch.linalg.svdvals(m)
+    for k in (1, 5, 17):
+        up, down = svd.factors(k)
+        err = float((up @ down - m).norm())
+        assert err == pytest.approx(float(ref[k:].pow(2).sum().sqrt()), rel=1e-10)  # Eckart–Young
+        assert svd.kept_energy(k) == pytest.approx(float(ref[:k].pow(2).sum() / ref.pow(2).sum()), rel=1e-12)
+
+
+def test_kron_svd_is_exact():
+    w1, w2 = rnd(4, 6, seed=5), rnd(7, 5, seed=6) @ rnd(5, 9, seed=7)  # w2 of rank 5
+    k = kron_svd(full_svd(w1), full_svd(w2))
+    ref = torch.kron(w1, w2)
+    assert k.s.numel() == 4 * 5
+    assert torch.all(k.s[:-1] >= k.s[1:])
+    assert torch.allclose(k.s, torch.linalg.svdvals(ref)[:20], rtol=1e-12)
+    assert torch.allclose(k.u * k.s @ k.vh, ref, atol=1e-12)
+    assert torch.allclose(k.u.T @ k.u, torch.eye(20, dtype=D), atol=1e-12)
+
+
+def spectrum_svd(s):
+    return svd_of_product(*with_spectrum(s))
+
+
+# s = 4, 3, 2, 1: Σσ = 10 (cumulative 0.4, 0.7, 0.9, 1.0); Σσ² = 30 (16/30, 25/30, 29/30, 1)
+@pytest.mark.parametrize("mode,value,max_rank,k", [
+    ("fixed", 3, None, 3),
+    ("fixed", 10, None, 4),  # never more than the matrix's rank
+    ("sv_cumulative", 0.4, None, 1),
+    ("sv_cumulative", 0.7, None, 2),  # boundary: Σ_{i≤2}σ = 0.7·Σσ exactly
+    ("sv_cumulative", 0.7001, None, 3),
+    ("sv_cumulative", 1.0, None, 4),
+    ("sv_fro", 0.5, None, 1),
+    ("sv_fro", 25 / 30, None, 2),  # boundary
+    ("sv_fro", 25 / 30 + 1e-6, None, 3),
+    ("sv_fro", 0.99, None, 4),
+    ("sv_fro", 0.99, 2, 2),  # the cap wins
+    ("sv_ratio", 1.0, None, 1),  # σ ≥ σ₁
+    ("sv_ratio", 2.0, None, 3),  # boundary: σ₃ = 2 = σ₁/2 is kept
+    ("sv_ratio", 1.99, None, 2),
+    ("sv_ratio", 4.0, None, 4),
+    ("sv_ratio", 4.0, 3, 3),
+])
+def test_rank_selection_matches_the_definitions(mode, value, max_rank, k):
+    rule = RankRule(mode, value, max_rank)
+    svd = spectrum_svd([4.0, 3.0, 2.0, 1.0])
+    assert select_rank(svd, rule) == k
+
+
+def test_rank_selection_is_not_kohyas_off_by_one():
+    """kohya's resize keeps searchsorted(...) + 1 singular values; the smallest k meeting the
+    target is the definition. Here one singular value carries 90% of the energy."""
+    svd = spectrum_svd([3.0, 1.0])  # energies 0.9, 1.0
+    assert select_rank(svd, RankRule("sv_fro", 0.9)) == 1
+    assert select_rank(svd, RankRule("sv_cumulative", 0.75)) == 1  # 3 / 4
+
+
+def test_rank_selection_on_a_long_spectrum_agrees_with_brute_force():
+    s = sorted((float(x) for x in torch.rand(25, generator=torch.Generator().manual_seed(8)) * 10), reverse=True)
+    svd = spectrum_svd(s)
+    t = torch.tensor(s, dtype=D)
+    for target in (0.3, 0.55, 0.8, 0.95):
+        fro = min(k for k in range(1, 26) if float(t[:k].pow(2).sum()) >= target * float(t.pow(2).sum()))
+        cum = min(k for k in range(1, 26) if float(t[:k].sum()) >= target * float(t.sum()))
+        assert select_rank(svd, RankRule("sv_fro", target)) == fro
+        assert select_rank(svd, RankRule("sv_cumulative", target)) == cum
+    for ratio in (1.5, 3.0, 10.0):
+        assert select_rank(svd, RankRule("sv_ratio", ratio)) == sum(1 for x in s if x >= s[0] / ratio)
+
+
+def test_zero_matrix_keeps_nothing():
+    svd = svd_of_product(torch.zeros(10, 3, dtype=D), rnd(3, 8))
+    assert select_rank(svd, RankRule("fixed", 4)) == 0
+
+
+@pytest.mark.parametrize("mode,value", [("fixed", 0), ("fixed", 2.5), ("sv_fro", 1.5), ("sv_fro", 0),
+                                        ("sv_cumulative", -0.1), ("sv_ratio", 0.5), ("nope", 1)])
+def test_bad_rules_are_refused(mode, value):
+    with pytest.raises(SpecError):
+        RankRule(mode, value)
+
+
+def test_randomized_svd_finds_the_leading_spectrum():
+    b, a = rnd(600, 20, seed=9), rnd(20, 500, seed=10)
+    m = (b @ a).float() + 0.01 * rnd(600, 500, seed=11).float()
+    exact = torch.linalg.svdvals(m.double())
+    approx = randomized_svd(m, 20, power_iters=2, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(approx.s[:20].double(), exact[:20], rtol=1e-4)
+    up, down = approx.factors(20)
+    err = float((up @ down - m).double().norm())
+    best = float(exact[20:].pow(2).sum().sqrt())
+    assert err <= best * (1 + 1e-3)
+
+
+def test_dense_svd_uses_the_whole_spectrum_for_sv_cumulative():
+    m = rnd(1030, 1024, seed=12).float()
+    svd = dense_svd(m, RankRule("sv_cumulative", 0.5, 8), exact=False)
+    assert svd.complete and svd.s.numel() == 1024
+    svd = dense_svd(m, RankRule("fixed", 8), exact=False)
+    assert not svd.complete and svd.s.numel() == 18
