@@ -20,7 +20,7 @@ from comfy_api.latest import io, ui
 
 from ..loralab.errors import LoRALabError, UnsafeNameError
 from ..loralab.inspect import inspect_lora, summarize
-from .common import CATEGORY, display_name, lora_file, lora_names, lora_path, model_layout, node_id
+from .common import CATEGORY, display_name, lora_file, lora_names, lora_path, model_layout, node_id, unlisted
 
 ROUTE = "/loralab/lora_info"
 
@@ -60,9 +60,7 @@ class LoRALabInspect(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, lora_name: str | None = None) -> bool | str:
         """This ComfyUI checks only V1-style combos against their options: the node checks its own."""
-        if lora_name is not None and lora_name not in lora_names():
-            return f"lora_name: {str(lora_name)[:200]!r} is not a LoRA in the loras folder list"
-        return True
+        return unlisted({"lora_name": lora_name}, lora_names())
 
     @classmethod
     def execute(cls, lora_name: str, model=None) -> io.NodeOutput:

@@ -144,15 +144,6 @@ def _fingerprint(*names: str) -> tuple:
     return tuple(stamps)
 
 
-def _unlisted(names: dict[str, Any], allowed: list[str]) -> bool | str:
-    """True when every chosen name is one the node offers, else what is wrong. This ComfyUI checks
-    only V1-style combos against their options, so the nodes check their file names themselves."""
-    for input_name, value in names.items():
-        if value is not None and value not in allowed:
-            return f"{input_name}: {str(value)[:200]!r} is not a LoRA in the loras folder list"
-    return True
-
-
 def _node(cls: type[io.ComfyNode]) -> str:
     """The node's id in the graph (its file cache is kept per node, as core keeps one per node)."""
     return str(getattr(cls.hidden, "unique_id", None))
@@ -209,7 +200,7 @@ class LoRALabLoader(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, lora_name: str | None = None) -> bool | str:
-        return _unlisted({"lora_name": lora_name}, common.lora_names())
+        return common.unlisted({"lora_name": lora_name}, common.lora_names())
 
     @classmethod
     def fingerprint_inputs(cls, lora_name: str = "", **kwargs: Any) -> Any:
@@ -254,7 +245,7 @@ class LoRALabStack(io.ComfyNode):
                         lora_name_5: str | None = None) -> bool | str:
         chosen = dict(zip((f"lora_name_{i}" for i in range(1, STACK_SLOTS + 1)),
                           (lora_name_1, lora_name_2, lora_name_3, lora_name_4, lora_name_5)))
-        return _unlisted(chosen, [NONE, *common.lora_names()])
+        return common.unlisted(chosen, [NONE, *common.lora_names()])
 
     @classmethod
     def fingerprint_inputs(cls, **kwargs: Any) -> Any:
