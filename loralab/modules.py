@@ -112,17 +112,19 @@ class Entry:
 
     def rank(self) -> int | None:
         """The rank alpha is divided by (None where the algorithm has none)."""
-        s = {r: v for r, v in self.shapes.items() if v}  # a 0-d tensor has no rank dimension
-        if self.kind == "lora" and "down" in s:
-            return s["down"][0]
-        if self.kind == "loha" and "w1b" in s:
-            return s["w1b"][0]
-        if self.kind == "lokr":
-            if "w2b" in s and "w2" not in self.keys:
-                return s["w2b"][0]
-            if "w1b" in s and "w1" not in self.keys:
-                return s["w1b"][0]
-        return None
+        s = self.shapes
+        if self.kind == "lora":
+            role = "down"
+        elif self.kind == "loha":
+            role = "w1b"
+        elif self.kind == "lokr" and "w2" not in self.keys and s.get("w2b"):
+            role = "w2b"
+        elif self.kind == "lokr" and "w1" not in self.keys:
+            role = "w1b"
+        else:
+            return None
+        shape = s.get(role)
+        return shape[0] if shape else None  # a 0-d tensor has no rank dimension
 
     def scale(self) -> float:
         """The factor ΔW is multiplied by (alpha / rank; 1 where there is no alpha or no rank)."""
