@@ -1,0 +1,122 @@
+"""What the pack ships and declares, read from its files without importing ComfyUI: the tracked
+files, pyproject.toml, requirements.txt, and the node ids and display names its ``nodes/``
+modules define (read from their source, so no host is needed)."""
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import tomllib
+from dataclasses import dataclass
+from functools import lru_cache
+
+from packaging.requirements import Requirement
+
+from . import REPO
+
+
+@lru_cache(maxsize=None)
+def tracked_files() -> tuple[str, ...]:
+    """Paths (relative, ``/``-separated) of the files git tracks: what a clone or the registry's
+    archive of the repository holds."""
+    out = subprocess.run(["git", "-C", REPO, "ls-files", "-z"], capture_output=True, check=True).stdout
+    return tuple(p for p in out.decode("utf-8").split("\0") if p)
+
+
+def pyproject() -> dict:
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        return tomllib.load(f)
+
+
+def requirement_lines() -> list[str]:
+    """The requirement lines of requirements.txt (comments and blank lines left out)."""
+    with open(os.path.join(REPO, "requirements.txt"), encoding="utf-8") as f:
+        lines = [line.split(" #", 1)[0].strip() for line in f]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def requirements() -> list[Requirement]:
+    """requirements.txt parsed as PEP 508 requirements (raises on a line that is not one)."""
+    return [Requirement(line) for line in requirement_lines()]
+
+
+@dataclass(frozen=True)
+class NodeDef:
+    node_id: str
+    display_name: str
+    class_name: str
+    module: str
+
+
+def _module_names(tree: ast.Module, variable: str) -> list[str]:
+    """The names listed in ``variable = [a, b, ...]`` at a module's top level."""
+    for stmt in tree.body:
+        targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target] if isinstance(stmt, ast.AnnAssign) else []
+        if any(isinstance(t, ast.Name) and t.id == variable for t in targets):
+            if not isinstance(stmt.value, ast.List):
+                raise AssertionError(f"{variable} is not a literal list")
+            return [e.id for e in stmt.value.elts if isinstance(e, ast.Name)]
+    raise AssertionError(f"no {variable} = [...] found")
+
+
+def _parse(relative: str) -> ast.Module:
+    with open(os.path.join(REPO, relative), encoding="utf-8") as f:
+        return ast.parse(f.read(), relative)
+
+
+def _constant_of(tree: ast.Module, name: str) -> str:
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in stmt.targets):
+            if isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str):
+                return stmt.value.value
+    raise AssertionError(f"no string constant {name}")
+
+
+def _template_of(tree: ast.Module, function: str) -> str:
+    """The f-string a one-argument helper returns, with ``{}`` where the argument goes."""
+    for stmt in tree.body:
+        if isinstance(stmt, ast.FunctionDef) and stmt.name == function:
+            ret = stmt.body[-1]
+            if isinstance(ret, ast.Return) and isinstance(ret.value, ast.JoinedStr):
+                return "".join("{}" if isinstance(v, ast.FormattedValue) else v.value for v in ret.value.values)
+    raise AssertionError(f"{function}() does not return an f-string")
+
+
+def _helper_argument(call: ast.AST, helper: str) -> str | None:
+    """``"X"`` for ``helper("X")`` or ``common.helper("X")``; None for anything else."""
+    if not isinstance(call, ast.Call) or len(call.args) != 1 or call.keywords:
+        return None
+    func = call.func
+    name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+    arg = call.args[0]
+    if name == helper and isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+        return arg.value
+    return None
+
+
+@lru_cache(maxsize=None)
+def node_defs() -> tuple[NodeDef, ...]:
+    """Every node the pack registers: the modules in ``nodes.NODE_MODULES``, the classes in each
+    module's ``NODES``, and the ``node_id=``/``display_name=`` of each class's ``io.Schema``, which
+    must be ``node_id("<Name>")`` and ``display_name("<name>")`` calls (the helpers of
+    nodes/common.py that add the pack's prefix and suffix)."""
+    common = _parse("nodes/common.py")
+    prefix = _constant_of(common, "NODE_PREFIX")
+    shown_as = _template_of(common, "display_name")
+    defs = []
+    for module in _module_names(_parse("nodes/__init__.py"), "NODE_MODULES"):
+        tree = _parse(f"nodes/{module}.py")
+        classes = {c.name: c for c in tree.body if isinstance(c, ast.ClassDef)}
+        for class_name in _module_names(tree, "NODES"):
+            schema = next((n for n in ast.walk(classes[class_name]) if isinstance(n, ast.Call)
+                           and getattr(n.func, "attr", getattr(n.func, "id", "")) == "Schema"), None)
+            if schema is None:
+                raise AssertionError(f"nodes/{module}.py: {class_name} defines no io.Schema")
+            kw = {k.arg: k.value for k in schema.keywords}
+            name = _helper_argument(kw.get("node_id"), "node_id")
+            shown = _helper_argument(kw.get("display_name"), "display_name")
+            if name is None or shown is None:
+                raise AssertionError(f"nodes/{module}.py: {class_name}'s schema must use node_id(\"...\") and "
+                                     "display_name(\"...\") from nodes/common.py")
+            defs.append(NodeDef(prefix + name, shown_as.format(shown), class_name, module))
+    return tuple(defs)
