@@ -7,7 +7,6 @@ from __future__ import annotations
 import ast
 import os
 import re
-import sys
 import xml.etree.ElementTree as ET
 from urllib.parse import urlparse
 
@@ -17,7 +16,8 @@ from packaging.utils import canonicalize_name
 
 from loralab import __version__
 from loralab_testkit import REPO
-from loralab_testkit.pack import node_defs, pyproject, requirement_lines, requirements, tracked_files
+from loralab_testkit.pack import (imported_distributions, node_defs, pyproject, read, requirement_lines,
+                                   requirements, third_party_imports, tracked_files)
 
 #: semver.org's regular expression for a version (the registry wants X.Y.Z)
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
@@ -28,22 +28,7 @@ SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
 REGISTRY_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:[-_.][A-Za-z0-9]+)*$")
 #: pip distributions ComfyUI brings and a pack must never ask Manager to (re)install
 HOST_TORCH = {"torch", "torchvision", "torchaudio"}
-#: modules the host provides to the nodes: ComfyUI itself and what its requirements.txt installs
-HOST_MODULES = {"comfy", "comfy_api", "comfy_extras", "comfy_execution", "folder_paths", "nodes", "server",
-                "execution", "node_helpers", "aiohttp"}
-#: import name -> distribution name, where they differ
-DISTRIBUTION_OF = {"PIL": "pillow"}
 ICON_TYPES = (".svg", ".png", ".jpg", ".jpeg", ".gif")
-SHIPPED_CODE = ("__init__.py", "nodes/", "loralab/")
-
-
-def _shipped_python() -> list[str]:
-    return [p for p in tracked_files() if p.endswith(".py") and p.startswith(SHIPPED_CODE)]
-
-
-def _read(relative: str) -> str:
-    with open(os.path.join(REPO, relative), encoding="utf-8") as f:
-        return f.read()
 
 
 # --- pyproject.toml -------------------------------------------------------------------------------
@@ -86,8 +71,8 @@ def test_license_is_a_file_the_repository_ships():
     assert isinstance(license, dict) and set(license) == {"file"}, \
         'the registry reads license = {file = "LICENSE"} or {text = "..."}, not a bare string'
     assert license["file"] in tracked_files()
-    assert _read(license["file"]).startswith("MIT License")
-    assert "MIT" in _read("README.md").rsplit("## License", 1)[1]
+    assert read(license["file"]).startswith("MIT License")
+    assert "MIT" in read("README.md").rsplit("## License", 1)[1]
 
 
 def test_icon_is_a_shipped_image_within_the_registry_limits():
@@ -115,7 +100,7 @@ def changelog_releases(text: str) -> list[str]:
 def test_one_version_everywhere():
     version = pyproject()["project"]["version"]
     assert __version__ == version, "loralab/__init__.py and pyproject.toml disagree"
-    releases = changelog_releases(_read("CHANGELOG.md"))
+    releases = changelog_releases(read("CHANGELOG.md"))
     assert releases and releases[0] == version, f"CHANGELOG.md's newest entry is {releases[:1]}, not {version}"
     assert len(releases) == len(set(releases))
 
@@ -146,22 +131,8 @@ def test_requirements_txt_and_pyproject_dependencies_agree():
     assert normal(declared) == normal(requirements())
 
 
-def third_party_imports(source: str, filename: str) -> set[str]:
-    """Top-level names of the absolute imports that are not the standard library."""
-    names = set()
-    for node in ast.walk(ast.parse(source, filename)):
-        if isinstance(node, ast.Import):
-            names |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0:
-            names.add(node.module.split(".")[0])
-    return {n for n in names if n not in sys.stdlib_module_names}
-
-
 def test_requirements_are_exactly_what_the_shipped_code_imports():
-    imported = set()
-    for path in _shipped_python():
-        imported |= third_party_imports(_read(path), path)
-    imported = {canonicalize_name(DISTRIBUTION_OF.get(n, n)) for n in imported - HOST_MODULES - {"loralab"}}
+    imported = imported_distributions()
     declared = {canonicalize_name(r.name) for r in requirements()}
     assert imported - declared == {"torch"}, f"imported but not declared: {sorted(imported - declared - {'torch'})}"
     assert declared - imported == set(), f"declared but never imported: {sorted(declared - imported)}"
@@ -197,7 +168,7 @@ def test_exec_eval_scanner(code, flagged):
 
 
 def test_no_exec_or_eval_in_any_python_file_the_repository_ships():
-    found = [hit for p in tracked_files() if p.endswith(".py") for hit in exec_eval_calls(_read(p), p)]
+    found = [hit for p in tracked_files() if p.endswith(".py") for hit in exec_eval_calls(read(p), p)]
     assert not found, "\n".join(found)
 
 
@@ -210,7 +181,7 @@ def test_js_dynamic_code_pattern(code, flagged):
 
 def test_frontend_runs_no_strings_as_code():
     found = [f"{p}:{n}" for p in tracked_files() if p.startswith("js/") and p.endswith(".js")
-             for n, line in enumerate(_read(p).splitlines(), 1) if JS_DYNAMIC_CODE.search(line)]
+             for n, line in enumerate(read(p).splitlines(), 1) if JS_DYNAMIC_CODE.search(line)]
     assert not found, found
 
 
@@ -228,7 +199,7 @@ def test_every_node_id_is_prefixed_and_unique():
 
 
 def test_pack_declares_its_frontend_and_entry_point():
-    tree = ast.parse(_read("__init__.py"))
+    tree = ast.parse(read("__init__.py"))
     assigned = {t.id: n.value for n in tree.body if isinstance(n, ast.Assign) for t in n.targets}
     assert isinstance(assigned["WEB_DIRECTORY"], ast.Constant)
     web = assigned["WEB_DIRECTORY"].value.removeprefix("./")

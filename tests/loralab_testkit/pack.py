@@ -6,11 +6,13 @@ from __future__ import annotations
 import ast
 import os
 import subprocess
+import sys
 import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
 
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from . import REPO
 
@@ -21,6 +23,44 @@ def tracked_files() -> tuple[str, ...]:
     archive of the repository holds."""
     out = subprocess.run(["git", "-C", REPO, "ls-files", "-z"], capture_output=True, check=True).stdout
     return tuple(p for p in out.decode("utf-8").split("\0") if p)
+
+
+#: what ships as code: the package ComfyUI imports and the engine the CLI installs
+SHIPPED_CODE = ("__init__.py", "nodes/", "loralab/")
+#: modules the host provides to the nodes: ComfyUI itself and what its requirements.txt installs
+HOST_MODULES = {"comfy", "comfy_api", "comfy_extras", "comfy_execution", "folder_paths", "nodes", "server",
+                "execution", "node_helpers", "aiohttp"}
+#: import name -> distribution name, where they differ
+DISTRIBUTION_OF = {"PIL": "pillow"}
+
+
+def read(relative: str) -> str:
+    with open(os.path.join(REPO, relative), encoding="utf-8") as f:
+        return f.read()
+
+
+def shipped_python() -> list[str]:
+    """The tracked Python files that run in ComfyUI or the CLI (tests and benchmarks left out)."""
+    return [p for p in tracked_files() if p.endswith(".py") and p.startswith(SHIPPED_CODE)]
+
+
+def third_party_imports(source: str, filename: str) -> set[str]:
+    """Top-level names of a module's absolute imports that are not the standard library."""
+    names = set()
+    for node in ast.walk(ast.parse(source, filename)):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return {n for n in names if n not in sys.stdlib_module_names}
+
+
+def imported_distributions() -> set[str]:
+    """Canonical names of the distributions the shipped code imports, beyond ComfyUI and itself."""
+    imported = set()
+    for path in shipped_python():
+        imported |= third_party_imports(read(path), path)
+    return {canonicalize_name(DISTRIBUTION_OF.get(n, n)) for n in imported - HOST_MODULES - {"loralab"}}
 
 
 def pyproject() -> dict:
@@ -60,8 +100,7 @@ def _module_names(tree: ast.Module, variable: str) -> list[str]:
 
 
 def _parse(relative: str) -> ast.Module:
-    with open(os.path.join(REPO, relative), encoding="utf-8") as f:
-        return ast.parse(f.read(), relative)
+    return ast.parse(read(relative), relative)
 
 
 def _constant_of(tree: ast.Module, name: str) -> str:
