@@ -30,7 +30,8 @@ import pytest
 from packaging.utils import canonicalize_name
 
 from loralab_testkit import REPO
-from loralab_testkit.pack import imported_distributions, node_defs, requirements, tracked_files
+from loralab_testkit.pack import (imported_distributions, markdown_sections, node_defs, read, requirements,
+                                   section_tree, tracked_files)
 
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH", "")
 PACK = "lora-lab"
@@ -214,3 +215,40 @@ def test_frontend_files_are_served(installed):
 def test_pack_routes_answer(installed):
     archs = {a["id"] for a in installed.json("/loralab/blocks")["archs"]}
     assert {"sd1", "sdxl", "flux"} <= archs
+
+
+def _documents(section: str, name: str) -> bool:
+    """Whether a reference section names an input or output: as `name`, or inside a numbered
+    range such as `lora_name_1` … `lora_name_5`."""
+    if f"`{name}`" in section:
+        return True
+    numbered = re.fullmatch(r"(.+)_(\d+)", name)
+    if numbered:
+        base, n = numbered.group(1), int(numbered.group(2))
+        last = re.search(rf"`{re.escape(base)}_1` … `{re.escape(base)}_(\d+)`", section)
+        return bool(last) and 1 <= n <= int(last.group(1))
+    return False
+
+
+def test_readme_reference_names_every_input_and_output(installed):
+    """The README's entry of each node, as the server describes the node: the group it sits in is
+    the node's category, and it names every input and output (an entry may link a shared table)."""
+    sections = section_tree(markdown_sections(read("README.md")), "Node reference")
+    by_anchor = {s.anchor: s for s in sections}
+    info = installed.json("/object_info")
+    group = ""
+    checked = set()
+    for s in sections:
+        if s.level == 3:
+            group = s.title
+        node_id = re.search(r"`(LoRALab\w+)`$", s.title) if s.level == 4 else None
+        if node_id is None:
+            continue
+        node = info[node_id.group(1)]
+        assert node["category"] == f"LoRA Lab/{group}", f"{node_id.group(1)} is documented under {group}"
+        text = s.body + "".join(by_anchor[a].body for a in re.findall(r"\]\(#([^)]+)\)", s.body) if a in by_anchor)
+        names = [*node["input"].get("required", {}), *node["input"].get("optional", {}), *node["output_name"]]
+        missing = [n for n in names if not _documents(text, n)]
+        assert not missing, f"README entry of {node_id.group(1)} does not name {missing}"
+        checked.add(node_id.group(1))
+    assert checked == {d.node_id for d in node_defs()}

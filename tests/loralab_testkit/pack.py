@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -159,3 +160,45 @@ def node_defs() -> tuple[NodeDef, ...]:
                                      "display_name(\"...\") from nodes/common.py")
             defs.append(NodeDef(prefix + name, shown_as.format(shown), class_name, module))
     return tuple(defs)
+
+
+@dataclass(frozen=True)
+class Section:
+    """One heading of a Markdown file and the text up to the next heading of any level."""
+    level: int
+    title: str
+    body: str
+
+    @property
+    def anchor(self) -> str:
+        """The fragment GitHub gives the heading (``## Train a LoRA (quick start)`` -> ``train-a-lora-quick-start``)."""
+        return re.sub(r"[^\w\- ]", "", self.title.lower()).replace(" ", "-")
+
+
+def markdown_sections(text: str) -> list[Section]:
+    """The headings of ``text`` in order, outside fenced and indented code blocks."""
+    sections: list[Section] = []
+    body: list[str] = []
+    fenced = False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        match = None if fenced else re.match(r"^(#{1,6}) (.+?)\s*$", line)
+        if match:
+            if sections:
+                sections[-1] = Section(sections[-1].level, sections[-1].title, "\n".join(body))
+            sections.append(Section(len(match.group(1)), match.group(2), ""))
+            body = []
+        else:
+            body.append(line)
+    if sections:
+        sections[-1] = Section(sections[-1].level, sections[-1].title, "\n".join(body))
+    return sections
+
+
+def section_tree(sections: list[Section], title: str) -> list[Section]:
+    """The section called ``title`` and every section below it (until a heading of its level or higher)."""
+    start = next(i for i, s in enumerate(sections) if s.title == title)
+    end = next((i for i in range(start + 1, len(sections)) if sections[i].level <= sections[start].level),
+               len(sections))
+    return sections[start:end]
