@@ -16,7 +16,7 @@ from packaging.utils import canonicalize_name
 
 from loralab import __version__
 from loralab_testkit import REPO
-from loralab_testkit.pack import (imported_distributions, node_defs, pyproject, read, requirement_lines,
+from loralab_testkit.pack import (HOST_TORCH, imported_distributions, node_defs, pyproject, read, requirement_lines,
                                    requirements, third_party_imports, tracked_files)
 
 #: semver.org's regular expression for a version (the registry wants X.Y.Z)
@@ -26,8 +26,6 @@ SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
 #: the registry's node id rules: letters, digits, - _ . ; no two special characters in a row; starts
 #: with a letter; under 100 characters
 REGISTRY_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:[-_.][A-Za-z0-9]+)*$")
-#: pip distributions ComfyUI brings and a pack must never ask Manager to (re)install
-HOST_TORCH = {"torch", "torchvision", "torchaudio"}
 ICON_TYPES = (".svg", ".png", ".jpg", ".jpeg", ".gif")
 
 
@@ -151,8 +149,8 @@ def exec_eval_calls(source: str, filename: str) -> list[str]:
     for node in ast.walk(ast.parse(source, filename)):
         if isinstance(node, ast.Call):
             f = node.func
-            name = f.id if isinstance(f, ast.Name) else \
-                f"builtins.{f.attr}" if isinstance(f, ast.Attribute) and getattr(f.value, "id", "") == "builtins" else ""
+            builtin = isinstance(f, ast.Attribute) and getattr(f.value, "id", "") == "builtins"
+            name = f.id if isinstance(f, ast.Name) else f"builtins.{f.attr}" if builtin else ""
             if name.removeprefix("builtins.") in ("exec", "eval"):
                 out.append(f"{filename}:{node.lineno}: {name}()")
     return out

@@ -30,13 +30,12 @@ import pytest
 from packaging.utils import canonicalize_name
 
 from loralab_testkit import REPO
-from loralab_testkit.pack import (imported_distributions, markdown_sections, node_defs, read, requirements,
+from loralab_testkit.pack import (HOST_TORCH, imported_distributions, markdown_sections, node_defs, read, requirements,
                                    section_tree, tracked_files)
 
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH", "")
 PACK = "lora-lab"
 STARTUP_TIMEOUT = 180
-HOST_TORCH = {"torch", "torchvision", "torchaudio"}
 
 
 def _free_port() -> int:
@@ -90,7 +89,7 @@ def _make_venv(inst: Installed) -> None:
     inst.site = subprocess.run([inst.venv_python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                capture_output=True, text=True, check=True, env=_clean_env()).stdout.strip()
     host_site = sysconfig.get_paths()["purelib"]
-    needed = {canonicalize_name(r.name) for r in requirements()} | imported_distributions() - HOST_TORCH
+    needed = ({canonicalize_name(r.name) for r in requirements()} | imported_distributions()) - HOST_TORCH
     left_out = {e for name in needed for e in _top_level_entries(name)}
     overlay = os.path.join(inst.root, "host-packages")
     os.makedirs(overlay)
@@ -206,7 +205,8 @@ def test_every_node_is_registered(installed):
 
 def test_frontend_files_are_served(installed):
     listed = {u for u in installed.json("/extensions") if u.startswith(f"/extensions/{PACK}/")}
-    shipped = {f"/extensions/{PACK}/{p[len('js/'):]}" for p in tracked_files() if p.startswith("js/") and p.endswith(".js")}
+    shipped = {f"/extensions/{PACK}/{p[len('js/'):]}" for p in tracked_files()
+               if p.startswith("js/") and p.endswith(".js")}
     assert listed == shipped
     with open(os.path.join(REPO, "js", "loralab.js"), "rb") as f:
         assert installed.get(f"/extensions/{PACK}/loralab.js") == f.read()

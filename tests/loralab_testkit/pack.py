@@ -8,12 +8,16 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the test extra installs tomli
+    import tomli as tomllib
 
 from . import REPO
 
@@ -31,6 +35,8 @@ SHIPPED_CODE = ("__init__.py", "nodes/", "loralab/")
 #: modules the host provides to the nodes: ComfyUI itself and what its requirements.txt installs
 HOST_MODULES = {"comfy", "comfy_api", "comfy_extras", "comfy_execution", "folder_paths", "nodes", "server",
                 "execution", "node_helpers", "aiohttp"}
+#: distributions ComfyUI brings that a pack must never ask pip to (re)install
+HOST_TORCH = {"torch", "torchvision", "torchaudio"}
 #: import name -> distribution name, where they differ
 DISTRIBUTION_OF = {"PIL": "pillow"}
 
@@ -92,7 +98,8 @@ class NodeDef:
 def _module_names(tree: ast.Module, variable: str) -> list[str]:
     """The names listed in ``variable = [a, b, ...]`` at a module's top level."""
     for stmt in tree.body:
-        targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target] if isinstance(stmt, ast.AnnAssign) else []
+        targets = stmt.targets if isinstance(stmt, ast.Assign) else \
+            [stmt.target] if isinstance(stmt, ast.AnnAssign) else []
         if any(isinstance(t, ast.Name) and t.id == variable for t in targets):
             if not isinstance(stmt.value, ast.List):
                 raise AssertionError(f"{variable} is not a literal list")
