@@ -67,7 +67,8 @@ def _add_rank_options(p: argparse.ArgumentParser, what: str) -> None:
 def _add_output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
-    p.add_argument("--title", help="the title written into the metadata (default: the output's name)")
+    p.add_argument("--title", help="the title written into the metadata (default: the output's name; resize "
+                                  "keeps the input's title)")
     p.add_argument("--dtype", choices=DTYPE_NAMES, help="dtype of the written tensors")
     p.add_argument("--arch", help="base model architecture (sd1, sd2, sdxl, sdxl_refiner, flux) when it "
                                   "cannot be detected")
