@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import pytest
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "host"))
-from workflow_kit import load_workflow, workflow_files  # noqa: E402
+from host.workflow_kit import load_workflow, workflow_files
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 
