@@ -1,11 +1,13 @@
 """Every workflow in workflows/ opens in the real frontend as users open it (app.loadGraphData):
 every node type is registered (no "missing node types"), no dialog complains, and every node holds
 exactly the widget values the file stores (a value too many or too few, e.g. a forgotten
-control-after-generate value, shifts the rest and shows up here). Screenshots: tests/e2e/out/."""
+control-after-generate value, shifts the rest and shows up here). The template browser lists each
+workflow with its thumbnail. Screenshots: tests/e2e/out/."""
 from __future__ import annotations
 
 import json
 import os
+import urllib.request
 
 import pytest
 from host.workflow_kit import load_workflow, workflow_files
@@ -50,3 +52,16 @@ def test_workflow_opens_in_the_frontend(page_clean, out_dir, name):
         held = result["values"][str(node["id"])]
         assert held == stored, f"{name}: node {node['id']} ({node['type']}) holds {held}, the file stores {stored}"
     page_clean.screenshot(os.path.join(OUT, "workflow_" + name[:-len(".json")] + ".png"))
+
+
+def test_template_browser_lists_every_workflow_with_its_thumbnail(server):
+    """ComfyUI serves workflows/ as the pack's templates: each name listed, the JSON and the .jpg served."""
+    with urllib.request.urlopen(server.url + "/workflow_templates", timeout=30) as r:
+        listed = json.loads(r.read())
+    names = [name[:-len(".json")] for name in workflow_files()]
+    assert sorted(listed.get("lora-lab", [])) == names
+    for name in names:
+        with urllib.request.urlopen(f"{server.url}/api/workflow_templates/lora-lab/{name}.json", timeout=30) as r:
+            assert json.loads(r.read()) == load_workflow(name + ".json")
+        with urllib.request.urlopen(f"{server.url}/api/workflow_templates/lora-lab/{name}.jpg", timeout=30) as r:
+            assert r.headers["Content-Type"] == "image/jpeg" and r.read(3) == b"\xff\xd8\xff"
