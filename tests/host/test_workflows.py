@@ -153,6 +153,7 @@ def swap_loaders(host, tiny_models, prompt: dict) -> None:
 
 
 def tiny_layout(host, tiny_models, arch: str):
+    """The tiny model of an architecture (seed 0) and LoRA Lab's layout of it."""
     model = tiny_models.load_tiny_model(os.path.join(host.folder("diffusion_models"),
                                                      tiny_model_file(host, tiny_models, arch, 0)))
     return model, host.module("nodes.common").model_layout(model)
@@ -179,7 +180,7 @@ def put_loras(host, tiny_models, prompt: dict) -> None:
                   fixture("loras", fixture_name).get("metadata") or None)
 
 
-def prepare(host, tiny_models, name: str, prompt: dict, expect: Expect) -> None:
+def prepare(host, tiny_models, prompt: dict, expect: Expect) -> None:
     """Stand-ins, LoRAs, the dataset, scaled-down values; a state file for a workflow that resumes."""
     swap_loaders(host, tiny_models, prompt)
     put_loras(host, tiny_models, prompt)
@@ -191,7 +192,7 @@ def prepare(host, tiny_models, name: str, prompt: dict, expect: Expect) -> None:
             node["inputs"]["name"] = expect.run_name
         if expect.run_name and node["class_type"] == "LoRALabTrainSave" and node["inputs"]["name"]:
             node["inputs"]["name"] = f"{expect.run_name}_{node['inputs']['name'].removeprefix('my_lora_')}"
-    for nid, node in prompt.items():
+    for node in list(prompt.values()):
         if node["class_type"] == "LoRALabTrainResume":
             write_state_to_resume(host, prompt, node["inputs"]["run"], node["inputs"]["checkpoint"])
 
@@ -221,6 +222,7 @@ def shown(history: dict, prompt: dict, kind: str, key: str) -> list:
 
 
 def check_lora_loads(host, tiny_models, name: str, arch: str) -> None:
+    """ComfyUI's own loader takes every key of the file onto the tiny model."""
     import comfy.utils
     sd = comfy.utils.load_torch_file(os.path.join(host.folder("loras"), name))
     model, _ = tiny_layout(host, tiny_models, arch)
@@ -235,7 +237,7 @@ def test_workflow_runs(train_host, tiny_models, name):
     assert name in EXPECT, f"{name}: add what it must produce to EXPECT"
     expect = EXPECT[name]
     prompt = to_api(load_workflow(name), object_info(host))
-    prepare(host, tiny_models, name, prompt, expect)
+    prepare(host, tiny_models, prompt, expect)
     before = set(os.listdir(host.folder("loras")))
     ok, history, messages = host.run_prompt(prompt)
     assert ok, (history, messages)
