@@ -54,6 +54,34 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     assert all(torch.allclose(a, b) for a, b in zip(plain, checkpointed))
 
 
+class InPlaceBlock(nn.Module):
+    """Adds to its input in place, as ComfyUI's Flux blocks do: an input without grad leaves the
+    forward pass carrying grad, unless the block works on a copy."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(6, 6)
+
+    def forward(self, x):
+        x += self.lin(torch.nn.functional.layer_norm(x, (6,)))
+        return x * 2
+
+
+def test_gradient_checkpointing_of_a_block_that_updates_an_input_without_grad():
+    torch.manual_seed(0)
+    block = InPlaceBlock()
+
+    def run():
+        block.zero_grad()
+        x = torch.randn(3, 6, generator=torch.Generator().manual_seed(1))  # e.g. from an untrained input layer
+        block(x).sum().backward()
+        return [p.grad.clone() for p in block.parameters()]
+    plain = run()
+    with gradient_checkpointing(nn.ModuleList([block])):
+        checkpointed = run()
+    assert all(torch.allclose(a, b) for a, b in zip(plain, checkpointed))
+
+
 def test_optimizer_state_round_trip_and_missing_packages():
     p = nn.Parameter(torch.randn(4, 3))
     opt = make_optimizer("adamw", [{"params": [p], "lr_mult": 0.5}], 1e-2, 0.01)

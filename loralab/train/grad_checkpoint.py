@@ -1,7 +1,7 @@
 """Gradient checkpointing of a model's blocks for the length of a training call: activations
 inside each block are recomputed in the backward pass instead of stored. A block works on copies
-of its grad-carrying tensor inputs, so blocks that update their input in place (ComfyUI's Flux
-blocks do) recompute from the input as it was."""
+of its floating-point tensor inputs, so blocks that update their input in place (ComfyUI's Flux
+blocks do, also on inputs without grad) recompute from the input as it was."""
 from __future__ import annotations
 
 import contextlib
@@ -27,7 +27,7 @@ def checkpoint_blocks(root: nn.Module) -> list[nn.Module]:
 
 
 def _copy(value):
-    return value.clone() if torch.is_tensor(value) and value.requires_grad else value
+    return value.clone() if torch.is_tensor(value) and value.is_floating_point() else value
 
 
 @contextlib.contextmanager
