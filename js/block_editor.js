@@ -4,7 +4,7 @@
 
 import { el } from "./lib/dom.js";
 import { buildSliders, describeBlock, setOptions, showValues } from "./lib/editor_view.js";
-import { SpecError, parseSpec, serialiseSpec } from "./lib/spec.js";
+import { SpecError, parseSpec, serialiseSpec, specFits } from "./lib/spec.js";
 import { displayText } from "./lib/text.js";
 import { blockCatalog } from "./server_data.js";
 import { addContentWidget, onWidgetChange } from "./widget.js";
@@ -125,6 +125,20 @@ export function attachBlockEditor(node, panel) {
     return typeof id === "string" && id ? id : null;
   };
 
+  // Before the LoRA's arch is known (no file picked, or not found), the first arch whose
+  // grammar accepts the spec, SDXL first: a Flux preset opens the Flux sliders, not an error.
+  const archForSpec = async (archs) => {
+    const text = row.widget.value ?? "";
+    for (const arch of ["sdxl", ...archs.filter((a) => a !== "sdxl")]) {
+      try {
+        if (specFits(text, await blockCatalog(arch))) return arch;
+      } catch {
+        break;
+      }
+    }
+    return "sdxl";
+  };
+
   const followLora = () => {
     const arch = archOfRow();
     if (arch && arch !== catalog?.arch) loadArch(arch);
@@ -155,15 +169,16 @@ export function attachBlockEditor(node, panel) {
   });
 
   (async () => {
+    let list;
     try {
-      const list = await blockCatalog();
+      list = await blockCatalog();
       setOptions(document, archSelect, list.archs.map((a) => ({ value: a.id, label: a.name })), "sdxl");
     } catch (e) {
       setStatus(`blocks unavailable: ${displayText(e?.message, 160)}`, "error");
       return;
     }
     setOptions(document, rowSelect, rows.map((r, i) => ({ value: String(i), label: `LoRA ${r.suffix.slice(1) || i + 1}` })), "0");
-    await loadArch(archOfRow() ?? "sdxl");
+    await loadArch(archOfRow() ?? (await archForSpec(list.archs.map((a) => a.id))));
   })();
 
   return {

@@ -237,3 +237,15 @@ export function serialiseSpec(values, catalog) {
   if (!sameValue(fallback, 1)) items.push(`default=${formatValue(fallback)}`);
   return items.join(", ");
 }
+
+/** Whether ``spec`` parses for the catalog's arch (an editor that does not yet know the LoRA's
+ * arch shows the first arch the spec fits). */
+export function specFits(spec, catalog) {
+  try {
+    parseSpec(spec, catalog);
+    return true;
+  } catch (e) {
+    if (e instanceof SpecError) return false;
+    throw e;
+  }
+}

@@ -1,7 +1,8 @@
 """Every workflow in workflows/ opens in the real frontend as users open it (app.loadGraphData):
 every node type is registered (no "missing node types"), no dialog complains, and every node holds
 exactly the widget values the file stores (a value too many or too few, e.g. a forgotten
-control-after-generate value, shifts the rest and shows up here). The template browser lists each
+control-after-generate value, shifts the rest and shows up here), and every block-weight editor
+shows an arch its spec fits. The template browser lists each
 workflow with its thumbnail. Screenshots: tests/e2e/out/."""
 from __future__ import annotations
 
@@ -20,8 +21,17 @@ OPEN = """
   app.graph.clear();
   await app.loadGraphData(%s, true, true, %s);
   await new Promise((r) => setTimeout(r, 300));
+  const editors = () => [...document.querySelectorAll(".loralab-blocks")].map((e) => ({
+    family: e.getAttribute("data-family"),
+    kind: e.querySelector(".loralab-status")?.getAttribute("data-kind"),
+    status: e.querySelector(".loralab-status")?.textContent,
+  }));
+  for (let i = 0; i < 50 && editors().some((e) => !e.family && e.kind !== "error"); i++) {
+    await new Promise((r) => setTimeout(r, 100));
+  }
   const nodes = app.graph.nodes;
   return {
+    editors: editors(),
     unregistered: nodes.filter((n) => !LiteGraph.registered_node_types[n.type]).map((n) => n.type),
     errors: nodes.filter((n) => n.has_errors).map((n) => n.type),
     dialogs: [...document.querySelectorAll(".p-dialog")].map((d) => d.textContent.slice(0, 300)),
@@ -47,6 +57,10 @@ def test_workflow_opens_in_the_frontend(page_clean, out_dir, name):
     assert result["errors"] == [], f"{name}: nodes with errors {result['errors']}"
     assert result["dialogs"] == [], f"{name}: a dialog opened: {result['dialogs']}"
     assert result["count"] == len(workflow["nodes"])
+    # the block editors open on an arch the spec fits, even before the LoRA file exists
+    assert [e for e in result["editors"] if e["kind"] == "error" or not e["family"]] == [], result["editors"]
+    if name == "block_weights_flux.json":
+        assert [e["family"] for e in result["editors"]] == ["flux"], result["editors"]
     for node in workflow["nodes"]:
         stored = node.get("widgets_values", [])
         held = result["values"][str(node["id"])]

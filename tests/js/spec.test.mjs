@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import test from "node:test";
 
-import { OTHER, RANDOM_RANGES, SpecError, isRandom, parseSpec, pyRepr, resolveValue, serialiseSpec } from "../../js/lib/spec.js";
+import { OTHER, RANDOM_RANGES, SpecError, isRandom, parseSpec, pyRepr, resolveValue, serialiseSpec, specFits } from "../../js/lib/spec.js";
 
 const corpus = JSON.parse(readFileSync(new URL("./spec_corpus.json", import.meta.url), "utf8"));
 const params = corpus.params;
@@ -111,4 +111,15 @@ test("pyRepr quotes like Python", () => {
   assert.equal(pyRepr(`it's "x"`), `'it\\'s "x"'`);
   assert.equal(pyRepr("a\u200bb\tc\\"), "'a\\u200bb\\tc\\\\'");
   assert.equal(pyRepr("\x01\u{1F600}\u{E0001}"), "'\\x01\u{1F600}\\U000e0001'");
+});
+
+test("specFits: the archs whose grammar accepts a spec (the editor's choice before a LoRA is known)", () => {
+  const fitting = (spec) => Object.keys(catalogs).filter((arch) => specFits(spec, catalogs[arch]));
+  assert.deepEqual(fitting("FLUX-DOUBLE"), ["flux"]);
+  assert.deepEqual(fitting("D0-6=1, S=0.3"), ["flux"]);
+  assert.deepEqual(fitting(Array(57).fill("1").join(",")), ["flux"]);
+  assert.deepEqual(fitting(Array(12).fill("0").join(",")), ["sdxl", "sdxl_refiner"].filter((a) => catalogs[a].vector_forms["12"]));
+  assert.ok(fitting("SDXL-OUTALL").includes("sdxl") && !fitting("SDXL-OUTALL").includes("flux"));
+  assert.deepEqual(fitting("OUT=0.5, nonsense"), []);
+  assert.equal(fitting("").length, Object.keys(catalogs).length);
 });
