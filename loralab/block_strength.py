@@ -10,7 +10,9 @@ therefore add up to the norm of the fused update.
 With base weights, each block also gets its relative strength ‖ΔW‖/‖W‖: the block norm divided by
 sqrt(Σ‖W_j‖²) over the distinct weights (or row slices) its modules write. DoRA and ``set_weight``
 modules need the base weight for their true update; without it a DoRA module counts with its
-low-rank ΔW (``exact`` false) and a ``set_weight`` module is left out.
+low-rank ΔW (``exact`` false) and a ``set_weight`` module is left out. OFT, BOFT and GLoRA modules
+(an update that is a function of the base weight, which only the loader applies) are counted in
+their block as ``unmeasured`` and add nothing to its norm.
 
 Tensors are read one module at a time; memory stays bounded by the largest module.
 """
@@ -81,6 +83,7 @@ class ModuleStrength:
     norm: float
     base_norm: float | None = None
     exact: bool = True  # False: a DoRA module measured without its base weight
+    measured: bool = True  # False: an OFT, BOFT or GLoRA module (no ΔW of its own)
 
 
 @dataclass
@@ -94,6 +97,7 @@ class BlockStrength:
     relative: float | None = None
     inexact: int = 0  # DoRA modules measured without base weights
     nonfinite: int = 0  # modules left out because their update has NaN/Inf values
+    unmeasured: int = 0  # OFT, BOFT and GLoRA modules left out: their update depends on the base weights
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -133,6 +137,9 @@ def aggregate(modules: list[ModuleStrength], blocks: tuple[str, ...], family: st
             base_sums[m.block] = 0.0
         b = acc[m.block]
         b.modules += 1
+        if not m.measured:
+            b.unmeasured += 1
+            continue
         if not math.isfinite(m.norm):
             b.nonfinite += 1
             continue
@@ -166,6 +173,10 @@ def block_strengths(lora: Lora, base: BaseWeights | None = None,
     family = lora.layout.arch.family
     modules: list[ModuleStrength] = []
     for item in lora.items:
+        if item.mapped and item.entry.needs_base:
+            target = item.target
+            modules.append(ModuleStrength(item.entry.module, target.key, target.rows, block_of(target.key, family),
+                                          0.0, measured=False))
         if not item.entry.supported:
             continue
         adapter = lora.adapter(item.entry)

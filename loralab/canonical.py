@@ -89,7 +89,10 @@ def target_shape(target: Target, layout: ModelLayout) -> tuple[int, ...]:
 
 
 def shape_fits(entry: Entry, shape: tuple[int, ...]) -> bool:
-    """Whether an entry's ΔW has the size of the target weight (conv kernels may be flattened)."""
+    """Whether an entry's ΔW has the size of the target weight (conv kernels may be flattened); for
+    OFT, BOFT and GLoRA, whether they can act on it."""
+    if entry.needs_base:
+        return entry.base_problem(shape) is None
     ds = entry.delta_shape()
     if ds is None:
         return False

@@ -47,6 +47,10 @@ class LoraFormatError(LoRALabError):
     """The tensors do not form a LoRA the engine understands (bad shapes, missing partners)."""
 
 
+class BaseWeightsNeededError(LoraFormatError):
+    """An adapter (OFT, BOFT, GLoRA) whose update depends on the base weights, asked for a ΔW of its own."""
+
+
 class ArchMismatchError(LoRALabError):
     """The LoRA is for a different base model architecture than the one it is used with."""
 

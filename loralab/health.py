@@ -156,14 +156,12 @@ def _duplicate_targets(lora: Lora) -> list[HealthWarning]:
 
 def _unmapped_warnings(lora: Lora) -> list[HealthWarning]:
     unknown = list(lora.unrecognized) + list(lora.orphans)
-    unsupported, mismatch, broken, nowhere = [], [], [], []
+    mismatch, broken, nowhere = [], [], []
     for m in lora.unmapped():
         e = m.entry
         label = f"{e.module} ({m.reason})"
         if e.problem is not None:
             broken.append(label)
-        elif not e.supported:
-            unsupported.append(label)
         elif m.target is not None:
             mismatch.append(label)
         else:
@@ -174,9 +172,7 @@ def _unmapped_warnings(lora: Lora) -> list[HealthWarning]:
             + _warning("unmapped_modules", nowhere, f"{len(nowhere)} module(s) name no weight of {where}: "
                        "they change nothing")
             + _warning("size_mismatch", mismatch, f"{len(mismatch)} module(s) do not fit their weight's size")
-            + _warning("broken_module", broken, f"{len(broken)} module(s) are incomplete or malformed")
-            + _warning("unsupported_algorithm", unsupported, f"{len(unsupported)} module(s) use an algorithm "
-                       "LoRA Lab does not apply"))
+            + _warning("broken_module", broken, f"{len(broken)} module(s) are incomplete or malformed"))
 
 
 def header_warnings(lora: Lora, md: Metadata) -> list[HealthWarning]:

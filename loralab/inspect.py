@@ -31,10 +31,10 @@ number that does not exist is ``null``::
     warnings: [{code, message, count, items}]            # header-level health warnings; codes:
         arch_mismatch, unknown_arch, alpha_nonfinite, alpha_not_positive, alpha_far_above_rank,
         alpha_ignored, rank_vs_metadata, alpha_vs_metadata, duplicate_target, unknown_keys,
-        unmapped_modules, size_mismatch, broken_module, unsupported_algorithm
+        unmapped_modules, size_mismatch, broken_module
 
 :meth:`Report.to_dict` is the same plus ``blocks`` ({family, measure, relative: bool, items:
-[{block, norm, modules, base_norm, relative, inexact, nonfinite}]}, or null), ``hashes`` ({sha256,
+[{block, norm, modules, base_norm, relative, inexact, nonfinite, unmeasured}]}, or null), ``hashes`` ({sha256,
 autov2, addnet, autov3, legacy, stored_addnet, stored_legacy, addnet_matches, legacy_matches}, or
 null), and ``warnings`` including the tensor-level ones (nonfinite_values, all_zero).
 """
@@ -347,10 +347,13 @@ def _block_lines(blocks: list[BlockStrength], relative: bool) -> list[str]:
     lines += ["  " + " ".join(cells[i:i + 6]).rstrip() for i in range(0, len(cells), 6)]
     inexact = sum(b.inexact for b in touched)
     nonfinite = sum(b.nonfinite for b in touched)
+    unmeasured = sum(b.unmeasured for b in touched)
     if inexact:
         lines.append(f"  ({inexact} DoRA module(s) counted without their magnitude: no base weights given)")
     if nonfinite:
         lines.append(f"  ({nonfinite} module(s) with NaN/Inf values left out)")
+    if unmeasured:
+        lines.append(f"  ({unmeasured} OFT/BOFT/GLoRA module(s) left out: their update depends on the base weights)")
     return lines
 
 
@@ -370,7 +373,7 @@ def summary_of(lora: Lora, path: str, file_size: int) -> Summary:
         e = m.entry
         layer = _layer(m, lora.layout)
         rank = e.rank()
-        weighted = e.kind in ("lora", "loha", "lokr")
+        weighted = e.kind in ("lora", "loha", "lokr", "glora")
         scale = e.scale() if weighted else None
         t = m.target if m.mapped else None
         block = _block_of(t.key, family) if t is not None and family else None

@@ -11,7 +11,7 @@ import torch
 from .adapters import Adapter, Diff, LoHa, LoKr, LoRA, SetWeight
 from .canonical import shape_fits, target_for, target_shape
 from .detect import Detection, detect
-from .errors import LoraFormatError
+from .errors import BaseWeightsNeededError, LoraFormatError
 from .layouts import ModelLayout, Target, layout_for
 from .modules import Entry, group_keys
 from .sources import DictSource, FileSource, TensorSource
@@ -50,6 +50,11 @@ def _dora_fits(dora: tuple[int, ...], shape: tuple[int, ...]) -> bool:
 
 def build_adapter(entry: Entry, get: Callable[[str], torch.Tensor]) -> Adapter:
     """Load an entry's tensors and build its :class:`~loralab.adapters.Adapter`."""
+    if entry.problem is None and entry.needs_base:
+        raise BaseWeightsNeededError(f"{entry.algorithm()} needs the base weights: LoRA Lab applies it in the loader "
+                                     "but cannot compute its ΔW (merge, resize, convert, bake and block strengths "
+                                     "refuse it)", key=entry.module,
+                                     hint="apply this LoRA with the loader, or leave it out of this operation")
     if not entry.supported:
         raise LoraFormatError(entry.problem or f"algorithm {entry.algorithm()} is not supported", key=entry.module)
     t = {role: get(key) for role, key in entry.keys.items() if role != "alpha"}
@@ -106,8 +111,6 @@ class Lora:
     def _map(self, e: Entry) -> MappedEntry:
         if e.problem is not None:
             return MappedEntry(e, None, None, e.problem)
-        if not e.supported:
-            return MappedEntry(e, None, None, f"algorithm {e.algorithm()} is not supported")
         if self.layout is None:
             return MappedEntry(e, None, None, "the architecture could not be determined")
         target, res = target_for(e, self.layout)
@@ -117,6 +120,8 @@ class Lora:
         if target is None:
             return MappedEntry(e, None, res.component, f"{res.module} has no {e.param} in {where}")
         shape = target_shape(target, self.layout)
+        if e.needs_base and not shape_fits(e, shape):
+            return MappedEntry(e, target, res.component, f"{e.base_problem(shape)} ({target.key} of {where})")
         if not shape_fits(e, shape):
             got = e.delta_shape()
             return MappedEntry(e, target, res.component,
@@ -147,7 +152,7 @@ class Lora:
         try:
             return build_adapter(entry, self.source.get)
         except LoraFormatError as e:
-            raise LoraFormatError(e.problem, path=self.source.label, key=entry.module) from None
+            raise type(e)(e.problem, path=self.source.label, key=entry.module, hint=e.hint) from None
 
     def close(self) -> None:
         self.source.close()

@@ -47,7 +47,7 @@ SUFFIXES: dict[str, tuple[str, str]] = {
     ".w_norm": ("w_norm", "norm"),
     ".b_norm": ("b_norm", "norm"),
     ".oft_blocks": ("oft_blocks", "oft"),
-    ".oft_diag": ("oft_diag", "oft"),
+    ".oft_diag": ("oft_diag", ""),
     ".rescale": ("rescale", "oft"),
     ".a1.weight": ("a1", "glora"),
     ".a2.weight": ("a2", "glora"),
@@ -60,6 +60,11 @@ _PROCESSOR_LAYERS = ("to_q", "to_k", "to_v", "to_out", "add_q_proj", "add_k_proj
 LORA_ROLES = ("up", "down", "mid")
 LOHA_ROLES = ("w1a", "w1b", "w2a", "w2b", "t1", "t2")
 LOKR_ROLES = ("w1", "w2", "w1a", "w1b", "w2a", "w2b", "t2")
+OFT_ROLES = ("oft_blocks", "rescale")  # ComfyUI reads no oft_diag: such a tensor belongs to no entry
+GLORA_ROLES = ("a1", "a2", "b1", "b2")
+#: kinds whose update is a function of the base weight (W·R, W·A + B): applied by the host's own
+#: adapters, never turned into a ΔW by the engine
+BASE_KINDS = ("oft", "glora")
 
 
 @dataclass
@@ -86,7 +91,13 @@ class Entry:
 
     @property
     def supported(self) -> bool:
+        """Whether the engine can compute this entry's ΔW (from its own tensors alone)."""
         return self.problem is None and self.kind in ("lora", "loha", "lokr", "diff", "set")
+
+    @property
+    def needs_base(self) -> bool:
+        """An OFT, BOFT or GLoRA entry: its update depends on the base weight, so only the loader applies it."""
+        return self.kind in BASE_KINDS
 
     def algorithm(self) -> str:
         """Human name of the algorithm: LoRA, LoCon, LoRA (Tucker), LoHa, LoKr, DoRA variants, Full diff..."""
@@ -99,12 +110,24 @@ class Entry:
                 name = "LoRA"
         elif self.kind == "lokr":
             name = "LoKr (full-dimension)" if self.full_dimension_lokr else "LoKr"
+        elif self.kind == "oft":
+            name = "BOFT" if len(self.shapes.get("oft_blocks", ())) == 4 else "OFT"
         else:
-            name = {"loha": "LoHa", "diff": "Full diff", "set": "Set weight", "oft": "OFT",
-                    "glora": "GLoRA"}.get(self.kind, self.kind)
+            name = {"loha": "LoHa", "diff": "Full diff", "set": "Set weight", "glora": "GLoRA"}.get(self.kind, self.kind)
         if self.has_dora:
             name += " + DoRA"
         return name
+
+    def base_problem(self, shape: tuple[int, ...]) -> str | None:
+        """Why this OFT, BOFT or GLoRA entry cannot act on a weight of ``shape`` the way ComfyUI
+        computes it (None where it can)."""
+        if self.problem is not None:
+            return self.problem
+        if self.kind == "oft":
+            return _oft_fit_problem(self.shapes, shape)
+        if self.kind == "glora":
+            return _glora_fit_problem(self.shapes, shape)
+        return None
 
     @property
     def full_dimension_lokr(self) -> bool:
@@ -121,6 +144,8 @@ class Entry:
             role = "w2b"
         elif self.kind == "lokr" and "w1" not in self.keys:
             role = "w1b"
+        elif self.kind == "glora":
+            return _glora_rank(s)
         else:
             return None
         shape = s.get(role)
@@ -258,6 +283,77 @@ def _lokr_problem(s: dict[str, tuple[int, ...]]) -> str | None:
     return None
 
 
+def _oft_problem(s: dict[str, tuple[int, ...]]) -> str | None:
+    """oft_blocks that are not [n, b, b] (OFT) or [m, n, b, b] (BOFT) rotation generators."""
+    blocks = s.get("oft_blocks")
+    if blocks is None:
+        return "oft_blocks missing"
+    if len(blocks) not in (3, 4) or blocks[-1] != blocks[-2]:
+        return f"oft_blocks {list(blocks)} are neither [n, b, b] (OFT) nor [m, n, b, b] (BOFT)"
+    return None
+
+
+def _oft_fit_problem(s: dict[str, tuple[int, ...]], shape: tuple[int, ...]) -> str | None:
+    blocks = s["oft_blocks"]
+    rows = shape[0] if shape else 0
+    if len(shape) < 2 or blocks[-3] * blocks[-1] != rows:
+        return f"oft_blocks {list(blocks)} ({blocks[-3]} blocks of {blocks[-1]}) do not cover the {rows} rows"
+    if len(blocks) == 3:
+        return None  # ComfyUI's OFT reads no rescale
+    half = blocks[-1] // 2  # every butterfly stage i pairs rows 2^i·b/2 apart
+    if half == 0 or any(rows % (2 ** (i + 1) * half) for i in range(blocks[0])):
+        return f"{blocks[0]} butterfly stages of blocks of {blocks[-1]} do not divide the {rows} rows"
+    rescale = s.get("rescale")
+    if rescale is not None and rescale != (rows, *(1,) * (len(shape) - 1)):
+        return f"rescale {list(rescale)} is not one value per row of {list(shape)}"
+    return None
+
+
+def _glora_form(s: dict[str, tuple[int, ...]], shape: tuple[int, ...] | None = None) -> tuple[str, int] | None:
+    """("new" | "old", rank) of GLoRA factors as ComfyUI tells the two LyCORIS layouts apart:
+    new a1 [in, r], a2 [r, in], b1 [out, r], b2 [r, in...]; old a1 [r, in], a2 [in, r], b1 [r, in...],
+    b2 [out, r]. Factors fitting both are old on a square weight of a2's row count."""
+    a1, a2, b1, b2 = (s[r] for r in GLORA_ROLES)
+    if min(len(a1), len(a2), len(b1), len(b2)) < 2:
+        return None
+    old = b2[1] == b1[0] == a1[0] == a2[1]
+    new = b2[0] == b1[1] == a1[1] == a2[0]
+    if new and not (old and shape is not None and len(shape) >= 2 and a2[0] == shape[0] == shape[1]):
+        return "new", a2[0]
+    return ("old", a1[0]) if old else None
+
+
+def _glora_rank(s: dict[str, tuple[int, ...]]) -> int | None:
+    form = _glora_form(s) if all(r in s for r in GLORA_ROLES) else None
+    return form[1] if form else None
+
+
+def _glora_problem(s: dict[str, tuple[int, ...]]) -> str | None:
+    missing = [r for r in GLORA_ROLES if r not in s]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    if _glora_form(s) is None:
+        return "a1 {}, a2 {}, b1 {}, b2 {} do not chain".format(*(list(s[r]) for r in GLORA_ROLES))
+    return None
+
+
+def _glora_fit_problem(s: dict[str, tuple[int, ...]], shape: tuple[int, ...]) -> str | None:
+    form = _glora_form(s, shape)
+    flat = {r: (s[r][0], math.prod(s[r][1:])) for r in GLORA_ROLES}
+    a1, a2, b1, b2 = (flat[r] for r in GLORA_ROLES)
+    if len(shape) < 2:
+        return f"GLoRA needs a matrix or kernel, not a weight of {list(shape)}"
+    rows, cols = shape[0], math.prod(shape[1:])
+    if form is not None and form[0] == "new":  # W·a1·a2 (a1 on the input channels) + b1·b2
+        fits = shape[1] == a1[0] == a2[1] and a1[1] == a2[0] and b1 == (rows, b2[0]) and b2[1] == cols
+    else:  # W·a2·a1 (on the flattened input) + b2·b1
+        fits = a2[0] == a1[1] == b1[1] == cols and a2[1] == a1[0] and b2 == (rows, b1[0])
+    if not fits:
+        return "a1 {}, a2 {}, b1 {}, b2 {} do not fit a weight of {}".format(
+            *(list(s[r]) for r in GLORA_ROLES), list(shape))
+    return None
+
+
 def _value_problem(shapes: dict[str, tuple[int, ...]], dtypes: dict[str, str]) -> str | None:
     """Factors stored as integers or booleans, and empty factors: nothing to apply."""
     for role, dtype in dtypes.items():
@@ -295,7 +391,7 @@ def group_keys(shapes: dict[str, tuple[int, ...]], dtypes: dict[str, str]) -> Pa
 
         def add(kind: str, param: str, roles_: tuple[str, ...], style: str = "", problem: str | None = None) -> None:
             ks = {r: keys[r] for r in roles_ if r in keys}
-            if kind in ("lora", "loha", "lokr"):
+            if kind in ("lora", "loha", "lokr", *BASE_KINDS):
                 ks.update(shared)
             used.update(ks.values())
             e_shapes = {r: ent_shapes[r] for r in ks}
@@ -304,6 +400,10 @@ def group_keys(shapes: dict[str, tuple[int, ...]], dtypes: dict[str, str]) -> Pa
                 problem = _loha_problem(e_shapes)
             elif problem is None and kind == "lokr":
                 problem = _lokr_problem(e_shapes)
+            elif problem is None and kind == "oft":
+                problem = _oft_problem(e_shapes)
+            elif problem is None and kind == "glora":
+                problem = _glora_problem(e_shapes)
             problem = problem or _value_problem(e_shapes, e_dtypes)
             out.entries.append(Entry(module, kind, param, ks, e_shapes, e_dtypes, style, problem=problem))
 
@@ -326,8 +426,8 @@ def group_keys(shapes: dict[str, tuple[int, ...]], dtypes: dict[str, str]) -> Pa
                                   ("diff_b", "diff", "bias"), ("b_norm", "diff", "bias")):
             if role in keys:
                 add(kind, param, (role,), "full")
-        for kind in ("oft", "glora"):
+        for kind, kind_roles in (("oft", OFT_ROLES), ("glora", GLORA_ROLES)):
             if kind in styles:
-                add(kind, "weight", tuple(r for r, (_, s) in roles.items() if s == kind), kind)
+                add(kind, "weight", kind_roles, kind)
         out.orphans.extend(k for k in keys.values() if k not in used)
     return out

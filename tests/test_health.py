@@ -134,16 +134,22 @@ def test_keys_no_model_has(tmp):
     assert found["unmapped_modules"].items == ["lora_unet_no_such_block_0"]
 
 
-def test_modules_that_do_not_fit_or_are_broken_or_unsupported(tmp):
+def test_modules_that_do_not_fit_or_are_broken(tmp):
     t, meta = clean_kohya()
     t[f"{MODULE}.lora_down.weight"] = torch.randn(2, 77).half()  # to_q takes 640 inputs
     del t["lora_te_text_model_encoder_layers_0_mlp_fc1.lora_down.weight"]
-    t["lora_unet_mid_block_attentions_0_proj_in.oft_blocks"] = torch.randn(4, 320, 320).half()
+    t["lora_unet_mid_block_attentions_0_proj_in.oft_blocks"] = torch.randn(4, 300, 300).half()  # proj_in has 1280 rows
+    t["lora_unet_mid_block_attentions_0_proj_out.oft_blocks"] = torch.randn(4, 320).half()
     found = codes(tmp, t, meta, blocks=False)
-    assert set(found) == {"size_mismatch", "broken_module", "unsupported_algorithm"}
-    assert found["size_mismatch"].items[0].startswith(MODULE)
-    assert found["broken_module"].items == ["lora_te_text_model_encoder_layers_0_mlp_fc1 (down matrix missing)"]
-    assert found["unsupported_algorithm"].items[0].startswith("lora_unet_mid_block_attentions_0_proj_in")
+    assert set(found) == {"size_mismatch", "broken_module"}
+    mismatch = sorted(found["size_mismatch"].items)
+    assert mismatch[0].startswith(MODULE)
+    assert mismatch[1] == ("lora_unet_mid_block_attentions_0_proj_in (oft_blocks [4, 300, 300] (4 blocks of 300) do "
+                           "not cover the 1280 rows (diffusion_model.middle_block.1.proj_in.weight of SD1.x))")
+    assert sorted(found["broken_module"].items) == [
+        "lora_te_text_model_encoder_layers_0_mlp_fc1 (down matrix missing)",
+        "lora_unet_mid_block_attentions_0_proj_out (oft_blocks [4, 320] are neither [n, b, b] (OFT) nor "
+        "[m, n, b, b] (BOFT))"]
 
 
 def test_duplicate_targets(tmp):
