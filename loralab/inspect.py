@@ -12,7 +12,8 @@ number that does not exist is ``null``::
     name, path: str; file_size: int (bytes); tensor_count: int; dtypes: {dtype: tensors}
     format: {id, name}                                   # producer, e.g. {"kohya", "kohya sd-scripts"}
     arch: {id, name, variant, metadata_claim}            # ids: sd1 sd2 sdxl sdxl_refiner flux | null
-    algorithms: {name: modules}                          # "LoRA", "LoCon", "LoHa", "LoKr", "... + DoRA", "Full diff"
+    algorithms: {name: modules}                          # "LoRA", "LoCon", "LoHa", "LoKr", "... + DoRA", "Full diff",
+                                                         # "OFT", "BOFT", "GLoRA"
     rank, alpha, scale: {summary: "16 ×304", values: [{value, count}], varies: bool,
                          by_group: [{group, summary}]}   # scale = alpha/rank as applied; alpha value
                                                          # null = no alpha tensor (alpha = rank)
@@ -340,9 +341,10 @@ def _block_lines(blocks: list[BlockStrength], relative: bool) -> list[str]:
     touched = [b for b in blocks if b.modules]
     if not touched:
         return ["block strength: no module maps onto a block"]
-    strongest = max(touched, key=lambda b: b.norm)
+    measured = [b for b in touched if b.modules > b.unmeasured]
+    strongest = f"; strongest {max(measured, key=lambda b: b.norm).block}" if measured else ""
     what = "‖ΔW‖/‖W‖" if relative else "‖ΔW‖"
-    lines = [f"block strength {what} (block norm; strongest {strongest.block}), untouched blocks left out:"]
+    lines = [f"block strength {what} (block norm{strongest}), untouched blocks left out:"]
     cells = [f"{b.block:<5} {(b.relative if relative and b.relative is not None else b.norm):<9.3g}" for b in touched]
     lines += ["  " + " ".join(cells[i:i + 6]).rstrip() for i in range(0, len(cells), 6)]
     inexact = sum(b.inexact for b in touched)

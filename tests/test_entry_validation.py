@@ -105,6 +105,8 @@ ROLES = {
     "loha": ["hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2", "alpha"],
     "lokr": ["lokr_w1", "lokr_w2", "lokr_w1_a", "lokr_w1_b", "lokr_w2_a", "lokr_w2_b", "lokr_t2", "alpha"],
     "full": ["diff", "diff_b", "set_weight"],
+    "oft": ["oft_blocks", "rescale", "oft_diag", "alpha", "dora_scale"],
+    "glora": ["a1.weight", "a2.weight", "b1.weight", "b2.weight", "alpha"],
 }
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.int8, torch.bool]
 shapes = st.lists(st.integers(0, 4), min_size=0, max_size=4)
@@ -130,6 +132,7 @@ def test_any_factor_shapes_either_work_or_are_reported(tensors):
     for item in lora.items:
         e = item.entry
         e.rank(), e.scale(), e.delta_shape(), e.algorithm(), item.algorithm(lora.layout)
+        e.base_problem((4, 4)), e.base_problem((4, 2, 1, 1)), e.base_problem((4,))
         if not e.supported:
             with pytest.raises(LoraFormatError):
                 lora.adapter(e)
