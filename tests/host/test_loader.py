@@ -357,3 +357,79 @@ def test_a_broken_file_stops_the_node_with_a_clear_error(host, models):
     with pytest.raises(host.module("loralab.errors").SafetensorsError) as e:
         _ours(host, models("sd15_micro"), None, "loader_broken.safetensors")
     assert "loader_broken.safetensors: header is not valid JSON" in str(e.value)
+
+
+# --- LyCORIS OFT, BOFT and GLoRA: updates that depend on the base weight, applied by core's adapters ---
+
+def _base_dependent(host, mp, algo):
+    """(file name, tensors) of a LyCORIS ``algo`` ("oft", "boft", "glora") LoRA on every diffusion-model
+    module of the LyCORIS LoHa fixture the model has, shaped as LyCORIS writes them, in fp16."""
+    layout = _layout(host, mp)
+    lora = host.module("loralab.lora").Lora.from_state_dict(
+        fit_fixture_to_layout("lycoris_sd15_loha", layout, rank=2), {}, layout)
+    g = torch.Generator().manual_seed(11)
+    out = {}
+    for n, m in enumerate(m for m in lora.mapped() if m.component == "unet"):
+        x, shape = m.entry.module, layout.shapes[m.target.key]
+        rows, ones = shape[0], (1,) * (len(shape) - 1)
+        blocks = 4 if rows % 16 == 0 else 2  # blocks of at least 2 rows (conv_out has 4)
+        size = rows // blocks
+        if algo == "oft":  # diag-OFT: [n, b, b], alpha = norm constraint (0: none); ComfyUI ignores rescale
+            out[f"{x}.oft_blocks"] = torch.randn(blocks, size, size, generator=g) * 0.05
+            out[f"{x}.alpha"] = torch.tensor(0.0 if n % 2 else 0.3)
+        elif algo == "boft":  # butterfly: [m, n, b, b] with n a power of 2 and m = log2(n) + 1 stages
+            stages = blocks.bit_length()
+            out[f"{x}.oft_blocks"] = torch.randn(stages, blocks, size, size, generator=g) * 0.05
+            out[f"{x}.rescale"] = 1 + torch.randn(rows, *ones, generator=g) * 0.1
+            out[f"{x}.alpha"] = torch.tensor(0.0)
+        else:  # GLoRA: W·a1·a2 + b1·b2 at alpha / rank
+            rank, cin, kernel = 2, shape[1], shape[2:]
+            one = (1,) * len(kernel)
+            for role, s in (("a1", (cin, rank, *one)), ("a2", (rank, cin, *one)), ("b1", (rows, rank, *one)),
+                            ("b2", (rank, cin, *kernel))):
+                out[f"{x}.{role}.weight"] = torch.randn(s, generator=g) * 0.1
+            out[f"{x}.alpha"] = torch.tensor(1.0)
+    assert len({k.rsplit(".", 1)[0] for k in out}) > 10
+    tensors = {k: v.half() for k, v in out.items()}
+    return _write(host, f"loader_lycoris_{algo}_{len(tensors)}.safetensors", tensors), tensors
+
+
+@pytest.mark.parametrize("algo,name", [("oft", "OFT"), ("boft", "BOFT"), ("glora", "GLoRA")])
+def test_oft_boft_and_glora_equal_core_loraloader_bit_for_bit(host, models, algo, name):
+    mp = models("sd15_micro")
+    file_name, tensors = _base_dependent(host, mp, algo)
+    base = _patched(mp)
+    for strength in (1.0, 0.5):
+        core, _ = _core(host, mp, None, file_name, sm=strength)
+        ours, _, info = _ours(host, mp, None, file_name, sm=strength, spec="ALL" if strength == 1 else "")
+        assert core.patches.keys() == ours.patches.keys() and len(ours.patches) > 10
+        core_w = _patched(core)
+        assert all(not torch.equal(core_w[k], base[k]) for k in core.patches)  # core's adapter really ran
+        _assert_bit_equal(core_w, _loaded(ours))
+        n = len(ours.patches)
+        assert f"applied to the model: {n} keys from {n} modules (strength {strength:g} x block weight" in info
+        assert "not applied" not in info
+
+    summary = host.module("loralab.inspect").summarize(os.path.join(host.folder("loras"), file_name),
+                                                        _layout(host, mp))
+    assert summary.algorithms == {name: len(core.patches)} and not summary.unmapped
+    assert summary.host_dropped == 0 and summary.host_dropped_we_map == []
+
+
+@pytest.mark.parametrize("algo", ["oft", "boft", "glora"])
+def test_oft_boft_and_glora_block_at_zero_leaves_its_keys_unchanged(host, models, algo):
+    mp = models("sd15_micro")
+    file_name, _ = _base_dependent(host, mp, algo)
+    base = _patched(mp)
+    core, _ = _core(host, mp, None, file_name, sm=0.8)
+    full = _patched(core)
+    block_of = host.module("loralab.blocks").block_of
+    blocks = {k: block_of(k, "unet") for k in core.patches}
+    block = sorted(set(blocks.values()))[1]
+    ours, _, info = _ours(host, mp, None, file_name, sm=0.8, spec=f"{block}=0")
+    patched = _loaded(ours)
+    zero = [k for k, b in blocks.items() if b == block]
+    assert zero and set(ours.patches) == set(core.patches) - set(zero)
+    for k in base:
+        assert torch.equal(patched[k], base[k] if k in zero else full[k]), k
+    assert f"strength x block weight = 0, left out: {len(zero)} modules" in info
