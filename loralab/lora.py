@@ -52,8 +52,7 @@ def build_adapter(entry: Entry, get: Callable[[str], torch.Tensor]) -> Adapter:
     """Load an entry's tensors and build its :class:`~loralab.adapters.Adapter`."""
     if entry.problem is None and entry.needs_base:
         raise BaseWeightsNeededError(f"{entry.algorithm()} needs the base weights: LoRA Lab applies it in the loader "
-                                     "but cannot compute its ΔW (merge, resize, convert, bake and block strengths "
-                                     "refuse it)", key=entry.module,
+                                     "but cannot compute its ΔW (merge, resize, convert and bake refuse it)", key=entry.module,
                                      hint="apply this LoRA with the loader, or leave it out of this operation")
     if not entry.supported:
         raise LoraFormatError(entry.problem or f"algorithm {entry.algorithm()} is not supported", key=entry.module)
