@@ -50,12 +50,12 @@ def _dora_fits(dora: tuple[int, ...], shape: tuple[int, ...]) -> bool:
 
 def build_adapter(entry: Entry, get: Callable[[str], torch.Tensor]) -> Adapter:
     """Load an entry's tensors and build its :class:`~loralab.adapters.Adapter`."""
-    if entry.problem is None and entry.needs_base:
+    if entry.problem is not None:
+        raise LoraFormatError(entry.problem, key=entry.module)
+    if entry.needs_base:
         raise BaseWeightsNeededError(f"{entry.algorithm()} needs the base weights: LoRA Lab applies it in the loader "
-                                     "but cannot compute its ΔW (merge, resize, convert and bake refuse it)", key=entry.module,
-                                     hint="apply this LoRA with the loader, or leave it out of this operation")
-    if not entry.supported:
-        raise LoraFormatError(entry.problem or f"algorithm {entry.algorithm()} is not supported", key=entry.module)
+                                     "but cannot compute its ΔW (merge, resize, convert and bake refuse it)",
+                                     key=entry.module, hint="apply this LoRA with the loader, or leave it out")
     t = {role: get(key) for role, key in entry.keys.items() if role != "alpha"}
     common = {"alpha": entry.alpha, "dora_scale": t.get("dora_scale")}
     if entry.kind == "lora":

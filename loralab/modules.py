@@ -113,7 +113,8 @@ class Entry:
         elif self.kind == "oft":
             name = "BOFT" if len(self.shapes.get("oft_blocks", ())) == 4 else "OFT"
         else:
-            name = {"loha": "LoHa", "diff": "Full diff", "set": "Set weight", "glora": "GLoRA"}.get(self.kind, self.kind)
+            name = {"loha": "LoHa", "diff": "Full diff", "set": "Set weight",
+                    "glora": "GLoRA"}.get(self.kind, self.kind)
         if self.has_dora:
             name += " + DoRA"
         return name
