@@ -35,9 +35,9 @@ number that does not exist is ``null``::
         unmapped_modules, size_mismatch, broken_module
 
 :meth:`Report.to_dict` is the same plus ``blocks`` ({family, measure, relative: bool, items:
-[{block, norm, modules, base_norm, relative, inexact, nonfinite, unmeasured}]}, or null), ``hashes`` ({sha256,
-autov2, addnet, autov3, legacy, stored_addnet, stored_legacy, addnet_matches, legacy_matches}, or
-null), and ``warnings`` including the tensor-level ones (nonfinite_values, all_zero).
+[{block, norm, modules, base_norm, relative, inexact, nonfinite, unmeasured}]}, or null),
+``hashes`` ({sha256, autov2, addnet, autov3, legacy, stored_addnet, stored_legacy, addnet_matches,
+legacy_matches}, or null), and ``warnings`` including the tensor-level ones (nonfinite_values, all_zero).
 """
 from __future__ import annotations
 

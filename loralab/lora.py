@@ -119,9 +119,11 @@ class Lora:
         if target is None:
             return MappedEntry(e, None, res.component, f"{res.module} has no {e.param} in {where}")
         shape = target_shape(target, self.layout)
-        if e.needs_base and not shape_fits(e, shape):
-            return MappedEntry(e, target, res.component, f"{e.base_problem(shape)} ({target.key} of {where})")
-        if not shape_fits(e, shape):
+        if e.needs_base:
+            problem = e.base_problem(shape)
+            if problem is not None:
+                return MappedEntry(e, target, res.component, f"{problem} ({target.key} of {where})")
+        elif not shape_fits(e, shape):
             got = e.delta_shape()
             return MappedEntry(e, target, res.component,
                                f"size {list(got) if got else '?'} does not fit {target.key} {list(shape)} of {where}")
