@@ -5,6 +5,7 @@ import os
 import pytest
 import torch
 
+from loralab.bake import bake
 from loralab.block_strength import block_strengths
 from loralab.errors import BaseWeightsNeededError, LoraFormatError
 from loralab.inspect import inspect_lora
@@ -12,7 +13,6 @@ from loralab.layouts import layout_for
 from loralab.lora import Lora
 from loralab.lowrank import RankRule
 from loralab.merge import MergeInput, convert, merge, resize
-from loralab.bake import bake
 from loralab.safetensors_io import save_tensors
 
 TO_Q = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"  # [320, 320]

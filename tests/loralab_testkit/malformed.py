@@ -39,6 +39,8 @@ BASE_MODULES = ("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2
                 "lora_te_text_model_encoder_layers_0_self_attn_q_proj")
 #: the module the semantic cases break
 BAD = BASE_MODULES[0]
+#: a module beside the base LoRA that the OFT and GLoRA cases give broken LyCORIS factors
+LYCORIS = "lora_unet_down_blocks_0_attentions_0_proj_in"
 #: a file name an unpickled payload would create (beside the corpus); its existence is a failure
 MARKER = "UNPICKLED-MARKER"
 
@@ -334,6 +336,11 @@ CASES: list[Case] = [
                                    "down": torch.ones(2, 768, dtype=torch.int8)}), WARNING, "floating-point", "header"),
     Case("size_fits_no_weight", _tensors({"up": torch.ones(7, 2), "down": torch.ones(2, 9)}), WARNING,
          "does not fit", "header"),
+    Case("oft_blocks_not_square", _tensors(extra={f"{LYCORIS}.oft_blocks": torch.ones(4, 80, 40) * 0.01}), WARNING,
+         "neither [n, b, b]", "header"),
+    Case("glora_factor_missing", _tensors(extra={f"{LYCORIS}.{r}.weight": torch.ones(s) * 0.01
+                                                 for r, s in (("a1", (320, 2)), ("b1", (320, 2)), ("b2", (2, 320)))}),
+         WARNING, "missing a2", "header"),
     Case("keys_for_no_known_model", _tensors(replace={"lora_unet_nowhere_proj.lora_up.weight": torch.ones(5, 2),
                                                       "lora_unet_nowhere_proj.lora_down.weight": torch.ones(2, 7)}),
          WARNING, "fit no known", "header"),
