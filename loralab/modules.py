@@ -291,6 +291,8 @@ def _oft_problem(s: dict[str, tuple[int, ...]]) -> str | None:
         return "oft_blocks missing"
     if len(blocks) not in (3, 4) or blocks[-1] != blocks[-2]:
         return f"oft_blocks {list(blocks)} are neither [n, b, b] (OFT) nor [m, n, b, b] (BOFT)"
+    if len(blocks) == 4 and "alpha" not in s:
+        return "BOFT without alpha: ComfyUI's BOFT fails on it and applies nothing"
     return None
 
 

@@ -97,6 +97,7 @@ def test_factors_that_cannot_act_on_the_weight_are_not_mapped(tensors, reason):
     ({f"{TO_Q}.rescale": torch.ones(320, 1)}, "oft_blocks missing"),
     ({f"{TO_Q}.oft_blocks": torch.zeros(320, 4)}, "oft_blocks [320, 4] are neither [n, b, b] (OFT) nor [m, n, b, b]"),
     ({f"{TO_Q}.oft_blocks": torch.zeros(4, 80, 40)}, "are neither"),
+    ({f"{TO_Q}.oft_blocks": torch.zeros(2, 4, 80, 80)}, "BOFT without alpha: ComfyUI's BOFT fails on it"),
     ({k: v for k, v in glora(TO_Q, 320, 320).items() if ".a2." not in k}, "missing a2"),
     ({**glora(TO_Q, 3072, 768), f"{TO_Q}.b1.weight": torch.zeros(3072, 3)}, "do not chain"),
     ({**glora(TO_Q, 320, 320), f"{TO_Q}.a1.weight": torch.zeros(320)}, "do not chain"),
