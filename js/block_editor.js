@@ -178,7 +178,8 @@ export function attachBlockEditor(node, panel) {
       return;
     }
     setOptions(document, rowSelect, rows.map((r, i) => ({ value: String(i), label: `LoRA ${r.suffix.slice(1) || i + 1}` })), "0");
-    await loadArch(archOfRow() ?? (await archForSpec(list.archs.map((a) => a.id))));
+    const guess = archOfRow() ? null : await archForSpec(list.archs.map((a) => a.id));
+    await loadArch(archOfRow() ?? guess);  // the LoRA's arch wins, even when it arrived during the guess
   })();
 
   return {

@@ -72,6 +72,10 @@ class Server:
             json.dump({"Comfy.TutorialCompleted": True}, f)
         from xss_lora import write_loras
         write_loras(os.path.join(base, "models", "loras"))
+        from host.workflow_kit import LORAS
+        from loralab_testkit import materialize
+        for name, (_, fixture_name, seed) in LORAS.items():  # the files the example workflows pick
+            materialize(fixture_name, os.path.join(base, "models", "loras", name), rank=4, seed=seed)
         self.log_path = os.path.join(base, "server.log")
         env = {**os.environ, "LORALAB_E2E_REPO": REPO, "PYTHONUNBUFFERED": "1"}
         with open(self.log_path, "w") as log:

@@ -1,8 +1,9 @@
 """Every workflow in workflows/ opens in the real frontend as users open it (app.loadGraphData):
 every node type is registered (no "missing node types"), no dialog complains, and every node holds
 exactly the widget values the file stores (a value too many or too few, e.g. a forgotten
-control-after-generate value, shifts the rest and shows up here), and every block-weight editor
-shows an arch its spec fits. The template browser lists each
+control-after-generate value, shifts the rest and shows up here), every metadata panel reads
+its file (the workflows' LoRAs are written to the server's loras folder at their real shapes), and
+every block-weight editor shows an arch its spec fits. The template browser lists each
 workflow with its thumbnail. Screenshots: tests/e2e/out/."""
 from __future__ import annotations
 
@@ -26,12 +27,27 @@ OPEN = """
     kind: e.querySelector(".loralab-status")?.getAttribute("data-kind"),
     status: e.querySelector(".loralab-status")?.textContent,
   }));
-  for (let i = 0; i < 50 && editors().some((e) => !e.family && e.kind !== "error"); i++) {
+  const panels = () => [...document.querySelectorAll(".loralab-info")].map((e) => ({
+    status: e.className.replace("loralab-info loralab-", ""),
+    text: e.querySelector(".loralab-compact")?.textContent,
+  }));
+  // per node: the arch its (first) LoRA's panel names, and the arch its block editor shows
+  const archs = () => app.graph.nodes.map((n) => {
+    const els = (n.widgets ?? []).map((w) => w.element).filter(Boolean);
+    const panel = els.map((e) => e.querySelector(".loralab-info.loralab-ok .loralab-compact")).find(Boolean);
+    const status = els.map((e) => e.querySelector(".loralab-blocks .loralab-status")).find(Boolean);
+    return panel && status ? { node: n.id, lora: panel.textContent.split(" · ")[0], editor: status.textContent.split(":")[0] } : null;
+  }).filter(Boolean);
+  for (let i = 0; i < 50 && (editors().some((e) => !e.family && e.kind !== "error")
+                            || panels().some((p) => p.status === "loading")
+                            || archs().some((a) => a.lora !== a.editor)); i++) {
     await new Promise((r) => setTimeout(r, 100));
   }
   const nodes = app.graph.nodes;
   return {
     editors: editors(),
+    panels: panels(),
+    archs: archs(),
     unregistered: nodes.filter((n) => !LiteGraph.registered_node_types[n.type]).map((n) => n.type),
     errors: nodes.filter((n) => n.has_errors).map((n) => n.type),
     dialogs: [...document.querySelectorAll(".p-dialog")].map((d) => d.textContent.slice(0, 300)),
@@ -57,7 +73,12 @@ def test_workflow_opens_in_the_frontend(page_clean, out_dir, name):
     assert result["errors"] == [], f"{name}: nodes with errors {result['errors']}"
     assert result["dialogs"] == [], f"{name}: a dialog opened: {result['dialogs']}"
     assert result["count"] == len(workflow["nodes"])
-    # the block editors open on an arch the spec fits, even before the LoRA file exists
+    # every LoRA the workflow picks is in the server's loras folder: each panel shows its file
+    assert [p for p in result["panels"] if p["status"] not in ("ok", "empty")] == [], result["panels"]
+    # the block editors show the arch of the LoRA their node picked (and the spec fits it)
+    assert [a for a in result["archs"] if a["lora"] != a["editor"]] == [], result["archs"]
+    if any(n["type"] in ("LoRALabLoader", "LoRALabStack", "LoRALabMergeInput") for n in workflow["nodes"]):
+        assert result["archs"], f"{name}: no node showed both a LoRA's panel and a block editor"
     assert [e for e in result["editors"] if e["kind"] == "error" or not e["family"]] == [], result["editors"]
     if name == "block_weights_flux.json":
         assert [e["family"] for e in result["editors"]] == ["flux"], result["editors"]

@@ -14,7 +14,7 @@ import pytest
 
 from host import train_kit
 from host.train_setup import VARIANTS, dataset_in_input, one_thread, train_host  # noqa: F401 (fixtures)
-from host.workflow_kit import WorkflowError, load_workflow, object_info, to_api, workflow_files
+from host.workflow_kit import LORAS, WorkflowError, load_workflow, object_info, to_api, workflow_files
 from loralab_testkit import fit_fixture_to_layout, fixture
 
 #: loaders -> (the input that names the file, or the CLIP type; where each output comes from in the
@@ -34,16 +34,6 @@ STAND_INS = {
     "my_finetune.safetensors": ("sd15", 1),
     "flux": ("flux", 0),
     "ae.safetensors": ("flux", 0),
-}
-#: LoRA files the workflows name -> (architecture, fixture rebuilt for that architecture's tiny model, seed)
-LORAS = {
-    "my_style.safetensors": ("sd15", "kohya_sd15_lora", 0),
-    "my_character.safetensors": ("sd15", "comfyui_trainer_sd15_lora", 1),
-    "my_detail.safetensors": ("sd15", "lycoris_sd15_loha", 2),
-    "my_style_xl.safetensors": ("sdxl", "kohya_sdxl_lora", 0),
-    "my_character_xl.safetensors": ("sdxl", "diffusers_sdxl_dreambooth_lora", 1),
-    "my_detail_xl.safetensors": ("sdxl", "kohya_sdxl_lora", 2),
-    "my_style_flux.safetensors": ("flux", "aitoolkit_flux_lora", 0),
 }
 DATASET = "wf_dataset"
 #: widget values scaled down for the tiny models, per node type

@@ -17,6 +17,18 @@ SEED_NAMES = ("seed", "noise_seed")
 #: node types that exist in the frontend only and never reach the server
 FRONTEND_ONLY = {"Note", "MarkdownNote"}
 
+#: LoRA files the workflows name -> (architecture, fixture, seed): the host test rebuilds the fixture for that
+#: architecture's tiny model; the browser test writes it at its real shapes, so the panels show real files
+LORAS = {
+    "my_style.safetensors": ("sd15", "kohya_sd15_lora", 0),
+    "my_character.safetensors": ("sd15", "comfyui_trainer_sd15_lora", 1),
+    "my_detail.safetensors": ("sd15", "lycoris_sd15_loha", 2),
+    "my_style_xl.safetensors": ("sdxl", "kohya_sdxl_lora", 0),
+    "my_character_xl.safetensors": ("sdxl", "diffusers_sdxl_dreambooth_lora", 1),
+    "my_detail_xl.safetensors": ("sdxl", "kohya_sdxl_lora", 2),
+    "my_style_flux.safetensors": ("flux", "aitoolkit_flux_lora", 0),
+}
+
 
 class WorkflowError(AssertionError):
     """A workflow that does not fit the host's nodes."""
