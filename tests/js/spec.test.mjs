@@ -118,7 +118,8 @@ test("specFits: the archs whose grammar accepts a spec (the editor's choice befo
   assert.deepEqual(fitting("FLUX-DOUBLE"), ["flux"]);
   assert.deepEqual(fitting("D0-6=1, S=0.3"), ["flux"]);
   assert.deepEqual(fitting(Array(57).fill("1").join(",")), ["flux"]);
-  assert.deepEqual(fitting(Array(12).fill("0").join(",")), ["sdxl", "sdxl_refiner"].filter((a) => catalogs[a].vector_forms["12"]));
+  assert.deepEqual(fitting(Array(12).fill("0").join(",")), ["sdxl"]);
+  assert.deepEqual(fitting(Array(17).fill("0").join(",")), ["sd1", "sd2"]);
   assert.ok(fitting("SDXL-OUTALL").includes("sdxl") && !fitting("SDXL-OUTALL").includes("flux"));
   assert.deepEqual(fitting("OUT=0.5, nonsense"), []);
   assert.equal(fitting("").length, Object.keys(catalogs).length);
