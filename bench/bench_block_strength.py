@@ -2,7 +2,7 @@
 
 Writes a full-size kohya Flux LoRA (304 modules, rank 16 by default, bf16) to a temp folder (or
 --dir), then times, on the warm file:
-  factors: loralab.block_strength.block_strengths (reads each module, Gram-trick norms), and
+  factors: loralab.ops.block_strength.block_strengths (reads each module, Gram-trick norms), and
   dense:   the same modules read the same way, ΔW = scale·up@down built in float32, ‖ΔW‖ taken.
 Both include reading the tensors; the compute-only times (tensors already in memory) are printed
 too. The two results are checked to agree within 1e-4 relative.
@@ -20,8 +20,8 @@ import time
 import torch
 from lora_files import write_lora
 
-from loralab.block_strength import block_strengths
-from loralab.blocks import block_of
+from loralab.ops.block_strength import block_strengths
+from loralab.blocks.map import block_of
 from loralab.lora import Lora
 
 

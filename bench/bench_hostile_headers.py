@@ -23,8 +23,8 @@ CHILD = """
 import sys, time
 sys.path.insert(0, {repo!r})
 from loralab.errors import LoRALabError
-from loralab.safetensors_io import read_header
-from loralab.inspect import summarize
+from loralab.files.safetensors import read_header
+from loralab.ops.inspect import summarize
 
 def kib(field):
     with open("/proc/self/status") as f:

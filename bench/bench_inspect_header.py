@@ -2,7 +2,7 @@
 
 Builds kohya SDXL (UNet + both text encoders, 2958 keys, the largest header of the fixtures) at
 rank 128 (~0.9 GB) and kohya Flux at rank 128 (~1.2 GB) in a temp folder (or --dir), then times
-``loralab.inspect.summarize`` (warm page cache, layouts built once per process, as in a running
+``loralab.ops.inspect.summarize`` (warm page cache, layouts built once per process, as in a running
 ComfyUI): wall-clock median and best, and CPU-time median (robust to other processes sharing the
 machine) of --repeat runs.
 
@@ -18,7 +18,7 @@ import time
 
 from lora_files import write_lora
 
-from loralab.inspect import summarize
+from loralab.ops.inspect import summarize
 
 FILES = (("kohya_sdxl_lora", 128), ("kohya_flux_lora", 128))
 

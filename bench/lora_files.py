@@ -12,7 +12,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
-from loralab.safetensors_io import DTYPES, SafetensorsWriter  # noqa: E402
+from loralab.files.safetensors import DTYPES, SafetensorsWriter  # noqa: E402
 from loralab_testkit import fixture, scaled_shapes  # noqa: E402
 
 

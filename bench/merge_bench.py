@@ -81,7 +81,7 @@ class Clock:
 def phase_layer(method: str, out: int, inn: int) -> None:
     """One layer by one method, in this process; prints JSON."""
     import torch
-    from loralab.lowrank import one_thread, svd_of_product
+    from loralab.ops.lowrank import one_thread, svd_of_product
     terms = _factors((out, inn), 0)
     if method == "ours":
         with Clock() as c, one_thread():

@@ -8,7 +8,7 @@ import folder_paths
 from ..loralab.errors import UnsafeNameError
 from ..loralab.layouts import ModelLayout
 from ..loralab.layouts.mmdit import mmdit_variant
-from ..loralab.paths import check_relative_name, resolve_in_folder
+from ..loralab.files.paths import check_relative_name, resolve_in_folder
 
 NODE_PREFIX = "LoRALab"
 CATEGORY = "LoRA Lab"

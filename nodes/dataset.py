@@ -11,7 +11,7 @@ from comfy_api.latest import io
 from ..loralab.train.cache import TensorCache
 from ..loralab.train.dataset import DatasetSettings, build_dataset
 from ..loralab.errors import UnsafeNameError
-from ..loralab.paths import resolve_in_folder
+from ..loralab.files.paths import resolve_in_folder
 from .common import CATEGORY, display_name, node_id
 from .train_host import clip_identity, image_encoder, text_encoder, vae_identity
 

@@ -1,7 +1,7 @@
 """Inspect LoRA: the report, its JSON, the trigger words and a block-strength chart of a file in
 ``loras``; and ``GET /loralab/lora_info?name=...``, the header-only summary the frontend shows.
 
-The route answers ``200`` with :meth:`loralab.inspect.Summary.to_dict` (its ``path`` is the name
+The route answers ``200`` with :meth:`loralab.ops.inspect.Summary.to_dict` (its ``path`` is the name
 relative to the loras folder), ``400`` for names that escape the folder (``..``, absolute paths,
 symlinks pointing outside, control characters), ``404`` for files that do not exist and ``422``
 for files that are not readable LoRAs; errors are ``{"error": "..."}``. It reads the header and
@@ -19,7 +19,7 @@ from aiohttp import web
 from comfy_api.latest import io, ui
 
 from ..loralab.errors import LoRALabError, UnsafeNameError
-from ..loralab.inspect import inspect_lora, summarize
+from ..loralab.ops.inspect import inspect_lora, summarize
 from .common import CATEGORY, display_name, lora_file, lora_names, lora_path, model_layout, node_id, unlisted
 
 ROUTE = "/loralab/lora_info"

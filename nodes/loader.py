@@ -1,7 +1,7 @@
 """LoRA Loader (Block Weights) and LoRA Stack: apply LoRAs with weights per absolute block.
 
 A block-weight spec is a preset name, an LBW vector or a readable spec (see
-:mod:`..loralab.block_weights`); user presets are read at every run from
+:mod:`..loralab.blocks.spec`); user presets are read at every run from
 ``<ComfyUI user directory>/loralab/block_presets.txt``.
 """
 from __future__ import annotations
@@ -18,12 +18,12 @@ import folder_paths
 import torch
 from comfy_api.latest import io, ui
 
-from ..loralab.apply import plan_application
-from ..loralab.block_weights import load_presets, parse_block_weights
+from ..loralab.ops.apply import plan_application
+from ..loralab.blocks.spec import load_presets, parse_block_weights
 from ..loralab.errors import LoRALabError, PickleRefusedError, SafetensorsError
 from ..loralab.layouts import ModelLayout
 from ..loralab.lora import Lora
-from ..loralab.safetensors_io import read_header
+from ..loralab.files.safetensors import read_header
 from . import common
 from .patching import apply_plan
 

@@ -1,4 +1,4 @@
-"""Merge, resize, extract, save and bake LoRAs: thin nodes over loralab.merge / extract / bake.
+"""Merge, resize, extract, save and bake LoRAs: thin nodes over loralab.ops.merge / extract / bake.
 
 LoRAs come out as a ``LORA_MODEL`` (a kohya-format state dict that core's "Load LoRA Model"
 accepts) and, when an output name is given, as a new file in ``loras/`` (never overwriting).
@@ -15,14 +15,14 @@ import comfy.model_management
 import comfy.utils
 from comfy_api.latest import io
 
-from ..loralab.bake import baked_weights
+from ..loralab.ops.bake import baked_weights
 from ..loralab.errors import LoRALabError, PickleRefusedError
-from ..loralab.extract import extract
+from ..loralab.ops.extract import extract
 from ..loralab.lora import Lora
-from ..loralab.lowrank import RANK_MODES, RankRule
-from ..loralab.merge import METHODS, MergeInput, MergeResult, convert, merge, resize
-from ..loralab.model_weights import ModelWeights
-from ..loralab.paths import sanitize_output_name, unused_path
+from ..loralab.ops.lowrank import RANK_MODES, RankRule
+from ..loralab.ops.merge import METHODS, MergeInput, MergeResult, convert, merge, resize
+from ..loralab.formats.model_weights import ModelWeights
+from ..loralab.files.paths import sanitize_output_name, unused_path
 from .common import (CATEGORY, LORA_EXTENSIONS, display_name, lora_names, lora_path, model_layout, node_id,
                      output_folder, unlisted)
 

@@ -1,4 +1,4 @@
-"""Apply an engine :class:`~..loralab.apply.ApplyPlan` through ComfyUI's own patch system.
+"""Apply an engine :class:`~..loralab.ops.apply.ApplyPlan` through ComfyUI's own patch system.
 
 ComfyUI's ``comfy.lora.load_lora`` parses the tensors (so alpha, DoRA, LoHa, LoKr and diffs mean
 exactly what they mean in core), fed with a key map built from the engine's canonical targets
@@ -15,7 +15,7 @@ import comfy.lora
 import comfy.utils
 import torch
 
-from ..loralab.apply import CLIP, MODEL, ApplyPlan, Planned
+from ..loralab.ops.apply import CLIP, MODEL, ApplyPlan, Planned
 from ..loralab.layouts import Target
 
 #: role -> the key suffix ComfyUI's adapters read, for tensors whose own name they do not read

@@ -1,6 +1,6 @@
 """HTTP route for the block-weight editor: ``GET /loralab/blocks?arch=<id>``.
 
-With an arch id it returns :func:`loralab.block_catalog.block_catalog` for it (blocks, families,
+With an arch id it returns :func:`loralab.blocks.catalog.block_catalog` for it (blocks, families,
 vector forms, presets resolved per block); without one, the arch ids and names it knows. An
 unknown arch id is a 404 with ``{"error": ...}``. Registered on ComfyUI's server at import.
 """
@@ -11,8 +11,8 @@ import functools
 import server
 from aiohttp import web
 
-from ..loralab.archs import ARCHS
-from ..loralab.block_catalog import block_catalog
+from ..loralab.layouts.archs import ARCHS
+from ..loralab.blocks.catalog import block_catalog
 
 NODES: list = []
 

@@ -19,7 +19,7 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..loralab.errors import TrainingError
-from ..loralab.paths import sanitize_output_name, unused_path
+from ..loralab.files.paths import sanitize_output_name, unused_path
 from ..loralab.train.checkpoint import STATE_EXTENSION, lora_tensors, restore_run, save_checkpoint, save_lora_file
 from ..loralab.train.losscurve import render_loss_curve
 from ..loralab.train.network import ALGORITHMS, PRESETS, select_targets

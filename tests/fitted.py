@@ -9,9 +9,9 @@ import math
 
 import torch
 
-from loralab.canonical import target_for, target_shape
+from loralab.formats.canonical import target_for, target_shape
 from loralab.layouts import ModelLayout
-from loralab.modules import group_keys
+from loralab.formats.keys import group_keys
 from loralab_testkit import fixture
 
 

@@ -2,13 +2,13 @@
 are one per distinct strength, and nothing is left out without a reason."""
 import pytest
 
-from loralab.apply import CLIP, MODEL, plan_application
-from loralab.block_weights import parse_block_weights
-from loralab.blocks import block_of
+from loralab.ops.apply import CLIP, MODEL, plan_application
+from loralab.blocks.spec import parse_block_weights
+from loralab.blocks.map import block_of
 from loralab.layouts import ModelLayout, layout_for
 from loralab.layouts.unet import SDXL_CONFIG
 from loralab.lora import Lora
-from loralab.sources import TensorSource
+from loralab.files.sources import TensorSource
 from loralab_testkit import FixtureSource
 
 #: SDXL with fewer transformer layers per block (Segmind Vega's depths): a model a real SDXL LoRA fits in part

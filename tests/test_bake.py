@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from loralab.bake import bake
+from loralab.ops.bake import bake
 from loralab.layouts import ModelLayout
 from loralab.lora import Lora
-from loralab.lowrank import one_thread
-from loralab.merge import MergeInput
+from loralab.ops.lowrank import one_thread
+from loralab.ops.merge import MergeInput
 
 from fitted import fitted_lora
 

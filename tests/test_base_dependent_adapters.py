@@ -5,15 +5,15 @@ import os
 import pytest
 import torch
 
-from loralab.bake import bake
-from loralab.block_strength import block_strengths
+from loralab.ops.bake import bake
+from loralab.ops.block_strength import block_strengths
 from loralab.errors import BaseWeightsNeededError, LoraFormatError
-from loralab.inspect import inspect_lora
+from loralab.ops.inspect import inspect_lora
 from loralab.layouts import layout_for
 from loralab.lora import Lora
-from loralab.lowrank import RankRule
-from loralab.merge import MergeInput, convert, merge, resize
-from loralab.safetensors_io import save_tensors
+from loralab.ops.lowrank import RankRule
+from loralab.ops.merge import MergeInput, convert, merge, resize
+from loralab.files.safetensors import save_tensors
 
 TO_Q = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"  # [320, 320]
 PROJ_IN = "lora_unet_down_blocks_0_attentions_0_proj_in"  # [320, 320, 1, 1]

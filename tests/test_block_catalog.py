@@ -3,10 +3,10 @@ import json
 
 import pytest
 
-from loralab.archs import ARCHS
-from loralab.block_catalog import block_catalog
-from loralab.block_weights import VECTOR_FORMS, parse_block_weights, preset_names, standard_blocks
-from loralab.blocks import OTHER
+from loralab.layouts.archs import ARCHS
+from loralab.blocks.catalog import block_catalog
+from loralab.blocks.spec import VECTOR_FORMS, parse_block_weights, preset_names, standard_blocks
+from loralab.blocks.map import OTHER
 
 
 @pytest.mark.parametrize("arch_id", list(ARCHS))

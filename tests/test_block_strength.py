@@ -7,13 +7,13 @@ import os
 import pytest
 import torch
 
-from loralab.block_strength import BaseWeights, ModuleStrength, aggregate, block_strengths
-from loralab.blocks import block_of
-from loralab.inspect import inspect_lora
+from loralab.ops.block_strength import BaseWeights, ModuleStrength, aggregate, block_strengths
+from loralab.blocks.map import block_of
+from loralab.ops.inspect import inspect_lora
 from loralab.layouts import ModelLayout
 from loralab.layouts.flux import FLUX_DEV_CONFIG
 from loralab.lora import Lora
-from loralab.safetensors_io import save_tensors
+from loralab.files.safetensors import save_tensors
 from loralab_testkit import LORA_FIXTURES, fixture_tensors
 
 D = torch.float64

@@ -1,9 +1,9 @@
 """Block-weight specs resolve to the expected absolute per-block weights; bad specs quote the bad part."""
 import pytest
 
-from loralab.block_weights import (VECTOR_FORMS, load_presets, parse_block_weights, preset_names,
+from loralab.blocks.spec import (VECTOR_FORMS, load_presets, parse_block_weights, preset_names,
                                    standard_blocks)
-from loralab.blocks import OTHER
+from loralab.blocks.map import OTHER
 from loralab.errors import SpecError
 
 SD26 = standard_blocks("sd1")

@@ -1,7 +1,7 @@
 """Absolute block ids from canonical keys."""
 import pytest
 
-from loralab.blocks import OTHER, block_of, block_sort_key, layout_blocks, split_block_id
+from loralab.blocks.map import OTHER, block_of, block_sort_key, layout_blocks, split_block_id
 from loralab.layouts import layout_for
 from loralab.lora import Lora
 from loralab_testkit import FixtureSource, model_shapes

@@ -1,7 +1,7 @@
 """The block-strength chart: one bar per block, heights proportional to the values."""
 import numpy as np
 
-from loralab.chart import COLOURS, bar_chart
+from loralab.blocks.chart import COLOURS, bar_chart
 
 
 def column_height(img, x, colour):

@@ -51,7 +51,7 @@ def test_inspect_unreadable_file_fails_with_message(tmp):
 
 def test_file_controlled_text_cannot_drive_the_terminal(tmp):
     import torch
-    from loralab.safetensors_io import save_tensors
+    from loralab.files.safetensors import save_tensors
     evil = "lora_unet_x\x1b]0;owned\x07\u202e.alpha"
     path = save_tensors(os.path.join(tmp, "t\x1b[2J.safetensors"), {evil: torch.tensor(1.0)})
     r = run("inspect", path, os.path.join(tmp, "missing\x1b[31m.safetensors"))

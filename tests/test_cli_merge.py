@@ -8,7 +8,7 @@ import torch
 
 from loralab.layouts import layout_for
 from loralab.lora import Lora
-from loralab.safetensors_io import read_header, save_tensors
+from loralab.files.safetensors import read_header, save_tensors
 from loralab_testkit import REPO, fixture_tensors, materialize
 
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from loralab.errors import LoraFormatError
 from loralab.lora import Lora
-from loralab.safetensors_io import save_tensors
+from loralab.files.safetensors import save_tensors
 
 QKV = "lora_te_text_model_encoder_layers_0_self_attn_q_proj"  # SD1.x CLIP-L q_proj: [768, 768]
 CONV = "lora_unet_down_blocks_0_resnets_0_conv1"  # SD1.x: [320, 320, 3, 3]

@@ -8,10 +8,10 @@ import torch
 
 from loralab.layouts import ModelLayout, layout_for
 from loralab.lora import Lora
-from loralab.lowrank import RankRule, one_thread
-from loralab.model_weights import ModelWeights, canonical_key, guess_layout
-from loralab.extract import extract
-from loralab.safetensors_io import save_tensors
+from loralab.ops.lowrank import RankRule, one_thread
+from loralab.formats.model_weights import ModelWeights, canonical_key, guess_layout
+from loralab.ops.extract import extract
+from loralab.files.safetensors import save_tensors
 
 D = torch.float64
 MICRO_SD15 = {"in_channels": 4, "out_channels": 4, "model_channels": 32, "num_res_blocks": [1, 1],

@@ -110,7 +110,7 @@ def test_metadata_disagreement_is_reported_not_followed():
 
 
 def test_detection_survives_hostile_software_metadata():
-    from loralab.detect import detect_format
+    from loralab.formats.detect import detect_format
     deep = '{"name":' * 100_000 + '"x"' + "}" * 100_000
     assert detect_format([], [], {"software": deep}) == "unknown"
     assert detect_format([], [], {"software": '{"name": "ai-toolkit"'}) == "unknown"

@@ -9,10 +9,10 @@ import pytest
 import safetensors.torch
 import torch
 
-from loralab import hashes as hashes_mod
-from loralab.hashes import file_hashes
-from loralab.inspect import inspect_lora
-from loralab.safetensors_io import DTYPES, save_tensors
+from loralab.files import hashes as hashes_mod
+from loralab.files.hashes import file_hashes
+from loralab.ops.inspect import inspect_lora
+from loralab.files.safetensors import DTYPES, save_tensors
 from loralab_testkit import fixture, materialize
 
 #: fixtures whose metadata holds a trainer-computed sshs_model_hash

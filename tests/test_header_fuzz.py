@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from loralab.errors import LoRALabError
-from loralab.safetensors_io import DTYPES, SafetensorsFile, read_header, save_tensors
+from loralab.files.safetensors import DTYPES, SafetensorsFile, read_header, save_tensors
 
 FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 _DIR = tempfile.mkdtemp(prefix="loralab-fuzz-")

@@ -4,8 +4,8 @@ import os
 import pytest
 import torch
 
-from loralab.inspect import inspect_lora
-from loralab.safetensors_io import save_tensors
+from loralab.ops.inspect import inspect_lora
+from loralab.files.safetensors import save_tensors
 from loralab_testkit import fixture, fixture_tensors
 
 KOHYA = "kohya_sd15_lora"

@@ -2,7 +2,7 @@
 README table); tests/host checks the same against the real comfy.lora."""
 import pytest
 
-from loralab.host_keys import host_key_map, host_targets
+from loralab.formats.host_keys import host_key_map, host_targets
 from loralab.layouts import layout_for
 from loralab.lora import Lora
 from loralab_testkit import LORA_FIXTURES, FixtureSource, fixture, xlabs_keys

@@ -19,7 +19,7 @@ import tracemalloc
 import pytest
 
 from loralab.errors import LoRALabError
-from loralab.safetensors_io import MAX_HEADER_BYTES, SafetensorsFile, read_header
+from loralab.files.safetensors import MAX_HEADER_BYTES, SafetensorsFile, read_header
 from loralab_testkit import REPO
 from loralab_testkit.entry_points import ENTRY_POINTS, problems_with
 from loralab_testkit.malformed import ACCEPTED, CASES, MARKER, WARNING, write_corpus

@@ -7,9 +7,9 @@ import os
 import pytest
 import torch
 
-from loralab import safetensors_io
-from loralab.inspect import SCHEMA, Distribution, inspect_lora, summarize
-from loralab.safetensors_io import save_tensors
+from loralab.files import safetensors as safetensors_io
+from loralab.ops.inspect import SCHEMA, Distribution, inspect_lora, summarize
+from loralab.files.safetensors import save_tensors
 from loralab_testkit import LORA_FIXTURES, fixture, fixture_tensors, materialize
 
 #: fixture -> (format, arch, algorithms, layers {linear, conv, other}, components, host drops every key)
@@ -89,7 +89,7 @@ def test_summary_of_every_fixture(name, tmp, reads):
 
 
 def test_summary_json_shape_is_stable(tmp):
-    """The keys the frontend reads (documented in loralab.inspect)."""
+    """The keys the frontend reads (documented in loralab.ops.inspect)."""
     path = materialize("kohya_sd15_lora", os.path.join(tmp, "k.safetensors"), rank=2)
     d = summarize(path).to_dict()
     assert set(d) == {"schema", "name", "path", "file_size", "tensor_count", "dtypes", "format", "arch", "algorithms",

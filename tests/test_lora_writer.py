@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from loralab.lora import Lora
-from loralab.lora_writer import kohya_tensors, lora_metadata, network_facts, save_lora
-from loralab.safetensors_io import read_header
+from loralab.formats.writer import kohya_tensors, lora_metadata, network_facts, save_lora
+from loralab.files.safetensors import read_header
 from loralab_testkit import fixture, fixture_tensors
 
 D = torch.float64

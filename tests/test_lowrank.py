@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from loralab.errors import SpecError
-from loralab.lowrank import (RankRule, dense_svd, full_svd, kron_svd, randomized_svd, select_rank,
+from loralab.ops.lowrank import (RankRule, dense_svd, full_svd, kron_svd, randomized_svd, select_rank,
                              svd_of_product)
 
 D = torch.float64

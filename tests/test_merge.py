@@ -9,13 +9,13 @@ import torch
 
 from loralab.adapters import LoKr
 from loralab.errors import ArchMismatchError, FileExistsRefusedError, LoraFormatError
-from loralab.hashes import addnet_hash
+from loralab.files.hashes import addnet_hash
 from loralab.layouts import ModelLayout
 from loralab.lora import Lora
-from loralab.lowrank import RankRule, one_thread
-from loralab.merge import MergeInput, convert, merge, resize
-from loralab.model_weights import ModelWeights
-from loralab.safetensors_io import read_header, save_tensors
+from loralab.ops.lowrank import RankRule, one_thread
+from loralab.ops.merge import MergeInput, convert, merge, resize
+from loralab.formats.model_weights import ModelWeights
+from loralab.files.safetensors import read_header, save_tensors
 from loralab_testkit import fixture_tensors, materialize
 
 from fitted import fitted_lora

@@ -1,7 +1,7 @@
 """Typed metadata, the training summary and trigger words, on the trainers' real metadata
 (tests/fixtures/metadata)."""
-from loralab.metadata import folder_images, parse_metadata, training_summary, typed_value
-from loralab.triggers import class_tokens, find_triggers, trigger_words
+from loralab.formats.metadata import folder_images, parse_metadata, training_summary, typed_value
+from loralab.formats.triggers import class_tokens, find_triggers, trigger_words
 from loralab_testkit import fixture
 
 
@@ -133,8 +133,8 @@ def test_non_finite_numbers_never_reach_json(tmp):
 
     import torch
 
-    from loralab.inspect import summarize
-    from loralab.safetensors_io import save_tensors
+    from loralab.ops.inspect import summarize
+    from loralab.files.safetensors import save_tensors
     meta = {"ss_learning_rate": "nan", "ss_unet_lr": "1e999", "ss_tag_frequency": '{"1_x": {"x": NaN}}',
             "training_info": '{"step": Infinity}', "software": '{"name": "ai-toolkit"}'}
     md = parse_metadata(meta)

@@ -5,8 +5,8 @@ import os
 import pytest
 import torch
 
-from loralab.block_weights import parse_block_weights, standard_blocks
-from loralab.blocks import block_of
+from loralab.blocks.spec import parse_block_weights, standard_blocks
+from loralab.blocks.map import block_of
 from loralab.layouts import STANDARD_CONFIGS, layout_for
 from loralab.layouts.mmdit import mmdit_layout, mmdit_variant
 from loralab.lora import Lora

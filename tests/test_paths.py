@@ -4,7 +4,7 @@ import os
 import pytest
 
 from loralab.errors import UnsafeNameError
-from loralab.paths import check_relative_name, resolve_in_folder, sanitize_output_name, unused_path
+from loralab.files.paths import check_relative_name, resolve_in_folder, sanitize_output_name, unused_path
 from loralab_testkit.malformed import HOSTILE_NAMES
 
 

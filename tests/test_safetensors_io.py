@@ -11,7 +11,7 @@ import safetensors.torch
 import torch
 
 from loralab.errors import FileExistsRefusedError, LoRALabError, PickleRefusedError, SafetensorsError
-from loralab.safetensors_io import (MAX_HEADER_BYTES, SafetensorsWriter, load_tensors, open_safetensors,
+from loralab.files.safetensors import (MAX_HEADER_BYTES, SafetensorsWriter, load_tensors, open_safetensors,
                                     read_header, save_tensors)
 
 TENSORS = {
@@ -233,7 +233,7 @@ def test_unreadable_file_is_an_error_not_an_os_error(tmp):
 
 
 def test_io_error_while_reading_tensor_data_names_file_and_key(tmp, monkeypatch):
-    import loralab.safetensors_io as sio
+    import loralab.files.safetensors as sio
     p = save_tensors(os.path.join(tmp, "x.safetensors"), {"a": torch.ones(4)})
 
     def eio(*_):

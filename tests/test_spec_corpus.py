@@ -18,9 +18,9 @@ import subprocess
 import pytest
 from loralab_testkit import REPO
 
-from loralab.block_catalog import block_catalog
-from loralab.block_weights import VECTOR_FORMS, load_presets, parse_block_weights
-from loralab.blocks import OTHER
+from loralab.blocks.catalog import block_catalog
+from loralab.blocks.spec import VECTOR_FORMS, load_presets, parse_block_weights
+from loralab.blocks.map import OTHER
 from loralab.errors import SpecError
 
 CORPUS = os.path.join(REPO, "tests", "js", "spec_corpus.json")

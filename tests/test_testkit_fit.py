@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from loralab.canonical import shape_fits, target_shape
+from loralab.formats.canonical import shape_fits, target_shape
 from loralab.layouts import ModelLayout
 from loralab.layouts.flux import FLUX_DEV_CONFIG
 from loralab.layouts.unet import SD15_CONFIG, SDXL_CONFIG

@@ -10,7 +10,7 @@ import torch
 
 from loralab.errors import CheckpointError, TrainingError
 from loralab.lora import Lora
-from loralab.safetensors_io import SafetensorsFile, load_tensors, save_tensors
+from loralab.files.safetensors import SafetensorsFile, load_tensors, save_tensors
 from loralab.train.cache import TensorCache
 from loralab.train.checkpoint import (STATE_KEY, read_state, restore_run, save_checkpoint, state_path_for,
                                       write_state)
@@ -136,7 +136,7 @@ sys.path[:0] = [{os.path.dirname(HERE)!r}, {HERE!r}]
 from test_train_run import make_dataset, make_run, train
 from train_toys import ToyModel
 from loralab.train.checkpoint import restore_run
-from loralab.safetensors_io import save_tensors
+from loralab.files.safetensors import save_tensors
 ds = make_dataset({str(tmp / 'data')!r}, {str(tmp / 'cache')!r})
 model = ToyModel()
 run = restore_run(make_run(ds, model), {state!r})

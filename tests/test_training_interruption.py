@@ -20,7 +20,7 @@ checkpoint = pytest.importorskip("loralab.train.checkpoint", reason="waits for l
 toys = pytest.importorskip("train_toys", reason="waits for tests/train_toys.py (training branch)")
 helpers = pytest.importorskip("test_train_run", reason="waits for tests/test_train_run.py (training branch)")
 
-from loralab.atomic import TEMP_SUFFIX  # noqa: E402
+from loralab.files.atomic import TEMP_SUFFIX  # noqa: E402
 from loralab_testkit import REPO  # noqa: E402
 
 TESTS = os.path.join(REPO, "tests")
@@ -56,7 +56,7 @@ def test_cancel_leaves_a_checkpoint_that_resumes_exactly(setup):
 CHILD = """
 import shutil, sys, time
 sys.path[:0] = [{repo!r}, {tests!r}]
-import loralab.safetensors_io as sio
+import loralab.files.safetensors as sio
 from loralab.train.checkpoint import save_checkpoint
 from test_train_run import make_dataset, make_run, train
 from train_toys import ToyModel

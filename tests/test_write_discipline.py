@@ -1,6 +1,6 @@
 """Every file the pack writes goes through the one atomic-write helper, and nothing is ever
 unpickled: the engine and the nodes are scanned for calls that write, rename, copy or load
-pickles directly (outside loralab/atomic.py and the safetensors writer)."""
+pickles directly (outside loralab/files/atomic.py and the safetensors writer)."""
 from __future__ import annotations
 
 import ast
@@ -11,7 +11,7 @@ import pytest
 from loralab_testkit import REPO
 
 #: the only modules that may touch files for writing: the helper and the writer built on it
-WRITERS = {os.path.join("loralab", "atomic.py"), os.path.join("loralab", "safetensors_io.py")}
+WRITERS = {os.path.join("loralab", "files", "atomic.py"), os.path.join("loralab", "files", "safetensors.py")}
 
 #: dotted call names that write, move or copy files
 WRITE_CALLS = {
@@ -61,17 +61,17 @@ def violations(source: str, filename: str) -> list[str]:
         if name in LOAD_CALLS:
             out.append(f"{where}: {name}() runs or unpickles what a file says")
         if name in WRITE_CALLS:
-            out.append(f"{where}: {name}() writes a file outside loralab.atomic")
+            out.append(f"{where}: {name}() writes a file outside loralab.files.atomic")
         elif isinstance(node.func, ast.Attribute) and node.func.attr in WRITE_METHODS:
-            out.append(f"{where}: .{node.func.attr}() writes a file outside loralab.atomic")
+            out.append(f"{where}: .{node.func.attr}() writes a file outside loralab.files.atomic")
         elif name in OPENERS:
             mode = _mode(node)
             if mode is not None and not (isinstance(mode, ast.Constant) and isinstance(mode.value, str)
                                          and not set(mode.value) & set("wax+")):
-                out.append(f"{where}: {name}() opened for writing outside loralab.atomic")
+                out.append(f"{where}: {name}() opened for writing outside loralab.files.atomic")
         elif name == "os.open" and len(node.args) > 1:
             if {_name(n).rsplit(".", 1)[-1] for n in ast.walk(node.args[1])} & WRITE_FLAGS:
-                out.append(f"{where}: os.open() for writing outside loralab.atomic")
+                out.append(f"{where}: os.open() for writing outside loralab.files.atomic")
     return out
 
 

@@ -14,11 +14,11 @@ import time
 import pytest
 import torch
 
-import loralab.atomic as atomic
-import loralab.safetensors_io as sio
-from loralab.atomic import TEMP_SUFFIX, atomic_write, remove_stale_temps
+import loralab.files.atomic as atomic
+import loralab.files.safetensors as sio
+from loralab.files.atomic import TEMP_SUFFIX, atomic_write, remove_stale_temps
 from loralab.errors import FileExistsRefusedError, WriteError
-from loralab.safetensors_io import SafetensorsWriter, load_tensors, save_tensors
+from loralab.files.safetensors import SafetensorsWriter, load_tensors, save_tensors
 from loralab_testkit import REPO
 
 OLD = {"a": torch.arange(6.0)}
@@ -161,9 +161,9 @@ def test_file_size_limit_hits_mid_write(old_file):
     path, content = old_file
     p = child(f"""
         import resource, signal, torch
-        from loralab.atomic import atomic_write
+        from loralab.files.atomic import atomic_write
         from loralab.errors import WriteError
-        from loralab.safetensors_io import save_tensors
+        from loralab.files.safetensors import save_tensors
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
         for overwrite, dest in ((True, {path!r}), (False, {path!r} + ".new.safetensors")):
@@ -192,7 +192,7 @@ def test_killed_mid_write_leaves_old_file_and_only_stale_temps(old_file, moment)
     folder = os.path.dirname(path)
     p = child(f"""
         import shutil, sys, time, torch
-        import loralab.safetensors_io as sio
+        import loralab.files.safetensors as sio
         real_copy = shutil.copyfileobj
 
         def slow_copy(src, dst, length=0):
@@ -257,7 +257,7 @@ def test_stale_temp_cleanup_touches_only_its_own_old_files(tmp):
 def test_published_files_get_ordinary_permissions(tmp_path):
     """mkstemp makes 0600 files; a saved LoRA must be readable like any file the user writes."""
     import stat as _stat
-    from loralab.atomic import FILE_MODE, write_bytes_atomic
+    from loralab.files.atomic import FILE_MODE, write_bytes_atomic
     dest = tmp_path / "x.bin"
     write_bytes_atomic(dest, b"abc")
     assert _stat.S_IMODE(os.stat(dest).st_mode) == FILE_MODE

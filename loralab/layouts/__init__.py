@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from ..archs import Arch, arch
+from .archs import Arch, arch
 from .flux import FLUX_DEV_CONFIG, flux_layout, xlabs_names
 from .mmdit import SD3_MEDIUM_CONFIG, SD35_LARGE_CONFIG, SD35_MEDIUM_CONFIG, mmdit_layout
 from .text_encoders import text_encoder_layout

@@ -15,7 +15,7 @@ from typing import Iterable, Mapping
 import torch
 
 from ..errors import FileExistsRefusedError, LoRALabError
-from ..safetensors_io import load_tensors, read_header, save_tensors
+from ..files.safetensors import load_tensors, read_header, save_tensors
 
 #: bumped when what an entry holds changes meaning
 CACHE_VERSION = "1"

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ..lora_writer import lora_metadata
+from ..formats.writer import lora_metadata
 from .run import TrainRun, batches_per_epoch
 
 PREDICTION_TYPES = {"eps": "epsilon", "v": "v", "flow": "flow"}

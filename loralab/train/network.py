@@ -9,7 +9,7 @@ trained model.
 
 Targets come from presets over the model's weights (``attention``, ``attention_mlp``,
 ``all_linear``, ``all_linear_convs``) and a block spec in the loader's syntax
-(:func:`loralab.block_weights.parse_block_weights`): a block weighted 0 is not trained, any other
+(:func:`loralab.blocks.spec.parse_block_weights`): a block weighted 0 is not trained, any other
 weight multiplies that block's learning rate.
 """
 from __future__ import annotations
@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from ..adapters import LoHa, LoKr, LoRA
-from ..archs import arch
-from ..block_weights import parse_block_weights
+from ..layouts.archs import arch
+from ..blocks.spec import parse_block_weights
 from ..errors import TrainingError
 from ..layouts import DIFFUSION_PREFIX, ModelLayout, Target
 
@@ -257,7 +257,7 @@ class Network(nn.Module):
         return [{"params": params, "lr_mult": mult} for mult, params in sorted(by_mult.items())]
 
     def writer_items(self) -> list[tuple[Target, object]]:
-        """(Target, adapter) pairs for :func:`loralab.lora_writer.kohya_tensors`."""
+        """(Target, adapter) pairs for :func:`loralab.formats.writer.kohya_tensors`."""
         return [(Target(key), module.adapter()) for key, module in self.items()]
 
     def state_tensors(self) -> dict[str, torch.Tensor]:

@@ -155,7 +155,7 @@ def test_failed_fetch_shows_a_short_error_and_the_node_keeps_working(ui, out_dir
 
 
 def test_block_editor_round_trips_a_spec_through_the_python_parser(ui, out_dir):
-    from loralab.block_weights import parse_block_weights
+    from loralab.blocks.spec import parse_block_weights
 
     node = ui.eval("__ll.add('LoRALabLoader', 60, 60)")
     ui.eval(f"__ll.pick({node}, 'lora_name', {json.dumps(XSS_FILE)})")

@@ -37,7 +37,7 @@ def xss_metadata() -> dict[str, str]:
 
 def write_loras(folder: str) -> None:
     """The test's loras folder: the XSS LoRA (SDXL), a Flux LoRA, and a file that is not safetensors."""
-    from loralab.safetensors_io import save_tensors
+    from loralab.files.safetensors import save_tensors
     from loralab_testkit import fixture_tensors
 
     save_tensors(os.path.join(folder, XSS_FILE), fixture_tensors("kohya_sdxl_lora", rank=2), xss_metadata())

@@ -66,7 +66,7 @@ class Host:
         self.executor = execution.PromptExecutor(self.server, cache_type=execution.CacheType.CLASSIC)
 
     def module(self, relative: str):
-        """A module of the pack as ComfyUI imported it (``"loralab.canonical"``, ``"nodes.common"``).
+        """A module of the pack as ComfyUI imported it (``"loralab.formats.canonical"``, ``"nodes.common"``).
         Use these, not a second top-level ``import loralab``, when objects are compared."""
         return importlib.import_module(f"{self.pack.__name__}.{relative}")
 

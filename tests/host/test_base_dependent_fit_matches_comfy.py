@@ -43,7 +43,7 @@ def _comfy_updates(tensors, weight, monkeypatch):
 
 
 def _entry(host, tensors):
-    group_keys = host.module("loralab.modules").group_keys
+    group_keys = host.module("loralab.formats.keys").group_keys
     (entry,) = group_keys({k: tuple(v.shape) for k, v in tensors.items()}, dict.fromkeys(tensors, "F32")).entries
     return entry
 

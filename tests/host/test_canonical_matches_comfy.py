@@ -29,7 +29,7 @@ def test_every_comfy_lora_name_resolves_to_the_same_key(host, model):
     import comfy.lora
     name, mp = model
     layout = _ours(host, mp)
-    canonical = host.module("loralab.canonical")
+    canonical = host.module("loralab.formats.canonical")
     key_map = comfy.lora.model_lora_keys_unet(mp.model, {})
     model_keys = set(mp.model.state_dict())
     checked = 0

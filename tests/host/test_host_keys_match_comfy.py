@@ -1,4 +1,4 @@
-"""loralab.host_keys emulates ComfyUI's LoRA key handling; here it is checked against the real
+"""loralab.formats.host_keys emulates ComfyUI's LoRA key handling; here it is checked against the real
 comfy.lora (model_lora_keys_unet/clip, lora_convert.convert_lora, load_lora) on the full-size
 models, built on the meta device with ComfyUI's own classes, for every fixture layout."""
 import logging
@@ -27,7 +27,7 @@ class _StateDictOnly:
 def comfy_models(host):
     import comfy.supported_models as sm
     configs = host.module("loralab.layouts").STANDARD_CONFIGS
-    archs = host.module("loralab.archs").ARCHS
+    archs = host.module("loralab.layouts.archs").ARCHS
     out = {}
     for arch_id, cls in COMFY_CLASS.items():
         cfg = dict(configs[arch_id])
@@ -62,7 +62,7 @@ def _comfy_key_map(comfy_models, arch_id):
 @pytest.mark.parametrize("arch_id", sorted(COMFY_CLASS))
 def test_key_map_equals_comfys_for_every_weight_the_model_has(host, comfy_models, arch_id):
     layout = host.module("loralab.layouts").layout_for(arch_id)
-    ours = host.module("loralab.host_keys").host_key_map(layout)
+    ours = host.module("loralab.formats.host_keys").host_key_map(layout)
     theirs, model_keys = _comfy_key_map(comfy_models, arch_id)
     assert set(layout.shapes) <= model_keys
 
@@ -108,14 +108,14 @@ def test_fixture_keys_comfy_drops_equal_ours(host, comfy_models, name):
     finally:
         root.removeHandler(capture)
     patched = {k if isinstance(k, str) else k[0] for k in patches} & model_keys
-    ours = host.module("loralab.host_keys").host_targets(list(tensors), layout)
+    ours = host.module("loralab.formats.host_keys").host_targets(list(tensors), layout)
     assert sorted(capture.not_loaded) == sorted(k for k, v in ours.items() if v is None)
     assert patched == {v for v in ours.values() if v is not None}
 
 
 def host_fixture_source(host, name):
     """The fixture's shapes as a tensor source of the pack's own engine."""
-    sources = host.module("loralab.sources")
+    sources = host.module("loralab.files.sources")
     d = fixture("loras", name)
 
     class Source(sources.TensorSource):
@@ -157,7 +157,7 @@ def test_renamed_layouts_comfy_converts_equal_ours(host, comfy_models, keys):
         patches = comfy.lora.load_lora(comfy.lora_convert.convert_lora(tensors), key_map)
     finally:
         logging.getLogger().removeHandler(capture)
-    ours = host.module("loralab.host_keys").host_targets(keys, layout)
+    ours = host.module("loralab.formats.host_keys").host_targets(keys, layout)
     assert capture.not_loaded == []
     assert all(ours.values())
     assert {k if isinstance(k, str) else k[0] for k in patches} & model_keys == set(ours.values())

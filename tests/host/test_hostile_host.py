@@ -150,7 +150,7 @@ def _route_entry_point(host, loras: str) -> EntryPoint | None:
         if status != 200:
             raise RouteRefused(f"{status}: {text}")
         return [json.dumps(w) for w in body.get("warnings", [])] + [u.get("reason", "") for u in body.get("unmapped", [])]
-    health = _has(host, "loralab.health")
+    health = _has(host, "loralab.ops.health")
     return EntryPoint("lora_info_route", run, sees=lambda: frozenset({"header", "alpha"} if health else {"header"}),
                       refusal="RouteRefused", by_name=True)
 

@@ -8,7 +8,7 @@ import uuid
 import pytest
 import torch
 
-from loralab.safetensors_io import save_tensors
+from loralab.files.safetensors import save_tensors
 from loralab_testkit import materialize
 
 NODE = "LoRALabInspect"
@@ -108,7 +108,7 @@ def test_route_answers_and_refuses_traversal(host, lora_name, tmp_path, monkeypa
     with open(os.path.join(loras, broken), "wb") as f:
         f.write(b"\x80\x04 not a safetensors file")
     reads = []
-    sio = host.module("loralab.safetensors_io")
+    sio = host.module("loralab.files.safetensors")
     original = sio.SafetensorsFile.read_bytes
     monkeypatch.setattr(sio.SafetensorsFile, "read_bytes",
                         lambda self, key: reads.append(self.info(key).numel) or original(self, key))

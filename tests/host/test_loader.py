@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from loralab_testkit import fit_fixture_to_layout, fixture, materialize
-from loralab.safetensors_io import save_tensors
+from loralab.files.safetensors import save_tensors
 
 BLOCK_FAMILY = {"sd15_micro": "unet", "sdxl_micro": "unet", "flux_micro": "flux"}
 
@@ -84,7 +84,7 @@ def _entry_deltas(host, tensors, layout, component="unet"):
     """(model key, block, row slice, ΔW of the slice in float64) for every entry of one component,
     from the engine's adapter math."""
     lora = host.module("loralab.lora").Lora.from_state_dict(tensors, {}, layout)
-    block_of = host.module("loralab.blocks").block_of
+    block_of = host.module("loralab.blocks.map").block_of
     out = []
     for m in lora.mapped():
         if (m.component == "unet") != (component == "unet"):
@@ -410,7 +410,7 @@ def test_oft_boft_and_glora_equal_core_loraloader_bit_for_bit(host, models, algo
         assert f"applied to the model: {n} keys from {n} modules (strength {strength:g} x block weight" in info
         assert "not applied" not in info
 
-    summary = host.module("loralab.inspect").summarize(os.path.join(host.folder("loras"), file_name),
+    summary = host.module("loralab.ops.inspect").summarize(os.path.join(host.folder("loras"), file_name),
                                                         _layout(host, mp))
     assert summary.algorithms == {name: len(core.patches)} and not summary.unmapped
     assert summary.host_dropped == 0 and summary.host_dropped_we_map == []
@@ -423,7 +423,7 @@ def test_oft_boft_and_glora_block_at_zero_leaves_its_keys_unchanged(host, models
     base = _patched(mp)
     core, _ = _core(host, mp, None, file_name, sm=0.8)
     full = _patched(core)
-    block_of = host.module("loralab.blocks").block_of
+    block_of = host.module("loralab.blocks.map").block_of
     blocks = {k: block_of(k, "unet") for k in core.patches}
     block = sorted(set(blocks.values()))[1]
     ours, _, info = _ours(host, mp, None, file_name, sm=0.8, spec=f"{block}=0")

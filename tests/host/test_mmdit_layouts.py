@@ -35,7 +35,7 @@ def test_comfy_lora_names_resolve_to_the_same_keys(host, mmdit_model):
     import comfy.lora
     arch_id, model = mmdit_model
     layouts = host.module("loralab.layouts")
-    canonical = host.module("loralab.canonical")
+    canonical = host.module("loralab.formats.canonical")
     layout = layouts.layout_for(arch_id)
     key_map = comfy.lora.model_lora_keys_unet(model, {})
     model_keys = set(model.state_dict())

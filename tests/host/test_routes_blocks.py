@@ -10,7 +10,7 @@ def _get(host, query: str):
 
 
 def test_blocks_route_serves_the_catalog(host):
-    catalog = host.module("loralab.block_catalog")
+    catalog = host.module("loralab.blocks.catalog")
     status, body = _get(host, "?arch=flux")
     assert status == 200
     assert body == json.loads(json.dumps(catalog.block_catalog("flux")))
@@ -20,7 +20,7 @@ def test_blocks_route_serves_the_catalog(host):
 def test_blocks_route_lists_archs_and_refuses_unknown_ones(host):
     status, body = _get(host, "")
     assert status == 200
-    assert [a["id"] for a in body["archs"]] == list(host.module("loralab.archs").ARCHS)
+    assert [a["id"] for a in body["archs"]] == list(host.module("loralab.layouts.archs").ARCHS)
     assert {"sd1", "sdxl", "flux"} <= {a["id"] for a in body["archs"]}
     status, body = _get(host, "?arch=%3Cscript%3E")
     assert status == 404

@@ -9,11 +9,11 @@ from functools import lru_cache
 
 import torch
 
-from loralab.canonical import target_for, target_shape
+from loralab.formats.canonical import target_for, target_shape
 from loralab.layouts import ModelLayout
-from loralab.modules import Entry, group_keys
-from loralab.safetensors_io import DTYPES, save_tensors
-from loralab.sources import TensorSource
+from loralab.formats.keys import Entry, group_keys
+from loralab.files.safetensors import DTYPES, save_tensors
+from loralab.files.sources import TensorSource
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))

@@ -82,13 +82,13 @@ def _strict_json(obj: object) -> None:
 # --- the entry points -----------------------------------------------------------------------------
 
 def read_header(path: str, scratch: str) -> list[str]:
-    from loralab.safetensors_io import read_header as read
+    from loralab.files.safetensors import read_header as read
     read(path)
     return []
 
 
 def tensor_get(path: str, scratch: str) -> list[str]:
-    from loralab.safetensors_io import SafetensorsFile
+    from loralab.files.safetensors import SafetensorsFile
     with SafetensorsFile(path) as f:
         for key in f.keys():
             t = f.get(key)
@@ -99,7 +99,7 @@ def tensor_get(path: str, scratch: str) -> list[str]:
 
 
 def load_tensors(path: str, scratch: str) -> list[str]:
-    from loralab.safetensors_io import load_tensors as load
+    from loralab.files.safetensors import load_tensors as load
     load(path)
     return []
 
@@ -136,7 +136,7 @@ def lora_adapters(path: str, scratch: str) -> list[str]:
 
 
 def inspect_summary(path: str, scratch: str) -> list[str]:
-    from loralab.inspect import summarize
+    from loralab.ops.inspect import summarize
     s = summarize(path)
     s.to_text()
     _strict_json(s.to_dict())
@@ -168,7 +168,7 @@ def inspect_cli(path: str, scratch: str) -> list[str]:
 
 def inspect_report(path: str, scratch: str) -> list[str]:
     """The full inspection: block strengths and tensor health (reads every tensor) and hashes."""
-    from loralab.inspect import inspect_lora
+    from loralab.ops.inspect import inspect_lora
     report = inspect_lora(path, blocks=True, hashes=True)
     report.to_text()
     _strict_json(report.to_dict())
@@ -176,13 +176,13 @@ def inspect_report(path: str, scratch: str) -> list[str]:
 
 
 def file_hashes(path: str, scratch: str) -> list[str]:
-    from loralab.hashes import file_hashes as hashes
+    from loralab.files.hashes import file_hashes as hashes
     hashes(path)
     return []
 
 
 def addnet_hash(path: str, scratch: str) -> list[str]:
-    from loralab.hashes import addnet_hash as hashes
+    from loralab.files.hashes import addnet_hash as hashes
     hashes(path)
     return []
 
@@ -190,8 +190,8 @@ def addnet_hash(path: str, scratch: str) -> list[str]:
 def apply_plan(path: str, scratch: str) -> list[str]:
     """Plan applying the file to a model of its own architecture (SD1.x when it has none), then
     build every patched entry and apply it to a zero weight."""
-    from loralab.apply import plan_application
-    from loralab.block_weights import parse_block_weights
+    from loralab.ops.apply import plan_application
+    from loralab.blocks.spec import parse_block_weights
     from loralab.layouts import layout_for
     from loralab.lora import Lora
     with Lora.open(path) as probe:
@@ -208,9 +208,9 @@ def apply_plan(path: str, scratch: str) -> list[str]:
 
 def merge(path: str, scratch: str) -> list[str]:
     """The file merged with itself (SVD, rank 2), saved and read back."""
-    from loralab.lowrank import RankRule
-    from loralab.merge import MergeInput, merge as merge_loras
-    from loralab.safetensors_io import read_header as read
+    from loralab.ops.lowrank import RankRule
+    from loralab.ops.merge import MergeInput, merge as merge_loras
+    from loralab.files.safetensors import read_header as read
     result = merge_loras([MergeInput.open(path), MergeInput.open(path, weight=0.5)], "svd", RankRule("fixed", 2))
     result.report()
     read(result.save(os.path.join(scratch, "merged.safetensors")))
@@ -218,9 +218,9 @@ def merge(path: str, scratch: str) -> list[str]:
 
 
 def resize(path: str, scratch: str) -> list[str]:
-    from loralab.lowrank import RankRule
-    from loralab.merge import MergeInput, resize as resize_lora
-    from loralab.safetensors_io import read_header as read
+    from loralab.ops.lowrank import RankRule
+    from loralab.ops.merge import MergeInput, resize as resize_lora
+    from loralab.files.safetensors import read_header as read
     result = resize_lora(MergeInput.open(path), RankRule("fixed", 1))
     read(result.save(os.path.join(scratch, "resized.safetensors")))
     return list(result.skipped)
@@ -229,10 +229,10 @@ def resize(path: str, scratch: str) -> list[str]:
 def extract(path: str, scratch: str) -> list[str]:
     """The file as both the tuned and the base model of an extraction (read with SD1.x's layout: a
     LoRA file fits no model, and guessing would rightly refuse it)."""
-    from loralab.extract import extract as extract_lora
+    from loralab.ops.extract import extract as extract_lora
     from loralab.layouts import layout_for
-    from loralab.lowrank import RankRule
-    from loralab.model_weights import ModelWeights
+    from loralab.ops.lowrank import RankRule
+    from loralab.formats.model_weights import ModelWeights
     layout = layout_for("sd1")
     with ModelWeights.open(path, layout) as tuned, ModelWeights.open(path, layout) as base:
         return list(extract_lora(tuned, base, RankRule("fixed", 1)).skipped)
@@ -240,10 +240,10 @@ def extract(path: str, scratch: str) -> list[str]:
 
 def bake(path: str, scratch: str) -> list[str]:
     """The file baked into a zero state dict of the weights it targets."""
-    from loralab.bake import bake as bake_into
+    from loralab.ops.bake import bake as bake_into
     from loralab.layouts import layout_for
     from loralab.lora import Lora
-    from loralab.merge import MergeInput
+    from loralab.ops.merge import MergeInput
     with Lora.open(path) as probe:
         layout = probe.layout or layout_for("sd1")
         keys = {m.target.key for m in probe.mapped()}
@@ -260,7 +260,7 @@ def train_read_state(path: str, scratch: str) -> list[str]:
 
 
 def _summary_sees() -> frozenset[str]:
-    return frozenset({"header", "alpha"} if _has("loralab.health") else {"header"})
+    return frozenset({"header", "alpha"} if _has("loralab.ops.health") else {"header"})
 
 
 ENTRY_POINTS: list[EntryPoint] = [
@@ -270,17 +270,17 @@ ENTRY_POINTS: list[EntryPoint] = [
     EntryPoint("lora_adapters", lora_adapters, sees=lambda: frozenset({"header"})),
     EntryPoint("inspect_summary", inspect_summary, sees=_summary_sees),
     EntryPoint("inspect_cli", inspect_cli, sees=_summary_sees, refusal="CliRefused"),
-    EntryPoint("inspect_report", inspect_report, ("loralab.inspect:inspect_lora",),
+    EntryPoint("inspect_report", inspect_report, ("loralab.ops.inspect:inspect_lora",),
                sees=lambda: frozenset({"header", "alpha", "values"})),
-    EntryPoint("file_hashes", file_hashes, ("loralab.hashes:file_hashes",)),
-    EntryPoint("addnet_hash", addnet_hash, ("loralab.hashes:addnet_hash",)),
-    EntryPoint("apply_plan", apply_plan, ("loralab.apply:plan_application",), transforms=True),
-    EntryPoint("merge", merge, ("loralab.merge:merge", "loralab.merge:MergeInput", "loralab.lowrank:RankRule"),
+    EntryPoint("file_hashes", file_hashes, ("loralab.files.hashes:file_hashes",)),
+    EntryPoint("addnet_hash", addnet_hash, ("loralab.files.hashes:addnet_hash",)),
+    EntryPoint("apply_plan", apply_plan, ("loralab.ops.apply:plan_application",), transforms=True),
+    EntryPoint("merge", merge, ("loralab.ops.merge:merge", "loralab.ops.merge:MergeInput", "loralab.ops.lowrank:RankRule"),
                transforms=True),
-    EntryPoint("resize", resize, ("loralab.merge:resize", "loralab.lowrank:RankRule"), transforms=True),
-    EntryPoint("extract", extract, ("loralab.extract:extract", "loralab.model_weights:ModelWeights"),
+    EntryPoint("resize", resize, ("loralab.ops.merge:resize", "loralab.ops.lowrank:RankRule"), transforms=True),
+    EntryPoint("extract", extract, ("loralab.ops.extract:extract", "loralab.formats.model_weights:ModelWeights"),
                transforms=True),
-    EntryPoint("bake", bake, ("loralab.bake:bake", "loralab.merge:MergeInput"), transforms=True),
+    EntryPoint("bake", bake, ("loralab.ops.bake:bake", "loralab.ops.merge:MergeInput"), transforms=True),
     EntryPoint("train_read_state", train_read_state, ("loralab.train.checkpoint:read_state",),
                refusal="CheckpointError", refuses_all=True),
 ]

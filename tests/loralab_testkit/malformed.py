@@ -25,7 +25,7 @@ from typing import Callable
 
 import torch
 
-from loralab.safetensors_io import save_tensors
+from loralab.files.safetensors import save_tensors
 
 from . import fixture_tensors
 

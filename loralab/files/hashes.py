@@ -18,8 +18,8 @@ import os
 import threading
 from dataclasses import asdict, dataclass
 
-from .errors import LoRALabError
-from .safetensors_io import read_header
+from ..errors import LoRALabError
+from .safetensors import read_header
 
 CHUNK = 8 << 20
 LEGACY_OFFSET = 0x100000

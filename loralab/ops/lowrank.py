@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from .errors import SpecError
+from ..errors import SpecError
 
 Tensor = torch.Tensor
 WORK = torch.float64

@@ -3,7 +3,7 @@
 A module's strength is ‖scale·ΔW‖_F (Frobenius norm, strength 1), computed by the adapter without
 building ΔW (Gram trick for LoRA, closed forms for LoHa/LoKr). A block's strength is the *block
 norm* sqrt(Σ‖scale·ΔW_i‖²) over the modules whose target weights lie in it (by
-:func:`loralab.blocks.block_of` on the target's canonical key): the Frobenius norm of all the
+:func:`loralab.blocks.map.block_of` on the target's canonical key): the Frobenius norm of all the
 block's weight updates taken together. Row slices of one fused weight (to_q/to_k/to_v of a qkv)
 therefore add up to the norm of the fused update.
 
@@ -25,12 +25,12 @@ from typing import Callable, Mapping
 
 import torch
 
-from .adapters import WORK, Adapter, SetWeight
-from .blocks import OTHER, block_of, block_sort_key, layout_blocks
-from .layouts import DIFFUSION_PREFIX, Target
-from .lora import Lora, MappedEntry
-from .modules import Entry
-from .safetensors_io import SafetensorsFile
+from ..adapters import WORK, Adapter, SetWeight
+from ..blocks.map import OTHER, block_of, block_sort_key, layout_blocks
+from ..layouts import DIFFUSION_PREFIX, Target
+from ..lora import Lora, MappedEntry
+from ..formats.keys import Entry
+from ..files.safetensors import SafetensorsFile
 
 #: what a block's number is, stated in reports
 MEASURE = "block norm: sqrt of the sum of squared Frobenius norms of scale·ΔW over the block's modules"

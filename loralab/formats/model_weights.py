@@ -15,10 +15,10 @@ from typing import Callable, Mapping
 
 import torch
 
-from .archs import ARCHS
-from .errors import ArchMismatchError
-from .layouts import ModelLayout, layout_for
-from .safetensors_io import SafetensorsFile
+from ..layouts.archs import ARCHS
+from ..errors import ArchMismatchError
+from ..layouts import ModelLayout, layout_for
+from ..files.safetensors import SafetensorsFile
 
 #: file key prefix -> canonical prefix, tried in order
 PREFIXES: tuple[tuple[str, str], ...] = (

@@ -16,7 +16,7 @@ import tempfile
 import time
 from typing import IO, Iterator
 
-from .errors import FileExistsRefusedError, WriteError
+from ..errors import FileExistsRefusedError, WriteError
 
 TEMP_SUFFIX = ".loralab-tmp"
 #: a temp file untouched for this long belongs to a writer that died (no write takes a day)

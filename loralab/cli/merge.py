@@ -1,5 +1,5 @@
 """``loralab merge``, ``loralab resize`` and ``loralab extract``: the command-line side of
-:mod:`loralab.merge` and :mod:`loralab.extract`."""
+:mod:`loralab.ops.merge` and :mod:`loralab.ops.extract`."""
 from __future__ import annotations
 
 import argparse
@@ -40,7 +40,7 @@ def _dtype(name: str | None):
 
 
 def _rule(args: argparse.Namespace, default_max: int | None = None):
-    from .lowrank import RankRule
+    from ..ops.lowrank import RankRule
     for mode in ("sv_ratio", "sv_fro", "sv_cumulative"):
         value = getattr(args, mode)
         if value is not None:
@@ -80,17 +80,17 @@ def _title(args: argparse.Namespace) -> str:
 
 
 def _layout(args: argparse.Namespace):
-    from .layouts import layout_for
+    from ..layouts import layout_for
     return layout_for(args.arch) if args.arch else None
 
 
 def _base(args: argparse.Namespace, layout):
-    from .model_weights import ModelWeights
+    from ..formats.model_weights import ModelWeights
     return ModelWeights.open(args.base, layout) if getattr(args, "base", None) else None
 
 
 def _finish(result, args: argparse.Namespace, started: float) -> int:
-    from .cli import terminal_safe
+    from . import terminal_safe
     path = result.save(args.output, overwrite=args.overwrite)
     print(terminal_safe(result.report()))  # module names and titles come from strangers' files
     print(terminal_safe(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB) in {time.monotonic() - started:.1f} s"))
@@ -99,8 +99,8 @@ def _finish(result, args: argparse.Namespace, started: float) -> int:
 
 def _guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def wrapped(args: argparse.Namespace) -> int:
-        from .cli import terminal_safe
-        from .errors import LoRALabError
+        from . import terminal_safe
+        from ..errors import LoRALabError
         try:
             return run(args)
         except LoRALabError as e:
@@ -110,7 +110,7 @@ def _guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
 
 
 def _per_input(values: list | None, n: int, default, name: str) -> list:
-    from .errors import SpecError
+    from ..errors import SpecError
     if not values:
         return [default] * n
     if len(values) != n:
@@ -120,7 +120,7 @@ def _per_input(values: list | None, n: int, default, name: str) -> list:
 
 @_guarded
 def _cmd_merge(args: argparse.Namespace) -> int:
-    from .merge import MergeInput, merge
+    from ..ops.merge import MergeInput, merge
     started = time.monotonic()
     layout = _layout(args)
     weights = _per_input(args.weight, len(args.loras), 1.0, "weight")
@@ -134,8 +134,8 @@ def _cmd_merge(args: argparse.Namespace) -> int:
 
 @_guarded
 def _cmd_resize(args: argparse.Namespace) -> int:
-    from .errors import SpecError
-    from .merge import MergeInput, resize
+    from ..errors import SpecError
+    from ..ops.merge import MergeInput, resize
     started = time.monotonic()
     rule = _rule(args)
     if rule is None:
@@ -149,9 +149,9 @@ def _cmd_resize(args: argparse.Namespace) -> int:
 
 @_guarded
 def _cmd_extract(args: argparse.Namespace) -> int:
-    from .errors import SpecError
-    from .extract import extract
-    from .model_weights import ModelWeights
+    from ..errors import SpecError
+    from ..ops.extract import extract
+    from ..formats.model_weights import ModelWeights
     started = time.monotonic()
     rule = _rule(args, default_max=128)
     if rule is None:

@@ -6,7 +6,7 @@ file that neither overlap nor leave holes) and then gives lazy per-tensor access
 checkpoints are recognised and refused, never unpickled.
 
 Writing streams tensors to spool files in the destination folder and publishes the final file
-atomically (see :mod:`loralab.atomic`); memory stays bounded by the largest tensor.
+atomically (see :mod:`loralab.files.atomic`); memory stays bounded by the largest tensor.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from typing import IO, Iterable, Iterator, Mapping
 import torch
 
 from .atomic import TEMP_SUFFIX, atomic_write, prepare_folder, temp_prefix, write_error
-from .errors import FileExistsRefusedError, LoRALabError, PickleRefusedError, SafetensorsError
+from ..errors import FileExistsRefusedError, LoRALabError, PickleRefusedError, SafetensorsError
 
 #: Largest header accepted. Real LoRAs have headers under 1 MiB; a full checkpoint a few MiB.
 MAX_HEADER_BYTES = 32 * 1024 * 1024

@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from .archs import ARCHS, arch_from_metadata_string
+from ..layouts.archs import ARCHS, arch_from_metadata_string
 from .canonical import shape_fits, target_for, target_shape
-from .layouts import layout_for
-from .modules import Entry
+from ..layouts import layout_for
+from .keys import Entry
 
 FORMATS: dict[str, str] = {
     "kohya": "kohya sd-scripts",

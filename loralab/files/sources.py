@@ -6,7 +6,7 @@ from typing import Mapping
 
 import torch
 
-from .safetensors_io import TORCH_TO_NAME, SafetensorsFile
+from .safetensors import TORCH_TO_NAME, SafetensorsFile
 
 
 class TensorSource:

@@ -7,9 +7,9 @@ import re
 import sys
 from typing import Callable, Sequence
 
-from . import __version__
-from .errors import LoRALabError
-from .merge_cli import MERGE_COMMANDS
+from .. import __version__
+from ..errors import LoRALabError
+from .merge import MERGE_COMMANDS
 
 
 #: what a terminal acts on or shows deceptively: C0/C1 controls (not newline, tab), bidi controls, lone surrogates
@@ -23,7 +23,7 @@ def terminal_safe(text: str) -> str:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from .inspect import inspect_lora
+    from ..ops.inspect import inspect_lora
     status = 0
     reports = []
     for path in args.files:

@@ -15,10 +15,10 @@ from __future__ import annotations
 import weakref
 from typing import Iterable, Mapping
 
-from .layouts import DIFFUSION_PREFIX, ModelLayout
-from .layouts.flux import flux_layout
-from .layouts.mmdit import mmdit_layout
-from .layouts.unet import unet_layout
+from ..layouts import DIFFUSION_PREFIX, ModelLayout
+from ..layouts.flux import flux_layout
+from ..layouts.mmdit import mmdit_layout
+from ..layouts.unet import unet_layout
 
 HOST = "ComfyUI 0.3.64"
 
@@ -209,7 +209,7 @@ def host_targets(keys: Iterable[str], layout: ModelLayout,
     """For every tensor key of a LoRA file: the model key the host patches with it, or None where
     the host drops it (not loaded, or loaded for a weight the model does not have).
 
-    ``modules`` (tensor key -> module name, as :func:`loralab.modules.group_keys` split it) is an
+    ``modules`` (tensor key -> module name, as :func:`loralab.formats.keys.group_keys` split it) is an
     optional hint that saves splitting keys whose suffix the host reads too.
     """
     key_list = list(keys)

@@ -6,12 +6,12 @@ from typing import Iterator, MutableMapping, Sequence
 
 import torch
 
-from .errors import ArchMismatchError, LoraFormatError
-from .layouts import ModelLayout
-from .lora import MappedEntry
+from ..errors import ArchMismatchError, LoraFormatError
+from ..layouts import ModelLayout
+from ..lora import MappedEntry
 from .lowrank import WORK
 from .merge import MergeInput, Progress, non_finite
-from .model_weights import ModelWeights
+from ..formats.model_weights import ModelWeights
 
 
 def baked_weights(weights: ModelWeights, inputs: Sequence[MergeInput], *,
@@ -68,7 +68,7 @@ def baked_weights(weights: ModelWeights, inputs: Sequence[MergeInput], *,
 def bake(state_dict: MutableMapping[str, torch.Tensor], inputs: Sequence[MergeInput], *,
          layout: ModelLayout | None = None, progress: Progress | None = None) -> list[str]:
     """Apply the inputs to a model state dict in place (keys in any layout
-    :class:`~loralab.model_weights.ModelWeights` reads); returns the state-dict keys changed."""
+    :class:`~loralab.formats.model_weights.ModelWeights` reads); returns the state-dict keys changed."""
     weights = ModelWeights.from_state_dict(state_dict, layout)
     changed = []
     for key, value in baked_weights(weights, inputs, progress=progress):

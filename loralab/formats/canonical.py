@@ -6,8 +6,8 @@ import functools
 import math
 import re
 
-from .layouts import ModelLayout, Resolved, Target
-from .modules import Entry
+from ..layouts import ModelLayout, Resolved, Target
+from .keys import Entry
 
 _KOHYA_TE = re.compile(r"^lora_te(\d?)_(.+)$")
 _DIFFUSERS_TE = re.compile(r"^(text_encoder(?:_\d)?)\.(.+)$")

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .archs import ARCHS
-from .block_weights import BlockWeights
-from .blocks import block_of
-from .detect import Detection
-from .lora import Lora, MappedEntry
+from ..layouts.archs import ARCHS
+from ..blocks.spec import BlockWeights
+from ..blocks.map import block_of
+from ..formats.detect import Detection
+from ..lora import Lora, MappedEntry
 
 MODEL = "model"
 CLIP = "clip"

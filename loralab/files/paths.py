@@ -12,7 +12,7 @@ import os
 import re
 import unicodedata
 
-from .errors import UnsafeNameError
+from ..errors import UnsafeNameError
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _UNSAFE_CHARS = re.compile(r"[^\w.\- ()\[\]+,=@]", re.UNICODE)

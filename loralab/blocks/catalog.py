@@ -1,6 +1,6 @@
 """What the block-weight editor needs to know about an architecture, as JSON-ready data.
 
-The frontend's spec editor parses and writes the same grammar as :mod:`loralab.block_weights`
+The frontend's spec editor parses and writes the same grammar as :mod:`loralab.blocks.spec`
 (a conformance corpus checks the two agree); this module hands it the facts the grammar rests
 on, all taken from that parser: the standard block ids in display order, the block families
 (what ``IN``, ``D`` or ``BASE`` name, and each block's number), the vector forms, and every
@@ -8,10 +8,10 @@ preset resolved to a weight per block.
 """
 from __future__ import annotations
 
-from .archs import arch
-from .block_weights import VECTOR_FORMS, block_families, load_presets, parse_block_weights, standard_blocks
-from .blocks import OTHER, split_block_id
-from .errors import SpecError
+from ..layouts.archs import arch
+from .spec import VECTOR_FORMS, block_families, load_presets, parse_block_weights, standard_blocks
+from .map import OTHER, split_block_id
+from ..errors import SpecError
 
 
 def block_catalog(arch_id: str, presets: dict[str, list[str]] | None = None) -> dict:

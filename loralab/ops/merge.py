@@ -10,7 +10,7 @@ Methods:
 * ``concat``: exact. The up matrices (carrying each term's weight and scale) and down matrices are
   stacked: rank = sum of ranks, alpha = rank. A module with a term that has no low-rank form (a
   full diff, DoRA) is written as its exact full difference.
-* ``svd``: the sum's best approximation at the rank a :class:`~loralab.lowrank.RankRule` chooses,
+* ``svd``: the sum's best approximation at the rank a :class:`~loralab.ops.lowrank.RankRule` chooses,
   computed from the factors (QR of B and Aᵀ, SVD of the small core) without building ΔW; LoKr
   through the SVD of its Kronecker factors; LoHa through its exact rank r₁·r₂ form; full diffs,
   Tucker LoHa and DoRA through a dense ΔW of that module only.
@@ -46,18 +46,18 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
-from . import __version__
-from .adapters import Adapter, Diff, LoKr, LoRA
-from .block_weights import BlockWeights, parse_block_weights
-from .errors import ArchMismatchError, LoraFormatError, SpecError
-from .hashes import addnet_hash
-from .layouts import ModelLayout, Target
-from .lora import Lora, MappedEntry
-from .lora_writer import kohya_tensors, lora_metadata, row_placed
+from .. import __version__
+from ..adapters import Adapter, Diff, LoKr, LoRA
+from ..blocks.spec import BlockWeights, parse_block_weights
+from ..errors import ArchMismatchError, LoraFormatError, SpecError
+from ..files.hashes import addnet_hash
+from ..layouts import ModelLayout, Target
+from ..lora import Lora, MappedEntry
+from ..formats.writer import kohya_tensors, lora_metadata, row_placed
 from .lowrank import SVD, WORK, RankRule, dense_svd, full_svd, kron_svd, one_thread, select_rank, svd_of_product
-from .model_weights import ModelWeights
-from .modules import Entry
-from .safetensors_io import DTYPES, save_tensors
+from ..formats.model_weights import ModelWeights
+from ..formats.keys import Entry
+from ..files.safetensors import DTYPES, save_tensors
 
 METHODS = ("concat", "svd", "ties", "dare", "magnitude")
 SPARSIFYING = ("ties", "dare", "magnitude")

@@ -24,10 +24,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from .archs import arch
-from .blocks import OTHER, block_of, block_sort_key, layout_blocks, split_block_id
-from .errors import SpecError
-from .layouts import ModelLayout, layout_for
+from ..layouts.archs import arch
+from .map import OTHER, block_of, block_sort_key, layout_blocks, split_block_id
+from ..errors import SpecError
+from ..layouts import ModelLayout, layout_for
 
 _SD26 = ["BASE", *(f"IN{i:02d}" for i in range(12)), "M00", *(f"OUT{i:02d}" for i in range(12))]
 _SD17 = ["BASE", "IN01", "IN02", "IN04", "IN05", "IN07", "IN08", "M00", *(f"OUT{i:02d}" for i in range(3, 12))]
@@ -45,7 +45,7 @@ VECTOR_FORMS: dict[str, dict[int, list[str]]] = {
     "flux": {57: _FLUX57, 61: _FLUX61},
 }
 
-PRESETS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "block_presets.txt")
+PRESETS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets.txt")
 _TOKENS = ("R", "U", "X", "A", "B")
 _ITEM = re.compile(r"^\s*([A-Za-z]+)(\d+)?(?:\s*-\s*([A-Za-z]*)(\d+))?\s*$")
 

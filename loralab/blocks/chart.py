@@ -5,7 +5,7 @@ import math
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .blocks import split_block_id
+from .map import split_block_id
 
 BACKGROUND = (32, 32, 32)
 GRID = (64, 64, 64)

@@ -15,11 +15,11 @@ from typing import Iterable, Mapping
 
 import torch
 
-from .adapters import Adapter, Diff, LoHa, LoKr, LoRA
-from .archs import arch
-from .errors import LoraFormatError
-from .layouts import DIFFUSION_PREFIX, ModelLayout, Target
-from .safetensors_io import SafetensorsWriter
+from ..adapters import Adapter, Diff, LoHa, LoKr, LoRA
+from ..layouts.archs import arch
+from ..errors import LoraFormatError
+from ..layouts import DIFFUSION_PREFIX, ModelLayout, Target
+from ..files.safetensors import SafetensorsWriter
 
 SAI_MODEL_SPEC_VERSION = "1.0.1"
 

@@ -51,15 +51,15 @@ from typing import TYPE_CHECKING, Iterable, Mapping
 import torch
 
 from .block_strength import MEASURE, BaseWeights, BlockStrength, block_strengths
-from .blocks import OTHER, block_of, block_sort_key
-from .hashes import Hashes, file_hashes
+from ..blocks.map import OTHER, block_of, block_sort_key
+from ..files.hashes import Hashes, file_hashes
 from .health import HealthWarning, TensorChecks, adapter_tensors, header_warnings
-from .host_keys import HOST, host_targets
-from .layouts import ModelLayout
-from .lora import Lora, MappedEntry
-from .metadata import Metadata, Training, parse_metadata, training_summary
-from .safetensors_io import gc_paused
-from .triggers import Trigger, find_triggers, trigger_words
+from ..formats.host_keys import HOST, host_targets
+from ..layouts import ModelLayout
+from ..lora import Lora, MappedEntry
+from ..formats.metadata import Metadata, Training, parse_metadata, training_summary
+from ..files.safetensors import gc_paused
+from ..formats.triggers import Trigger, find_triggers, trigger_words
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -448,7 +448,7 @@ class Report:
 
     def chart(self) -> "Image.Image":
         """The block strengths as a labelled bar chart (relative strengths where base weights were given)."""
-        from .chart import bar_chart
+        from ..blocks.chart import bar_chart
         blocks = self.blocks or []
         rel = self.relative and any(b.relative is not None for b in blocks)
         values = [(b.relative or 0.0) if rel else b.norm for b in blocks]
