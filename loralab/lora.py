@@ -9,12 +9,12 @@ from typing import Callable, Iterator, Mapping
 import torch
 
 from .adapters import Adapter, Diff, LoHa, LoKr, LoRA, SetWeight
+from .errors import BaseWeightsNeededError, LoraFormatError
+from .files.sources import DictSource, FileSource, TensorSource
 from .formats.canonical import shape_fits, target_for, target_shape
 from .formats.detect import Detection, detect
-from .errors import BaseWeightsNeededError, LoraFormatError
-from .layouts import ModelLayout, Target, layout_for
 from .formats.keys import Entry, group_keys
-from .files.sources import DictSource, FileSource, TensorSource
+from .layouts import ModelLayout, Target, layout_for
 
 
 @dataclass

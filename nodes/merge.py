@@ -48,8 +48,8 @@ def _rank_inputs(default_rank: int) -> list:
 
 def _rule(rank_mode: str, rank: int, threshold: float) -> RankRule:
     if rank_mode == "fixed":
-        return RankRule("fixed", rank)
-    return RankRule(rank_mode, threshold, rank)
+        return RankRule.from_options(rank)
+    return RankRule.from_options(max_rank=rank, **{rank_mode: threshold})
 
 
 def _output_inputs() -> list:

@@ -8,10 +8,10 @@ preset resolved to a weight per block.
 """
 from __future__ import annotations
 
-from ..layouts.archs import arch
-from .spec import VECTOR_FORMS, block_families, load_presets, parse_block_weights, standard_blocks
-from .map import OTHER, split_block_id
 from ..errors import SpecError
+from ..layouts.archs import arch
+from .map import OTHER, split_block_id
+from .spec import VECTOR_FORMS, block_families, load_presets, parse_block_weights, standard_blocks
 
 
 def block_catalog(arch_id: str, presets: dict[str, list[str]] | None = None) -> dict:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 import weakref
 
-from ..layouts.archs import arch
 from ..layouts import ModelLayout
+from ..layouts.archs import arch
 
 OTHER = "OTHER"
 

@@ -24,10 +24,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from ..layouts.archs import arch
-from .map import OTHER, block_of, block_sort_key, layout_blocks, split_block_id
 from ..errors import SpecError
 from ..layouts import ModelLayout, layout_for
+from ..layouts.archs import arch
+from .map import OTHER, block_of, block_sort_key, layout_blocks, split_block_id
 
 _SD26 = ["BASE", *(f"IN{i:02d}" for i in range(12)), "M00", *(f"OUT{i:02d}" for i in range(12))]
 _SD17 = ["BASE", "IN01", "IN02", "IN04", "IN05", "IN07", "IN08", "M00", *(f"OUT{i:02d}" for i in range(3, 12))]

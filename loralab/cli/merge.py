@@ -8,30 +8,10 @@ import sys
 import time
 from typing import Callable
 
+from ..errors import LoRALabError, SpecError
+from .terminal import ProgressPrinter, terminal_safe
+
 DTYPE_NAMES = ("fp16", "bf16", "fp32")
-
-
-class ProgressPrinter:
-    """Progress on stderr for long runs: a live line on a terminal, else a line every few seconds."""
-
-    def __init__(self, label: str, quiet: bool = False, every: float = 2.0) -> None:
-        self.label = label
-        self.quiet = quiet
-        self.every = every
-        self.start = time.monotonic()
-        self.last = self.start
-        self.tty = sys.stderr.isatty()
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if self.quiet or (done < total and now - self.last < (0.2 if self.tty else self.every)):
-            return
-        self.last = now
-        msg = f"{self.label}: {done}/{total} modules ({now - self.start:.1f} s)"
-        if self.tty:
-            print("\r" + msg, end="\n" if done == total else "", file=sys.stderr, flush=True)
-        elif done < total or now - self.start >= self.every:
-            print(msg, file=sys.stderr, flush=True)
 
 
 def _dtype(name: str | None):
@@ -41,13 +21,8 @@ def _dtype(name: str | None):
 
 def _rule(args: argparse.Namespace, default_max: int | None = None):
     from ..ops.lowrank import RankRule
-    for mode in ("sv_ratio", "sv_fro", "sv_cumulative"):
-        value = getattr(args, mode)
-        if value is not None:
-            return RankRule(mode, value, args.max_rank if args.max_rank is not None else default_max)
-    if args.rank is None:
-        return None
-    return RankRule("fixed", args.rank, args.max_rank)
+    return RankRule.from_options(args.rank, max_rank=args.max_rank, default_max=default_max, sv_ratio=args.sv_ratio,
+                                 sv_fro=args.sv_fro, sv_cumulative=args.sv_cumulative)
 
 
 def _add_rank_options(p: argparse.ArgumentParser, what: str) -> None:
@@ -90,7 +65,6 @@ def _base(args: argparse.Namespace, layout):
 
 
 def _finish(result, args: argparse.Namespace, started: float) -> int:
-    from . import terminal_safe
     path = result.save(args.output, overwrite=args.overwrite)
     print(terminal_safe(result.report()))  # module names and titles come from strangers' files
     print(terminal_safe(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB) in {time.monotonic() - started:.1f} s"))
@@ -99,8 +73,6 @@ def _finish(result, args: argparse.Namespace, started: float) -> int:
 
 def _guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def wrapped(args: argparse.Namespace) -> int:
-        from . import terminal_safe
-        from ..errors import LoRALabError
         try:
             return run(args)
         except LoRALabError as e:
@@ -110,7 +82,6 @@ def _guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
 
 
 def _per_input(values: list | None, n: int, default, name: str) -> list:
-    from ..errors import SpecError
     if not values:
         return [default] * n
     if len(values) != n:
@@ -134,7 +105,6 @@ def _cmd_merge(args: argparse.Namespace) -> int:
 
 @_guarded
 def _cmd_resize(args: argparse.Namespace) -> int:
-    from ..errors import SpecError
     from ..ops.merge import MergeInput, resize
     started = time.monotonic()
     rule = _rule(args)
@@ -149,7 +119,6 @@ def _cmd_resize(args: argparse.Namespace) -> int:
 
 @_guarded
 def _cmd_extract(args: argparse.Namespace) -> int:
-    from ..errors import SpecError
     from ..ops.extract import extract
     from ..formats.model_weights import ModelWeights
     started = time.monotonic()

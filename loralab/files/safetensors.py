@@ -25,8 +25,8 @@ from typing import IO, Iterable, Iterator, Mapping
 
 import torch
 
-from .atomic import TEMP_SUFFIX, atomic_write, prepare_folder, temp_prefix, write_error
 from ..errors import FileExistsRefusedError, LoRALabError, PickleRefusedError, SafetensorsError
+from .atomic import TEMP_SUFFIX, atomic_write, prepare_folder, temp_prefix, write_error
 
 #: Largest header accepted. Real LoRAs have headers under 1 MiB; a full checkpoint a few MiB.
 MAX_HEADER_BYTES = 32 * 1024 * 1024

@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from ..layouts import layout_for
 from ..layouts.archs import ARCHS, arch_from_metadata_string
 from .canonical import shape_fits, target_for, target_shape
-from ..layouts import layout_for
 from .keys import Entry
 
 FORMATS: dict[str, str] = {

@@ -15,10 +15,10 @@ from typing import Callable, Mapping
 
 import torch
 
-from ..layouts.archs import ARCHS
 from ..errors import ArchMismatchError
-from ..layouts import ModelLayout, layout_for
 from ..files.safetensors import SafetensorsFile
+from ..layouts import ModelLayout, layout_for
+from ..layouts.archs import ARCHS
 
 #: file key prefix -> canonical prefix, tried in order
 PREFIXES: tuple[tuple[str, str], ...] = (

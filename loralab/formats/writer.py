@@ -16,10 +16,10 @@ from typing import Iterable, Mapping
 import torch
 
 from ..adapters import Adapter, Diff, LoHa, LoKr, LoRA
-from ..layouts.archs import arch
 from ..errors import LoraFormatError
-from ..layouts import DIFFUSION_PREFIX, ModelLayout, Target
 from ..files.safetensors import SafetensorsWriter
+from ..layouts import DIFFUSION_PREFIX, ModelLayout, Target
+from ..layouts.archs import arch
 
 SAI_MODEL_SPEC_VERSION = "1.0.1"
 

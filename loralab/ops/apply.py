@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..layouts.archs import ARCHS
-from ..blocks.spec import BlockWeights
 from ..blocks.map import block_of
+from ..blocks.spec import BlockWeights
 from ..formats.detect import Detection
+from ..layouts.archs import ARCHS
 from ..lora import Lora, MappedEntry
 
 MODEL = "model"

@@ -7,11 +7,12 @@ from typing import Iterator, MutableMapping, Sequence
 import torch
 
 from ..errors import ArchMismatchError, LoraFormatError
+from ..formats.model_weights import ModelWeights
 from ..layouts import ModelLayout
 from ..lora import MappedEntry
+from .inputs import MergeInput
 from .lowrank import WORK
-from .merge import MergeInput, Progress, non_finite
-from ..formats.model_weights import ModelWeights
+from .results import Progress, non_finite
 
 
 def baked_weights(weights: ModelWeights, inputs: Sequence[MergeInput], *,

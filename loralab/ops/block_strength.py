@@ -27,10 +27,10 @@ import torch
 
 from ..adapters import WORK, Adapter, SetWeight
 from ..blocks.map import OTHER, block_of, block_sort_key, layout_blocks
+from ..files.safetensors import SafetensorsFile
+from ..formats.keys import Entry
 from ..layouts import DIFFUSION_PREFIX, Target
 from ..lora import Lora, MappedEntry
-from ..formats.keys import Entry
-from ..files.safetensors import SafetensorsFile
 
 #: what a block's number is, stated in reports
 MEASURE = "block norm: sqrt of the sum of squared Frobenius norms of scale·ΔW over the block's modules"

@@ -18,11 +18,11 @@ import torch
 from .. import __version__
 from ..adapters import Diff, LoRA
 from ..errors import ArchMismatchError, LoRALabError
-from ..layouts import DIFFUSION_PREFIX, Target
-from ..formats.writer import kohya_tensors, lora_metadata
-from .lowrank import RankRule, dense_svd, select_rank
-from .merge import MergeResult, ModuleReport, Progress, dense_dtype
 from ..formats.model_weights import ModelWeights
+from ..formats.writer import kohya_tensors, lora_metadata
+from ..layouts import DIFFUSION_PREFIX, Target
+from .lowrank import RankRule, dense_svd, select_rank
+from .results import MergeResult, ModuleReport, Progress, dense_dtype
 
 
 def _extractable(key: str, shape: tuple[int, ...], text_encoders: bool, one_dim: bool) -> bool:

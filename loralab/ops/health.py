@@ -13,10 +13,10 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
-from ..lora import Lora, MappedEntry
-from ..formats.metadata import Metadata
-from ..formats.keys import Entry
 from ..files.safetensors import DTYPES
+from ..formats.keys import Entry
+from ..formats.metadata import Metadata
+from ..lora import Lora, MappedEntry
 
 #: a scale alpha/rank above this is reported (kohya's default is 1 or below; 2 is common)
 FAR_ABOVE_RANK = 16.0

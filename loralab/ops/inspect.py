@@ -50,16 +50,16 @@ from typing import TYPE_CHECKING, Iterable, Mapping
 
 import torch
 
-from .block_strength import MEASURE, BaseWeights, BlockStrength, block_strengths
 from ..blocks.map import OTHER, block_of, block_sort_key
 from ..files.hashes import Hashes, file_hashes
-from .health import HealthWarning, TensorChecks, adapter_tensors, header_warnings
+from ..files.safetensors import gc_paused
 from ..formats.host_keys import HOST, host_targets
+from ..formats.metadata import Metadata, Training, parse_metadata, training_summary
+from ..formats.triggers import Trigger, find_triggers, trigger_words
 from ..layouts import ModelLayout
 from ..lora import Lora, MappedEntry
-from ..formats.metadata import Metadata, Training, parse_metadata, training_summary
-from ..files.safetensors import gc_paused
-from ..formats.triggers import Trigger, find_triggers, trigger_words
+from .block_strength import MEASURE, BaseWeights, BlockStrength, block_strengths
+from .health import HealthWarning, TensorChecks, adapter_tensors, header_warnings
 
 if TYPE_CHECKING:
     from PIL import Image

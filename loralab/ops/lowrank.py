@@ -226,6 +226,17 @@ class RankRule:
         if self.max_rank is not None and self.max_rank < 1:
             raise SpecError(f"max rank must be ≥ 1, got {self.max_rank}", key="max_rank")
 
+    @classmethod
+    def from_options(cls, rank: int | None = None, *, max_rank: int | None = None, default_max: int | None = None,
+                     sv_ratio: float | None = None, sv_fro: float | None = None,
+                     sv_cumulative: float | None = None) -> "RankRule | None":
+        """The rule a user chose (command line or node): the dynamic mode given a threshold, capped
+        by ``max_rank`` (``default_max`` when none is given); else a fixed ``rank``; None when neither."""
+        for mode, value in (("sv_ratio", sv_ratio), ("sv_fro", sv_fro), ("sv_cumulative", sv_cumulative)):
+            if value is not None:
+                return cls(mode, value, max_rank if max_rank is not None else default_max)
+        return None if rank is None else cls("fixed", rank, max_rank)
+
     def cap(self, limit: int) -> int:
         """The most singular values this rule can keep of a matrix whose smaller side is ``limit``."""
         c = int(self.value) if self.mode == "fixed" else limit

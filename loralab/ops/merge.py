@@ -33,169 +33,31 @@ depend on the base weight: without the base model's weights the merge refuses, n
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import math
-import os
-import statistics
 import zlib
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 import torch
 
 from .. import __version__
 from ..adapters import Adapter, Diff, LoKr, LoRA
-from ..blocks.spec import BlockWeights, parse_block_weights
 from ..errors import ArchMismatchError, LoraFormatError, SpecError
-from ..files.hashes import addnet_hash
+from ..files.safetensors import DTYPES
+from ..formats.model_weights import ModelWeights
+from ..formats.writer import kohya_tensors, lora_metadata, row_placed
 from ..layouts import ModelLayout, Target
 from ..lora import Lora, MappedEntry
-from ..formats.writer import kohya_tensors, lora_metadata, row_placed
+from .inputs import MergeInput
 from .lowrank import SVD, WORK, RankRule, dense_svd, full_svd, kron_svd, one_thread, select_rank, svd_of_product
-from ..formats.model_weights import ModelWeights
-from ..formats.keys import Entry
-from ..files.safetensors import DTYPES, save_tensors
+from .results import MergeResult, ModuleReport, Progress, dense_dtype, non_finite
 
 METHODS = ("concat", "svd", "ties", "dare", "magnitude")
 SPARSIFYING = ("ties", "dare", "magnitude")
-#: dense per-module work (full diffs, DoRA, sparsifying merges) is done in float64 up to this many
-#: entries (128 MiB), in float32 above (a Flux linear1 in float64 would take 0.5 GB)
-DENSE_FLOAT64_MAX = 1 << 24
-
-
-def dense_dtype(numel: int) -> torch.dtype:
-    """Precision of a dense per-module matrix of this size."""
-    return WORK if numel <= DENSE_FLOAT64_MAX else torch.float32
-
-
-#: called after each module: (modules done, modules in all)
-Progress = Callable[[int, int], None]
-
 #: metadata of an input that a resize keeps (everything but what no longer describes the file)
 _STALE_PREFIXES = ("sshs_", "modelspec.hash_", "ss_network_", "loralab.")
-
-
-@functools.lru_cache(maxsize=1)
-def _hasher() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="loralab-hash")
-
-
-def lora_title(lora: Lora) -> str:
-    """The name a LoRA calls itself (``modelspec.title``, ``ss_output_name``), else its file name."""
-    meta = lora.metadata
-    for key in ("modelspec.title", "ss_output_name"):
-        v = meta.get(key, "").strip()
-        if v and v != "None":
-            return v
-    return os.path.splitext(os.path.basename(lora.path or "lora"))[0]
-
-
-@dataclass
-class MergeInput:
-    """One LoRA in a merge, with its weight and block-weight spec."""
-
-    lora: Lora
-    weight: float = 1.0
-    block_spec: str = ""
-    title: str = ""
-    file_hash: str | None = None  # addnet hash (full hex) of the file; AutoV3 is its first 12 digits
-    _pending: Future | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        if not math.isfinite(self.weight):
-            raise SpecError(f"weight {self.weight} is not a finite number", path=self.lora.path)
-        self.title = self.title or lora_title(self.lora)
-
-    @classmethod
-    def open(cls, path: str | os.PathLike, weight: float = 1.0, block_spec: str = "",
-             layout: ModelLayout | None = None) -> "MergeInput":
-        """Open a LoRA file (header and alphas only); its data is hashed in the background while
-        the merge runs on the main thread."""
-        inp = cls(Lora.open(path, layout), weight, block_spec)
-        inp._pending = _hasher().submit(addnet_hash, path)
-        return inp
-
-    @property
-    def addnet(self) -> str | None:
-        """The file's addnet hash (waits for the background hashing)."""
-        if self._pending is not None:
-            self.file_hash, self._pending = self._pending.result(), None
-        return self.file_hash
-
-    def blocks(self, arch_id: str, layout: ModelLayout) -> BlockWeights:
-        try:
-            return parse_block_weights(self.block_spec, arch_id, layout=layout)
-        except SpecError as e:
-            raise SpecError(f"block weights of {self.title}: {e.problem}", key=e.key, hint=e.hint) from None
-
-    def recipe(self) -> dict:
-        h = self.addnet
-        return {"title": self.title, "file": os.path.basename(self.lora.path) if self.lora.path else None,
-                "autov3": h[:12] if h else None, "addnet_hash": h, "weight": self.weight,
-                "block_weights": self.block_spec or None}
-
-
-@dataclass
-class ModuleReport:
-    """What happened to one model weight."""
-
-    key: str
-    inputs: int  # inputs that write it
-    rank_in: int | None  # width of the stacked factors (None: a dense term was involved)
-    rank: int | None  # rank written (0: cancelled out, not written; None: written as a full diff)
-    kept: float  # kept Frobenius energy, Σ_{i≤k}σᵢ² / ‖ΔW‖_F²
-    form: str  # "low-rank", "dense" or "diff"
-
-
-@dataclass
-class MergeResult:
-    """A merged LoRA in kohya format, with its metadata and a per-module account."""
-
-    tensors: dict[str, torch.Tensor]
-    metadata: dict[str, str]
-    modules: list[ModuleReport]
-    skipped: list[str]
-    arch: str
-    method: str
-    rule: RankRule | None
-    path: str | None = None
-
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> str:
-        """Write the file atomically; never overwrites unless asked."""
-        self.path = save_tensors(path, {k: self.tensors[k] for k in sorted(self.tensors)}, self.metadata,
-                                 overwrite=overwrite)
-        return self.path
-
-    def report(self) -> str:
-        """Per-module kept energy summary, rank histogram, and what was not merged."""
-        written = [m for m in self.modules if m.rank != 0]
-        how = self.method if self.rule is None or self.method == "concat" else f"{self.method}, {self.rule.describe()}"
-        lines = [f"{len(written)} modules written ({how})"]
-        ranked = [m for m in written if m.rank is not None]
-        if ranked:
-            kept = [m.kept for m in ranked]
-            lines.append(f"kept energy (Frobenius): min {min(kept):.6f}, median {statistics.median(kept):.6f}, "
-                         f"mean {statistics.fmean(kept):.6f}")
-            worst = sorted((m for m in ranked if m.kept < 1 - 1e-6), key=lambda m: m.kept)[:5]
-            lines += [f"  lowest: {m.key} rank {m.rank} kept {m.kept:.6f}" for m in worst]
-            hist = Counter(m.rank for m in ranked)
-            lines.append("rank histogram: " + ", ".join(f"{r} ×{n}" for r, n in sorted(hist.items(), reverse=True)))
-        diffs = [m for m in written if m.rank is None]
-        if diffs:
-            lines.append(f"full differences (exact, no rank): {len(diffs)}")
-        zero = [m.key for m in self.modules if m.rank == 0]
-        if zero:
-            lines.append(f"cancelled out (zero, not written): {len(zero)}: " + ", ".join(zero[:5])
-                         + (" ..." if len(zero) > 5 else ""))
-        if self.skipped:
-            lines.append(f"not included: {len(self.skipped)}")
-            lines += [f"  {s}" for s in self.skipped[:20]]
-            if len(self.skipped) > 20:
-                lines.append(f"  ... and {len(self.skipped) - 20} more")
-        return "\n".join(lines)
 
 
 @dataclass
@@ -232,12 +94,6 @@ def default_dtype(inputs: Sequence[MergeInput]) -> torch.dtype:
                     counts[dt] += 1
     name = counts.most_common(1)[0][0] if counts else "F16"
     return DTYPES[name][1] if name != "F64" else torch.float32
-
-
-def non_finite(entry: Entry) -> str:
-    """The message for a module whose values (or alpha) are NaN or infinite."""
-    alpha = entry.alpha is not None and not math.isfinite(entry.alpha)
-    return f"{'alpha' if alpha else 'the tensors'} of this module hold NaN or infinite values"
 
 
 def _seed(seed: int, *parts: object) -> torch.Generator:
@@ -512,5 +368,5 @@ def convert(lora: Lora, *, title: str, dtype: torch.dtype | None = None,
     return MergeResult(tensors, meta, modules, [], layout.arch.id, "convert", None)
 
 
-__all__ = ["METHODS", "MergeInput", "MergeResult", "ModuleReport", "RankRule", "convert", "default_dtype", "lora_title",
+__all__ = ["METHODS", "MergeInput", "MergeResult", "ModuleReport", "RankRule", "convert", "default_dtype",
            "merge", "resize"]

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError, LoRALabError
-from ..formats.writer import kohya_tensors, save_lora
 from ..files.paths import sanitize_output_name, unused_path
 from ..files.safetensors import SafetensorsFile, save_tensors
+from ..formats.writer import kohya_tensors, save_lora
 from .metadata import training_metadata
 from .optim import load_optimizer_state, optimizer_state
 from .rng import global_from_saved, global_to_saved

@@ -22,10 +22,10 @@ import torch
 from torch import nn
 
 from ..adapters import LoHa, LoKr, LoRA
-from ..layouts.archs import arch
 from ..blocks.spec import parse_block_weights
 from ..errors import TrainingError
 from ..layouts import DIFFUSION_PREFIX, ModelLayout, Target
+from ..layouts.archs import arch
 
 ALGORITHMS = ("lora", "locon", "loha", "lokr", "dora")
 PRESETS = ("attention", "attention_mlp", "all_linear", "all_linear_convs")

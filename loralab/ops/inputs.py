@@ -1,0 +1,75 @@
+"""The LoRAs an operation takes: each file with its weight and block-weight spec, hashed in the
+background while the operation runs."""
+from __future__ import annotations
+
+import functools
+import math
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from ..blocks.spec import BlockWeights, parse_block_weights
+from ..errors import SpecError
+from ..files.hashes import addnet_hash
+from ..layouts import ModelLayout
+from ..lora import Lora
+
+
+@functools.lru_cache(maxsize=1)
+def _hasher() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="loralab-hash")
+
+
+def lora_title(lora: Lora) -> str:
+    """The name a LoRA calls itself (``modelspec.title``, ``ss_output_name``), else its file name."""
+    meta = lora.metadata
+    for key in ("modelspec.title", "ss_output_name"):
+        v = meta.get(key, "").strip()
+        if v and v != "None":
+            return v
+    return os.path.splitext(os.path.basename(lora.path or "lora"))[0]
+
+
+@dataclass
+class MergeInput:
+    """One LoRA in a merge, with its weight and block-weight spec."""
+
+    lora: Lora
+    weight: float = 1.0
+    block_spec: str = ""
+    title: str = ""
+    file_hash: str | None = None  # addnet hash (full hex) of the file; AutoV3 is its first 12 digits
+    _pending: Future | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.weight):
+            raise SpecError(f"weight {self.weight} is not a finite number", path=self.lora.path)
+        self.title = self.title or lora_title(self.lora)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, weight: float = 1.0, block_spec: str = "",
+             layout: ModelLayout | None = None) -> "MergeInput":
+        """Open a LoRA file (header and alphas only); its data is hashed in the background while
+        the merge runs on the main thread."""
+        inp = cls(Lora.open(path, layout), weight, block_spec)
+        inp._pending = _hasher().submit(addnet_hash, path)
+        return inp
+
+    @property
+    def addnet(self) -> str | None:
+        """The file's addnet hash (waits for the background hashing)."""
+        if self._pending is not None:
+            self.file_hash, self._pending = self._pending.result(), None
+        return self.file_hash
+
+    def blocks(self, arch_id: str, layout: ModelLayout) -> BlockWeights:
+        try:
+            return parse_block_weights(self.block_spec, arch_id, layout=layout)
+        except SpecError as e:
+            raise SpecError(f"block weights of {self.title}: {e.problem}", key=e.key, hint=e.hint) from None
+
+    def recipe(self) -> dict:
+        h = self.addnet
+        return {"title": self.title, "file": os.path.basename(self.lora.path) if self.lora.path else None,
+                "autov3": h[:12] if h else None, "addnet_hash": h, "weight": self.weight,
+                "block_weights": self.block_spec or None}
