@@ -8,7 +8,7 @@ from typing import Callable, Iterator, Mapping
 
 import torch
 
-from .adapters import Adapter, Diff, LoHa, LoKr, LoRA, SetWeight
+from .adapters import ALGORITHMS, Adapter, dora
 from .errors import BaseWeightsNeededError, LoraFormatError
 from .files.sources import DictSource, FileSource, TensorSource
 from .formats.canonical import shape_fits, target_for, target_shape
@@ -34,18 +34,12 @@ class MappedEntry:
         """The algorithm's name, knowing the target: a LoRA on a k×k convolution (k > 1) is LoCon,
         also when its producer flattened the kernel."""
         name = self.entry.algorithm()
-        if (self.entry.kind == "lora" and name.startswith("LoRA") and "Tucker" not in name and layout is not None
+        if (name.startswith("LoRA") and "Tucker" not in name and layout is not None
                 and self.target is not None):
             shape = layout.shapes.get(self.target.key, ())
             if len(shape) == 4 and shape[2] * shape[3] > 1:
                 return "LoCon" + name[len("LoRA"):]
         return name
-
-
-def _dora_fits(dora: tuple[int, ...], shape: tuple[int, ...]) -> bool:
-    """Whether a DoRA magnitude vector has one value per output row or per input column."""
-    n = math.prod(dora)
-    return len(shape) >= 2 and ((dora[:1] == shape[:1] and n == shape[0]) or n == shape[1])
 
 
 def build_adapter(entry: Entry, get: Callable[[str], torch.Tensor]) -> Adapter:
@@ -56,19 +50,8 @@ def build_adapter(entry: Entry, get: Callable[[str], torch.Tensor]) -> Adapter:
         raise BaseWeightsNeededError(f"{entry.algorithm()} needs the base weights: LoRA Lab applies it in the loader "
                                      "but cannot compute its ΔW (merge, resize, convert and bake refuse it)",
                                      key=entry.module, hint="apply this LoRA with the loader, or leave it out")
-    t = {role: get(key) for role, key in entry.keys.items() if role != "alpha"}
-    common = {"alpha": entry.alpha, "dora_scale": t.get("dora_scale")}
-    if entry.kind == "lora":
-        return LoRA(up=t["up"], down=t["down"], mid=t.get("mid"), **common)
-    if entry.kind == "loha":
-        return LoHa(w1a=t["w1a"], w1b=t["w1b"], w2a=t["w2a"], w2b=t["w2b"], t1=t.get("t1"), t2=t.get("t2"), **common)
-    if entry.kind == "lokr":
-        return LoKr(w1=t.get("w1"), w1a=t.get("w1a"), w1b=t.get("w1b"), w2=t.get("w2"), w2a=t.get("w2a"),
-                    w2b=t.get("w2b"), t2=t.get("t2"), **common)
-    (value,) = (v for r, v in t.items() if r != "dora_scale")
-    if entry.kind == "set":
-        return SetWeight(value=value)
-    return Diff(diff=value)
+    tensors = {role: get(key) for role, key in entry.keys.items() if role != "alpha"}
+    return ALGORITHMS[entry.kind].build(tensors, entry.alpha)
 
 
 class Lora:
@@ -127,7 +110,7 @@ class Lora:
             got = e.delta_shape()
             return MappedEntry(e, target, res.component,
                                f"size {list(got) if got else '?'} does not fit {target.key} {list(shape)} of {where}")
-        if e.has_dora and not _dora_fits(e.shapes["dora_scale"], shape):
+        if e.has_dora and not dora.fits(e.shapes[dora.ROLE], shape):
             return MappedEntry(e, target, res.component, f"dora_scale {list(e.shapes['dora_scale'])} fits neither "
                                f"the rows nor the columns of {target.key} {list(shape)}")
         return MappedEntry(e, target, res.component)

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import dataset, inspect, loader, merge, routes_blocks, train
+from . import dataset, inspect, loader, merge, routes, train
 
 #: node modules; each exposes ``NODES``, a list of io.ComfyNode classes
-NODE_MODULES: list = [loader, dataset, train, routes_blocks, inspect, merge]
+NODE_MODULES: list = [loader, dataset, train, inspect, merge]
 
 
 class LoRALabExtension(ComfyExtension):
@@ -17,5 +17,7 @@ class LoRALabExtension(ComfyExtension):
 
 
 async def comfy_entrypoint() -> LoRALabExtension:
-    """ComfyUI's V3 entry point."""
+    """ComfyUI's V3 entry point: registers the HTTP routes and returns the nodes."""
+    import server
+    routes.register(server.PromptServer.instance)
     return LoRALabExtension()

@@ -8,12 +8,12 @@ import comfy.utils
 import folder_paths
 from comfy_api.latest import io
 
-from ..loralab.train.cache import TensorCache
-from ..loralab.train.dataset import DatasetSettings, build_dataset
 from ..loralab.errors import UnsafeNameError
 from ..loralab.files.paths import resolve_in_folder
+from ..loralab.train.cache import TensorCache
+from ..loralab.train.dataset import DatasetSettings, build_dataset
 from .common import CATEGORY, display_name, node_id
-from .train_host import clip_identity, image_encoder, text_encoder, vae_identity
+from .host.training import clip_identity, image_encoder, text_encoder, vae_identity
 
 DatasetType = io.Custom("LORALAB_DATASET")
 CACHE_FOLDER = "loralab_cache"

@@ -1,29 +1,19 @@
 """Inspect LoRA: the report, its JSON, the trigger words and a block-strength chart of a file in
-``loras``; and ``GET /loralab/lora_info?name=...``, the header-only summary the frontend shows.
+``loras`` (the header-only summary the frontend shows is :mod:`.routes`).
 
-The route answers ``200`` with :meth:`loralab.ops.inspect.Summary.to_dict` (its ``path`` is the name
-relative to the loras folder), ``400`` for names that escape the folder (``..``, absolute paths,
-symlinks pointing outside, control characters), ``404`` for files that do not exist and ``422``
-for files that are not readable LoRAs; errors are ``{"error": "..."}``. It reads the header and
-the alpha scalars only, never tensor data.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 
 import numpy as np
-import server
 import torch
-from aiohttp import web
 from comfy_api.latest import io, ui
 
-from ..loralab.errors import LoRALabError, UnsafeNameError
-from ..loralab.ops.inspect import inspect_lora, summarize
-from .common import CATEGORY, display_name, lora_file, lora_names, lora_path, model_layout, node_id, unlisted
-
-ROUTE = "/loralab/lora_info"
-
+from ..loralab.ops.inspect import inspect_lora
+from .common import CATEGORY, display_name, node_id, unlisted
+from .host.folders import lora_names, lora_path
+from .host.models import model_layout
 
 def _image(img) -> torch.Tensor:
     """A Pillow RGB image as a ComfyUI IMAGE: [1, H, W, 3] float in 0..1."""
@@ -75,29 +65,5 @@ class LoRALabInspect(io.ComfyNode):
         return io.NodeOutput(text, json.dumps(data, ensure_ascii=False, allow_nan=False), words,
                              _image(report.chart()), ui=ui.PreviewText(text))
 
-
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
-
-
-async def lora_info(request: web.Request) -> web.Response:
-    """``GET /loralab/lora_info?name=<name relative to loras>``: the header-only summary JSON."""
-    name = request.query.get("name", "")
-    try:
-        path = lora_file(name)
-    except UnsafeNameError as e:
-        return _error(400, f"{name!r}: refused file name: {e.problem}")
-    if path is None:
-        return _error(404, f"{name!r}: no such LoRA in the loras folder")
-    try:
-        summary = await asyncio.get_running_loop().run_in_executor(None, summarize, path)
-    except LoRALabError as e:
-        return _error(422, f"{name!r}: {e.problem}" + (f" ({e.hint})" if e.hint else ""))
-    data = summary.to_dict()
-    data["path"] = name
-    return web.json_response(data, dumps=lambda d: json.dumps(d, ensure_ascii=False, allow_nan=False))
-
-
-server.PromptServer.instance.routes.get(ROUTE)(lora_info)
 
 NODES = [LoRALabInspect]

@@ -18,14 +18,15 @@ import folder_paths
 import torch
 from comfy_api.latest import io, ui
 
-from ..loralab.ops.apply import plan_application
 from ..loralab.blocks.spec import load_presets, parse_block_weights
-from ..loralab.errors import LoRALabError, PickleRefusedError, SafetensorsError
+from ..loralab.errors import LoRALabError, SafetensorsError
+from ..loralab.files.safetensors import read_header
 from ..loralab.layouts import ModelLayout
 from ..loralab.lora import Lora
-from ..loralab.files.safetensors import read_header
+from ..loralab.ops.apply import plan_application
 from . import common
-from .patching import apply_plan
+from .host import folders, models
+from .host.patching import apply_plan
 
 log = logging.getLogger("loralab")
 
@@ -92,12 +93,12 @@ def _read(cache_key: tuple[str, int], path: str) -> _File:
 
 def _layout(model: Any) -> tuple[str, ModelLayout] | None:
     """(cache key, layout) of a MODEL, None for architectures LoRA Lab has no layout for."""
-    arch_id = common.model_arch(model)
+    arch_id = models.model_arch(model)
     if arch_id is None:
         return None
     key = arch_id + json.dumps(model.model.model_config.unet_config, sort_keys=True, default=str)
     if key not in _LAYOUTS:
-        _LAYOUTS[key] = common.model_layout(model)
+        _LAYOUTS[key] = models.model_layout(model)
         while len(_LAYOUTS) > CACHED_LAYOUTS:
             _LAYOUTS.popitem(last=False)
     return key, _LAYOUTS[key]
@@ -117,10 +118,7 @@ def apply_lora(model: Any, clip: Any, lora_name: str, strength_model: float, str
     arch_id = layout.arch.id
     weights = parse_block_weights(spec, arch_id, a=a, b=b, seed=seed, layout=layout,
                                   presets=load_presets([user_presets_file()]))
-    if not lora_name.lower().endswith(common.LORA_EXTENSIONS):  # a name the loras list would not offer
-        raise PickleRefusedError("LoRA Lab reads .safetensors LoRAs only, never pickled checkpoints", path=lora_name,
-                                 hint="convert the file to .safetensors with a tool you trust")
-    loaded = _read(cache_key, common.lora_path(lora_name))
+    loaded = _read(cache_key, folders.picked_lora(lora_name))
     lora = loaded.mapped.get(layout_key)
     if lora is None:
         lora = loaded.mapped[layout_key] = Lora.from_state_dict(loaded.tensors, loaded.metadata, layout, lora_name)
@@ -138,7 +136,7 @@ def _fingerprint(*names: str) -> tuple:
     for n in names:
         if n and n != NONE:
             try:
-                stamps.append(_stamp(common.lora_path(n)))
+                stamps.append(_stamp(folders.lora_path(n)))
             except LoRALabError:  # an unusable name fails properly in execute
                 stamps.append(n)
     return tuple(stamps)
@@ -188,7 +186,7 @@ class LoRALabLoader(io.ComfyNode):
             inputs=[
                 io.Model.Input("model"),
                 io.Clip.Input("clip", optional=True),
-                io.Combo.Input("lora_name", options=common.lora_names()),
+                io.Combo.Input("lora_name", options=folders.lora_names()),
                 _strength("strength_model", "multiplies every diffusion-model patch"),
                 _strength("strength_clip", "multiplies every text-encoder patch"),
                 _spec("block_weights"),
@@ -200,7 +198,7 @@ class LoRALabLoader(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, lora_name: str | None = None) -> bool | str:
-        return common.unlisted({"lora_name": lora_name}, common.lora_names())
+        return common.unlisted({"lora_name": lora_name}, folders.lora_names())
 
     @classmethod
     def fingerprint_inputs(cls, lora_name: str = "", **kwargs: Any) -> Any:
@@ -220,7 +218,7 @@ class LoRALabStack(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         slots: list[io.Input] = []
-        names = [NONE, *common.lora_names()]
+        names = [NONE, *folders.lora_names()]
         for i in range(1, STACK_SLOTS + 1):
             slots += [
                 io.Combo.Input(f"lora_name_{i}", options=names, default=NONE),
@@ -245,7 +243,7 @@ class LoRALabStack(io.ComfyNode):
                         lora_name_5: str | None = None) -> bool | str:
         chosen = dict(zip((f"lora_name_{i}" for i in range(1, STACK_SLOTS + 1)),
                           (lora_name_1, lora_name_2, lora_name_3, lora_name_4, lora_name_5)))
-        return common.unlisted(chosen, [NONE, *common.lora_names()])
+        return common.unlisted(chosen, [NONE, *folders.lora_names()])
 
     @classmethod
     def fingerprint_inputs(cls, **kwargs: Any) -> Any:

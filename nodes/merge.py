@@ -15,16 +15,16 @@ import comfy.model_management
 import comfy.utils
 from comfy_api.latest import io
 
-from ..loralab.ops.bake import baked_weights
-from ..loralab.errors import LoRALabError, PickleRefusedError
-from ..loralab.ops.extract import extract
+from ..loralab.errors import LoRALabError
+from ..loralab.files.paths import sanitize_output_name, unused_path
 from ..loralab.lora import Lora
+from ..loralab.ops.bake import baked_weights
+from ..loralab.ops.extract import extract
 from ..loralab.ops.lowrank import RANK_MODES, RankRule
 from ..loralab.ops.merge import METHODS, MergeInput, MergeResult, convert, merge, resize
-from ..loralab.formats.model_weights import ModelWeights
-from ..loralab.files.paths import sanitize_output_name, unused_path
-from .common import (CATEGORY, LORA_EXTENSIONS, display_name, lora_names, lora_path, model_layout, node_id,
-                     output_folder, unlisted)
+from .common import CATEGORY, display_name, node_id, unlisted
+from .host.folders import lora_names, output_folder, picked_lora
+from .host.models import effective_weights, model_layout, required_layout
 
 MERGE_CATEGORY = f"{CATEGORY}/Merge"
 MergeList = io.Custom("LORALAB_MERGE_LIST")
@@ -102,43 +102,15 @@ def _outputs(result: MergeResult, output_name: str) -> io.NodeOutput:
     return io.NodeOutput(result.tensors, saved, report, ui={"text": [report]})
 
 
-def effective_weights(model, layout, clip=None, label: str = "model") -> ModelWeights:
-    """The weights of a MODEL (and optionally a CLIP) as they are used: each patch already on it
-    (a loaded LoRA, a model merge) applied, one weight at a time on request."""
-    sources = [model] + ([clip.patcher] if clip is not None else [])
-    table: dict[str, tuple] = {}
-    for patcher in sources:
-        for key, entry in patcher.get_key_patches().items():
-            table.setdefault(key, entry)
-
-    def get(key: str) -> torch.Tensor:
-        entry = table[key]
-        weight, convert_func = entry[0]
-        w = convert_func(weight.detach().to(torch.float32, copy=True), inplace=True)
-        if len(entry) > 1:
-            w = comfy.lora.calculate_weight(entry[1:], w, key)
-        return w
-    return ModelWeights({k: tuple(v[0][0].shape) for k, v in table.items()}, get, layout, label=label)
-
-
-def _picked(name: str) -> str:
-    """The path of a LoRA picked by name; a name the loras list would not offer is refused as what
-    it would be (a pickled checkpoint), names escaping the folder by :func:`lora_path`."""
-    if not name.lower().endswith(LORA_EXTENSIONS):
-        raise PickleRefusedError("LoRA Lab reads .safetensors LoRAs only, never pickled checkpoints", path=name,
-                                 hint="convert the file to .safetensors with a tool you trust")
-    return lora_path(name)
-
-
 def _inputs_from(items, layout) -> list[MergeInput]:
-    return [MergeInput.open(_picked(item["lora_name"]), item["weight"], item["block_weights"], layout)
+    return [MergeInput.open(picked_lora(item["lora_name"]), item["weight"], item["block_weights"], layout)
             for item in items]
 
 
 def _mtime(name: str) -> float | None:
     """The file's modification time (so an edited file is merged again), None if it cannot be read."""
     try:
-        return os.path.getmtime(_picked(name))
+        return os.path.getmtime(picked_lora(name))
     except (LoRALabError, OSError):
         return None
 
@@ -290,9 +262,7 @@ class LoRALabExtract(io.ComfyNode):
     @classmethod
     def execute(cls, tuned_model, base_model, rank_mode, rank, threshold, min_diff, bias_and_norms, output_name,
                 dtype, tuned_clip=None, base_clip=None) -> io.NodeOutput:
-        layout = model_layout(base_model)
-        if layout is None:
-            raise ValueError("LoRA Lab extracts LoRAs for SD1.x, SD2.x, SDXL and Flux models only")
+        layout = required_layout(base_model, "extracts LoRAs from")
         both = tuned_clip is not None and base_clip is not None
         tuned = effective_weights(tuned_model, layout, tuned_clip if both else None, "tuned model")
         base = effective_weights(base_model, layout, base_clip if both else None, "base model")
@@ -368,9 +338,7 @@ class LoRALabBake(io.ComfyNode):
         items = list(merge_list or ())
         if lora_name != NONE:
             items.insert(0, {"lora_name": lora_name, "weight": strength, "block_weights": block_weights})
-        layout = model_layout(model)
-        if layout is None:
-            raise ValueError("LoRA Lab bakes LoRAs into SD1.x, SD2.x, SDXL and Flux models only")
+        layout = required_layout(model, "bakes LoRAs into")
         inputs = _inputs_from(items, layout)
         weights = effective_weights(model, layout)
         state = model.model_state_dict()

@@ -27,9 +27,11 @@ from ..loralab.train.optim import OPTIMIZERS, available_optimizers
 from ..loralab.train.run import SAVE_DTYPES, TrainRun, TrainSettings
 from ..loralab.train.schedules import SCHEDULES
 from ..loralab.train.timesteps import FLOW_SAMPLERS
-from .common import CATEGORY, display_name, lora_path, model_layout, node_id, output_folder
+from .common import CATEGORY, display_name, node_id
 from .dataset import DatasetType
-from .train_host import diffusion_shapes, lora_model, model_info, raise_interrupt, source_model_name, train_steps
+from .host.folders import lora_path, output_folder
+from .host.models import model_layout
+from .host.training import diffusion_shapes, lora_model, model_info, raise_interrupt, source_model_name, train_steps
 
 RunType = io.Custom("LORALAB_RUN")
 TRAIN_CATEGORY = f"{CATEGORY}/Train"

@@ -97,7 +97,7 @@ def shape_fits(entry: Entry, shape: tuple[int, ...]) -> bool:
     if ds is None:
         return False
     if entry.param == "bias" or len(shape) < 2:
-        if entry.kind in ("diff", "set"):
+        if entry.algorithm_spec.whole_tensor:
             return math.prod(entry.shapes[next(iter(entry.shapes))]) == math.prod(shape)
         return ds[0] * ds[1] == math.prod(shape)
     return ds == (shape[0], math.prod(shape[1:]))

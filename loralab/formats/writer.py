@@ -15,13 +15,18 @@ from typing import Iterable, Mapping
 
 import torch
 
-from ..adapters import Adapter, Diff, LoHa, LoKr, LoRA
+from ..adapters import Adapter, Diff, LoRA, dora
+from ..adapters.base import ALPHA_SUFFIX
+from ..adapters.diff import DIFF
 from ..errors import LoraFormatError
-from ..files.safetensors import SafetensorsWriter
+from ..files.safetensors import TORCH_TO_NAME, SafetensorsWriter
 from ..layouts import DIFFUSION_PREFIX, ModelLayout, Target
+from .keys import group_keys
 from ..layouts.archs import arch
 
 SAI_MODEL_SPEC_VERSION = "1.0.1"
+#: entry kinds that make a file a LyCORIS network (``ss_network_module = lycoris.kohya``)
+LYCORIS_KINDS = ("loha", "lokr")
 
 
 def kohya_module_name(module: str, layout: ModelLayout) -> str:
@@ -68,16 +73,6 @@ def _fuse(pieces: list[tuple[Target, Adapter]], full_rows: int) -> LoRA:
     return LoRA(up=up, down=down, alpha=float(down.shape[0]))
 
 
-def _conv_shapes(adapter: LoRA, weight_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """kohya/A1111 store conv LoRAs as down [r, in, kh, kw] and up [out, r, 1, 1]."""
-    up, down = adapter.up, adapter.down
-    if len(weight_shape) == 4 and adapter.mid is None:
-        r = down.shape[0]
-        down = down.reshape(r, *weight_shape[1:])
-        up = up.reshape(up.shape[0], r, 1, 1)
-    return up, down
-
-
 def kohya_tensors(items: Iterable[tuple[Target, Adapter]], layout: ModelLayout,
                   dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
     """The tensors of a kohya-format LoRA file for these adapters (canonical targets)."""
@@ -98,41 +93,21 @@ def kohya_tensors(items: Iterable[tuple[Target, Adapter]], layout: ModelLayout,
         if param == "bias":
             if len(pieces) != 1 or not isinstance(pieces[0][1], Diff):
                 raise LoraFormatError("a bias can only take one full difference", key=key)
-            put(f"{name}.diff_b", pieces[0][1].diff)
+            put(name + DIFF.suffix("diff_b"), pieces[0][1].diff)
             continue
         shape = layout.shapes[key]
         if len(pieces) > 1 or pieces[0][0].rows is not None or pieces[0][0].swap_halves:
             adapter: Adapter = _fuse(pieces, shape[0])
         else:
             adapter = pieces[0][1]
-        if isinstance(adapter, LoRA):
-            up, down = _conv_shapes(adapter, shape)
-            put(f"{name}.lora_up.weight", up)
-            put(f"{name}.lora_down.weight", down)
-            if adapter.mid is not None:
-                put(f"{name}.lora_mid.weight", adapter.mid)
-            alpha = adapter.alpha if adapter.alpha is not None else float(adapter.rank)
-            put(f"{name}.alpha", torch.tensor(float(alpha)))
-        elif isinstance(adapter, LoHa):
-            for role, t in (("hada_w1_a", adapter.w1a), ("hada_w1_b", adapter.w1b), ("hada_w2_a", adapter.w2a),
-                            ("hada_w2_b", adapter.w2b), ("hada_t1", adapter.t1), ("hada_t2", adapter.t2)):
-                if t is not None:
-                    put(f"{name}.{role}", t)
-            put(f"{name}.alpha", torch.tensor(float(adapter.alpha if adapter.alpha is not None else adapter.rank)))
-        elif isinstance(adapter, LoKr):
-            for role, t in (("lokr_w1", adapter.w1), ("lokr_w1_a", adapter.w1a), ("lokr_w1_b", adapter.w1b),
-                            ("lokr_w2", adapter.w2), ("lokr_w2_a", adapter.w2a), ("lokr_w2_b", adapter.w2b),
-                            ("lokr_t2", adapter.t2)):
-                if t is not None:
-                    put(f"{name}.{role}", t)
-            if adapter.alpha is not None:
-                put(f"{name}.alpha", torch.tensor(float(adapter.alpha)))
-        elif isinstance(adapter, Diff):
-            put(f"{name}.diff", adapter.diff)
-        else:
-            raise LoraFormatError(f"cannot write a {adapter.kind} adapter", key=key)
+        try:
+            written = adapter.file_tensors(shape)
+        except NotImplementedError:
+            raise LoraFormatError(f"cannot write a {adapter.kind} adapter", key=key) from None
+        for suffix, t in written.items():
+            put(name + suffix, t)
         if adapter.dora_scale is not None:
-            put(f"{name}.dora_scale", adapter.dora_scale)
+            put(name + dora.SUFFIX, adapter.dora_scale)
     return out
 
 
@@ -145,19 +120,11 @@ def _uniform(values: list[float]) -> str:
 def network_facts(tensors: Mapping[str, torch.Tensor]) -> tuple[str, str, str]:
     """(ss_network_module, ss_network_dim, ss_network_alpha) that are true for these kohya tensors:
     one value where every module agrees, ``Dynamic`` where they differ."""
-    ranks: list[int] = []
-    alphas: list[float] = []
-    lycoris = False
-    for name, t in tensors.items():
-        if name.endswith(".lora_down.weight"):
-            ranks.append(int(t.shape[0]))
-        elif name.endswith(".hada_w1_b") or name.endswith(".lokr_w2_b") or name.endswith(".lokr_w1_b"):
-            lycoris = True
-            ranks.append(int(t.shape[0]))
-        elif name.endswith((".hada_w1_a", ".lokr_w1", ".lokr_w2")):
-            lycoris = True
-        elif name.endswith(".alpha"):
-            alphas.append(float(t.float()))
+    parsed = group_keys({k: tuple(t.shape) for k, t in tensors.items()},
+                        {k: TORCH_TO_NAME.get(t.dtype, "") for k, t in tensors.items()})
+    ranks = [r for e in parsed.entries if (r := e.rank()) is not None]
+    lycoris = any(e.kind in LYCORIS_KINDS for e in parsed.entries)
+    alphas = [float(t.float()) for k, t in tensors.items() if k.endswith(ALPHA_SUFFIX)]
     dim = _uniform([float(r) for r in ranks])
     if dim not in ("Dynamic", "None"):
         dim = str(int(float(dim)))

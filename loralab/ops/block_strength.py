@@ -25,7 +25,7 @@ from typing import Callable, Mapping
 
 import torch
 
-from ..adapters import WORK, Adapter, SetWeight
+from ..adapters import WORK, Adapter
 from ..blocks.map import OTHER, block_of, block_sort_key, layout_blocks
 from ..files.safetensors import SafetensorsFile
 from ..formats.keys import Entry
@@ -115,7 +115,7 @@ def module_strength(item: MappedEntry, adapter: Adapter, family: str,
     w = base.get(target) if base is not None else None
     if w is not None and adapter.needs_base:
         norm, exact = _base_delta_norm(adapter, w), True
-    elif isinstance(adapter, SetWeight):
+    elif not adapter.has_delta:
         return None
     else:
         norm, exact = adapter.fro_norm(), adapter.dora_scale is None
@@ -184,6 +184,6 @@ def block_strengths(lora: Lora, base: BaseWeights | None = None,
         if ms is not None:
             modules.append(ms)
         if on_module is not None:
-            norm = ms.norm if ms is not None else (None if isinstance(adapter, SetWeight) else adapter.fro_norm())
+            norm = ms.norm if ms is not None else (adapter.fro_norm() if adapter.has_delta else None)
             on_module(item.entry, adapter, norm)
     return aggregate(modules, layout_blocks(lora.layout), family, with_base=base is not None)

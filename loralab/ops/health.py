@@ -52,7 +52,7 @@ def _fmt(x: float) -> str:
 def _alpha_warnings(entries: list[Entry]) -> list[HealthWarning]:
     nonfinite, not_positive, far, ignored = [], [], [], []
     for e in entries:
-        if e.alpha is None or not e.supported or e.kind not in ("lora", "loha", "lokr"):
+        if e.alpha is None or not e.supported or not e.algorithm_spec.weighted:
             continue
         r = e.rank()
         if not math.isfinite(e.alpha):

@@ -375,7 +375,7 @@ def summary_of(lora: Lora, path: str, file_size: int) -> Summary:
         e = m.entry
         layer = _layer(m, lora.layout)
         rank = e.rank()
-        weighted = e.kind in ("lora", "loha", "lokr", "glora")
+        weighted = e.algorithm_spec.weighted
         scale = e.scale() if weighted else None
         t = m.target if m.mapped else None
         block = _block_of(t.key, family) if t is not None and family else None

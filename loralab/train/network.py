@@ -21,7 +21,7 @@ from typing import Callable, Iterator, Mapping
 import torch
 from torch import nn
 
-from ..adapters import LoHa, LoKr, LoRA
+from ..adapters import LoHa, LoKr, LoRA, dora, loha, lokr, lora
 from ..blocks.spec import parse_block_weights
 from ..errors import TrainingError
 from ..layouts import DIFFUSION_PREFIX, ModelLayout, Target
@@ -146,7 +146,7 @@ class LoRAModule(TrainableAdapter):
         self.up = nn.Parameter(torch.zeros(self.shape[0], rank))
         self.magnitude = None
         if base is not None:
-            self.magnitude = nn.Parameter(_column_norms(base.float().reshape(self.shape)))
+            self.magnitude = nn.Parameter(dora.column_norms(base.float().reshape(self.shape)))
 
     @property
     def scale(self) -> float:
@@ -155,23 +155,17 @@ class LoRAModule(TrainableAdapter):
     def merged(self, weight: torch.Tensor) -> torch.Tensor:
         """W + scale·up·down in fp32, in one fused op (no separate ΔW temporaries)."""
         flat = weight.float().reshape(self.shape[0], -1)
-        return torch.addmm(flat, self.up, self.down, alpha=self.scale).reshape(self.shape)
+        return lora.merged(flat, self.up, self.down, self.scale).reshape(self.shape)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         merged = self.merged(weight)
         if self.magnitude is not None:
-            merged = merged * (self.magnitude / (_column_norms(merged) + torch.finfo(torch.float32).eps))
+            merged = dora.normalize(merged, self.magnitude)
         return merged.to(weight.dtype)
 
     def adapter(self) -> LoRA:
         return LoRA(up=_cpu(self.up), down=_cpu(self.down), alpha=self.alpha,
                     dora_scale=None if self.magnitude is None else _cpu(self.magnitude))
-
-
-def _column_norms(w: torch.Tensor) -> torch.Tensor:
-    """‖W[:, j, ...]‖ for every input column j, shaped [1, in, 1, ...] (DoRA's magnitude layout)."""
-    cols = w.transpose(0, 1).reshape(w.shape[1], -1).norm(dim=1, keepdim=True)
-    return cols.reshape(w.shape[1], *[1] * (w.dim() - 1)).transpose(0, 1)
 
 
 class LoHaModule(TrainableAdapter):
@@ -189,7 +183,7 @@ class LoHaModule(TrainableAdapter):
         self.w2b = nn.Parameter(torch.randn((rank, in_numel), generator=generator))
 
     def delta(self) -> torch.Tensor:
-        return ((self.alpha / self.rank) * ((self.w1a @ self.w1b) * (self.w2a @ self.w2b))).reshape(self.shape)
+        return loha.delta(self.w1a, self.w1b, self.w2a, self.w2b, self.alpha / self.rank).reshape(self.shape)
 
     def adapter(self) -> LoHa:
         return LoHa(w1a=_cpu(self.w1a), w1b=_cpu(self.w1b), w2a=_cpu(self.w2a), w2b=_cpu(self.w2b), alpha=self.alpha)
@@ -223,7 +217,7 @@ class LoKrModule(TrainableAdapter):
 
     def delta(self) -> torch.Tensor:
         w2 = self.w2 if self.full else self.w2a @ self.w2b
-        return (self.scale * torch.kron(self.w1, w2)).reshape(self.shape)
+        return lokr.delta(self.w1, w2, self.scale).reshape(self.shape)
 
     def adapter(self) -> LoKr:
         if self.full:

@@ -12,7 +12,7 @@ def model(request, host, tiny_models):
 
 
 def _ours(host, mp):
-    layout = host.module("nodes.common").model_layout(mp)
+    layout = host.module("nodes.host.models").model_layout(mp)
     assert layout is not None
     return layout
 

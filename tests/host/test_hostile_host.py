@@ -2,7 +2,7 @@
 
 * Every hostile name (escapes, absolute, drive, UNC and device forms, streams, look-alikes, control
   characters) and every symlink out of the folder is refused by the pack's one resolver
-  (nodes/common.lora_path), and by every LoRA Lab node input that takes a file name.
+  (nodes/host/folders.lora_path), and by every LoRA Lab node input that takes a file name.
 * The corpus of loralab_testkit.malformed, put into the loras folder, through the host entry
   points: the ``/loralab/lora_info`` route (a 4xx JSON answer naming the file and the problem, no
   server path, strict JSON when it answers 200) and the loader node's ``apply_lora``; afterwards
@@ -49,7 +49,7 @@ def _relative(loras: str, path: str) -> str:
 
 
 def test_lora_path_refuses_every_hostile_name_and_escaping_link(host, escapes):
-    lora_path = host.module("nodes.common").lora_path
+    lora_path = host.module("nodes.host.folders").lora_path
     for name in escapes:
         with pytest.raises(Exception) as e:
             lora_path(name)
@@ -57,19 +57,19 @@ def test_lora_path_refuses_every_hostile_name_and_escaping_link(host, escapes):
 
 
 def test_lora_path_resolves_names_inside(host, loras, corpus):
-    lora_path = host.module("nodes.common").lora_path
+    lora_path = host.module("nodes.host.folders").lora_path
     path = corpus["control_valid_lora"]
     assert lora_path(_relative(loras, path)) == os.path.realpath(path)
 
 
 def test_lora_path_refuses_what_lora_names_does_not_list(host, loras, corpus):
     """A pickle in the loras folder is never offered, and its name, sent anyway, is refused."""
-    common = host.module("nodes.common")
+    folders = host.module("nodes.host.folders")
     for name in ("pickle_as_ckpt", "garbage_as_pt"):
         rel = _relative(loras, corpus[name])
-        assert rel not in common.lora_names()
+        assert rel not in folders.lora_names()
         with pytest.raises(Exception) as e:
-            common.lora_path(rel)
+            folders.lora_path(rel)
         assert type(e.value).__name__ == "UnsafeNameError" and ".safetensors" in str(e.value)
 
 

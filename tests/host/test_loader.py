@@ -26,7 +26,7 @@ def models(host, tiny_models):
 
 
 def _layout(host, mp):
-    return host.module("nodes.common").model_layout(mp)
+    return host.module("nodes.host.models").model_layout(mp)
 
 
 def _write(host, file_name, tensors, metadata=None):
@@ -285,7 +285,7 @@ def test_partial_match_applies_what_fits_and_lists_the_rest(host, models, clip_l
 def test_unknown_model_architecture_passes_through_and_says_so(host, models, monkeypatch):
     mp = models("sd15_micro")
     file_name, _ = _fitted(host, mp, "kohya_sd15_lora")
-    monkeypatch.setattr(host.module("nodes.common"), "model_arch", lambda model: None)
+    monkeypatch.setattr(host.module("nodes.host.models"), "model_arch", lambda model: None)
     ours, _, info = _ours(host, mp, None, file_name)
     assert ours is mp and "which LoRA Lab has no layout for: nothing applied" in info
 

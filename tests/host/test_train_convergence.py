@@ -37,7 +37,7 @@ def _settings(**kw):
 def test_training_lowers_held_out_loss_and_core_reload_reproduces_the_model(train_host, tiny_models):
     host = train_host
     tr = host.module("nodes.train")
-    th = host.module("nodes.train_host")
+    th = host.module("nodes.host.training")
     run_mod = host.module("loralab.train.run")
     ckpt = host.module("loralab.train.checkpoint")
     train_ds = _dataset(host, "sd15", "conv_train", 6, seed=1)
@@ -85,7 +85,7 @@ def test_training_lowers_held_out_loss_and_core_reload_reproduces_the_model(trai
 def test_gradient_checkpointing_gives_the_same_gradients(train_host, tiny_models, arch):
     host = train_host
     tr = host.module("nodes.train")
-    th = host.module("nodes.train_host")
+    th = host.module("nodes.host.training")
     run_mod = host.module("loralab.train.run")
     ds = _dataset(host, arch, f"ckpt_{arch}", 2, seed=3)
     model = _model(host, tiny_models, arch)
@@ -131,7 +131,7 @@ def test_objectives_agree_with_comfy_model_sampling(train_host):
 def test_every_network_reloads_in_core_exactly(train_host, tiny_models, algorithm):
     host = train_host
     tr = host.module("nodes.train")
-    th = host.module("nodes.train_host")
+    th = host.module("nodes.host.training")
     run_mod = host.module("loralab.train.run")
     ckpt = host.module("loralab.train.checkpoint")
     ds = _dataset(host, "sd15", f"algo_{algorithm}", 2, seed=4)

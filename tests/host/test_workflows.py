@@ -146,7 +146,7 @@ def tiny_layout(host, tiny_models, arch: str):
     """The tiny model of an architecture (seed 0) and LoRA Lab's layout of it."""
     model = tiny_models.load_tiny_model(os.path.join(host.folder("diffusion_models"),
                                                      tiny_model_file(host, tiny_models, arch, 0)))
-    return model, host.module("nodes.common").model_layout(model)
+    return model, host.module("nodes.host.models").model_layout(model)
 
 
 def put_loras(host, tiny_models, prompt: dict) -> None:

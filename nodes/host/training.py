@@ -22,12 +22,12 @@ import comfy.utils
 import torch
 from server import PromptServer
 
-from ..loralab.errors import TrainingError
-from ..loralab.train.cache import fingerprint
-from ..loralab.train.grad_checkpoint import gradient_checkpointing
-from ..loralab.train.inplace import copy_norm_inputs
-from ..loralab.train.run import TrainRun
-from .common import model_arch
+from ...loralab.errors import TrainingError
+from ...loralab.train.cache import fingerprint
+from ...loralab.train.grad_checkpoint import gradient_checkpointing
+from ...loralab.train.inplace import copy_norm_inputs
+from ...loralab.train.run import TrainRun
+from .models import model_arch
 
 PROGRESS_EVENT = "loralab.train.progress"
 #: node inputs that name the model file a MODEL came from, by loader

@@ -15,8 +15,8 @@ import comfy.lora
 import comfy.utils
 import torch
 
-from ..loralab.ops.apply import CLIP, MODEL, ApplyPlan, Planned
-from ..loralab.layouts import Target
+from ...loralab.layouts import Target
+from ...loralab.ops.apply import CLIP, MODEL, ApplyPlan, Planned
 
 #: role -> the key suffix ComfyUI's adapters read, for tensors whose own name they do not read
 _COMFY_NAMES = {"up": ".lora_up.weight", "down": ".lora_down.weight", "diff_b": ".diff_b"}

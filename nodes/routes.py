@@ -1,0 +1,76 @@
+"""LoRA Lab's HTTP routes on ComfyUI's server, registered once from ``comfy_entrypoint``:
+
+* ``GET /loralab/lora_info?name=...``: the header-only summary the metadata panel shows,
+  :meth:`loralab.ops.inspect.Summary.to_dict` (its ``path`` is the name relative to the loras
+  folder); ``400`` for names that escape the folder (``..``, absolute paths, symlinks pointing
+  outside, control characters), ``404`` for files that do not exist and ``422`` for files that are
+  not readable LoRAs; errors are ``{"error": "..."}``. It reads the header and the alpha scalars
+  only, never tensor data.
+* ``GET /loralab/blocks?arch=<id>``: the block-weight editor's catalog of one arch
+  (:func:`loralab.blocks.catalog.block_catalog`: blocks, families, vector forms, presets resolved per
+  block); without an arch, the arch ids and names it knows; an unknown arch id is a 404.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+
+from aiohttp import web
+
+from ..loralab.blocks.catalog import block_catalog
+from ..loralab.errors import LoRALabError, UnsafeNameError
+from ..loralab.layouts.archs import ARCHS
+from ..loralab.ops.inspect import summarize
+from .host.folders import lora_file
+
+LORA_INFO = "/loralab/lora_info"
+BLOCKS = "/loralab/blocks"
+_REGISTERED: set[int] = set()
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+async def lora_info(request: web.Request) -> web.Response:
+    """``GET /loralab/lora_info?name=<name relative to loras>``: the header-only summary JSON."""
+    name = request.query.get("name", "")
+    try:
+        path = lora_file(name)
+    except UnsafeNameError as e:
+        return _error(400, f"{name!r}: refused file name: {e.problem}")
+    if path is None:
+        return _error(404, f"{name!r}: no such LoRA in the loras folder")
+    try:
+        summary = await asyncio.get_running_loop().run_in_executor(None, summarize, path)
+    except LoRALabError as e:
+        return _error(422, f"{name!r}: {e.problem}" + (f" ({e.hint})" if e.hint else ""))
+    data = summary.to_dict()
+    data["path"] = name
+    return web.json_response(data, dumps=lambda d: json.dumps(d, ensure_ascii=False, allow_nan=False))
+
+
+@functools.lru_cache(maxsize=None)
+def _catalog(arch_id: str) -> dict:
+    return block_catalog(arch_id)
+
+
+async def blocks(request: web.Request) -> web.Response:
+    """The editor's catalog of one arch, or the list of archs."""
+    arch_id = request.query.get("arch", "").strip()
+    if not arch_id:
+        return web.json_response({"archs": [{"id": a.id, "name": a.name} for a in ARCHS.values()]})
+    if arch_id not in ARCHS:
+        return web.json_response({"error": f"unknown architecture {arch_id!r}; known: {', '.join(ARCHS)}"},
+                                 status=404)
+    return web.json_response(_catalog(arch_id))
+
+
+def register(server) -> None:
+    """Add the routes to ComfyUI's ``PromptServer`` (once per server, however often it is called)."""
+    if id(server) in _REGISTERED:
+        return
+    _REGISTERED.add(id(server))
+    server.routes.get(LORA_INFO)(lora_info)
+    server.routes.get(BLOCKS)(blocks)
