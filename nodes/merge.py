@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 
 import torch
-import comfy.lora
 import comfy.model_management
 import comfy.utils
 from comfy_api.latest import io

@@ -13,6 +13,8 @@ from typing import Mapping
 
 import torch
 
+from . import dora
+
 Tensor = torch.Tensor
 Shapes = Mapping[str, tuple[int, ...]]
 WORK = torch.float64  # precision of norms and reference math
@@ -90,12 +92,11 @@ class Adapter:
 
     def apply_to(self, weight: Tensor, strength: float = 1.0) -> Tensor:
         """The patched weight: W + strength·ΔW, or DoRA's normalised form when ``dora_scale`` is set."""
-        from .dora import normalize
         w = weight.to(WORK)
         d = self.delta(tuple(weight.shape), WORK)
         if self.dora_scale is None:
             return w + strength * d
-        return normalize(w + d, self.dora_scale.to(WORK), strength)
+        return dora.normalize(w + d, self.dora_scale.to(WORK), strength)
 
     def file_tensors(self, weight_shape: tuple[int, ...]) -> dict[str, Tensor]:
         """The tensors that store this module in a kohya/LyCORIS file, by key suffix (``.alpha`` and

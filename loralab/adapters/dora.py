@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from .base import Tensor
+Tensor = torch.Tensor
 
 SUFFIX = ".dora_scale"
 ROLE = "dora_scale"

@@ -18,7 +18,7 @@ from loralab.formats.model_weights import ModelWeights
 from loralab.files.safetensors import read_header, save_tensors
 from loralab_testkit import fixture_tensors, materialize
 
-from fitted import fitted_lora
+from loralab_testkit.fitted import fitted_lora
 
 D = torch.float64
 F32 = torch.float32

@@ -13,6 +13,10 @@ import torch
 from PIL import Image
 
 from loralab.layouts import ModelLayout
+from loralab.train.cache import TensorCache
+from loralab.train.dataset import DatasetSettings, build_dataset
+from loralab.train.network import select_targets
+from loralab.train.run import TrainRun, TrainSettings
 
 #: an SD1.5-layout UNet with 32 channels (the host's sd15_micro)
 TOY_CONFIG = {"model_channels": 32, "channel_mult": [1, 2], "num_res_blocks": [1, 1], "transformer_depth": [1, 0],
@@ -135,3 +139,31 @@ class ToyModel:
         h = h + (ctx @ self.weight("to_k").T)[:, :, None, None] + 0.1 * sigma.log().reshape(-1, 1, 1, 1)
         eps = torch.nn.functional.conv2d(torch.nn.functional.silu(h), self.weight("conv_out"), padding=1)
         return x - eps * s
+
+
+CAPTIONS = ["red, round", "blue, square", "green, tall", "yellow, wide"]
+
+
+def make_dataset(root, cache, **kw):
+    if not os.path.isdir(root):
+        for i, cap in enumerate(CAPTIONS):
+            write_caption(write_image(os.path.join(root, f"{i}.png"), 64, 64, seed=i), cap)
+    enc = FakeEncoders()
+    s = DatasetSettings(resolution=64, min_side=64, max_side=64, **kw)
+    return build_dataset(root, s, TensorCache(cache), encode_image=enc.encode_image, encode_text=enc.encode_text,
+                         encoders={"vae": "toy-vae", "clip": "toy-clip"})
+
+
+def make_run(dataset, model, **kw):
+    settings = TrainSettings(**{"rank": 4, "alpha": 4.0, "targets": "all_linear_convs", "learning_rate": 1e-3,
+                                "total_steps": 40, "seed": 3, "batch_size": 2, **kw})
+    shapes = {k: tuple(v.shape) for k, v in model.weights.items()}
+    targets = select_targets(shapes, "sd1", settings.targets)
+    run = TrainRun.create(settings, dataset, shapes, targets, {"arch": "sd1", "kind": "eps", "fingerprint": "toy-1"},
+                          layout=toy_layout(), base_weight=model.weights.__getitem__)
+    return run
+
+
+def train(run, model, steps, **kw):
+    model.network = run.network
+    return run.train(model, steps, **kw)
