@@ -19,7 +19,7 @@ Tensor = torch.Tensor
 Shapes = Mapping[str, tuple[int, ...]]
 WORK = torch.float64  # precision of norms and reference math
 
-#: the suffixes every weighted algorithm shares: role -> suffix
+#: the key suffix of a module's alpha scalar, shared by every weighted algorithm
 ALPHA_SUFFIX = ".alpha"
 
 
