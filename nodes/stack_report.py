@@ -39,7 +39,7 @@ class LoRALabStackReport(io.ComfyNode):
             description="Compares the LoRAs of a stack per absolute block: how strongly each changes the model, "
                         "the cosine of each pair's ΔW, the overlap of their dominant subspaces and their sign "
                         "conflict, all from the factors. Names the blocks where two fight and proposes block weights "
-                        "that separate them: wire block_weights_N into the LoRA Stack's block_weights_N.",
+                        "that separate them: wire proposed_block_weights_N into the LoRA Stack's block_weights_N.",
             inputs=[
                 *slots,
                 io.Float.Input("cos_threshold", default=0.1, min=0.0, max=1.0, step=0.01,
@@ -61,8 +61,8 @@ class LoRALabStackReport(io.ComfyNode):
             outputs=[
                 io.String.Output("report", display_name="report"),
                 io.String.Output("json", display_name="json"),
-                io.Image.Output("cosine_map", display_name="cosine map"),
-                *[io.String.Output(f"block_weights_{i}", display_name=f"block_weights_{i}",
+                io.Image.Output("cosine_map", display_name="cosine_map"),
+                *[io.String.Output(f"proposed_{i}", display_name=f"proposed_block_weights_{i}",
                                    tooltip=f"proposed block weights of slot {i}: wire into the Stack's "
                                            f"block_weights_{i}") for i in range(1, STACK_SLOTS + 1)],
             ],
