@@ -7,10 +7,11 @@ kohya module on the fused weight: the down matrices stacked, the up matrices blo
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import math
 import os
-import tempfile
+import uuid
 from collections import defaultdict
 from typing import Iterable, Mapping
 
@@ -191,14 +192,14 @@ def save_with_hashes(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor
     The whole-file sha256 (AutoV2) cannot be inside the file it hashes."""
     dest = os.path.abspath(os.fspath(path))
     prepare_folder(os.path.dirname(dest), dest)
-    fd, draft = tempfile.mkstemp(prefix=temp_prefix(dest, "hash"), suffix=TEMP_SUFFIX, dir=os.path.dirname(dest))
-    os.close(fd)
+    draft = os.path.join(os.path.dirname(dest), temp_prefix(dest, "hash") + uuid.uuid4().hex + TEMP_SUFFIX)
     try:
-        save_tensors(draft, tensors, {**metadata, **HASH_PLACEHOLDERS}, overwrite=True)
+        save_tensors(draft, tensors, {**metadata, **HASH_PLACEHOLDERS})
         hashes = file_hashes(draft)
         header_end = read_header(draft).data_start
     finally:
-        os.unlink(draft)
+        with contextlib.suppress(FileNotFoundError):  # a failed draft write leaves none
+            os.unlink(draft)
     meta = {**metadata, "sshs_model_hash": hashes.addnet}
     if header_end <= LEGACY_OFFSET:
         meta["sshs_legacy_hash"] = hashes.legacy
