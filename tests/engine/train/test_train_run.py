@@ -10,6 +10,7 @@ import torch
 
 from loralab.errors import CheckpointError, TrainingError
 from loralab.lora import Lora
+from loralab.files.hashes import file_hashes
 from loralab.files.safetensors import SafetensorsFile, load_tensors, save_tensors
 from loralab.train.checkpoint import (STATE_KEY, read_state, restore_run, save_checkpoint, state_path_for,
                                       write_state)
@@ -202,6 +203,9 @@ def test_periodic_checkpoints_keep_the_last_k_and_load_as_loras(setup):
     assert not list(lora.unmapped()) and len(list(lora.mapped())) == 3
     meta = SafetensorsFile(saved[-1][0]).metadata
     assert meta["ss_steps"] == "6" and meta["modelspec.title"] == "my lora_step000006"
+    hashes = file_hashes(saved[-1][0])
+    assert hashes.addnet_matches and hashes.legacy_matches and meta["sshs_model_hash"] == hashes.addnet
+    assert read_state(saved[-1][1])[1]["lora_sha256"] == hashes.sha256  # AutoV2 = its first 10 digits
     final, final_state = save_checkpoint(run, folder, periodic=False)
     assert os.path.basename(final) == "my lora_step000007.safetensors" and len(run.checkpoints) == 2
     again, _ = save_checkpoint(run, folder, periodic=False)
