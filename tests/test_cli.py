@@ -7,9 +7,28 @@ import sys
 from loralab_testkit import REPO, materialize
 
 
-def run(*args):
+def run(*args, python=()):
     env = dict(os.environ, PYTHONPATH=REPO)
-    return subprocess.run([sys.executable, "-m", "loralab", *args], capture_output=True, text=True, env=env, cwd=REPO)
+    return subprocess.run([sys.executable, *python, "-m", "loralab", *args], capture_output=True, text=True, env=env,
+                          cwd=REPO)
+
+
+def imported(stderr: str) -> set[str]:
+    """The top-level packages a ``-X importtime`` run imported."""
+    return {line.rsplit("|", 1)[1].strip().split(".")[0] for line in stderr.splitlines()
+            if line.startswith("import time:") and "|" in line}
+
+
+def test_header_commands_never_import_torch(tmp):
+    """inspect without --blocks, --help and --version answer at once: no torch (nor numpy) import."""
+    path = materialize("kohya_sdxl_lora", os.path.join(tmp, "k.safetensors"), rank=2)
+    for args in (("inspect", path), ("inspect", "--json", path), ("--help",), ("--version",), ("inspect", "--help")):
+        r = run(*args, python=("-X", "importtime"))
+        assert r.returncode == 0, r.stderr[-2000:]
+        mods = imported(r.stderr)
+        assert "loralab" in mods and not mods & {"torch", "numpy"}, args
+    r = run("inspect", "--blocks", path, python=("-X", "importtime"))
+    assert r.returncode == 0 and "torch" in imported(r.stderr)  # the check can fail: --blocks needs torch
 
 
 def test_help():
