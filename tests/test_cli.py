@@ -78,3 +78,14 @@ def test_file_controlled_text_cannot_drive_the_terminal(tmp):
     for text in (r.stdout, r.stderr):
         assert not any(c in text for c in "\x1b\x07\u202e"), text
     assert "\\x1b]0;owned\\x07\\u202e" in r.stdout and "missing\\x1b[31m" in r.stderr
+
+
+def test_demo_runs_every_step_and_writes_where_it_says(tmp):
+    r = run("demo", "--dir", tmp)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for step in ("1. write", "2. inspect", "3. check a block-weight spec", "4. merge", "5. resize", "done:"):
+        assert step in r.stdout, step
+    wrote = [line.split("wrote ", 1)[1].split(" (")[0] for line in r.stdout.splitlines() if "wrote " in line]
+    assert len(wrote) == 5 and all(os.path.dirname(p) == tmp and os.path.getsize(p) > 0 for p in wrote), wrote
+    assert "SD1.x" in r.stdout and "SDXL" in r.stdout and "LoHa ×232" in r.stdout
+    assert "health: no problems found" in r.stdout and "rank histogram: 4 ×964" in r.stdout

@@ -6,12 +6,13 @@ import sys
 from typing import Callable, Sequence
 
 from .. import __version__
+from .demo import add_demo
 from .inspect import add_inspect
 from .merge import MERGE_COMMANDS
 
 
 #: every sub-command registers itself here
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_inspect, *MERGE_COMMANDS]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_demo, add_inspect, *MERGE_COMMANDS]
 
 
 def build_parser() -> argparse.ArgumentParser:
