@@ -79,7 +79,8 @@ def _fuse(pieces: list[tuple[Target, Adapter]], full_rows: int) -> LoRA:
 
 def kohya_tensors(items: Iterable[tuple[Target, Adapter]], layout: ModelLayout,
                   dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """The tensors of a kohya-format LoRA file for these adapters (canonical targets)."""
+    """The tensors of a kohya-format LoRA file for these adapters (canonical targets), floating ones
+    in ``dtype`` but an alpha that ``dtype`` would round (kept in float32)."""
     by_key: dict[str, list[tuple[Target, Adapter]]] = defaultdict(list)
     for target, adapter in items:
         by_key[target.key].append((target, adapter))
@@ -89,7 +90,12 @@ def kohya_tensors(items: Iterable[tuple[Target, Adapter]], layout: ModelLayout,
         if name in out:
             raise LoraFormatError("two adapters write the same weight", key=name)
         t = t.detach().to("cpu")
-        out[name] = t.to(dtype) if dtype is not None and t.is_floating_point() else t
+        if dtype is not None and t.is_floating_point():
+            narrowed = t.to(dtype)
+            # an alpha the dtype cannot hold (a merge's weight·scale) stays float32: loaders read it as a number
+            keep = name.endswith(ALPHA_SUFFIX) and float(narrowed) != float(t)
+            t = t.to(torch.float32) if keep else narrowed
+        out[name] = t
 
     for key, pieces in by_key.items():
         module, param = key.rsplit(".", 1)
