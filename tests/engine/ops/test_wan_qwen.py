@@ -17,7 +17,7 @@ from loralab.ops.lowrank import RankRule, one_thread
 from loralab.ops.merge import MergeInput, convert, merge, resize
 from loralab_testkit import FixtureSource, fit_fixture_to_layout, fixture, materialize
 
-from test_merge import Probes, assert_same, reference, response
+from engine.ops.test_merge import Probes, assert_same, reference, response
 
 F32 = torch.float32
 
