@@ -95,6 +95,15 @@ def _unet_names(layout: ModelLayout, out: dict[str, HostTarget]) -> None:
                 if k.endswith(".linear1.weight") and k.startswith(DIFFUSION_PREFIX):
                     out[k.replace(".linear1.weight", ".linear1_qkv")] = (k, (0, 3 * hidden))
         return
+    if layout.arch.family == "wan":  # ComfyUI maps Wan's generic forms only (lora_unet_*, diffusion_model.*)
+        return
+    if layout.arch.family == "qwen_image":  # its own names, bare, with transformer. and SimpleTuner's lycoris_
+        for k in layout.shapes:
+            if k.startswith(DIFFUSION_PREFIX) and k.endswith(".weight"):
+                name = k[len(DIFFUSION_PREFIX):-len(".weight")]
+                for alias in (name, "transformer." + name, "lycoris_" + name.replace(".", "_")):
+                    out[alias] = (k, None)
+        return
     shapes, names = unet_layout(layout.config)
     for dn, ldm in names.items():
         if ldm + ".weight" not in shapes:
