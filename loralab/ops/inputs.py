@@ -7,12 +7,13 @@ import math
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Sequence
 
 from ..blocks.spec import BlockWeights, parse_block_weights
 from ..errors import SpecError
 from ..files.hashes import addnet_hash
 from ..layouts import ModelLayout
-from ..lora import Lora
+from ..lora import Lora, MappedEntry
 
 
 @functools.lru_cache(maxsize=1)
@@ -73,3 +74,20 @@ class MergeInput:
         return {"title": self.title, "file": os.path.basename(self.lora.path) if self.lora.path else None,
                 "autov3": h[:12] if h else None, "addnet_hash": h, "weight": self.weight,
                 "block_weights": self.block_spec or None}
+
+
+def by_target(inputs: Sequence[MergeInput]) -> tuple[dict[str, list[tuple[int, MappedEntry]]], list[str]]:
+    """The inputs' mapped entries grouped by the model weight they write (with each input's index),
+    and a line for everything that writes none: unmapped modules with their reason, unrecognised
+    keys and keys that belong to no complete module."""
+    grouped: dict[str, list[tuple[int, MappedEntry]]] = {}
+    skipped: list[str] = []
+    for i, inp in enumerate(inputs):
+        for m in inp.lora.items:
+            if m.mapped:
+                grouped.setdefault(m.target.key, []).append((i, m))
+            else:
+                skipped.append(f"{inp.title}: {m.entry.module} ({m.reason})")
+        skipped += [f"{inp.title}: key {k} (not a LoRA key this tool knows)" for k in inp.lora.unrecognized]
+        skipped += [f"{inp.title}: key {k} (belongs to no complete module)" for k in inp.lora.orphans]
+    return grouped, skipped

@@ -66,9 +66,8 @@ from ..formats.writer import row_placed
 from ..layouts import ModelLayout
 from ..layouts.archs import arch
 from ..lora import MappedEntry
-from .inputs import MergeInput
-from .lowrank import SVD, WORK, RankRule, full_svd, one_thread, select_rank, svd_of_product
-from .merge import lokr_svd
+from .inputs import MergeInput, by_target
+from .lowrank import SVD, WORK, RankRule, full_svd, lokr_svd, one_thread, select_rank, svd_of_product
 from .results import Progress, dense_dtype
 
 #: report schema version (bump when a field changes meaning)
@@ -408,15 +407,7 @@ def stack_report(inputs: Sequence[MergeInput], *, base: ModelWeights | None = No
     rule = RankRule("sv_fro", t.energy)
     n = len(inputs)
 
-    by_key: dict[str, list[tuple[int, MappedEntry]]] = {}
-    skipped: list[str] = []
-    for i, inp in enumerate(inputs):
-        for m in inp.lora.items:
-            if m.mapped:
-                by_key.setdefault(m.target.key, []).append((i, m))
-            else:
-                skipped.append(f"{inp.title}: {m.entry.module} ({m.reason})")
-        skipped += [f"{inp.title}: key {k} (not a LoRA key this tool knows)" for k in inp.lora.unrecognized]
+    by_key, skipped = by_target(inputs)
     if not by_key:
         raise LoraFormatError(f"no module of {', '.join(inp.title for inp in inputs)} lands on a weight of "
                               f"{layout.arch.name}", hint="check that the LoRAs are for this model")

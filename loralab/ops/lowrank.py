@@ -18,6 +18,7 @@ from typing import Callable, Iterator
 
 import torch
 
+from ..adapters import LoKr
 from ..errors import SpecError
 
 Tensor = torch.Tensor
@@ -281,3 +282,19 @@ def select_rank(svd: SVD, rule: RankRule) -> int:
     if rule.max_rank is not None:
         k = min(k, rule.max_rank)
     return max(1, min(k, n))
+
+
+def lokr_svd(adapter: LoKr) -> SVD:
+    """Exact SVD of a LoKr's unscaled kron(W₁, W₂) (conv kernels flattened), each factor's SVD
+    taken from its own low-rank factors where it is stored decomposed."""
+    def factor(w: torch.Tensor | None, a: torch.Tensor | None, b: torch.Tensor | None) -> SVD:
+        if w is not None:
+            return full_svd(w.to(WORK).reshape(w.shape[0], -1))
+        return svd_of_product(a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1))
+    first = factor(adapter.w1, adapter.w1a, adapter.w1b)
+    if adapter.t2 is not None:
+        w2 = adapter.factor2(WORK)
+        second = full_svd(w2.reshape(w2.shape[0], -1))
+    else:
+        second = factor(adapter.w2, adapter.w2a, adapter.w2b)
+    return kron_svd(first, second)

@@ -50,9 +50,9 @@ from ..files.safetensors import DTYPES
 from ..formats.model_weights import ModelWeights
 from ..formats.writer import kohya_tensors, lora_metadata, row_placed
 from ..layouts import ModelLayout, Target
-from ..lora import Lora, MappedEntry
-from .inputs import MergeInput
-from .lowrank import SVD, WORK, RankRule, dense_svd, full_svd, kron_svd, one_thread, select_rank, svd_of_product
+from ..lora import Lora
+from .inputs import MergeInput, by_target
+from .lowrank import SVD, WORK, RankRule, dense_svd, lokr_svd, one_thread, select_rank, svd_of_product
 from .results import SCALED_FACTORS, MergeResult, ModuleReport, Progress, dense_dtype, non_finite
 
 METHODS = ("concat", "svd", "ties", "dare", "magnitude")
@@ -105,22 +105,6 @@ def default_dtype(inputs: Sequence[MergeInput]) -> torch.dtype:
 
 def _seed(seed: int, *parts: object) -> torch.Generator:
     return torch.Generator().manual_seed(zlib.crc32(":".join(map(str, (seed, *parts))).encode()))
-
-
-def lokr_svd(adapter: LoKr) -> SVD:
-    """Exact SVD of a LoKr's unscaled kron(W₁, W₂) (conv kernels flattened), each factor's SVD
-    taken from its own low-rank factors where it is stored decomposed."""
-    def factor(w: torch.Tensor | None, a: torch.Tensor | None, b: torch.Tensor | None) -> SVD:
-        if w is not None:
-            return full_svd(w.to(WORK).reshape(w.shape[0], -1))
-        return svd_of_product(a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1))
-    first = factor(adapter.w1, adapter.w1a, adapter.w1b)
-    if adapter.t2 is not None:
-        w2 = adapter.factor2(WORK)
-        second = full_svd(w2.reshape(w2.shape[0], -1))
-    else:
-        second = factor(adapter.w2, adapter.w2a, adapter.w2b)
-    return kron_svd(first, second)
 
 
 def _base_part(base: ModelWeights, target: Target, shape: tuple[int, ...]) -> torch.Tensor:
@@ -274,16 +258,7 @@ def merge(inputs: Sequence[MergeInput], method: str = "svd", rule: RankRule | No
     out_dtype = dtype or default_dtype(inputs)
     blocks = [inp.blocks(arch_id, layout) for inp in inputs]
 
-    by_key: dict[str, list[tuple[int, MappedEntry]]] = {}
-    skipped: list[str] = []
-    for i, inp in enumerate(inputs):
-        for m in inp.lora.items:
-            if m.mapped:
-                by_key.setdefault(m.target.key, []).append((i, m))
-            else:
-                skipped.append(f"{inp.title}: {m.entry.module} ({m.reason})")
-        skipped += [f"{inp.title}: key {k} (not a LoRA key this tool knows)" for k in inp.lora.unrecognized]
-        skipped += [f"{inp.title}: key {k} (belongs to no complete module)" for k in inp.lora.orphans]
+    by_key, skipped = by_target(inputs)
     if not by_key:
         raise LoraFormatError(f"no module of {', '.join(inp.title for inp in inputs)} lands on a weight of "
                               f"{layout.arch.name}" + (f" ({skipped[0]}{', ...' if len(skipped) > 1 else ''})"
