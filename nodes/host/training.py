@@ -27,7 +27,8 @@ from ...loralab.train.cache import fingerprint
 from ...loralab.train.grad_checkpoint import gradient_checkpointing
 from ...loralab.train.inplace import copy_norm_inputs
 from ...loralab.train.run import TrainRun
-from .models import model_arch
+from .compat import trainable_clone, training_mode
+from .models import model_arch, model_name
 
 PROGRESS_EVENT = "loralab.train.progress"
 #: node inputs that name the model file a MODEL came from, by loader
@@ -139,8 +140,8 @@ def model_info(model, name: str | None) -> dict[str, Any]:
     """What a run records about its base model."""
     arch = model_arch(model)
     if arch is None:
-        raise TrainingError(f"LoRA Lab has no layout for {type(model.model.model_config).__name__} models",
-                            hint="training supports SD1.x, SD2.x, SDXL and Flux")
+        raise TrainingError(f"LoRA Lab has no layout for {model_name(model)} models yet",
+                            hint="training supports SD1.x, SD2.x, SDXL and Flux.1")
     base = model.model
     ms = model.get_model_object("model_sampling")
     weight = next((p for n, p in base.diffusion_model.named_parameters() if p.dim() > 1), None)
@@ -226,9 +227,10 @@ def _remove_wrappers(model: torch.nn.Module, wrappers: Iterable[object]) -> None
 @contextlib.contextmanager
 def training_model(run: TrainRun) -> Iterator[ComfyTrainModel]:
     """The run's MODEL loaded with the run's modules as weight wrappers, ready for autograd (and
-    gradient-checkpointed when the run asks for it); the wrappers are removed on exit."""
+    gradient-checkpointed when the run asks for it); the wrappers are removed on exit. A MODEL
+    that streams its weights (Dynamic VRAM) is trained on a fully loaded copy."""
     model = run.attachments["model"]
-    patcher = model.clone()
+    patcher = trainable_clone(model)
     modules = [module for _, module in run.network.items()]
     for key, module in run.network.items():
         patcher.add_weight_wrapper(key, module)
@@ -258,7 +260,7 @@ def train_steps(run: TrainRun, steps: int, *, node_id: str | None = None,
         if on_step is not None:
             on_step(r, loss)
 
-    with training_model(run) as tm:
+    with training_model(run) as tm, training_mode():
         return run.train(tm, todo, on_step=step_done, should_stop=comfy.model_management.processing_interrupted)
 
 
