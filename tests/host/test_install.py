@@ -193,6 +193,7 @@ def test_pack_imported_without_errors(installed):
     assert len(ours) == 1, f"{installed.pack} not in ComfyUI's import list:\n{log[-4000:]}"
     seconds, failed = ours[0]
     assert not failed, log[-6000:]
+    assert re.search(r"^LoRA Lab: ComfyUI \S+ ", log, re.M), f"no support line in the start-up log:\n{log[-4000:]}"
     for complaint in (f"Cannot import {installed.pack}", f"comfy_entrypoint in {installed.pack}",
                       "Unable to parse pyproject.toml"):
         assert complaint not in log, log[-6000:]
