@@ -42,11 +42,15 @@ def _harness_dir() -> str | None:
 class Host:
     """The booted ComfyUI: its modules, the folder layout, and a prompt runner."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, cli_args: dict | None = None) -> None:
+        """Boot ComfyUI on ``base``; ``cli_args`` override its command-line arguments (by default
+        ``cpu=True``; bench/gpu_check.py boots it on the GPU with or without Dynamic VRAM)."""
         self.base = base
         sys.path.insert(0, COMFYUI_PATH)
         from comfy.cli_args import args
         args.cpu = True
+        for name, value in (cli_args or {}).items():
+            setattr(args, name, value)
         args.base_directory = base
         args.disable_auto_launch = True
         import utils.extra_config  # noqa: F401  (before `nodes`, or `utils` resolves to comfy/utils.py)
