@@ -227,8 +227,9 @@ def _remove_wrappers(model: torch.nn.Module, wrappers: Iterable[object]) -> None
 @contextlib.contextmanager
 def training_model(run: TrainRun) -> Iterator[ComfyTrainModel]:
     """The run's MODEL loaded with the run's modules as weight wrappers, ready for autograd (and
-    gradient-checkpointed when the run asks for it); the wrappers are removed on exit. A MODEL
-    that streams its weights (Dynamic VRAM) is trained on a fully loaded copy."""
+    gradient-checkpointed when the run asks for it), with ComfyUI in training mode (see
+    compat.training_mode); the wrappers are removed on exit. A MODEL that streams its weights
+    (Dynamic VRAM) is trained on a fully loaded copy."""
     model = run.attachments["model"]
     patcher = trainable_clone(model)
     modules = [module for _, module in run.network.items()]
@@ -239,7 +240,8 @@ def training_model(run: TrainRun) -> Iterator[ComfyTrainModel]:
     patcher.model.requires_grad_(False)
     root = patcher.model.diffusion_model
     try:
-        with gradient_checkpointing(root, run.settings.gradient_checkpointing), copy_norm_inputs(root):
+        with gradient_checkpointing(root, run.settings.gradient_checkpointing), copy_norm_inputs(root), \
+                training_mode():
             yield ComfyTrainModel(patcher, run.settings.guidance)
     finally:
         _remove_wrappers(patcher.model, modules)
@@ -260,7 +262,7 @@ def train_steps(run: TrainRun, steps: int, *, node_id: str | None = None,
         if on_step is not None:
             on_step(r, loss)
 
-    with training_model(run) as tm, training_mode():
+    with training_model(run) as tm:
         return run.train(tm, todo, on_step=step_done, should_stop=comfy.model_management.processing_interrupted)
 
 
