@@ -17,7 +17,11 @@ class LoRALabExtension(ComfyExtension):
 
 
 async def comfy_entrypoint() -> LoRALabExtension:
-    """ComfyUI's V3 entry point: registers the HTTP routes and returns the nodes."""
+    """ComfyUI's V3 entry point: logs what this ComfyUI supports (see host.compat), registers the
+    HTTP routes and returns the nodes."""
     import server
+
+    from .host.compat import HOST
+    HOST.log_support()
     routes.register(server.PromptServer.instance)
     return LoRALabExtension()

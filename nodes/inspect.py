@@ -13,6 +13,7 @@ from comfy_api.latest import io, ui
 from ..loralab.ops.inspect import inspect_lora
 from .common import CATEGORY, display_name, node_id, unlisted
 from .host.folders import lora_names, lora_path
+from .host.compat import HOST
 from .host.models import model_layout
 
 def _image(img) -> torch.Tensor:
@@ -57,7 +58,7 @@ class LoRALabInspect(io.ComfyNode):
         path = lora_path(lora_name)
         layout = model_layout(model) if model is not None else None
         base = model.model.state_dict() if model is not None else None
-        report = inspect_lora(path, blocks=True, hashes=True, base=base, layout=layout)
+        report = inspect_lora(path, blocks=True, hashes=True, base=base, layout=layout, host=HOST.key_rules)
         data = report.to_dict()
         data["path"] = lora_name
         text = report.to_text()

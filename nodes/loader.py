@@ -109,8 +109,8 @@ def apply_lora(model: Any, clip: Any, lora_name: str, strength_model: float, str
     """Apply one LoRA with block weights: (model, clip, info)."""
     found = _layout(model)
     if found is None:
-        name = type(model.model.model_config).__name__
-        info = (f"LoRA: {lora_name}\nmodel: {name}, which LoRA Lab has no layout for: nothing applied "
+        name = models.model_name(model)
+        info = (f"LoRA: {lora_name}\nmodel: {name}, which LoRA Lab has no layout for yet: nothing applied "
                 "(use ComfyUI's LoraLoader for this model)")
         log.warning("LoRA Lab: %s", info.replace("\n", "; "))
         return model, clip, info

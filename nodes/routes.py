@@ -22,6 +22,7 @@ from ..loralab.blocks.catalog import block_catalog
 from ..loralab.errors import LoRALabError, UnsafeNameError
 from ..loralab.layouts.archs import ARCHS
 from ..loralab.ops.inspect import summarize
+from .host.compat import HOST
 from .host.folders import lora_file
 
 LORA_INFO = "/loralab/lora_info"
@@ -43,7 +44,7 @@ async def lora_info(request: web.Request) -> web.Response:
     if path is None:
         return _error(404, f"{name!r}: no such LoRA in the loras folder")
     try:
-        summary = await asyncio.get_running_loop().run_in_executor(None, summarize, path)
+        summary = await asyncio.get_running_loop().run_in_executor(None, summarize, path, None, HOST.key_rules)
     except LoRALabError as e:
         return _error(422, f"{name!r}: {e.problem}" + (f" ({e.hint})" if e.hint else ""))
     data = summary.to_dict()

@@ -31,7 +31,8 @@ def parse_module_name(name: str) -> tuple[str, str, str]:
     """How a module name addresses a model, independent of any architecture:
     (kind, selector, rest) with kind one of ``unet_u`` (underscored), ``unet`` (dotted),
     ``kohya_te`` (selector: the prefix index), ``diffusers_te`` (selector: the component),
-    ``comfy_te`` (selector: the ComfyUI TE name)."""
+    ``comfy_te`` (selector: the ComfyUI TE name, or "" where the name leaves it out:
+    ``text_encoders.transformer.<key>``, ComfyUI's name for a key of its non-CLIP encoder)."""
     for wrapper in _PEFT_WRAPPERS:
         if name.startswith(wrapper):
             return parse_module_name(name[len(wrapper):])
@@ -45,7 +46,10 @@ def parse_module_name(name: str) -> tuple[str, str, str]:
     if m:
         return "diffusers_te", m.group(1), m.group(2)
     if name.startswith("text_encoders."):  # ComfyUI's generic form: text_encoders.<clip state-dict key>
-        te, _, inner = name[len("text_encoders."):].partition(".transformer.")
+        rest = name[len("text_encoders."):]
+        if rest.startswith("transformer."):
+            return "comfy_te", "", rest[len("transformer."):]
+        te, _, inner = rest.partition(".transformer.")
         return "comfy_te", te, inner
     for prefix in _DOTTED_UNET_PREFIXES:
         if name.startswith(prefix):
@@ -66,7 +70,16 @@ def resolve_module(name: str, layout: ModelLayout) -> Resolved | None:
     if kind == "diffusers_te":
         te = layout.arch.diffusers_te.get(selector)
         return layout.resolve_te(te, rest) if te else None
-    return layout.resolve_te(selector, rest) if rest else None
+    if not rest:
+        return None
+    if not selector:  # ComfyUI maps the name to every non-CLIP encoder's key; the last one wins
+        for te in reversed(layout.arch.text_encoders):
+            if not te.startswith("clip_"):
+                hit = layout.resolve_te(te, rest)
+                if hit is not None:
+                    return hit
+        return None
+    return layout.resolve_te(selector, rest)
 
 
 def target_for(entry: Entry, layout: ModelLayout) -> tuple[Target | None, Resolved | None]:

@@ -1,5 +1,5 @@
-"""Which of a LoRA file's keys the host (ComfyUI 0.3.64's own LoRA loader) would load, emulated
-from the rules of ``comfy.lora.model_lora_keys_unet``/``model_lora_keys_clip``,
+"""Which of a LoRA file's keys a ComfyUI host's own LoRA loader would load, emulated per host
+version from the rules of ``comfy.lora.model_lora_keys_unet``/``model_lora_keys_clip``,
 ``comfy.lora_convert.convert_lora`` and ``comfy.lora.load_lora`` (no ComfyUI import).
 
 The host's key map names each model weight in a fixed set of spellings (LDM and diffusers names
@@ -7,22 +7,78 @@ with ``lora_unet_``/``lycoris_``/``unet.``/``transformer.``/``lora_transformer_`
 attention-processor form ``attn1.processor.to_q``, kohya text-encoder names, ``text_encoders.``);
 a key is loaded when it is ``<name><suffix>`` for a name in that map and a suffix one of its
 adapters reads, and it patches the model when the mapped weight exists. Everything else is
-dropped with a "lora key not loaded" warning. ``tests/host`` checks this emulation against the
-real ``comfy.lora`` on every fixture.
+dropped with a "lora key not loaded" warning. Which spellings exist depends on the host version:
+:data:`HOSTS` holds one :class:`HostRules` per known version, :func:`host_rules` picks one.
+``tests/host`` checks this emulation against the real ``comfy.lora`` of each host it runs on.
 """
 from __future__ import annotations
 
 import weakref
+from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 from ..adapters import ALGORITHMS, dora
 from ..adapters.base import ALPHA_SUFFIX
 from ..layouts import DIFFUSION_PREFIX, ModelLayout
-from ..layouts.flux import flux_layout
+from ..layouts.flux import flux_aliases, flux_layout
 from ..layouts.mmdit import mmdit_layout
 from ..layouts.unet import unet_layout
 
-HOST = "ComfyUI 0.3.64"
+
+@dataclass(frozen=True)
+class HostRules:
+    """What one ComfyUI version's LoRA key handling does, where versions differ."""
+
+    version: tuple[int, int, int]
+    #: the parameter name of Flux's q/k norm weights in the host's model (``scale`` or ``weight``)
+    flux_norm_param: str
+    #: Flux: LyCORIS ``ff.linear_in``/``ff.linear_out`` and Flux.2 single-block diffusers names
+    flux_aliases: bool
+    #: Flux: diffusers names without any prefix (DiffSynth)
+    flux_bare_diffusers: bool
+    #: ``text_encoders.<key after the wrapper>`` for encoders other than CLIP (T5: ``text_encoders.transformer.*``)
+    te_unwrapped: bool
+    #: ``lora_te_<...>`` for a model with a single text encoder under ``<te>.transformer.model.``
+    single_te_kohya: bool
+    #: what ``convert_lora`` turns a BFL control LoRA's ``_norm.scale`` into
+    bfl_norm_rename: str
+
+    @property
+    def name(self) -> str:
+        """``ComfyUI 0.33.0``."""
+        return "ComfyUI " + ".".join(map(str, self.version))
+
+
+#: the host versions LoRA Lab knows (the oldest supported first, the newest last)
+HOSTS: dict[str, HostRules] = {
+    "0.3.64": HostRules((0, 3, 64), "scale", False, False, False, False, "_norm.scale.set_weight"),
+    "0.33.0": HostRules((0, 33, 0), "weight", True, True, True, True, "_norm.set_weight"),
+}
+NEWEST = HOSTS[list(HOSTS)[-1]]
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    """``"0.33.0"`` -> (0, 33, 0); ValueError naming the text where it is no version."""
+    parts = text.strip().lstrip("v").split("+")[0].split("-")[0].split(".")
+    try:
+        nums = [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"{text!r} is not a ComfyUI version (like 0.33.0)") from None
+    if not 1 <= len(nums) <= 3:
+        raise ValueError(f"{text!r} is not a ComfyUI version (like 0.33.0)")
+    return tuple(nums + [0] * (3 - len(nums)))  # type: ignore[return-value]
+
+
+def host_rules(version: str | None = None) -> HostRules:
+    """The rules of a ComfyUI version: the known version at or just below it (newer unknown
+    versions get the newest rules, versions older than every known one the oldest); None means
+    the newest known."""
+    if version is None:
+        return NEWEST
+    v = parse_version(version)
+    known = [r for r in HOSTS.values() if r.version <= v]
+    return known[-1] if known else next(iter(HOSTS.values()))
+
 
 #: a host key-map target: model key, optional (row start, row count), whether halves are swapped
 HostTarget = tuple[str, "tuple[int, int] | None"]
@@ -64,10 +120,10 @@ _CLIP_MAP = {"mlp.fc1": "mlp_fc1", "mlp.fc2": "mlp_fc2", "self_attn.k_proj": "se
 _TRANSFORMER_PREFIXES = {"flux": ("transformer.", "lycoris_", "lora_transformer_"),
                          "mmdit": ("transformer.", "base_model.model.", "lora_transformer_", "lycoris_")}
 
-_MAPS: "weakref.WeakKeyDictionary[ModelLayout, dict[str, HostTarget]]" = weakref.WeakKeyDictionary()
+_MAPS: "weakref.WeakKeyDictionary[ModelLayout, dict[HostRules, dict[str, HostTarget]]]" = weakref.WeakKeyDictionary()
 
 
-def _unet_names(layout: ModelLayout, out: dict[str, HostTarget]) -> None:
+def _unet_names(layout: ModelLayout, rules: HostRules, out: dict[str, HostTarget]) -> None:
     for k in layout.shapes:
         if not k.startswith(DIFFUSION_PREFIX):
             continue
@@ -77,8 +133,12 @@ def _unet_names(layout: ModelLayout, out: dict[str, HostTarget]) -> None:
         else:
             out[k] = (k, None)
     if layout.arch.family in _TRANSFORMER_PREFIXES:
-        make = flux_layout if layout.arch.family == "flux" else mmdit_layout
-        shapes, names, fused = make(layout.config)
+        if layout.arch.family == "flux":
+            shapes, names, fused = flux_layout(layout.config, layout.norm_param)
+            if rules.flux_aliases:
+                names = {**flux_aliases(layout.config), **names}
+        else:
+            shapes, names, fused = mmdit_layout(layout.config)
         diffusers: dict[str, HostTarget] = {}
         for dn, m in names.items():
             key = next((m + p for p in (".weight", ".scale") if m + p in shapes), None)
@@ -86,9 +146,12 @@ def _unet_names(layout: ModelLayout, out: dict[str, HostTarget]) -> None:
                 diffusers[dn] = (DIFFUSION_PREFIX + key, None)
         diffusers.update({dn: (DIFFUSION_PREFIX + m + ".weight", (start, length))
                           for dn, (m, start, length, _) in fused.items()})
+        prefixes = _TRANSFORMER_PREFIXES[layout.arch.family]
+        if layout.arch.family == "flux" and rules.flux_bare_diffusers:
+            prefixes = (*prefixes, "")
         for dn, target in diffusers.items():
-            for prefix in _TRANSFORMER_PREFIXES[layout.arch.family]:
-                out[prefix + (dn if prefix.endswith(".") else dn.replace(".", "_"))] = target
+            for prefix in prefixes:
+                out[prefix + (dn if prefix.endswith(".") or not prefix else dn.replace(".", "_"))] = target
         if layout.arch.family == "flux":
             hidden = int(layout.config["hidden_size"])
             for k in layout.shapes:
@@ -118,12 +181,15 @@ def _unet_names(layout: ModelLayout, out: dict[str, HostTarget]) -> None:
         out["unet." + processor] = target
 
 
-def _clip_names(layout: ModelLayout, out: dict[str, HostTarget]) -> None:
+def _clip_names(layout: ModelLayout, rules: HostRules, out: dict[str, HostTarget]) -> None:
     encoders = layout.arch.text_encoders
     keys = [k for k in layout.shapes if not k.startswith(DIFFUSION_PREFIX)]
     for k in keys:
         if k.endswith(".weight"):
             out["text_encoders." + k[:-len(".weight")]] = (k, None)
+            wrapper = k.find(".transformer.")
+            if rules.te_unwrapped and wrapper > 0 and not k.startswith("clip_"):
+                out["text_encoders." + k[wrapper + 1:-len(".weight")]] = (k, None)
     clip_l = "clip_l" in encoders
     clip_g = "clip_g" in encoders
     for b in range(32):
@@ -149,6 +215,12 @@ def _clip_names(layout: ModelLayout, out: dict[str, HostTarget]) -> None:
                 out[f"lora_te2_{name}"] = (k, None)
                 index += 1
             out[f"lora_te{index}_{name}"] = (k, None)
+    top = {k.split(".")[0] for k in keys if k.endswith(".weight")}
+    if rules.single_te_kohya and len(top) == 1:
+        inner = f"{next(iter(top))}.transformer.model."
+        for k in keys:
+            if k.endswith(".weight") and k.startswith(inner):
+                out["lora_te_" + k[len(inner):-len(".weight")].replace(".", "_")] = (k, None)
     if "clip_g.transformer.text_projection.weight" in layout.shapes:
         out["lora_prior_te_text_projection"] = ("clip_g.transformer.text_projection.weight", None)
         out["lora_te2_text_projection"] = ("clip_g.transformer.text_projection.weight", None)
@@ -156,21 +228,29 @@ def _clip_names(layout: ModelLayout, out: dict[str, HostTarget]) -> None:
         out["lora_te1_text_projection"] = ("clip_l.transformer.text_projection.weight", None)
 
 
-def host_key_map(layout: ModelLayout) -> dict[str, HostTarget]:
-    """The host's LoRA name -> (model key, row slice) map for a model of this layout."""
-    if layout not in _MAPS:
+def host_key_map(layout: ModelLayout, rules: HostRules = NEWEST) -> dict[str, HostTarget]:
+    """The host's LoRA name -> (model key, row slice) map for a model of this layout (its keys
+    named as ``rules``' host names them: see :func:`host_layout`)."""
+    layout = host_layout(layout, rules)
+    per = _MAPS.setdefault(layout, {})
+    if rules not in per:
         out: dict[str, HostTarget] = {}
-        _unet_names(layout, out)
-        _clip_names(layout, out)
-        _MAPS[layout] = out
-    return _MAPS[layout]
+        _unet_names(layout, rules, out)
+        _clip_names(layout, rules, out)
+        per[rules] = out
+    return per[rules]
 
 
-def _converted(keys: list[str]) -> dict[str, str]:
+def host_layout(layout: ModelLayout, rules: HostRules) -> ModelLayout:
+    """``layout`` with the parameter names of the host's own model (Flux norms)."""
+    return layout.with_norm_param(rules.flux_norm_param)
+
+
+def _converted(keys: list[str], rules: HostRules) -> dict[str, str]:
     """ComfyUI's ``convert_lora`` renames (BFL control LoRAs, XLabs/USO Flux LoRAs): new -> original."""
     present = set(keys)
     if "img_in.lora_A.weight" in present and "single_blocks.0.norm.key_norm.scale" in present:
-        renamed = (k.replace(".lora_B.bias", _DIFF_B).replace("_norm.scale", "_norm.scale" + _SET) for k in keys)
+        renamed = (k.replace(".lora_B.bias", _DIFF_B).replace("_norm.scale", rules.bfl_norm_rename) for k in keys)
         return {DIFFUSION_PREFIX + new: k for new, k in zip(renamed, keys)}
     if ("single_blocks.37.processor.qkv_lora.up.weight" in present
             and "double_blocks.18.processor.qkv_lora2.up.weight" in present):
@@ -224,17 +304,19 @@ def _load_one(present: set[str]) -> tuple[set[str], set[str]]:
     return loaded | bias, bias
 
 
-def host_targets(keys: Iterable[str], layout: ModelLayout,
-                 modules: Mapping[str, str] | None = None) -> dict[str, str | None]:
-    """For every tensor key of a LoRA file: the model key the host patches with it, or None where
-    the host drops it (not loaded, or loaded for a weight the model does not have).
+def host_targets(keys: Iterable[str], layout: ModelLayout, modules: Mapping[str, str] | None = None,
+                 rules: HostRules = NEWEST) -> dict[str, str | None]:
+    """For every tensor key of a LoRA file: the model key the host of ``rules`` patches with it
+    (named as that host's model names it), or None where the host drops it (not loaded, or
+    loaded for a weight the model does not have).
 
     ``modules`` (tensor key -> module name, as :func:`loralab.formats.keys.group_keys` split it) is an
     optional hint that saves splitting keys whose suffix the host reads too.
     """
     key_list = list(keys)
-    renamed = _converted(key_list)
-    key_map = host_key_map(layout)
+    renamed = _converted(key_list, rules)
+    layout = host_layout(layout, rules)
+    key_map = host_key_map(layout, rules)
     hint = modules if modules is not None and all(new is old for new, old in renamed.items()) else {}
     by_name: dict[str, dict[str, str]] = {}
     for new, original in renamed.items():

@@ -8,10 +8,12 @@ are described by the same code. :func:`layout_for` gives the layouts of the rele
 from __future__ import annotations
 
 import functools
+import weakref
 from dataclasses import dataclass
+from typing import Iterable
 
 from .archs import Arch, arch
-from .flux import FLUX_DEV_CONFIG, flux_layout, xlabs_names
+from .flux import FLUX_DEV_CONFIG, NORM_PARAMS, flux_aliases, flux_layout, xlabs_names
 from .mmdit import SD3_MEDIUM_CONFIG, SD35_LARGE_CONFIG, SD35_MEDIUM_CONFIG, mmdit_layout
 from .qwen_image import QWEN_IMAGE_CONFIG, qwen_image_layout
 from .text_encoders import text_encoder_layout
@@ -88,13 +90,18 @@ def _underscored(index: dict[str, tuple]) -> dict[str, tuple | None]:
 
 
 class ModelLayout:
-    """All weight keys of one base model (diffusion model + text encoders) and their aliases."""
+    """All weight keys of one base model (diffusion model + text encoders) and their aliases.
 
-    def __init__(self, arch_: Arch, config: dict) -> None:
+    ``norm_param`` names Flux's q/k norm weights (``scale`` as in BFL's files, ``weight`` as
+    ComfyUI 0.33 builds the model; see :meth:`from_config`); other families ignore it."""
+
+    def __init__(self, arch_: Arch, config: dict, norm_param: str = "scale") -> None:
         self.arch = arch_
         self.config = dict(config)
+        self.norm_param = norm_param
         if arch_.family == "flux":
-            dshapes, dnames, fused = flux_layout(config)
+            dshapes, dnames, fused = flux_layout(config, norm_param)
+            dnames = {**dnames, **{dn: m for dn, m in flux_aliases(config).items() if dn not in dnames}}
             fused = {**fused, **xlabs_names(config)}
         elif arch_.family in _DIT_LAYOUTS:
             dshapes, dnames, fused = _DIT_LAYOUTS[arch_.family](config)
@@ -124,9 +131,23 @@ class ModelLayout:
             self._te_u[te] = _underscored(idx)
 
     @classmethod
-    def from_config(cls, arch_id: str, config: dict) -> "ModelLayout":
-        """The layout of a model with this arch and UNet/Flux config (as ComfyUI reports it)."""
-        return cls(arch(arch_id), config)
+    def from_config(cls, arch_id: str, config: dict, keys: Iterable[str] | None = None) -> "ModelLayout":
+        """The layout of a model with this arch and UNet/Flux config (as ComfyUI reports it).
+        ``keys``, the real model's state-dict key names where known, choose the parameter naming
+        that the running host uses (Flux norms: ``scale`` or ``weight``): the one whose
+        diffusion-model keys the model has most of (the first, ``scale``, on a tie)."""
+        a = arch(arch_id)
+        if keys is None or a.family != "flux":
+            return cls(a, config)
+        real = {k for k in keys if k.startswith(DIFFUSION_PREFIX)}
+        candidates = [cls(a, config, p) for p in NORM_PARAMS]
+        return max(candidates, key=lambda c: len(real.intersection(c.shapes)))
+
+    def with_norm_param(self, norm_param: str) -> "ModelLayout":
+        """This layout with Flux norm weights named ``norm_param`` (itself where they already are)."""
+        if norm_param == self.norm_param or self.arch.family != "flux":
+            return self
+        return _renamed(self, norm_param)
 
     def resolve_unet(self, name: str, *, underscore: bool = False) -> Resolved | None:
         """Resolve a diffusion-model module name (LDM/BFL, diffusers or XLabs; dotted or underscored)."""
@@ -158,6 +179,17 @@ class ModelLayout:
         if param == "weight" and f"{resolved.module}.scale" in self.shapes:
             return f"{resolved.module}.scale"
         return None
+
+
+_RENAMED: "weakref.WeakKeyDictionary[ModelLayout, dict[str, ModelLayout]]" = weakref.WeakKeyDictionary()
+
+
+def _renamed(layout: ModelLayout, norm_param: str) -> ModelLayout:
+    """:meth:`ModelLayout.with_norm_param`, built once per layout and name."""
+    per = _RENAMED.setdefault(layout, {})
+    if norm_param not in per:
+        per[norm_param] = ModelLayout(layout.arch, layout.config, norm_param)
+    return per[norm_param]
 
 
 @functools.lru_cache(maxsize=None)

@@ -5,18 +5,25 @@ from __future__ import annotations
 
 from .unet import Shapes
 
+#: The parameter name of Flux's q/k RMSNorm weights: ``scale`` in BFL's files and ComfyUI up to
+#: 0.3.x, ``weight`` where ComfyUI builds them as ``torch.nn.RMSNorm`` (0.33 and later).
+NORM_PARAMS = ("scale", "weight")
+
 #: A diffusers module that writes rows [start, start + length) of a fused BFL weight, or that
 #: needs the two halves of its output rows swapped (``norm_out``: diffusers orders scale, shift).
 FusedSlice = tuple[str, int, int, bool]
 
 
-def flux_layout(cfg: dict) -> tuple[Shapes, dict[str, str], dict[str, FusedSlice]]:
-    """Return ``(shapes, diffusers_names, fused)`` for a Flux config.
+def flux_layout(cfg: dict, norm_param: str = "scale") -> tuple[Shapes, dict[str, str], dict[str, FusedSlice]]:
+    """Return ``(shapes, diffusers_names, fused)`` for a Flux config, with the q/k norm weights
+    named ``<norm>.<norm_param>`` (one of :data:`NORM_PARAMS`).
 
     ``shapes`` maps every ComfyUI diffusion-model key (without ``diffusion_model.``) to its shape;
     ``diffusers_names`` maps diffusers modules to the BFL module they are; ``fused`` maps
     diffusers modules to ``(bfl_module, row_start, row_count, swap_halves)``.
     """
+    if norm_param not in NORM_PARAMS:
+        raise ValueError(f"Flux norm parameter {norm_param!r} is not one of {NORM_PARAMS}")
     h = int(cfg["hidden_size"])
     mlp = int(h * float(cfg.get("mlp_ratio", 4.0)))
     head_dim = h // int(cfg["num_heads"])
@@ -38,8 +45,8 @@ def flux_layout(cfg: dict) -> tuple[Shapes, dict[str, str], dict[str, FusedSlice
         linear(name + ".out_layer", h, h, diffusers=diffusers + ".linear_2")
 
     def qk_norm(name: str, diffusers_q: str, diffusers_k: str) -> None:
-        shapes[name + ".query_norm.scale"] = (head_dim,)
-        shapes[name + ".key_norm.scale"] = (head_dim,)
+        shapes[f"{name}.query_norm.{norm_param}"] = (head_dim,)
+        shapes[f"{name}.key_norm.{norm_param}"] = (head_dim,)
         names[diffusers_q] = name + ".query_norm"
         names[diffusers_k] = name + ".key_norm"
 
@@ -81,6 +88,23 @@ def flux_layout(cfg: dict) -> tuple[Shapes, dict[str, str], dict[str, FusedSlice
     linear("final_layer.adaLN_modulation.1", h, 2 * h)
     fused["norm_out.linear"] = ("final_layer.adaLN_modulation.1", 0, 2 * h, True)
     return shapes, names, fused
+
+
+def flux_aliases(cfg: dict) -> dict[str, str]:
+    """More diffusers-style names of BFL modules, which ComfyUI maps since 0.33: LyCORIS LoKr's
+    ``ff.linear_in``/``ff.linear_out`` (and ``ff_context.*``) for the double blocks' MLPs, and the
+    Flux.2 single-block names ``attn.to_qkv_mlp_proj`` (all of ``linear1``) and ``attn.to_out``."""
+    out: dict[str, str] = {}
+    for i in range(int(cfg["depth"])):
+        p, d = f"double_blocks.{i}", f"transformer_blocks.{i}"
+        for stream, dff in (("img", "ff"), ("txt", "ff_context")):
+            out[f"{d}.{dff}.linear_in"] = f"{p}.{stream}_mlp.0"
+            out[f"{d}.{dff}.linear_out"] = f"{p}.{stream}_mlp.2"
+    for i in range(int(cfg["depth_single_blocks"])):
+        p, d = f"single_blocks.{i}", f"single_transformer_blocks.{i}"
+        out[f"{d}.attn.to_qkv_mlp_proj"] = f"{p}.linear1"
+        out[f"{d}.attn.to_out"] = f"{p}.linear2"
+    return out
 
 
 def xlabs_names(cfg: dict) -> dict[str, FusedSlice]:

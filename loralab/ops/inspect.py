@@ -22,7 +22,7 @@ number that does not exist is ``null``::
     layers: {linear, conv, other}                        # conv = k×k convolutions, other = 1-D (norms, biases)
     modules: [{module, param, algorithm, component, target, rows, block, layer, rank, alpha, scale}]
     unmapped: [{module, param, reason}]; unrecognized_keys: [str]
-    host: {name: "ComfyUI 0.3.64", dropped_keys: int, dropped_we_map: int, modules_we_map: [module]}
+    host: {name: "ComfyUI 0.33.0", dropped_keys: int, dropped_we_map: int, modules_we_map: [module]}
     training: {trainer, title, base_model, base_model_version, steps, max_steps, epochs, max_epochs,
                resolution, images, train_images, reg_images, batch_size, optimizer, optimizer_args,
                learning_rate, unet_lr, text_encoder_lr, lr_scheduler, network_module, network_dim,
@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping
 from ..blocks.map import OTHER, block_of, block_sort_key
 from ..files.hashes import Hashes, file_hashes
 from ..files.safetensors import gc_paused
-from ..formats.host_keys import HOST, host_targets
+from ..formats.host_keys import NEWEST, HostRules, host_targets
 from ..formats.metadata import Metadata, Training, parse_metadata, training_summary
 from ..formats.triggers import Trigger, find_triggers, trigger_words
 from ..layouts import ModelLayout
@@ -185,6 +185,7 @@ class Summary:
     unrecognized_keys: list[str]
     host_dropped: int
     host_dropped_we_map: list[str]
+    host_name: str  # the ComfyUI version host_dropped is for ("ComfyUI 0.33.0")
     metadata: Metadata
     training: Training
     triggers: list[Trigger]
@@ -231,7 +232,7 @@ class Summary:
             "layers": self.layers,
             "modules": [m.to_dict() for m in self.modules],
             "unmapped": self.unmapped, "unrecognized_keys": self.unrecognized_keys,
-            "host": {"name": HOST, "dropped_keys": self.host_dropped, "dropped_we_map": len(self.host_dropped_we_map),
+            "host": {"name": self.host_name, "dropped_keys": self.host_dropped, "dropped_we_map": len(self.host_dropped_we_map),
                      "modules_we_map": self.host_dropped_we_map},
             "training": self.training.to_dict(),
             "triggers": [t.to_dict() for t in self.triggers], "trigger_words": self.trigger_words,
@@ -265,10 +266,10 @@ class Summary:
             lines.append("blocks: " + " ".join(self.blocks_touched))
         if self.host_dropped:
             we = len(self.host_dropped_we_map)
-            lines.append(f"{HOST} drops {self.host_dropped} of {self.tensor_count} keys"
+            lines.append(f"{self.host_name} drops {self.host_dropped} of {self.tensor_count} keys"
                          + (f"; LoRA Lab maps {we} of those modules" if we else ""))
         else:
-            lines.append(f"{HOST} loads every key")
+            lines.append(f"{self.host_name} loads every key")
         lines += _training_lines(self.training)
         words = self.trigger_words
         lines.append("trigger words: " + (", ".join(words) if words else "none found"))
@@ -363,8 +364,9 @@ def _group(m: MappedEntry, layer: str) -> str:
     return f"{m.component or 'unmapped'} {layer}"
 
 
-def summary_of(lora: Lora, path: str, file_size: int) -> Summary:
-    """The header-level summary of an open :class:`Lora`."""
+def summary_of(lora: Lora, path: str, file_size: int, host: HostRules = NEWEST) -> Summary:
+    """The header-level summary of an open :class:`Lora`; ``host``: the ComfyUI version whose
+    loader the dropped-key count emulates."""
     src = lora.source
     keys = src.keys()
     det = lora.detection
@@ -390,8 +392,8 @@ def summary_of(lora: Lora, path: str, file_size: int) -> Summary:
     dropped_we_map: list[str] = []
     host_dropped = 0
     if lora.layout is not None:
-        host = host_targets(keys, lora.layout, {k: e.module for e in lora.entries for k in e.keys.values()})
-        dropped = {k for k, v in host.items() if v is None}
+        targets = host_targets(keys, lora.layout, {k: e.module for e in lora.entries for k in e.keys.values()}, host)
+        dropped = {k for k, v in targets.items() if v is None}
         host_dropped = len(dropped)
         if dropped:
             dropped_we_map = [m.entry.module for m in lora.mapped() if any(k in dropped for k in m.entry.keys.values())]
@@ -409,17 +411,17 @@ def summary_of(lora: Lora, path: str, file_size: int) -> Summary:
         unmapped=[{"module": m.entry.module, "param": m.entry.param, "reason": m.reason or ""}
                   for m in lora.unmapped()],
         unrecognized_keys=list(lora.unrecognized) + list(lora.orphans),
-        host_dropped=host_dropped, host_dropped_we_map=dropped_we_map,
+        host_dropped=host_dropped, host_dropped_we_map=dropped_we_map, host_name=host.name,
         metadata=md, training=training_summary(md), triggers=find_triggers(md),
         warnings=header_warnings(lora, md),
     )
 
 
-def summarize(path: str | os.PathLike, layout: ModelLayout | None = None) -> Summary:
+def summarize(path: str | os.PathLike, layout: ModelLayout | None = None, host: HostRules = NEWEST) -> Summary:
     """Summarise a LoRA file from its header and 0-d alpha tensors; no weight data is read."""
     with gc_paused(), Lora.open(path, layout) as lora:
         header = lora.source.file.header  # type: ignore[attr-defined]
-        return summary_of(lora, os.fspath(path), header.file_size)
+        return summary_of(lora, os.fspath(path), header.file_size, host)
 
 
 @dataclass
@@ -476,17 +478,18 @@ class Report:
 
 def inspect_lora(path: str | os.PathLike, *, blocks: bool = True, hashes: bool = False,
                  base: Mapping[str, torch.Tensor] | str | os.PathLike | None = None,
-                 layout: ModelLayout | None = None) -> Report:
+                 layout: ModelLayout | None = None, host: HostRules = NEWEST) -> Report:
     """Inspect a LoRA file. ``blocks`` reads the tensors (one module at a time) for block
     strengths and the NaN/Inf and all-zero checks; ``base`` (a state dict with ComfyUI keys or a
-    safetensors path) adds relative strengths; ``hashes`` hashes the whole file. Without ``blocks``
-    no tensor is read and torch is not imported."""
+    safetensors path) adds relative strengths; ``hashes`` hashes the whole file; ``host`` is the
+    ComfyUI version whose loader the dropped-key count emulates. Without ``blocks`` no tensor is
+    read and torch is not imported."""
     with gc_paused():
         lora = Lora.open(path, layout)
     with lora:
         with gc_paused():
             size = lora.source.file.header.file_size  # type: ignore[attr-defined]
-            report = Report(summary_of(lora, os.fspath(path), size))
+            report = Report(summary_of(lora, os.fspath(path), size, host))
         if blocks:
             from .block_strength import BaseWeights, block_strengths
             checks = TensorChecks()

@@ -11,32 +11,51 @@ from ...loralab.layouts import ModelLayout
 from ...loralab.layouts.mmdit import mmdit_variant
 from ...loralab.layouts.wan import wan_variant
 
-#: ComfyUI model_config class (or a base class of it) -> LoRA Lab arch id
+#: ComfyUI model_config class (or a base class of it) -> LoRA Lab arch id ("mmdit": by its config)
 _CONFIG_ARCH = {"SD15": "sd1", "SD20": "sd2", "SDXL": "sdxl", "SDXLRefiner": "sdxl_refiner",
-                "Flux": "flux", "FluxSchnell": "flux", "QwenImage": "qwen_image"}
+                "Flux": "flux", "FluxSchnell": "flux", "SD3": "mmdit", "QwenImage": "qwen_image"}
 #: ComfyUI's Wan model_config classes whose weights are exactly our Wan layouts (its VACE, camera,
 #: Fun-control, S2V, HuMo and Animate subclasses add modules we have no layout for)
 _WAN_CLASSES = ("WAN21_T2V", "WAN21_I2V", "WAN22_T2V")
+#: how messages name model_config classes that are other architectures than their base class
+_MODEL_NAMES = {"Flux2": "Flux.2"}
 
 
 def model_arch(model) -> str | None:
-    """The LoRA Lab arch id of a ComfyUI MODEL (ModelPatcher), or None for architectures we do not map."""
-    if type(model.model.model_config).__name__ in _WAN_CLASSES:
-        return wan_variant(model.model.model_config.unet_config)
-    for cls in type(model.model.model_config).__mro__:
-        if cls.__name__ == "SD3":
-            return mmdit_variant(model.model.model_config.unet_config)
-        if cls.__name__ in _CONFIG_ARCH:
-            return _CONFIG_ARCH[cls.__name__]
+    """The LoRA Lab arch id of a ComfyUI MODEL (ModelPatcher), or None for architectures we do not map.
+
+    A subclass of a mapped config class counts as its base's arch only where its config keeps the
+    base's ``image_model``: SDXL's SSD-1B or Flux's inpaint model do, Flux.2 (``Flux2(Flux)``,
+    ``image_model: flux2``) does not and is no Flux.1. Wan configs map by class and width."""
+    config = model.model.model_config
+    if type(config).__name__ in _WAN_CLASSES:
+        return wan_variant(config.unet_config)
+    own = config.unet_config.get("image_model")
+    for cls in type(config).__mro__:
+        arch_id = _CONFIG_ARCH.get(cls.__name__)
+        if arch_id is None:
+            continue
+        if own != getattr(cls, "unet_config", {}).get("image_model"):
+            return None
+        return mmdit_variant(config.unet_config) if arch_id == "mmdit" else arch_id
     return None
 
 
+def model_name(model) -> str:
+    """How messages name a MODEL's architecture: ``Flux.2``, else its ComfyUI config class name."""
+    name = type(model.model.model_config).__name__
+    return _MODEL_NAMES.get(name, name)
+
+
 def model_layout(model) -> ModelLayout | None:
-    """The exact layout of a loaded ComfyUI MODEL, generated from its own config."""
+    """The exact layout of a loaded ComfyUI MODEL, generated from its own config, with the
+    parameter names of its own weights (Flux's norms: ``scale`` up to ComfyUI 0.3.x, ``weight``
+    since 0.33)."""
     arch_id = model_arch(model)
     if arch_id is None:
         return None
-    return ModelLayout.from_config(arch_id, model.model.model_config.unet_config)
+    keys = [k for k, _ in model.model.named_parameters()] if arch_id == "flux" else None
+    return ModelLayout.from_config(arch_id, model.model.model_config.unet_config, keys)
 
 
 
@@ -45,9 +64,8 @@ def required_layout(model, action: str) -> ModelLayout:
     no layout for it; ``action`` says what needed it ("extracts LoRAs from")."""
     layout = model_layout(model)
     if layout is None:
-        name = type(model.model.model_config).__name__
-        raise ArchMismatchError(f"LoRA Lab {action} SD1.x, SD2.x, SDXL, SD3/3.5, Flux, Wan 2.1/2.2 and Qwen-Image "
-                                f"models only, not {name}",
+        raise ArchMismatchError(f"LoRA Lab has no layout for {model_name(model)} yet: it {action} SD1.x, SD2.x, "
+                                "SDXL, SD3/3.5, Flux.1, Wan 2.1/2.2 and Qwen-Image models only",
                                 hint="use ComfyUI's own nodes for this model")
     return layout
 

@@ -28,7 +28,8 @@ from ...loralab.train.cache import fingerprint
 from ...loralab.train.grad_checkpoint import gradient_checkpointing
 from ...loralab.train.inplace import copy_norm_inputs
 from ...loralab.train.run import TrainRun
-from .models import model_arch
+from .compat import trainable_clone, training_mode
+from .models import model_arch, model_name
 
 PROGRESS_EVENT = "loralab.train.progress"
 #: node inputs that name the model file a MODEL came from, by loader
@@ -140,8 +141,8 @@ def model_info(model, name: str | None) -> dict[str, Any]:
     """What a run records about its base model."""
     arch = model_arch(model)
     if arch is None:
-        raise TrainingError(f"LoRA Lab has no layout for {type(model.model.model_config).__name__} models",
-                            hint="training supports SD1.x, SD2.x, SDXL and Flux")
+        raise TrainingError(f"LoRA Lab has no layout for {model_name(model)} models yet",
+                            hint="training supports SD1.x, SD2.x, SDXL and Flux.1")
     base = model.model
     ms = model.get_model_object("model_sampling")
     weight = next((p for n, p in base.diffusion_model.named_parameters() if p.dim() > 1), None)
@@ -235,10 +236,12 @@ def _remove_wrappers(model: torch.nn.Module, wrappers: Iterable[object]) -> None
 @contextlib.contextmanager
 def training_model(run: TrainRun) -> Iterator[ComfyTrainModel]:
     """The run's MODEL loaded with the run's modules as weight wrappers, ready for autograd (and
-    gradient-checkpointed when the run asks for it); the wrappers are removed on exit."""
+    gradient-checkpointed when the run asks for it), with ComfyUI in training mode (see
+    compat.training_mode); the wrappers are removed on exit. A MODEL that streams its weights
+    (Dynamic VRAM) is trained on a fully loaded copy."""
     model = run.attachments["model"]
     check_precision(model, run.compute_dtype)
-    patcher = model.clone()
+    patcher = trainable_clone(model)
     modules = [module for _, module in run.network.items()]
     for key, module in run.network.items():
         patcher.add_weight_wrapper(key, module)
@@ -247,7 +250,8 @@ def training_model(run: TrainRun) -> Iterator[ComfyTrainModel]:
     patcher.model.requires_grad_(False)
     root = patcher.model.diffusion_model
     try:
-        with gradient_checkpointing(root, run.settings.gradient_checkpointing), copy_norm_inputs(root):
+        with gradient_checkpointing(root, run.settings.gradient_checkpointing), copy_norm_inputs(root), \
+                training_mode():
             yield ComfyTrainModel(patcher, run.settings.guidance, run.compute_dtype)
     finally:
         _remove_wrappers(patcher.model, modules)

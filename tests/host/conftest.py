@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import inspect
 import os
 import sys
 
@@ -41,11 +42,15 @@ def _harness_dir() -> str | None:
 class Host:
     """The booted ComfyUI: its modules, the folder layout, and a prompt runner."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, cli_args: dict | None = None) -> None:
+        """Boot ComfyUI on ``base``; ``cli_args`` override its command-line arguments (by default
+        ``cpu=True``; bench/gpu_check.py boots it on the GPU with or without Dynamic VRAM)."""
         self.base = base
         sys.path.insert(0, COMFYUI_PATH)
         from comfy.cli_args import args
         args.cpu = True
+        for name, value in (cli_args or {}).items():
+            setattr(args, name, value)
         args.base_directory = base
         args.disable_auto_launch = True
         import utils.extra_config  # noqa: F401  (before `nodes`, or `utils` resolves to comfy/utils.py)
@@ -59,11 +64,46 @@ class Host:
         self.nodes = nodes
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
-        self.server = server.PromptServer(self.loop)
+        self.server = _construct(server.PromptServer, self.loop)
         self.loop.run_until_complete(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
         pack_path = os.path.join(base, "custom_nodes", PACK_DIR_NAME)
         self.pack = sys.modules[pack_path.replace(".", "_x_")]
-        self.executor = execution.PromptExecutor(self.server, cache_type=execution.CacheType.CLASSIC)
+        executor_options = {"cache_type": execution.CacheType.CLASSIC}
+        if "cache_args" in inspect.signature(execution.PromptExecutor).parameters:
+            executor_options["cache_args"] = {"lru": 0, "ram": 0, "ram_inactive": 0}  # as main.py with --cache-classic
+        self.executor = execution.PromptExecutor(self.server, **executor_options)
+        import comfyui_version
+        self.version = comfyui_version.__version__
+
+    def node_type(self, *names: str) -> str:
+        """The first of ``names`` (one node under the names it had in different versions) that this
+        host has; KeyError naming them all where it has none."""
+        for name in names:
+            if name in self.nodes.NODE_CLASS_MAPPINGS:
+                return name
+        raise KeyError(f"ComfyUI {self.version} has none of the node types {names}")
+
+    def node_inputs(self, class_type: str, inputs: dict) -> dict:
+        """``inputs`` plus the default of every required widget input of ``class_type`` they leave
+        out (inputs a newer host added, such as LoraModelLoader's ``bypass``)."""
+        required = self.nodes.NODE_CLASS_MAPPINGS[class_type].INPUT_TYPES().get("required", {})
+        out = dict(inputs)
+        for name, spec in required.items():
+            if name not in out and len(spec) > 1 and isinstance(spec[1], dict) and "default" in spec[1]:
+                out[name] = spec[1]["default"]
+        return out
+
+    def call_node(self, class_type: str, **inputs):
+        """Run one node's function directly (a V1 node's FUNCTION or a V3 node's ``execute``), with
+        :meth:`node_inputs` defaults; returns its output tuple."""
+        cls = self.nodes.NODE_CLASS_MAPPINGS[class_type]
+        inputs = self.node_inputs(class_type, inputs)
+        if hasattr(cls, "FUNCTION") and not hasattr(cls, "define_schema"):
+            return getattr(cls(), cls.FUNCTION)(**inputs)
+        out = cls.execute(**inputs)
+        if inspect.isawaitable(out):
+            out = self.loop.run_until_complete(out)
+        return tuple(out.args)
 
     def module(self, relative: str):
         """A module of the pack as ComfyUI imported it (``"loralab.formats.canonical"``, ``"nodes.common"``).
@@ -82,6 +122,15 @@ class Host:
             return False, {"validation_error": valid[1], "node_errors": valid[3]}, []
         self.executor.execute(prompt, pid, {}, valid[2])
         return self.executor.success, getattr(self.executor, "history_result", {}), self.executor.status_messages
+
+
+def _construct(cls: type, loop: asyncio.AbstractEventLoop):
+    """``cls(loop)``, with None for any further required parameter a newer host added (ComfyUI
+    0.38's ``PromptServer(loop, asset_manager)``)."""
+    params = list(inspect.signature(cls).parameters.values())[1:]
+    extra = [None for p in params if p.default is inspect.Parameter.empty
+             and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return cls(loop, *extra)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """loralab.formats.host_keys emulates ComfyUI's LoRA key handling; here it is checked against the real
-comfy.lora (model_lora_keys_unet/clip, lora_convert.convert_lora, load_lora) on the full-size
-models, built on the meta device with ComfyUI's own classes, for every fixture layout."""
+comfy.lora (model_lora_keys_unet/clip, lora_convert.convert_lora, load_lora) of the running host,
+with the emulation's rules for that host's version, on the full-size models, built on the meta
+device with ComfyUI's own classes, for every fixture layout."""
 import logging
 
 import pytest
@@ -26,7 +27,18 @@ class _StateDictOnly:
 
 
 @pytest.fixture(scope="module")
-def comfy_models(host):
+def rules(host):
+    """The emulation's rules for the running ComfyUI."""
+    return host.module("loralab.formats.host_keys").host_rules(host.version)
+
+
+def test_the_running_host_has_rules_of_its_own_version(host, rules):
+    """A host these tests run on is a known version (add its rules to HOSTS when it is not)."""
+    assert rules.name == f"ComfyUI {host.version}"
+
+
+@pytest.fixture(scope="module")
+def comfy_models(host, tiny_models):
     import comfy.supported_models as sm
     configs = host.module("loralab.layouts").STANDARD_CONFIGS
     archs = host.module("loralab.layouts.archs").ARCHS
@@ -35,6 +47,7 @@ def comfy_models(host):
         cfg = dict(configs[arch_id])
         if arch_id == "flux":
             cfg.update(image_model="flux", axes_dim=[16, 56, 56], theta=10000)
+            cfg = tiny_models.host_config(cfg)
         elif cls == "SD3":
             cfg.update(pos_embed_scaling_factor=None, input_size=None, pos_embed_max_size=round(cfg["num_patches"] ** 0.5))
         elif cls.startswith("SD"):
@@ -62,9 +75,10 @@ def _comfy_key_map(comfy_models, arch_id):
 
 
 @pytest.mark.parametrize("arch_id", sorted(COMFY_CLASS))
-def test_key_map_equals_comfys_for_every_weight_the_model_has(host, comfy_models, arch_id):
-    layout = host.module("loralab.layouts").layout_for(arch_id)
-    ours = host.module("loralab.formats.host_keys").host_key_map(layout)
+def test_key_map_equals_comfys_for_every_weight_the_model_has(host, comfy_models, rules, arch_id):
+    host_keys = host.module("loralab.formats.host_keys")
+    layout = host_keys.host_layout(host.module("loralab.layouts").layout_for(arch_id), rules)
+    ours = host_keys.host_key_map(layout, rules)
     theirs, model_keys = _comfy_key_map(comfy_models, arch_id)
     assert set(layout.shapes) <= model_keys
 
@@ -95,7 +109,7 @@ class _Capture(logging.Handler):
 
 
 @pytest.mark.parametrize("name", LORA_FIXTURES)
-def test_fixture_keys_comfy_drops_equal_ours(host, comfy_models, name):
+def test_fixture_keys_comfy_drops_equal_ours(host, comfy_models, rules, name):
     import comfy.lora
     import comfy.lora_convert
     arch_id = host.module("loralab.lora").Lora(host_fixture_source(host, name)).detection.arch
@@ -110,7 +124,7 @@ def test_fixture_keys_comfy_drops_equal_ours(host, comfy_models, name):
     finally:
         root.removeHandler(capture)
     patched = {k if isinstance(k, str) else k[0] for k in patches} & model_keys
-    ours = host.module("loralab.formats.host_keys").host_targets(list(tensors), layout)
+    ours = host.module("loralab.formats.host_keys").host_targets(list(tensors), layout, rules=rules)
     assert sorted(capture.not_loaded) == sorted(k for k, v in ours.items() if v is None)
     assert patched == {v for v in ours.values() if v is not None}
 
@@ -146,7 +160,7 @@ def _bfl_control():
 
 
 @pytest.mark.parametrize("keys", [xlabs_keys(), _bfl_control()], ids=["xlabs_all_blocks", "bfl_control"])
-def test_renamed_layouts_comfy_converts_equal_ours(host, comfy_models, keys):
+def test_renamed_layouts_comfy_converts_equal_ours(host, comfy_models, rules, keys):
     """convert_lora: XLabs names with every block (USO), BFL control LoRAs."""
     import comfy.lora
     import comfy.lora_convert
@@ -159,7 +173,41 @@ def test_renamed_layouts_comfy_converts_equal_ours(host, comfy_models, keys):
         patches = comfy.lora.load_lora(comfy.lora_convert.convert_lora(tensors), key_map)
     finally:
         logging.getLogger().removeHandler(capture)
-    ours = host.module("loralab.formats.host_keys").host_targets(keys, layout)
+    ours = host.module("loralab.formats.host_keys").host_targets(keys, layout, rules=rules)
     assert capture.not_loaded == []
     assert all(ours.values())
     assert {k if isinstance(k, str) else k[0] for k in patches} & model_keys == set(ours.values())
+
+
+#: spellings newer hosts added (0.33: T5 without its wrapper, DiffSynth's bare Flux names, LyCORIS
+#: LoKr's ff.linear_in/out, Flux.2's single-block names): the emulation must load what the host loads
+NEWER_SPELLINGS = {
+    "sd3_t5_unwrapped": ("sd3", ["text_encoders.transformer.encoder.block.0.layer.0.SelfAttention.q.lora_up.weight",
+                                 "text_encoders.transformer.encoder.block.0.layer.0.SelfAttention.q.lora_down.weight"]),
+    "sd35l_t5_unwrapped": ("sd35l", ["text_encoders.transformer.encoder.block.3.layer.1.DenseReluDense.wo.lora_B.weight",
+                                     "text_encoders.transformer.encoder.block.3.layer.1.DenseReluDense.wo.lora_A.weight"]),
+    "flux_lycoris_ff_linear": ("flux", [f"lycoris_transformer_blocks_0_{ff}_{io}.{w}" for ff in ("ff", "ff_context")
+                                        for io in ("linear_in", "linear_out") for w in ("lokr_w1", "lokr_w2")]),
+    "flux_diffsynth_bare": ("flux", ["transformer_blocks.0.attn.to_q.lora_A.weight",
+                                     "transformer_blocks.0.attn.to_q.lora_B.weight",
+                                     "single_transformer_blocks.2.attn.to_qkv_mlp_proj.lora_A.weight",
+                                     "single_transformer_blocks.2.attn.to_qkv_mlp_proj.lora_B.weight"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NEWER_SPELLINGS))
+def test_newer_spellings_comfy_loads_equal_ours(host, comfy_models, rules, case):
+    import comfy.lora
+    arch_id, keys = NEWER_SPELLINGS[case]
+    layout = host.module("loralab.layouts").layout_for(arch_id)
+    tensors = {k: torch.ones(2, 2) for k in keys}
+    key_map, model_keys = _comfy_key_map(comfy_models, arch_id)
+    capture = _Capture()
+    logging.getLogger().addHandler(capture)
+    try:
+        patches = comfy.lora.load_lora(tensors, key_map)
+    finally:
+        logging.getLogger().removeHandler(capture)
+    ours = host.module("loralab.formats.host_keys").host_targets(keys, layout, rules=rules)
+    assert sorted(capture.not_loaded) == sorted(k for k, v in ours.items() if v is None)
+    assert {k if isinstance(k, str) else k[0] for k in patches} & model_keys == {v for v in ours.values() if v}

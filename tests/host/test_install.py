@@ -57,6 +57,10 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_LEVEL_TAG = re.compile(r"^\[(?:DEBUG|INFO|WARNING|ERROR|CRITICAL)\] ?", re.M)
+
+
 class Installed:
     def __init__(self, root: str) -> None:
         self.root = root
@@ -70,8 +74,11 @@ class Installed:
         self.process: subprocess.Popen | None = None
 
     def log(self) -> str:
+        """ComfyUI's log as plain lines: without the colour codes and ``[INFO]`` level tags newer
+        ComfyUI (seen: 0.33) writes before each record."""
         with open(self.log_path, encoding="utf-8", errors="replace") as f:
-            return f.read()
+            text = f.read()
+        return _LEVEL_TAG.sub("", _ANSI.sub("", text))
 
     def get(self, path: str) -> bytes:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=60) as r:
@@ -186,6 +193,7 @@ def test_pack_imported_without_errors(installed):
     assert len(ours) == 1, f"{installed.pack} not in ComfyUI's import list:\n{log[-4000:]}"
     seconds, failed = ours[0]
     assert not failed, log[-6000:]
+    assert re.search(r"^LoRA Lab: ComfyUI \S+ ", log, re.M), f"no support line in the start-up log:\n{log[-4000:]}"
     for complaint in (f"Cannot import {installed.pack}", f"comfy_entrypoint in {installed.pack}",
                       "Unable to parse pyproject.toml"):
         assert complaint not in log, log[-6000:]

@@ -287,7 +287,7 @@ def test_unknown_model_architecture_passes_through_and_says_so(host, models, mon
     file_name, _ = _fitted(host, mp, "kohya_sd15_lora")
     monkeypatch.setattr(host.module("nodes.host.models"), "model_arch", lambda model: None)
     ours, _, info = _ours(host, mp, None, file_name)
-    assert ours is mp and "which LoRA Lab has no layout for: nothing applied" in info
+    assert ours is mp and "which LoRA Lab has no layout for yet: nothing applied" in info
 
 
 def test_user_preset_file_is_read_at_execution(host, models):

@@ -22,9 +22,9 @@ def weights_as_used(model, keys):
     return out
 
 
-def core_apply(model, lora_sd, strength):
-    from comfy_extras.nodes_train import LoraModelLoader
-    (patched,) = LoraModelLoader().load_lora_model(model, lora_sd, strength)
+def core_apply(host, model, lora_sd, strength):
+    """Core's LoraModelLoader (the node that loads a trainer's LORA_MODEL) applied to ``model``."""
+    (patched,) = host.call_node("LoraModelLoader", model=model, lora=lora_sd, strength_model=strength)
     return patched
 
 
@@ -54,7 +54,7 @@ def flux(host, tiny_models):
         files[name] = os.path.join(loras, f"{name}.safetensors")
         if not os.path.exists(files[name]):
             comfy.utils.save_torch_file(fitted_lora(fixture, layout, rank=rank, seed=seed), files[name])
-    patched_keys = sorted(core_apply(core_apply(model, comfy.utils.load_torch_file(files["kohya"]), 1.0),
+    patched_keys = sorted(core_apply(host, core_apply(host, model, comfy.utils.load_torch_file(files["kohya"]), 1.0),
                                      comfy.utils.load_torch_file(files["ait"]), 1.0).patches)
     assert len(patched_keys) > 20
     return model, files, patched_keys
@@ -86,8 +86,8 @@ def test_merged_file_loads_in_core_like_its_inputs(host, flux):
     assert os.path.exists(saved)
     sd, meta = comfy.utils.load_torch_file(saved, return_metadata=True)
     assert meta["ss_network_module"] == "networks.lora_flux" and "loralab.recipe" in meta
-    ours = core_apply(model, sd, 1.0)
-    theirs = core_apply(core_apply(model, comfy.utils.load_torch_file(files["kohya"]), 0.7),
+    ours = core_apply(host, model, sd, 1.0)
+    theirs = core_apply(host, core_apply(host, model, comfy.utils.load_torch_file(files["kohya"]), 0.7),
                         comfy.utils.load_torch_file(files["ait"]), -0.4)
     assert sorted(ours.patches) == keys
     assert_patched_alike(ours, theirs, keys)
@@ -113,9 +113,9 @@ def test_svd_merge_lora_model_output_and_merge_list(host, flux):
     out = nodes.LoRALabMerge.execute(**merge_inputs(method="svd", rank=64), merge_list=lst, model=model)
     lora_sd, name, report = out.args
     assert name == "" and "rank histogram" in report and "kept energy" in report
-    ours = core_apply(model, lora_sd, 1.0)
+    ours = core_apply(host, model, lora_sd, 1.0)
     k = comfy.utils.load_torch_file(files["kohya"])
-    theirs = core_apply(core_apply(core_apply(model, k, 0.7), comfy.utils.load_torch_file(files["ait"]), -0.4), k, 0.25)
+    theirs = core_apply(host, core_apply(host, core_apply(host, model, k, 0.7), comfy.utils.load_torch_file(files["ait"]), -0.4), k, 0.25)
     assert_patched_alike(ours, theirs, keys)
 
 
@@ -150,8 +150,8 @@ def test_resize_node(host, flux):
                                                         f"{SUBDIR}/resized", "fp32", model=model).args
     assert name == f"{SUBDIR}/resized.safetensors" and "rank histogram: 3 ×" in report
     src = comfy.utils.load_torch_file(files["kohya"])
-    keys = sorted(core_apply(model, src, 1.0).patches)
-    assert_patched_alike(core_apply(model, lora_sd, 0.5), core_apply(model, src, 0.5), keys)
+    keys = sorted(core_apply(host, model, src, 1.0).patches)
+    assert_patched_alike(core_apply(host, model, lora_sd, 0.5), core_apply(host, model, src, 0.5), keys)
 
 
 def test_extract_node_recovers_a_lora_applied_to_the_model(host, flux):
@@ -159,12 +159,12 @@ def test_extract_node_recovers_a_lora_applied_to_the_model(host, flux):
     import comfy.utils
     model, files, _ = flux
     src = comfy.utils.load_torch_file(files["kohya"])
-    tuned = core_apply(model, src, 1.0)
+    tuned = core_apply(host, model, src, 1.0)
     nodes = host.module("nodes.merge")
     lora_sd, _, report = nodes.LoRALabExtract.execute(tuned, model, "fixed", 3, 0.95, 0.0001, False, "", "fp32").args
     keys = sorted(tuned.patches)
     assert f"{len(keys)} modules written" in report
-    assert_patched_alike(core_apply(model, lora_sd, 1.0), tuned, keys, rtol=1e-4)
+    assert_patched_alike(core_apply(host, model, lora_sd, 1.0), tuned, keys, rtol=1e-4)
 
 
 def test_save_node_writes_core_trainer_output_in_kohya_names(host, tiny_models):
@@ -181,8 +181,8 @@ def test_save_node_writes_core_trainer_output_in_kohya_names(host, tiny_models):
     sd, meta = comfy.utils.load_torch_file(os.path.join(host.folder("loras"), name), return_metadata=True)
     assert all(k.startswith("lora_unet_") for k in sd)
     assert meta["modelspec.title"] == "trained" and meta["ss_base_model_version"] == "sd_v1"
-    original = core_apply(model, trainer, 1.0)
-    saved = core_apply(model, sd, 1.0)
+    original = core_apply(host, model, trainer, 1.0)
+    saved = core_apply(host, model, sd, 1.0)
     assert sorted(saved.patches) == sorted(original.patches)
     assert_patched_alike(saved, original, sorted(original.patches))
 
@@ -192,7 +192,7 @@ def test_bake_node_puts_the_lora_into_the_weights(host, flux):
     model, files, _ = flux
     nodes = host.module("nodes.merge")
     baked, report = nodes.LoRALabBake.execute(model, f"{SUBDIR}/kohya.safetensors", 0.5, "").args
-    core = core_apply(model, comfy.utils.load_torch_file(files["kohya"]), 0.5)
+    core = core_apply(host, model, comfy.utils.load_torch_file(files["kohya"]), 0.5)
     keys = sorted(core.patches)
     assert report.startswith(f"{len(keys)} weights baked")
     assert all(baked.patches[k][0][1][0] == "set" for k in keys)

@@ -32,9 +32,11 @@ def test_train_node_saves_a_lora_core_loads_without_dropping_keys(train_host, ti
     prompt["4"] = {"class_type": "LoRALabTrain",
                    "inputs": {**settings(host, "LoRALabTrain", steps=3, name=name, batch_size=2, algorithm=algorithm),
                               "model": ["1", 0], "dataset": ["3", 0]}}
-    prompt["5"] = {"class_type": "LoraModelLoader", "inputs": {"model": ["1", 0], "lora": ["4", 1], "strength_model": 1.0}}
+    prompt["5"] = {"class_type": "LoraModelLoader",
+                   "inputs": host.node_inputs("LoraModelLoader", {"model": ["1", 0], "lora": ["4", 1], "strength_model": 1.0})}
     prompt["6"] = {"class_type": "ModelWeightChecksum", "inputs": {"model": ["5", 0]}}
-    prompt["7"] = {"class_type": "SaveLoRANode", "inputs": {"lora": ["4", 1], "prefix": f"loras/core_saved_{arch}"}}
+    prompt["7"] = {"class_type": host.node_type("SaveLoRA", "SaveLoRANode"),
+                   "inputs": {"lora": ["4", 1], "prefix": f"loras/core_saved_{arch}"}}
     prompt["8"] = {"class_type": "ModelWeightChecksum", "inputs": {"model": ["4", 0]}}
     ok, history, messages = host.run_prompt(prompt)
     assert ok, messages

@@ -80,10 +80,30 @@ def widget_slots(info: dict) -> list[str | None]:
     return slots
 
 
+def _defaults_of_added_inputs(node: dict, info: dict, slots: list[str | None], stored: int) -> list | None:
+    """The defaults of the trailing widgets a core node gained after the workflow was saved (0.33's
+    LoraModelLoader ``bypass``), as the frontend fills them in; None where that does not apply (a
+    LoRA Lab node, a missing value without a default, a control value)."""
+    if node["type"].startswith("LoRALab") or stored >= len(slots):
+        return None
+    specs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+    added = []
+    for name in slots[stored:]:
+        opts = specs[name][1] if name is not None and len(specs[name]) > 1 else {}
+        if name is None or "default" not in opts:
+            return None
+        added.append(opts["default"])
+    return added
+
+
 def widget_values(node: dict, info: dict) -> dict:
-    """The node's widget values by input name; raises when their count does not match."""
+    """The node's widget values by input name; raises when their count does not match (except for
+    trailing inputs a core node gained since, which get their defaults)."""
     slots = widget_slots(info)
     values = node.get("widgets_values", [])
+    added = _defaults_of_added_inputs(node, info, slots, len(values))
+    if added is not None:
+        values = [*values, *added]
     if len(values) != len(slots):
         names = ", ".join(s or "control_after_generate" for s in slots)
         raise WorkflowError(f"node {node['id']} ({node['type']}): {len(values)} widget values stored, the host's "

@@ -165,4 +165,4 @@ def test_block_strengths_and_inspect_count_them_as_unmeasured(lyco_path):
     text = report.to_text()
     assert "block strength ‖ΔW‖ (block norm), untouched blocks left out:" in text
     assert "(5 OFT/BOFT/GLoRA module(s) left out: their update depends on the base weights)" in text
-    assert "algorithm: OFT ×1, BOFT ×2, GLoRA ×2" in text and "ComfyUI 0.3.64 loads every key" in text
+    assert "algorithm: OFT ×1, BOFT ×2, GLoRA ×2" in text and "ComfyUI 0.33.0 loads every key" in text

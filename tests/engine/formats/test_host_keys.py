@@ -1,9 +1,11 @@
-"""The emulation of ComfyUI 0.3.64's LoRA key handling on the real trainers' layouts (the fixtures'
-README table); tests/host checks the same against the real comfy.lora."""
+"""The emulation of ComfyUI's LoRA key handling (per host version) on the real trainers' layouts
+(the fixtures' README table); tests/host checks the same against the real comfy.lora."""
 import pytest
 
-from loralab.formats.host_keys import host_key_map, host_targets
+from loralab.formats.canonical import resolve_module
+from loralab.formats.host_keys import HOSTS, NEWEST, host_key_map, host_layout, host_rules, host_targets
 from loralab.layouts import layout_for
+from loralab.layouts.archs import ARCHS
 from loralab.lora import Lora
 from loralab_testkit import LORA_FIXTURES, FixtureSource, fixture, xlabs_keys
 
@@ -54,3 +56,79 @@ def test_key_map_spellings():
         ("diffusion_model.double_blocks.0.img_attn.qkv.weight", (3072, 3072))
     assert flux["lora_te3_encoder_block_0_layer_0_SelfAttention_q"][0].startswith("t5xxl.")
     assert flux["lora_te2_encoder_block_0_layer_0_SelfAttention_q"][0].startswith("t5xxl.")
+
+
+OLD, NEW = HOSTS["0.3.64"], HOSTS["0.33.0"]
+
+
+def test_host_rules_are_the_nearest_known_version_at_or_below():
+    assert host_rules(None) is NEWEST is NEW
+    assert host_rules("0.3.64") is OLD and host_rules("0.3.70") is OLD
+    assert host_rules("0.33.0") is NEW and host_rules("v0.40.2") is NEW
+    assert host_rules("0.2.1") is OLD  # older than every known version: the oldest rules
+    with pytest.raises(ValueError, match="'nightly' is not a ComfyUI version"):
+        host_rules("nightly")
+
+
+#: names ComfyUI 0.33 loads and 0.3.64 drops: T5 without its wrapper (SD3/SD3.5, Flux), LyCORIS
+#: LoKr's ff.linear_in/out, DiffSynth's bare diffusers names and the Flux.2 single-block names
+NEW_NAMES = {
+    ("sd3", "text_encoders.transformer.encoder.block.0.layer.0.SelfAttention.q"):
+        "t5xxl.transformer.encoder.block.0.layer.0.SelfAttention.q.weight",
+    ("sd35l", "text_encoders.transformer.encoder.block.2.layer.1.DenseReluDense.wo"):
+        "t5xxl.transformer.encoder.block.2.layer.1.DenseReluDense.wo.weight",
+    ("flux", "lycoris_transformer_blocks_0_ff_linear_in"): "diffusion_model.double_blocks.0.img_mlp.0.weight",
+    ("flux", "lycoris_transformer_blocks_5_ff_context_linear_out"): "diffusion_model.double_blocks.5.txt_mlp.2.weight",
+    ("flux", "transformer_blocks.0.attn.to_out.0"): "diffusion_model.double_blocks.0.img_attn.proj.weight",
+    ("flux", "transformer.single_transformer_blocks.1.attn.to_qkv_mlp_proj"):
+        "diffusion_model.single_blocks.1.linear1.weight",
+    ("flux", "single_transformer_blocks.1.attn.to_out"): "diffusion_model.single_blocks.1.linear2.weight",
+}
+
+
+@pytest.mark.parametrize("arch_id,name", sorted(NEW_NAMES))
+def test_names_only_the_newer_host_loads(arch_id, name):
+    layout = layout_for(arch_id)
+    keys = [name + ".lora_up.weight", name + ".lora_down.weight"]
+    assert set(host_targets(keys, layout, rules=NEW).values()) == {NEW_NAMES[arch_id, name]}
+    assert set(host_targets(keys, layout, rules=OLD).values()) == {None}
+    res = resolve_module(name, layout)  # LoRA Lab's own loader applies them on every host
+    assert res is not None and layout.key_for(res, "weight") == NEW_NAMES[arch_id, name]
+
+
+def test_flux_norms_are_named_as_each_host_names_them():
+    flux = layout_for("flux")
+    name = "transformer.transformer_blocks.0.attn.norm_q"
+    assert host_key_map(flux, OLD)[name][0] == "diffusion_model.double_blocks.0.img_attn.norm.query_norm.scale"
+    assert host_key_map(flux, NEW)[name][0] == "diffusion_model.double_blocks.0.img_attn.norm.query_norm.weight"
+    assert host_layout(flux, NEW).norm_param == "weight" and host_layout(flux, OLD) is flux
+
+
+def test_bfl_control_norms_are_set_on_each_hosts_norm_weights():
+    keys = ["img_in.lora_A.weight", "img_in.lora_B.weight", "single_blocks.0.norm.key_norm.scale",
+            "double_blocks.0.img_attn.norm.query_norm.scale"]
+    for rules, param in ((OLD, "scale"), (NEW, "weight")):
+        targets = host_targets(keys, layout_for("flux"), rules=rules)
+        assert targets["single_blocks.0.norm.key_norm.scale"] == f"diffusion_model.single_blocks.0.norm.key_norm.{param}"
+        assert all(targets.values())
+
+
+@pytest.mark.parametrize("arch_id", sorted(ARCHS))
+def test_canonical_resolves_every_name_the_newest_host_maps_to_the_diffusion_model(arch_id):
+    """Every key-map name of the newest host that reaches a diffusion-model weight, and every
+    name it added over the oldest, resolves in LoRA Lab's own loader to the same weight and rows
+    (``linear1_qkv`` is ComfyUI's internal alias for converted XLabs keys, never in a file)."""
+    layout = host_layout(layout_for(arch_id), NEWEST)
+    older = host_key_map(layout_for(arch_id), OLD)
+    checked = 0
+    for name, (key, rows) in host_key_map(layout, NEWEST).items():
+        if name.endswith(".linear1_qkv") or not key.endswith(".weight"):
+            continue
+        if not key.startswith("diffusion_model.") and name in older:
+            continue
+        res = resolve_module(name, layout)
+        assert res is not None and layout.key_for(res, "weight") == key, (name, key, res)
+        full = (0, layout.shapes[key][0])
+        assert res.rows == (None if rows in (None, full) else rows), (name, rows, res)
+        checked += 1
+    assert checked > 100

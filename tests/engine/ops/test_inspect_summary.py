@@ -94,7 +94,7 @@ def test_summary_of_every_fixture(name, tmp, reads):
     assert json.loads(text)["schema"] == SCHEMA
     assert d["coverage"]["mapped"] == len(s.modules) and d["coverage"]["unmapped"] == 0
     assert d["coverage"]["unet"] + d["coverage"]["text_encoder"] == len(s.modules)
-    assert d["host"]["name"] == "ComfyUI 0.3.64"
+    assert d["host"]["name"] == "ComfyUI 0.33.0"
     assert s.to_text().startswith(name + ".safetensors")
 
 
