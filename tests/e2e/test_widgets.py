@@ -7,6 +7,7 @@ import json
 import os
 
 import pytest
+from conftest import require_widgets
 from xss_lora import PAYLOADS, XSS_FILE
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
@@ -32,7 +33,16 @@ window.__ll = {
     const n = this.node(id);
     this.widget(id, name).setValue(value, { e: null, node: n, canvas: this.app.canvas });
   },
-  el(id, name) { return this.widget(id, name)?.element; },
+  // a widget's element, which must be on the page and have a size: a widget the frontend never
+  // attached (or squashed to nothing) fails the test instead of passing on a detached element
+  el(id, name) {
+    const e = this.widget(id, name)?.element;
+    if (!e) return e;
+    if (!document.contains(e)) throw new Error(`${name} of node ${id} is not on the page`);
+    const r = e.getBoundingClientRect();
+    if (!(r.width > 0 && r.height > 0)) throw new Error(`${name} of node ${id} has no size (${r.width}x${r.height})`);
+    return e;
+  },
   type(id, name, text) {
     const w = this.widget(id, name);
     w.inputEl.value = text;
@@ -80,6 +90,7 @@ true
 @pytest.fixture
 def ui(page):
     """A clean graph, helpers in the page, and a check after the test that nothing ran or broke."""
+    require_widgets(page)
     page.eval(HELPERS)
     page.eval("__ll.reset()")
     exceptions, errors, dialogs = len(page.exceptions), len(page.console_errors), len(page.dialogs)
@@ -96,9 +107,10 @@ def ui(page):
 def shot(page, name: str, ids: list, widget: str | None = None) -> None:
     """Screenshots for review: the nodes, and (for the README) the widget alone."""
     page.pause(0.5)
-    page.screenshot(os.path.join(OUT, name + ".png"), page.eval(f"__ll.box({json.dumps(ids)})"))
+    out = os.path.join(OUT, page.target.name)
+    page.screenshot(os.path.join(out, name + ".png"), page.eval(f"__ll.box({json.dumps(ids)})"))
     if widget:
-        page.screenshot(os.path.join(OUT, "widget_" + name + ".png"),
+        page.screenshot(os.path.join(out, "widget_" + name + ".png"),
                         page.eval(f"__ll.widgetBox({ids[0]}, {json.dumps(widget)})"))
 
 
@@ -217,7 +229,7 @@ def test_inspect_report_appears_on_the_node(ui, out_dir):
 
 def test_loss_chart_draws_training_progress(ui, out_dir):
     node = ui.eval("__ll.add('LoRALabTrainE2EProbe', 60, 60)")
-    assert ui.eval(f"__ll.el({node}, 'loralab_loss') === undefined")  # the chart comes with the first event
+    assert ui.eval(f"__ll.widget({node}, 'loralab_loss') === undefined")  # the chart comes with the first event
     ui.eval("__ll.app.queuePrompt(0, 1)")
     ui.wait_for(f"__ll.el({node}, 'loralab_loss')?.querySelector('.loralab-status').textContent.startsWith('step 120 / 120')",
                 timeout=90)

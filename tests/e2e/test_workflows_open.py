@@ -12,6 +12,7 @@ import os
 import urllib.request
 
 import pytest
+from conftest import require_widgets
 from host.workflow_kit import load_workflow, workflow_files
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
@@ -49,7 +50,14 @@ OPEN = """
     panels: panels(),
     archs: archs(),
     unregistered: nodes.filter((n) => !LiteGraph.registered_node_types[n.type]).map((n) => n.type),
-    errors: nodes.filter((n) => n.has_errors).map((n) => n.type),
+    // error flags on LoRA Lab's nodes only: newer frontends flag core loaders whose model files
+    // (checkpoints the test server does not have) are missing, which says nothing about this pack
+    errors: nodes.filter((n) => n.has_errors && String(n.type).startsWith("LoRALab")).map((n) => n.type),
+    // every LoRA Lab widget of every node is on the page (a frontend that never attaches them fails)
+    detached: nodes.flatMap((n) => (n.widgets ?? []).filter((w) => w.name.startsWith("loralab_") && w.element
+      && !document.contains(w.element)).map((w) => `${n.id}:${w.name}`)),
+    pickers: nodes.filter((n) => String(n.type).startsWith("LoRALab")).flatMap((n) => (n.widgets ?? [])
+      .filter((w) => /^lora_name(_\d+)?$/.test(w.name))).length,
     dialogs: [...document.querySelectorAll(".p-dialog")].map((d) => d.textContent.slice(0, 300)),
     values: Object.fromEntries(app.graph.serialize().nodes.map((n) => [n.id, n.widgets_values ?? []])),
     count: nodes.length,
@@ -60,6 +68,7 @@ OPEN = """
 
 @pytest.fixture
 def page_clean(page):
+    require_widgets(page)
     exceptions = len(page.exceptions)
     yield page
     assert page.exceptions[exceptions:] == []
@@ -73,6 +82,9 @@ def test_workflow_opens_in_the_frontend(page_clean, out_dir, name):
     assert result["errors"] == [], f"{name}: nodes with errors {result['errors']}"
     assert result["dialogs"] == [], f"{name}: a dialog opened: {result['dialogs']}"
     assert result["count"] == len(workflow["nodes"])
+    assert result["detached"] == [], f"{name}: widgets not on the page {result['detached']}"
+    if result["pickers"]:
+        assert result["panels"], f"{name}: {result['pickers']} LoRA pickers and no metadata panel on the page"
     # every LoRA the workflow picks is in the server's loras folder: each panel shows its file
     assert [p for p in result["panels"] if p["status"] not in ("ok", "empty")] == [], result["panels"]
     # the block editors show the arch of the LoRA their node picked (and the spec fits it)
@@ -86,7 +98,7 @@ def test_workflow_opens_in_the_frontend(page_clean, out_dir, name):
         stored = node.get("widgets_values", [])
         held = result["values"][str(node["id"])]
         assert held == stored, f"{name}: node {node['id']} ({node['type']}) holds {held}, the file stores {stored}"
-    page_clean.screenshot(os.path.join(OUT, "workflow_" + name[:-len(".json")] + ".png"))
+    page_clean.screenshot(os.path.join(OUT, page_clean.target.name, "workflow_" + name[:-len(".json")] + ".png"))
 
 
 def test_template_browser_lists_every_workflow_with_its_thumbnail(server):
