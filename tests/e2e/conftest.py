@@ -253,6 +253,7 @@ def page(server, frontend, mode):
         assert on == (mode == "nodes2"), f"frontend {frontend.version}: {VUE_SETTING} is {on}, the {mode} mode wants the opposite"
         pg.target = Target(frontend, mode)
         yield pg
+        from page_checks import dump_console
         dump_console(pg)
     finally:
         pg.close()
@@ -262,80 +263,3 @@ def page(server, frontend, mode):
 def out_dir():
     os.makedirs(OUT, exist_ok=True)
     return OUT
-
-
-#: frontends whose Nodes 2.0 mode is an experiment that renders no DOM widget (ComfyUI's own
-#: multiline text included): LoRA Lab's widgets cannot exist there
-NO_DOM_WIDGETS_IN_NODES2 = (1, 28)
-
-PROBE = """
-(async () => {
-  const app = window.comfyAPI.app.app;
-  const n = LiteGraph.createNode("LoRALabLoader");
-  app.graph.add(n);
-  n.pos = [40, 40];
-  const state = () => {
-    const el = n.widgets?.find((w) => w.name === "loralab_info")?.element;
-    const r = el?.getBoundingClientRect();
-    return { widget: !!el, attached: !!el && document.contains(el),
-             width: r ? Math.round(r.width) : 0, height: r ? Math.round(r.height) : 0 };
-  };
-  let s = state();
-  for (let i = 0; i < 50 && !(s.attached && s.width > 0 && s.height > 0); i++) {
-    await new Promise((r) => setTimeout(r, 100));
-    s = state();
-  }
-  app.graph.remove(n);
-  return s;
-})()
-"""
-
-
-def probe_widgets(page) -> dict:
-    """Whether a LoRA Lab node's DOM widget is on the page (attached, non-zero size) in this mode."""
-    if not hasattr(page, "probe"):
-        page.probe = page.eval(PROBE, timeout=30)
-        s = page.probe
-        if not (s["attached"] and s["width"] > 0 and s["height"] > 0):
-            t = page.target
-            page.target.widgets_missing = (
-                f"frontend {t.version} {t.mode}: LoRA Lab's DOM widgets are not on the page "
-                f"(widget object {'exists' if s['widget'] else 'missing'}, attached={s['attached']}, "
-                f"size {s['width']}x{s['height']})")
-    return page.probe
-
-
-def require_widgets(page) -> None:
-    """Skip a widget test where this frontend's mode cannot show DOM widgets at all (and only there);
-    anywhere else a missing widget fails the test."""
-    probe_widgets(page)
-    t = page.target
-    if t.widgets_missing is None:
-        return
-    if t.mode == "nodes2" and t.vtuple() < NO_DOM_WIDGETS_IN_NODES2:
-        pytest.skip(f"frontend {t.version}'s experimental Nodes 2.0 (Vue) mode renders no DOM widgets, so LoRA Lab's "
-                    f"widgets cannot exist there ({t.widgets_missing})")
-    pytest.fail(t.widgets_missing)
-
-
-#: console errors a newer frontend logs against an older backend, each for one endpoint that
-#: backend does not have (a 404 for exactly that URL): nothing LoRA Lab can do anything about
-FOREIGN_404S = (
-    # frontend 1.5x's job list polls /api/jobs, which ComfyUI 0.3.64 does not serve
-    re.compile(r"^\[Jobs API\] Error fetching jobs: JobsApiError: Failed to fetch jobs: 404\b"),
-    re.compile(r"^network: Failed to load resource: the server responded with a status of 404 \(Not Found\) "
-               r"http://127\.0\.0\.1:\d+/api/jobs(\?[^ ]*)?$"),
-)
-
-
-def unexpected_console_errors(page, start: int = 0) -> list[str]:
-    """Console errors since ``start``, less the known 404s of endpoints the backend lacks."""
-    return [e for e in page.console_errors[start:] if not any(p.search(e) for p in FOREIGN_404S)]
-
-
-def dump_console(page) -> None:
-    """Every console error of this page, for review, in tests/e2e/out/<frontend>-<mode>/console.txt."""
-    path = os.path.join(OUT, page.target.name, "console.txt")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(page.console_errors + ["exceptions:"] + page.exceptions))

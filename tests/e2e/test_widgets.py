@@ -7,7 +7,7 @@ import json
 import os
 
 import pytest
-from conftest import require_widgets, unexpected_console_errors
+from page_checks import require_widgets, unexpected_console_errors
 from xss_lora import PAYLOADS, XSS_FILE
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")

@@ -12,7 +12,7 @@ import os
 import urllib.request
 
 import pytest
-from conftest import require_widgets
+from page_checks import require_widgets
 from host.workflow_kit import load_workflow, workflow_files
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
