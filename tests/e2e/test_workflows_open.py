@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 from page_checks import require_widgets
-from host.workflow_kit import load_workflow, workflow_files
+from host.workflow_kit import NEWER_CORE_INPUTS, load_workflow, workflow_files
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 
@@ -114,11 +114,6 @@ def test_template_browser_lists_every_workflow_with_its_thumbnail(server):
             assert r.headers["Content-Type"] == "image/jpeg" and r.read(3) == b"\xff\xd8\xff"
 
 
-#: inputs a newer core node has that an older host's node lacks: on a host without them the
-#: frontend drops their (trailing) stored values when it re-saves (ComfyUI 0.33's LoraModelLoader
-#: gained ``bypass``; the workflows are written for 0.33 and still load and run on 0.3.64)
-NEWER_CORE_INPUTS = {"LoraModelLoader": ("bypass",)}
-
 RESAVE = """
 (async () => {
   const app = window.comfyAPI.app.app;
@@ -153,7 +148,7 @@ def test_workflow_resaves_unchanged(page, server, name):
     for node in workflow["nodes"]:
         values = list(node.get("widgets_values", []))
         missing = [i for i in NEWER_CORE_INPUTS.get(node["type"], ()) if i not in _host_inputs(server, node["type"])]
-        if missing:  # an older host: its frontend drops the values of inputs its node lacks
+        if missing:  # an older host (0.3.64's LoraModelLoader has no bypass): its frontend drops those values
             values = values[:len(values) - len(missing)]
         expected[node["id"]] = (node["type"], values)
     got = {n["id"]: (n["type"], n.get("widgets_values", [])) for n in saved["nodes"]}
