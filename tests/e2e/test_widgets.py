@@ -25,7 +25,7 @@ window.__ll = {
     const n = LiteGraph.createNode(type);
     this.app.graph.add(n);
     n.pos = [x, y];
-    return /^\d+$/.test(String(n.id)) ? Number(n.id) : n.id;  // newer frontends hand out "1"
+    return /^\\d+$/.test(String(n.id)) ? Number(n.id) : n.id;  // newer frontends hand out "1"
   },
   node(id) { return this.app.graph.getNodeById(id); },
   widget(id, name) { return this.node(id).widgets.find((w) => w.name === name); },
@@ -291,7 +291,7 @@ def test_node_height_follows_its_content_both_ways(ui):
         assert 0 <= g["gap"] <= 48, f"{lora}: {g['gap']} px between the editor and the node's bottom: {g}"
         states.append(g)
     flux, sdxl, again = states
-    assert sdxl["height"] < flux["height"] - 30 < again["height"], states
+    assert sdxl["height"] < flux["height"] - 30 and again["height"] > sdxl["height"] + 30, states
 
 
 PANEL_SETTING = "Comfy.RightSidePanel.IsOpen"

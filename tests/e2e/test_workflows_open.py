@@ -57,7 +57,7 @@ OPEN = """
     detached: nodes.flatMap((n) => (n.widgets ?? []).filter((w) => w.name.startsWith("loralab_") && w.element
       && !document.contains(w.element)).map((w) => `${n.id}:${w.name}`)),
     pickers: nodes.filter((n) => String(n.type).startsWith("LoRALab")).flatMap((n) => (n.widgets ?? [])
-      .filter((w) => /^lora_name(_\d+)?$/.test(w.name))).length,
+      .filter((w) => /^lora_name(_\\d+)?$/.test(w.name))).length,
     dialogs: [...document.querySelectorAll(".p-dialog")].map((d) => d.textContent.slice(0, 300)),
     values: Object.fromEntries(app.graph.serialize().nodes.map((n) => [n.id, n.widgets_values ?? []])),
     count: nodes.length,
