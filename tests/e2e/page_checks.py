@@ -68,12 +68,13 @@ _NOT_FOUND = r"^network: Failed to load resource: the server responded with a st
 #: console errors that are not LoRA Lab's, each matched by its exact URL (or, for the outside world,
 #: by being outside this machine): anything else fails a widget test
 FOREIGN_ERRORS = (
-    # frontend 1.5x's job list polls /api/jobs, which ComfyUI 0.3.64 does not serve
-    re.compile(r"^\[Jobs API\] Error fetching jobs: JobsApiError: Failed to fetch jobs: 404\b"),
-    re.compile(_NOT_FOUND + r"/api/jobs(\?[^ ]*)?$"),
+    # frontend 1.5x's job list and queue poll /api/jobs, and it asks for /api/global_subgraphs:
+    # ComfyUI 0.3.64 serves neither
+    re.compile(r"^(\[Jobs API\] Error fetching jobs|Failed to fetch queue): JobsApiError: Failed to fetch jobs: 404\b"),
+    re.compile(_NOT_FOUND + r"/api/(jobs|global_subgraphs)(\?[^ ]*)?$"),
     # ComfyUI's answer for user files a fresh user folder does not have yet
-    re.compile(_NOT_FOUND + r"(/user\.css|/api/userdata/user\.css|/api/userdata/comfy\.templates\.json"
-               r"|/api/userdata\?dir=(workflows|subgraphs)&[^ ]*)$"),
+    re.compile(_NOT_FOUND + r"(/user\.css|/favicon\.ico|/api/userdata/user\.css|/api/userdata/comfy\.templates\.json"
+               r"|/api/userdata\?dir=(workflows|subgraphs|subgraphs%2F)&[^ ]*)$"),
     # the test machine is offline: the frontend's calls to the outside world (release notes, model links)
     re.compile(r"^network: Failed to load resource: net::ERR_(NAME_NOT_RESOLVED|INTERNET_DISCONNECTED|CONNECTION_REFUSED) "
                r"https://(?!127\.0\.0\.1)[^ ]+$"),
