@@ -12,7 +12,7 @@ tests skip with the version named where it cannot be had) or folders holding a f
 ``index.html``; default ``bundled,1.58.1``. ``--modes`` (or ``LORALAB_E2E_MODES``): ``classic``,
 ``nodes2`` (Nodes 2.0, the setting ``Comfy.VueNodes.Enabled``), default both. One server per
 frontend and one browser page per frontend and mode, whatever the number of tests.
-Screenshots go to tests/e2e/out/ (git-ignored), named after the frontend and mode.
+Screenshots go to tests/e2e/out/<host>-<frontend>-<mode>/ (git-ignored), with each page's console.
 """
 from __future__ import annotations
 
@@ -224,13 +224,24 @@ def pytest_terminal_summary(terminalreporter):
                                     + (", ".join(used) if used else "none, every node and route was the real one"))
 
 
+def comfyui_version() -> str:
+    """The host's ComfyUI version (comfyui_version.py), or "unknown"."""
+    try:
+        with open(os.path.join(COMFYUI_PATH, "comfyui_version.py"), encoding="utf-8") as f:
+            m = re.search(r"__version__\s*=\s*[\"']([^\"']+)", f.read())
+        return m.group(1) if m else "unknown"
+    except OSError:
+        return "unknown"
+
+
 class Target:
-    """The frontend and mode a page runs: ``name`` labels screenshots (e.g. ``1.58.1-nodes2``)."""
+    """The frontend and mode a page runs: ``name`` labels screenshots and the console log
+    (e.g. ``comfyui-0.33.0-frontend-1.58.1-nodes2``)."""
 
     def __init__(self, frontend: Frontend, mode: str) -> None:
         self.frontend, self.mode = frontend, mode
         self.version = frontend.version
-        self.name = f"{frontend.version}-{mode}"
+        self.name = f"comfyui-{comfyui_version()}-frontend-{frontend.version}-{mode}"
         self.widgets_missing: str | None = None  # why LoRA Lab's DOM widgets cannot exist on this page
 
     def vtuple(self) -> tuple:
