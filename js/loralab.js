@@ -35,6 +35,21 @@ function nodeOfExecutionId(id) {
   return graph?.getNodeById(parts[parts.length - 1]) ?? null;
 }
 
+/** Every node of the root graph and of its subgraphs. */
+function allNodes() {
+  const out = [];
+  const walk = (graph, seen) => {
+    if (!graph || seen.has(graph)) return;
+    seen.add(graph);
+    for (const node of graph.nodes ?? graph._nodes ?? []) {
+      out.push(node);
+      walk(node.subgraph, seen);
+    }
+  };
+  walk(app.rootGraph ?? app.graph, new Set());
+  return out;
+}
+
 function chartOf(node) {
   node.loralab.chart ??= attachLossChart(node);
   return node.loralab.chart;
@@ -51,6 +66,20 @@ app.registerExtension({
     });
   },
 
+  // Loading a workflow or clearing the graph: frontends from 1.49 on may set a picker's value after
+  // the node's onConfigure (and never through its callback), so every panel checks its pickers again
+  // once the graph is configured, and once more a frame later.
+  afterConfigureGraph() {
+    const sync = () => {
+      for (const node of allNodes()) {
+        node.loralab?.panel?.sync();
+        node.loralab?.editor?.refresh();
+      }
+    };
+    sync();
+    requestAnimationFrame(sync);
+  },
+
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (!String(nodeData?.name ?? "").startsWith(PREFIX)) return;
     chain(nodeType.prototype, "onNodeCreated", function () {
@@ -63,6 +92,8 @@ app.registerExtension({
     chain(nodeType.prototype, "onConfigure", function () {
       this.loralab?.panel?.refresh();
       this.loralab?.editor?.refresh();
+      // a frontend that sets the widget values after onConfigure: check again a frame later
+      requestAnimationFrame(() => this.loralab?.panel?.sync());
     });
     chain(nodeType.prototype, "onExecuted", function (output) {
       const text = reportText(output);

@@ -94,9 +94,12 @@ export function attachInfoPanel(node) {
     for (const fn of listeners) fn(e.suffix, info);
   };
 
+  // The name each entry shows (or is fetching); a graph reset that sets a picker's value without
+  // its callback is caught by ``sync`` (on configure and after the graph is loaded).
   const load = async (e) => {
     const name = e.widget.value;
     const token = ++e.token;
+    e.name = name;
     if (typeof name !== "string" || EMPTY.has(name)) {
       settle(e, null, { status: "empty", view: null });
       return;
@@ -112,12 +115,15 @@ export function attachInfoPanel(node) {
       if (token !== e.token) return;
       settle(e, null, { status: "error", error: errorText(err?.message) });
     }
+    if (token === e.token && e.widget.value !== name) load(e);  // the picker moved on without its callback
   };
 
   for (const e of entries) onWidgetChange(e.widget, () => load(e));
   render();
   return {
     refresh: () => entries.forEach(load),
+    /** Reload the entries whose picker no longer holds the name they show. */
+    sync: () => entries.filter((e) => e.widget.value !== e.name).forEach(load),
     info: (suffix) => entries.find((e) => e.suffix === suffix)?.info ?? null,
     onInfo: (fn) => listeners.push(fn),
   };

@@ -15,23 +15,32 @@ export function addContentWidget(node, name, content, { fallbackHeight = 40, max
   };
   const widget = node.addDOMWidget(name, "loralab", outer, {
     serialize: false,
+    // not an input: the properties panel (frontend 1.37+) lists widgets without this as inputs
+    // and renders them there itself, at the panel's width
+    hideInPanel: true,
     hideOnZoom: true,
     margin,
     getMinHeight: measure,
     getMaxHeight: measure,
   });
   widget.serialize = false;
+  // A renderer that shows the widget elsewhere (frontend 1.49's properties panel) writes its own
+  // width onto the widget, and the node then draws the widget at that width until a reload: this
+  // widget always spans its node, so it has no width of its own to overwrite.
+  Object.defineProperty(widget, "width", { configurable: true, get: () => undefined, set: () => {} });
   let pending = false;
-  let fitted = false;
+  // the content height the node was last sized for: the frontend calls getMinHeight/getMaxHeight
+  // (so measure) on its own while laying out, so ``height`` alone cannot tell that the node
+  // still has the size of older content
+  let sizedFor = null;
   widget.fit = () => {
     if (pending) return;
     pending = true;
     requestAnimationFrame(() => {
       pending = false;
-      const before = height;
-      measure();
-      if (height !== before || !fitted) {
-        fitted = true;
+      const h = measure();
+      if (h !== sizedFor) {
+        sizedFor = h;
         node.setSize([Math.max(node.size[0], minWidth), node.computeSize()[1]]);
       }
       node.graph?.setDirtyCanvas(true, true);

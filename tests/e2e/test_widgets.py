@@ -7,6 +7,7 @@ import json
 import os
 
 import pytest
+from page_checks import require_widgets, unexpected_console_errors
 from xss_lora import PAYLOADS, XSS_FILE
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
@@ -24,7 +25,7 @@ window.__ll = {
     const n = LiteGraph.createNode(type);
     this.app.graph.add(n);
     n.pos = [x, y];
-    return n.id;
+    return /^\\d+$/.test(String(n.id)) ? Number(n.id) : n.id;  // newer frontends hand out "1"
   },
   node(id) { return this.app.graph.getNodeById(id); },
   widget(id, name) { return this.node(id).widgets.find((w) => w.name === name); },
@@ -32,7 +33,16 @@ window.__ll = {
     const n = this.node(id);
     this.widget(id, name).setValue(value, { e: null, node: n, canvas: this.app.canvas });
   },
-  el(id, name) { return this.widget(id, name)?.element; },
+  // a widget's element, which must be on the page and have a size: a widget the frontend never
+  // attached (or squashed to nothing) fails the test instead of passing on a detached element
+  el(id, name) {
+    const e = this.widget(id, name)?.element;
+    if (!e) return e;
+    if (!document.contains(e)) throw new Error(`${name} of node ${id} is not on the page`);
+    const r = e.getBoundingClientRect();
+    if (!(r.width > 0 && r.height > 0)) throw new Error(`${name} of node ${id} has no size (${r.width}x${r.height})`);
+    return e;
+  },
   type(id, name, text) {
     const w = this.widget(id, name);
     w.inputEl.value = text;
@@ -80,6 +90,7 @@ true
 @pytest.fixture
 def ui(page):
     """A clean graph, helpers in the page, and a check after the test that nothing ran or broke."""
+    require_widgets(page)
     page.eval(HELPERS)
     page.eval("__ll.reset()")
     exceptions, errors, dialogs = len(page.exceptions), len(page.console_errors), len(page.dialogs)
@@ -89,16 +100,17 @@ def ui(page):
     assert page.eval("__ll.foreignElements()") == []
     assert page.eval("__ll.handlerAttributes()") == []
     assert page.exceptions[exceptions:] == []
-    assert [e for e in page.console_errors[errors:] if not e.startswith("network:")] == []
+    assert unexpected_console_errors(page, errors) == []
     assert not [e for e in page.exceptions if "/extensions/lora-lab/" in e]
 
 
 def shot(page, name: str, ids: list, widget: str | None = None) -> None:
     """Screenshots for review: the nodes, and (for the README) the widget alone."""
     page.pause(0.5)
-    page.screenshot(os.path.join(OUT, name + ".png"), page.eval(f"__ll.box({json.dumps(ids)})"))
+    out = os.path.join(OUT, page.target.name)
+    page.screenshot(os.path.join(out, name + ".png"), page.eval(f"__ll.box({json.dumps(ids)})"))
     if widget:
-        page.screenshot(os.path.join(OUT, "widget_" + name + ".png"),
+        page.screenshot(os.path.join(out, "widget_" + name + ".png"),
                         page.eval(f"__ll.widgetBox({ids[0]}, {json.dumps(widget)})"))
 
 
@@ -217,7 +229,7 @@ def test_inspect_report_appears_on_the_node(ui, out_dir):
 
 def test_loss_chart_draws_training_progress(ui, out_dir):
     node = ui.eval("__ll.add('LoRALabTrainE2EProbe', 60, 60)")
-    assert ui.eval(f"__ll.el({node}, 'loralab_loss') === undefined")  # the chart comes with the first event
+    assert ui.eval(f"__ll.widget({node}, 'loralab_loss') === undefined")  # the chart comes with the first event
     ui.eval("__ll.app.queuePrompt(0, 1)")
     ui.wait_for(f"__ll.el({node}, 'loralab_loss')?.querySelector('.loralab-status').textContent.startsWith('step 120 / 120')",
                 timeout=90)
@@ -243,3 +255,89 @@ def test_a_saved_workflow_reloads_with_panel_and_sliders(ui):
     assert ui.eval(f"__ll.widget({node}, 'block_weights').value") == "OUT=0, default=0.5"
     sliders = ui.eval(f"__ll.sliders({node})")
     assert (sliders["OUT04"]["value"], sliders["IN04"]["value"], sliders["BASE"]["value"]) == (0, 0.5, 0.5)
+
+
+GEOMETRY = """
+((id, name) => {
+  const n = __ll.node(id), e = __ll.el(id, name);
+  const vue = document.querySelector(`[data-node-id="${id}"]`);
+  const c = __ll.app.canvas, r = c.canvas.getBoundingClientRect(), scale = c.ds.scale;
+  const box = vue ? vue.getBoundingClientRect() : {
+    left: r.left + (n.pos[0] + c.ds.offset[0]) * scale, width: n.size[0] * scale,
+    bottom: r.top + (n.pos[1] + n.size[1] + c.ds.offset[1]) * scale };
+  const w = e.getBoundingClientRect(), content = e.firstElementChild.getBoundingClientRect();
+  return { height: n.size[1], nodeWidth: box.width, width: w.width, gap: box.bottom - w.bottom,
+           clipped: content.height - w.height };
+})(%d, %s)
+"""
+
+
+def geometry(page, node: int, name: str) -> dict:
+    page.pause(0.8)  # resize observer, a frame, the frontend's own layout pass
+    return page.eval(GEOMETRY % (node, json.dumps(name)))
+
+
+def test_node_height_follows_its_content_both_ways(ui):
+    """62 Flux sliders replaced by SDXL's 21: the node shrinks with its editor (no blank band), and
+    grows again without cutting the editor off."""
+    node = ui.eval("__ll.add('LoRALabLoader', 60, 60)")
+    states = []
+    for lora, count in (("flux_kohya.safetensors", 62), ("my_style_xl.safetensors", 21), ("flux_kohya.safetensors", 62)):
+        ui.eval(f"__ll.pick({node}, 'lora_name', {json.dumps(lora)})")
+        ui.wait_for(f"Object.keys(__ll.sliders({node})).length === {count}")
+        wait_panel(ui, node)
+        g = geometry(ui, node, "loralab_blocks")
+        assert abs(g["clipped"]) <= 8, f"{lora}: the editor's box and its content differ by {-g['clipped']} px: {g}"
+        assert 0 <= g["gap"] <= 48, f"{lora}: {g['gap']} px between the editor and the node's bottom: {g}"
+        states.append(g)
+    flux, sdxl, again = states
+    assert sdxl["height"] < flux["height"] - 30 and again["height"] > sdxl["height"] + 30, states
+
+
+PANEL_SETTING = "Comfy.RightSidePanel.IsOpen"
+
+
+def test_properties_panel_leaves_the_widgets_alone(ui):
+    """The properties panel (frontend 1.37+) lists the node's inputs, not LoRA Lab's widgets, and
+    once it has shown the node the widgets still span the node."""
+    t = ui.target
+    if t.vtuple() < (1, 37):
+        pytest.skip(f"frontend {t.version} has no properties panel ({PANEL_SETTING} came with 1.37)")
+    node = ui.eval("__ll.add('LoRALabLoader', 60, 60)")
+    ui.eval(f"__ll.pick({node}, 'lora_name', {json.dumps(XSS_FILE)})")
+    wait_panel(ui, node)
+    ui.wait_for(f"Object.keys(__ll.sliders({node})).length === 21")
+    before = {w: geometry(ui, node, w) for w in ("loralab_info", "loralab_blocks")}
+    ui.eval(f"__ll.app.canvas.selectNode(__ll.node({node}))")
+    ui.eval(f"__ll.app.extensionManager.setting.set({json.dumps(PANEL_SETTING)}, true)")
+    try:
+        ui.wait_for("[...document.querySelectorAll('*')].some((e) => !e.closest('.loralab-widget') "
+                    "&& e.children.length === 0 && e.textContent.trim() === 'block_weights')", timeout=15)
+        listed = ui.eval("[...document.querySelectorAll('*')].filter((e) => !e.closest('.loralab-widget') "
+                         "&& e.children.length === 0 && /^loralab_/.test(e.textContent.trim())).map((e) => e.textContent.trim())")
+        assert listed == [], f"the properties panel lists LoRA Lab's widgets as inputs: {listed}"
+    finally:
+        ui.eval(f"__ll.app.extensionManager.setting.set({json.dumps(PANEL_SETTING)}, false)")
+        ui.eval("__ll.app.canvas.deselectAll?.()")
+    for w, b in before.items():
+        after = geometry(ui, node, w)
+        assert abs(after["width"] - b["width"]) <= 2 and after["width"] >= 0.9 * after["nodeWidth"] - 30, (w, b, after)
+
+
+def test_panel_follows_the_graph_after_a_reset(ui):
+    """Loading another workflow (the graph cleared and configured again, same node ids) refetches
+    each panel for the LoRA its node now picks."""
+    node = ui.eval("__ll.add('LoRALabLoader', 60, 60)")
+    ui.eval(f"__ll.pick({node}, 'lora_name', {json.dumps(XSS_FILE)})")
+    wait_panel(ui, node)
+    first = json.loads(ui.eval("JSON.stringify(__ll.app.graph.serialize())"))
+    second = json.loads(json.dumps(first))
+    values = next(n for n in second["nodes"] if n["id"] == node)["widgets_values"]
+    values[values.index(XSS_FILE)] = "flux_kohya.safetensors"
+    compact = f"__ll.el({node}, 'loralab_info')?.querySelector('.loralab-ok .loralab-compact')?.textContent ?? ''"
+    for graph, arch in ((second, "Flux"), (first, "SDXL"), (second, "Flux")):
+        ui.eval(f"__ll.app.loadGraphData({json.dumps(graph)})")
+        ui.wait_for(f"({compact}).split(' · ')[0].startsWith({json.dumps(arch)})", timeout=20)
+    ui.eval("__ll.app.graph.clear()")
+    ui.eval(f"__ll.app.loadGraphData({json.dumps(first)})")
+    ui.wait_for(f"({compact}).split(' · ')[0].startsWith('SDXL')", timeout=20)

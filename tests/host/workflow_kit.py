@@ -14,6 +14,9 @@ WORKFLOWS = os.path.join(REPO, "workflows")
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 #: INT inputs the frontend gives a control widget unless their spec says control_after_generate: false
 SEED_NAMES = ("seed", "noise_seed")
+#: inputs ComfyUI 0.33 added to core nodes, whose values the workflows (saved for 0.33) store last: an
+#: older host's node lacks them, and its frontend drops their values when it loads the workflow
+NEWER_CORE_INPUTS = {"LoraModelLoader": ("bypass",)}
 #: node types that exist in the frontend only and never reach the server
 FRONTEND_ONLY = {"Note", "MarkdownNote"}
 
@@ -101,6 +104,9 @@ def widget_values(node: dict, info: dict) -> dict:
     trailing inputs a core node gained since, which get their defaults)."""
     slots = widget_slots(info)
     values = node.get("widgets_values", [])
+    newer = [name for name in NEWER_CORE_INPUTS.get(node.get("type"), ()) if name not in slots]
+    if newer and len(values) == len(slots) + len(newer):
+        values = values[:len(slots)]  # as an older host's frontend does
     added = _defaults_of_added_inputs(node, info, slots, len(values))
     if added is not None:
         values = [*values, *added]
