@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,7 +13,7 @@ from comfy_api.latest import io, ui
 
 from ..loralab.ops.inspect import inspect_lora
 from .common import CATEGORY, display_name, node_id, unlisted
-from .host.folders import lora_names, lora_path
+from .host.folders import lora_names, lora_path, picked_stamp
 from .host.models import model_layout
 
 def _image(img) -> torch.Tensor:
@@ -51,6 +52,11 @@ class LoRALabInspect(io.ComfyNode):
     def validate_inputs(cls, lora_name: str | None = None) -> bool | str:
         """This ComfyUI checks only V1-style combos against their options: the node checks its own."""
         return unlisted({"lora_name": lora_name}, lora_names())
+
+    @classmethod
+    def fingerprint_inputs(cls, lora_name: str | None = None, **kwargs: Any) -> Any:
+        """Size and modification time of the file: an edited file is inspected again, an unchanged one not."""
+        return picked_stamp(lora_name)
 
     @classmethod
     def execute(cls, lora_name: str, model=None) -> io.NodeOutput:

@@ -8,6 +8,7 @@ run writes nothing.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 import comfy.lora
@@ -15,7 +16,6 @@ import comfy.model_management
 import comfy.utils
 from comfy_api.latest import io
 
-from ..loralab.errors import LoRALabError
 from ..loralab.files.paths import sanitize_output_name, unused_path
 from ..loralab.lora import Lora
 from ..loralab.ops.bake import baked_weights
@@ -23,7 +23,7 @@ from ..loralab.ops.extract import extract
 from ..loralab.ops.lowrank import RANK_MODES, RankRule
 from ..loralab.ops.merge import METHODS, MergeInput, MergeResult, convert, merge, resize
 from .common import CATEGORY, display_name, node_id, unlisted
-from .host.folders import lora_names, output_folder, picked_lora
+from .host.folders import lora_names, output_folder, picked_lora, picked_stamp
 from .host.models import effective_weights, model_layout, required_layout
 
 MERGE_CATEGORY = f"{CATEGORY}/Merge"
@@ -107,14 +107,6 @@ def _inputs_from(items, layout) -> list[MergeInput]:
             for item in items]
 
 
-def _mtime(name: str) -> float | None:
-    """The file's modification time (so an edited file is merged again), None if it cannot be read."""
-    try:
-        return os.path.getmtime(picked_lora(name))
-    except (LoRALabError, OSError):
-        return None
-
-
 class _PicksOneLora(io.ComfyNode):
     """A node that reads one LoRA named by its ``lora_name`` input."""
 
@@ -123,8 +115,9 @@ class _PicksOneLora(io.ComfyNode):
         return unlisted({"lora_name": lora_name}, lora_names())
 
     @classmethod
-    def fingerprint_inputs(cls, lora_name, **kwargs):
-        return _mtime(lora_name)
+    def fingerprint_inputs(cls, lora_name: str | None = None, **kwargs: Any) -> Any:
+        """Size and modification time of the file: an edited file is read again, an unchanged one not."""
+        return picked_stamp(lora_name)
 
 
 class LoRALabMergeInput(_PicksOneLora):
@@ -174,7 +167,7 @@ class LoRALabMerge(io.ComfyNode):
                 *_rank_inputs(32),
                 io.Float.Input("density", default=0.5, min=0.01, max=1.0, step=0.01,
                                tooltip="ties / dare / magnitude: fraction of each ΔW's entries kept"),
-                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="dare's random drops"),
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, control_after_generate=False, tooltip="dare's random drops"),
                 *_output_inputs(),
                 MergeList.Input("merge_list", optional=True, tooltip="more LoRAs, from LoRA to Merge nodes"),
                 io.Model.Input("model", optional=True,
@@ -189,8 +182,10 @@ class LoRALabMerge(io.ComfyNode):
         return unlisted({"lora_name_1": lora_name_1, "lora_name_2": lora_name_2}, [NONE, *lora_names()])
 
     @classmethod
-    def fingerprint_inputs(cls, lora_name_1, lora_name_2=NONE, **kwargs):
-        return _mtime(lora_name_1), _mtime(lora_name_2) if lora_name_2 != NONE else None
+    def fingerprint_inputs(cls, lora_name_1: str | None = None, lora_name_2: str | None = None,
+                           **kwargs: Any) -> Any:
+        """Size and modification time of the files picked here (each LoRA to Merge node stamps its own)."""
+        return picked_stamp(lora_name_1), picked_stamp(lora_name_2)
 
     @classmethod
     def execute(cls, lora_name_1, weight_1, block_weights_1, lora_name_2, weight_2, block_weights_2, method,
@@ -330,8 +325,9 @@ class LoRALabBake(io.ComfyNode):
         return unlisted({"lora_name": lora_name}, [NONE, *lora_names()])
 
     @classmethod
-    def fingerprint_inputs(cls, lora_name=NONE, **kwargs):
-        return _mtime(lora_name) if lora_name != NONE else None
+    def fingerprint_inputs(cls, lora_name: str | None = None, **kwargs: Any) -> Any:
+        """Size and modification time of the file picked here (each LoRA to Merge node stamps its own)."""
+        return picked_stamp(lora_name)
 
     @classmethod
     def execute(cls, model, lora_name, strength, block_weights, merge_list=None) -> io.NodeOutput:

@@ -8,6 +8,7 @@ ComfyUI's cache may hand any earlier run to a re-executed node and it still is w
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import comfy.model_management
 import comfy.sample
@@ -18,7 +19,7 @@ import node_helpers
 import torch
 from comfy_api.latest import io, ui
 
-from ..loralab.errors import TrainingError
+from ..loralab.errors import LoRALabError, TrainingError
 from ..loralab.files.paths import sanitize_output_name, unused_path
 from ..loralab.train.checkpoint import STATE_EXTENSION, lora_tensors, restore_run, save_checkpoint, save_lora_file
 from ..loralab.train.losscurve import render_loss_curve
@@ -29,7 +30,7 @@ from ..loralab.train.schedules import SCHEDULES
 from ..loralab.train.timesteps import FLOW_SAMPLERS
 from .common import CATEGORY, display_name, node_id
 from .dataset import DatasetType
-from .host.folders import lora_path, output_folder
+from .host.folders import file_stamp, lora_path, output_folder
 from .host.models import model_layout
 from .host.training import diffusion_shapes, lora_model, model_info, raise_interrupt, source_model_name, train_steps
 
@@ -58,7 +59,7 @@ def settings_inputs(steps_name: str) -> list:
         io.Int.Input("grad_accumulation", default=1, min=1, max=1024),
         io.Float.Input("max_grad_norm", default=1.0, min=0.0, max=1000.0, step=0.1, tooltip="0 = no clipping"),
         io.Boolean.Input("gradient_checkpointing", default=False),
-        io.Int.Input("seed", default=0, min=0, max=2 ** 63 - 1),
+        io.Int.Input("seed", default=0, min=0, max=2 ** 63 - 1, control_after_generate=False),
         io.Float.Input("min_snr_gamma", default=0.0, min=0.0, max=100.0, step=0.5,
                        tooltip="ε/v-prediction models; 0 = off, 5 is common"),
         io.Float.Input("noise_offset", default=0.0, min=0.0, max=1.0, step=0.01),
@@ -231,7 +232,7 @@ class LoRALabTrainPreview(io.ComfyNode):
                 RunType.Input("run"),
                 io.String.Input("prompts", multiline=True, default="a photo", tooltip="one prompt per line"),
                 io.String.Input("negative", default=""),
-                io.Int.Input("seed", default=0, min=0, max=2 ** 63 - 1),
+                io.Int.Input("seed", default=0, min=0, max=2 ** 63 - 1, control_after_generate=False),
                 io.Int.Input("steps", default=20, min=1, max=1000),
                 io.Float.Input("cfg", default=7.0, min=0.0, max=100.0, step=0.1),
                 io.Float.Input("guidance", default=3.5, min=0.0, max=100.0, step=0.1,
@@ -304,6 +305,11 @@ def state_files() -> list[str]:
     return sorted(set(out))
 
 
+def _state_path(name: str) -> str:
+    """The real path of a listed training state file."""
+    return lora_path(name, (STATE_EXTENSION,), listing=state_files())
+
+
 class LoRALabTrainResume(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -319,8 +325,23 @@ class LoRALabTrainResume(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, checkpoint: str | None = None) -> bool | str:
+        """This ComfyUI checks only V1-style combos against their options: the node checks its own."""
+        if checkpoint is not None and checkpoint not in state_files():
+            return f"checkpoint: {str(checkpoint)[:200]!r} is not a training state file in the loras folders"
+        return True
+
+    @classmethod
+    def fingerprint_inputs(cls, checkpoint: str | None = None, **kwargs: Any) -> Any:
+        """Size and modification time of the state file: a rewritten checkpoint is read again."""
+        try:
+            return file_stamp(_state_path(checkpoint))
+        except LoRALabError:
+            return checkpoint
+
+    @classmethod
     def execute(cls, run: TrainRun, checkpoint: str) -> io.NodeOutput:
-        resumed = restore_run(run, lora_path(checkpoint, (STATE_EXTENSION,)))
+        resumed = restore_run(run, _state_path(checkpoint))
         return io.NodeOutput(resumed, run_info(resumed))
 
 
