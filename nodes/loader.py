@@ -19,8 +19,9 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..loralab.blocks.spec import load_presets, parse_block_weights
-from ..loralab.errors import LoRALabError, SafetensorsError
+from ..loralab.errors import SafetensorsError
 from ..loralab.files.safetensors import read_header
+from ..loralab.formats.not_lora import looks_like
 from ..loralab.layouts import ModelLayout
 from ..loralab.lora import Lora
 from ..loralab.ops.apply import plan_application
@@ -47,22 +48,16 @@ def user_presets_file() -> str:
     return os.path.join(folder_paths.get_user_directory(), "loralab", "block_presets.txt")
 
 
-def _stamp(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_mtime_ns, st.st_size
-
-
 @dataclass
 class _File:
-    """One LoRA file's tensors and metadata, and its Lora mapped onto each model layout seen."""
+    """One LoRA file's tensors and metadata, and its Lora mapped onto each model layout seen; a file
+    that is no LoRA (``not_lora``: what it looks like) keeps no tensors."""
 
     path: str
     stamp: tuple[int, int] | None
     tensors: dict[str, torch.Tensor]
     metadata: dict[str, str]
+    not_lora: str | None = None
     mapped: dict[str, Lora] = field(default_factory=dict)
 
 
@@ -72,23 +67,45 @@ _LAYOUTS: "OrderedDict[str, ModelLayout]" = OrderedDict()
 
 def _read(cache_key: tuple[str, int], path: str) -> _File:
     """The file's tensors, from this node slot's cache while the file is unchanged."""
-    stamp = _stamp(path)
+    stamp = folders.file_stamp(path)
     hit = _FILES.get(cache_key)
     if hit is not None and hit.path == path and hit.stamp == stamp:
         _FILES.move_to_end(cache_key)
         return hit
     _FILES.pop(cache_key, None)
     header = read_header(path)  # every malformed or hostile file stops here, with LoRA Lab's clear error
+    kind = _not_a_lora(path, list(header.tensors))
+    if kind is not None:  # a checkpoint picked as a LoRA can be gigabytes: none of it is loaded
+        return _cache(cache_key, _File(path, stamp, {}, header.metadata, kind))
     try:  # then ComfyUI's own reader, as core's LoraLoader uses: the same tensors, bit for bit
         tensors = comfy.utils.load_torch_file(path, safe_load=True)
     except Exception as e:  # the file changed after its header was checked; the library's errors have no common type
         raise SafetensorsError(f"not a readable safetensors file ({e})", path=path,
                                hint="the file is corrupt or incomplete: download it again") from None
-    loaded = _File(path, stamp, tensors, header.metadata)
+    return _cache(cache_key, _File(path, stamp, tensors, header.metadata))
+
+
+def _cache(cache_key: tuple[str, int], loaded: _File) -> _File:
     _FILES[cache_key] = loaded
     while len(_FILES) > CACHED_FILES:
         _FILES.popitem(last=False)
     return loaded
+
+
+def _not_a_lora(path: str, keys: list[str]) -> str | None:
+    """What a file with no LoRA tensors looks like (a checkpoint, a VAE...), from its header; None for LoRAs."""
+    if looks_like(keys) is None:
+        return None
+    with Lora.open(path) as probe:
+        return probe.detection.not_lora
+
+
+def _mapped(loaded: _File, layout: ModelLayout, label: str) -> Lora:
+    """The file's Lora on a layout (for a file that is no LoRA, from its header: a plan needs no tensors of it)."""
+    if loaded.not_lora is None:
+        return Lora.from_state_dict(loaded.tensors, loaded.metadata, layout, label)
+    with Lora.open(loaded.path, layout) as lora:
+        return lora
 
 
 def _layout(model: Any) -> tuple[str, ModelLayout] | None:
@@ -110,8 +127,8 @@ def apply_lora(model: Any, clip: Any, lora_name: str, strength_model: float, str
     found = _layout(model)
     if found is None:
         name = type(model.model.model_config).__name__
-        info = (f"LoRA: {lora_name}\nmodel: {name}, which LoRA Lab has no layout for: nothing applied "
-                "(use ComfyUI's LoraLoader for this model)")
+        info = (f"nothing applied: the model is {name}, which LoRA Lab has no layout for (use ComfyUI's "
+                f"LoraLoader for this model)\nLoRA: {lora_name}")
         log.warning("LoRA Lab: %s", info.replace("\n", "; "))
         return model, clip, info
     layout_key, layout = found
@@ -121,7 +138,7 @@ def apply_lora(model: Any, clip: Any, lora_name: str, strength_model: float, str
     loaded = _read(cache_key, folders.picked_lora(lora_name))
     lora = loaded.mapped.get(layout_key)
     if lora is None:
-        lora = loaded.mapped[layout_key] = Lora.from_state_dict(loaded.tensors, loaded.metadata, layout, lora_name)
+        lora = loaded.mapped[layout_key] = _mapped(loaded, layout, lora_name)
     plan = plan_application(lora, weights, strength_model, strength_clip, model_arch=arch_id,
                             clip_connected=clip is not None, label=lora_name)
     model, clip = apply_plan(plan, loaded.tensors, model, clip)
@@ -132,14 +149,7 @@ def apply_lora(model: Any, clip: Any, lora_name: str, strength_model: float, str
 
 def _fingerprint(*names: str) -> tuple:
     """Changes when a chosen LoRA file or the user preset file changes."""
-    stamps: list[Any] = [_stamp(user_presets_file())]
-    for n in names:
-        if n and n != NONE:
-            try:
-                stamps.append(_stamp(folders.lora_path(n)))
-            except LoRALabError:  # an unusable name fails properly in execute
-                stamps.append(n)
-    return tuple(stamps)
+    return (folders.file_stamp(user_presets_file()), *(folders.picked_stamp(n) for n in names))
 
 
 def _node(cls: type[io.ComfyNode]) -> str:
