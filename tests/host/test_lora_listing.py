@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -32,7 +33,7 @@ def model(host, tiny_models):
 
 def _lora(host, mp, path: str, seed: int) -> str:
     layout = host.module("nodes.host.models").model_layout(mp)
-    save_tensors(path, fit_fixture_to_layout("kohya_sd15_lora", layout, rank=2, seed=seed), {})
+    save_tensors(path, fit_fixture_to_layout("kohya_sd15_lora", layout, rank=2, seed=seed), {}, overwrite=True)
     return path
 
 
@@ -110,12 +111,12 @@ def test_the_same_merge_prompt_twice_writes_one_file(host, model):
     spec = host.nodes.NODE_CLASS_MAPPINGS["LoRALabMerge"].INPUT_TYPES()["required"]["seed"][1]
     assert spec.get("control_after_generate") is False  # the frontend adds no "randomize" to it
     prompt = {"1": {"class_type": "LoRALabMerge", "inputs": merge}}
-    for _ in range(2):
-        ok, result, messages = host.run_prompt(prompt)
+    for _ in range(2):  # each queued prompt is a fresh copy, as the server parses each one anew
+        ok, result, messages = host.run_prompt(copy.deepcopy(prompt))
         assert ok, (result, messages)
     assert sorted(os.listdir(os.path.join(loras, "rerun"))) == ["a.safetensors", "b.safetensors", "merged.safetensors"]
     _lora(host, model, first, seed=16)  # the file changes (new content, size or time): merged again
     os.utime(first, ns=(os.stat(first).st_atime_ns, os.stat(first).st_mtime_ns + 10**9))
-    ok, result, messages = host.run_prompt(prompt)
+    ok, result, messages = host.run_prompt(copy.deepcopy(prompt))
     assert ok, (result, messages)
     assert "merged_00001.safetensors" in os.listdir(os.path.join(loras, "rerun"))
