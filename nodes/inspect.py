@@ -15,6 +15,7 @@ from ..loralab.ops.inspect import inspect_lora
 from .common import CATEGORY, display_name, node_id, unlisted
 from .host.folders import lora_names, lora_path, picked_stamp
 from .host.models import model_layout
+from .host.progress import progress_callback
 
 def _image(img) -> torch.Tensor:
     """A Pillow RGB image as a ComfyUI IMAGE: [1, H, W, 3] float in 0..1."""
@@ -63,7 +64,7 @@ class LoRALabInspect(io.ComfyNode):
         path = lora_path(lora_name)
         layout = model_layout(model) if model is not None else None
         base = model.model.state_dict() if model is not None else None
-        report = inspect_lora(path, blocks=True, hashes=True, base=base, layout=layout)
+        report = inspect_lora(path, blocks=True, hashes=True, base=base, layout=layout, progress=progress_callback())
         data = report.to_dict()
         data["path"] = lora_name
         text = report.to_text()

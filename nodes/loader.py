@@ -43,6 +43,11 @@ SPEC_TOOLTIP = ("Weight per absolute block: empty = all 1; a preset name (ALL, O
                 "readable items such as 'IN04-IN08=0.5, M00=1, OUT=0, D0-6=1, S=0.3, default=1'.")
 
 
+MODEL_TIP = "the diffusion model to patch (from Load Checkpoint or Load Diffusion Model); SD1.x, SD2, SDXL, SD3 or Flux"
+CLIP_TIP = ("the text encoder to patch with the LoRA's text-encoder part; leave it unconnected to patch the model "
+            "only (the report counts the modules that skips)")
+
+
 def user_presets_file() -> str:
     """Where users keep their own block-weight presets (LBW's ``NAME:values`` format)."""
     return os.path.join(folder_paths.get_user_directory(), "loralab", "block_presets.txt")
@@ -167,12 +172,17 @@ def _spec(name: str) -> io.String.Input:
 
 def _token_inputs() -> list[io.Input]:
     return [
-        io.Float.Input("a", default=1.0, min=-100.0, max=100.0, step=0.01, tooltip="value of the token A in a spec"),
-        io.Float.Input("b", default=1.0, min=-100.0, max=100.0, step=0.01, tooltip="value of the token B in a spec"),
+        common.advanced(io.Float.Input("a", default=1.0, min=-100.0, max=100.0, step=0.01,
+                                       tooltip="value of the token A in a block-weight vector (usually 1); only "
+                                               "specs that use A read it")),
+        common.advanced(io.Float.Input("b", default=1.0, min=-100.0, max=100.0, step=0.01,
+                                       tooltip="value of the token B in a block-weight vector (usually 1); only "
+                                               "specs that use B read it")),
         # fixed unless the user wires a seed in: a seed that changes every run would re-run the node
         # (and everything after it) every time
-        io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=False,
-                     tooltip="seed of the random tokens R (0..1) and U (-0.5..1.5)"),
+        common.advanced(io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=False,
+                                     tooltip="seed of the random tokens R (0..1) and U (-0.5..1.5) in a "
+                                             "block-weight vector; only specs that use R or U read it")),
     ]
 
 
@@ -194,11 +204,13 @@ class LoRALabLoader(io.ComfyNode):
             description="Apply a LoRA to MODEL and CLIP with a weight per absolute block (SD1.x/SD2, SDXL, "
                         "Flux, SD3). At all-1 weights the result equals ComfyUI's LoraLoader bit for bit.",
             inputs=[
-                io.Model.Input("model"),
-                io.Clip.Input("clip", optional=True),
-                io.Combo.Input("lora_name", options=folders.lora_names()),
-                _strength("strength_model", "multiplies every diffusion-model patch"),
-                _strength("strength_clip", "multiplies every text-encoder patch"),
+                io.Model.Input("model", tooltip=MODEL_TIP),
+                io.Clip.Input("clip", optional=True, tooltip=CLIP_TIP),
+                io.Combo.Input("lora_name", options=folders.lora_names(), tooltip="a LoRA file (.safetensors) from the loras folders; the panel below shows its base model, rank and trigger words"),
+                _strength("strength_model", "multiplies every diffusion-model patch: 1 as trained, 0.6-0.9 to tone a "
+                          "style down, negative to push away from it"),
+                _strength("strength_clip", "multiplies every text-encoder patch (usually the same as strength_model); "
+                          "needs clip connected"),
                 _spec("block_weights"),
                 *_token_inputs(),
             ],
@@ -231,7 +243,8 @@ class LoRALabStack(io.ComfyNode):
         names = [NONE, *folders.lora_names()]
         for i in range(1, STACK_SLOTS + 1):
             slots += [
-                io.Combo.Input(f"lora_name_{i}", options=names, default=NONE),
+                io.Combo.Input(f"lora_name_{i}", options=names, default=NONE,
+                               tooltip=f"LoRA {i}, applied after the ones above it; None skips this slot"),
                 _strength(f"strength_model_{i}", f"multiplies LoRA {i}'s diffusion-model patches"),
                 _strength(f"strength_clip_{i}", f"multiplies LoRA {i}'s text-encoder patches"),
                 _spec(f"block_weights_{i}"),
@@ -242,7 +255,8 @@ class LoRALabStack(io.ComfyNode):
             category=f"{common.CATEGORY}/Apply",
             description=f"Apply up to {STACK_SLOTS} LoRAs in order, each with its own strengths and weight per "
                         "absolute block; 'None' slots are skipped.",
-            inputs=[io.Model.Input("model"), io.Clip.Input("clip", optional=True), *slots, *_token_inputs()],
+            inputs=[io.Model.Input("model", tooltip=MODEL_TIP), io.Clip.Input("clip", optional=True, tooltip=CLIP_TIP),
+                    *slots, *_token_inputs()],
             outputs=_outputs(),
             hidden=[io.Hidden.unique_id],
         )

@@ -50,7 +50,7 @@ import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 import torch
 
@@ -58,6 +58,7 @@ from ..blocks.map import OTHER, block_of, block_sort_key
 from ..files.hashes import Hashes, file_hashes
 from ..files.safetensors import gc_paused
 from ..formats.host_keys import HOST, host_targets
+from ..formats.keys import Entry
 from ..formats.metadata import Metadata, Training, parse_metadata, training_summary
 from ..formats.not_lora import not_a_lora, use_instead
 from ..formats.triggers import Trigger, find_triggers, trigger_words
@@ -502,10 +503,11 @@ class Report:
 
 def inspect_lora(path: str | os.PathLike, *, blocks: bool = True, hashes: bool = False,
                  base: Mapping[str, torch.Tensor] | str | os.PathLike | None = None,
-                 layout: ModelLayout | None = None) -> Report:
+                 layout: ModelLayout | None = None, progress: Callable[[int, int], None] | None = None) -> Report:
     """Inspect a LoRA file. ``blocks`` reads the tensors (one module at a time) for block
-    strengths and the NaN/Inf and all-zero checks; ``base`` (a state dict with ComfyUI keys or a
-    safetensors path) adds relative strengths; ``hashes`` hashes the whole file."""
+    strengths and the NaN/Inf and all-zero checks, calling ``progress(done, total)`` after each
+    module (it may raise to stop); ``base`` (a state dict with ComfyUI keys or a safetensors path)
+    adds relative strengths; ``hashes`` hashes the whole file."""
     with gc_paused():
         lora = Lora.open(path, layout)
     with lora:
@@ -515,9 +517,16 @@ def inspect_lora(path: str | os.PathLike, *, blocks: bool = True, hashes: bool =
         if blocks:
             checks = TensorChecks()
             weights = BaseWeights(base) if base is not None else None
+            total = sum(1 for item in lora.items if item.entry.supported)
+            done = [0]
+
+            def on_module(entry: Entry, adapter: object, norm: float | None) -> None:
+                checks.check(entry, adapter_tensors(adapter), norm)
+                done[0] += 1
+                if progress is not None:
+                    progress(done[0], total)
             try:
-                report.blocks = block_strengths(
-                    lora, weights, lambda e, a, n: checks.check(e, adapter_tensors(a), n))
+                report.blocks = block_strengths(lora, weights, on_module)
             finally:
                 if weights is not None:
                     weights.close()
