@@ -4,9 +4,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping
-
-import torch
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 from .adapters import ALGORITHMS, Adapter, dora
 from .errors import BaseWeightsNeededError, LoraFormatError
@@ -15,6 +13,9 @@ from .formats.canonical import shape_fits, target_for, target_shape
 from .formats.detect import Detection, detect
 from .formats.keys import Entry, group_keys
 from .layouts import ModelLayout, Target, layout_for
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass

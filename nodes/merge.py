@@ -147,7 +147,8 @@ class LoRALabMerge(io.ComfyNode):
         return io.Schema(
             node_id=node_id("Merge"), display_name=display_name("Merge LoRAs"), category=MERGE_CATEGORY,
             description="Merges LoRAs (any format, one base model) into one kohya-format LoRA. concat is exact "
-                        "(rank = sum of ranks); svd gives the best approximation at the chosen rank without "
+                        "(rank = sum of ranks; in fp16 too where a module's inputs share weight·alpha/rank up to "
+                        "a power of two, otherwise only with dtype fp32); svd gives the best approximation at the chosen rank without "
                         "building ΔW; ties / dare / magnitude are sparsifying merges on ΔW (lossy).",
             inputs=[
                 io.Combo.Input("lora_name_1", options=names, tooltip=LORA_TIP),

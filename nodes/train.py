@@ -1,6 +1,6 @@
 """Training nodes: one-node training (``LoRALabTrain``) and training runs as graph objects
 (``LoRALabTrainInit`` → ``LoRALabTrainSteps`` → ``LoRALabTrainPreview`` / ``LoRALabTrainSave``,
-``LoRALabTrainResume``).
+``LoRALabTrainResume``, ``LoRALabTrainExtend``).
 
 A ``LORALAB_RUN`` never changes once a node has output it: the steps node trains a copy, so
 ComfyUI's cache may hand any earlier run to a re-executed node and it still is what it was.
@@ -23,14 +23,15 @@ from ..loralab.errors import LoRALabError, TrainingError
 from ..loralab.files.paths import sanitize_output_name, unused_path
 from ..loralab.train.checkpoint import STATE_EXTENSION, lora_tensors, restore_run, save_checkpoint, save_lora_file
 from ..loralab.train.losscurve import render_loss_curve
-from ..loralab.train.network import ALGORITHMS, PRESETS, select_targets
+from ..loralab.train.network import ALGORITHMS, PRESETS, InitLoRA, select_targets
 from ..loralab.train.optim import OPTIMIZERS, available_optimizers
+from ..loralab.train.precision import PRECISIONS
 from ..loralab.train.run import SAVE_DTYPES, TrainRun, TrainSettings
 from ..loralab.train.schedules import SCHEDULES
 from ..loralab.train.timesteps import FLOW_SAMPLERS
 from .common import CATEGORY, advanced, display_name, node_id
 from .dataset import DatasetType
-from .host.folders import file_stamp, lora_path, output_folder
+from .host.folders import file_stamp, lora_names, lora_path, output_folder, picked_lora, picked_stamp
 from .host.models import model_layout
 from .host.progress import progress_callback
 from .host.training import diffusion_shapes, lora_model, model_info, raise_interrupt, source_model_name, train_steps
@@ -40,6 +41,8 @@ MODEL_TIP = "the diffusion model to train on (SD1.x, SD2, SDXL, SD3 or Flux); fp
 DATASET_TIP = "images and captions from a LoRA Dataset node (encoded with this model's VAE and CLIP)"
 RUN_TIP = "a training run from Start Training Run, Training Steps or Resume Training Run"
 TRAIN_CATEGORY = f"{CATEGORY}/Train"
+#: the ``init_lora`` choice for fresh factors
+NONE = "None"
 
 
 def settings_inputs(steps_name: str) -> list:
@@ -107,6 +110,13 @@ def settings_inputs(steps_name: str) -> list:
         advanced(io.Float.Input("guidance", default=1.0, min=0.0, max=100.0, step=0.1,
                                 tooltip="guidance-distilled flow models (Flux dev) only: their guidance input while "
                                         "training (1 is usual)")),
+        advanced(io.Combo.Input("precision", options=list(PRECISIONS), default="auto",
+                                tooltip="the dtype the model computes in (LoRA weights stay fp32): auto (usual) = "
+                                        "bf16 where the GPU has it, fp32 on the CPU, else fp16; fp16 always trains "
+                                        "with loss scaling")),
+        advanced(io.Combo.Input("init_lora", options=[NONE, *lora_names()], default=NONE,
+                                tooltip="None (usual): fresh weights. Else start from this LoRA file (same targets; "
+                                        "its rank and alpha replace the widgets')")),
         advanced(io.Int.Input("lokr_factor", default=-1, min=-1, max=1024,
                               tooltip="lokr only: size of its small Kronecker factor; -1 (usual) picks the divisor "
                                       "pair closest to a square")),
@@ -123,6 +133,8 @@ def settings_inputs(steps_name: str) -> list:
 def settings_from(values: dict, steps_name: str) -> TrainSettings:
     fields = dict(values)
     fields["total_steps"] = fields.pop(steps_name)
+    if fields.get("init_lora") == NONE:
+        fields["init_lora"] = ""
     return TrainSettings(**fields)
 
 
@@ -150,22 +162,29 @@ def init_run(model, dataset, settings: TrainSettings, model_name: str | None) ->
     if unwritable:
         raise TrainingError(f"{len(unwritable)} target weights are not in LoRA Lab's layout of this model",
                             key=unwritable[0], hint="report this model; its LoRA could not be saved with kohya names")
+    init = None
+    if settings.init_lora:
+        init = InitLoRA.read(picked_lora(settings.init_lora), layout, targets, settings.algorithm, settings.init_lora)
     base_weight = None
     if settings.algorithm == "dora":
         comfy.model_management.load_models_gpu([model])
         base_weight = lambda key: comfy.utils.get_attr(model.model, key)  # noqa: E731
     return TrainRun.create(settings, dataset, shapes, targets, info, base_weight=base_weight,
-                           device=model.load_device, layout=layout, attachments={"model": model})
+                           device=model.load_device, layout=layout, attachments={"model": model}, init=init)
 
 
 def run_info(run: TrainRun) -> str:
     s = run.settings
     params = sum(p.numel() for p in run.network.parameters())
     blocks = f", blocks '{s.blocks}'" if s.blocks else ""
-    return (f"{s.algorithm} rank {s.rank} alpha {s.alpha:g} on {len(run.network)} modules ({s.targets}{blocks}), "
+    start = f", from {s.init_lora}" if s.init_lora else ""
+    scaled = (f", loss scale {run.scaler.scale:g}, {run.scaler.skipped} steps skipped"
+              if run.precision == "fp16" else "")
+    return (f"{s.algorithm} rank {s.rank} alpha {s.alpha:g} on {len(run.network)} modules ({s.targets}{blocks}{start}), "
             f"{params:,} trained parameters; {run.model_info['arch']} {run.kind} model "
             f"'{run.model_info.get('name') or 'unknown'}'; step {run.step} of {s.total_steps}, "
-            f"batch {s.batch_size}x{s.grad_accumulation}; {len(run.dataset.items)} images")
+            f"batch {s.batch_size}x{s.grad_accumulation}; computes in {run.precision}{scaled}; "
+            f"{len(run.dataset.items)} images")
 
 
 def advance(run: TrainRun, steps: int, node: str | None, *, copy: bool = True) -> TrainRun:
@@ -209,6 +228,11 @@ class LoRALabTrain(io.ComfyNode):
         )
 
     @classmethod
+    def fingerprint_inputs(cls, init_lora: str | None = None, **kwargs: Any) -> Any:
+        """Size and modification time of the LoRA training starts from: a changed file trains again."""
+        return picked_stamp(init_lora)
+
+    @classmethod
     def execute(cls, model, dataset, **kwargs) -> io.NodeOutput:
         node = cls.hidden.unique_id
         settings = settings_from(kwargs, "steps")
@@ -234,6 +258,11 @@ class LoRALabTrainInit(io.ComfyNode):
             outputs=[RunType.Output(display_name="run"), io.String.Output(display_name="info")],
             hidden=[io.Hidden.unique_id, io.Hidden.prompt],
         )
+
+    @classmethod
+    def fingerprint_inputs(cls, init_lora: str | None = None, **kwargs: Any) -> Any:
+        """Size and modification time of the LoRA training starts from: a changed file trains again."""
+        return picked_stamp(init_lora)
 
     @classmethod
     def execute(cls, model, dataset, **kwargs) -> io.NodeOutput:
@@ -405,5 +434,25 @@ class LoRALabTrainResume(io.ComfyNode):
         return io.NodeOutput(resumed, run_info(resumed))
 
 
+class LoRALabTrainExtend(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("TrainExtend"),
+            display_name=display_name("Extend Training Run"),
+            category=TRAIN_CATEGORY,
+            description="Give a run (finished or not) a longer total; everything else stays. The learning-rate "
+                        "schedule keeps its horizon: a constant schedule trains on as one longer run would, a "
+                        "decayed one goes on at the rate of its last planned step.",
+            inputs=[RunType.Input("run"), io.Int.Input("total_steps", default=2000, min=2, max=1_000_000)],
+            outputs=[RunType.Output(display_name="run"), io.String.Output(display_name="info")],
+        )
+
+    @classmethod
+    def execute(cls, run: TrainRun, total_steps: int) -> io.NodeOutput:
+        extended = run.extend(total_steps)
+        return io.NodeOutput(extended, run_info(extended))
+
+
 NODES = [LoRALabTrain, LoRALabTrainInit, LoRALabTrainSteps, LoRALabTrainPreview, LoRALabTrainSave,
-         LoRALabTrainResume]
+         LoRALabTrainResume, LoRALabTrainExtend]

@@ -6,7 +6,9 @@ import pytest
 from loralab.formats.canonical import shape_fits, target_shape
 from loralab.layouts import ModelLayout
 from loralab.layouts.flux import FLUX_DEV_CONFIG
+from loralab.layouts.qwen_image import QWEN_IMAGE_CONFIG
 from loralab.layouts.unet import SD15_CONFIG, SDXL_CONFIG
+from loralab.layouts.wan import WAN21_I2V_14B_CONFIG, WAN21_T2V_14B_CONFIG
 from loralab.lora import Lora
 from loralab_testkit import FIXTURE_MODELS, LORA_FIXTURES, fit_fixture_to_layout, fixture
 
@@ -19,7 +21,15 @@ TINY = {
     "flux": ModelLayout.from_config("flux", dict(FLUX_DEV_CONFIG, hidden_size=64, num_heads=2, depth=2,
                                                  depth_single_blocks=2)),
 }
-MODEL_ARCH = {"sd15": "sd1", "sdxl": "sdxl", "flux_dev": "flux"}
+_WAN = {"dim": 64, "ffn_dim": 96, "num_heads": 2, "num_layers": 3}
+TINY.update({
+    "wan21_t2v_14b": ModelLayout.from_config("wan21_t2v_14b", dict(WAN21_T2V_14B_CONFIG, **_WAN)),
+    "wan21_i2v_14b": ModelLayout.from_config("wan21_i2v_14b", dict(WAN21_I2V_14B_CONFIG, **_WAN)),
+    "qwen_image": ModelLayout.from_config("qwen_image", dict(QWEN_IMAGE_CONFIG, num_layers=3, num_attention_heads=2,
+                                                             attention_head_dim=32)),
+})
+MODEL_ARCH = {"sd15": "sd1", "sdxl": "sdxl", "flux_dev": "flux", "wan21_t2v_14b": "wan21_t2v_14b",
+              "wan21_t2v_1_3b": "wan21_t2v_14b", "wan21_i2v_14b": "wan21_i2v_14b", "qwen_image": "qwen_image"}
 
 
 @pytest.mark.parametrize("name", LORA_FIXTURES)

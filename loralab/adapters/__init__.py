@@ -7,7 +7,7 @@ kohya/LyCORIS names), and its ΔW formula, which the trainer's modules call too.
 from __future__ import annotations
 
 from . import diff, glora, lokr, lora, loha, oft
-from .base import WORK, Adapter, Algorithm, Claim, gram_fro_norm
+from .base import Adapter, Algorithm, Claim, gram_fro_norm
 from .diff import Diff, SetWeight
 from .loha import LoHa
 from .lokr import LoKr
@@ -16,5 +16,5 @@ from .lora import LoRA
 ALGORITHMS: dict[str, Algorithm] = {a.kind: a for a in (lora.ALGORITHM, loha.ALGORITHM, lokr.ALGORITHM, diff.DIFF,
                                                         diff.SET, oft.ALGORITHM, glora.ALGORITHM)}
 
-__all__ = ["ALGORITHMS", "WORK", "Adapter", "Algorithm", "Claim", "Diff", "LoHa", "LoKr", "LoRA", "SetWeight",
+__all__ = ["ALGORITHMS", "Adapter", "Algorithm", "Claim", "Diff", "LoHa", "LoKr", "LoRA", "SetWeight",
            "gram_fro_norm"]

@@ -4,20 +4,27 @@
 Scale conventions follow the producers (and ComfyUI): LoRA/LoHa scale is alpha / rank with a
 missing alpha meaning alpha = rank; LoKr scales by alpha / rank of its decomposed factor and
 ignores alpha when neither factor is decomposed (full-dimension LoKr).
+
+Norms and reference math are float64; ΔW and factors are float32 unless a dtype is given. The
+shape rules (the :class:`Algorithm` side) need no torch: reading a header never imports it, and
+the tensor math imports it where it runs.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-Tensor = torch.Tensor
+    Tensor = torch.Tensor
+
+from . import dora
+
 Shapes = Mapping[str, tuple[int, ...]]
-WORK = torch.float64  # precision of norms and reference math
 
-#: the suffixes every weighted algorithm shares: role -> suffix
+#: the key suffix of a module's alpha scalar, shared by every weighted algorithm
 ALPHA_SUFFIX = ".alpha"
 
 
@@ -26,11 +33,35 @@ def flat(t: Tensor) -> Tensor:
     return t.reshape(t.shape[0], -1)
 
 
+def as_dtype(dtype: torch.dtype | None) -> torch.dtype:
+    """``dtype``, or float32 (the adapters' default precision) where none is given."""
+    import torch
+    return torch.float32 if dtype is None else dtype
+
+
+#: below this fraction of (Σᵢ‖bᵢ‖‖aᵢ‖)², ‖B·A‖² has cancelled enough that float32 Gram matrices could
+#: show their rounding: :func:`gram_fro_norm` then recomputes them in float64
+GRAM_CANCELLATION = 1e-3
+
+
 def gram_fro_norm(b: Tensor, a: Tensor) -> float:
-    """‖B·A‖_F from the factors: sqrt(trace((BᵀB)(AAᵀ))), no out×in product."""
-    b = flat(b).to(WORK)
-    a = flat(a).to(WORK)
-    val = float(((b.T @ b) * (a @ a.T)).sum())
+    """‖B·A‖_F from the factors: sqrt(Σ (BᵀB ∘ AAᵀ)), no out×in product.
+
+    For 16-bit factors (fp16, bf16: every LoRA file but fp32 ones) the Gram matrices, the out·r²
+    and in·r² work, are float32, where their products are exact, and are combined in float64;
+    where the sum cancels (below :data:`GRAM_CANCELLATION` of its bound) or float32 overflows, and
+    for wider factors, the Gram matrices are float64."""
+    import torch
+    b, a = flat(b), flat(a)
+    if b.dtype.itemsize <= 2 and a.dtype.itemsize <= 2:
+        b32, a32 = b.to(torch.float32), a.to(torch.float32)
+        gb, ga = (b32.T @ b32).double(), (a32 @ a32.T).double()
+        val = float((gb * ga).sum())
+        bound = float((gb.diagonal().sqrt() * ga.diagonal().sqrt()).sum()) ** 2
+        if math.isfinite(val) and math.isfinite(bound) and val >= GRAM_CANCELLATION * bound:
+            return math.sqrt(val)
+    b64, a64 = b.to(torch.float64), a.to(torch.float64)
+    val = float(((b64.T @ b64) * (a64 @ a64.T)).sum())
     return math.sqrt(max(val, 0.0))
 
 
@@ -68,34 +99,35 @@ class Adapter:
     def needs_base(self) -> bool:
         return self.dora_scale is not None
 
-    def delta_flat(self, dtype: torch.dtype = torch.float32) -> Tensor:
-        """Scaled ΔW as an [out, in·kh·kw] matrix."""
+    def delta_flat(self, dtype: torch.dtype | None = None) -> Tensor:
+        """Scaled ΔW as an [out, in·kh·kw] matrix (float32 unless ``dtype``)."""
         raise NotImplementedError
 
-    def delta(self, shape: tuple[int, ...] | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
+    def delta(self, shape: tuple[int, ...] | None = None, dtype: torch.dtype | None = None) -> Tensor:
         """Scaled ΔW (without DoRA), reshaped to ``shape`` when given."""
         d = self.delta_flat(dtype)
         return d.reshape(shape) if shape is not None else d
 
-    def low_rank(self, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor] | None:
+    def low_rank(self, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor] | None:
         """(B [out, k], A [k, in_numel]) with B @ A == delta_flat(), or None if no low-rank form."""
         return None
 
     def fro_norm(self) -> float:
         """‖scale·ΔW‖_F (without DoRA)."""
-        lr = self.low_rank(WORK)
+        import torch
+        lr = self.low_rank(torch.float64)
         if lr is not None:
             return gram_fro_norm(*lr)
-        return float(self.delta_flat(WORK).norm())
+        return float(self.delta_flat(torch.float64).norm())
 
     def apply_to(self, weight: Tensor, strength: float = 1.0) -> Tensor:
         """The patched weight: W + strength·ΔW, or DoRA's normalised form when ``dora_scale`` is set."""
-        from .dora import normalize
-        w = weight.to(WORK)
-        d = self.delta(tuple(weight.shape), WORK)
+        import torch
+        w = weight.to(torch.float64)
+        d = self.delta(tuple(weight.shape), torch.float64)
         if self.dora_scale is None:
             return w + strength * d
-        return normalize(w + d, self.dora_scale.to(WORK), strength)
+        return dora.normalize(w + d, self.dora_scale.to(torch.float64), strength)
 
     def file_tensors(self, weight_shape: tuple[int, ...]) -> dict[str, Tensor]:
         """The tensors that store this module in a kohya/LyCORIS file, by key suffix (``.alpha`` and

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-import torch
+from .base import Adapter, Algorithm, Claim, Shapes, as_dtype
 
-from .base import WORK, Adapter, Algorithm, Claim, Shapes, Tensor
+if TYPE_CHECKING:
+    import torch
+
+    from .base import Tensor
 
 
 @dataclass
@@ -32,16 +35,17 @@ class Diff(Adapter):
     def in_numel(self) -> int:
         return math.prod(self.diff.shape[1:]) if self.diff.dim() > 1 else 1
 
-    def delta_flat(self, dtype: torch.dtype = torch.float32) -> Tensor:
-        d = self.diff.to(dtype)
+    def delta_flat(self, dtype: torch.dtype | None = None) -> Tensor:
+        d = self.diff.to(as_dtype(dtype))
         return d.reshape(d.shape[0], -1) if d.dim() else d.reshape(1, 1)
 
-    def delta(self, shape: tuple[int, ...] | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
-        d = self.diff.to(dtype)
+    def delta(self, shape: tuple[int, ...] | None = None, dtype: torch.dtype | None = None) -> Tensor:
+        d = self.diff.to(as_dtype(dtype))
         return d.reshape(shape) if shape is not None else d
 
     def fro_norm(self) -> float:
-        return float(self.diff.to(WORK).norm())
+        import torch
+        return float(self.diff.to(torch.float64).norm())
 
     def file_tensors(self, weight_shape: tuple[int, ...]) -> dict[str, Tensor]:
         return {DIFF.suffix("diff"): self.diff}
@@ -73,15 +77,16 @@ class SetWeight(Adapter):
     def in_numel(self) -> int:
         return math.prod(self.value.shape[1:]) if self.value.dim() > 1 else 1
 
-    def delta_flat(self, dtype: torch.dtype = torch.float32) -> Tensor:
+    def delta_flat(self, dtype: torch.dtype | None = None) -> Tensor:
         raise ValueError("set_weight has no ΔW without the base weight; use apply_to(weight)")
 
     def fro_norm(self) -> float:
         raise ValueError("set_weight has no ΔW norm without the base weight")
 
     def apply_to(self, weight: Tensor, strength: float = 1.0) -> Tensor:
-        w = weight.to(WORK)
-        return w + strength * (self.value.to(WORK).reshape(weight.shape) - w)
+        import torch
+        w = weight.to(torch.float64)
+        return w + strength * (self.value.to(torch.float64).reshape(weight.shape) - w)
 
     def file_tensors(self, weight_shape: tuple[int, ...]) -> dict[str, Tensor]:
         return {SET.suffix("set"): self.value}

@@ -4,10 +4,10 @@ to that magnitude; strength m interpolates the normalising factor as m·(f − 1
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import torch
-
-from .base import Tensor
+if TYPE_CHECKING:
+    from torch import Tensor
 
 SUFFIX = ".dora_scale"
 ROLE = "dora_scale"
@@ -28,6 +28,7 @@ def _norms(m: Tensor, magnitude: Tensor) -> Tensor:
 def normalize(merged: Tensor, magnitude: Tensor, strength: float = 1.0) -> Tensor:
     """``merged`` = W + s·ΔW scaled per row or column to ``magnitude`` (LyCORIS's DoRA; the
     trainer's too)."""
+    import torch
     norm = _norms(merged, magnitude)
     factor = magnitude.to(merged.dtype).reshape(norm.shape) / (norm + torch.finfo(merged.dtype).eps)
     if strength != 1.0:

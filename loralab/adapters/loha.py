@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-import torch
+from .base import ALPHA_SUFFIX, Adapter, Algorithm, Claim, Shapes, as_dtype, flat
 
-from .base import ALPHA_SUFFIX, Adapter, Algorithm, Claim, Shapes, Tensor, flat
+if TYPE_CHECKING:
+    import torch
+
+    from .base import Tensor
 
 ROLES = ("w1a", "w1b", "w2a", "w2b", "t1", "t2")
 _NEEDED = ("w1a", "w1b", "w2a", "w2b")
@@ -16,6 +19,7 @@ _NEEDED = ("w1a", "w1b", "w2a", "w2b")
 def _half(a: Tensor, b: Tensor, t: Tensor | None) -> Tensor:
     if t is None:
         return flat(a) @ flat(b)
+    import torch
     # t [i, j, k...], b [j, in], a [i, out] -> [out, in, k...]
     return torch.einsum("ij...,jr,ip->pr...", t, flat(b), flat(a))
 
@@ -58,16 +62,18 @@ class LoHa(Adapter):
             return int(self.w1b.shape[1]) * math.prod(self.t1.shape[2:])
         return math.prod(self.w1b.shape[1:])
 
-    def delta_flat(self, dtype: torch.dtype = torch.float32) -> Tensor:
+    def delta_flat(self, dtype: torch.dtype | None = None) -> Tensor:
+        dtype = as_dtype(dtype)
         t1 = None if self.t1 is None else self.t1.to(dtype)
         t2 = None if self.t2 is None else self.t2.to(dtype)
         return delta(self.w1a.to(dtype), self.w1b.to(dtype), self.w2a.to(dtype), self.w2b.to(dtype), self.scale,
                      t1, t2)
 
-    def low_rank(self, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor] | None:
+    def low_rank(self, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor] | None:
         """Exact rank r1·r2 form: (A1•A2)(B1⊙B2) with face-splitting and Khatri-Rao products."""
         if self.t1 is not None:
             return None
+        dtype = as_dtype(dtype)
         a1, b1 = flat(self.w1a.to(dtype)), flat(self.w1b.to(dtype))
         a2, b2 = flat(self.w2a.to(dtype)), flat(self.w2b.to(dtype))
         p = (a1[:, :, None] * a2[:, None, :]).reshape(a1.shape[0], -1)
@@ -75,6 +81,7 @@ class LoHa(Adapter):
         return p * self.scale, q
 
     def file_tensors(self, weight_shape: tuple[int, ...]) -> dict[str, Tensor]:
+        import torch
         out = {ALGORITHM.suffix(role): t for role, t in zip(ROLES, (self.w1a, self.w1b, self.w2a, self.w2b, self.t1,
                                                                      self.t2)) if t is not None}
         out[ALPHA_SUFFIX] = torch.tensor(float(self.alpha if self.alpha is not None else self.rank))

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-import torch
+from .base import ALPHA_SUFFIX, Adapter, Algorithm, Claim, Shapes, as_dtype, flat, gram_fro_norm
 
-from .base import ALPHA_SUFFIX, WORK, Adapter, Algorithm, Claim, Shapes, Tensor, flat, gram_fro_norm
+if TYPE_CHECKING:
+    import torch
+
+    from .base import Tensor
 
 ROLES = ("w1", "w2", "w1a", "w1b", "w2a", "w2b", "t2")
 
 
 def delta(w1: Tensor, w2: Tensor, scale: float) -> Tensor:
     """scale · kron(w1, w2) in w2's dimensionality (conv kernels kept; the trainer's formula too)."""
+    import torch
     if w2.dim() > 2:
         w1 = w1.reshape(*w1.shape, *[1] * (w2.dim() - 2))
     return torch.kron(w1, w2) * scale
@@ -58,13 +62,16 @@ class LoKr(Adapter):
         r = self.decomposed_rank
         return 1.0 if self.alpha is None or r is None else self.alpha / r
 
-    def factor1(self, dtype: torch.dtype = torch.float32) -> Tensor:
+    def factor1(self, dtype: torch.dtype | None = None) -> Tensor:
+        dtype = as_dtype(dtype)
         return self.w1.to(dtype) if self.w1 is not None else self.w1a.to(dtype) @ self.w1b.to(dtype)
 
-    def factor2(self, dtype: torch.dtype = torch.float32) -> Tensor:
+    def factor2(self, dtype: torch.dtype | None = None) -> Tensor:
+        dtype = as_dtype(dtype)
         if self.w2 is not None:
             return self.w2.to(dtype)
         if self.t2 is not None:
+            import torch
             return torch.einsum("ij...,jr,ip->pr...", self.t2.to(dtype), flat(self.w2b.to(dtype)),
                                 flat(self.w2a.to(dtype)))
         return self.w2a.to(dtype) @ flat(self.w2b.to(dtype))
@@ -89,32 +96,36 @@ class LoKr(Adapter):
         s1, s2 = self._shapes()
         return s1[1] * math.prod(s2[1:])
 
-    def kron(self, dtype: torch.dtype = torch.float32) -> Tensor:
+    def kron(self, dtype: torch.dtype | None = None) -> Tensor:
         """kron(w1, w2) unscaled, in w2's dimensionality (conv kernels kept)."""
         return delta(self.factor1(dtype), self.factor2(dtype), 1.0)
 
-    def delta_flat(self, dtype: torch.dtype = torch.float32) -> Tensor:
+    def delta_flat(self, dtype: torch.dtype | None = None) -> Tensor:
         return flat(delta(self.factor1(dtype), self.factor2(dtype), self.scale))
 
     def fro_norm(self) -> float:
         """‖kron(A, B)‖ = ‖A‖·‖B‖, each factor's norm from its own factors."""
+        import torch
+        f64 = torch.float64
+
         def norm1() -> float:
             if self.w1 is not None:
-                return float(self.w1.to(WORK).norm())
+                return float(self.w1.to(f64).norm())
             return gram_fro_norm(self.w1a, self.w1b)
 
         def norm2() -> float:
             if self.w2 is not None:
-                return float(self.w2.to(WORK).norm())
+                return float(self.w2.to(f64).norm())
             if self.t2 is None:
                 return gram_fro_norm(self.w2a, self.w2b)
-            return float(self.factor2(WORK).norm())
+            return float(self.factor2(f64).norm())
         return abs(self.scale) * norm1() * norm2()
 
     def file_tensors(self, weight_shape: tuple[int, ...]) -> dict[str, Tensor]:
         values = (self.w1, self.w2, self.w1a, self.w1b, self.w2a, self.w2b, self.t2)
         out = {ALGORITHM.suffix(role): t for role, t in zip(ROLES, values) if t is not None}
         if self.alpha is not None:
+            import torch
             out[ALPHA_SUFFIX] = torch.tensor(float(self.alpha))
         return out
 

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-import torch
+from .base import ALPHA_SUFFIX, Adapter, Algorithm, Claim, Shapes, as_dtype, flat, gram_fro_norm
 
-from .base import ALPHA_SUFFIX, Adapter, Algorithm, Claim, Shapes, Tensor, flat
+if TYPE_CHECKING:
+    import torch
+
+    from .base import Tensor
 
 ROLES = ("up", "down", "mid")
 
 
 def merged(weight_flat: Tensor, up: Tensor, down: Tensor, scale: float) -> Tensor:
     """W + scale·up·down for a flattened weight, in one fused op (no ΔW temporary)."""
+    import torch
     return torch.addmm(weight_flat, up, down, alpha=scale)
 
 
@@ -56,14 +60,22 @@ class LoRA(Adapter):
         if self.mid is None:
             return flat(down)
         # A[m, (i, k...)] = Σ_n mid[m, n, k...] · down[n, i]
+        import torch
         mid = self.mid.to(dtype)
         d2 = down.reshape(down.shape[0], down.shape[1])
         return torch.einsum("mn...,ni->mi...", mid, d2).reshape(mid.shape[0], -1)
 
-    def low_rank(self, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+    def low_rank(self, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+        dtype = as_dtype(dtype)
         return flat(self.up.to(dtype)) * self.scale, self._down_flat(dtype)
 
-    def delta_flat(self, dtype: torch.dtype = torch.float32) -> Tensor:
+    def fro_norm(self) -> float:
+        """‖scale·up·down‖ from the stored factors (no scaled or widened copies)."""
+        import torch
+        down = flat(self.down) if self.mid is None else self._down_flat(torch.float64)
+        return abs(self.scale) * gram_fro_norm(self.up, down)
+
+    def delta_flat(self, dtype: torch.dtype | None = None) -> Tensor:
         b, a = self.low_rank(dtype)
         return b @ a
 
@@ -74,6 +86,7 @@ class LoRA(Adapter):
             r = down.shape[0]
             down = down.reshape(r, *weight_shape[1:])
             up = up.reshape(up.shape[0], r, 1, 1)
+        import torch
         out = {ALGORITHM.suffix("up"): up, ALGORITHM.suffix("down"): down}
         if self.mid is not None:
             out[ALGORITHM.suffix("mid")] = self.mid

@@ -3,8 +3,9 @@
 Ids follow the names LoRA Block Weight users know: SD1.x/SD2 and SDXL ``BASE`` (text encoders),
 ``IN00``.., ``M00``, ``OUT00``..; Flux ``CLIP``, ``T5``, ``IN`` (embedders), ``D00``.. (double
 blocks), ``S00``.. (single blocks), ``OUT`` (final layer); SD3/SD3.5 ``CLIP`` (CLIP-L and G),
-``T5``, ``IN``, ``J00``.. (joint blocks), ``OUT``. A key no rule claims belongs to ``OTHER``,
-never silently to a block.
+``T5``, ``IN``, ``J00``.. (joint blocks), ``OUT``; Wan and Qwen-Image ``IN`` (patch, text, time
+and image embedders), ``B00``.. (transformer blocks), ``OUT`` (head / final norm and projection).
+A key no rule claims belongs to ``OTHER``, never silently to a block.
 """
 from __future__ import annotations
 
@@ -39,16 +40,28 @@ BLOCK_RULES: dict[str, tuple[tuple[str, str], ...]] = {
         (r"^diffusion_model\.joint_blocks\.(\d+)\.", "J{:02d}"),
         (r"^diffusion_model\.final_layer\.", "OUT"),
     ),
+    "wan": (
+        (r"^diffusion_model\.(?:patch_embedding|text_embedding|time_embedding|time_projection|img_emb)\.", "IN"),
+        (r"^diffusion_model\.blocks\.(\d+)\.", "B{:02d}"),
+        (r"^diffusion_model\.head\.", "OUT"),
+    ),
+    "qwen_image": (
+        (r"^diffusion_model\.(?:img_in|txt_in|txt_norm|time_text_embed)\.", "IN"),
+        (r"^diffusion_model\.transformer_blocks\.(\d+)\.", "B{:02d}"),
+        (r"^diffusion_model\.(?:norm_out|proj_out)\.", "OUT"),
+    ),
 }
 _COMPILED = {fam: tuple((re.compile(p), t) for p, t in rules) for fam, rules in BLOCK_RULES.items()}
 
-_NUMBERED = re.compile(r"(IN|M|OUT|D|S|J)(\d+)")
+_NUMBERED = re.compile(r"(IN|M|OUT|D|S|J|B)(\d+)")
 
 #: the block-id families, in display order
 FAMILY_ORDER: dict[str, tuple[str, ...]] = {
     "unet": ("BASE", "IN", "M", "OUT"),
     "flux": ("CLIP", "T5", "IN", "D", "S", "OUT"),
     "mmdit": ("CLIP", "T5", "IN", "J", "OUT"),
+    "wan": ("IN", "B", "OUT"),
+    "qwen_image": ("IN", "B", "OUT"),
 }
 
 
@@ -70,7 +83,7 @@ def split_block_id(block: str) -> tuple[str, int | None]:
 
 
 def block_sort_key(block: str, family: str) -> tuple[int, int]:
-    """Order blocks as users read them (BASE, IN00.., M00, OUT00..; CLIP, T5, IN, D.., S.., OUT)."""
+    """Order blocks as users read them (BASE, IN00.., M00, OUT00..; CLIP, T5, IN, D.., S.., OUT; IN, B.., OUT)."""
     fam, num = split_block_id(block)
     order = FAMILY_ORDER[family]
     return (order.index(fam) if fam in order else len(order), -1 if num is None else num)

@@ -142,8 +142,9 @@ def add_merge(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-b", "--blocks", action="append",
                    help="block-weight spec of each LoRA, in order (repeat once per LoRA; '' for none)")
     p.add_argument("-m", "--method", default="svd", choices=("concat", "svd", "ties", "dare", "magnitude"),
-                   help="concat: exact, rank = sum of ranks; svd: best approximation at the target rank; "
-                        "ties/dare/magnitude: sparsifying merges on ΔW (lossy)")
+                   help="concat: exact, rank = sum of ranks (in fp16 too where a module's inputs share "
+                        "weight·alpha/rank up to a power of two; otherwise exact only with --dtype fp32); svd: best "
+                        "approximation at the target rank; ties/dare/magnitude: sparsifying merges on ΔW (lossy)")
     _add_rank_options(p, "the merged LoRA")
     p.add_argument("--density", type=float, default=0.5, help="ties/dare/magnitude: fraction of entries kept")
     p.add_argument("--seed", type=int, default=0, help="seed of the random draws (dare)")

@@ -11,6 +11,7 @@ atomically (see :mod:`loralab.files.atomic`); memory stays bounded by the larges
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 import math
@@ -21,37 +22,56 @@ import stat
 import struct
 import tempfile
 from dataclasses import dataclass
-from typing import IO, Iterable, Iterator, Mapping
-
-import torch
+from typing import IO, TYPE_CHECKING, Iterable, Iterator, Mapping
 
 from ..errors import FileExistsRefusedError, LoRALabError, PickleRefusedError, SafetensorsError
 from .atomic import TEMP_SUFFIX, atomic_write, prepare_folder, temp_prefix, write_error
+
+if TYPE_CHECKING:
+    import torch
 
 #: Largest header accepted. Real LoRAs have headers under 1 MiB; a full checkpoint a few MiB.
 MAX_HEADER_BYTES = 32 * 1024 * 1024
 
 PICKLE_EXTENSIONS = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
 
-#: safetensors dtype name -> (bytes per element, torch dtype or None where torch has none)
-DTYPES: dict[str, tuple[int, torch.dtype | None]] = {
-    "F64": (8, torch.float64),
-    "F32": (4, torch.float32),
-    "F16": (2, torch.float16),
-    "BF16": (2, torch.bfloat16),
-    "I64": (8, torch.int64),
-    "I32": (4, torch.int32),
-    "I16": (2, torch.int16),
-    "I8": (1, torch.int8),
-    "U8": (1, torch.uint8),
-    "BOOL": (1, torch.bool),
-    "F8_E4M3": (1, getattr(torch, "float8_e4m3fn", None)),
-    "F8_E5M2": (1, getattr(torch, "float8_e5m2", None)),
-    "U16": (2, getattr(torch, "uint16", None)),
-    "U32": (4, getattr(torch, "uint32", None)),
-    "U64": (8, getattr(torch, "uint64", None)),
+#: safetensors dtype name -> (bytes per element, name of the torch dtype; some torch builds lack some)
+DTYPE_SIZES: dict[str, tuple[int, str]] = {
+    "F64": (8, "float64"),
+    "F32": (4, "float32"),
+    "F16": (2, "float16"),
+    "BF16": (2, "bfloat16"),
+    "I64": (8, "int64"),
+    "I32": (4, "int32"),
+    "I16": (2, "int16"),
+    "I8": (1, "int8"),
+    "U8": (1, "uint8"),
+    "BOOL": (1, "bool"),
+    "F8_E4M3": (1, "float8_e4m3fn"),
+    "F8_E5M2": (1, "float8_e5m2"),
+    "U16": (2, "uint16"),
+    "U32": (4, "uint32"),
+    "U64": (8, "uint64"),
 }
-TORCH_TO_NAME: dict[torch.dtype, str] = {dt: name for name, (_, dt) in DTYPES.items() if dt is not None}
+
+
+@functools.cache
+def _torch_tables() -> tuple[dict[str, tuple[int, torch.dtype | None]], dict[torch.dtype, str]]:
+    import torch
+    dtypes = {name: (size, getattr(torch, tname, None)) for name, (size, tname) in DTYPE_SIZES.items()}
+    return dtypes, {dt: name for name, (_, dt) in dtypes.items() if dt is not None}
+
+
+def __getattr__(name: str) -> object:
+    """``DTYPES`` (safetensors dtype name -> (bytes per element, torch dtype or None where torch has
+    none)) and ``TORCH_TO_NAME`` (its inverse), built on first use: reading a header never imports
+    torch."""
+    if name == "DTYPES":
+        return _torch_tables()[0]
+    if name == "TORCH_TO_NAME":
+        return _torch_tables()[1]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: a JSON escape of a UTF-16 surrogate; paired ones are fine, an unpaired one is not Unicode text
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
@@ -148,7 +168,7 @@ def _parse_metadata(path: str, meta: object) -> dict[str, str]:
 def _parse_entry(path: str, name: str, entry: object, data_start: int, data_len: int) -> TensorInfo:
     if type(entry) is dict:  # the common, valid case in few operations; anything odd is diagnosed below
         dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-        size = DTYPES.get(dtype)[0] if type(dtype) is str and dtype in DTYPES else None  # type: ignore[index]
+        size = DTYPE_SIZES[dtype][0] if type(dtype) is str and dtype in DTYPE_SIZES else None
         if (size is not None and type(shape) is list and len(shape) <= 8 and type(offsets) is list
                 and len(offsets) == 2 and all(type(d) is int and 0 <= d < 2**48 for d in shape)):
             begin, end = offsets
@@ -160,7 +180,7 @@ def _parse_entry(path: str, name: str, entry: object, data_start: int, data_len:
     dtype = entry.get("dtype")
     shape = entry.get("shape")
     offsets = entry.get("data_offsets")
-    if not isinstance(dtype, str) or dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:
         raise SafetensorsError(f"unknown dtype {dtype!r}", path=path, key=name)
     if (not isinstance(shape, list) or len(shape) > 8
             or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**48 for d in shape)):
@@ -172,7 +192,7 @@ def _parse_entry(path: str, name: str, entry: object, data_start: int, data_len:
     if not 0 <= begin <= end <= data_len:
         raise SafetensorsError(f"data_offsets {offsets} out of range (data section is {data_len} bytes)",
                                path=path, key=name, hint="the file is truncated or corrupt")
-    expected = math.prod(shape) * DTYPES[dtype][0]
+    expected = math.prod(shape) * DTYPE_SIZES[dtype][0]
     if end - begin != expected:
         raise SafetensorsError(f"shape {shape} of {dtype} needs {expected} bytes but data_offsets give {end - begin}",
                                path=path, key=name)
@@ -266,7 +286,8 @@ def read_header(path: str | os.PathLike) -> SafetensorsHeader:
 
 def bytes_to_tensor(raw: bytes | bytearray, dtype: str, shape: tuple[int, ...], *, where: str = "") -> torch.Tensor:
     """Build a tensor from little-endian safetensors bytes."""
-    tdt = DTYPES[dtype][1]
+    import torch
+    tdt = _torch_tables()[0][dtype][1]
     if tdt is None:
         raise SafetensorsError(f"dtype {dtype} is not supported by this torch build", path=where or None)
     if len(raw) == 0:
@@ -344,6 +365,7 @@ class SafetensorsFile:
             raise LoRALabError(f"expected a scalar, found shape {list(info.shape)}", path=self.path, key=key)
         fmt = _SCALAR_FORMATS.get(info.dtype)
         if fmt is None:
+            import torch
             return float(self.get(key).reshape(()).to(torch.float64))
         raw = self.read_bytes(key)
         if info.dtype == "BF16":  # the upper half of a float32
@@ -354,6 +376,37 @@ class SafetensorsFile:
 #: struct formats of one little-endian scalar, per safetensors dtype (others go through torch)
 _SCALAR_FORMATS = {"F64": "<d", "F32": "<f", "F16": "<e", "BF16": "<f", "I64": "<q", "I32": "<i", "I16": "<h",
                    "I8": "<b", "U8": "<B", "BOOL": "<?"}
+
+
+def _to_float32(value: float) -> float:
+    try:
+        return struct.unpack("<f", struct.pack("<f", value))[0]
+    except OverflowError:  # beyond float32's range: torch gives an infinity
+        return math.copysign(math.inf, value)
+
+
+def round_to_dtype(value: float, dtype: str) -> float:
+    """``value`` as a one-element tensor of safetensors ``dtype`` holds it: float dtypes round as
+    torch rounds a float64 (through float32, to nearest even); integer and unknown dtypes keep it."""
+    if dtype == "F64" or dtype not in DTYPE_SIZES or dtype.startswith(("I", "U", "BOOL")):
+        return value
+    x = _to_float32(value)
+    if dtype == "F16":
+        try:
+            return struct.unpack("<e", struct.pack("<e", x))[0]
+        except OverflowError:
+            return math.copysign(math.inf, x)
+    if dtype == "BF16":
+        if math.isnan(x):
+            return x
+        (bits,) = struct.unpack("<I", struct.pack("<f", x))
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16  # round to nearest even on the upper half
+        return struct.unpack("<f", struct.pack("<I", (bits << 16) & 0xFFFFFFFF))[0]
+    if dtype == "F32":
+        return x
+    import torch  # float8: no struct format
+    tdt = _torch_tables()[0][dtype][1]
+    return value if tdt is None else float(torch.tensor(value, dtype=torch.float64).to(tdt).to(torch.float64))
 
 
 def _pread_all(fd: int, size: int, offset: int) -> bytes:
@@ -434,11 +487,12 @@ class SafetensorsWriter:
             raise LoRALabError("writer already finished", path=self.path)
         if not isinstance(name, str) or name == "__metadata__" or name in self._entries or not _is_unicode(name):
             raise LoRALabError("duplicate or invalid tensor name", path=self.path, key=str(name))
+        import torch
         t = tensor.detach().to("cpu").contiguous()
-        dtype = TORCH_TO_NAME.get(t.dtype)
+        dtype = _torch_tables()[1].get(t.dtype)
         if dtype is None:
             raise LoRALabError(f"dtype {t.dtype} cannot be stored in safetensors", path=self.path, key=name)
-        itemsize = DTYPES[dtype][0]
+        itemsize = DTYPE_SIZES[dtype][0]
         data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
         try:
             f, used = self._spool(itemsize)

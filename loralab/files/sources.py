@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-import torch
+from .safetensors import SafetensorsFile
 
-from .safetensors import TORCH_TO_NAME, SafetensorsFile
+if TYPE_CHECKING:
+    import torch
 
 
 class TensorSource:
@@ -28,6 +29,7 @@ class TensorSource:
         raise NotImplementedError
 
     def scalar(self, key: str) -> float:
+        import torch
         return float(self.get(key).reshape(-1)[0].to(torch.float64))
 
     def close(self) -> None:
@@ -81,6 +83,7 @@ class DictSource(TensorSource):
         return tuple(self.tensors[key].shape)
 
     def dtype(self, key: str) -> str:
+        from .safetensors import TORCH_TO_NAME
         return TORCH_TO_NAME.get(self.tensors[key].dtype, str(self.tensors[key].dtype))
 
     def get(self, key: str) -> torch.Tensor:

@@ -26,6 +26,8 @@ FORMATS: dict[str, str] = {
     "xlabs": "XLabs x-flux",
     "simpletuner_lycoris": "SimpleTuner LyCORIS (lycoris_*)",
     "onetrainer": "OneTrainer (lora_transformer_*)",
+    "musubi": "musubi-tuner (lora_unet_*, kohya-style)",
+    "diffusion_pipe": "diffusion-pipe / ComfyUI-style PEFT (diffusion_model.*, lora_A/lora_B)",
     "unknown": "unknown",
 }
 
@@ -148,6 +150,10 @@ def detect_format(entries: list[Entry], keys: list[str], metadata: dict[str, str
     return "unknown"
 
 
+#: families whose kohya-style and ``diffusion_model.`` PEFT files come from musubi-tuner and diffusion-pipe
+_VIDEO_DIT_FORMATS = {"kohya": "musubi", "bfl": "diffusion_pipe"}
+
+
 def detect(entries: list[Entry], keys: list[str], metadata: dict[str, str]) -> Detection:
     """Detect format and architecture; warn where metadata disagrees with the weights."""
     fmt = detect_format(entries, keys, metadata)
@@ -159,6 +165,8 @@ def detect(entries: list[Entry], keys: list[str], metadata: dict[str, str]) -> D
         tied = [s.arch for s in scores if (s.fitting, s.mapped) == (best.fitting, best.mapped)]
         if claimed in tied:
             arch_id = claimed
+    if arch_id is not None and ARCHS[arch_id].family in ("wan", "qwen_image"):
+        fmt = _VIDEO_DIT_FORMATS.get(fmt, fmt)
     det = Detection(fmt, arch_id, metadata_arch=claimed, scores=scores,
                     not_lora=None if entries else looks_like(keys))
     if arch_id == "flux":

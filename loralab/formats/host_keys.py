@@ -15,6 +15,8 @@ from __future__ import annotations
 import weakref
 from typing import Iterable, Mapping
 
+from ..adapters import ALGORITHMS, dora
+from ..adapters.base import ALPHA_SUFFIX
 from ..layouts import DIFFUSION_PREFIX, ModelLayout
 from ..layouts.flux import flux_layout
 from ..layouts.mmdit import mmdit_layout
@@ -35,11 +37,20 @@ _LORA_FORMS = (
     (".lora_linear_layer.up.weight", ".lora_linear_layer.down.weight", None),
     (".lora_B.default.weight", ".lora_A.default.weight", None),
 )
-_LOHA = (".hada_w1_a", ".hada_w1_b", ".hada_w2_a", ".hada_w2_b")
-_LOKR = (".lokr_w1", ".lokr_w2", ".lokr_w1_a", ".lokr_w1_b", ".lokr_w2_a", ".lokr_w2_b", ".lokr_t2")
-_GLORA = (".a1.weight", ".a2.weight", ".b1.weight", ".b2.weight")
-_OTHER = (".alpha", ".dora_scale", ".reshape_weight", ".hada_t1", ".hada_t2", ".oft_blocks", ".rescale",
-          ".w_norm", ".b_norm", ".diff", ".diff_b", ".set_weight")
+def _suffixes(kind: str, *roles: str) -> tuple[str, ...]:
+    return tuple(ALGORITHMS[kind].suffix(r) for r in roles)
+
+
+_LOHA = _suffixes("loha", "w1a", "w1b", "w2a", "w2b")
+_LOHA_TUCKER = _suffixes("loha", "t1", "t2")
+_LOKR = _suffixes("lokr", "w1", "w2", "w1a", "w1b", "w2a", "w2b", "t2")
+_GLORA = _suffixes("glora", "a1", "a2", "b1", "b2")
+_OFT = _suffixes("oft", "oft_blocks", "rescale")
+_DIFF, _DIFF_B, _W_NORM, _B_NORM = _suffixes("diff", "diff", "diff_b", "w_norm", "b_norm")
+_SET = ALGORITHMS["set"].suffix("set")
+#: ComfyUI's reshape hint beside a LoRA (LoRA Lab reads none)
+_RESHAPE = ".reshape_weight"
+_OTHER = (ALPHA_SUFFIX, dora.SUFFIX, _RESHAPE, *_LOHA_TUCKER, *_OFT, _W_NORM, _B_NORM, _DIFF, _DIFF_B, _SET)
 _SUFFIXES = frozenset({s for form in _LORA_FORMS for s in form if s} | set(_LOHA) | set(_LOKR) | set(_GLORA)
                       | set(_OTHER))
 _UNDERSCORE_SUFFIXES = tuple(s for s in _SUFFIXES if s.startswith("_"))
@@ -83,6 +94,15 @@ def _unet_names(layout: ModelLayout, out: dict[str, HostTarget]) -> None:
             for k in layout.shapes:
                 if k.endswith(".linear1.weight") and k.startswith(DIFFUSION_PREFIX):
                     out[k.replace(".linear1.weight", ".linear1_qkv")] = (k, (0, 3 * hidden))
+        return
+    if layout.arch.family == "wan":  # ComfyUI maps Wan's generic forms only (lora_unet_*, diffusion_model.*)
+        return
+    if layout.arch.family == "qwen_image":  # its own names, bare, with transformer. and SimpleTuner's lycoris_
+        for k in layout.shapes:
+            if k.startswith(DIFFUSION_PREFIX) and k.endswith(".weight"):
+                name = k[len(DIFFUSION_PREFIX):-len(".weight")]
+                for alias in (name, "transformer." + name, "lycoris_" + name.replace(".", "_")):
+                    out[alias] = (k, None)
         return
     shapes, names = unet_layout(layout.config)
     for dn, ldm in names.items():
@@ -150,7 +170,7 @@ def _converted(keys: list[str]) -> dict[str, str]:
     """ComfyUI's ``convert_lora`` renames (BFL control LoRAs, XLabs/USO Flux LoRAs): new -> original."""
     present = set(keys)
     if "img_in.lora_A.weight" in present and "single_blocks.0.norm.key_norm.scale" in present:
-        renamed = (k.replace(".lora_B.bias", ".diff_b").replace("_norm.scale", "_norm.scale.set_weight") for k in keys)
+        renamed = (k.replace(".lora_B.bias", _DIFF_B).replace("_norm.scale", "_norm.scale" + _SET) for k in keys)
         return {DIFFUSION_PREFIX + new: k for new, k in zip(renamed, keys)}
     if ("single_blocks.37.processor.qkv_lora.up.weight" in present
             and "double_blocks.18.processor.qkv_lora2.up.weight" in present):
@@ -184,23 +204,23 @@ def _splits(key: str) -> list[tuple[str, str]]:
 def _load_one(present: set[str]) -> tuple[set[str], set[str]]:
     """Of the suffixes present for one key-map name: (those ``load_lora`` loads, those whose patch
     lands on the bias)."""
-    loaded = present & {".alpha", ".dora_scale", ".w_norm", ".diff", ".set_weight", *_LOKR}
+    loaded = present & {ALPHA_SUFFIX, dora.SUFFIX, _W_NORM, _DIFF, _SET, *_LOKR}
     for up, down, mid in _LORA_FORMS:
         if up in present:
             loaded |= {up, down}
-            loaded |= present & {mid, ".reshape_weight"}
+            loaded |= present & {mid, _RESHAPE}
             break
-    if ".hada_w1_a" in present:
+    if _LOHA[0] in present:
         loaded.update(_LOHA)
-        if ".hada_t1" in present:
-            loaded |= {".hada_t1", ".hada_t2"}
-    if ".a1.weight" in present:
+        if _LOHA_TUCKER[0] in present:
+            loaded.update(_LOHA_TUCKER)
+    if _GLORA[0] in present:
         loaded.update(_GLORA)
-    if ".oft_blocks" in present:
-        loaded |= present & {".oft_blocks", ".rescale"}
-    bias = present & {".diff_b"}
-    if ".w_norm" in present and ".b_norm" in present:
-        bias.add(".b_norm")
+    if _OFT[0] in present:
+        loaded |= present & set(_OFT)
+    bias = present & {_DIFF_B}
+    if _W_NORM in present and _B_NORM in present:
+        bias.add(_B_NORM)
     return loaded | bias, bias
 
 

@@ -7,9 +7,11 @@ kohya module on the fused weight: the down matrices stacked, the up matrices blo
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import math
 import os
+import uuid
 from collections import defaultdict
 from typing import Iterable, Mapping
 
@@ -19,7 +21,9 @@ from ..adapters import Adapter, Diff, LoRA, dora
 from ..adapters.base import ALPHA_SUFFIX
 from ..adapters.diff import DIFF
 from ..errors import LoraFormatError
-from ..files.safetensors import TORCH_TO_NAME, SafetensorsWriter
+from ..files.atomic import TEMP_SUFFIX, prepare_folder, temp_prefix
+from ..files.hashes import LEGACY_OFFSET, file_hashes
+from ..files.safetensors import TORCH_TO_NAME, SafetensorsWriter, read_header, save_tensors
 from ..layouts import DIFFUSION_PREFIX, ModelLayout, Target
 from .keys import group_keys
 from ..layouts.archs import arch
@@ -75,7 +79,8 @@ def _fuse(pieces: list[tuple[Target, Adapter]], full_rows: int) -> LoRA:
 
 def kohya_tensors(items: Iterable[tuple[Target, Adapter]], layout: ModelLayout,
                   dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """The tensors of a kohya-format LoRA file for these adapters (canonical targets)."""
+    """The tensors of a kohya-format LoRA file for these adapters (canonical targets), floating ones
+    in ``dtype`` but an alpha that ``dtype`` would round (kept in float32)."""
     by_key: dict[str, list[tuple[Target, Adapter]]] = defaultdict(list)
     for target, adapter in items:
         by_key[target.key].append((target, adapter))
@@ -85,7 +90,12 @@ def kohya_tensors(items: Iterable[tuple[Target, Adapter]], layout: ModelLayout,
         if name in out:
             raise LoraFormatError("two adapters write the same weight", key=name)
         t = t.detach().to("cpu")
-        out[name] = t.to(dtype) if dtype is not None and t.is_floating_point() else t
+        if dtype is not None and t.is_floating_point():
+            narrowed = t.to(dtype)
+            # an alpha the dtype cannot hold (a merge's weight·scale) stays float32: loaders read it as a number
+            keep = name.endswith(ALPHA_SUFFIX) and float(narrowed) != float(t)
+            t = t.to(torch.float32) if keep else narrowed
+        out[name] = t
 
     for key, pieces in by_key.items():
         module, param = key.rsplit(".", 1)
@@ -172,3 +182,31 @@ def save_lora(path: str | os.PathLike, items: Iterable[tuple[Target, Adapter]], 
         for name in sorted(tensors):
             w.add(name, tensors[name])
         return w.finish(metadata)
+
+
+#: the hashes :func:`save_with_hashes` embeds, with placeholders of their final length
+HASH_PLACEHOLDERS = {"sshs_model_hash": "0" * 64, "sshs_legacy_hash": "0" * 8}
+
+
+def save_with_hashes(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> str:
+    """Write a LoRA file (atomic; never overwrites) whose metadata holds its own hashes, as
+    :mod:`loralab.files.hashes` computes them from the finished file: ``sshs_model_hash`` (the
+    addnet / AutoV3 hash of the tensor data) and ``sshs_legacy_hash`` (A1111's old hash of the
+    64 KiB at 1 MiB; left out when the header reaches into those bytes, since no value could then
+    equal the file's). A draft with placeholders of the same length is written and hashed first:
+    the values' bytes lie in the header, so the hashed bytes of the draft and the file are equal.
+    The whole-file sha256 (AutoV2) cannot be inside the file it hashes."""
+    dest = os.path.abspath(os.fspath(path))
+    prepare_folder(os.path.dirname(dest), dest)
+    draft = os.path.join(os.path.dirname(dest), temp_prefix(dest, "hash") + uuid.uuid4().hex + TEMP_SUFFIX)
+    try:
+        save_tensors(draft, tensors, {**metadata, **HASH_PLACEHOLDERS})
+        hashes = file_hashes(draft)
+        header_end = read_header(draft).data_start
+    finally:
+        with contextlib.suppress(FileNotFoundError):  # a failed draft write leaves none
+            os.unlink(draft)
+    meta = {**metadata, "sshs_model_hash": hashes.addnet}
+    if header_end <= LEGACY_OFFSET:
+        meta["sshs_legacy_hash"] = hashes.legacy
+    return save_tensors(dest, tensors, meta)

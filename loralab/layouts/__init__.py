@@ -13,8 +13,11 @@ from dataclasses import dataclass
 from .archs import Arch, arch
 from .flux import FLUX_DEV_CONFIG, flux_layout, xlabs_names
 from .mmdit import SD3_MEDIUM_CONFIG, SD35_LARGE_CONFIG, SD35_MEDIUM_CONFIG, mmdit_layout
+from .qwen_image import QWEN_IMAGE_CONFIG, qwen_image_layout
 from .text_encoders import text_encoder_layout
 from .unet import SD2_CONFIG, SD15_CONFIG, SDXL_CONFIG, SDXL_REFINER_CONFIG, Shapes, unet_layout
+from .wan import (WAN21_I2V_14B_CONFIG, WAN21_T2V_1_3B_CONFIG, WAN21_T2V_14B_CONFIG, WAN22_TI2V_5B_CONFIG,
+                  wan_layout)
 
 DIFFUSION_PREFIX = "diffusion_model."
 
@@ -27,7 +30,15 @@ STANDARD_CONFIGS: dict[str, dict] = {
     "sd3": SD3_MEDIUM_CONFIG,
     "sd35m": SD35_MEDIUM_CONFIG,
     "sd35l": SD35_LARGE_CONFIG,
+    "wan21_t2v_14b": WAN21_T2V_14B_CONFIG,
+    "wan21_i2v_14b": WAN21_I2V_14B_CONFIG,
+    "wan21_t2v_1_3b": WAN21_T2V_1_3B_CONFIG,
+    "wan22_ti2v_5b": WAN22_TI2V_5B_CONFIG,
+    "qwen_image": QWEN_IMAGE_CONFIG,
 }
+
+#: family -> the layout generator of its diffusion model (U-Net families use unet_layout)
+_DIT_LAYOUTS = {"mmdit": mmdit_layout, "wan": wan_layout, "qwen_image": qwen_image_layout}
 
 
 @dataclass(frozen=True)
@@ -85,8 +96,8 @@ class ModelLayout:
         if arch_.family == "flux":
             dshapes, dnames, fused = flux_layout(config)
             fused = {**fused, **xlabs_names(config)}
-        elif arch_.family == "mmdit":
-            dshapes, dnames, fused = mmdit_layout(config)
+        elif arch_.family in _DIT_LAYOUTS:
+            dshapes, dnames, fused = _DIT_LAYOUTS[arch_.family](config)
         else:
             dshapes, dnames = unet_layout(config)
             fused = {}
@@ -152,7 +163,7 @@ class ModelLayout:
 @functools.lru_cache(maxsize=None)
 def layout_for(arch_id: str) -> ModelLayout:
     """The layout of the released model of an architecture (SD1.5, SD2.1, SDXL base/refiner, Flux.1-dev,
-    SD3 medium, SD3.5 medium/large)."""
+    SD3 medium, SD3.5 medium/large, Wan 2.1 T2V 14B / 1.3B, Wan 2.1 I2V 14B, Wan 2.2 TI2V 5B, Qwen-Image)."""
     return ModelLayout(arch(arch_id), STANDARD_CONFIGS[arch_id])
 
 

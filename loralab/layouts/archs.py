@@ -10,7 +10,7 @@ class Arch:
 
     id: str
     name: str
-    family: str  # "unet" | "flux" | "mmdit"
+    family: str  # "unet" | "flux" | "mmdit" | "wan" | "qwen_image"
     text_encoders: tuple[str, ...]
     #: kohya text-encoder prefix index ("" for ``lora_te_``, "1" for ``lora_te1_``...) -> ComfyUI TE name
     kohya_te: dict[str, str] = field(default_factory=dict)
@@ -52,12 +52,22 @@ ARCHS: dict[str, Arch] = {a.id: a for a in (
       for arch_id, name, spec in (("sd3", "SD3 medium", "stable-diffusion-v3-medium/lora"),
                                   ("sd35m", "SD3.5 medium", "stable-diffusion-v3.5-medium/lora"),
                                   ("sd35l", "SD3.5 large", "stable-diffusion-v3.5-large/lora"))),
+    # Wan and Qwen-Image LoRAs touch the diffusion model only (musubi-tuner, diffusion-pipe, ai-toolkit, diffusers);
+    # the metadata strings are musubi-tuner's. Wan 2.2 A14B (T2V and I2V, high- and low-noise) has the keys of
+    # Wan 2.1 T2V 14B: the weights cannot tell them apart.
+    *(Arch(arch_id, name, "wan", (), ss_base_model_version="wan", modelspec_architecture="wan2.1/lora",
+           kohya_network_module="networks.lora_wan", modelspec_implementation="https://github.com/Wan-Video/Wan2.1")
+      for arch_id, name in (("wan21_t2v_14b", "Wan 2.1 T2V 14B / Wan 2.2 A14B"), ("wan21_i2v_14b", "Wan 2.1 I2V 14B"),
+                            ("wan21_t2v_1_3b", "Wan 2.1 T2V 1.3B"), ("wan22_ti2v_5b", "Wan 2.2 TI2V 5B"))),
+    Arch("qwen_image", "Qwen-Image", "qwen_image", (), ss_base_model_version="qwen_image",
+         modelspec_architecture="Qwen-Image/lora", kohya_network_module="networks.lora_qwen_image",
+         modelspec_implementation="https://github.com/QwenLM/Qwen-Image"),
 )}
 
 
 def arch(arch_id: str) -> Arch:
     """The :class:`Arch` with this id (``sd1``, ``sd2``, ``sdxl``, ``sdxl_refiner``, ``flux``, ``sd3``,
-    ``sd35m``, ``sd35l``)."""
+    ``sd35m``, ``sd35l``, ``wan21_t2v_14b``, ``wan21_i2v_14b``, ``wan21_t2v_1_3b``, ``wan22_ti2v_5b``, ``qwen_image``)."""
     try:
         return ARCHS[arch_id]
     except KeyError:
@@ -68,6 +78,10 @@ def arch_from_metadata_string(value: str) -> str | None:
     """Map an ``ss_base_model_version`` / ``modelspec.architecture`` / ai-toolkit string to an arch id."""
     v = value.strip().lower()
     if not v or v == "none":
+        return None
+    if v.startswith("qwen"):  # musubi-tuner: qwen_image, qwen_image_edit, Qwen-Image[-Edit]/lora
+        return "qwen_image"
+    if v.startswith("wan"):  # musubi-tuner writes "wan" and "wan2.1/lora" for every Wan size
         return None
     if "refiner" in v:
         return "sdxl_refiner"

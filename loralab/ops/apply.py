@@ -68,13 +68,18 @@ class NotApplied:
 
 def arch_mismatch(detection: Detection, model_arch: str) -> str | None:
     """Why a LoRA must not be applied to a model of ``model_arch`` (None if it may): it is no LoRA
-    at all, or its weights fit another architecture better than this one."""
+    at all, or its weights fit another architecture better than this one. Wan I2V and T2V models
+    of one width share every block but the image cross-attention, so a LoRA of one applies to the
+    other where anything fits (what does not, ``k_img``/``v_img`` on a T2V model, is listed as not
+    applied)."""
     if detection.not_lora is not None:
         return f"{not_a_lora(detection.not_lora)}: {use_instead(detection.not_lora)}"
     if detection.arch is None or detection.arch == model_arch:
         return None
     scores = {s.arch: s.fitting for s in detection.scores}
     if scores.get(model_arch, 0) >= scores.get(detection.arch, 0):
+        return None
+    if ARCHS[detection.arch].family == ARCHS[model_arch].family == "wan" and scores.get(model_arch, 0) > 0:
         return None
     return (f"this LoRA is for {ARCHS[detection.arch].name}, the model is {ARCHS[model_arch].name} "
             "(use a LoRA made for this model)")

@@ -25,12 +25,13 @@ from typing import Callable, Mapping
 
 import torch
 
-from ..adapters import WORK, Adapter
+from ..adapters import Adapter
 from ..blocks.map import OTHER, block_of, block_sort_key, layout_blocks
 from ..files.safetensors import SafetensorsFile
 from ..formats.keys import Entry
 from ..layouts import DIFFUSION_PREFIX, Target
 from ..lora import Lora, MappedEntry
+from .lowrank import WORK, one_thread
 
 #: what a block's number is, stated in reports
 MEASURE = "block norm: sqrt of the sum of squared Frobenius norms of scale·ΔW over the block's modules"
@@ -172,18 +173,21 @@ def block_strengths(lora: Lora, base: BaseWeights | None = None,
         return []
     family = lora.layout.arch.family
     modules: list[ModuleStrength] = []
-    for item in lora.items:
-        if item.mapped and item.entry.needs_base:
-            target = item.target
-            modules.append(ModuleStrength(item.entry.module, target.key, target.rows, block_of(target.key, family),
-                                          0.0, measured=False))
-        if not item.entry.supported:
-            continue
-        adapter = lora.adapter(item.entry)
-        ms = module_strength(item, adapter, family, base) if item.mapped else None
-        if ms is not None:
-            modules.append(ms)
-        if on_module is not None:
-            norm = ms.norm if ms is not None else (adapter.fro_norm() if adapter.has_delta else None)
-            on_module(item.entry, adapter, norm)
+    # one module's tensors are small: a second torch thread only adds contention (ten times slower on
+    # a busy two-core machine)
+    with one_thread():
+        for item in lora.items:
+            if item.mapped and item.entry.needs_base:
+                target = item.target
+                modules.append(ModuleStrength(item.entry.module, target.key, target.rows,
+                                              block_of(target.key, family), 0.0, measured=False))
+            if not item.entry.supported:
+                continue
+            adapter = lora.adapter(item.entry)
+            ms = module_strength(item, adapter, family, base) if item.mapped else None
+            if ms is not None:
+                modules.append(ms)
+            if on_module is not None:
+                norm = ms.norm if ms is not None else (adapter.fro_norm() if adapter.has_delta else None)
+                on_module(item.entry, adapter, norm)
     return aggregate(modules, layout_blocks(lora.layout), family, with_base=base is not None)

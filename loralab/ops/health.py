@@ -7,25 +7,24 @@ at a time while its tensors are in memory anyway) find NaN/Inf values and all-ze
 """
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
 
-import torch
-
-from ..files.safetensors import DTYPES
+from ..files.safetensors import round_to_dtype
 from ..formats.keys import Entry
 from ..formats.metadata import Metadata
 from ..formats.not_lora import not_a_lora, use_instead
 from ..lora import Lora, MappedEntry
+
+if TYPE_CHECKING:
+    import torch
 
 #: a scale alpha/rank above this is reported (kohya's default is 1 or below; 2 is common)
 FAR_ABOVE_RANK = 16.0
 #: network_args that give per-block or per-module ranks: no global rank/alpha to compare against
 PER_MODULE_RANK_ARGS = ("block_dims", "block_alphas", "conv_block_dims", "conv_block_alphas", "in_dims", "emb_dims",
                         "module_algo_map", "name_algo_map")
-#: float dtypes torch.isfinite takes as they are (float8 is checked as float32)
-_FINITE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 #: items listed per warning in reports (the count is always complete)
 MAX_ITEMS = 50
 
@@ -74,14 +73,6 @@ def _alpha_warnings(entries: list[Entry]) -> list[HealthWarning]:
                        "that ComfyUI and LyCORIS ignore (scale 1); tools dividing it by a rank would blow them up"))
 
 
-@functools.lru_cache(maxsize=256)
-def _dtype_round(value: float, dtype: str) -> float:
-    tdt = DTYPES.get(dtype, (0, None))[1]
-    if tdt is None or not tdt.is_floating_point:
-        return value
-    return float(torch.tensor(value, dtype=torch.float64).to(tdt).to(torch.float64))
-
-
 def _is_wide_conv(m: MappedEntry, lora: Lora) -> bool:
     """A k×k convolution with k > 1 (where kohya and LyCORIS use conv_dim/conv_alpha)."""
     shape: tuple[int, ...] = ()
@@ -128,7 +119,7 @@ def _metadata_warnings(lora: Lora, md: Metadata) -> list[HealthWarning]:
         if want_rank is not None and r != int(want_rank):
             ranks.append(f"{e.module}: rank {r}, metadata says {int(want_rank)}")
         if e.alpha is not None and want_alpha is not None and math.isfinite(e.alpha):
-            expected = _dtype_round(want_alpha, e.dtypes.get("alpha", "F32"))
+            expected = round_to_dtype(want_alpha, e.dtypes.get("alpha", "F32"))
             if e.alpha != expected:
                 alphas.append(f"{e.module}: alpha {_fmt(e.alpha)}, metadata says {_fmt(want_alpha)}")
     what = "conv_dim/ss_network_dim" if conv_dim is not None else "ss_network_dim"
@@ -197,7 +188,21 @@ def header_warnings(lora: Lora, md: Metadata) -> list[HealthWarning]:
 
 def adapter_tensors(adapter: object) -> list[torch.Tensor]:
     """The tensors an adapter holds (factors, diffs, dora_scale)."""
+    import torch
     return [v for f in fields(adapter) if isinstance(v := getattr(adapter, f.name), torch.Tensor)]
+
+
+def all_finite(t: torch.Tensor) -> bool:
+    """Whether ``t`` holds no NaN and no ±Inf: its minimum and maximum, which propagate NaN, are
+    finite. One vectorised pass without a temporary (``torch.isfinite`` on 16-bit floats is slow on
+    CPU); float8 is widened to float32 first, other dtypes are finite by nature."""
+    import torch
+    if not t.is_floating_point() or t.numel() == 0:
+        return True
+    if t.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        t = t.float()
+    lo, hi = torch.aminmax(t.reshape(-1))
+    return math.isfinite(float(lo)) and math.isfinite(float(hi))
 
 
 @dataclass
@@ -209,8 +214,7 @@ class TensorChecks:
 
     def check(self, entry: Entry, tensors: list[torch.Tensor], norm: float | None) -> None:
         """Record NaN/Inf values in ``tensors`` and an all-zero update (``norm`` == 0)."""
-        if any(t.is_floating_point() and not bool(torch.isfinite(t if t.dtype in _FINITE_DTYPES else t.float()).all())
-               for t in tensors):
+        if not all(all_finite(t) for t in tensors):
             self.nonfinite.append(entry.module)
         elif norm == 0.0:
             self.zero.append(entry.module)

@@ -52,8 +52,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
-import torch
-
 from ..blocks.map import OTHER, block_of, block_sort_key
 from ..files.hashes import Hashes, file_hashes
 from ..files.safetensors import gc_paused
@@ -64,11 +62,13 @@ from ..formats.not_lora import not_a_lora, use_instead
 from ..formats.triggers import Trigger, find_triggers, trigger_words
 from ..layouts import ModelLayout
 from ..lora import Lora, MappedEntry
-from .block_strength import MEASURE, BaseWeights, BlockStrength, block_strengths
 from .health import HealthWarning, TensorChecks, adapter_tensors, header_warnings
 
 if TYPE_CHECKING:
+    import torch
     from PIL import Image
+
+    from .block_strength import BlockStrength
 
 SCHEMA = 1
 
@@ -467,10 +467,12 @@ class Report:
         d = self.summary.to_dict()
         d["verdict"] = self.summary.verdict(len(self.warnings))
         d["warnings"] = [w.to_dict() for w in self.warnings]
-        d["blocks"] = None if self.blocks is None else {
-            "family": self.summary.family, "measure": MEASURE, "relative": self.relative,
-            "items": [{**b.to_dict(), "norm": _num(b.norm), "base_norm": _num(b.base_norm),
-                       "relative": _num(b.relative)} for b in self.blocks]}
+        d["blocks"] = None
+        if self.blocks is not None:
+            from .block_strength import MEASURE
+            d["blocks"] = {"family": self.summary.family, "measure": MEASURE, "relative": self.relative,
+                           "items": [{**b.to_dict(), "norm": _num(b.norm), "base_norm": _num(b.base_norm),
+                                      "relative": _num(b.relative)} for b in self.blocks]}
         d["hashes"] = None if self.hashes is None else self.hashes.to_dict()
         return d
 
@@ -507,7 +509,8 @@ def inspect_lora(path: str | os.PathLike, *, blocks: bool = True, hashes: bool =
     """Inspect a LoRA file. ``blocks`` reads the tensors (one module at a time) for block
     strengths and the NaN/Inf and all-zero checks, calling ``progress(done, total)`` after each
     module (it may raise to stop); ``base`` (a state dict with ComfyUI keys or a safetensors path)
-    adds relative strengths; ``hashes`` hashes the whole file."""
+    adds relative strengths; ``hashes`` hashes the whole file. Without ``blocks`` no tensor is read
+    and torch is not imported."""
     with gc_paused():
         lora = Lora.open(path, layout)
     with lora:
@@ -515,6 +518,7 @@ def inspect_lora(path: str | os.PathLike, *, blocks: bool = True, hashes: bool =
             size = lora.source.file.header.file_size  # type: ignore[attr-defined]
             report = Report(summary_of(lora, os.fspath(path), size))
         if blocks:
+            from .block_strength import BaseWeights, block_strengths
             checks = TensorChecks()
             weights = BaseWeights(base) if base is not None else None
             total = sum(1 for item in lora.items if item.entry.supported)

@@ -44,6 +44,7 @@ import torch
 
 from .. import __version__
 from ..adapters import Adapter, Diff, LoKr, LoRA
+from ..adapters.base import flat
 from ..errors import ArchMismatchError, LoraFormatError, SpecError
 from ..files.safetensors import DTYPES
 from ..formats.model_weights import ModelWeights
@@ -52,7 +53,7 @@ from ..layouts import ModelLayout, Target
 from ..lora import Lora, MappedEntry
 from .inputs import MergeInput
 from .lowrank import SVD, WORK, RankRule, dense_svd, full_svd, kron_svd, one_thread, select_rank, svd_of_product
-from .results import MergeResult, ModuleReport, Progress, dense_dtype, non_finite
+from .results import SCALED_FACTORS, MergeResult, ModuleReport, Progress, dense_dtype, non_finite
 
 METHODS = ("concat", "svd", "ties", "dare", "magnitude")
 SPARSIFYING = ("ties", "dare", "magnitude")
@@ -62,12 +63,14 @@ _STALE_PREFIXES = ("sshs_", "modelspec.hash_", "ss_network_", "loralab.")
 
 @dataclass
 class _Term:
-    """One input's contribution to one weight, placed in the whole weight's rows and weighted."""
+    """One input's contribution to one weight, placed in the whole weight's rows: coef·b@a, or dense
+    (weighted)."""
 
     source: int  # input index
-    b: torch.Tensor | None = None  # [out, r]
+    b: torch.Tensor | None = None  # [out, r], the input's own up factor where it is a LoRA
     a: torch.Tensor | None = None  # [r, in]
     dense: torch.Tensor | None = None  # [out, in]
+    coef: float = 1.0  # the input's weight (times alpha/rank where b is a LoRA's up factor)
 
     @property
     def rank(self) -> int | None:
@@ -76,12 +79,16 @@ class _Term:
     def finite(self) -> bool:
         """No NaN or infinite value (a sum is NaN or infinite exactly when an entry is, barring an
         overflow only absurd values reach; it costs a fraction of an element-wise test)."""
-        return all(math.isfinite(float(t.sum())) for t in (self.b, self.a, self.dense) if t is not None)
+        return math.isfinite(self.coef) and all(math.isfinite(float(t.sum())) for t in (self.b, self.a, self.dense)
+                                                if t is not None)
+
+    def scaled_b(self) -> torch.Tensor:
+        return self.b * self.coef
 
     def matrix(self) -> torch.Tensor:
         if self.b is None:
             return self.dense
-        return (self.b @ self.a).to(dense_dtype(self.b.shape[0] * self.a.shape[1]))
+        return (self.scaled_b() @ self.a).to(dense_dtype(self.b.shape[0] * self.a.shape[1]))
 
 
 def default_dtype(inputs: Sequence[MergeInput]) -> torch.dtype:
@@ -143,6 +150,9 @@ def _term(source: int, inp: MergeInput, target: Target, adapter: Adapter, weight
         return _Term(source, dense=row_placed(d.to(dense), target, rows))
     if len(full) < 2:
         return _Term(source, dense=row_placed(adapter.delta_flat(dense).reshape(-1, 1) * weight, target, rows))
+    if isinstance(adapter, LoRA) and adapter.mid is None:  # the stored factors, their scale kept apart
+        return _Term(source, b=row_placed(flat(adapter.up).to(WORK), target, rows), a=flat(adapter.down).to(WORK),
+                     coef=weight * adapter.scale)
     if isinstance(adapter, LoKr):
         svd = lokr_svd(adapter)
         b, a = svd.u * (svd.s * adapter.scale), svd.vh
@@ -151,7 +161,28 @@ def _term(source: int, inp: MergeInput, target: Target, adapter: Adapter, weight
         if lr is None:
             return _Term(source, dense=row_placed(adapter.delta_flat(dense) * weight, target, rows))
         b, a = lr
-    return _Term(source, b=row_placed(b * weight, target, rows), a=a)
+    return _Term(source, b=row_placed(b, target, rows), a=a, coef=weight)
+
+
+def _concat(terms: list[_Term]) -> tuple[LoRA, bool]:
+    """The terms side by side as one LoRA, and whether its factors are the inputs' own values.
+
+    A module has one alpha, so one coefficient (weight·alpha/rank) goes there: the one shared by
+    most of the stacked rank up to a power of two. Every other term's ratio to it is multiplied
+    into its up factor, which keeps the factor's values (exact in the inputs' dtype) only where the
+    ratio is ± a power of two; otherwise the written up factor is rounded to the output dtype."""
+    def mantissa(c: float) -> float:
+        return abs(math.frexp(c)[0])
+    rank_by: Counter = Counter()
+    for t in terms:
+        if t.coef != 0:
+            rank_by[mantissa(t.coef)] += t.rank
+    shared = rank_by.most_common(1)[0][0] if rank_by else None
+    c = next((t.coef for t in terms if t.coef != 0 and mantissa(t.coef) == shared), 1.0)
+    up = torch.cat([t.b * (t.coef / c) for t in terms], 1)
+    down = torch.cat([t.a for t in terms], 0)
+    kept = all(t.coef == 0 or mantissa(t.coef) == shared for t in terms)
+    return LoRA(up=up, down=down, alpha=c * up.shape[1]), kept
 
 
 def _svd_of_sum(terms: list[_Term], shape: tuple[int, int], rule: RankRule, key: str, seed: int,
@@ -160,7 +191,8 @@ def _svd_of_sum(terms: list[_Term], shape: tuple[int, int], rule: RankRule, key:
     than the matrix; otherwise of the dense sum."""
     width = sum(t.rank or 0 for t in terms)
     if all(t.b is not None for t in terms) and width < min(shape):
-        return svd_of_product(torch.cat([t.b for t in terms], 1), torch.cat([t.a for t in terms], 0)), "low-rank"
+        return svd_of_product(torch.cat([t.scaled_b() for t in terms], 1), torch.cat([t.a for t in terms], 0)), \
+            "low-rank"
     parts = [t.matrix() for t in terms]
     scale = sum(float(p.norm()) for p in parts)
     return dense_svd(sum(parts), rule, exact=exact, generator=_seed(seed, "svd", key), scale=scale), "dense"
@@ -299,10 +331,8 @@ def _merge_module(key: str, terms: list[_Term], n_inputs: int, method: str, rule
         return Diff(diff=diff), ModuleReport(key, n_inputs, None, None, 1.0, "diff")
     if method == "concat":
         if low:
-            up = torch.cat([t.b for t in terms], 1)
-            down = torch.cat([t.a for t in terms], 0)
-            return LoRA(up=up, down=down, alpha=float(up.shape[1])), \
-                ModuleReport(key, n_inputs, rank_in, int(up.shape[1]), 1.0, "low-rank")
+            lora, kept = _concat(terms)
+            return lora, ModuleReport(key, n_inputs, rank_in, lora.rank, 1.0, "low-rank" if kept else SCALED_FACTORS)
         diff = sum(t.matrix() for t in terms).reshape(full)
         return Diff(diff=diff), ModuleReport(key, n_inputs, None, None, 1.0, "diff")
     if method == "svd":

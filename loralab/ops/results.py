@@ -29,6 +29,11 @@ def dense_dtype(numel: int) -> torch.dtype:
 Progress = Callable[[int, int], None]
 
 
+#: the form of a concat module whose inputs' weight·alpha/rank differ by more than a power of two:
+#: all but one had theirs multiplied into their up factors, which the output dtype rounds
+SCALED_FACTORS = "low-rank, scaled factors"
+
+
 @dataclass
 class ModuleReport:
     """What happened to one model weight."""
@@ -38,7 +43,7 @@ class ModuleReport:
     rank_in: int | None  # width of the stacked factors (None: a dense term was involved)
     rank: int | None  # rank written (0: cancelled out, not written; None: written as a full diff)
     kept: float  # kept Frobenius energy, Σ_{i≤k}σᵢ² / ‖ΔW‖_F²
-    form: str  # "low-rank", "dense" or "diff"
+    form: str  # "low-rank", "dense", "diff" or SCALED_FACTORS
 
 
 @dataclass
@@ -74,6 +79,11 @@ class MergeResult:
             lines += [f"  lowest: {m.key} rank {m.rank} kept {m.kept:.6f}" for m in worst]
             hist = Counter(m.rank for m in ranked)
             lines.append("rank histogram: " + ", ".join(f"{r} ×{n}" for r, n in sorted(hist.items(), reverse=True)))
+        scaled = [m for m in written if m.form == SCALED_FACTORS]
+        if scaled:
+            lines.append(f"{len(scaled)} module(s) stack inputs whose weight·alpha/rank differ by more than a power "
+                         "of two: one alpha cannot hold them all, so the others are multiplied into their up factors "
+                         "and rounded to the output dtype (exact with --dtype fp32)")
         diffs = [m for m in written if m.rank is None]
         if diffs:
             lines.append(f"full differences (exact, no rank): {len(diffs)}")

@@ -4,7 +4,7 @@ file from which the run continues exactly.
 The state file is a safetensors file with the extension ``.loralab-state`` (so LoRA lists do not
 offer it): tensors for the network factors (fp32), the optimizer state, the random-number
 generators and the loss history; JSON in its metadata for everything else (settings, step, data
-order, dataset and model identity). It is never a pickle. Restoring checks every part against
+order, loss scaler, dataset and model identity, and the sha256 of the LoRA file saved with it). It is never a pickle. Restoring checks every part against
 the run being resumed before anything is changed, and says what differs.
 """
 from __future__ import annotations
@@ -19,9 +19,11 @@ import torch
 from ..errors import CheckpointError, LoRALabError
 from ..files.paths import sanitize_output_name, unused_path
 from ..files.safetensors import SafetensorsFile, save_tensors
-from ..formats.writer import kohya_tensors, save_lora
+from ..files.hashes import file_hashes
+from ..formats.writer import kohya_tensors, save_with_hashes
 from .metadata import training_metadata
 from .optim import load_optimizer_state, optimizer_state
+from .precision import LossScaler
 from .rng import global_from_saved, global_to_saved
 from .run import SAVE_DTYPES, DataOrder, TrainRun, TrainSettings
 
@@ -30,7 +32,8 @@ STATE_KEY = "loralab.train_state"
 STATE_FORMAT = "loralab-train-state"
 STATE_VERSION = 1
 #: sections every state file has
-REQUIRED = ("settings", "dataset", "model", "targets", "optimizer", "order", "rng", "step", "run_id", "started_at")
+REQUIRED = ("settings", "dataset", "model", "targets", "optimizer", "order", "rng", "step", "run_id", "started_at",
+            "scaler")
 
 
 def state_path_for(lora_path: str) -> str:
@@ -44,14 +47,16 @@ def lora_tensors(run: TrainRun, dtype: torch.dtype | None = None) -> dict[str, t
 
 
 def save_lora_file(run: TrainRun, path: str, *, title: str) -> str:
-    """Write the run's LoRA with its metadata (atomic; never overwrites)."""
-    dtype = SAVE_DTYPES[run.settings.save_dtype]
-    meta = training_metadata(run, lora_tensors(run, dtype), title=title)
-    return save_lora(path, run.network.writer_items(), run.layout, meta, dtype=dtype)
+    """Write the run's LoRA with its metadata and its own ``sshs_*`` hashes (atomic; never
+    overwrites)."""
+    tensors = lora_tensors(run, SAVE_DTYPES[run.settings.save_dtype])
+    return save_with_hashes(path, tensors, training_metadata(run, tensors, title=title))
 
 
-def run_state(run: TrainRun, lora_file: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Everything needed to continue ``run`` exactly: tensors and JSON."""
+def run_state(run: TrainRun, lora_file: str | None = None,
+              lora_sha256: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Everything needed to continue ``run`` exactly: tensors and JSON (``lora_file`` and its
+    ``lora_sha256`` name the LoRA file saved with the state)."""
     tensors = dict(run.network.state_tensors())
     opt_tensors, opt_meta = optimizer_state(run.optimizer)
     tensors.update(opt_tensors)
@@ -63,18 +68,19 @@ def run_state(run: TrainRun, lora_file: str | None = None) -> tuple[dict[str, to
     meta = {
         "format": STATE_FORMAT, "version": STATE_VERSION, "run_id": run.run_id, "step": run.step,
         "started_at": run.started_at, "saved_at": _dt.datetime.now().replace(microsecond=0).isoformat(),
-        "lora_file": lora_file, "settings": run.settings.to_json(),
+        "lora_file": lora_file, "lora_sha256": lora_sha256, "settings": run.settings.to_json(),
         "dataset": {"folder": ds.folder, "fingerprint": ds.fingerprint, "settings": ds.settings.to_json(),
                     "encoders": ds.encoders, "items": ds.item_fingerprints()},
         "model": run.model_info, "targets": run.network.lr_mults, "optimizer": opt_meta,
         "order": run.order.to_json(), "rng": rng_meta, "checkpoints": run.checkpoints,
+        "scaler": run.scaler.to_json(),
     }
     return tensors, meta
 
 
-def write_state(path: str, run: TrainRun, lora_file: str | None = None) -> str:
+def write_state(path: str, run: TrainRun, lora_file: str | None = None, lora_sha256: str | None = None) -> str:
     """Write the state file atomically (never overwrites)."""
-    tensors, meta = run_state(run, lora_file)
+    tensors, meta = run_state(run, lora_file, lora_sha256)
     return save_tensors(path, tensors, {STATE_KEY: json.dumps(meta, separators=(",", ":"))})
 
 
@@ -137,6 +143,7 @@ def _model_changes(run: TrainRun, saved: dict[str, Any]) -> list[str]:
 
 def restore_run(template: TrainRun, path: str) -> TrainRun:
     """A copy of ``template`` (same settings, dataset and model) continued from the state file.
+    A state of the run extended (more total steps) resumes as the template extended alike.
     Refuses, saying what differs, a state made with other settings, dataset or model; nothing is
     changed when it refuses."""
     tensors, meta = read_state(path)
@@ -145,7 +152,9 @@ def restore_run(template: TrainRun, path: str) -> TrainRun:
         raise CheckpointError(f"the training state is incomplete (no {', '.join(missing)})", path=path)
     try:
         saved_settings = TrainSettings.from_json(meta["settings"])
-        problems = [f"setting {c}" for c in saved_settings.changes(template.settings)]
+        extended = saved_settings.total_steps > template.settings.total_steps
+        expected = template.settings.extended(saved_settings.total_steps) if extended else template.settings
+        problems = [f"setting {c}" for c in saved_settings.changes(expected)]
         problems += _dataset_changes(template, meta["dataset"])
         problems += _model_changes(template, meta["model"])
         if not problems and {k: float(v) for k, v in meta["targets"].items()} != template.network.lr_mults:
@@ -155,7 +164,7 @@ def restore_run(template: TrainRun, path: str) -> TrainRun:
     if problems:
         raise CheckpointError("cannot resume: this checkpoint belongs to a different run — " + "; ".join(problems),
                               path=path, hint="resume with the settings, dataset and model the run started with")
-    run = template.fork()
+    run = template.extend(saved_settings.total_steps) if extended else template.fork()
     with torch.inference_mode(False):  # the optimizer updates its state in place while training
         unfit = run.network.load_state_tensors(tensors)
         if unfit:
@@ -169,6 +178,7 @@ def restore_run(template: TrainRun, path: str) -> TrainRun:
         run.run_id = str(meta["run_id"])
         run.started_at = float(meta["started_at"])
         run.checkpoints = [[str(p) for p in c] for c in meta.get("checkpoints", [])]
+        run.scaler = LossScaler.from_json(meta["scaler"])
     except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as e:
         raise CheckpointError(f"the training state is malformed ({type(e).__name__}: {e})", path=path) from None
     run.global_rng = global_from_saved(tensors, meta["rng"], path)
@@ -215,7 +225,7 @@ def save_checkpoint(run: TrainRun, folder: str, *, periodic: bool = True, name: 
     if periodic:
         run.checkpoints.append([lora_path, state_path])
     try:
-        write_state(state_path, run, os.path.basename(lora_path))
+        write_state(state_path, run, os.path.basename(lora_path), file_hashes(lora_path).sha256)
     except BaseException:
         if periodic:
             run.checkpoints.pop()

@@ -66,7 +66,7 @@ def training_metadata(run: TrainRun, tensors: Mapping[str, torch.Tensor], *, tit
         "ss_lr_scheduler": s.lr_scheduler,
         "ss_network_dropout": None,
         "ss_network_args": json.dumps(_network_args(run)),
-        "ss_mixed_precision": info.get("compute_dtype", "no"),
+        "ss_mixed_precision": run.precision if run.precision != "fp32" else "no",
         "ss_full_fp16": False,
         "ss_clip_skip": None,
         "ss_max_token_length": None,

@@ -7,6 +7,9 @@ arithmetic is the one ComfyUI's loader applies to a saved file (``W + scale·ΔW
 ``W + scale·ΔW`` per input column to the learned magnitude), so the saved LoRA reproduces the
 trained model.
 
+A run may start from an existing LoRA file (:class:`InitLoRA`): its modules must be exactly the
+run's targets, and its rank and alpha become the run's.
+
 Targets come from presets over the model's weights (``attention``, ``attention_mlp``,
 ``all_linear``, ``all_linear_convs``) and a block spec in the loader's syntax
 (:func:`loralab.blocks.spec.parse_block_weights`): a block weighted 0 is not trained, any other
@@ -15,7 +18,9 @@ weight multiplies that block's learning rate.
 from __future__ import annotations
 
 import math
+import os
 import re
+from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping
 
 import torch
@@ -26,6 +31,7 @@ from ..blocks.spec import parse_block_weights
 from ..errors import TrainingError
 from ..layouts import DIFFUSION_PREFIX, ModelLayout, Target
 from ..layouts.archs import arch
+from ..lora import Lora
 
 ALGORITHMS = ("lora", "locon", "loha", "lokr", "dora")
 PRESETS = ("attention", "attention_mlp", "all_linear", "all_linear_convs")
@@ -107,13 +113,15 @@ class TrainableAdapter(nn.Module):
     def __init__(self, shape: tuple[int, ...]) -> None:
         super().__init__()
         self.shape = tuple(int(s) for s in shape)
+        #: the dtype W' is returned in (the run's compute dtype; None = the weight's)
+        self.output_dtype: torch.dtype | None = None
 
     def delta(self) -> torch.Tensor:
         """scale·ΔW in fp32, shaped like the weight."""
         raise NotImplementedError
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return (weight.float() + self.delta()).to(weight.dtype)
+        return (weight.float() + self.delta()).to(self.output_dtype or weight.dtype)
 
     def adapter(self):
         """The :mod:`loralab.adapters` adapter that writes this module (CPU fp32 copies)."""
@@ -161,7 +169,7 @@ class LoRAModule(TrainableAdapter):
         merged = self.merged(weight)
         if self.magnitude is not None:
             merged = dora.normalize(merged, self.magnitude)
-        return merged.to(weight.dtype)
+        return merged.to(self.output_dtype or weight.dtype)
 
     def adapter(self) -> LoRA:
         return LoRA(up=_cpu(self.up), down=_cpu(self.down), alpha=self.alpha,
@@ -243,6 +251,11 @@ class Network(nn.Module):
         for i, key in enumerate(self.keys):
             yield key, getattr(self, f"m{i:05d}")
 
+    def set_output_dtype(self, dtype: torch.dtype) -> None:
+        """Hand W' to the model in ``dtype`` (the run's compute dtype), whatever the weight's."""
+        for _, module in self.items():
+            module.output_dtype = dtype
+
     def param_groups(self) -> list[dict]:
         """Optimizer parameter groups, one per learning-rate multiplier, in a fixed order."""
         by_mult: dict[float, list[nn.Parameter]] = {}
@@ -301,3 +314,86 @@ def build_network(shapes: Mapping[str, tuple[int, ...]], lr_mults: Mapping[str, 
         else:
             modules[key] = LoKrModule(shape, rank, alpha, generator, lokr_factor)
     return Network(modules, lr_mults).to(device)
+
+
+INIT_ALGORITHMS = ("lora", "locon", "dora")
+
+
+@dataclass
+class InitLoRA:
+    """The factors of a LoRA file a run starts from, by model weight key, with the file's rank
+    and alpha (one of each: a file whose modules differ in them is refused)."""
+
+    name: str
+    rank: int
+    alpha: float
+    adapters: dict[str, LoRA]
+
+    @classmethod
+    def read(cls, path: str, layout: ModelLayout, targets: Mapping[str, float], algorithm: str,
+             name: str | None = None) -> "InitLoRA":
+        """Read a kohya-format LoRA (or LoCon / DoRA) file for a run that trains ``targets``
+        with ``algorithm``; TrainingError naming the file and the module when it does not fit."""
+        name = name or os.path.basename(path)
+
+        def bad(msg: str, key: str | None = None, hint: str | None = None) -> TrainingError:
+            return TrainingError(msg, path=path, key=key, hint=hint or "start from a LoRA trained with the same "
+                                 "targets and blocks on this model, or set the run's targets to the file's")
+        if algorithm not in INIT_ALGORITHMS:
+            raise bad(f"a run can start from a LoRA file with algorithm {', '.join(INIT_ALGORITHMS)}, not {algorithm}",
+                      hint="choose lora, locon or dora, or start without a file")
+        adapters: dict[str, LoRA] = {}
+        rank = alpha = None
+        with Lora.open(path, layout) as lora:
+            for m in lora.items:
+                module = m.entry.module
+                if not m.mapped:
+                    raise bad(f"module {module} lands on no weight of this model: {m.reason}", module)
+                if m.component != "unet":
+                    raise bad(f"module {module} belongs to the {m.component} text encoder; runs train the diffusion "
+                              "model only", module, hint="start from a LoRA without text-encoder modules")
+                if m.target.rows is not None or m.target.key in adapters:
+                    raise bad(f"module {module} is a slice of {m.target.key}; the run trains the whole weight",
+                              module, hint="start from a file that stores that weight as one module (kohya's format)")
+                adapter = lora.adapter(m.entry)
+                if not isinstance(adapter, LoRA) or adapter.mid is not None:
+                    raise bad(f"module {module} is {m.algorithm(layout)}, not a plain LoRA", module)
+                if (adapter.dora_scale is not None) != (algorithm == "dora"):
+                    raise bad(f"module {module} {'has' if adapter.dora_scale is not None else 'has no'} DoRA "
+                              f"magnitude but the run's algorithm is {algorithm}", module,
+                              hint="choose dora for a DoRA file and lora/locon otherwise")
+                if m.target.key not in targets:
+                    raise bad(f"module {module} trains {m.target.key}, which is not among the run's targets", module)
+                file_alpha = float(adapter.alpha if adapter.alpha is not None else adapter.rank)
+                if rank is None:
+                    rank, alpha = adapter.rank, file_alpha
+                elif (adapter.rank, file_alpha) != (rank, alpha):
+                    raise bad(f"module {module} has rank {adapter.rank} and alpha {file_alpha:g}, other modules "
+                              f"rank {rank} and alpha {alpha:g}; a run has one rank and alpha", module,
+                              hint="resize the file to one rank first (Resize LoRA)")
+                adapters[m.target.key] = adapter
+        missing = sorted(set(targets) - set(adapters))
+        if missing:
+            raise bad(f"the file has no module for {len(missing)} of the run's {len(targets)} targets "
+                      f"(first: {missing[0]})", missing[0])
+        return cls(name, int(rank), float(alpha), adapters)
+
+    def load_into(self, network: Network) -> None:
+        """Copy the file's factors into a network built with this rank and alpha."""
+        with torch.no_grad():
+            for key, module in network.items():
+                a = self.adapters[key]
+                if not isinstance(module, LoRAModule) or module.rank != self.rank:
+                    raise TrainingError(f"{key}: the run's module is not a rank-{self.rank} LoRA", key=key,
+                                        hint="the weight is smaller than the file's rank")
+                pairs = [(module.up, a.up), (module.down, a.down)]
+                if module.magnitude is not None:
+                    if a.dora_scale.shape[0] == module.shape[0] and a.dora_scale.numel() == module.shape[0]:
+                        raise TrainingError(f"{key}: the file's DoRA magnitude is per output row; LoRA Lab trains "
+                                            "it per input column", key=key, hint="start this run without the file")
+                    pairs.append((module.magnitude, a.dora_scale))
+                for param, value in pairs:
+                    if value.numel() != param.numel():
+                        raise TrainingError(f"{key}: the file's {list(value.shape)} factor does not fit the "
+                                            f"module's {list(param.shape)}", key=key)
+                    param.copy_(value.reshape(param.shape).to(param.device, param.dtype))

@@ -23,11 +23,14 @@ from ..errors import TrainingError
 from ..layouts import ModelLayout
 from .dataset import Dataset
 from .network import ALGORITHMS, PRESETS, Network, build_network
+from .network import InitLoRA
 from .objectives import loss_weights, noisy_input, prediction_target, raw_output, sample_noise
 from .optim import OPTIMIZERS, make_optimizer
+from .precision import NAMES as PRECISION_NAMES
+from .precision import PRECISIONS, LossScaler, compute_dtype
 from .rng import global_rng_of, seeded_global
 from .schedules import SCHEDULES, lr_factor
-from .timesteps import FLOW_SAMPLERS, sample_discrete_sigmas, sample_flow_sigmas
+from .timesteps import FLOW_SAMPLERS, image_tokens, sample_discrete_sigmas, sample_flow_sigmas
 
 SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 #: losses averaged for ``loss_avg`` (the smoothed value the progress events carry)
@@ -50,6 +53,8 @@ class TrainSettings:
     lr_scheduler: str = "constant"
     warmup_steps: int = 0
     total_steps: int = 1000
+    #: the steps the learning-rate schedule spans (0 = total_steps); set by extending a run
+    decay_steps: int = 0
     batch_size: int = 1
     grad_accumulation: int = 1
     max_grad_norm: float = 1.0
@@ -63,6 +68,9 @@ class TrainSettings:
     logit_mean: float = 0.0
     logit_std: float = 1.0
     guidance: float = 1.0
+    precision: str = "auto"
+    #: the LoRA file the network started from (its name; empty = fresh factors)
+    init_lora: str = ""
     # how files are written: may differ when a run is resumed
     name: str = "lora"
     save_dtype: str = "fp16"
@@ -80,15 +88,29 @@ class TrainSettings:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
+    @property
+    def horizon(self) -> int:
+        """The steps the learning-rate schedule spans."""
+        return self.decay_steps or self.total_steps
+
+    def extended(self, total_steps: int) -> "TrainSettings":
+        """These settings with a longer run and the schedule's horizon kept where it was."""
+        if total_steps <= self.total_steps:
+            raise TrainingError(f"extending needs more steps than the run's {self.total_steps}, got {total_steps}")
+        return dataclasses.replace(self, total_steps=total_steps, decay_steps=self.horizon)
+
     def changes(self, other: "TrainSettings") -> list[str]:
-        """``field: mine → theirs`` for every training field that differs."""
+        """``field: mine → theirs`` for every training field that differs (the schedule's
+        horizon only where the schedule decays: a constant one is the same whatever it is)."""
         out = []
         for f in dataclasses.fields(self):
-            if f.name in self.OUTPUT_FIELDS:
+            if f.name in self.OUTPUT_FIELDS or f.name == "decay_steps":
                 continue
             a, b = getattr(self, f.name), getattr(other, f.name)
             if a != b:
                 out.append(f"{f.name}: {a!r} → {b!r}")
+        if "constant" not in (self.lr_scheduler, other.lr_scheduler) and self.horizon != other.horizon:
+            out.append(f"schedule horizon (decay_steps): {self.horizon} → {other.horizon}")
         return out
 
     def check(self, kind: str) -> None:
@@ -104,14 +126,18 @@ class TrainSettings:
             bad(f"unknown optimizer {self.optimizer!r} (known: {', '.join(OPTIMIZERS)})")
         if self.lr_scheduler not in SCHEDULES:
             bad(f"unknown learning-rate schedule {self.lr_scheduler!r} (known: {', '.join(SCHEDULES)})")
+        if self.precision not in PRECISIONS:
+            bad(f"unknown precision {self.precision!r} (known: {', '.join(PRECISIONS)})")
         if self.save_dtype not in SAVE_DTYPES:
             bad(f"unknown save dtype {self.save_dtype!r} (known: {', '.join(SAVE_DTYPES)})")
         if self.rank < 1 or self.total_steps < 1 or self.batch_size < 1 or self.grad_accumulation < 1:
             bad("rank, total steps, batch size and gradient accumulation must be at least 1")
         if not self.learning_rate > 0:
             bad(f"learning rate must be positive, got {self.learning_rate}")
-        if not 0 <= self.warmup_steps < self.total_steps:
-            bad(f"warm-up ({self.warmup_steps} steps) must be shorter than the run ({self.total_steps} steps)")
+        if self.decay_steps < 0:
+            bad(f"decay_steps cannot be negative, got {self.decay_steps}")
+        if not 0 <= self.warmup_steps < self.horizon:
+            bad(f"warm-up ({self.warmup_steps} steps) must be shorter than the schedule ({self.horizon} steps)")
         if kind == "flow":
             if self.min_snr_gamma:
                 bad("min-SNR-γ weighting is defined for ε- and v-prediction models",
@@ -123,7 +149,8 @@ class TrainSettings:
 
 
 class TrainModel(Protocol):
-    """The host's model, as training sees it."""
+    """The host's model, as training sees it. It computes its forward and backward in the run's
+    ``compute_dtype`` (the trainer scales the loss when that is fp16)."""
 
     kind: str  # "eps" | "v" | "flow"
     sigma_data: float
@@ -219,7 +246,8 @@ def batch_loss(model: TrainModel, dataset: Dataset, settings: TrainSettings, ind
     if model.kind == "flow":
         sigma = sample_flow_sigmas(settings.timestep_sampling, x0.shape[0], generator,
                                    sigmoid_scale=settings.sigmoid_scale, shift=settings.shift,
-                                   logit_mean=settings.logit_mean, logit_std=settings.logit_std)
+                                   logit_mean=settings.logit_mean, logit_std=settings.logit_std,
+                                   tokens=image_tokens(x0.shape[-2], x0.shape[-1]))
     else:
         sigma = sample_discrete_sigmas(model.sigmas, x0.shape[0], generator)
     sigma = sigma.to(model.device)
@@ -246,19 +274,26 @@ def eval_loss(model: TrainModel, dataset: Dataset, settings: TrainSettings, indi
 
 
 class TrainRun:
-    """A run's complete state. :meth:`fork` copies it; :meth:`train` advances it."""
+    """A run's complete state. :meth:`fork` copies it; :meth:`train` advances it;
+    :meth:`extend` gives it more steps."""
 
     def __init__(self, settings: TrainSettings, dataset: Dataset, network: Network, *, model_info: dict[str, Any],
                  generator: torch.Generator, order: DataOrder, global_rng: dict[str, Any], run_id: str,
-                 started_at: float, step: int = 0, losses: list[float] | None = None,
+                 started_at: float, dtype: torch.dtype, step: int = 0, losses: list[float] | None = None,
                  checkpoints: list[list[str]] | None = None, optimizer_state: dict | None = None,
-                 layout: ModelLayout | None = None, attachments: dict[str, Any] | None = None) -> None:
+                 scaler: LossScaler | None = None, layout: ModelLayout | None = None,
+                 attachments: dict[str, Any] | None = None) -> None:
         self.settings = settings
+        #: the dtype the model computes in (the factors and optimizer state stay fp32)
+        self.compute_dtype = dtype
+        #: the loss scaler, used while ``compute_dtype`` is fp16 (its state is saved in every precision)
+        self.scaler = scaler or LossScaler()
         self.layout = layout
         #: host objects travelling with the run (the MODEL it trains on)
         self.attachments = dict(attachments or {})
         self.dataset = dataset
         self.network = network
+        network.set_output_dtype(dtype)
         self.optimizer = make_optimizer(settings.optimizer, network.param_groups(), settings.learning_rate,
                                         settings.weight_decay)
         if optimizer_state is not None:
@@ -277,16 +312,25 @@ class TrainRun:
     def create(cls, settings: TrainSettings, dataset: Dataset, shapes: Mapping[str, tuple[int, ...]],
                targets: Mapping[str, float], model_info: Mapping[str, Any], *,
                base_weight: Callable[[str], torch.Tensor] | None = None, device: torch.device | str = "cpu",
-               layout: ModelLayout | None = None, attachments: dict[str, Any] | None = None) -> "TrainRun":
-        """A fresh run at step 0; ``targets`` maps model weight keys to learning-rate multipliers."""
+               layout: ModelLayout | None = None, attachments: dict[str, Any] | None = None,
+               init: InitLoRA | None = None) -> "TrainRun":
+        """A fresh run at step 0; ``targets`` maps model weight keys to learning-rate multipliers.
+        With ``init`` the factors start from that LoRA file, whose rank and alpha replace the
+        settings' (its modules must be exactly the targets)."""
+        if init is not None:
+            settings = dataclasses.replace(settings, rank=init.rank, alpha=init.alpha, init_lora=init.name)
         settings.check(model_info.get("kind", ""))
+        dtype = compute_dtype(settings.precision, device)
         generator = torch.Generator().manual_seed(settings.seed)
         with torch.inference_mode(False):  # hosts run nodes in inference mode; trained tensors must not be
             network = build_network(shapes, targets, settings.algorithm, settings.rank, settings.alpha, generator,
                                     base_weight=base_weight, lokr_factor=settings.lokr_factor, device=device)
+            if init is not None:
+                init.load_into(network)
             return cls(settings, dataset, network, model_info=model_info, generator=generator,
                        order=DataOrder(settings.seed), global_rng=seeded_global(settings.seed),
-                       run_id=uuid.uuid4().hex, started_at=time.time(), layout=layout, attachments=attachments)
+                       run_id=uuid.uuid4().hex, started_at=time.time(), dtype=dtype, layout=layout,
+                       attachments=attachments)
 
     def fork(self, settings: TrainSettings | None = None, device: torch.device | str | None = None) -> "TrainRun":
         """An independent copy (new tensors, on ``device`` when given); ``settings`` may change
@@ -294,6 +338,16 @@ class TrainRun:
         settings = settings or self.settings
         if settings.changes(self.settings):
             raise TrainingError("a run's training settings cannot change: " + "; ".join(self.settings.changes(settings)))
+        return self._copy(settings, device)
+
+    def extend(self, total_steps: int) -> "TrainRun":
+        """A copy of this run (finished or not) that goes on to ``total_steps``; everything else,
+        the schedule's horizon included, stays (see :mod:`.schedules`). Training it on gives
+        bit for bit what a run started with the longer total and ``decay_steps`` = the old
+        horizon gives: with a constant schedule, what a run started with the longer total gives."""
+        return self._copy(self.settings.extended(total_steps), None)
+
+    def _copy(self, settings: TrainSettings, device: torch.device | str | None) -> "TrainRun":
         generator = torch.Generator().manual_seed(0)
         generator.set_state(self.generator.get_state())
         with torch.inference_mode(False):
@@ -303,9 +357,10 @@ class TrainRun:
             return TrainRun(settings, self.dataset, network, model_info=self.model_info,
                             generator=generator, order=copy.deepcopy(self.order),
                             global_rng=copy.deepcopy(self.global_rng), run_id=self.run_id,
-                            started_at=self.started_at, step=self.step, losses=self.losses,
-                            checkpoints=self.checkpoints, optimizer_state=copy.deepcopy(self.optimizer.state_dict()),
-                            layout=self.layout, attachments=self.attachments)
+                            started_at=self.started_at, dtype=self.compute_dtype, step=self.step,
+                            losses=self.losses, checkpoints=self.checkpoints,
+                            optimizer_state=copy.deepcopy(self.optimizer.state_dict()),
+                            scaler=copy.deepcopy(self.scaler), layout=self.layout, attachments=self.attachments)
 
     def to(self, device: torch.device | str) -> "TrainRun":
         """Move the network and optimizer state (values unchanged); returns the run."""
@@ -316,6 +371,11 @@ class TrainRun:
                     if torch.is_tensor(v) and v.device != torch.device(device) and k != "step":
                         state[k] = v.to(device)
         return self
+
+    @property
+    def precision(self) -> str:
+        """The compute dtype's name: ``bf16``, ``fp16`` or ``fp32``."""
+        return PRECISION_NAMES[self.compute_dtype]
 
     @property
     def kind(self) -> str:
@@ -333,15 +393,42 @@ class TrainRun:
     def current_lr(self) -> float:
         """The base learning rate the next step uses (block multipliers apply on top)."""
         s = self.settings
-        return s.learning_rate * lr_factor(s.lr_scheduler, min(self.step, s.total_steps - 1), s.total_steps,
-                                           s.warmup_steps)
+        return s.learning_rate * lr_factor(s.lr_scheduler, self.step, s.horizon, s.warmup_steps)
+
+    def params(self) -> list[torch.Tensor]:
+        """The trained factors, in the optimizer's order."""
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    def compute_gradients(self, model: TrainModel) -> tuple[float, bool]:
+        """The next step's gradients, in the factors' ``.grad`` (fp32, unscaled): the step's
+        batches (``grad_accumulation`` of them) forward and backward, the loss multiplied by the
+        loss scale when computing in fp16 and the gradients divided by it after. Returns the
+        step's loss and whether the gradients are finite (False: the scaler has halved its
+        scale, the step must be skipped). Raises when the loss itself is not finite."""
+        s = self.settings
+        scaled = self.compute_dtype == torch.float16
+        scale = self.scaler.scale if scaled else 1.0
+        total = 0.0
+        for _ in range(s.grad_accumulation):
+            indices = self.order.next_batch(self.dataset, s.batch_size)
+            loss = batch_loss(model, self.dataset, s, indices, self.generator) / s.grad_accumulation
+            (loss * scale).backward()
+            total += float(loss.detach())
+        if not math.isfinite(total):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise TrainingError(f"the loss is not finite at step {self.step + 1} ({total})",
+                                hint="lower the learning rate or check the dataset and model"
+                                     + ("" if self.compute_dtype == torch.float32 else
+                                        f"; the model computes in {self.precision}: try precision fp32"))
+        return total, self.scaler.unscale(self.params()) if scaled else True
 
     def train(self, model: TrainModel, steps: int, *, on_step: Callable[["TrainRun", float], None] | None = None,
               should_stop: Callable[[], bool] | None = None) -> bool:
         """Advance up to ``steps`` steps (never past ``total_steps``). ``should_stop`` is asked
         before every step; returns True when it stopped the run early. A step whose loss is not
-        finite raises before the optimizer sees it."""
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        finite raises before the optimizer sees it; a loss-scaled (fp16) step whose gradients
+        are not finite counts as a step but changes no factor (see :class:`LossScaler`)."""
+        params = self.params()
         s = self.settings
         with global_rng_of(self.global_rng), torch.inference_mode(False), torch.enable_grad():
             for _ in range(steps):
@@ -352,19 +439,11 @@ class TrainRun:
                 lr = self.current_lr()
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr * group.get("lr_mult", 1.0)
-                total = 0.0
-                for _ in range(s.grad_accumulation):
-                    indices = self.order.next_batch(self.dataset, s.batch_size)
-                    loss = batch_loss(model, self.dataset, s, indices, self.generator) / s.grad_accumulation
-                    loss.backward()
-                    total += float(loss.detach())
-                if not math.isfinite(total):
-                    self.optimizer.zero_grad(set_to_none=True)
-                    raise TrainingError(f"the loss is not finite at step {self.step + 1} ({total})",
-                                        hint="lower the learning rate or check the dataset and model")
-                if s.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm)
-                self.optimizer.step()
+                total, finite = self.compute_gradients(model)
+                if finite:
+                    if s.max_grad_norm > 0:
+                        torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm)
+                    self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.step += 1
                 self.losses.append(total)

@@ -9,14 +9,20 @@ from ...loralab.errors import ArchMismatchError
 from ...loralab.formats.model_weights import ModelWeights
 from ...loralab.layouts import ModelLayout
 from ...loralab.layouts.mmdit import mmdit_variant
+from ...loralab.layouts.wan import wan_variant
 
 #: ComfyUI model_config class (or a base class of it) -> LoRA Lab arch id
 _CONFIG_ARCH = {"SD15": "sd1", "SD20": "sd2", "SDXL": "sdxl", "SDXLRefiner": "sdxl_refiner",
-                "Flux": "flux", "FluxSchnell": "flux"}
+                "Flux": "flux", "FluxSchnell": "flux", "QwenImage": "qwen_image"}
+#: ComfyUI's Wan model_config classes whose weights are exactly our Wan layouts (its VACE, camera,
+#: Fun-control, S2V, HuMo and Animate subclasses add modules we have no layout for)
+_WAN_CLASSES = ("WAN21_T2V", "WAN21_I2V", "WAN22_T2V")
 
 
 def model_arch(model) -> str | None:
     """The LoRA Lab arch id of a ComfyUI MODEL (ModelPatcher), or None for architectures we do not map."""
+    if type(model.model.model_config).__name__ in _WAN_CLASSES:
+        return wan_variant(model.model.model_config.unet_config)
     for cls in type(model.model.model_config).__mro__:
         if cls.__name__ == "SD3":
             return mmdit_variant(model.model.model_config.unet_config)
@@ -40,7 +46,8 @@ def required_layout(model, action: str) -> ModelLayout:
     layout = model_layout(model)
     if layout is None:
         name = type(model.model.model_config).__name__
-        raise ArchMismatchError(f"LoRA Lab {action} SD1.x, SD2.x, SDXL, SD3/3.5 and Flux models only, not {name}",
+        raise ArchMismatchError(f"LoRA Lab {action} SD1.x, SD2.x, SDXL, SD3/3.5, Flux, Wan 2.1/2.2 and Qwen-Image "
+                                f"models only, not {name}",
                                 hint="use ComfyUI's own nodes for this model")
     return layout
 

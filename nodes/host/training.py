@@ -5,7 +5,8 @@ Training runs on the graph's own MODEL: a clone of its ModelPatcher gets the run
 weight wrappers (``add_weight_wrapper``), ComfyUI loads it as it loads any model, and every step
 calls ``BaseModel.apply_model`` with conditioning built by the model's own ``extra_conds``. So the
 base weights stay in whatever dtype ComfyUI loaded them (fp8, bf16, ...), and any architecture
-ComfyUI runs trains the same way.
+ComfyUI runs trains the same way. The run's compute dtype (its ``precision``) is applied with
+``torch.autocast``: an fp16-loaded model computes in bf16 where the run asks for it.
 """
 from __future__ import annotations
 
@@ -144,11 +145,17 @@ def model_info(model, name: str | None) -> dict[str, Any]:
     base = model.model
     ms = model.get_model_object("model_sampling")
     weight = next((p for n, p in base.diffusion_model.named_parameters() if p.dim() > 1), None)
-    compute = base.manual_cast_dtype or base.get_dtype()
     return {"arch": arch, "kind": prediction_kind(model), "fingerprint": model_fingerprint(model), "name": name,
             "weight_dtype": str(weight.dtype) if weight is not None else "",
-            "compute_dtype": {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(compute, "no"),
             "zsnr": bool(getattr(ms, "zsnr", False))}
+
+
+def check_precision(model, dtype: torch.dtype) -> None:
+    """Refuse fp32 compute on a model ComfyUI loaded to compute in less (autocast only lowers)."""
+    loaded = model.model.manual_cast_dtype or model.model.get_dtype()
+    if dtype == torch.float32 and loaded != torch.float32:
+        raise TrainingError(f"precision fp32 needs the model in fp32, but ComfyUI loaded it to compute in {loaded}",
+                            hint="choose precision auto or bf16, or start ComfyUI with --force-fp32")
 
 
 def to_normal_tensors(module: torch.nn.Module) -> int:
@@ -171,8 +178,9 @@ def to_normal_tensors(module: torch.nn.Module) -> int:
 class ComfyTrainModel:
     """The engine's TrainModel over a loaded ModelPatcher (with the run's weight wrappers)."""
 
-    def __init__(self, patcher, guidance: float) -> None:
+    def __init__(self, patcher, guidance: float, dtype: torch.dtype) -> None:
         self.patcher = patcher
+        self.compute_dtype = dtype
         self.base = patcher.model
         ms = patcher.get_model_object("model_sampling")
         self.kind = prediction_kind(patcher)
@@ -199,9 +207,10 @@ class ComfyTrainModel:
         transformer_options.update(sigmas=sigma, cond_or_uncond=[0], uuids=[None])
         c["transformer_options"] = transformer_options
         wrapper = options.get("model_function_wrapper")
-        if wrapper is not None:
-            return wrapper(self.base.apply_model, {"input": x, "timestep": sigma, "c": c, "cond_or_uncond": [0]})
-        return self.base.apply_model(x, sigma, **c)
+        with torch.autocast(self.device.type, dtype=self.compute_dtype, enabled=self.compute_dtype != torch.float32):
+            if wrapper is not None:
+                return wrapper(self.base.apply_model, {"input": x, "timestep": sigma, "c": c, "cond_or_uncond": [0]})
+            return self.base.apply_model(x, sigma, **c)
 
 
 def _send_progress(node_id: str | None, run: TrainRun, loss: float) -> None:
@@ -228,6 +237,7 @@ def training_model(run: TrainRun) -> Iterator[ComfyTrainModel]:
     """The run's MODEL loaded with the run's modules as weight wrappers, ready for autograd (and
     gradient-checkpointed when the run asks for it); the wrappers are removed on exit."""
     model = run.attachments["model"]
+    check_precision(model, run.compute_dtype)
     patcher = model.clone()
     modules = [module for _, module in run.network.items()]
     for key, module in run.network.items():
@@ -238,7 +248,7 @@ def training_model(run: TrainRun) -> Iterator[ComfyTrainModel]:
     root = patcher.model.diffusion_model
     try:
         with gradient_checkpointing(root, run.settings.gradient_checkpointing), copy_norm_inputs(root):
-            yield ComfyTrainModel(patcher, run.settings.guidance)
+            yield ComfyTrainModel(patcher, run.settings.guidance, run.compute_dtype)
     finally:
         _remove_wrappers(patcher.model, modules)
 

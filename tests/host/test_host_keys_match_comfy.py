@@ -9,7 +9,9 @@ import torch
 from loralab_testkit import LORA_FIXTURES, fixture, fixture_tensors, xlabs_keys
 
 COMFY_CLASS = {"sd1": "SD15", "sd2": "SD20", "sdxl": "SDXL", "sdxl_refiner": "SDXLRefiner", "flux": "Flux",
-               "sd3": "SD3", "sd35m": "SD3", "sd35l": "SD3"}
+               "sd3": "SD3", "sd35m": "SD3", "sd35l": "SD3",
+               "wan21_t2v_14b": "WAN21_T2V", "wan21_i2v_14b": "WAN21_I2V", "wan21_t2v_1_3b": "WAN21_T2V",
+               "wan22_ti2v_5b": "WAN22_T2V", "qwen_image": "QwenImage"}
 TEXT_ENCODER_FIXTURES = {"clip_l": "clip_l", "clip_g": "clip_g", "clip_h": None, "t5xxl": "t5xxl"}
 
 
@@ -35,7 +37,7 @@ def comfy_models(host):
             cfg.update(image_model="flux", axes_dim=[16, 56, 56], theta=10000)
         elif cls == "SD3":
             cfg.update(pos_embed_scaling_factor=None, input_size=None, pos_embed_max_size=round(cfg["num_patches"] ** 0.5))
-        else:
+        elif cls.startswith("SD"):
             cfg.update(use_checkpoint=False, image_size=32, use_spatial_transformer=True, legacy=False,
                        use_temporal_resblock=False, use_temporal_attention=False)
         with torch.device("meta"):

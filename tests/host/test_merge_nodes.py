@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from fitted import fitted_lora
+from loralab_testkit.fitted import fitted_lora
 
 SUBDIR = "mergetest"
 

@@ -35,6 +35,12 @@ FIXTURE_MODELS: dict[str, dict[str, str]] = {
     "lycoris_sd15_loha": {"unet": "sd15", "clip_l": "clip_l"},
     "lycoris_sd15_lokr": {"unet": "sd15", "clip_l": "clip_l"},
     "xlabs_flux_lora": {"unet": "flux_dev"},
+    "musubi_wan21_t2v_14b_lora": {"unet": "wan21_t2v_14b"},
+    "diffusers_peft_wan21_t2v_14b_lora": {"unet": "wan21_t2v_14b"},
+    "peft_default_wan21_t2v_1_3b_lora": {"unet": "wan21_t2v_1_3b"},
+    "diffusion_pipe_wan21_i2v_14b_lora": {"unet": "wan21_i2v_14b"},
+    "musubi_qwen_image_lora": {"unet": "qwen_image"},
+    "diffusers_peft_qwen_image_lora": {"unet": "qwen_image"},
 }
 
 

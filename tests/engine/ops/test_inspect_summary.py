@@ -28,6 +28,16 @@ EXPECTED = {
     "lycoris_sd15_loha": ("lycoris", "sd1", {"LoHa": 354}, (302, 52, 0), {"unet": 282, "clip_l": 72}, False),
     "lycoris_sd15_lokr": ("lycoris", "sd1", {"LoKr": 354}, (302, 52, 0), {"unet": 282, "clip_l": 72}, False),
     "xlabs_flux_lora": ("xlabs", "flux", {"LoRA": 84}, (84, 0, 0), {"unet": 84}, True),
+    "musubi_wan21_t2v_14b_lora": ("musubi", "wan21_t2v_14b", {"LoRA": 400}, (400, 0, 0), {"unet": 400}, False),
+    "diffusers_peft_wan21_t2v_14b_lora": ("diffusers_peft", "wan21_t2v_14b", {"LoRA": 320}, (320, 0, 0),
+                                          {"unet": 320}, True),
+    "peft_default_wan21_t2v_1_3b_lora": ("diffusers_peft", "wan21_t2v_1_3b", {"LoRA": 300}, (300, 0, 0),
+                                         {"unet": 300}, True),
+    "diffusion_pipe_wan21_i2v_14b_lora": ("diffusion_pipe", "wan21_i2v_14b", {"LoRA": 480}, (480, 0, 0),
+                                          {"unet": 480}, False),
+    "musubi_qwen_image_lora": ("musubi", "qwen_image", {"LoRA": 840}, (840, 0, 0), {"unet": 840}, False),
+    "diffusers_peft_qwen_image_lora": ("diffusers_peft", "qwen_image", {"LoRA": 240}, (240, 0, 0), {"unet": 240},
+                                       False),
 }
 
 

@@ -10,44 +10,16 @@ import torch
 
 from loralab.errors import CheckpointError, TrainingError
 from loralab.lora import Lora
+from loralab.files.hashes import file_hashes
 from loralab.files.safetensors import SafetensorsFile, load_tensors, save_tensors
-from loralab.train.cache import TensorCache
 from loralab.train.checkpoint import (STATE_KEY, read_state, restore_run, save_checkpoint, state_path_for,
                                       write_state)
-from loralab.train.dataset import DatasetSettings, build_dataset
-from loralab.train.network import select_targets
-from loralab.train.run import TrainRun, TrainSettings, eval_loss
-from train_toys import TOY_KEYS, FakeEncoders, ToyModel, one_thread, toy_layout, write_caption, write_image  # noqa: F401
+from loralab.train.run import TrainSettings, eval_loss
+from loralab_testkit import REPO
+from loralab_testkit.train_toys import (TOY_KEYS, ToyModel, make_dataset, make_run, toy_layout, train, write_caption,
+                                         write_image)
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-CAPTIONS = ["red, round", "blue, square", "green, tall", "yellow, wide"]
-
-
-def make_dataset(root, cache, **kw):
-    if not os.path.isdir(root):
-        for i, cap in enumerate(CAPTIONS):
-            write_caption(write_image(os.path.join(root, f"{i}.png"), 64, 64, seed=i), cap)
-    enc = FakeEncoders()
-    s = DatasetSettings(resolution=64, min_side=64, max_side=64, **kw)
-    return build_dataset(root, s, TensorCache(cache), encode_image=enc.encode_image, encode_text=enc.encode_text,
-                         encoders={"vae": "toy-vae", "clip": "toy-clip"})
-
-
-def make_run(dataset, model, **kw):
-    settings = TrainSettings(**{"rank": 4, "alpha": 4.0, "targets": "all_linear_convs", "learning_rate": 1e-3,
-                                "total_steps": 40, "seed": 3, "batch_size": 2, **kw})
-    shapes = {k: tuple(v.shape) for k, v in model.weights.items()}
-    targets = select_targets(shapes, "sd1", settings.targets)
-    run = TrainRun.create(settings, dataset, shapes, targets, {"arch": "sd1", "kind": "eps", "fingerprint": "toy-1"},
-                          layout=toy_layout(), base_weight=model.weights.__getitem__)
-    return run
-
-
-def train(run, model, steps, **kw):
-    model.network = run.network
-    return run.train(model, steps, **kw)
-
-
+TESTS = os.path.join(REPO, "tests")
 @pytest.fixture
 def setup(tmp_path):
     ds = make_dataset(str(tmp_path / "data"), str(tmp_path / "cache"))
@@ -132,9 +104,8 @@ def test_resume_in_a_fresh_process_is_exact(setup):
     out = str(tmp / "resumed.safetensors")
     script = f"""
 import sys
-sys.path[:0] = [{os.path.dirname(HERE)!r}, {HERE!r}]
-from test_train_run import make_dataset, make_run, train
-from train_toys import ToyModel
+sys.path[:0] = [{REPO!r}, {TESTS!r}]
+from loralab_testkit.train_toys import ToyModel, make_dataset, make_run, train
 from loralab.train.checkpoint import restore_run
 from loralab.files.safetensors import save_tensors
 ds = make_dataset({str(tmp / 'data')!r}, {str(tmp / 'cache')!r})
@@ -232,6 +203,9 @@ def test_periodic_checkpoints_keep_the_last_k_and_load_as_loras(setup):
     assert not list(lora.unmapped()) and len(list(lora.mapped())) == 3
     meta = SafetensorsFile(saved[-1][0]).metadata
     assert meta["ss_steps"] == "6" and meta["modelspec.title"] == "my lora_step000006"
+    hashes = file_hashes(saved[-1][0])
+    assert hashes.addnet_matches and hashes.legacy_matches and meta["sshs_model_hash"] == hashes.addnet
+    assert read_state(saved[-1][1])[1]["lora_sha256"] == hashes.sha256  # AutoV2 = its first 10 digits
     final, final_state = save_checkpoint(run, folder, periodic=False)
     assert os.path.basename(final) == "my lora_step000007.safetensors" and len(run.checkpoints) == 2
     again, _ = save_checkpoint(run, folder, periodic=False)

@@ -182,3 +182,46 @@ def test_text_report_lists_warnings(tmp):
     text = inspect_lora(path).to_text()
     assert "health: 1 warning(s)" in text and "all-zero update" in text and MODULE in text
     assert "health: no problems found" in inspect_lora(path, blocks=False).to_text()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("size", [1, 7, 100_003])  # one element, a tail shorter than a vector, many vectors
+def test_all_finite_finds_every_nonfinite_value(dtype, bad, size):
+    from loralab.ops.health import all_finite
+    x = torch.randn(size).to(dtype)
+    assert all_finite(x)
+    for pos in {0, size // 2, size - 1}:
+        y = x.clone()
+        y[pos] = bad
+        assert not all_finite(y), (pos, y[pos])
+    big = torch.full((5,), torch.finfo(dtype).max, dtype=dtype)  # the largest finite values are finite
+    assert all_finite(big) and all_finite(-big) and all_finite(torch.zeros(0, 3, dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_nan_and_inf_found_in_every_file_dtype(tmp, dtype):
+    t, meta = clean_kohya()
+    t = {k: v.to(dtype) for k, v in t.items()}
+    t[f"{MODULE}.lora_up.weight"][-1, -1] = float("-inf")
+    t["lora_te_text_model_encoder_layers_0_mlp_fc1.lora_down.weight"][0, -1] = float("nan")
+    zero = "lora_unet_mid_block_attentions_0_proj_in"
+    t[f"{zero}.lora_down.weight"].zero_()
+    found = codes(tmp, t, meta)
+    assert set(found) == {"nonfinite_values", "all_zero"}
+    assert found["nonfinite_values"].items == ["lora_te_text_model_encoder_layers_0_mlp_fc1", MODULE]
+    assert found["all_zero"].items == [zero]
+
+
+def test_metadata_alpha_rounds_as_torch_does():
+    """The header check rounds ss_network_alpha to the alpha tensor's dtype without torch."""
+    from loralab.files.safetensors import round_to_dtype
+    g = torch.Generator().manual_seed(0)
+    values = torch.cat([torch.randn(2000, generator=g, dtype=torch.float64) * 10 ** float(e) for e in range(-8, 6)])
+    values = [*values.tolist(), 0.3, 65504.0, 65520.0, 1e39, -1e39, float("inf"), float("nan"), 0.0, -0.0]
+    for name, dtype in (("F16", torch.float16), ("BF16", torch.bfloat16), ("F32", torch.float32)):
+        for v in values:
+            want = float(torch.tensor(v, dtype=torch.float64).to(dtype).double())
+            got = round_to_dtype(v, name)
+            assert got == want or (got != got and want != want), (name, v, got, want)
+    assert round_to_dtype(0.3, "F64") == 0.3 and round_to_dtype(3.7, "I32") == 3.7

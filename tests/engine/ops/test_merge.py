@@ -18,7 +18,7 @@ from loralab.formats.model_weights import ModelWeights
 from loralab.files.safetensors import read_header, save_tensors
 from loralab_testkit import fixture_tensors, materialize
 
-from fitted import fitted_lora
+from loralab_testkit.fitted import fitted_lora
 
 D = torch.float64
 F32 = torch.float32
@@ -128,6 +128,29 @@ def test_concat_equals_the_weighted_sum(sd15_mix):
     assert ranks[attn] == 2 + 2 * 2 + 8 * 2 + 2  # kohya r, LoHa r₁·r₂, LoKr rank(w1)·rank(w2), trainer r
     assert all(m.kept == 1.0 for m in result.modules)
     assert any(k.endswith(".diff_b") for k in result.tensors)  # bias differences kept, summed
+
+
+@pytest.mark.parametrize("weights, exact", [((1.0, 1.0), True), ((0.5, -2.0), True), ((1.0, 0.7), False)])
+def test_concat_written_in_fp16_keeps_the_inputs_factors(weights, exact):
+    """fp16 inputs merged by concat into fp16 (the default): weight·alpha/rank goes into each
+    module's alpha, so the written factors are the inputs' own and ΔW is the float64 weighted sum
+    (up to alpha's float32 rounding). Weights that differ by more than a power of two cannot share
+    one alpha: their ratio is rounded into fp16 up factors, and the report says so."""
+    los = [Lora.from_state_dict(fixture_tensors("kohya_sd15_lora", rank=4, seed=i, dtype=torch.float16))
+           for i in range(2)]
+    result = merge([MergeInput(lo, w) for lo, w in zip(los, weights)], "concat")
+    assert {t.dtype for k, t in result.tensors.items() if not k.endswith(".alpha")} == {torch.float16}
+    layout = los[0].layout
+    probes = Probes(layout)
+    got = response(result.tensors, probes, layout)
+    ref = reference([(lo, w, None) for lo, w in zip(los, weights)], probes, layout)
+    worst = max(float((got[k] - ref[k]).norm() / ref[k].norm()) for k in ref)
+    if exact:
+        assert worst < 1e-7 and "rounded to the output dtype" not in result.report()
+    else:
+        assert 1e-6 < worst < 1e-3 and "exact with --dtype fp32" in result.report()
+        assert_same(response(merge([MergeInput(lo, w) for lo, w in zip(los, weights)], "concat", dtype=F32).tensors,
+                             probes, layout), ref, 1e-7)
 
 
 def test_svd_at_full_rank_is_exact(sd15_mix):

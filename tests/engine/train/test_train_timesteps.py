@@ -73,3 +73,20 @@ def test_same_seed_same_draws_and_unknown_method():
     assert torch.equal(sample_flow_sigmas("shift", 16, _gen(5)), sample_flow_sigmas("shift", 16, _gen(5)))
     with pytest.raises(TrainingError, match="unknown timestep sampling"):
         sample_flow_sigmas("cosmic", 4, _gen())
+
+
+def test_flux_shift_follows_the_image_size():
+    from loralab.train.timesteps import flux_mu, image_tokens
+    assert image_tokens(32, 32) == 256 and image_tokens(128, 128) == 4096 and image_tokens(64, 96) == 1536
+    assert flux_mu(256) == pytest.approx(0.5) and flux_mu(4096) == pytest.approx(1.15)
+    assert flux_mu(1024) == pytest.approx(0.63)  # 512² images: 0.5 + 0.65·768/3840
+    for tokens in (256, 1024, 4096):
+        t = sample_flow_sigmas("sigmoid", 64, torch.Generator().manual_seed(5), sigmoid_scale=1.3)
+        shifted = sample_flow_sigmas("flux_shift", 64, torch.Generator().manual_seed(5), sigmoid_scale=1.3,
+                                     tokens=tokens)
+        mu = flux_mu(tokens)
+        # Flux's time shift with σ = 1: e^μ / (e^μ + (1/t − 1))
+        expected = (math.exp(mu) / (math.exp(mu) + (1 / t.double() - 1))).float().clamp(1e-3, 1.0)
+        assert torch.allclose(shifted, expected, rtol=1e-6, atol=0)
+    half = torch.tensor([0.0])  # sigmoid(0) = 0.5: the median draw
+    assert float(shift_t(torch.sigmoid(half), math.exp(flux_mu(1024)))) == pytest.approx(0.65249, abs=1e-5)

@@ -2,8 +2,7 @@
 a Cancel and a killed process each leave a checkpoint the run resumes from, and a process killed
 while writing a checkpoint leaves the previous one intact and nothing partial.
 
-Runs when loralab.train exists, on the training tests' toy model and helpers (train_toys,
-test_train_run); until then it is skipped, naming what it waits for.
+Runs on the training tests' toy model and helpers (loralab_testkit.train_toys).
 """
 from __future__ import annotations
 
@@ -17,8 +16,7 @@ import textwrap
 import pytest
 
 checkpoint = pytest.importorskip("loralab.train.checkpoint", reason="waits for loralab.train (training branch)")
-toys = pytest.importorskip("train_toys", reason="waits for tests/train_toys.py (training branch)")
-helpers = pytest.importorskip("test_train_run", reason="waits for tests/test_train_run.py (training branch)")
+toys = pytest.importorskip("loralab_testkit.train_toys")
 
 from loralab.files.atomic import TEMP_SUFFIX  # noqa: E402
 from loralab_testkit import REPO  # noqa: E402
@@ -28,7 +26,7 @@ TESTS = os.path.join(REPO, "tests")
 
 @pytest.fixture
 def setup(tmp_path):
-    ds = helpers.make_dataset(str(tmp_path / "data"), str(tmp_path / "cache"))
+    ds = toys.make_dataset(str(tmp_path / "data"), str(tmp_path / "cache"))
     return ds, toys.ToyModel(), tmp_path
 
 
@@ -42,14 +40,14 @@ def _same(a, b):
 
 def test_cancel_leaves_a_checkpoint_that_resumes_exactly(setup):
     ds, model, tmp = setup
-    one_go = helpers.make_run(ds, model)
-    helpers.train(one_go, model, 6)
-    run = helpers.make_run(ds, model)
-    assert helpers.train(run, model, 6, should_stop=lambda: run.step >= 3)  # the user pressed Cancel
+    one_go = toys.make_run(ds, model)
+    toys.train(one_go, model, 6)
+    run = toys.make_run(ds, model)
+    assert toys.train(run, model, 6, should_stop=lambda: run.step >= 3)  # the user pressed Cancel
     lora_path, state_path = checkpoint.save_checkpoint(run, str(tmp / "out"), periodic=False)
-    resumed = checkpoint.restore_run(helpers.make_run(ds, model), state_path)
+    resumed = checkpoint.restore_run(toys.make_run(ds, model), state_path)
     assert resumed.step == 3 and os.path.isfile(lora_path)
-    helpers.train(resumed, model, 3)
+    toys.train(resumed, model, 3)
     assert _same(_weights(resumed), _weights(one_go)) and resumed.losses == one_go.losses
 
 
@@ -58,8 +56,7 @@ import shutil, sys, time
 sys.path[:0] = [{repo!r}, {tests!r}]
 import loralab.files.safetensors as sio
 from loralab.train.checkpoint import save_checkpoint
-from test_train_run import make_dataset, make_run, train
-from train_toys import ToyModel
+from loralab_testkit.train_toys import ToyModel, make_dataset, make_run, train
 real_copy = shutil.copyfileobj
 
 def copy(src, dst, length=0):
@@ -96,9 +93,9 @@ def test_killed_while_saving_leaves_the_previous_checkpoint_resumable(setup):
     assert [os.path.basename(s) for s in states] == ["run_step000002.loralab-state"], os.listdir(out)
     finished = {n for n in os.listdir(out) if not n.endswith(TEMP_SUFFIX)}
     assert finished == {"run_step000002.safetensors", "run_step000002.loralab-state", "run_step000004.safetensors"}
-    resumed = checkpoint.restore_run(helpers.make_run(ds, model, save_every=2, keep_last=0, name="run"), states[0])
+    resumed = checkpoint.restore_run(toys.make_run(ds, model, save_every=2, keep_last=0, name="run"), states[0])
     assert resumed.step == 2
-    one_go = helpers.make_run(ds, model, save_every=2, keep_last=0, name="run")
-    helpers.train(one_go, model, 4)
-    helpers.train(resumed, model, 2)
+    one_go = toys.make_run(ds, model, save_every=2, keep_last=0, name="run")
+    toys.train(one_go, model, 4)
+    toys.train(resumed, model, 2)
     assert _same(_weights(resumed), _weights(one_go))

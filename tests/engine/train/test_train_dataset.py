@@ -11,7 +11,7 @@ from loralab.errors import DatasetError
 from loralab.train.cache import TensorCache, cache_key
 from loralab.train.dataset import (BUCKET_STEP, DatasetSettings, apply_trigger, build_dataset, caption_tags,
                                    caption_variants, place_image, read_caption, scan_folder, shuffle_caption)
-from train_toys import FakeEncoders, png_header_only, write_caption, write_image
+from loralab_testkit.train_toys import FakeEncoders, png_header_only, write_caption, write_image
 
 
 @settings(max_examples=400, deadline=None)

@@ -6,8 +6,7 @@ import pytest
 
 from loralab.train.checkpoint import lora_tensors
 from loralab.train.metadata import training_metadata
-from test_train_run import make_dataset, make_run, train
-from train_toys import ToyModel, one_thread  # noqa: F401 (fixture)
+from loralab_testkit.train_toys import ToyModel, make_dataset, make_run, one_thread, train  # noqa: F401 (fixture)
 
 #: keys kohya's trainer writes that A1111/Forge, Civitai and kohya's tools read
 KOHYA_KEYS = [

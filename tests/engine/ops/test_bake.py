@@ -9,7 +9,7 @@ from loralab.lora import Lora
 from loralab.ops.lowrank import one_thread
 from loralab.ops.merge import MergeInput
 
-from fitted import fitted_lora
+from loralab_testkit.fitted import fitted_lora
 
 D = torch.float64
 MICRO_FLUX = {"in_channels": 16, "out_channels": 16, "patch_size": 2, "vec_in_dim": 768, "context_in_dim": 4096,

@@ -13,6 +13,10 @@ import torch
 from PIL import Image
 
 from loralab.layouts import ModelLayout
+from loralab.train.cache import TensorCache
+from loralab.train.dataset import DatasetSettings, build_dataset
+from loralab.train.network import select_targets
+from loralab.train.run import TrainRun, TrainSettings
 
 #: an SD1.5-layout UNet with 32 channels (the host's sd15_micro)
 TOY_CONFIG = {"model_channels": 32, "channel_mult": [1, 2], "num_res_blocks": [1, 1], "transformer_depth": [1, 0],
@@ -104,14 +108,20 @@ def toy_weights(seed: int = 0) -> dict[str, torch.Tensor]:
 
 class ToyModel:
     """An ε-prediction denoiser: conv(4→32) + text projection → SiLU → conv(32→4), with the
-    run's network patched into its weights; ComfyUI's calculate_input / calculate_denoised."""
+    run's network patched into its weights; ComfyUI's calculate_input / calculate_denoised.
+
+    With ``dtype`` fp16 it is a CPU stand-in of an fp16-loaded model: weights and the whole
+    forward in fp16. ``out_gain`` scales the output convolution: a small gain gives the small
+    activation gradients of a deep diffusion model (SD's are 10⁻⁹..10⁻⁵)."""
 
     kind = "eps"
     sigma_data = 1.0
     device = torch.device("cpu")
 
-    def __init__(self, seed: int = 0) -> None:
-        self.weights = toy_weights(seed)
+    def __init__(self, seed: int = 0, dtype: torch.dtype = torch.float32, out_gain: float = 1.0) -> None:
+        self.dtype = dtype
+        self.weights = {k: (v * out_gain if k == TOY_KEYS["conv_out"] else v).to(dtype)
+                        for k, v in toy_weights(seed).items()}
         betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
         alpha_bar = torch.cumprod(1 - betas, 0)
         self.sigmas = ((1 - alpha_bar) / alpha_bar).sqrt().float()
@@ -128,10 +138,40 @@ class ToyModel:
         return latents * 0.5
 
     def denoise(self, x, sigma, conds):
+        x, sigma = x.to(self.dtype), sigma.to(self.dtype)
         s = sigma.reshape(-1, 1, 1, 1)
         xc = x / (s * s + 1).sqrt()
-        ctx = torch.stack([c["cross_attn"][0] for c in conds]).mean(1)
+        ctx = torch.stack([c["cross_attn"][0] for c in conds]).mean(1).to(self.dtype)
         h = torch.nn.functional.conv2d(xc, self.weight("conv_in"), padding=1)
         h = h + (ctx @ self.weight("to_k").T)[:, :, None, None] + 0.1 * sigma.log().reshape(-1, 1, 1, 1)
         eps = torch.nn.functional.conv2d(torch.nn.functional.silu(h), self.weight("conv_out"), padding=1)
         return x - eps * s
+
+
+CAPTIONS = ["red, round", "blue, square", "green, tall", "yellow, wide"]
+
+
+def make_dataset(root, cache, size=64, **kw):
+    """Four captioned ``size``² images (written once) as a dataset encoded by :class:`FakeEncoders`."""
+    if not os.path.isdir(root):
+        for i, cap in enumerate(CAPTIONS):
+            write_caption(write_image(os.path.join(root, f"{i}.png"), size, size, seed=i), cap)
+    enc = FakeEncoders()
+    s = DatasetSettings(resolution=size, min_side=64, max_side=size, **kw)
+    return build_dataset(root, s, TensorCache(cache), encode_image=enc.encode_image, encode_text=enc.encode_text,
+                         encoders={"vae": "toy-vae", "clip": "toy-clip"})
+
+
+def make_run(dataset, model, **kw):
+    settings = TrainSettings(**{"rank": 4, "alpha": 4.0, "targets": "all_linear_convs", "learning_rate": 1e-3,
+                                "total_steps": 40, "seed": 3, "batch_size": 2, **kw})
+    shapes = {k: tuple(v.shape) for k, v in model.weights.items()}
+    targets = select_targets(shapes, "sd1", settings.targets)
+    run = TrainRun.create(settings, dataset, shapes, targets, {"arch": "sd1", "kind": "eps", "fingerprint": "toy-1"},
+                          layout=toy_layout(), base_weight=model.weights.__getitem__)
+    return run
+
+
+def train(run, model, steps, **kw):
+    model.network = run.network
+    return run.train(model, steps, **kw)

@@ -1,4 +1,5 @@
 """The kohya writer: names as kohya writes them, exact fusing of split targets, true metadata."""
+import hashlib
 import os
 
 import pytest
@@ -103,3 +104,24 @@ def test_lycoris_network_module():
     tensors = fixture_tensors("lycoris_sd15_loha", rank=2)
     assert network_facts(tensors) == ("lycoris.kohya", "2", "4.0")
     assert fixture("loras", "lycoris_sd15_loha")["metadata"]["ss_network_module"] == "lycoris.kohya"
+
+
+@pytest.mark.parametrize("header_pad", [0, 0x110000], ids=["small-header", "header-past-1MiB"])
+def test_saved_files_carry_their_own_hashes(tmp, header_pad):
+    from loralab.files.hashes import file_hashes
+    from loralab.files.safetensors import SafetensorsFile
+    from loralab.formats.writer import save_with_hashes
+    g = torch.Generator().manual_seed(0)
+    tensors = {"lora_unet_x.lora_down.weight": torch.randn(8, 40000, generator=g),  # 1.28 MB: a real legacy window
+               "lora_unet_x.lora_up.weight": torch.randn(320, 8, generator=g), "lora_unet_x.alpha": torch.tensor(8.0)}
+    meta = {"ss_network_dim": "8", "pad": "x" * header_pad}
+    path = save_with_hashes(os.path.join(tmp, f"h{header_pad}.safetensors"), tensors, meta)
+    h = file_hashes(path)
+    stored = SafetensorsFile(path).metadata
+    assert stored["sshs_model_hash"] == h.addnet and h.addnet_matches
+    if header_pad:  # the legacy window holds header bytes: no value could equal the file's
+        assert "sshs_legacy_hash" not in stored
+    else:
+        assert stored["sshs_legacy_hash"] == h.legacy and h.legacy_matches
+        assert h.legacy != hashlib.sha256(b"").hexdigest()[:8]
+    assert not [f for f in os.listdir(tmp) if f.endswith(".loralab-tmp")]  # the draft is gone

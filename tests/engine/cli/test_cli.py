@@ -7,9 +7,28 @@ import sys
 from loralab_testkit import REPO, materialize
 
 
-def run(*args):
+def run(*args, python=()):
     env = dict(os.environ, PYTHONPATH=REPO)
-    return subprocess.run([sys.executable, "-m", "loralab", *args], capture_output=True, text=True, env=env, cwd=REPO)
+    return subprocess.run([sys.executable, *python, "-m", "loralab", *args], capture_output=True, text=True, env=env,
+                          cwd=REPO)
+
+
+def imported(stderr: str) -> set[str]:
+    """The top-level packages a ``-X importtime`` run imported."""
+    return {line.rsplit("|", 1)[1].strip().split(".")[0] for line in stderr.splitlines()
+            if line.startswith("import time:") and "|" in line}
+
+
+def test_header_commands_never_import_torch(tmp):
+    """inspect without --blocks, --help and --version answer at once: no torch (nor numpy) import."""
+    path = materialize("kohya_sdxl_lora", os.path.join(tmp, "k.safetensors"), rank=2)
+    for args in (("inspect", path), ("inspect", "--json", path), ("--help",), ("--version",), ("inspect", "--help")):
+        r = run(*args, python=("-X", "importtime"))
+        assert r.returncode == 0, r.stderr[-2000:]
+        mods = imported(r.stderr)
+        assert "loralab" in mods and not mods & {"torch", "numpy"}, args
+    r = run("inspect", "--blocks", path, python=("-X", "importtime"))
+    assert r.returncode == 0 and "torch" in imported(r.stderr)  # the check can fail: --blocks needs torch
 
 
 def test_help():
@@ -59,3 +78,14 @@ def test_file_controlled_text_cannot_drive_the_terminal(tmp):
     for text in (r.stdout, r.stderr):
         assert not any(c in text for c in "\x1b\x07\u202e"), text
     assert "\\x1b]0;owned\\x07\\u202e" in r.stdout and "missing\\x1b[31m" in r.stderr
+
+
+def test_demo_runs_every_step_and_writes_where_it_says(tmp):
+    r = run("demo", "--dir", tmp)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for step in ("1. write", "2. inspect", "3. check a block-weight spec", "4. merge", "5. resize", "done:"):
+        assert step in r.stdout, step
+    wrote = [line.split("wrote ", 1)[1].split(" (")[0] for line in r.stdout.splitlines() if "wrote " in line]
+    assert len(wrote) == 5 and all(os.path.dirname(p) == tmp and os.path.getsize(p) > 0 for p in wrote), wrote
+    assert "SD1.x" in r.stdout and "SDXL" in r.stdout and "LoHa ×232" in r.stdout
+    assert "health: no problems found" in r.stdout and "rank histogram: 4 ×964" in r.stdout

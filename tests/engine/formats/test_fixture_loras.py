@@ -22,6 +22,12 @@ EXPECTED = {
     "lycoris_sd15_loha": ("lycoris", "sd1", {"LoHa": 354}, 8, 4.0),
     "lycoris_sd15_lokr": ("lycoris", "sd1", {"LoKr": 354}, 8, 4.0),
     "xlabs_flux_lora": ("xlabs", "flux", {"LoRA": 84}, 16, None),
+    "musubi_wan21_t2v_14b_lora": ("musubi", "wan21_t2v_14b", {"LoRA": 400}, 32, 16.0),
+    "diffusers_peft_wan21_t2v_14b_lora": ("diffusers_peft", "wan21_t2v_14b", {"LoRA": 320}, 16, None),
+    "peft_default_wan21_t2v_1_3b_lora": ("diffusers_peft", "wan21_t2v_1_3b", {"LoRA": 300}, 8, None),
+    "diffusion_pipe_wan21_i2v_14b_lora": ("diffusion_pipe", "wan21_i2v_14b", {"LoRA": 480}, 32, None),
+    "musubi_qwen_image_lora": ("musubi", "qwen_image", {"LoRA": 840}, 16, 16.0),
+    "diffusers_peft_qwen_image_lora": ("diffusers_peft", "qwen_image", {"LoRA": 240}, 16, None),
 }
 
 

@@ -1,0 +1,148 @@
+"""Wan 2.1/2.2 and Qwen-Image through the engine: detection by width and image cross-attention,
+what ComfyUI 0.3.64 itself loads of each producer's file, absolute block specs, and inspect, merge,
+resize and convert against the math on the real fixture layouts."""
+import os
+
+import pytest
+import torch
+
+from loralab.blocks.map import block_of
+from loralab.blocks.spec import parse_block_weights, preset_names, standard_blocks
+from loralab.formats.host_keys import host_targets
+from loralab.layouts import layout_for
+from loralab.lora import Lora
+from loralab.ops.apply import plan_application
+from loralab.ops.inspect import summarize
+from loralab.ops.lowrank import RankRule, one_thread
+from loralab.ops.merge import MergeInput, convert, merge, resize
+from loralab_testkit import FixtureSource, fit_fixture_to_layout, fixture, materialize
+
+from engine.ops.test_merge import Probes, assert_same, reference, response
+
+F32 = torch.float32
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    with one_thread():
+        yield
+
+
+def _lora(name, rank=2, seed=0):
+    from loralab_testkit import fixture_tensors
+    return Lora.from_state_dict(fixture_tensors(name, rank=rank, seed=seed, dtype=F32))
+
+
+@pytest.mark.parametrize("arch_id,blocks", [("wan21_t2v_14b", 40), ("wan21_i2v_14b", 40), ("wan21_t2v_1_3b", 30),
+                                            ("wan22_ti2v_5b", 30), ("qwen_image", 60)])
+def test_block_ids_are_in_b_out(arch_id, blocks):
+    assert standard_blocks(arch_id) == ["IN", *(f"B{i:02d}" for i in range(blocks)), "OUT"]
+    assert block_of("diffusion_model.OTHER.weight", layout_for(arch_id).arch.family) == "OTHER"
+
+
+@pytest.mark.parametrize("target", ["wan22_ti2v_5b", "wan21_t2v_1_3b"])
+def test_wan_size_comes_from_the_width(target):
+    """The 14B musubi layout fitted to a smaller Wan: the widths alone say which model it is."""
+    tensors = fit_fixture_to_layout("musubi_wan21_t2v_14b_lora", layout_for(target), rank=2)
+    lora = Lora.from_state_dict(tensors, fixture("loras", "musubi_wan21_t2v_14b_lora")["metadata"])
+    assert (lora.detection.arch, lora.detection.format) == (target, "musubi")
+    assert not list(lora.unmapped())
+
+
+def test_i2v_and_t2v_told_apart_by_the_image_cross_attention():
+    i2v = Lora(FixtureSource("diffusion_pipe_wan21_i2v_14b_lora"))
+    assert i2v.detection.arch == "wan21_i2v_14b"
+    t2v_only = {k: v for k, v in fit_fixture_to_layout("diffusion_pipe_wan21_i2v_14b_lora",
+                                                       layout_for("wan21_i2v_14b"), rank=2).items()
+                if "_img." not in k}
+    assert Lora.from_state_dict(t2v_only).detection.arch == "wan21_t2v_14b"  # fits both: T2V, the first
+
+
+def test_metadata_is_evidence_not_truth():
+    src = FixtureSource("musubi_wan21_t2v_14b_lora")
+    src.metadata = dict(src.metadata, **{"ss_base_model_version": "qwen_image",
+                                         "modelspec.architecture": "Qwen-Image/lora"})
+    lora = Lora(src)
+    assert lora.detection.arch == "wan21_t2v_14b" and lora.detection.metadata_arch == "qwen_image"
+    assert any("metadata says Qwen-Image" in w for w in lora.detection.warnings)
+
+
+#: fixture -> how many of its keys ComfyUI 0.3.64's own loader patches (emulated; tests/host checks the emulation)
+HOST_LOADS = {"musubi_wan21_t2v_14b_lora": "all", "diffusion_pipe_wan21_i2v_14b_lora": "all",
+              "diffusers_peft_wan21_t2v_14b_lora": "none", "peft_default_wan21_t2v_1_3b_lora": "none",
+              "musubi_qwen_image_lora": "all", "diffusers_peft_qwen_image_lora": "all"}
+
+
+@pytest.mark.parametrize("name", sorted(HOST_LOADS))
+def test_what_comfyui_loads_and_what_we_map(name):
+    lora = Lora(FixtureSource(name))
+    keys = list(fixture("loras", name)["tensors"])
+    got = host_targets(keys, lora.layout)
+    loaded = [k for k, t in got.items() if t is not None]
+    assert len(loaded) == (len(keys) if HOST_LOADS[name] == "all" else 0)
+    assert not list(lora.unmapped()) and not lora.unrecognized and not lora.orphans
+
+
+@pytest.mark.parametrize("name,spec,zeroed", [
+    ("musubi_wan21_t2v_14b_lora", "B05=0, B30-32=0", {"B05", "B30", "B31", "B32"}),
+    ("peft_default_wan21_t2v_1_3b_lora", "WAN-LATE", {f"B{i:02d}" for i in range(20)}),
+    ("musubi_qwen_image_lora", "QWEN-MID", {f"B{i:02d}" for i in [*range(20), *range(40, 60)]}),
+    ("diffusers_peft_qwen_image_lora", "B=0.5, B59=0", {"B59"}),
+])
+def test_spec_zeroes_exactly_the_named_absolute_blocks(name, spec, zeroed):
+    lora = Lora(FixtureSource(name))
+    arch_id = lora.detection.arch
+    plan = plan_application(lora, parse_block_weights(spec, arch_id), 1.0, 1.0, model_arch=arch_id,
+                            clip_connected=False)
+    assert {p.block for p in plan.zero} == zeroed
+    assert not {p.block for p in plan.patches} & zeroed and plan.patches
+    assert not plan.not_applied
+
+
+def test_presets_of_each_family_are_offered():
+    assert {"WAN-EARLY", "WAN-LATE", "WAN-BLOCKS-ONLY"} <= set(preset_names("wan21_t2v_1_3b"))
+    assert {"QWEN-EARLY", "QWEN-MID", "QWEN-LATE"} <= set(preset_names("qwen_image"))
+    assert "QWEN-LATE" not in preset_names("wan21_t2v_14b")  # B40..B59 do not exist in Wan
+    late = parse_block_weights("WAN-LATE", "wan21_t2v_14b")  # the 40-block form
+    assert [b for b in standard_blocks("wan21_t2v_14b") if late.weight(b) == 1] == \
+        ["IN", *(f"B{i:02d}" for i in range(30, 40)), "OUT"]
+
+
+def test_inspect_reports_format_arch_and_blocks(tmp):
+    path = materialize("musubi_qwen_image_lora", os.path.join(tmp, "q.safetensors"), rank=2)
+    s = summarize(path)
+    assert (s.format, s.arch, s.arch_name, s.family) == ("musubi", "qwen_image", "Qwen-Image", "qwen_image")
+    assert s.algorithms == {"LoRA": 840}
+
+
+def test_diffusers_and_musubi_wan_merge_to_the_dense_sum():
+    a = _lora("diffusers_peft_wan21_t2v_14b_lora", seed=1)
+    b = _lora("musubi_wan21_t2v_14b_lora", seed=2)
+    layout = b.layout
+    probes = Probes(layout)
+    ref = reference([(a, 0.8, None), (b, -0.5, None)], probes, layout)
+    for method, rule in (("concat", None), ("svd", RankRule("fixed", 8))):
+        result = merge([MergeInput(a, 0.8), MergeInput(b, -0.5)], method, rule, dtype=F32)
+        assert all(k.startswith("lora_unet_blocks_") for k in result.tensors)
+        assert_same(response(result.tensors, probes, layout), ref, 1e-5)
+
+
+def test_resize_qwen_exactly_at_full_rank():
+    lo = _lora("musubi_qwen_image_lora", rank=2, seed=3)
+    result = resize(MergeInput(lo), RankRule("fixed", 4096), dtype=F32)
+    probes = Probes(lo.layout)
+    assert_same(response(result.tensors, probes, lo.layout), reference([(lo, 1.0, None)], probes, lo.layout), 1e-5)
+
+
+@pytest.mark.parametrize("name", ["diffusers_peft_wan21_t2v_14b_lora", "peft_default_wan21_t2v_1_3b_lora",
+                                  "diffusers_peft_qwen_image_lora"])
+def test_convert_to_kohya_names_comfyui_loads(name, tmp):
+    """Converted, a diffusers/PEFT Wan LoRA that ComfyUI drops becomes one it loads whole."""
+    lo = _lora(name, seed=4)
+    result = convert(lo, title="converted", dtype=F32)
+    probes = Probes(lo.layout)
+    assert_same(response(result.tensors, probes, lo.layout), reference([(lo, 1.0, None)], probes, lo.layout), 1e-6)
+    path = result.save(os.path.join(tmp, name + ".safetensors"))
+    again = Lora.open(path)
+    assert (again.detection.format, again.detection.arch) == ("musubi", lo.detection.arch)
+    assert all(t is not None for t in host_targets(list(result.tensors), again.layout).values())
