@@ -29,7 +29,7 @@ from ..loralab.train.precision import PRECISIONS
 from ..loralab.train.run import SAVE_DTYPES, TrainRun, TrainSettings
 from ..loralab.train.schedules import SCHEDULES
 from ..loralab.train.timesteps import FLOW_SAMPLERS
-from .common import CATEGORY, advanced, display_name, node_id
+from .common import CATEGORY, advanced, display_name, node_id, unlisted
 from .dataset import DatasetType
 from .host.folders import file_stamp, lora_names, lora_path, output_folder, picked_lora, picked_stamp
 from .host.models import model_layout
@@ -228,6 +228,11 @@ class LoRALabTrain(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, init_lora: str | None = None) -> bool | str:
+        """This ComfyUI checks only V1-style combos against their options: the node checks its own."""
+        return unlisted({"init_lora": init_lora}, [NONE, *lora_names()])
+
+    @classmethod
     def fingerprint_inputs(cls, init_lora: str | None = None, **kwargs: Any) -> Any:
         """Size and modification time of the LoRA training starts from: a changed file trains again."""
         return picked_stamp(init_lora)
@@ -258,6 +263,11 @@ class LoRALabTrainInit(io.ComfyNode):
             outputs=[RunType.Output(display_name="run"), io.String.Output(display_name="info")],
             hidden=[io.Hidden.unique_id, io.Hidden.prompt],
         )
+
+    @classmethod
+    def validate_inputs(cls, init_lora: str | None = None) -> bool | str:
+        """This ComfyUI checks only V1-style combos against their options: the node checks its own."""
+        return unlisted({"init_lora": init_lora}, [NONE, *lora_names()])
 
     @classmethod
     def fingerprint_inputs(cls, init_lora: str | None = None, **kwargs: Any) -> Any:
@@ -444,7 +454,10 @@ class LoRALabTrainExtend(io.ComfyNode):
             description="Give a run (finished or not) a longer total; everything else stays. The learning-rate "
                         "schedule keeps its horizon: a constant schedule trains on as one longer run would, a "
                         "decayed one goes on at the rate of its last planned step.",
-            inputs=[RunType.Input("run"), io.Int.Input("total_steps", default=2000, min=2, max=1_000_000)],
+            inputs=[RunType.Input("run", tooltip=RUN_TIP),
+                    io.Int.Input("total_steps", default=2000, min=2, max=1_000_000,
+                                 tooltip="the run's new planned length (more than its steps so far); the schedule "
+                                         "spans it from here")],
             outputs=[RunType.Output(display_name="run"), io.String.Output(display_name="info")],
         )
 

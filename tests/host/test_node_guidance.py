@@ -20,9 +20,9 @@ SHOWN = {
 @pytest.fixture(scope="module")
 def ours(host) -> dict:
     info = object_info(host)
-    nodes = {k: v for k, v in info.items() if k.startswith("LoRALab")}
-    assert len(nodes) == sum(len(m.NODES) for m in host.module("nodes").NODE_MODULES)
-    return nodes
+    pack = [cls.GET_SCHEMA().node_id for module in host.module("nodes").NODE_MODULES for cls in module.NODES]
+    assert len(pack) >= 16 and set(pack) <= set(info)
+    return {node_id: info[node_id] for node_id in pack}
 
 
 def _inputs(node: dict):
