@@ -45,6 +45,7 @@ SMALL = {
     "LoRALabTrain": {"steps": 2, "rank": 4, "alpha": 4.0},
     "LoRALabTrainInit": {"total_steps": 3, "save_every": 1, "keep_last": 2, "rank": 4, "alpha": 4.0, "batch_size": 2},
     "LoRALabTrainSteps": {"steps": 1},
+    "LoRALabTrainExtend": {"total_steps": 4},
     "LoRALabTrainPreview": {"steps": 2, "width": 64, "height": 64},
     "LoRALabMerge": {"rank": 4},
     "LoRALabResize": {"rank": 2},
@@ -81,7 +82,7 @@ EXPECT = {
                                       texts={"LoRALabLoader": ("block weights: FLUX-DOUBLE", ZEROED)}),
     "lora_stack.json": Expect("sdxl", images=IMAGE, texts={"LoRALabStack": (
         "[1] applied ", "\nLoRA: my_style_xl", "[2] applied ", "\nLoRA: my_character_xl", "[3] applied ",
-        "\nLoRA: my_detail_xl", "block weights: SDXL-INALL")}),
+        "\nLoRA: my_detail_xl", "block weights: SDXL-INALL"), "LoRALabStackReport": ("my_style_xl",)}),
     "merge_loras.json": Expect("sd15", images=IMAGE, loras=("merged_style_r32.safetensors",), texts={
         "LoRALabMerge": ("(svd, rank 4)",), "LoRALabSave": ("file: loras/merged_style_r32",)}),
     "resize_lora.json": Expect("sdxl", loras=("my_style_xl_r16.safetensors",),
@@ -101,7 +102,7 @@ EXPECT = {
                "wf_run_step000001_00001.safetensors", "wf_run_step000002_00001.safetensors",
                "wf_run_step000003_00001.safetensors", "wf_run_final_step000003.safetensors"),
         absent=("wf_run_step000001.loralab-state", "wf_run_final_step000003.loralab-state")),
-    # resumed from a state file of step 1, one more step: step 2 (a fresh run would stop at 1)
+    # resumed from a state file of step 1, extended to 4 steps, one more step: step 2 (a fresh run would stop at 1)
     "train_resume.json": Expect("sd15", images={"PreviewImage": 1}, run_name="wf_resume",
                                 loras=("wf_resume_step000002.safetensors",)),
 }
