@@ -8,7 +8,7 @@ import os
 
 import pytest
 from page_checks import require_widgets, unexpected_console_errors
-from xss_lora import PAYLOADS, XSS_FILE
+from xss_lora import MARKUP_FILE, PAYLOADS, XSS_FILE
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 
@@ -134,6 +134,13 @@ def test_metadata_panel_shows_the_payloads_as_text(ui, out_dir):
     assert XSS_FILE in details and "1280 steps" in details and "kohya" in details
     assert ui.eval(f"__ll.el({node}, 'loralab_info').querySelector('.loralab-warning') !== null")
     shot(ui, "metadata_panel", [node], "loralab_info")
+
+
+def test_a_file_name_with_markup_is_not_offered(ui):
+    """ComfyUI's combo menu renders option names as markup: such a LoRA is left out of every list."""
+    node = ui.eval("__ll.add('LoRALabLoader', 60, 60)")
+    options = ui.eval(f"__ll.widget({node}, 'lora_name').options.values")
+    assert XSS_FILE in options and MARKUP_FILE not in options
 
 
 def test_trigger_chip_copies_and_shift_click_adds_to_the_prompt(ui):

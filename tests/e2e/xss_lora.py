@@ -16,7 +16,10 @@ PAYLOADS = {
     "zero_width": "oh\u200bwx",
     "long": "L" * 5000,
 }
-XSS_FILE = "xss_<img src=x onerror=alert(9)>.safetensors"
+#: the LoRA whose metadata carries the payloads (ComfyUI's own combo menu renders file names as
+#: markup, so a name with a payload is not offered at all: MARKUP_FILE)
+XSS_FILE = "xss_payloads.safetensors"
+MARKUP_FILE = "markup_<img src=x onerror=alert(9)>.safetensors"
 
 
 def xss_metadata() -> dict[str, str]:
@@ -36,11 +39,13 @@ def xss_metadata() -> dict[str, str]:
 
 
 def write_loras(folder: str) -> None:
-    """The test's loras folder: the XSS LoRA (SDXL), a Flux LoRA, and a file that is not safetensors."""
+    """The test's loras folder: the XSS LoRA (SDXL), one with markup in its name, a Flux LoRA, and a file
+    that is not safetensors."""
     from loralab.files.safetensors import save_tensors
     from loralab_testkit import fixture_tensors
 
     save_tensors(os.path.join(folder, XSS_FILE), fixture_tensors("kohya_sdxl_lora", rank=2), xss_metadata())
+    save_tensors(os.path.join(folder, MARKUP_FILE), fixture_tensors("kohya_sdxl_lora", rank=2), xss_metadata())
     save_tensors(os.path.join(folder, "flux_kohya.safetensors"), fixture_tensors("kohya_flux_lora", rank=2),
                  {"ss_base_model_version": "flux1", "ss_network_module": "networks.lora_flux",
                   "modelspec.trigger_phrase": "flux style"})
