@@ -15,6 +15,9 @@ const PREFIX = "LoRALab";
 /** Nodes that show the loss chart from the start; any other LoRA Lab node gets it with its first
  * ``loralab.train.progress`` event. */
 const TRAINING = new Set(["LoRALabTrain", "LoRALabTrainSteps"]);
+/** Nodes that write a file into the loras folder: once a run that executed one ends, every panel
+ * revalidates its LoRA (a file may have been overwritten under a name some node shows). */
+const WRITERS = new Set(["LoRALabMerge", "LoRALabResize", "LoRALabExtract", "LoRALabSave", "LoRALabTrain", "LoRALabTrainSteps", "LoRALabTrainSave"]);
 
 function chain(proto, name, after) {
   const before = proto[name];
@@ -50,6 +53,10 @@ function allNodes() {
   return out;
 }
 
+function revalidateAll() {
+  for (const node of allNodes()) node.loralab?.panel?.refresh();
+}
+
 function chartOf(node) {
   node.loralab.chart ??= attachLossChart(node);
   return node.loralab.chart;
@@ -64,6 +71,25 @@ app.registerExtension({
       const node = detail ? nodeOfExecutionId(detail.node) : null;
       if (node?.loralab) chartOf(node).add(detail);
     });
+    let wrote = false;
+    const ended = () => {
+      if (wrote) revalidateAll();
+      wrote = false;
+    };
+    api.addEventListener("executing", ({ detail }) => {
+      const id = detail && typeof detail === "object" ? detail.node : detail;
+      if (id === null || id === undefined) return ended();
+      const node = nodeOfExecutionId(id);
+      if (WRITERS.has(node?.comfyClass ?? node?.type)) wrote = true;
+    });
+    for (const name of ["execution_success", "execution_error", "execution_interrupted"]) {
+      api.addEventListener(name, ended);
+    }
+  },
+
+  // ComfyUI's refresh (R, or the Refresh button): files may have changed on disk.
+  refreshComboInNodes() {
+    revalidateAll();
   },
 
   // Loading a workflow or clearing the graph: frontends from 1.49 on may set a picker's value after

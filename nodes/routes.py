@@ -5,7 +5,9 @@
   folder); ``400`` for names that escape the folder (``..``, absolute paths, symlinks pointing
   outside, control characters), ``404`` for files that do not exist and ``422`` for files that are
   not readable LoRAs; errors are ``{"error": "..."}``. It reads the header and the alpha scalars
-  only, never tensor data.
+  only, never tensor data. Answers carry an ``ETag`` naming the file's identity (size and
+  ``mtime_ns``); a request whose ``If-None-Match`` names it gets ``304`` without the header being read,
+  so the frontend can revalidate its copy on every pick and after a file was rewritten.
 * ``GET /loralab/blocks?arch=<id>``: the block-weight editor's catalog of one arch
   (:func:`loralab.blocks.catalog.block_catalog`: blocks, families, vector forms, presets resolved per
   block); without an arch, the arch ids and names it knows; an unknown arch id is a 404.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 
 from aiohttp import web
 
@@ -44,12 +47,26 @@ async def lora_info(request: web.Request) -> web.Response:
     if path is None:
         return _error(404, f"{name!r}: no such LoRA in the loras folder")
     try:
+        st = os.stat(path)
+    except OSError:
+        return _error(404, f"{name!r}: no such LoRA in the loras folder")
+    etag = file_etag(st)
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if etag in [t.strip() for t in request.headers.get("If-None-Match", "").split(",")]:
+        return web.Response(status=304, headers=headers)
+    try:
         summary = await asyncio.get_running_loop().run_in_executor(None, summarize, path, None, HOST.key_rules)
     except LoRALabError as e:
         return _error(422, f"{name!r}: {e.problem}" + (f" ({e.hint})" if e.hint else ""))
     data = summary.to_dict()
     data["path"] = name
-    return web.json_response(data, dumps=lambda d: json.dumps(d, ensure_ascii=False, allow_nan=False))
+    return web.json_response(data, headers=headers,
+                             dumps=lambda d: json.dumps(d, ensure_ascii=False, allow_nan=False))
+
+
+def file_etag(st: os.stat_result) -> str:
+    """A file's identity for ``lora_info``: its size and modification time in nanoseconds."""
+    return f'"{st.st_size}-{st.st_mtime_ns}"'
 
 
 @functools.lru_cache(maxsize=None)

@@ -341,3 +341,74 @@ def test_panel_follows_the_graph_after_a_reset(ui):
     ui.eval("__ll.app.graph.clear()")
     ui.eval(f"__ll.app.loadGraphData({json.dumps(first)})")
     ui.wait_for(f"({compact}).split(' · ')[0].startsWith('SDXL')", timeout=20)
+
+
+def _write_lora(server, name: str, fixture: str, base_model: str) -> None:
+    from loralab.files.safetensors import save_tensors
+    from loralab_testkit import fixture_tensors
+    path = os.path.join(server.base, "models", "loras", name)
+    save_tensors(path + ".tmp", fixture_tensors(fixture, rank=2), {"ss_base_model_version": base_model})
+    os.replace(path + ".tmp", path)
+
+
+def press_r(page) -> None:
+    """ComfyUI's refresh key, pressed with nothing focused."""
+    page.eval("document.activeElement?.blur?.(); for (const type of ['keydown', 'keyup']) "
+              "window.dispatchEvent(new KeyboardEvent(type, {key: 'r', code: 'KeyR', bubbles: true}))")
+
+
+def test_panel_follows_a_file_overwritten_or_deleted_under_the_same_name(ui, server):
+    """A retrain under the same name (another arch) shows after R and after a re-pick, on new nodes
+    too, and the block editor follows it; a deleted file shows as missing."""
+    import uuid
+    name = f"stale_{uuid.uuid4().hex[:8]}.safetensors"
+    _write_lora(server, name, "kohya_sdxl_lora", "sdxl_base_v1-0")
+    ui.eval("__ll.app.refreshComboInNodes()")  # the new file in the pickers' lists
+    node = ui.eval("__ll.add('LoRALabLoader', 60, 60)")
+    compact = f"(__ll.el({node}, 'loralab_info')?.querySelector('.loralab-ok .loralab-compact')?.textContent ?? '')"
+    ui.eval(f"__ll.pick({node}, 'lora_name', {json.dumps(name)})")
+    ui.wait_for(f"{compact}.startsWith('SDXL')", timeout=30)
+    ui.wait_for(f"Object.keys(__ll.sliders({node})).length === 21")
+
+    _write_lora(server, name, "kohya_flux_lora", "flux1")
+    press_r(ui)
+    ui.wait_for(f"{compact}.startsWith('Flux')", timeout=30)
+    ui.wait_for(f"Object.keys(__ll.sliders({node})).length === 62")
+    assert ui.eval(f"__ll.el({node}, 'loralab_blocks').querySelector('select[title^=architecture]').value") != "sdxl"
+
+    _write_lora(server, name, "kohya_sdxl_lora", "sdxl_base_v1-0")
+    ui.eval(f"__ll.pick({node}, 'lora_name', {json.dumps(name)})")  # re-pick the same name
+    ui.wait_for(f"{compact}.startsWith('SDXL')", timeout=30)
+    ui.wait_for(f"Object.keys(__ll.sliders({node})).length === 21")
+
+    _write_lora(server, name, "kohya_flux_lora", "flux1")
+    other = ui.eval("__ll.add('LoRALabLoader', 60, 500)")  # a new node asks again, not the page's old answer
+    ui.eval(f"__ll.pick({other}, 'lora_name', {json.dumps(name)})")
+    ui.wait_for(f"(__ll.el({other}, 'loralab_info')?.querySelector('.loralab-ok .loralab-compact')?.textContent ?? '').startsWith('Flux')",
+                timeout=30)
+
+    os.remove(os.path.join(server.base, "models", "loras", name))
+    press_r(ui)
+    missing = f"__ll.el({node}, 'loralab_info').querySelector('.loralab-missing .loralab-compact')"
+    ui.wait_for(missing, timeout=30)
+    assert ui.eval(f"{missing}.textContent").startswith("missing")
+    assert ui.eval(f"__ll.el({other}, 'loralab_info').querySelector('.loralab-missing')") is not None
+
+
+def test_lora_info_revalidates_with_etag(server):
+    """The route names the file's identity in an ETag and answers 304 while it holds."""
+    import urllib.error
+    import urllib.request
+    from xss_lora import XSS_FILE as _  # noqa: F401  (the loras folder is the server's)
+    url = server.url + "/api/loralab/lora_info?name=flux_kohya.safetensors"
+    with urllib.request.urlopen(url, timeout=30) as r:
+        etag = r.headers["ETag"]
+        st = os.stat(os.path.join(server.base, "models", "loras", "flux_kohya.safetensors"))
+        assert etag == f'"{st.st_size}-{st.st_mtime_ns}"'
+    req = urllib.request.Request(url, headers={"If-None-Match": etag})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=30)
+    assert e.value.code == 304
+    req = urllib.request.Request(url, headers={"If-None-Match": '"0-0"'})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.status == 200 and json.loads(r.read())["arch"]["id"] == "flux"
