@@ -412,3 +412,60 @@ def test_lora_info_revalidates_with_etag(server):
     req = urllib.request.Request(url, headers={"If-None-Match": '"0-0"'})
     with urllib.request.urlopen(req, timeout=30) as r:
         assert r.status == 200 and json.loads(r.read())["arch"]["id"] == "flux"
+
+
+def test_sliders_show_snap_reset_type_dim_and_invert(ui, out_dir):
+    from loralab.blocks.spec import parse_block_weights
+
+    node = ui.eval("__ll.add('LoRALabLoader', 60, 60)")
+    ui.eval(f"__ll.pick({node}, 'lora_name', {json.dumps(XSS_FILE)})")
+    wait_panel(ui, node)
+    ui.wait_for(f"Object.keys(__ll.sliders({node})).length === 21")
+    editor = f"__ll.el({node}, 'loralab_blocks')"
+    boxes = f"Object.fromEntries([...{editor}.querySelectorAll('.loralab-cell-value')].map((b) => [b.dataset.valueOf, b.value]))"
+
+    # the blocks this LoRA touches (its lora_info) stay bright; the others are dimmed
+    touched = ui.eval(f"__ll.node({node}).loralab.panel.info('').coverage.blocks")
+    assert touched and "IN04" in touched
+    ui.wait_for(f"{editor}.querySelector('.loralab-cell[data-untouched=true]')")
+    dimmed = ui.eval(f"[...{editor}.querySelectorAll('.loralab-cell[data-untouched=true] input[type=range]')].map((i) => i.dataset.block)")
+    assert sorted(dimmed) == sorted(set(ui.eval(f"__ll.sliders({node})")) - set(touched))
+    assert ui.eval(f"getComputedStyle({editor}.querySelector('.loralab-cell[data-untouched=true]')).opacity") < "1"
+
+    # every slider shows its value
+    ui.eval(f"__ll.type({node}, 'block_weights', 'IN04-IN08=0.5, OUT=0')")
+    shown = ui.eval(boxes)
+    assert (shown["IN05"], shown["OUT03"], shown["BASE"]) == ("0.5", "0", "1")
+
+    # a slide near 1 or 0 snaps; elsewhere it keeps its value, shown in the box
+    ui.eval(f"__ll.slide({node}, 'IN05', 0.97)")
+    ui.eval(f"__ll.slide({node}, 'OUT01', 0.03)")
+    ui.eval(f"__ll.slide({node}, 'M00', 0.62)")
+    sliders = ui.eval(f"__ll.sliders({node})")
+    assert (sliders["IN05"]["value"], sliders["OUT01"]["value"], sliders["M00"]["value"]) == (1, 0, 0.62)
+    assert ui.eval(boxes)["M00"] == "0.62"
+    spec = ui.eval(f"__ll.widget({node}, 'block_weights').value")
+    parsed = parse_block_weights(spec, "sdxl")
+    assert (parsed.weight("IN05"), parsed.weight("OUT01"), parsed.weight("M00")) == (1, 0, 0.62)
+
+    # double-click resets to 1; a typed value is taken as typed
+    ui.eval(f"{editor}.querySelector('input[type=range][data-block=\"IN06\"]').dispatchEvent(new MouseEvent('dblclick', {{bubbles: true}}))")
+    ui.eval(f"(() => {{ const b = {editor}.querySelector('[data-value-of=\"OUT04\"]'); b.value = '0.33'; "
+            "b.dispatchEvent(new Event('change')); })()")
+    sliders = ui.eval(f"__ll.sliders({node})")
+    assert (sliders["IN06"]["value"], sliders["OUT04"]["value"]) == (1, 0.33)
+    before = parse_block_weights(ui.eval(f"__ll.widget({node}, 'block_weights').value"), "sdxl")
+    assert (before.weight("IN06"), before.weight("OUT04")) == (1, 0.33)
+
+    # invert: w -> 1 - w for every block
+    ui.eval(f"{editor}.querySelector('.loralab-invert').click()")
+    after = parse_block_weights(ui.eval(f"__ll.widget({node}, 'block_weights').value"), "sdxl")
+    blocks = list(ui.eval(f"__ll.sliders({node})"))
+    assert {b: round(after.weight(b), 6) for b in blocks} == {b: round(1 - before.weight(b), 6) for b in blocks}
+    assert ui.eval(boxes)["OUT04"] == "0.67"
+
+    # presets: only this arch's (no SD1 or Flux ones on an SDXL LoRA)
+    presets = ui.eval(f"[...{editor}.querySelectorAll('select[title^=preset] option')].map((o) => o.value)")
+    assert "OUTALL" in presets and "SDXL-OUTALL" in presets
+    assert not [p for p in presets if p.startswith(("SD-", "FLUX-"))]
+    shot(ui, "block_editor_sliders", [node], "loralab_blocks")
