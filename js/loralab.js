@@ -9,6 +9,7 @@ import { attachBlockEditor } from "./block_editor.js";
 import { attachLossChart } from "./loss_chart.js";
 import { attachInfoPanel } from "./metadata_panel.js";
 import { reportText, showReport } from "./report_view.js";
+import { trainProgress } from "./server_data.js";
 import { injectStyles } from "./style.js";
 
 const PREFIX = "LoRALab";
@@ -53,6 +54,14 @@ function allNodes() {
   return out;
 }
 
+/** Every panel checks its pickers again, every editor its arch. */
+function sync() {
+  for (const node of allNodes()) {
+    node.loralab?.panel?.sync();
+    node.loralab?.editor?.refresh();
+  }
+}
+
 function revalidateAll() {
   for (const node of allNodes()) node.loralab?.panel?.refresh();
 }
@@ -94,16 +103,21 @@ app.registerExtension({
 
   // Loading a workflow or clearing the graph: frontends from 1.49 on may set a picker's value after
   // the node's onConfigure (and never through its callback), so every panel checks its pickers again
-  // once the graph is configured, and once more a frame later.
-  afterConfigureGraph() {
-    const sync = () => {
-      for (const node of allNodes()) {
-        node.loralab?.panel?.sync();
-        node.loralab?.editor?.refresh();
-      }
-    };
+  // once the graph is configured, and once more a frame later. A reloaded page (or a workflow loaded
+  // again): charts of the nodes that trained in this server's life are drawn from its history.
+  async afterConfigureGraph() {
     sync();
     requestAnimationFrame(sync);
+    try {
+      const { nodes } = await trainProgress();
+      const graph = app.rootGraph ?? app.graph;
+      for (const id of nodes ?? []) {
+        const node = graph?.getNodeById(/^\d+$/.test(id) ? Number(id) : id) ?? graph?.getNodeById(id);
+        if (node?.loralab) chartOf(node).replay(await trainProgress(id));
+      }
+    } catch {
+      // no history: nothing to draw
+    }
   },
 
   async beforeRegisterNodeDef(nodeType, nodeData) {

@@ -72,3 +72,9 @@ export function loraInfo(name) {
 export function blockCatalog(arch = "") {
   return cached(catalogCache, arch, () => getJson(`/loralab/blocks?arch=${encodeURIComponent(arch)}`));
 }
+
+/** The nodes with a training history on the server, or with ``node`` that node's last run
+ * ({run, events, saved}) (GET /loralab/train_progress); never cached. */
+export function trainProgress(node = null) {
+  return getJson(`/loralab/train_progress${node === null ? "" : `?node=${encodeURIComponent(node)}`}`);
+}

@@ -11,12 +11,17 @@
 * ``GET /loralab/blocks?arch=<id>``: the block-weight editor's catalog of one arch
   (:func:`loralab.blocks.catalog.block_catalog`: blocks, families, vector forms, presets resolved per
   block); without an arch, the arch ids and names it knows; an unknown arch id is a 404.
+* ``GET /loralab/train_progress?node=<id>``: the progress events of the last training run of a
+  node (:func:`nodes.host.training.train_progress`: {node, run, events, saved}), kept in memory so
+  a reloaded page redraws its loss chart (no events when the node has trained nothing since the
+  server started); without a node, ``{"nodes": [ids]}``, the nodes that have a history.
 """
 from __future__ import annotations
 
 import asyncio
 import functools
 import json
+import math
 import os
 
 from aiohttp import web
@@ -30,6 +35,7 @@ from .host.folders import lora_file
 
 LORA_INFO = "/loralab/lora_info"
 BLOCKS = "/loralab/blocks"
+TRAIN_PROGRESS = "/loralab/train_progress"
 _REGISTERED: set[int] = set()
 
 
@@ -85,6 +91,18 @@ async def blocks(request: web.Request) -> web.Response:
     return web.json_response(_catalog(arch_id))
 
 
+async def train_progress(request: web.Request) -> web.Response:
+    """The loss history of a node's last run, for the chart of a reloaded page."""
+    from .host.training import train_progress as history, trained_nodes  # torch and comfy: loaded on first ask
+    node = request.query.get("node", "").strip()
+    if not node:
+        return web.json_response({"nodes": trained_nodes()})
+    found = history(node) or {"node": node, "run": None, "events": [], "saved": None}
+    finite = lambda v: None if isinstance(v, float) and not math.isfinite(v) else v  # noqa: E731
+    found["events"] = [{k: finite(v) for k, v in e.items()} for e in found["events"]]
+    return web.json_response(found, dumps=lambda d: json.dumps(d, allow_nan=False, default=str))
+
+
 def register(server) -> None:
     """Add the routes to ComfyUI's ``PromptServer`` (once per server, however often it is called)."""
     if id(server) in _REGISTERED:
@@ -92,3 +110,4 @@ def register(server) -> None:
     _REGISTERED.add(id(server))
     server.routes.get(LORA_INFO)(lora_info)
     server.routes.get(BLOCKS)(blocks)
+    server.routes.get(TRAIN_PROGRESS)(train_progress)

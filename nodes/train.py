@@ -32,7 +32,8 @@ from .common import CATEGORY, display_name, node_id
 from .dataset import DatasetType
 from .host.folders import lora_names, lora_path, output_folder, picked_lora
 from .host.models import model_layout
-from .host.training import diffusion_shapes, lora_model, model_info, raise_interrupt, source_model_name, train_steps
+from .host.training import (diffusion_shapes, lora_model, model_info, raise_interrupt, report_saved, source_model_name,
+                            train_steps)
 
 RunType = io.Custom("LORALAB_RUN")
 TRAIN_CATEGORY = f"{CATEGORY}/Train"
@@ -190,6 +191,7 @@ class LoRALabTrain(io.ComfyNode):
                       settings.total_steps, node, copy=False)
         name = sanitize_output_name(settings.name, extension=".safetensors", default="lora")
         path = save_lora_file(run, unused_path(_loras_folder(), name), title=os.path.splitext(os.path.basename(name))[0])
+        report_saved(run, _relative(path), node)
         tensors = lora_tensors(run, SAVE_DTYPES[settings.save_dtype])
         return io.NodeOutput(lora_model(model, tensors), tensors, _relative(path), _loss_image(run))
 
@@ -304,6 +306,7 @@ class LoRALabTrainSave(io.ComfyNode):
     def execute(cls, run: TrainRun, name: str, with_state: bool) -> io.NodeOutput:
         path, _ = save_checkpoint(run, _loras_folder(), periodic=False, name=name.strip() or None,
                                   with_state=with_state)
+        report_saved(run, _relative(path))
         return io.NodeOutput(lora_tensors(run, SAVE_DTYPES[run.settings.save_dtype]), _relative(path),
                              _loss_image(run))
 

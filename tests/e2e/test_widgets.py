@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.request
 
 import pytest
 from page_checks import require_widgets, unexpected_console_errors
@@ -469,3 +470,46 @@ def test_sliders_show_snap_reset_type_dim_and_invert(ui, out_dir):
     assert "OUTALL" in presets and "SDXL-OUTALL" in presets
     assert not [p for p in presets if p.startswith(("SD-", "FLUX-"))]
     shot(ui, "block_editor_sliders", [node], "loralab_blocks")
+
+
+def test_loss_chart_shows_rate_eta_saved_file_and_survives_a_reload(ui, server):
+    """it/s and ETA while the run goes, the saved file at its end; a reloaded page draws the same
+    run again from GET /loralab/train_progress."""
+    node = ui.eval("__ll.add('LoRALabTrainE2EProbe', 60, 60)")
+    ui.eval(f"__ll.widget({node}, 'steps').value = 400")
+    status = f"(__ll.el({node}, 'loralab_loss')?.querySelector('.loralab-status').textContent ?? '')"
+    ui.eval("__ll.app.queuePrompt(0, 1)")
+    live = ui.wait_for(f"/ it\\/s · ETA /.test({status}) && {status}", timeout=90)
+    assert live.startswith("step ") and "/ 400" in live
+    final = ui.wait_for(f"{status}.includes('saved ') && {status}", timeout=90)
+    assert final.startswith("step 400 / 400") and final.endswith("saved probe/probe_lora.safetensors"), final
+    assert "ETA" not in final
+
+    with urllib.request.urlopen(f"{server.url}/api/loralab/train_progress?node={node}", timeout=30) as r:
+        history = json.loads(r.read())
+    assert len(history["events"]) == 400 and history["saved"]["saved"] == "probe/probe_lora.safetensors"
+    with urllib.request.urlopen(f"{server.url}/api/loralab/train_progress", timeout=30) as r:
+        assert str(node) in json.loads(r.read())["nodes"]
+
+    workflow = ui.eval("JSON.stringify(__ll.app.graph.serialize())")
+    try:
+        dialogs = len(ui.dialogs)
+        ui.eval("location.reload()")
+        ui.pause(1)
+        # the frontend asks before leaving a modified workflow; cdp.Page accepts: that one is expected
+        assert all(d.startswith("beforeunload") for d in ui.dialogs[dialogs:])
+        del ui.dialogs[dialogs:]
+        ui.wait_for("window.comfyAPI?.app?.app?.graph && document.getElementById('loralab-styles')", timeout=90)
+        ui.eval(HELPERS)
+        ui.eval(f"__ll.app.loadGraphData(JSON.parse({json.dumps(workflow)}))")
+        replayed = ui.wait_for(f"{status}.includes('saved ') && {status}", timeout=30)
+        assert replayed.startswith("step 400 / 400") and "probe/probe_lora.safetensors" in replayed
+        ui.pause(0.3)
+        painted = ui.eval(f"""(() => {{
+          const c = __ll.el({node}, 'loralab_loss').querySelector('canvas');
+          const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+          let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
+          return n; }})()""")
+        assert painted > 500
+    finally:
+        ui.eval(HELPERS)
