@@ -157,12 +157,12 @@ def advance(run: TrainRun, steps: int, node: str | None, *, copy: bool = True) -
 
     def on_step(r: TrainRun, loss: float) -> None:
         if r.settings.save_every and r.step % r.settings.save_every == 0:
-            save_checkpoint(r, folder)
+            report_saved(r, _relative(save_checkpoint(r, folder)[0]), node)
             saved_at.add(r.step)
 
     if train_steps(run, steps, node_id=node, on_step=on_step):
         if run.step not in saved_at:
-            save_checkpoint(run, folder)
+            report_saved(run, _relative(save_checkpoint(run, folder)[0]), node)
         raise_interrupt()
     return run
 
