@@ -27,7 +27,7 @@ const CSS = `
 .loralab-value { flex: 1; min-width: 0; overflow-wrap: anywhere; unicode-bidi: isolate; }
 .loralab-warning { color: #fb4; overflow-wrap: anywhere; }
 .loralab-warning-item { padding-left: 12px; color: var(--descrip-text, #aaa); }
-.loralab-report { margin: 0; padding: 6px; max-height: 400px; overflow: auto; white-space: pre;
+.loralab-report { margin: 0; padding: 6px; max-height: 400px; overflow: auto; white-space: pre-wrap; overflow-wrap: anywhere;
   font: 10.5px/1.35 monospace; background: var(--comfy-input-bg, #222); border-radius: 6px;
   color: var(--input-text, #ddd); unicode-bidi: plaintext; }
 .loralab-title { flex: 1; color: var(--descrip-text, #999); }

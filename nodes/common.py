@@ -1,5 +1,9 @@
-"""What every LoRA Lab node shares: its id and name in ComfyUI, and input validation."""
+"""What every LoRA Lab node shares: its id and name in ComfyUI, input validation, and advanced inputs."""
 from __future__ import annotations
+
+import inspect
+
+from comfy_api.latest import io
 
 NODE_PREFIX = "LoRALab"
 CATEGORY = "LoRA Lab"
@@ -23,3 +27,16 @@ def unlisted(names: dict, allowed: list[str]) -> bool | str:
         if value is not None and value not in allowed:
             return f"{input_name}: {str(value)[:200]!r} is not a LoRA in the loras folder list"
     return True
+
+
+#: whether this ComfyUI's V3 inputs take ``advanced`` (newer hosts: the frontend hides such widgets
+#: behind the node's "show advanced inputs"; older ones show every widget)
+ADVANCED_INPUTS = "advanced" in inspect.signature(io.Input.__init__).parameters
+
+
+def advanced(inp: io.Input) -> io.Input:
+    """``inp`` marked as an advanced input where this ComfyUI knows the flag (its value is stored and
+    sent as any other widget's, so workflows load the same on every host)."""
+    if ADVANCED_INPUTS:
+        inp.advanced = True
+    return inp

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-import comfy.utils
 import folder_paths
 from comfy_api.latest import io
 
@@ -12,7 +11,8 @@ from ..loralab.errors import UnsafeNameError
 from ..loralab.files.paths import resolve_in_folder
 from ..loralab.train.cache import TensorCache
 from ..loralab.train.dataset import DatasetSettings, build_dataset
-from .common import CATEGORY, display_name, node_id
+from .common import CATEGORY, advanced, display_name, node_id
+from .host.progress import progress_callback
 from .host.training import clip_identity, image_encoder, text_encoder, vae_identity
 
 DatasetType = io.Custom("LORALAB_DATASET")
@@ -79,24 +79,28 @@ class LoRALabDataset(io.ComfyNode):
                 io.String.Input("folder", default="", tooltip="a folder inside ComfyUI's input directory, or an "
                                 "absolute path when ComfyUI listens on this machine only; images at the top level train once, images in an 'N_name' "
                                 "sub-folder N times per epoch"),
-                io.Vae.Input("vae"),
-                io.Clip.Input("clip"),
+                io.Vae.Input("vae", tooltip="the VAE of the model you train (from its checkpoint loader)"),
+                io.Clip.Input("clip", tooltip="the text encoder of the model you train (from its checkpoint loader)"),
                 io.Int.Input("resolution", default=512, min=64, max=4096, step=64,
-                             tooltip="bucket area is at most resolution²"),
-                io.Int.Input("min_side", default=256, min=64, max=4096, step=64,
-                             tooltip="images whose bucket would have a shorter side are skipped (no upscaling)"),
-                io.Int.Input("max_side", default=1024, min=64, max=8192, step=64),
-                io.String.Input("caption_extensions", default=".txt,.caption",
-                                tooltip="caption file extensions, first match wins"),
+                             tooltip="bucket area is at most resolution²: 512 for SD1.x, 1024 for SDXL and Flux"),
+                advanced(io.Int.Input("min_side", default=256, min=64, max=4096, step=64,
+                                      tooltip="images whose bucket would have a shorter side are skipped (no "
+                                              "upscaling; 256 is usual)")),
+                advanced(io.Int.Input("max_side", default=1024, min=64, max=8192, step=64,
+                                      tooltip="the longest side a bucket may have (1024 for SD1.x, 2048 for SDXL/Flux)")),
+                advanced(io.String.Input("caption_extensions", default=".txt,.caption",
+                                         tooltip="caption file extensions, first match wins")),
                 io.String.Input("trigger_word", default="", tooltip="replaces [trigger] in captions; prepended "
                                 "where a caption lacks it"),
                 io.Float.Input("caption_dropout", default=0.0, min=0.0, max=1.0, step=0.01,
                                tooltip="chance that a step trains a sample with the empty caption"),
-                io.Boolean.Input("shuffle_captions", default=False),
-                io.Int.Input("keep_tokens", default=0, min=0, max=64,
-                             tooltip="leading comma-separated tags kept in place when shuffling"),
-                io.Int.Input("shuffle_variants", default=4, min=1, max=32,
-                             tooltip="shuffled versions encoded per caption when shuffling"),
+                io.Boolean.Input("shuffle_captions", default=False,
+                                 tooltip="shuffle comma-separated tags (for tag-style captions; off for sentences)"),
+                advanced(io.Int.Input("keep_tokens", default=0, min=0, max=64,
+                                      tooltip="leading comma-separated tags kept in place when shuffling (1 keeps "
+                                              "the trigger word first)")),
+                advanced(io.Int.Input("shuffle_variants", default=4, min=1, max=32,
+                                      tooltip="shuffled versions encoded per caption when shuffling (4 is usual)")),
                 io.Boolean.Input("flip", default=False, tooltip="also train on the mirrored images"),
             ],
             outputs=[DatasetType.Output(display_name="dataset"), io.String.Output(display_name="summary")],
@@ -118,11 +122,10 @@ class LoRALabDataset(io.ComfyNode):
                                    caption_extensions=exts or (".txt",), trigger=trigger_word, caption_dropout=caption_dropout,
                                    shuffle_captions=shuffle_captions, keep_tokens=keep_tokens,
                                    shuffle_variants=shuffle_variants, flip=flip)
-        bar = comfy.utils.ProgressBar(1)
         ds = build_dataset(dataset_folder(folder), settings, TensorCache(cache_folder()),
                            encode_image=image_encoder(vae), encode_text=text_encoder(clip),
                            encoders={"vae": vae_identity(vae), "clip": clip_identity(clip)},
-                           progress=lambda done, total: bar.update_absolute(done, max(total, 1)))
+                           progress=progress_callback())
         ds.attachments.update(vae=vae, clip=clip)
         return io.NodeOutput(ds, ds.summary())
 

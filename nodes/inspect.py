@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,9 +13,10 @@ from comfy_api.latest import io, ui
 
 from ..loralab.ops.inspect import inspect_lora
 from .common import CATEGORY, display_name, node_id, unlisted
-from .host.folders import lora_names, lora_path
 from .host.compat import HOST
+from .host.folders import lora_names, lora_path, picked_stamp
 from .host.models import model_layout
+from .host.progress import progress_callback
 
 def _image(img) -> torch.Tensor:
     """A Pillow RGB image as a ComfyUI IMAGE: [1, H, W, 3] float in 0..1."""
@@ -54,11 +56,17 @@ class LoRALabInspect(io.ComfyNode):
         return unlisted({"lora_name": lora_name}, lora_names())
 
     @classmethod
+    def fingerprint_inputs(cls, lora_name: str | None = None, **kwargs: Any) -> Any:
+        """Size and modification time of the file: an edited file is inspected again, an unchanged one not."""
+        return picked_stamp(lora_name)
+
+    @classmethod
     def execute(cls, lora_name: str, model=None) -> io.NodeOutput:
         path = lora_path(lora_name)
         layout = model_layout(model) if model is not None else None
         base = model.model.state_dict() if model is not None else None
-        report = inspect_lora(path, blocks=True, hashes=True, base=base, layout=layout, host=HOST.key_rules)
+        report = inspect_lora(path, blocks=True, hashes=True, base=base, layout=layout, host=HOST.key_rules,
+                              progress=progress_callback())
         data = report.to_dict()
         data["path"] = lora_name
         text = report.to_text()

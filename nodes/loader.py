@@ -19,8 +19,9 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..loralab.blocks.spec import load_presets, parse_block_weights
-from ..loralab.errors import LoRALabError, SafetensorsError
+from ..loralab.errors import SafetensorsError
 from ..loralab.files.safetensors import read_header
+from ..loralab.formats.not_lora import looks_like
 from ..loralab.layouts import ModelLayout
 from ..loralab.lora import Lora
 from ..loralab.ops.apply import plan_application
@@ -42,27 +43,26 @@ SPEC_TOOLTIP = ("Weight per absolute block: empty = all 1; a preset name (ALL, O
                 "readable items such as 'IN04-IN08=0.5, M00=1, OUT=0, D0-6=1, S=0.3, default=1'.")
 
 
+MODEL_TIP = "the diffusion model to patch (from Load Checkpoint or Load Diffusion Model); SD1.x, SD2, SDXL, SD3 or Flux"
+CLIP_TIP = ("the text encoder to patch with the LoRA's text-encoder part; leave it unconnected to patch the model "
+            "only (the report counts the modules that skips)")
+
+
 def user_presets_file() -> str:
     """Where users keep their own block-weight presets (LBW's ``NAME:values`` format)."""
     return os.path.join(folder_paths.get_user_directory(), "loralab", "block_presets.txt")
 
 
-def _stamp(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_mtime_ns, st.st_size
-
-
 @dataclass
 class _File:
-    """One LoRA file's tensors and metadata, and its Lora mapped onto each model layout seen."""
+    """One LoRA file's tensors and metadata, and its Lora mapped onto each model layout seen; a file
+    that is no LoRA (``not_lora``: what it looks like) keeps no tensors."""
 
     path: str
     stamp: tuple[int, int] | None
     tensors: dict[str, torch.Tensor]
     metadata: dict[str, str]
+    not_lora: str | None = None
     mapped: dict[str, Lora] = field(default_factory=dict)
 
 
@@ -72,23 +72,45 @@ _LAYOUTS: "OrderedDict[str, ModelLayout]" = OrderedDict()
 
 def _read(cache_key: tuple[str, int], path: str) -> _File:
     """The file's tensors, from this node slot's cache while the file is unchanged."""
-    stamp = _stamp(path)
+    stamp = folders.file_stamp(path)
     hit = _FILES.get(cache_key)
     if hit is not None and hit.path == path and hit.stamp == stamp:
         _FILES.move_to_end(cache_key)
         return hit
     _FILES.pop(cache_key, None)
     header = read_header(path)  # every malformed or hostile file stops here, with LoRA Lab's clear error
+    kind = _not_a_lora(path, list(header.tensors))
+    if kind is not None:  # a checkpoint picked as a LoRA can be gigabytes: none of it is loaded
+        return _cache(cache_key, _File(path, stamp, {}, header.metadata, kind))
     try:  # then ComfyUI's own reader, as core's LoraLoader uses: the same tensors, bit for bit
         tensors = comfy.utils.load_torch_file(path, safe_load=True)
     except Exception as e:  # the file changed after its header was checked; the library's errors have no common type
         raise SafetensorsError(f"not a readable safetensors file ({e})", path=path,
                                hint="the file is corrupt or incomplete: download it again") from None
-    loaded = _File(path, stamp, tensors, header.metadata)
+    return _cache(cache_key, _File(path, stamp, tensors, header.metadata))
+
+
+def _cache(cache_key: tuple[str, int], loaded: _File) -> _File:
     _FILES[cache_key] = loaded
     while len(_FILES) > CACHED_FILES:
         _FILES.popitem(last=False)
     return loaded
+
+
+def _not_a_lora(path: str, keys: list[str]) -> str | None:
+    """What a file with no LoRA tensors looks like (a checkpoint, a VAE...), from its header; None for LoRAs."""
+    if looks_like(keys) is None:
+        return None
+    with Lora.open(path) as probe:
+        return probe.detection.not_lora
+
+
+def _mapped(loaded: _File, layout: ModelLayout, label: str) -> Lora:
+    """The file's Lora on a layout (for a file that is no LoRA, from its header: a plan needs no tensors of it)."""
+    if loaded.not_lora is None:
+        return Lora.from_state_dict(loaded.tensors, loaded.metadata, layout, label)
+    with Lora.open(loaded.path, layout) as lora:
+        return lora
 
 
 def _layout(model: Any) -> tuple[str, ModelLayout] | None:
@@ -110,8 +132,8 @@ def apply_lora(model: Any, clip: Any, lora_name: str, strength_model: float, str
     found = _layout(model)
     if found is None:
         name = models.model_name(model)
-        info = (f"LoRA: {lora_name}\nmodel: {name}, which LoRA Lab has no layout for yet: nothing applied "
-                "(use ComfyUI's LoraLoader for this model)")
+        info = (f"nothing applied: the model is {name}, which LoRA Lab has no layout for yet (use ComfyUI's "
+                f"LoraLoader for this model)\nLoRA: {lora_name}")
         log.warning("LoRA Lab: %s", info.replace("\n", "; "))
         return model, clip, info
     layout_key, layout = found
@@ -121,7 +143,7 @@ def apply_lora(model: Any, clip: Any, lora_name: str, strength_model: float, str
     loaded = _read(cache_key, folders.picked_lora(lora_name))
     lora = loaded.mapped.get(layout_key)
     if lora is None:
-        lora = loaded.mapped[layout_key] = Lora.from_state_dict(loaded.tensors, loaded.metadata, layout, lora_name)
+        lora = loaded.mapped[layout_key] = _mapped(loaded, layout, lora_name)
     plan = plan_application(lora, weights, strength_model, strength_clip, model_arch=arch_id,
                             clip_connected=clip is not None, label=lora_name)
     model, clip = apply_plan(plan, loaded.tensors, model, clip)
@@ -132,14 +154,7 @@ def apply_lora(model: Any, clip: Any, lora_name: str, strength_model: float, str
 
 def _fingerprint(*names: str) -> tuple:
     """Changes when a chosen LoRA file or the user preset file changes."""
-    stamps: list[Any] = [_stamp(user_presets_file())]
-    for n in names:
-        if n and n != NONE:
-            try:
-                stamps.append(_stamp(folders.lora_path(n)))
-            except LoRALabError:  # an unusable name fails properly in execute
-                stamps.append(n)
-    return tuple(stamps)
+    return (folders.file_stamp(user_presets_file()), *(folders.picked_stamp(n) for n in names))
 
 
 def _node(cls: type[io.ComfyNode]) -> str:
@@ -157,12 +172,17 @@ def _spec(name: str) -> io.String.Input:
 
 def _token_inputs() -> list[io.Input]:
     return [
-        io.Float.Input("a", default=1.0, min=-100.0, max=100.0, step=0.01, tooltip="value of the token A in a spec"),
-        io.Float.Input("b", default=1.0, min=-100.0, max=100.0, step=0.01, tooltip="value of the token B in a spec"),
+        common.advanced(io.Float.Input("a", default=1.0, min=-100.0, max=100.0, step=0.01,
+                                       tooltip="value of the token A in a block-weight vector (usually 1); only "
+                                               "specs that use A read it")),
+        common.advanced(io.Float.Input("b", default=1.0, min=-100.0, max=100.0, step=0.01,
+                                       tooltip="value of the token B in a block-weight vector (usually 1); only "
+                                               "specs that use B read it")),
         # fixed unless the user wires a seed in: a seed that changes every run would re-run the node
         # (and everything after it) every time
-        io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=False,
-                     tooltip="seed of the random tokens R (0..1) and U (-0.5..1.5)"),
+        common.advanced(io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=False,
+                                     tooltip="seed of the random tokens R (0..1) and U (-0.5..1.5) in a "
+                                             "block-weight vector; only specs that use R or U read it")),
     ]
 
 
@@ -184,11 +204,13 @@ class LoRALabLoader(io.ComfyNode):
             description="Apply a LoRA to MODEL and CLIP with a weight per absolute block (SD1.x/SD2, SDXL, "
                         "Flux, SD3). At all-1 weights the result equals ComfyUI's LoraLoader bit for bit.",
             inputs=[
-                io.Model.Input("model"),
-                io.Clip.Input("clip", optional=True),
-                io.Combo.Input("lora_name", options=folders.lora_names()),
-                _strength("strength_model", "multiplies every diffusion-model patch"),
-                _strength("strength_clip", "multiplies every text-encoder patch"),
+                io.Model.Input("model", tooltip=MODEL_TIP),
+                io.Clip.Input("clip", optional=True, tooltip=CLIP_TIP),
+                io.Combo.Input("lora_name", options=folders.lora_names(), tooltip="a LoRA file (.safetensors) from the loras folders; the panel below shows its base model, rank and trigger words"),
+                _strength("strength_model", "multiplies every diffusion-model patch: 1 as trained, 0.6-0.9 to tone a "
+                          "style down, negative to push away from it"),
+                _strength("strength_clip", "multiplies every text-encoder patch (usually the same as strength_model); "
+                          "needs clip connected"),
                 _spec("block_weights"),
                 *_token_inputs(),
             ],
@@ -221,7 +243,8 @@ class LoRALabStack(io.ComfyNode):
         names = [NONE, *folders.lora_names()]
         for i in range(1, STACK_SLOTS + 1):
             slots += [
-                io.Combo.Input(f"lora_name_{i}", options=names, default=NONE),
+                io.Combo.Input(f"lora_name_{i}", options=names, default=NONE,
+                               tooltip=f"LoRA {i}, applied after the ones above it; None skips this slot"),
                 _strength(f"strength_model_{i}", f"multiplies LoRA {i}'s diffusion-model patches"),
                 _strength(f"strength_clip_{i}", f"multiplies LoRA {i}'s text-encoder patches"),
                 _spec(f"block_weights_{i}"),
@@ -232,7 +255,8 @@ class LoRALabStack(io.ComfyNode):
             category=f"{common.CATEGORY}/Apply",
             description=f"Apply up to {STACK_SLOTS} LoRAs in order, each with its own strengths and weight per "
                         "absolute block; 'None' slots are skipped.",
-            inputs=[io.Model.Input("model"), io.Clip.Input("clip", optional=True), *slots, *_token_inputs()],
+            inputs=[io.Model.Input("model", tooltip=MODEL_TIP), io.Clip.Input("clip", optional=True, tooltip=CLIP_TIP),
+                    *slots, *_token_inputs()],
             outputs=_outputs(),
             hidden=[io.Hidden.unique_id],
         )

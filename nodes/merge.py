@@ -8,28 +8,31 @@ run writes nothing.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
-import comfy.model_management
-import comfy.utils
 from comfy_api.latest import io
 
-from ..loralab.errors import LoRALabError
 from ..loralab.files.paths import sanitize_output_name, unused_path
 from ..loralab.lora import Lora
 from ..loralab.ops.bake import baked_weights
 from ..loralab.ops.extract import extract
 from ..loralab.ops.lowrank import RANK_MODES, RankRule
 from ..loralab.ops.merge import METHODS, MergeInput, MergeResult, convert, merge, resize
-from .common import CATEGORY, display_name, node_id, unlisted
-from .host.folders import lora_names, output_folder, picked_lora
+from .common import CATEGORY, advanced, display_name, node_id, unlisted
+from .host.folders import lora_names, output_folder, picked_lora, picked_stamp
 from .host.models import effective_weights, model_layout, required_layout
+from .host.progress import progress_callback
 
 MERGE_CATEGORY = f"{CATEGORY}/Merge"
 MergeList = io.Custom("LORALAB_MERGE_LIST")
 NONE = "None"
 DTYPES = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
+LORA_TIP = "a LoRA file (.safetensors) from the loras folders"
+WEIGHT_TIP = "how much of this LoRA goes into the result (1 as trained; negative subtracts it)"
+SPEC_TIP = ("weight per absolute block of this LoRA: empty = all 1; a preset name, an LBW vector or items such as "
+            "'IN=0, OUT=1' (as on the loader)")
 _RANK_TIP = ("fixed: every module gets this rank. sv_fro: per module the smallest rank keeping this fraction of "
              "the Frobenius energy Σσ². sv_ratio: keep σ ≥ σ₁/threshold. sv_cumulative: the smallest rank whose "
              "Σσ reaches this fraction")
@@ -39,9 +42,11 @@ def _rank_inputs(default_rank: int) -> list:
     return [
         io.Combo.Input("rank_mode", options=list(RANK_MODES), default="fixed", tooltip=_RANK_TIP),
         io.Int.Input("rank", default=default_rank, min=1, max=4096,
-                     tooltip="fixed: the rank of every module; dynamic modes: the largest rank a module may get"),
+                     tooltip="fixed: the rank of every module (16-64 is usual); dynamic modes: the largest rank a module "
+                             "may get"),
         io.Float.Input("threshold", default=0.95, min=0.0, max=100000.0, step=0.001,
-                       tooltip="dynamic modes: sv_fro / sv_cumulative a fraction in (0, 1]; sv_ratio a ratio ≥ 1"),
+                       tooltip="dynamic modes only: sv_fro / sv_cumulative a fraction in (0, 1] (0.9-0.99 is usual); "
+                               "sv_ratio a ratio ≥ 1 (e.g. 10)"),
     ]
 
 
@@ -55,25 +60,15 @@ def _output_inputs() -> list:
     return [
         io.String.Input("output_name", default="", placeholder="empty: do not save a file",
                         tooltip="save the LoRA as loras/<name>.safetensors (a new name is picked if it exists)"),
-        io.Combo.Input("dtype", options=list(DTYPES), default="auto",
-                       tooltip="dtype of the written tensors (auto: the inputs' dtype; fp16 for extraction)"),
+        advanced(io.Combo.Input("dtype", options=list(DTYPES), default="auto",
+                                tooltip="dtype of the written tensors (auto: the inputs' dtype; fp16 for "
+                                        "extraction); fp16 is usual")),
     ]
 
 
 def _lora_outputs() -> list:
     return [io.LoraModel.Output(display_name="lora"), io.String.Output(display_name="file_name"),
             io.String.Output(display_name="report")]
-
-
-def progress_callback(total_hint: int = 1):
-    """A progress callback for the engine: updates ComfyUI's progress bar and raises when the
-    user cancels (checked between modules)."""
-    bar = comfy.utils.ProgressBar(total_hint)
-
-    def update(done: int, total: int) -> None:
-        comfy.model_management.throw_exception_if_processing_interrupted()
-        bar.update_absolute(done, total)
-    return update
 
 
 def _save(result: MergeResult, output_name: str) -> str:
@@ -106,14 +101,6 @@ def _inputs_from(items, layout) -> list[MergeInput]:
             for item in items]
 
 
-def _mtime(name: str) -> float | None:
-    """The file's modification time (so an edited file is merged again), None if it cannot be read."""
-    try:
-        return os.path.getmtime(picked_lora(name))
-    except (LoRALabError, OSError):
-        return None
-
-
 class _PicksOneLora(io.ComfyNode):
     """A node that reads one LoRA named by its ``lora_name`` input."""
 
@@ -122,8 +109,9 @@ class _PicksOneLora(io.ComfyNode):
         return unlisted({"lora_name": lora_name}, lora_names())
 
     @classmethod
-    def fingerprint_inputs(cls, lora_name, **kwargs):
-        return _mtime(lora_name)
+    def fingerprint_inputs(cls, lora_name: str | None = None, **kwargs: Any) -> Any:
+        """Size and modification time of the file: an edited file is read again, an unchanged one not."""
+        return picked_stamp(lora_name)
 
 
 class LoRALabMergeInput(_PicksOneLora):
@@ -136,10 +124,9 @@ class LoRALabMergeInput(_PicksOneLora):
             description="Adds a LoRA with its weight and block weights to a merge list; chain these into "
                         "Merge LoRAs or Bake LoRAs to merge any number.",
             inputs=[
-                io.Combo.Input("lora_name", options=lora_names()),
-                io.Float.Input("weight", default=1.0, min=-10.0, max=10.0, step=0.01),
-                io.String.Input("block_weights", default="",
-                                tooltip="block-weight spec: an LBW vector, BLOCK=VALUE items or a preset name"),
+                io.Combo.Input("lora_name", options=lora_names(), tooltip=LORA_TIP),
+                io.Float.Input("weight", default=1.0, min=-10.0, max=10.0, step=0.01, tooltip=WEIGHT_TIP),
+                io.String.Input("block_weights", default="", tooltip=SPEC_TIP),
                 MergeList.Input("merge_list", optional=True, tooltip="the list to extend"),
             ],
             outputs=[MergeList.Output(display_name="merge_list")],
@@ -164,17 +151,24 @@ class LoRALabMerge(io.ComfyNode):
                         "a power of two, otherwise only with dtype fp32); svd gives the best approximation at the chosen rank without "
                         "building ΔW; ties / dare / magnitude are sparsifying merges on ΔW (lossy).",
             inputs=[
-                io.Combo.Input("lora_name_1", options=names),
-                io.Float.Input("weight_1", default=1.0, min=-10.0, max=10.0, step=0.01),
-                io.String.Input("block_weights_1", default=""),
-                io.Combo.Input("lora_name_2", options=[NONE, *names], default=NONE),
-                io.Float.Input("weight_2", default=1.0, min=-10.0, max=10.0, step=0.01),
-                io.String.Input("block_weights_2", default=""),
-                io.Combo.Input("method", options=list(METHODS), default="svd"),
+                io.Combo.Input("lora_name_1", options=names, tooltip=LORA_TIP),
+                io.Float.Input("weight_1", default=1.0, min=-10.0, max=10.0, step=0.01, tooltip=WEIGHT_TIP),
+                io.String.Input("block_weights_1", default="", tooltip=SPEC_TIP),
+                io.Combo.Input("lora_name_2", options=[NONE, *names], default=NONE,
+                               tooltip="a second LoRA for the same base model; None: only the first and the list"),
+                io.Float.Input("weight_2", default=1.0, min=-10.0, max=10.0, step=0.01, tooltip=WEIGHT_TIP),
+                io.String.Input("block_weights_2", default="", tooltip=SPEC_TIP),
+                io.Combo.Input("method", options=list(METHODS), default="svd",
+                               tooltip="svd (usual): the best approximation at the chosen rank; concat: exact, the "
+                                       "rank is the sum of the ranks (rank inputs ignored); ties / dare / magnitude: "
+                                       "sparsifying merges (lossy, see density)"),
                 *_rank_inputs(32),
-                io.Float.Input("density", default=0.5, min=0.01, max=1.0, step=0.01,
-                               tooltip="ties / dare / magnitude: fraction of each ΔW's entries kept"),
-                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="dare's random drops"),
+                advanced(io.Float.Input("density", default=0.5, min=0.01, max=1.0, step=0.01,
+                                        tooltip="ties / dare / magnitude only: fraction of each ΔW's entries kept "
+                                                "(0.3-0.7 is usual)")),
+                advanced(io.Int.Input("seed", default=0, min=0, max=2**31 - 1, control_after_generate=False,
+                                      tooltip="dare only: seed of its random drops (any number; the same seed "
+                                              "gives the same merge)")),
                 *_output_inputs(),
                 MergeList.Input("merge_list", optional=True, tooltip="more LoRAs, from LoRA to Merge nodes"),
                 io.Model.Input("model", optional=True,
@@ -189,8 +183,10 @@ class LoRALabMerge(io.ComfyNode):
         return unlisted({"lora_name_1": lora_name_1, "lora_name_2": lora_name_2}, [NONE, *lora_names()])
 
     @classmethod
-    def fingerprint_inputs(cls, lora_name_1, lora_name_2=NONE, **kwargs):
-        return _mtime(lora_name_1), _mtime(lora_name_2) if lora_name_2 != NONE else None
+    def fingerprint_inputs(cls, lora_name_1: str | None = None, lora_name_2: str | None = None,
+                           **kwargs: Any) -> Any:
+        """Size and modification time of the files picked here (each LoRA to Merge node stamps its own)."""
+        return picked_stamp(lora_name_1), picked_stamp(lora_name_2)
 
     @classmethod
     def execute(cls, lora_name_1, weight_1, block_weights_1, lora_name_2, weight_2, block_weights_2, method,
@@ -219,7 +215,8 @@ class LoRALabResize(_PicksOneLora):
             node_id=node_id("Resize"), display_name=display_name("Resize LoRA"), category=MERGE_CATEGORY,
             description="Resizes a LoRA to a fixed or dynamic rank: per module the best approximation "
                         "(truncated SVD computed from the factors), with the kept energy reported.",
-            inputs=[io.Combo.Input("lora_name", options=lora_names()), *_rank_inputs(16), *_output_inputs(),
+            inputs=[io.Combo.Input("lora_name", options=lora_names(), tooltip=LORA_TIP), *_rank_inputs(16),
+                    *_output_inputs(),
                     io.Model.Input("model", optional=True,
                                    tooltip="the model the LoRA is for (non-standard sizes, DoRA)")],
             outputs=_lora_outputs(), is_output_node=True,
@@ -247,14 +244,18 @@ class LoRALabExtract(io.ComfyNode):
                         "the best low-rank approximation (randomized SVD with power iterations; full SVD for "
                         "small layers).",
             inputs=[
-                io.Model.Input("tuned_model"), io.Model.Input("base_model"), *_rank_inputs(32),
-                io.Float.Input("min_diff", default=0.0001, min=0.0, max=1.0, step=0.00001,
-                               tooltip="skip weights whose difference is at most this fraction of the weight"),
-                io.Boolean.Input("bias_and_norms", default=False,
-                                 tooltip="also store bias and norm differences as full diffs (ComfyUI reads them)"),
+                io.Model.Input("tuned_model", tooltip="the fine-tuned model (its patches count as its weights)"),
+                io.Model.Input("base_model", tooltip="the model it was fine-tuned from (same architecture)"),
+                *_rank_inputs(32),
+                advanced(io.Float.Input("min_diff", default=0.0001, min=0.0, max=1.0, step=0.00001,
+                                        tooltip="skip weights whose difference is at most this fraction of the "
+                                                "weight (default 0.0001; 0 keeps every changed weight)")),
+                advanced(io.Boolean.Input("bias_and_norms", default=False,
+                                          tooltip="also store bias and norm differences as full diffs (ComfyUI "
+                                                  "reads them, kohya does not); off is usual")),
                 *_output_inputs(),
                 io.Clip.Input("tuned_clip", optional=True, tooltip="connect both CLIPs to extract the text encoders"),
-                io.Clip.Input("base_clip", optional=True),
+                io.Clip.Input("base_clip", optional=True, tooltip="the base model's CLIP (with tuned_clip)"),
             ],
             outputs=_lora_outputs(), is_output_node=True,
         )
@@ -283,10 +284,12 @@ class LoRALabSave(io.ComfyNode):
             description="Saves a LORA_MODEL (from core's trainer, a merge, any source) into loras/ in kohya "
                         "format with ss_* and modelspec metadata that describe it truthfully.",
             inputs=[
-                io.LoraModel.Input("lora"),
-                io.String.Input("output_name", default="loralab_lora"),
+                io.LoraModel.Input("lora", tooltip="a LORA_MODEL: from core's trainer, a merge, a training run"),
+                io.String.Input("output_name", default="loralab_lora",
+                                tooltip="file name in loras (sub-folders allowed; a new name is picked if it exists)"),
                 io.String.Input("title", default="", tooltip="title in the metadata (default: the file name)"),
-                io.Combo.Input("dtype", options=list(DTYPES), default="auto"),
+                advanced(io.Combo.Input("dtype", options=list(DTYPES), default="auto",
+                                        tooltip="dtype of the written tensors; auto keeps the LoRA's (fp16 is usual)")),
                 io.Model.Input("model", optional=True, tooltip="the model the LoRA is for (needed for models of "
                                                                "non-standard size)"),
             ],
@@ -316,10 +319,12 @@ class LoRALabBake(io.ComfyNode):
             description="Applies LoRAs to the model's weights once (block weights and DoRA included) and outputs "
                         "a MODEL whose weights include them, for the host's checkpoint save nodes.",
             inputs=[
-                io.Model.Input("model"),
-                io.Combo.Input("lora_name", options=[NONE, *lora_names()], default=NONE),
-                io.Float.Input("strength", default=1.0, min=-10.0, max=10.0, step=0.01),
-                io.String.Input("block_weights", default=""),
+                io.Model.Input("model", tooltip="the model to bake into (SD1.x, SD2, SDXL, SD3 or Flux)"),
+                io.Combo.Input("lora_name", options=[NONE, *lora_names()], default=NONE,
+                               tooltip="a LoRA to bake; None: only the LoRAs of merge_list"),
+                io.Float.Input("strength", default=1.0, min=-10.0, max=10.0, step=0.01,
+                               tooltip="the LoRA's strength, as on a loader (1 as trained)"),
+                io.String.Input("block_weights", default="", tooltip=SPEC_TIP),
                 MergeList.Input("merge_list", optional=True, tooltip="more LoRAs, from LoRA to Merge nodes"),
             ],
             outputs=[io.Model.Output(display_name="model"), io.String.Output(display_name="report")],
@@ -330,8 +335,9 @@ class LoRALabBake(io.ComfyNode):
         return unlisted({"lora_name": lora_name}, [NONE, *lora_names()])
 
     @classmethod
-    def fingerprint_inputs(cls, lora_name=NONE, **kwargs):
-        return _mtime(lora_name) if lora_name != NONE else None
+    def fingerprint_inputs(cls, lora_name: str | None = None, **kwargs: Any) -> Any:
+        """Size and modification time of the file picked here (each LoRA to Merge node stamps its own)."""
+        return picked_stamp(lora_name)
 
     @classmethod
     def execute(cls, model, lora_name, strength, block_weights, merge_list=None) -> io.NodeOutput:

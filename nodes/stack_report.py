@@ -11,12 +11,12 @@ from ..loralab.errors import SpecError
 from ..loralab.lora import Lora
 from ..loralab.ops.inputs import MergeInput
 from ..loralab.ops.interference import Thresholds, stack_report
-from .common import CATEGORY, display_name, node_id, unlisted
-from .host.folders import lora_names, picked_lora
+from .common import CATEGORY, advanced, display_name, node_id, unlisted
+from .host.folders import lora_names, picked_lora, picked_stamp
 from .host.models import effective_weights, model_layout
+from .host.progress import progress_callback
 from .inspect import _image
 from .loader import NONE, SPEC_TOOLTIP, STACK_SLOTS
-from .merge import _mtime, progress_callback
 
 
 class LoRALabStackReport(io.ComfyNode):
@@ -29,7 +29,8 @@ class LoRALabStackReport(io.ComfyNode):
         slots: list[io.Input] = []
         for i in range(1, STACK_SLOTS + 1):
             slots += [
-                io.Combo.Input(f"lora_name_{i}", options=names, default=NONE),
+                io.Combo.Input(f"lora_name_{i}", options=names, default=NONE,
+                               tooltip=f"the LoRA in the Stack's slot {i}; None skips this slot"),
                 io.Float.Input(f"strength_{i}", default=1.0, min=-100.0, max=100.0, step=0.01,
                                tooltip=f"LoRA {i}'s weight (the Stack's strength_model)"),
                 io.String.Input(f"block_weights_{i}", default="", multiline=True, tooltip=SPEC_TOOLTIP),
@@ -42,18 +43,21 @@ class LoRALabStackReport(io.ComfyNode):
                         "that separate them: wire proposed_block_weights_N into the LoRA Stack's block_weights_N.",
             inputs=[
                 *slots,
-                io.Float.Input("cos_threshold", default=0.1, min=0.0, max=1.0, step=0.01,
-                               tooltip="a pair fights on a block whose cosine is ≤ −this"),
-                io.Float.Input("overlap_threshold", default=0.5, min=0.0, max=1.0, step=0.01,
-                               tooltip="... or whose subspace overlap is ≥ this with strengths within balance"),
-                io.Float.Input("balance", default=0.25, min=0.0, max=1.0, step=0.01,
-                               tooltip="overlap fights need the weaker block strength ≥ this × the stronger one"),
-                io.Float.Input("lower", default=0.0, min=-10.0, max=10.0, step=0.01,
-                               tooltip="the proposal multiplies the weaker LoRA's block weight by this where it fights"),
-                io.Int.Input("samples", default=4096, min=1, max=1 << 24,
-                             tooltip="entries per weight the sign-conflict estimate reads"),
-                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, control_after_generate=False,
-                             tooltip="seed of the sampled entries"),
+                advanced(io.Float.Input("cos_threshold", default=0.1, min=0.0, max=1.0, step=0.01,
+                                        tooltip="a pair fights on a block whose cosine is ≤ −this (0.1 is usual)")),
+                advanced(io.Float.Input("overlap_threshold", default=0.5, min=0.0, max=1.0, step=0.01,
+                                        tooltip="... or whose subspace overlap is ≥ this with strengths within "
+                                                "balance (0.5 is usual)")),
+                advanced(io.Float.Input("balance", default=0.25, min=0.0, max=1.0, step=0.01,
+                                        tooltip="overlap fights need the weaker block strength ≥ this × the stronger "
+                                                "one (0.25 is usual)")),
+                advanced(io.Float.Input("lower", default=0.0, min=-10.0, max=10.0, step=0.01,
+                                        tooltip="the proposal multiplies the weaker LoRA's block weight by this where "
+                                                "it fights (0 turns it off there)")),
+                advanced(io.Int.Input("samples", default=4096, min=1, max=1 << 24,
+                                      tooltip="entries per weight the sign-conflict estimate reads (4096 is usual)")),
+                advanced(io.Int.Input("seed", default=0, min=0, max=2**31 - 1, control_after_generate=False,
+                                      tooltip="seed of the sampled entries (any number)")),
                 io.Model.Input("model", optional=True,
                                tooltip="the base model: adds relative strength |ΔW|/|W| and maps the LoRAs onto its "
                                        "exact layout"),
@@ -76,8 +80,8 @@ class LoRALabStackReport(io.ComfyNode):
 
     @classmethod
     def fingerprint_inputs(cls, **kwargs: Any) -> Any:
-        return tuple(_mtime(kwargs[f"lora_name_{i}"]) if kwargs.get(f"lora_name_{i}", NONE) != NONE else None
-                     for i in range(1, STACK_SLOTS + 1))
+        """Size and modification time of every LoRA picked: a changed file is compared again."""
+        return tuple(picked_stamp(kwargs.get(f"lora_name_{i}")) for i in range(1, STACK_SLOTS + 1))
 
     @classmethod
     def execute(cls, cos_threshold: float, overlap_threshold: float, balance: float, lower: float, samples: int,

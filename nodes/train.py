@@ -8,6 +8,7 @@ ComfyUI's cache may hand any earlier run to a re-executed node and it still is w
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import comfy.model_management
 import comfy.sample
@@ -18,7 +19,7 @@ import node_helpers
 import torch
 from comfy_api.latest import io, ui
 
-from ..loralab.errors import TrainingError
+from ..loralab.errors import LoRALabError, TrainingError
 from ..loralab.files.paths import sanitize_output_name, unused_path
 from ..loralab.train.checkpoint import STATE_EXTENSION, lora_tensors, restore_run, save_checkpoint, save_lora_file
 from ..loralab.train.losscurve import render_loss_curve
@@ -28,14 +29,18 @@ from ..loralab.train.precision import PRECISIONS
 from ..loralab.train.run import SAVE_DTYPES, TrainRun, TrainSettings
 from ..loralab.train.schedules import SCHEDULES
 from ..loralab.train.timesteps import FLOW_SAMPLERS
-from .common import CATEGORY, display_name, node_id
+from .common import CATEGORY, advanced, display_name, node_id, unlisted
 from .dataset import DatasetType
-from .host.folders import lora_names, lora_path, output_folder, picked_lora
+from .host.folders import file_stamp, lora_names, lora_path, output_folder, picked_lora, picked_stamp
 from .host.models import model_layout
+from .host.progress import progress_callback
 from .host.training import (diffusion_shapes, lora_model, model_info, raise_interrupt, report_saved, source_model_name,
                             train_steps)
 
 RunType = io.Custom("LORALAB_RUN")
+MODEL_TIP = "the diffusion model to train on (SD1.x, SD2, SDXL, SD3 or Flux); fp8/bf16 weights are fine"
+DATASET_TIP = "images and captions from a LoRA Dataset node (encoded with this model's VAE and CLIP)"
+RUN_TIP = "a training run from Start Training Run, Training Steps or Resume Training Run"
 TRAIN_CATEGORY = f"{CATEGORY}/Train"
 #: the ``init_lora`` choice for fresh factors
 NONE = "None"
@@ -45,45 +50,84 @@ def settings_inputs(steps_name: str) -> list:
     """The widgets every run is defined by (Init and the one-node trainer share them)."""
     return [
         io.Combo.Input("algorithm", options=list(ALGORITHMS), default="lora",
-                       tooltip="lora; locon = lora that also trains convolutions; loha; lokr; dora"),
-        io.Int.Input("rank", default=16, min=1, max=1024),
-        io.Float.Input("alpha", default=16.0, min=0.0, max=4096.0, step=0.5, tooltip="scale = alpha / rank"),
-        io.Combo.Input("targets", options=list(PRESETS), default="attention_mlp"),
-        io.String.Input("blocks", default="", tooltip="block selection in the loader's syntax, e.g. "
-                        "'default=0, OUT=1' or 'IN=0.5': 0 = not trained, other values scale that block's rate"),
+                       tooltip="lora (usual); locon = lora that also trains convolutions; loha; lokr; dora"),
+        io.Int.Input("rank", default=16, min=1, max=1024,
+                     tooltip="size of the LoRA: 8-32 for a style or character (16 is usual), 64+ for more detail; "
+                             "higher ranks make bigger files"),
+        io.Float.Input("alpha", default=16.0, min=0.0, max=4096.0, step=0.5,
+                       tooltip="scale = alpha / rank; alpha = rank (scale 1) or rank / 2 is usual"),
+        io.Combo.Input("targets", options=list(PRESETS), default="attention_mlp",
+                       tooltip="which diffusion-model weights train: attention, attention_mlp (usual), all_linear, "
+                               "all_linear_convs"),
+        io.String.Input("blocks", default="", tooltip="empty (usual): every block trains. Else a block selection in "
+                        "the loader's syntax, e.g. 'default=0, OUT=1' or 'IN=0.5': 0 = not trained, other values "
+                        "scale that block's rate"),
         io.Combo.Input("optimizer", options=list(OPTIMIZERS), default="adamw",
-                       tooltip="installed here: " + ", ".join(available_optimizers())),
-        io.Float.Input("learning_rate", default=1e-4, min=1e-8, max=10.0, step=1e-6, round=1e-8),
-        io.Float.Input("weight_decay", default=0.01, min=0.0, max=1.0, step=0.001),
-        io.Combo.Input("lr_scheduler", options=list(SCHEDULES), default="constant"),
-        io.Int.Input("warmup_steps", default=0, min=0, max=1_000_000),
-        io.Int.Input(steps_name, default=1000, min=1, max=1_000_000),
-        io.Int.Input("batch_size", default=1, min=1, max=256),
-        io.Int.Input("grad_accumulation", default=1, min=1, max=1024),
-        io.Float.Input("max_grad_norm", default=1.0, min=0.0, max=1000.0, step=0.1, tooltip="0 = no clipping"),
-        io.Boolean.Input("gradient_checkpointing", default=False),
-        io.Int.Input("seed", default=0, min=0, max=2 ** 63 - 1),
-        io.Float.Input("min_snr_gamma", default=0.0, min=0.0, max=100.0, step=0.5,
-                       tooltip="ε/v-prediction models; 0 = off, 5 is common"),
-        io.Float.Input("noise_offset", default=0.0, min=0.0, max=1.0, step=0.01),
-        io.Combo.Input("timestep_sampling", options=list(FLOW_SAMPLERS), default="sigmoid",
-                       tooltip="flow models (Flux)"),
-        io.Float.Input("sigmoid_scale", default=1.0, min=0.01, max=10.0, step=0.01),
-        io.Float.Input("shift", default=3.0, min=0.01, max=100.0, step=0.01),
-        io.Float.Input("logit_mean", default=0.0, min=-10.0, max=10.0, step=0.01),
-        io.Float.Input("logit_std", default=1.0, min=0.01, max=10.0, step=0.01),
-        io.Float.Input("guidance", default=1.0, min=0.0, max=100.0, step=0.1,
-                       tooltip="the guidance input of guidance-distilled flow models (Flux dev) while training"),
-        io.Combo.Input("precision", options=list(PRECISIONS), default="auto",
-                       tooltip="the dtype the model computes in (LoRA weights stay fp32): auto = bf16 where the GPU "
-                               "has it, fp32 on the CPU, else fp16; fp16 always trains with loss scaling"),
-        io.Combo.Input("init_lora", options=[NONE, *lora_names()], default=NONE,
-                       tooltip="start from this LoRA file (same targets; its rank and alpha replace the widgets')"),
-        io.Int.Input("lokr_factor", default=-1, min=-1, max=1024),
+                       tooltip="adamw (usual); adamw8bit needs bitsandbytes, prodigy prodigyopt (learning_rate 1), "
+                               "adafactor transformers. Installed here: " + ", ".join(available_optimizers())),
+        io.Float.Input("learning_rate", default=1e-4, min=1e-8, max=10.0, step=1e-6, round=1e-8,
+                       tooltip="step size: 1e-4 is usual for LoRA with adamw (5e-5 to 5e-4); 1 for prodigy"),
+        advanced(io.Float.Input("weight_decay", default=0.01, min=0.0, max=1.0, step=0.001,
+                                tooltip="adamw's decoupled weight decay (0.01 is usual; 0 = off)")),
+        io.Combo.Input("lr_scheduler", options=list(SCHEDULES), default="constant",
+                       tooltip="how the learning rate changes over the steps: constant (usual), linear or cosine "
+                               "decay to 0"),
+        advanced(io.Int.Input("warmup_steps", default=0, min=0, max=1_000_000,
+                              tooltip="steps over which the learning rate rises from 0 (0 = none; ~5% of the steps "
+                                      "is common)")),
+        io.Int.Input(steps_name, default=1000, min=1, max=1_000_000,
+                     tooltip="optimizer steps to train (1000-3000 is usual for 10-50 images)" if steps_name == "steps"
+                     else "the planned length of the run: the learning-rate schedule spans it (Training Steps "
+                          "nodes advance the run)"),
+        io.Int.Input("batch_size", default=1, min=1, max=256,
+                     tooltip="images per step (1-4 is usual; more needs more memory)"),
+        advanced(io.Int.Input("grad_accumulation", default=1, min=1, max=1024,
+                              tooltip="batches summed per optimizer step: a larger effective batch without the "
+                                      "memory (1 = off)")),
+        advanced(io.Float.Input("max_grad_norm", default=1.0, min=0.0, max=1000.0, step=0.1,
+                                tooltip="clip the gradient norm to this (1 is usual; 0 = no clipping)")),
+        io.Boolean.Input("gradient_checkpointing", default=False,
+                         tooltip="less memory, about 30% slower steps; turn on for SDXL and Flux on small GPUs"),
+        advanced(io.Int.Input("seed", default=0, min=0, max=2 ** 63 - 1, control_after_generate=False,
+                              tooltip="seed of the initial weights, noise and data order: the same seed and settings "
+                                      "give the same LoRA")),
+        advanced(io.Float.Input("min_snr_gamma", default=0.0, min=0.0, max=100.0, step=0.5,
+                                tooltip="ε/v-prediction models (SD1.x, SD2, SDXL); 0 = off, 5 is common")),
+        advanced(io.Float.Input("noise_offset", default=0.0, min=0.0, max=1.0, step=0.01,
+                                tooltip="ε/v-prediction models: helps very dark or bright images (0 = off, 0.05-0.1 "
+                                        "when used)")),
+        advanced(io.Combo.Input("timestep_sampling", options=list(FLOW_SAMPLERS), default="sigmoid",
+                                tooltip="flow models (Flux, SD3) only: how training noise levels are drawn; sigmoid "
+                                        "(usual) or shift for Flux")),
+        advanced(io.Float.Input("sigmoid_scale", default=1.0, min=0.01, max=10.0, step=0.01,
+                                tooltip="timestep_sampling sigmoid: spread of the drawn noise levels (1 is usual)")),
+        advanced(io.Float.Input("shift", default=3.0, min=0.01, max=100.0, step=0.01,
+                                tooltip="timestep_sampling shift: pushes training to noisier levels (3 is usual for "
+                                        "Flux)")),
+        advanced(io.Float.Input("logit_mean", default=0.0, min=-10.0, max=10.0, step=0.01,
+                                tooltip="timestep_sampling logit_normal: centre of the noise levels (0 is usual)")),
+        advanced(io.Float.Input("logit_std", default=1.0, min=0.01, max=10.0, step=0.01,
+                                tooltip="timestep_sampling logit_normal: spread of the noise levels (1 is usual)")),
+        advanced(io.Float.Input("guidance", default=1.0, min=0.0, max=100.0, step=0.1,
+                                tooltip="guidance-distilled flow models (Flux dev) only: their guidance input while "
+                                        "training (1 is usual)")),
+        advanced(io.Combo.Input("precision", options=list(PRECISIONS), default="auto",
+                                tooltip="the dtype the model computes in (LoRA weights stay fp32): auto (usual) = "
+                                        "bf16 where the GPU has it, fp32 on the CPU, else fp16; fp16 always trains "
+                                        "with loss scaling")),
+        advanced(io.Combo.Input("init_lora", options=[NONE, *lora_names()], default=NONE,
+                                tooltip="None (usual): fresh weights. Else start from this LoRA file (same targets; "
+                                        "its rank and alpha replace the widgets')")),
+        advanced(io.Int.Input("lokr_factor", default=-1, min=-1, max=1024,
+                              tooltip="lokr only: size of its small Kronecker factor; -1 (usual) picks the divisor "
+                                      "pair closest to a square")),
         io.String.Input("name", default="my_lora", tooltip="file name (sub-folders allowed) in the loras folder"),
-        io.Combo.Input("save_dtype", options=list(SAVE_DTYPES), default="fp16"),
-        io.Int.Input("save_every", default=0, min=0, max=1_000_000, tooltip="checkpoint every N steps (0 = off)"),
-        io.Int.Input("keep_last", default=3, min=0, max=1000, tooltip="periodic checkpoints kept (0 = all)"),
+        advanced(io.Combo.Input("save_dtype", options=list(SAVE_DTYPES), default="fp16",
+                                tooltip="dtype of the saved LoRA: fp16 (usual), bf16 or fp32")),
+        io.Int.Input("save_every", default=0, min=0, max=1_000_000,
+                     tooltip="write a checkpoint every N steps to resume from (0 = off; e.g. 500)"),
+        advanced(io.Int.Input("keep_last", default=3, min=0, max=1000,
+                              tooltip="periodic checkpoints kept, older ones deleted (0 = all; 3 is usual)")),
     ]
 
 
@@ -176,12 +220,23 @@ class LoRALabTrain(io.ComfyNode):
             category=TRAIN_CATEGORY,
             description="Train a LoRA on the graph's MODEL from a LoRA Lab dataset and save it (kohya format and "
                         "metadata) into the loras folder. Cancel stops within one step and saves what was trained.",
-            inputs=[io.Model.Input("model"), DatasetType.Input("dataset"), *settings_inputs("steps")],
+            inputs=[io.Model.Input("model", tooltip=MODEL_TIP), DatasetType.Input("dataset", tooltip=DATASET_TIP),
+                    *settings_inputs("steps")],
             outputs=[io.Model.Output(display_name="model"), io.LoraModel.Output(display_name="lora"),
                      io.String.Output(display_name="file"), io.Image.Output(display_name="loss_curve")],
             hidden=[io.Hidden.unique_id, io.Hidden.prompt],
             is_output_node=True,
         )
+
+    @classmethod
+    def validate_inputs(cls, init_lora: str | None = None) -> bool | str:
+        """This ComfyUI checks only V1-style combos against their options: the node checks its own."""
+        return unlisted({"init_lora": init_lora}, [NONE, *lora_names()])
+
+    @classmethod
+    def fingerprint_inputs(cls, init_lora: str | None = None, **kwargs: Any) -> Any:
+        """Size and modification time of the LoRA training starts from: a changed file trains again."""
+        return picked_stamp(init_lora)
 
     @classmethod
     def execute(cls, model, dataset, **kwargs) -> io.NodeOutput:
@@ -205,10 +260,21 @@ class LoRALabTrainInit(io.ComfyNode):
             category=TRAIN_CATEGORY,
             description="A new training run (network, optimizer, schedule, random state) on the graph's MODEL; "
                         "advance it with Training Steps.",
-            inputs=[io.Model.Input("model"), DatasetType.Input("dataset"), *settings_inputs("total_steps")],
+            inputs=[io.Model.Input("model", tooltip=MODEL_TIP), DatasetType.Input("dataset", tooltip=DATASET_TIP),
+                    *settings_inputs("total_steps")],
             outputs=[RunType.Output(display_name="run"), io.String.Output(display_name="info")],
             hidden=[io.Hidden.unique_id, io.Hidden.prompt],
         )
+
+    @classmethod
+    def validate_inputs(cls, init_lora: str | None = None) -> bool | str:
+        """This ComfyUI checks only V1-style combos against their options: the node checks its own."""
+        return unlisted({"init_lora": init_lora}, [NONE, *lora_names()])
+
+    @classmethod
+    def fingerprint_inputs(cls, init_lora: str | None = None, **kwargs: Any) -> Any:
+        """Size and modification time of the LoRA training starts from: a changed file trains again."""
+        return picked_stamp(init_lora)
 
     @classmethod
     def execute(cls, model, dataset, **kwargs) -> io.NodeOutput:
@@ -226,7 +292,10 @@ class LoRALabTrainSteps(io.ComfyNode):
             category=TRAIN_CATEGORY,
             description="Advance a run by N steps (never past its total). Chain several; the input run is left "
                         "as it was. Cancel writes a checkpoint the run resumes from exactly.",
-            inputs=[RunType.Input("run"), io.Int.Input("steps", default=100, min=1, max=1_000_000)],
+            inputs=[RunType.Input("run", tooltip=RUN_TIP),
+                    io.Int.Input("steps", default=100, min=1, max=1_000_000,
+                                 tooltip="steps to train now (e.g. 100-500 between previews); never past the run's "
+                                         "total_steps")],
             outputs=[RunType.Output(display_name="run"), io.Image.Output(display_name="loss_curve")],
             hidden=[io.Hidden.unique_id],
         )
@@ -247,18 +316,26 @@ class LoRALabTrainPreview(io.ComfyNode):
             description="Sample images with the run's current LoRA through ComfyUI's own sampler, one per prompt "
                         "line, with the dataset's CLIP and VAE.",
             inputs=[
-                RunType.Input("run"),
-                io.String.Input("prompts", multiline=True, default="a photo", tooltip="one prompt per line"),
-                io.String.Input("negative", default=""),
-                io.Int.Input("seed", default=0, min=0, max=2 ** 63 - 1),
-                io.Int.Input("steps", default=20, min=1, max=1000),
-                io.Float.Input("cfg", default=7.0, min=0.0, max=100.0, step=0.1),
-                io.Float.Input("guidance", default=3.5, min=0.0, max=100.0, step=0.1,
-                               tooltip="guidance input of guidance-distilled flow models (Flux dev)"),
-                io.Int.Input("width", default=512, min=64, max=8192, step=64),
-                io.Int.Input("height", default=512, min=64, max=8192, step=64),
-                io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default="euler"),
-                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="normal"),
+                RunType.Input("run", tooltip=RUN_TIP),
+                io.String.Input("prompts", multiline=True, default="a photo",
+                                tooltip="one prompt per line, one image each; include the trigger word"),
+                io.String.Input("negative", default="", tooltip="negative prompt for every image (empty is fine)"),
+                io.Int.Input("seed", default=0, min=0, max=2 ** 63 - 1, control_after_generate=False,
+                             tooltip="line i uses seed + i; keep it fixed to compare previews across steps"),
+                io.Int.Input("steps", default=20, min=1, max=1000, tooltip="sampling steps (20-30 is usual)"),
+                io.Float.Input("cfg", default=7.0, min=0.0, max=100.0, step=0.1,
+                               tooltip="classifier-free guidance: 5-8 for SD1.x/SDXL, 1 for Flux"),
+                advanced(io.Float.Input("guidance", default=3.5, min=0.0, max=100.0, step=0.1,
+                                        tooltip="guidance-distilled flow models (Flux dev) only: their guidance "
+                                                "input (3.5 is usual)")),
+                io.Int.Input("width", default=512, min=64, max=8192, step=64,
+                             tooltip="image width: 512 for SD1.x, 1024 for SDXL and Flux"),
+                io.Int.Input("height", default=512, min=64, max=8192, step=64,
+                             tooltip="image height: 512 for SD1.x, 1024 for SDXL and Flux"),
+                advanced(io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default="euler",
+                                        tooltip="ComfyUI's sampler (euler is usual)")),
+                advanced(io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="normal",
+                                        tooltip="ComfyUI's scheduler (normal; simple for Flux)")),
             ],
             outputs=[io.Image.Output(display_name="images")],
             is_output_node=True,
@@ -271,6 +348,7 @@ class LoRALabTrainPreview(io.ComfyNode):
         model = lora_model(run.attachments["model"], lora_tensors(run))
         lines = [p.strip() for p in prompts.splitlines() if p.strip()] or [""]
         neg = clip.encode_from_tokens_scheduled(clip.tokenize(negative))
+        progress = progress_callback(len(lines) * steps)
         images = []
         for i, text in enumerate(lines):
             pos = clip.encode_from_tokens_scheduled(clip.tokenize(text))
@@ -279,7 +357,9 @@ class LoRALabTrainPreview(io.ComfyNode):
             latent = comfy.sample.fix_empty_latent_channels(model, torch.zeros([1, 4, height // 8, width // 8]))
             noise = comfy.sample.prepare_noise(latent, seed + i)
             samples = comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, pos, neg, latent,
-                                          seed=seed + i, disable_pbar=True)
+                                          seed=seed + i, disable_pbar=True,
+                                          callback=lambda step, x0, x, total, i=i: progress(i * steps + step + 1,
+                                                                                            len(lines) * steps))
             images.append(vae.decode(samples)[..., :3].reshape(-1, height, width, 3))
         batch = torch.cat(images)
         return io.NodeOutput(batch, ui=ui.PreviewImage(batch, cls=cls))
@@ -294,8 +374,8 @@ class LoRALabTrainSave(io.ComfyNode):
             category=TRAIN_CATEGORY,
             description="Save the run's LoRA now as <name>_step<N>.safetensors in the loras folder, with its "
                         "state file beside it (resume from it with Resume Training Run).",
-            inputs=[RunType.Input("run"),
-                    io.String.Input("name", default="", tooltip="empty = the run's name"),
+            inputs=[RunType.Input("run", tooltip=RUN_TIP),
+                    io.String.Input("name", default="", tooltip="file name in loras; empty = the run's name"),
                     io.Boolean.Input("with_state", default=True, tooltip="also write the resumable state file")],
             outputs=[io.LoraModel.Output(display_name="lora"), io.String.Output(display_name="file"),
                      io.Image.Output(display_name="loss_curve")],
@@ -324,6 +404,11 @@ def state_files() -> list[str]:
     return sorted(set(out))
 
 
+def _state_path(name: str) -> str:
+    """The real path of a listed training state file."""
+    return lora_path(name, (STATE_EXTENSION,), listing=state_files())
+
+
 class LoRALabTrainResume(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -334,13 +419,31 @@ class LoRALabTrainResume(io.ComfyNode):
             description="Continue a run from a checkpoint's state file. Connect the run from Start Training Run "
                         "with the settings, dataset and model the run began with; anything else is refused, "
                         "naming what changed.",
-            inputs=[RunType.Input("run"), io.Combo.Input("checkpoint", options=state_files())],
+            inputs=[RunType.Input("run", tooltip="a new run from Start Training Run with the settings, dataset and "
+                                                 "model the checkpoint's run began with"),
+                    io.Combo.Input("checkpoint", options=state_files(),
+                                   tooltip="a .loralab-state file that Save Training Run or save_every wrote")],
             outputs=[RunType.Output(display_name="run"), io.String.Output(display_name="info")],
         )
 
     @classmethod
+    def validate_inputs(cls, checkpoint: str | None = None) -> bool | str:
+        """This ComfyUI checks only V1-style combos against their options: the node checks its own."""
+        if checkpoint is not None and checkpoint not in state_files():
+            return f"checkpoint: {str(checkpoint)[:200]!r} is not a training state file in the loras folders"
+        return True
+
+    @classmethod
+    def fingerprint_inputs(cls, checkpoint: str | None = None, **kwargs: Any) -> Any:
+        """Size and modification time of the state file: a rewritten checkpoint is read again."""
+        try:
+            return file_stamp(_state_path(checkpoint))
+        except LoRALabError:
+            return checkpoint
+
+    @classmethod
     def execute(cls, run: TrainRun, checkpoint: str) -> io.NodeOutput:
-        resumed = restore_run(run, lora_path(checkpoint, (STATE_EXTENSION,)))
+        resumed = restore_run(run, _state_path(checkpoint))
         return io.NodeOutput(resumed, run_info(resumed))
 
 
@@ -354,7 +457,10 @@ class LoRALabTrainExtend(io.ComfyNode):
             description="Give a run (finished or not) a longer total; everything else stays. The learning-rate "
                         "schedule keeps its horizon: a constant schedule trains on as one longer run would, a "
                         "decayed one goes on at the rate of its last planned step.",
-            inputs=[RunType.Input("run"), io.Int.Input("total_steps", default=2000, min=2, max=1_000_000)],
+            inputs=[RunType.Input("run", tooltip=RUN_TIP),
+                    io.Int.Input("total_steps", default=2000, min=2, max=1_000_000,
+                                 tooltip="the run's new planned length (more than its steps so far); the schedule "
+                                         "spans it from here")],
             outputs=[RunType.Output(display_name="run"), io.String.Output(display_name="info")],
         )
 

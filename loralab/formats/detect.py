@@ -12,6 +12,7 @@ from ..layouts import layout_for
 from ..layouts.archs import ARCHS, arch_from_metadata_string
 from .canonical import shape_fits, target_for, target_shape
 from .keys import Entry
+from .not_lora import looks_like, not_a_lora
 
 FORMATS: dict[str, str] = {
     "kohya": "kohya sd-scripts",
@@ -52,9 +53,12 @@ class Detection:
     metadata_arch: str | None = None
     scores: list[ArchScore] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    not_lora: str | None = None  # no LoRA tensor in it, and it looks like this kind of model file
 
     @property
     def format_name(self) -> str:
+        if self.not_lora is not None:
+            return not_a_lora(self.not_lora)
         return FORMATS.get(self.format, self.format)
 
     @property
@@ -163,7 +167,8 @@ def detect(entries: list[Entry], keys: list[str], metadata: dict[str, str]) -> D
             arch_id = claimed
     if arch_id is not None and ARCHS[arch_id].family in ("wan", "qwen_image"):
         fmt = _VIDEO_DIT_FORMATS.get(fmt, fmt)
-    det = Detection(fmt, arch_id, metadata_arch=claimed, scores=scores)
+    det = Detection(fmt, arch_id, metadata_arch=claimed, scores=scores,
+                    not_lora=None if entries else looks_like(keys))
     if arch_id == "flux":
         det.arch_variant = _flux_variant(metadata)
         if any("guidance_in" in e.module or "guidance_embedder" in e.module for e in entries):

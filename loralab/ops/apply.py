@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from ..blocks.map import block_of
 from ..blocks.spec import BlockWeights
 from ..formats.detect import Detection
+from ..formats.not_lora import not_a_lora, use_instead
 from ..layouts.archs import ARCHS
 from ..lora import Lora, MappedEntry
 
@@ -39,20 +40,40 @@ class Planned:
         return self.item.target.key
 
 
+#: example modules a report names per reason
+EXAMPLES = 3
+
+
 @dataclass(frozen=True)
 class NotApplied:
-    """An entry (or a tensor that belongs to none) that changes nothing, and why."""
+    """An entry (or a tensor that belongs to none) that changes nothing, and why: ``reason`` for
+    this entry, ``group`` the same reason without what is particular to the entry (the report
+    counts entries per group)."""
 
     module: str  # the module name in the file, or the tensor key where no entry holds it
     param: str  # "weight", "bias", or "" for a lone tensor
     reason: str
+    group: str = ""
+
+    @property
+    def why(self) -> str:
+        """The reason as the report groups it."""
+        return self.group or self.reason
+
+    @property
+    def label(self) -> str:
+        """The module, with its parameter where that is not the weight."""
+        return self.module + ("" if self.param in ("weight", "") else f" ({self.param})")
 
 
 def arch_mismatch(detection: Detection, model_arch: str) -> str | None:
-    """Why a LoRA must not be applied to a model of ``model_arch`` (None if it may): its weights fit
-    another architecture better than this one. Wan I2V and T2V models of one width share every
-    block but the image cross-attention, so a LoRA of one applies to the other where anything fits
-    (what does not, ``k_img``/``v_img`` on a T2V model, is listed as not applied)."""
+    """Why a LoRA must not be applied to a model of ``model_arch`` (None if it may): it is no LoRA
+    at all, or its weights fit another architecture better than this one. Wan I2V and T2V models
+    of one width share every block but the image cross-attention, so a LoRA of one applies to the
+    other where anything fits (what does not, ``k_img``/``v_img`` on a T2V model, is listed as not
+    applied)."""
+    if detection.not_lora is not None:
+        return f"{not_a_lora(detection.not_lora)}: {use_instead(detection.not_lora)}"
     if detection.arch is None or detection.arch == model_arch:
         return None
     scores = {s.arch: s.fitting for s in detection.scores}
@@ -60,8 +81,17 @@ def arch_mismatch(detection: Detection, model_arch: str) -> str | None:
         return None
     if ARCHS[detection.arch].family == ARCHS[model_arch].family == "wan" and scores.get(model_arch, 0) > 0:
         return None
-    return (f"this LoRA is for {ARCHS[detection.arch].name}, the model is {ARCHS[model_arch].name}: "
-            "nothing applied (use a LoRA made for this model)")
+    return (f"this LoRA is for {ARCHS[detection.arch].name}, the model is {ARCHS[model_arch].name} "
+            "(use a LoRA made for this model)")
+
+
+def _unmapped_group(item: MappedEntry) -> str:
+    """What keeps an unmapped entry off the model, without the entry's particulars."""
+    if item.entry.problem is not None:
+        return "incomplete or malformed"
+    if item.target is None:
+        return item.reason or "not mapped"  # names no weight: the reason names the model only
+    return "does not fit its weight in this model"
 
 
 @dataclass
@@ -90,26 +120,60 @@ class ApplyPlan:
                 out.setdefault(p.strength, []).append(p)
         return list(out.items())
 
-    def drop(self, planned: Planned, reason: str) -> None:
-        """Record that the host could not apply a planned entry."""
+    def drop(self, planned: Planned, reason: str, group: str = "") -> None:
+        """Record that the host could not apply a planned entry (``group``: the reason without the
+        entry's particulars, as the report counts it)."""
         self.patches.remove(planned)
         e = planned.item.entry
-        self.not_applied.append(NotApplied(e.module, e.param, reason))
+        self.not_applied.append(NotApplied(e.module, e.param, reason, group))
 
     def block_table(self) -> list[tuple[str, float, int]]:
         """(block, weight, number of model keys this LoRA changes in it), in display order."""
         keys = {p.key for p in self.patches} | {p.key for p in self.zero}
         return self.weights.table(sorted(keys))
 
+    def verdict(self) -> str:
+        """One line: how much of the LoRA landed, or why nothing did."""
+        if self.refused:
+            return f"nothing applied: {self.refused}"
+        total = len(self.patches) + len(self.zero) + len(self.not_applied)
+        if not self.patches:
+            if self.zero and not self.not_applied:
+                return f"nothing applied: strength x block weight is 0 for all {total} modules"
+            return f"nothing applied: none of its {total} modules lands on this model (reasons below)"
+        line = f"applied {len(self.patches)} of {total} modules"
+        if self.zero:
+            line += f"; {len(self.zero)} left out at strength x block weight 0"
+        if self.not_applied:
+            line += f"; {len(self.not_applied)} not applied (reasons below)"
+        return line
+
+    def reason_lines(self) -> list[str]:
+        """One line per reason: how many entries it kept off and a few of them, most first."""
+        groups: dict[str, list[NotApplied]] = {}
+        for n in self.not_applied:
+            groups.setdefault(n.why, []).append(n)
+        lines = []
+        for why, items in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+            first = items[0]
+            more = f" and {len(items) - EXAMPLES} more" if len(items) > EXAMPLES else ""
+            detail = f" ({first.label}: {first.reason})" if first.reason != why else ""
+            lines.append(f"  {len(items)} × {why}, e.g. {', '.join(n.label for n in items[:EXAMPLES])}{more}{detail}")
+        return lines
+
     def report(self) -> str:
-        """The plain-text summary the node shows: architectures, per-block weights, what was
-        applied where, and every entry not applied with its reason."""
+        """The plain-text summary the node shows: a one-line verdict, the reasons entries were not
+        applied (counted, with examples), then the details: file and model architectures, the
+        weight of every block and what was applied where."""
         model_name = ARCHS[self.model_arch].name
         made_for = ARCHS[self.lora_arch].name if self.lora_arch else "no released model (sizes fit none)"
-        lines = [f"LoRA: {self.label} ({self.format_name}; made for {made_for})", f"model: {model_name}"]
+        lines = [self.verdict()]
+        if self.not_applied and not self.refused:
+            lines.append(f"not applied: {len(self.not_applied)} modules")
+            lines += self.reason_lines()
+        lines += [f"LoRA: {self.label} ({self.format_name}; made for {made_for})", f"model: {model_name}"]
         lines += [f"note: {n}" for n in self.notes]
         if self.refused:
-            lines.append(self.refused)
             return "\n".join(lines)
         spec = self.weights.source.strip() or "(empty: every block 1)"
         lines.append(f"block weights: {' '.join(spec.split())}")
@@ -125,12 +189,6 @@ class ApplyPlan:
             strengths = ", ".join(f"{s:g}" for s, _ in groups)
             lines.append(f"applied to the {patcher}: {keys} keys from {modules} modules"
                          + (f" (strength {strength:g} x block weight = {strengths})" if groups else ""))
-        if self.zero:
-            lines.append(f"strength x block weight = 0, left out: {len(self.zero)} modules")
-        if self.not_applied:
-            lines.append(f"not applied: {len(self.not_applied)} modules")
-            lines += [f"  {n.module}{'' if n.param in ('weight', '') else ' (' + n.param + ')'}: {n.reason}"
-                      for n in self.not_applied]
         return "\n".join(lines)
 
 
@@ -150,7 +208,7 @@ def plan_application(lora: Lora, weights: BlockWeights, strength_model: float, s
     for item in lora.items:
         e = item.entry
         if not item.mapped:
-            plan.not_applied.append(NotApplied(e.module, e.param, item.reason or "not mapped"))
+            plan.not_applied.append(NotApplied(e.module, e.param, item.reason or "not mapped", _unmapped_group(item)))
             continue
         to_model = item.component == "unet"
         if not to_model and not clip_connected:

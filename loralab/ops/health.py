@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from ..files.safetensors import round_to_dtype
 from ..formats.keys import Entry
 from ..formats.metadata import Metadata
+from ..formats.not_lora import not_a_lora, use_instead
 from ..lora import Lora, MappedEntry
 
 if TYPE_CHECKING:
@@ -158,6 +159,10 @@ def _unmapped_warnings(lora: Lora) -> list[HealthWarning]:
         else:
             nowhere.append(e.module)
     where = lora.layout.arch.name if lora.layout is not None else "any known model"
+    kind = lora.detection.not_lora
+    if kind is not None:
+        return _warning("not_a_lora", unknown, f"{not_a_lora(kind)}: none of its {len(unknown)} keys is a LoRA "
+                        f"tensor ({use_instead(kind)})")
     return (_warning("unknown_keys", unknown, f"{len(unknown)} key(s) match no LoRA tensor naming LoRA Lab "
                      "knows: they are ignored")
             + _warning("unmapped_modules", nowhere, f"{len(nowhere)} module(s) name no weight of {where}: "

@@ -9,6 +9,10 @@ with ``path`` replaced by the name relative to the ``loras`` folder). Values are
 number that does not exist is ``null``::
 
     schema: 1
+    verdict: str                                         # one line: what it is for and how much maps,
+                                                         # or "not a LoRA (looks like a checkpoint): ..."
+    not_lora: str | null                                 # no LoRA tensor in it and it looks like a "checkpoint",
+                                                         # "textual-inversion embedding", "VAE" or "text encoder"
     name, path: str; file_size: int (bytes); tensor_count: int; dtypes: {dtype: tensors}
     format: {id, name}                                   # producer, e.g. {"kohya", "kohya sd-scripts"}
     arch: {id, name, variant, metadata_claim}            # ids: sd1 sd2 sdxl sdxl_refiner flux | null
@@ -30,7 +34,7 @@ number that does not exist is ``null``::
     triggers: [{word, kind, source, count, images, likely}]; trigger_words: [str]
     metadata: {kohya: {...typed}, modelspec: {...}, aitoolkit: {...}, other: {...}, errors: {key: why}}
     warnings: [{code, message, count, items}]            # header-level health warnings; codes:
-        arch_mismatch, unknown_arch, alpha_nonfinite, alpha_not_positive, alpha_far_above_rank,
+        not_a_lora, arch_mismatch, unknown_arch, alpha_nonfinite, alpha_not_positive, alpha_far_above_rank,
         alpha_ignored, rank_vs_metadata, alpha_vs_metadata, duplicate_target, unknown_keys,
         unmapped_modules, size_mismatch, broken_module
 
@@ -46,13 +50,15 @@ import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 from ..blocks.map import OTHER, block_of, block_sort_key
 from ..files.hashes import Hashes, file_hashes
 from ..files.safetensors import gc_paused
 from ..formats.host_keys import NEWEST, HostRules, host_targets
+from ..formats.keys import Entry
 from ..formats.metadata import Metadata, Training, parse_metadata, training_summary
+from ..formats.not_lora import not_a_lora, use_instead
 from ..formats.triggers import Trigger, find_triggers, trigger_words
 from ..layouts import ModelLayout
 from ..lora import Lora, MappedEntry
@@ -190,6 +196,7 @@ class Summary:
     training: Training
     triggers: list[Trigger]
     warnings: list[HealthWarning]
+    not_lora: str | None = None
 
     @property
     def name(self) -> str:
@@ -215,11 +222,30 @@ class Summary:
     def trigger_words(self) -> list[str]:
         return trigger_words(self.triggers)
 
+    def verdict(self, warnings: int | None = None) -> str:
+        """One line: what the file is for and how much of it maps onto that model, or what it is
+        instead of a LoRA; ``warnings`` (default: the header-level ones) are counted at the end."""
+        if self.not_lora is not None:
+            return f"{not_a_lora(self.not_lora)}: {use_instead(self.not_lora)}"
+        if not self.modules:
+            return "no LoRA tensors in this file: it changes nothing"
+        mapped = sum(self.components.values())
+        algorithms = " + ".join(self.algorithms)
+        target = f"for {self.arch_name}" if self.arch else "for no known base model"
+        line = f"{algorithms} {target}: {mapped} of {len(self.modules)} modules map onto it"
+        if self.rank.values and not self.rank.varies:
+            line += f"; rank {_label(self.rank.values[0][0])}"
+        elif self.rank.values:
+            ranks = [v for v, _ in self.rank.values if v is not None]
+            line += f"; rank {min(ranks)}-{max(ranks)}" if ranks else ""
+        n = len(self.warnings) if warnings is None else warnings
+        return line + (f"; {n} warning(s) below" if n else "")
+
     def to_dict(self) -> dict:
         comps = self.components
         mapped = sum(comps.values())
         return {
-            "schema": SCHEMA, "name": self.name, "path": self.path, "file_size": self.file_size,
+            "schema": SCHEMA, "verdict": self.verdict(), "not_lora": self.not_lora, "name": self.name, "path": self.path, "file_size": self.file_size,
             "tensor_count": self.tensor_count, "dtypes": self.dtypes,
             "format": {"id": self.format, "name": self.format_name},
             "arch": {"id": self.arch, "name": self.arch_name, "variant": self.arch_variant,
@@ -243,7 +269,7 @@ class Summary:
     def text_lines(self) -> list[str]:
         """The concise human-readable report (header part)."""
         mib = self.file_size / 2**20
-        lines = [f"{self.name}  {mib:.1f} MiB, {self.tensor_count} tensors ("
+        lines = [f"file: {self.name}  {mib:.1f} MiB, {self.tensor_count} tensors ("
                  + ", ".join(f"{k} ×{v}" for k, v in self.dtypes.items()) + ")"]
         claim = ""
         if self.metadata_arch and self.metadata_arch != self.arch:
@@ -285,7 +311,8 @@ class Summary:
         return lines
 
     def to_text(self) -> str:
-        return "\n".join(self.text_lines() + _warning_lines(self.warnings))
+        """The verdict, then the header report and the health warnings."""
+        return "\n".join([self.verdict()] + self.text_lines() + _warning_lines(self.warnings))
 
 
 def _training_lines(t: Training) -> list[str]:
@@ -413,7 +440,7 @@ def summary_of(lora: Lora, path: str, file_size: int, host: HostRules = NEWEST) 
         unrecognized_keys=list(lora.unrecognized) + list(lora.orphans),
         host_dropped=host_dropped, host_dropped_we_map=dropped_we_map, host_name=host.name,
         metadata=md, training=training_summary(md), triggers=find_triggers(md),
-        warnings=header_warnings(lora, md),
+        warnings=header_warnings(lora, md), not_lora=det.not_lora,
     )
 
 
@@ -440,6 +467,7 @@ class Report:
 
     def to_dict(self) -> dict:
         d = self.summary.to_dict()
+        d["verdict"] = self.summary.verdict(len(self.warnings))
         d["warnings"] = [w.to_dict() for w in self.warnings]
         d["blocks"] = None
         if self.blocks is not None:
@@ -463,7 +491,8 @@ class Report:
         return bar_chart([b.block for b in blocks], values, f"{self.summary.name}", what)
 
     def to_text(self) -> str:
-        lines = self.summary.text_lines()
+        """The verdict, the header report, block strengths and hashes where computed, then every warning."""
+        lines = [self.summary.verdict(len(self.warnings))] + self.summary.text_lines()
         if self.blocks is not None:
             lines += _block_lines(self.blocks, self.relative)
         if self.hashes is not None:
@@ -478,12 +507,14 @@ class Report:
 
 def inspect_lora(path: str | os.PathLike, *, blocks: bool = True, hashes: bool = False,
                  base: Mapping[str, torch.Tensor] | str | os.PathLike | None = None,
-                 layout: ModelLayout | None = None, host: HostRules = NEWEST) -> Report:
+                 layout: ModelLayout | None = None, host: HostRules = NEWEST,
+                 progress: Callable[[int, int], None] | None = None) -> Report:
     """Inspect a LoRA file. ``blocks`` reads the tensors (one module at a time) for block
-    strengths and the NaN/Inf and all-zero checks; ``base`` (a state dict with ComfyUI keys or a
-    safetensors path) adds relative strengths; ``hashes`` hashes the whole file; ``host`` is the
-    ComfyUI version whose loader the dropped-key count emulates. Without ``blocks`` no tensor is
-    read and torch is not imported."""
+    strengths and the NaN/Inf and all-zero checks, calling ``progress(done, total)`` after each
+    module (it may raise to stop); ``base`` (a state dict with ComfyUI keys or a safetensors path)
+    adds relative strengths; ``hashes`` hashes the whole file; ``host`` is the ComfyUI version whose
+    loader the dropped-key count emulates. Without ``blocks`` no tensor is read and torch is not
+    imported."""
     with gc_paused():
         lora = Lora.open(path, layout)
     with lora:
@@ -494,9 +525,16 @@ def inspect_lora(path: str | os.PathLike, *, blocks: bool = True, hashes: bool =
             from .block_strength import BaseWeights, block_strengths
             checks = TensorChecks()
             weights = BaseWeights(base) if base is not None else None
+            total = sum(1 for item in lora.items if item.entry.supported)
+            done = [0]
+
+            def on_module(entry: Entry, adapter: object, norm: float | None) -> None:
+                checks.check(entry, adapter_tensors(adapter), norm)
+                done[0] += 1
+                if progress is not None:
+                    progress(done[0], total)
             try:
-                report.blocks = block_strengths(
-                    lora, weights, lambda e, a, n: checks.check(e, adapter_tensors(a), n))
+                report.blocks = block_strengths(lora, weights, on_module)
             finally:
                 if weights is not None:
                     weights.close()

@@ -124,7 +124,7 @@ def _add(plan: ApplyPlan, patcher: Any, which: str, adapters: dict[Planned, Any]
                 added = set(patcher.add_patches({k: adapters[p] for k, p in group.items()}, strength))
                 for k, p in group.items():
                     if k not in added:
-                        plan.drop(p, f"the {which} has no weight {p.key}")
+                        plan.drop(p, f"the {which} has no weight {p.key}", f"the {which} has no such weight")
 
 
 def apply_plan(plan: ApplyPlan, tensors: Mapping[str, torch.Tensor], model: Any, clip: Any) -> tuple[Any, Any]:

@@ -1,8 +1,10 @@
 """Hostile names and hostile files in the real ComfyUI.
 
 * Every hostile name (escapes, absolute, drive, UNC and device forms, streams, look-alikes, control
-  characters) and every symlink out of the folder is refused by the pack's one resolver
-  (nodes/host/folders.lora_path), and by every LoRA Lab node input that takes a file name.
+  characters) is refused by the pack's one resolver (nodes/host/folders.lora_path), and by every
+  LoRA Lab node input that takes a file name: none of them is in ComfyUI's listing of the loras
+  folders. What that listing holds through a symlink (a file or folder elsewhere, as users link
+  LoRAs from another drive) is read, as core's loaders read it.
 * The corpus of loralab_testkit.malformed, put into the loras folder, through the host entry
   points: the ``/loralab/lora_info`` route (a 4xx JSON answer naming the file and the problem, no
   server path, strict JSON when it answers 200) and the loader node's ``apply_lora``; afterwards
@@ -35,25 +37,44 @@ def corpus(loras) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def escapes(host, loras) -> list[str]:
-    """A valid LoRA outside the loras folder, and names that would reach it."""
-    models = os.path.dirname(loras)
-    case("control_valid_lora").build(os.path.join(models, "secret.safetensors"))
-    os.symlink(os.path.join(models, "secret.safetensors"), os.path.join(loras, "escape.safetensors"))
-    os.symlink(models, os.path.join(loras, "up"))
-    return [*HOSTILE_NAMES, "escape.safetensors", "up/secret.safetensors", os.path.join(models, "secret.safetensors")]
+def outside(host, loras) -> str:
+    """A valid LoRA in a folder beside the loras folder, linked into it as a file
+    (``linked.safetensors``) and through a linked folder (``linked_folder/secret.safetensors``)."""
+    folder = os.path.join(os.path.dirname(loras), "elsewhere")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "secret.safetensors")
+    case("control_valid_lora").build(path)
+    os.symlink(path, os.path.join(loras, "linked.safetensors"))
+    os.symlink(folder, os.path.join(loras, "linked_folder"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def escapes(host, loras, outside) -> list[str]:
+    """Names that would reach the LoRA outside the loras folder without being listed."""
+    return [*HOSTILE_NAMES, "../elsewhere/secret.safetensors", "linked_folder/../../elsewhere/secret.safetensors",
+            outside]
 
 
 def _relative(loras: str, path: str) -> str:
     return os.path.relpath(path, loras).replace(os.sep, "/")
 
 
-def test_lora_path_refuses_every_hostile_name_and_escaping_link(host, escapes):
+def test_lora_path_refuses_every_hostile_name(host, escapes):
     lora_path = host.module("nodes.host.folders").lora_path
     for name in escapes:
         with pytest.raises(Exception) as e:
             lora_path(name)
         assert type(e.value).__name__ == "UnsafeNameError", (name, e.value)
+
+
+def test_names_comfyui_lists_through_symlinks_are_offered_and_read(host, outside):
+    """As core's loaders do: a linked file and a file in a linked folder are listed and resolve to the file."""
+    folders = host.module("nodes.host.folders")
+    listed = host.folder_paths.get_filename_list("loras")
+    for name in ("linked.safetensors", "linked_folder/secret.safetensors"):
+        assert name in listed and name in folders.lora_names()
+        assert folders.lora_path(name) == os.path.realpath(outside)
 
 
 def test_lora_path_resolves_names_inside(host, loras, corpus):

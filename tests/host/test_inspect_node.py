@@ -130,8 +130,10 @@ def test_route_answers_and_refuses_traversal(host, lora_name, tmp_path, monkeypa
     assert ok["path"] == lora_name and ok["format"]["id"] == "kohya" and ok["arch"]["id"] == "sd1"
     assert ok["trigger_words"] == ["ohwx woman"] and "blocks" not in ok and "hashes" not in ok
     assert all(n == 1 for n in reads), "the route read tensor data"
-    statuses = [s for s, _ in rest]
-    assert statuses == [400, 400, 400, 400, 400, 400, 404, 422, 400], rest
-    assert all(set(body) == {"error"} and body["error"] for _, body in rest)
-    for q, (_, body) in zip(queries[1:], rest):  # no server path in an answer, unless the client sent it
+    (link_status, linked), refused = rest[3], rest[:3] + rest[4:]
+    assert link_status == 200 and linked["path"] == link and linked["arch"]["id"] == "sd1", linked  # as core lists it
+    statuses = [s for s, _ in refused]
+    assert statuses == [400, 400, 400, 400, 400, 404, 422, 400], refused
+    assert all(set(body) == {"error"} and body["error"] for _, body in refused)
+    for q, (_, body) in zip(queries[1:4] + queries[5:], refused):  # no server path, unless the client sent it
         assert loras not in body["error"] or loras in str(q), (q, body)

@@ -227,7 +227,7 @@ def test_wrong_architecture_applies_nothing_and_says_which(host, models, tmp_pat
     path = materialize("kohya_sd15_lora", os.path.join(host.folder("loras"), "loader_full_sd15.safetensors"), rank=2)
     ours, clip, info = _ours(host, mp, None, os.path.basename(path))
     assert ours is mp and not ours.patches
-    assert "this LoRA is for SD1.x, the model is SDXL: nothing applied" in info
+    assert info.startswith("nothing applied: this LoRA is for SD1.x, the model is SDXL (use a LoRA made for this model)")
 
 
 @pytest.fixture(scope="module")
@@ -275,11 +275,13 @@ def test_partial_match_applies_what_fits_and_lists_the_rest(host, models, clip_l
     assert ours_m is mp
     assert len(ours_c.patcher.patches) == 72 and all(k.startswith("clip_l.") for k in ours_c.patcher.patches)
     lines = info.splitlines()
-    listed = [ln for ln in lines if ln.startswith("  lora_")]
-    assert f"not applied: {len(listed)} modules" in lines and len(listed) == 986 - 72
-    assert any("lora_unet_input_blocks_4_1_proj_in: size [640, 640] does not fit" in ln for ln in listed)
-    assert any(ln.startswith("  lora_te2_text_model_encoder_layers_0_mlp_fc1: the clip has no weight clip_g.")
-               for ln in listed)
+    assert lines[0] == "applied 72 of 986 modules; 914 not applied (reasons below)" and lines[1] == "not applied: 914 modules"
+    reasons = lines[2:lines.index(next(ln for ln in lines if ln.startswith("LoRA: ")))]
+    counts = {ln.split(" × ")[1].split(", e.g. ")[0]: int(ln.split(" × ")[0]) for ln in reasons}
+    assert sum(counts.values()) == 914 and len(reasons) <= 5, reasons  # grouped: a line per reason, not per module
+    assert counts["the clip has no such weight"] == 192  # clip_g modules: this CLIP is CLIP-L only
+    unfit = next(ln for ln in reasons if " × does not fit its weight in this model, e.g. " in ln)
+    assert ": size [" in unfit and "] does not fit diffusion_model." in unfit  # the first one's sizes, in full
 
 
 def test_unknown_model_architecture_passes_through_and_says_so(host, models, monkeypatch):
@@ -287,7 +289,7 @@ def test_unknown_model_architecture_passes_through_and_says_so(host, models, mon
     file_name, _ = _fitted(host, mp, "kohya_sd15_lora")
     monkeypatch.setattr(host.module("nodes.host.models"), "model_arch", lambda model: None)
     ours, _, info = _ours(host, mp, None, file_name)
-    assert ours is mp and "which LoRA Lab has no layout for yet: nothing applied" in info
+    assert ours is mp and info.startswith("nothing applied: the model is ") and "which LoRA Lab has no layout for yet" in info
 
 
 def test_user_preset_file_is_read_at_execution(host, models):
@@ -347,7 +349,8 @@ def test_nodes_run_in_the_real_executor(host, tiny_models, models):
     direct = sum(float(p.detach().double().sum()) for p in m2.model.diffusion_model.parameters())
     assert stacked["sum"] == direct and stacked["num_patches"] == len(m2.patches)
     info = host.executor.history_result["outputs"]["2"]["text"][0]
-    assert info.startswith("[1] LoRA: " + first) and "\n\n[3] LoRA: " + second in info
+    assert info.startswith("[1] applied ") and "\nLoRA: " + first in info and "\n\n[3] applied " in info
+    assert "\nLoRA: " + second in info
 
 
 def test_a_broken_file_stops_the_node_with_a_clear_error(host, models):
@@ -432,4 +435,4 @@ def test_oft_boft_and_glora_block_at_zero_leaves_its_keys_unchanged(host, models
     assert zero and set(ours.patches) == set(core.patches) - set(zero)
     for k in base:
         assert torch.equal(patched[k], base[k] if k in zero else full[k]), k
-    assert f"strength x block weight = 0, left out: {len(zero)} modules" in info
+    assert f"; {len(zero)} left out at strength x block weight 0" in info.splitlines()[0]

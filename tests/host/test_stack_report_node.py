@@ -82,5 +82,6 @@ def test_stack_report_node_json_and_wiring_into_the_stack(host, tiny_models):
     assert ok, (history, messages)
     assert "stack report: 2 LoRAs for Flux" in history["outputs"]["2"]["text"][0]
     info = history["outputs"]["3"]["text"][0]
-    assert info.startswith("[1] LoRA: " + names["style"]) and "[2] LoRA: " + names["undo"] in info
+    assert info.startswith("[1] applied ") and "\nLoRA: " + names["style"] in info
+    assert "\n\n[2] " in info and "\nLoRA: " + names["undo"] in info
     assert torch.is_tensor(image)

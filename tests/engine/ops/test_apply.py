@@ -78,7 +78,7 @@ def test_zero_weight_blocks_are_left_out_and_counted():
     assert len(plan.patches) + len(plan.zero) == 986
     assert all(not p.block.startswith("OUT") for p in plan.zero)
     assert plan.groups(CLIP) == []
-    assert "left out: " + str(len(plan.zero)) in plan.report()
+    assert f"; {len(plan.zero)} left out at strength x block weight 0" in plan.report().splitlines()[0]
 
 
 def test_single_blocks_only_flux_lora_gets_single_block_weights():
@@ -96,7 +96,8 @@ def test_wrong_architecture_applies_nothing_and_names_both():
     lora, plan = _plan("kohya_sd15_lora", "sdxl")
     assert plan.refused and not plan.patches
     report = plan.report()
-    assert "this LoRA is for SD1.x, the model is SDXL: nothing applied" in report
+    assert report.startswith("nothing applied: this LoRA is for SD1.x, the model is SDXL (use a LoRA made for "
+                             "this model)\n")
     lora, plan = _plan("kohya_flux_lora", "sd1")
     assert "this LoRA is for Flux.1, the model is SD1.x" in plan.refused
 
@@ -111,7 +112,11 @@ def test_without_clip_text_encoder_entries_are_listed_with_the_reason():
     lora, plan = _plan("kohya_sd15_lora", "sd1", clip=False)
     assert len(plan.not_applied) == 72 and all(n.reason == "text encoder clip_l: no CLIP connected"
                                                for n in plan.not_applied)
-    assert "lora_te_text_model_encoder_layers_0_mlp_fc1: text encoder clip_l: no CLIP connected" in plan.report()
+    lines = plan.report().splitlines()
+    assert lines[:3] == ["applied 192 of 264 modules; 72 not applied (reasons below)", "not applied: 72 modules",
+                         "  72 × text encoder clip_l: no CLIP connected, e.g. lora_te_text_model_encoder_layers_0_mlp_fc1, "
+                         "lora_te_text_model_encoder_layers_0_mlp_fc2, lora_te_text_model_encoder_layers_0_self_attn_k_proj "
+                         "and 69 more"]
 
 
 def test_partially_matching_lora_applies_what_fits_and_lists_the_rest():
@@ -124,8 +129,21 @@ def test_partially_matching_lora_applies_what_fits_and_lists_the_rest():
     assert len(plan.patches) + len(plan.not_applied) == 986
     assert all(n.reason == "no module of SDXL has this name" for n in plan.not_applied)
     report = plan.report()
-    assert f"not applied: {len(plan.not_applied)} modules" in report
-    assert "  lora_unet_input_blocks_4_1_transformer_blocks_1_attn1_to_q: no module of SDXL has this name" in report
+    n = len(plan.not_applied)
+    assert report.startswith(f"applied {986 - n} of 986 modules; {n} not applied (reasons below)\n"
+                             f"not applied: {n} modules\n  {n} × no module of SDXL has this name, e.g. ")
+    assert len([line for line in report.splitlines() if "lora_unet_" in line]) == 1  # one line per reason
+
+
+def test_reasons_are_counted_once_with_the_first_entry_in_full():
+    """Modules that do not fit their weight's size: one line, the count, and what the first one's sizes are."""
+    sd15 = ModelLayout.from_config("sd1", dict(layout_for("sd1").config, context_dim=1024))  # an SD2-width context
+    lora, plan = _plan("kohya_sd15_lora", "sd1", layout=sd15)
+    unfit = [n for n in plan.not_applied if n.why == "does not fit its weight in this model"]
+    assert len(unfit) == 32 and all("does not fit" in n.reason and n.reason != n.why for n in unfit)
+    line = next(x for x in plan.report().splitlines() if "does not fit its weight" in x)
+    assert line.startswith("  32 × does not fit its weight in this model, e.g. ") and " and 29 more (" in line
+    assert line.endswith(f"({unfit[0].label}: {unfit[0].reason})")
 
 
 def test_zero_strength_patches_nothing():
@@ -154,7 +172,8 @@ def test_split_and_dropped_formats_plan_onto_canonical_targets(name, arch_id):
 def test_report_names_file_model_spec_and_counts():
     lora, plan = _plan("kohya_sd15_lora", "sd1", spec="OUTALL", sm=0.7)
     report = plan.report()
-    assert report.startswith("LoRA: kohya_sd15_lora (kohya sd-scripts; made for SD1.x)\nmodel: SD1.x\n")
+    assert report.startswith("applied 180 of 264 modules; 84 left out at strength x block weight 0\n"
+                             "LoRA: kohya_sd15_lora (kohya sd-scripts; made for SD1.x)\nmodel: SD1.x\n")
     assert "block weights: OUTALL" in report
     assert "applied to the model: " in report and "(strength 0.7 x block weight = 0.7)" in report
 
@@ -169,5 +188,6 @@ def test_tensors_that_belong_to_no_adapter_are_listed():
     plan = plan_application(lora, parse_block_weights("", "sd1"), 1.0, 1.0, model_arch="sd1", clip_connected=True)
     assert len(plan.patches) == 1
     report = plan.report()
-    assert "  some_other_thing: not a tensor of any LoRA format LoRA Lab reads" in report
-    assert "  lora_unet_middle_block_1_proj_out.alpha: belongs to no adapter (its partner tensors are missing)" in report
+    assert "  1 × not a tensor of any LoRA format LoRA Lab reads, e.g. some_other_thing\n" in report
+    assert ("  1 × belongs to no adapter (its partner tensors are missing), e.g. "
+            "lora_unet_middle_block_1_proj_out.alpha\n") in report

@@ -95,14 +95,17 @@ def test_summary_of_every_fixture(name, tmp, reads):
     assert d["coverage"]["mapped"] == len(s.modules) and d["coverage"]["unmapped"] == 0
     assert d["coverage"]["unet"] + d["coverage"]["text_encoder"] == len(s.modules)
     assert d["host"]["name"] == "ComfyUI 0.33.0"
-    assert s.to_text().startswith(name + ".safetensors")
+    mapped = sum(comps.values())
+    verdict, first = s.to_text().splitlines()[:2]
+    assert verdict.startswith(f"{' + '.join(s.algorithms)} for {s.arch_name}: {mapped} of {mapped} modules map onto it")
+    assert first.startswith(f"file: {name}.safetensors") and d["verdict"] == verdict and d["not_lora"] is None
 
 
 def test_summary_json_shape_is_stable(tmp):
     """The keys the frontend reads (documented in loralab.ops.inspect)."""
     path = materialize("kohya_sd15_lora", os.path.join(tmp, "k.safetensors"), rank=2)
     d = summarize(path).to_dict()
-    assert set(d) == {"schema", "name", "path", "file_size", "tensor_count", "dtypes", "format", "arch", "algorithms",
+    assert set(d) == {"schema", "verdict", "not_lora", "name", "path", "file_size", "tensor_count", "dtypes", "format", "arch", "algorithms",
                       "rank", "alpha", "scale", "coverage", "layers", "modules", "unmapped", "unrecognized_keys",
                       "host", "training", "triggers", "trigger_words", "metadata", "warnings"}
     assert set(d["arch"]) == {"id", "name", "variant", "metadata_claim"}
