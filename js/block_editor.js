@@ -3,7 +3,7 @@
 // ways with the text widget. The workflow keeps only the text, so it stays plain and shareable.
 
 import { el } from "./lib/dom.js";
-import { buildSliders, describeBlock, setOptions, showValues } from "./lib/editor_view.js";
+import { buildSliders, describeBlock, invertValues, markTouched, presetsForArch, setOptions, showValues } from "./lib/editor_view.js";
 import { SpecError, parseSpec, serialiseSpec, specFits } from "./lib/spec.js";
 import { displayText } from "./lib/text.js";
 import { blockCatalog } from "./server_data.js";
@@ -22,6 +22,10 @@ export function attachBlockEditor(node, panel) {
   const archSelect = el(document, "select", { className: "loralab-select", title: "architecture (follows the LoRA)" });
   const presetSelect = el(document, "select", { className: "loralab-select", title: "preset" });
   const rowSelect = el(document, "select", { className: "loralab-select", title: "which LoRA's block weights" });
+  const invertButton = el(document, "button", {
+    className: "loralab-button loralab-invert", text: "invert",
+    title: "invert every weight: w → 1 − w (tokens stay)", attrs: { type: "button" },
+  });
   const status = el(document, "div", { className: "loralab-status" });
   const sliderHost = el(document, "div");
   const root = el(document, "div", { className: "loralab-blocks" }, [
@@ -30,6 +34,7 @@ export function attachBlockEditor(node, panel) {
       rows.length > 1 ? rowSelect : null,
       archSelect,
       presetSelect,
+      invertButton,
     ]),
     sliderHost,
     status,
@@ -73,7 +78,8 @@ export function attachBlockEditor(node, panel) {
     const invalid = root.getAttribute("data-kind") === "invalid";
     for (const c of sliders.cells.values()) c.input.disabled = invalid;
     const upper = text.trim().toUpperCase();
-    presetSelect.value = catalog.presets.some((p) => p.name === upper) ? upper : "";
+    presetSelect.value = presetsForArch(catalog.presets, catalog.arch).some((p) => p.name === upper) ? upper : "";
+    invertButton.disabled = invalid;
   };
 
   const writeSpec = (text) => {
@@ -108,8 +114,9 @@ export function attachBlockEditor(node, panel) {
       sliderHost.replaceChildren(sliders.root);
       root.setAttribute("data-family", catalog.family);
       setOptions(document, presetSelect, [{ value: "", label: "preset…" },
-        ...catalog.presets.map((p) => ({ value: p.name, label: p.name }))], "");
+        ...presetsForArch(catalog.presets, catalog.arch).map((p) => ({ value: p.name, label: p.name }))], "");
       archSelect.value = arch;
+      showTouched();
       showSpec();
     } catch (e) {
       if (mine !== token) return;
@@ -117,6 +124,15 @@ export function attachBlockEditor(node, panel) {
       sliderHost.replaceChildren();
       setStatus(`blocks unavailable: ${displayText(e?.message, 160)}`, "error");
     }
+  };
+
+  // Dim the blocks the row's LoRA does not touch (lora_info's coverage.blocks), when the sliders
+  // are its arch's.
+  const showTouched = () => {
+    if (!sliders) return;
+    const info = panel?.info(row.suffix);
+    const touched = info?.arch?.id === catalog?.arch ? info?.coverage?.blocks : null;
+    markTouched(sliders.cells, Array.isArray(touched) ? touched : null);
   };
 
   const archOfRow = () => {
@@ -142,7 +158,17 @@ export function attachBlockEditor(node, panel) {
   const followLora = () => {
     const arch = archOfRow();
     if (arch && arch !== catalog?.arch) loadArch(arch);
+    else showTouched();
   };
+
+  invertButton.addEventListener("click", (e) => {
+    e.stopPropagation();
+    if (!values || root.getAttribute("data-kind") !== "ok") return;
+    values = invertValues(values);
+    writeSpec(serialiseSpec(values, catalog));
+    showValues(sliders.cells, values, params());
+    setStatus(`${catalog.name}: inverted (w → 1 − w)`, "ok");
+  });
 
   archSelect.addEventListener("change", () => loadArch(archSelect.value));
   presetSelect.addEventListener("change", () => {

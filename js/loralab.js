@@ -9,12 +9,16 @@ import { attachBlockEditor } from "./block_editor.js";
 import { attachLossChart } from "./loss_chart.js";
 import { attachInfoPanel } from "./metadata_panel.js";
 import { reportText, showReport } from "./report_view.js";
+import { trainProgress } from "./server_data.js";
 import { injectStyles } from "./style.js";
 
 const PREFIX = "LoRALab";
 /** Nodes that show the loss chart from the start; any other LoRA Lab node gets it with its first
  * ``loralab.train.progress`` event. */
 const TRAINING = new Set(["LoRALabTrain", "LoRALabTrainSteps"]);
+/** Nodes that write a file into the loras folder: once a run that executed one ends, every panel
+ * revalidates its LoRA (a file may have been overwritten under a name some node shows). */
+const WRITERS = new Set(["LoRALabMerge", "LoRALabResize", "LoRALabExtract", "LoRALabSave", "LoRALabTrain", "LoRALabTrainSteps", "LoRALabTrainSave"]);
 
 function chain(proto, name, after) {
   const before = proto[name];
@@ -50,6 +54,18 @@ function allNodes() {
   return out;
 }
 
+/** Every panel checks its pickers again, every editor its arch. */
+function sync() {
+  for (const node of allNodes()) {
+    node.loralab?.panel?.sync();
+    node.loralab?.editor?.refresh();
+  }
+}
+
+function revalidateAll() {
+  for (const node of allNodes()) node.loralab?.panel?.refresh();
+}
+
 function chartOf(node) {
   node.loralab.chart ??= attachLossChart(node);
   return node.loralab.chart;
@@ -64,20 +80,44 @@ app.registerExtension({
       const node = detail ? nodeOfExecutionId(detail.node) : null;
       if (node?.loralab) chartOf(node).add(detail);
     });
+    let wrote = false;
+    const ended = () => {
+      if (wrote) revalidateAll();
+      wrote = false;
+    };
+    api.addEventListener("executing", ({ detail }) => {
+      const id = detail && typeof detail === "object" ? detail.node : detail;
+      if (id === null || id === undefined) return ended();
+      const node = nodeOfExecutionId(id);
+      if (WRITERS.has(node?.comfyClass ?? node?.type)) wrote = true;
+    });
+    for (const name of ["execution_success", "execution_error", "execution_interrupted"]) {
+      api.addEventListener(name, ended);
+    }
+  },
+
+  // ComfyUI's refresh (R, or the Refresh button): files may have changed on disk.
+  refreshComboInNodes() {
+    revalidateAll();
   },
 
   // Loading a workflow or clearing the graph: frontends from 1.49 on may set a picker's value after
   // the node's onConfigure (and never through its callback), so every panel checks its pickers again
-  // once the graph is configured, and once more a frame later.
-  afterConfigureGraph() {
-    const sync = () => {
-      for (const node of allNodes()) {
-        node.loralab?.panel?.sync();
-        node.loralab?.editor?.refresh();
-      }
-    };
+  // once the graph is configured, and once more a frame later. A reloaded page (or a workflow loaded
+  // again): charts of the nodes that trained in this server's life are drawn from its history.
+  async afterConfigureGraph() {
     sync();
     requestAnimationFrame(sync);
+    try {
+      const { nodes } = await trainProgress();
+      const graph = app.rootGraph ?? app.graph;
+      for (const id of nodes ?? []) {
+        const node = graph?.getNodeById(/^\d+$/.test(id) ? Number(id) : id) ?? graph?.getNodeById(id);
+        if (node?.loralab) chartOf(node).replay(await trainProgress(id));
+      }
+    } catch {
+      // no history: nothing to draw
+    }
   },
 
   async beforeRegisterNodeDef(nodeType, nodeData) {

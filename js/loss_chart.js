@@ -1,5 +1,6 @@
 // The live loss chart: ``loralab.train.progress`` events (node, run, step, total, loss,
-// loss_avg, lr) drawn on the node that sent them, raw loss and its smoothed line.
+// loss_avg, lr, t, or saved) drawn on the node that sent them, raw loss and its smoothed line, with
+// it/s, ETA and the saved file; a reloaded page replays the run from GET /loralab/train_progress.
 
 import { LossSeries, chartGeometry, formatTick, statusLine } from "./lib/chart.js";
 import { el } from "./lib/dom.js";
@@ -73,6 +74,16 @@ export function attachLossChart(node) {
   return {
     add(event) {
       if (series.add(event)) redraw();
+    },
+    /** Feed a run's history from the server (a reloaded page); events the chart already has
+     * (live ones that came first) are not fed again. */
+    replay(history) {
+      if (!history || !Array.isArray(history.events) || history.run === null) return;
+      if (series.run !== null && series.run !== history.run) return;  // a newer run is live
+      const seen = series.last?.step ?? -Infinity;
+      for (const e of history.events) if (!(e?.step <= seen)) series.add(e);
+      if (history.saved) series.add(history.saved);
+      redraw();
     },
   };
 }

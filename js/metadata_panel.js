@@ -104,21 +104,26 @@ export function attachInfoPanel(node) {
       settle(e, null, { status: "empty", view: null });
       return;
     }
-    e.state = { ...e.state, status: "loading" };
-    render();
+    if (!(e.state.status === "ok" && e.shown === name)) {  // revalidating what it shows: no flicker
+      e.state = { ...e.state, status: "loading" };
+      render();
+    }
     try {
       const info = await loraInfo(name);
       if (token !== e.token) return;
+      if (info === e.info && e.state.status === "ok") return;  // the file did not change (304)
       const view = infoView(info);
+      e.shown = name;
       settle(e, view.ok ? info : null, view.ok ? { status: "ok", view } : { status: "error", error: view.error });
     } catch (err) {
       if (token !== e.token) return;
-      settle(e, null, { status: "error", error: errorText(err?.message) });
+      if (err?.status === 404) settle(e, null, { status: "missing", error: name, view: null });
+      else settle(e, null, { status: "error", error: errorText(err?.message) });
     }
     if (token === e.token && e.widget.value !== name) load(e);  // the picker moved on without its callback
   };
 
-  for (const e of entries) onWidgetChange(e.widget, () => load(e));
+  for (const e of entries) onWidgetChange(e.widget, () => load(e), { repick: true });
   render();
   return {
     refresh: () => entries.forEach(load),

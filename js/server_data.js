@@ -1,4 +1,7 @@
-// Requests to LoRA Lab's routes, cached per key. Failures are not cached, so a retry can succeed.
+// Requests to LoRA Lab's routes. The block catalogs are cached per arch for the page (they come
+// with the pack). LoRA summaries are cached with the file's identity (the route's ETag, size and
+// mtime) and revalidated on every ask: a 304 keeps the copy, a rewritten file brings its new summary,
+// a deleted one is a 404 (``err.status``). Failures are not cached, so a retry can succeed.
 
 import { api } from "../../scripts/api.js";
 
@@ -6,8 +9,8 @@ const MAX_CACHED = 64;
 const infoCache = new Map();
 const catalogCache = new Map();
 
-async function getJson(route) {
-  const res = await api.fetchApi(route);
+async function getJson(route, res = null) {
+  res ??= await api.fetchApi(route);
   let body = null;
   try {
     body = await res.json();
@@ -16,7 +19,9 @@ async function getJson(route) {
   }
   if (!res.ok) {
     const reason = body && typeof body === "object" ? body.error ?? body.message : null;
-    throw new Error(reason ? String(reason) : `${res.status} ${res.statusText || "error"}`);
+    const err = new Error(reason ? String(reason) : `${res.status} ${res.statusText || "error"}`);
+    err.status = res.status;
+    throw err;
   }
   return body;
 }
@@ -33,12 +38,43 @@ function cached(cache, key, load) {
   return cache.get(key);
 }
 
-/** The header summary of a file in the loras folder (GET /loralab/lora_info). */
+const infoInFlight = new Map();
+
+async function revalidate(name) {
+  const route = `/loralab/lora_info?name=${encodeURIComponent(name)}`;
+  const known = infoCache.get(name);
+  const headers = known?.etag ? { "If-None-Match": known.etag } : {};
+  const res = await api.fetchApi(route, { headers, cache: "no-store" });
+  if (res.status === 304 && known) return known.body;
+  let body;
+  try {
+    body = await getJson(route, res);
+  } catch (e) {
+    infoCache.delete(name);
+    throw e;
+  }
+  infoCache.delete(name);
+  infoCache.set(name, { etag: res.headers.get("ETag"), body });
+  if (infoCache.size > MAX_CACHED) infoCache.delete(infoCache.keys().next().value);
+  return body;
+}
+
+/** The header summary of a file in the loras folder (GET /loralab/lora_info), checked against the
+ * file's current identity on every call (one request in flight per name). */
 export function loraInfo(name) {
-  return cached(infoCache, name, () => getJson(`/loralab/lora_info?name=${encodeURIComponent(name)}`));
+  if (!infoInFlight.has(name)) {
+    infoInFlight.set(name, revalidate(name).finally(() => infoInFlight.delete(name)));
+  }
+  return infoInFlight.get(name);
 }
 
 /** The block-weight editor's catalog of an arch, or with no arch the list of archs (GET /loralab/blocks). */
 export function blockCatalog(arch = "") {
   return cached(catalogCache, arch, () => getJson(`/loralab/blocks?arch=${encodeURIComponent(arch)}`));
+}
+
+/** The nodes with a training history on the server, or with ``node`` that node's last run
+ * ({run, events, saved}) (GET /loralab/train_progress); never cached. */
+export function trainProgress(node = null) {
+  return getJson(`/loralab/train_progress${node === null ? "" : `?node=${encodeURIComponent(node)}`}`);
 }

@@ -37,7 +37,13 @@ const CSS = `
 .loralab-group { display: flex; flex-direction: column; min-width: 16px; }
 .loralab-group-name { color: var(--descrip-text, #999); font-size: 10px; }
 .loralab-sliders { display: flex; flex-wrap: wrap; gap: 0; }
-.loralab-cell { display: flex; flex-direction: column; align-items: center; width: 16px; }
+.loralab-cell { display: flex; flex-direction: column; align-items: center; width: 22px; }
+.loralab-cell-value { width: 21px; box-sizing: border-box; padding: 0; margin: 0 0 1px; border: 0; border-radius: 2px;
+  font: 8px/11px monospace; text-align: center; color: inherit; background: var(--comfy-input-bg, #222); }
+.loralab-cell[data-untouched="true"] { opacity: 0.35; }
+.loralab-button { font: inherit; color: inherit; background: var(--comfy-menu-bg, #333); border: 1px solid var(--border-color, #555);
+  border-radius: 4px; cursor: pointer; }
+.loralab-button:disabled { opacity: 0.5; cursor: default; }
 .loralab-slider { writing-mode: vertical-lr; direction: rtl; width: 14px; height: 52px; margin: 0; padding: 0; accent-color: #6a9ff5; }
 .loralab-cell[data-kind="zero"] .loralab-slider { accent-color: #888; }
 .loralab-cell[data-kind="token"] .loralab-slider { accent-color: #c8f; }

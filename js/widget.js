@@ -60,11 +60,22 @@ export function addContentWidget(node, name, content, { fallbackHeight = 40, max
 }
 
 /** Call ``fn(value)`` after the widget's own callback whenever the user changes it. */
-export function onWidgetChange(widget, fn) {
+export function onWidgetChange(widget, fn, { repick = false } = {}) {
   const previous = widget.callback;
   widget.callback = function (value, ...rest) {
     const r = previous?.apply(this, [value, ...rest]);
     fn(widget.value);
     return r;
   };
+  // the frontend's setValue drops a pick of the value the widget already holds (no callback);
+  // ``repick`` reports it too (the metadata panel revalidates the file on a re-pick)
+  if (repick && typeof widget.setValue === "function") {
+    const setValue = widget.setValue;
+    widget.setValue = function (value, ...rest) {
+      const same = value === this.value;
+      const r = setValue.apply(this, [value, ...rest]);
+      if (same) fn(widget.value);
+      return r;
+    };
+  }
 }

@@ -5,16 +5,24 @@
   folder); ``400`` for names that escape the folder (``..``, absolute paths, symlinks pointing
   outside, control characters), ``404`` for files that do not exist and ``422`` for files that are
   not readable LoRAs; errors are ``{"error": "..."}``. It reads the header and the alpha scalars
-  only, never tensor data.
+  only, never tensor data. Answers carry an ``ETag`` naming the file's identity (size and
+  ``mtime_ns``); a request whose ``If-None-Match`` names it gets ``304`` without the header being read,
+  so the frontend can revalidate its copy on every pick and after a file was rewritten.
 * ``GET /loralab/blocks?arch=<id>``: the block-weight editor's catalog of one arch
   (:func:`loralab.blocks.catalog.block_catalog`: blocks, families, vector forms, presets resolved per
   block); without an arch, the arch ids and names it knows; an unknown arch id is a 404.
+* ``GET /loralab/train_progress?node=<id>``: the progress events of the last training run of a
+  node (:func:`nodes.host.training.train_progress`: {node, run, events, saved}), kept in memory so
+  a reloaded page redraws its loss chart (no events when the node has trained nothing since the
+  server started); without a node, ``{"nodes": [ids]}``, the nodes that have a history.
 """
 from __future__ import annotations
 
 import asyncio
 import functools
 import json
+import math
+import os
 
 from aiohttp import web
 
@@ -27,6 +35,7 @@ from .host.folders import lora_file
 
 LORA_INFO = "/loralab/lora_info"
 BLOCKS = "/loralab/blocks"
+TRAIN_PROGRESS = "/loralab/train_progress"
 _REGISTERED: set[int] = set()
 
 
@@ -44,12 +53,26 @@ async def lora_info(request: web.Request) -> web.Response:
     if path is None:
         return _error(404, f"{name!r}: no such LoRA in the loras folder")
     try:
+        st = os.stat(path)
+    except OSError:
+        return _error(404, f"{name!r}: no such LoRA in the loras folder")
+    etag = file_etag(st)
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if etag in [t.strip() for t in request.headers.get("If-None-Match", "").split(",")]:
+        return web.Response(status=304, headers=headers)
+    try:
         summary = await asyncio.get_running_loop().run_in_executor(None, summarize, path, None, HOST.key_rules)
     except LoRALabError as e:
         return _error(422, f"{name!r}: {e.problem}" + (f" ({e.hint})" if e.hint else ""))
     data = summary.to_dict()
     data["path"] = name
-    return web.json_response(data, dumps=lambda d: json.dumps(d, ensure_ascii=False, allow_nan=False))
+    return web.json_response(data, headers=headers,
+                             dumps=lambda d: json.dumps(d, ensure_ascii=False, allow_nan=False))
+
+
+def file_etag(st: os.stat_result) -> str:
+    """A file's identity for ``lora_info``: its size and modification time in nanoseconds."""
+    return f'"{st.st_size}-{st.st_mtime_ns}"'
 
 
 @functools.lru_cache(maxsize=None)
@@ -68,6 +91,18 @@ async def blocks(request: web.Request) -> web.Response:
     return web.json_response(_catalog(arch_id))
 
 
+async def train_progress(request: web.Request) -> web.Response:
+    """The loss history of a node's last run, for the chart of a reloaded page."""
+    from .host.training import train_progress as history, trained_nodes  # torch and comfy: loaded on first ask
+    node = request.query.get("node", "").strip()
+    if not node:
+        return web.json_response({"nodes": trained_nodes()})
+    found = history(node) or {"node": node, "run": None, "events": [], "saved": None}
+    finite = lambda v: None if isinstance(v, float) and not math.isfinite(v) else v  # noqa: E731
+    found["events"] = [{k: finite(v) for k, v in e.items()} for e in found["events"]]
+    return web.json_response(found, dumps=lambda d: json.dumps(d, allow_nan=False, default=str))
+
+
 def register(server) -> None:
     """Add the routes to ComfyUI's ``PromptServer`` (once per server, however often it is called)."""
     if id(server) in _REGISTERED:
@@ -75,3 +110,4 @@ def register(server) -> None:
     _REGISTERED.add(id(server))
     server.routes.get(LORA_INFO)(lora_info)
     server.routes.get(BLOCKS)(blocks)
+    server.routes.get(TRAIN_PROGRESS)(train_progress)

@@ -34,7 +34,8 @@ from .dataset import DatasetType
 from .host.folders import file_stamp, lora_names, lora_path, output_folder, picked_lora, picked_stamp
 from .host.models import model_layout
 from .host.progress import progress_callback
-from .host.training import diffusion_shapes, lora_model, model_info, raise_interrupt, source_model_name, train_steps
+from .host.training import (diffusion_shapes, lora_model, model_info, raise_interrupt, report_saved, source_model_name,
+                            train_steps)
 
 RunType = io.Custom("LORALAB_RUN")
 MODEL_TIP = "the diffusion model to train on (SD1.x, SD2, SDXL, SD3 or Flux); fp8/bf16 weights are fine"
@@ -200,12 +201,12 @@ def advance(run: TrainRun, steps: int, node: str | None, *, copy: bool = True) -
 
     def on_step(r: TrainRun, loss: float) -> None:
         if r.settings.save_every and r.step % r.settings.save_every == 0:
-            save_checkpoint(r, folder)
+            report_saved(r, _relative(save_checkpoint(r, folder)[0]), node)
             saved_at.add(r.step)
 
     if train_steps(run, steps, node_id=node, on_step=on_step):
         if run.step not in saved_at:
-            save_checkpoint(run, folder)
+            report_saved(run, _relative(save_checkpoint(run, folder)[0]), node)
         raise_interrupt()
     return run
 
@@ -245,6 +246,7 @@ class LoRALabTrain(io.ComfyNode):
                       settings.total_steps, node, copy=False)
         name = sanitize_output_name(settings.name, extension=".safetensors", default="lora")
         path = save_lora_file(run, unused_path(_loras_folder(), name), title=os.path.splitext(os.path.basename(name))[0])
+        report_saved(run, _relative(path), node)
         tensors = lora_tensors(run, SAVE_DTYPES[settings.save_dtype])
         return io.NodeOutput(lora_model(model, tensors), tensors, _relative(path), _loss_image(run))
 
@@ -384,6 +386,7 @@ class LoRALabTrainSave(io.ComfyNode):
     def execute(cls, run: TrainRun, name: str, with_state: bool) -> io.NodeOutput:
         path, _ = save_checkpoint(run, _loras_folder(), periodic=False, name=name.strip() or None,
                                   with_state=with_state)
+        report_saved(run, _relative(path))
         return io.NodeOutput(lora_tensors(run, SAVE_DTYPES[run.settings.save_dtype]), _relative(path),
                              _loss_image(run))
 

@@ -22,15 +22,26 @@ export class LossSeries {
     this.total = null;
     this.last = null;
     this.skipped = 0;
+    this.saved = null;
+    this.times = [];  // [step, seconds] of the loss events, for the rate
   }
 
   /** Add one event ({run, step, total, loss, loss_avg, lr}); a new run id starts a new series.
    * Events with a non-finite loss are counted, not plotted. Returns whether the event was used. */
-  add(event) {
+  add(event, now = Date.now() / 1000) {
     if (!event || typeof event !== "object" || !finite(event.step)) return false;
     if (event.run !== this.run) this.reset(event.run);
     if (finite(event.total) && event.total > 0) this.total = event.total;
+    if (typeof event.saved === "string") {  // the run's file was written: not a loss point
+      this.saved = event.saved;
+      return true;
+    }
     this.last = event;
+    const t = finite(event.t) ? event.t : now;
+    const m = this.times.length;
+    if (m > 0 && event.step <= this.times[m - 1][0]) this.times.length = this.times.findIndex(([s]) => s >= event.step);
+    this.times.push([event.step, t]);
+    if (this.times.length > RATE_WINDOW + 1) this.times.shift();
     if (!finite(event.loss)) {
       this.skipped += 1;
       return true;
@@ -46,6 +57,39 @@ export class LossSeries {
     this.losses.push(event.loss);
     return true;
   }
+}
+
+/** Steps the rate is measured over (the latest ones). */
+export const RATE_WINDOW = 50;
+
+/** Training speed and time left: {rate (steps per second) | null, eta (seconds) | null}, from
+ * the latest RATE_WINDOW steps' times (the server's clock where events carry ``t``). */
+export function rateAndEta(series) {
+  const t = series.times;
+  if (t.length < 2) return { rate: null, eta: null };
+  const [s0, t0] = t[0];
+  const [s1, t1] = t[t.length - 1];
+  if (!(t1 > t0) || !(s1 > s0)) return { rate: null, eta: null };
+  const rate = (s1 - s0) / (t1 - t0);
+  const left = series.total ? Math.max(0, series.total - s1) : null;
+  return { rate, eta: left === null ? null : left / rate };
+}
+
+/** Steps per second as text: "3.2 it/s", or "4.1 s/it" below one step a second. */
+export function formatRate(rate) {
+  if (!finite(rate) || rate <= 0) return "";
+  return rate >= 1 ? `${Number(rate.toPrecision(3))} it/s` : `${Number((1 / rate).toPrecision(3))} s/it`;
+}
+
+/** Seconds as "45s", "3:07", "1:02:05". */
+export function formatDuration(seconds) {
+  if (!finite(seconds) || seconds < 0) return "";
+  const s = Math.round(seconds);
+  if (s < 60) return `${s}s`;
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const sec = String(s % 60).padStart(2, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${sec}` : `${m}:${sec}`;
 }
 
 /** Debiased exponential moving average of ``values`` (the first value is not pulled to 0). */
@@ -156,5 +200,9 @@ export function statusLine(series) {
   if (finite(e.loss_avg)) parts.push(`avg ${formatTick(e.loss_avg)}`);
   if (finite(e.lr)) parts.push(`lr ${formatTick(e.lr)}`);
   if (series.skipped) parts.push(`${series.skipped} non-finite loss${series.skipped > 1 ? "es" : ""}`);
+  const { rate, eta } = rateAndEta(series);
+  if (rate !== null) parts.push(formatRate(rate));
+  if (eta !== null && series.total && e.step < series.total) parts.push(`ETA ${formatDuration(eta)}`);
+  if (series.saved !== null) parts.push(`saved ${series.saved}`);
   return parts.join(" · ");
 }

@@ -46,7 +46,7 @@ function details(doc, view) {
   ]);
 }
 
-/** One LoRA's entry: ``state`` = {label, status: "empty" | "loading" | "error" | "ok", view
+/** One LoRA's entry: ``state`` = {label, status: "empty" | "loading" | "error" | "missing" | "ok", view
  * (format.infoView), error (text), expanded}; ``actions`` = {toggle(), copy(word, chipNode, event)}. */
 export function renderInfo(doc, state, actions) {
   const label = state.label ? el(doc, "span", { className: "loralab-slot", text: state.label }) : null;
@@ -55,8 +55,9 @@ export function renderInfo(doc, state, actions) {
       empty: "no LoRA selected",
       loading: "reading header…",
       error: `info unavailable: ${truncate(state.error ?? "", MAX_ERROR)}`,
+      missing: "missing: no longer in the loras folder",
     }[state.status] ?? "";
-    const title = state.status === "error" ? state.error : null;
+    const title = state.status === "error" || state.status === "missing" ? state.error : null;
     return el(doc, "div", { className: `loralab-info loralab-${state.status}` }, [
       el(doc, "div", { className: "loralab-head" }, [label, el(doc, "span", { className: "loralab-compact", text, title })]),
     ]);

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
+import time
 from typing import Any, Callable, Iterable, Iterator
 
 import comfy.model_management
@@ -214,11 +216,70 @@ class ComfyTrainModel:
             return self.base.apply_model(x, sigma, **c)
 
 
+#: progress events kept per node for a page that reloads mid-run (GET /loralab/train_progress);
+#: beyond this many, every other older event is dropped (the chart keeps its shape)
+HISTORY_LIMIT = 4000
+_HISTORY: dict[str, dict[str, Any]] = {}
+_RUN_NODE: dict[str, str] = {}
+_HISTORY_LOCK = threading.Lock()
+
+
+def record_progress(data: dict[str, Any]) -> None:
+    """Keep a progress event in the node's history of its last run (a new run id starts afresh);
+    an event with ``saved`` (a file's path) is kept as the run's saved file."""
+    node = data.get("node")
+    if node is None:
+        return
+    node = str(node)
+    with _HISTORY_LOCK:
+        h = _HISTORY.get(node)
+        if h is None or h["run"] != data.get("run"):
+            h = _HISTORY[node] = {"node": node, "run": data.get("run"), "events": [], "saved": None}
+        if data.get("saved") is not None:
+            h["saved"] = dict(data)
+            return
+        _RUN_NODE[str(data.get("run"))] = node
+        events = h["events"]
+        events.append(dict(data))
+        if len(events) > HISTORY_LIMIT:
+            half = len(events) // 2
+            events[:half] = events[:half:2]
+
+
+def train_progress(node_id: str) -> dict[str, Any] | None:
+    """The last run's history of a node: {node, run, events, saved}, or None when it has none."""
+    with _HISTORY_LOCK:
+        h = _HISTORY.get(str(node_id))
+        return None if h is None else {**h, "events": list(h["events"])}
+
+
+def trained_nodes() -> list[str]:
+    """The nodes that have a history."""
+    with _HISTORY_LOCK:
+        return sorted(_HISTORY)
+
+
+def send_progress_event(data: dict[str, Any]) -> None:
+    """Send a ``loralab.train.progress`` event to the page and keep it for a reload."""
+    data = {**data, "t": time.time()}
+    record_progress(data)
+    server = PromptServer.instance
+    server.send_sync(PROGRESS_EVENT, data, server.client_id)
+
+
+def report_saved(run: TrainRun, path: str, node_id: str | None = None) -> None:
+    """Tell the chart of the node that trained ``run`` (or ``node_id``) where its file was saved."""
+    node = _RUN_NODE.get(str(run.run_id), node_id)
+    if node is not None:
+        send_progress_event({"node": node, "run": run.run_id, "step": run.step, "total": run.settings.total_steps,
+                             "saved": path})
+
+
 def _send_progress(node_id: str | None, run: TrainRun, loss: float) -> None:
     server = PromptServer.instance
     data = {"node": node_id, "run": run.run_id, "step": run.step, "total": run.settings.total_steps,
             "loss": float(loss), "loss_avg": run.loss_avg(), "lr": run.current_lr()}
-    server.send_sync(PROGRESS_EVENT, data, server.client_id)
+    send_progress_event(data)
     if node_id is not None:
         server.send_progress_text(f"step {run.step}/{run.settings.total_steps}  loss {loss:.4f}  "
                                   f"avg {run.loss_avg():.4f}", node_id)

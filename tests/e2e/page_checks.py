@@ -81,6 +81,9 @@ FOREIGN_ERRORS = (
     # LoRA Lab's own answer for the test's deliberately broken file (the panel shows the error)
     re.compile(r"^network: Failed to load resource: the server responded with a status of 422 \(Unprocessable Entity\) "
                + _LOCAL + r"/api/loralab/lora_info\?name=broken\.safetensors$"),
+    # the stale-metadata test deletes its file on purpose: the panel shows "missing" from this 404
+    re.compile(r"^network: Failed to load resource: the server responded with a status of 404 \(Not Found\) "
+               + _LOCAL + r"/api/loralab/lora_info\?name=stale_[0-9a-f]+\.safetensors$"),
 )
 
 

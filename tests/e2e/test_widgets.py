@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.request
 
 import pytest
 from page_checks import require_widgets, unexpected_console_errors
@@ -348,3 +349,174 @@ def test_panel_follows_the_graph_after_a_reset(ui):
     ui.eval("__ll.app.graph.clear()")
     ui.eval(f"__ll.app.loadGraphData({json.dumps(first)})")
     ui.wait_for(f"({compact}).split(' · ')[0].startsWith('SDXL')", timeout=20)
+
+
+def _write_lora(server, name: str, fixture: str, base_model: str) -> None:
+    from loralab.files.safetensors import save_tensors
+    from loralab_testkit import fixture_tensors
+    path = os.path.join(server.base, "models", "loras", name)
+    save_tensors(path + ".tmp", fixture_tensors(fixture, rank=2), {"ss_base_model_version": base_model})
+    os.replace(path + ".tmp", path)
+
+
+def press_r(page) -> None:
+    """ComfyUI's refresh key, pressed with nothing focused."""
+    page.eval("document.activeElement?.blur?.(); for (const type of ['keydown', 'keyup']) "
+              "window.dispatchEvent(new KeyboardEvent(type, {key: 'r', code: 'KeyR', bubbles: true}))")
+
+
+def test_panel_follows_a_file_overwritten_or_deleted_under_the_same_name(ui, server):
+    """A retrain under the same name (another arch) shows after R and after a re-pick, on new nodes
+    too, and the block editor follows it; a deleted file shows as missing."""
+    import uuid
+    name = f"stale_{uuid.uuid4().hex[:8]}.safetensors"
+    _write_lora(server, name, "kohya_sdxl_lora", "sdxl_base_v1-0")
+    ui.eval("__ll.app.refreshComboInNodes()")  # the new file in the pickers' lists
+    node = ui.eval("__ll.add('LoRALabLoader', 60, 60)")
+    compact = f"(__ll.el({node}, 'loralab_info')?.querySelector('.loralab-ok .loralab-compact')?.textContent ?? '')"
+    ui.eval(f"__ll.pick({node}, 'lora_name', {json.dumps(name)})")
+    ui.wait_for(f"{compact}.startsWith('SDXL')", timeout=30)
+    ui.wait_for(f"Object.keys(__ll.sliders({node})).length === 21")
+
+    _write_lora(server, name, "kohya_flux_lora", "flux1")
+    press_r(ui)
+    ui.wait_for(f"{compact}.startsWith('Flux')", timeout=30)
+    ui.wait_for(f"Object.keys(__ll.sliders({node})).length === 62")
+    assert ui.eval(f"__ll.el({node}, 'loralab_blocks').querySelector('select[title^=architecture]').value") != "sdxl"
+
+    _write_lora(server, name, "kohya_sdxl_lora", "sdxl_base_v1-0")
+    ui.eval(f"__ll.pick({node}, 'lora_name', {json.dumps(name)})")  # re-pick the same name
+    ui.wait_for(f"{compact}.startsWith('SDXL')", timeout=30)
+    ui.wait_for(f"Object.keys(__ll.sliders({node})).length === 21")
+
+    _write_lora(server, name, "kohya_flux_lora", "flux1")
+    other = ui.eval("__ll.add('LoRALabLoader', 60, 500)")  # a new node asks again, not the page's old answer
+    ui.eval(f"__ll.pick({other}, 'lora_name', {json.dumps(name)})")
+    ui.wait_for(f"(__ll.el({other}, 'loralab_info')?.querySelector('.loralab-ok .loralab-compact')?.textContent ?? '').startsWith('Flux')",
+                timeout=30)
+
+    os.remove(os.path.join(server.base, "models", "loras", name))
+    press_r(ui)
+    missing = f"__ll.el({node}, 'loralab_info').querySelector('.loralab-missing .loralab-compact')"
+    ui.wait_for(missing, timeout=30)
+    assert ui.eval(f"{missing}.textContent").startswith("missing")
+    assert ui.eval(f"__ll.el({other}, 'loralab_info').querySelector('.loralab-missing')") is not None
+
+
+def test_lora_info_revalidates_with_etag(server):
+    """The route names the file's identity in an ETag and answers 304 while it holds."""
+    import urllib.error
+    import urllib.request
+    from xss_lora import XSS_FILE as _  # noqa: F401  (the loras folder is the server's)
+    url = server.url + "/api/loralab/lora_info?name=flux_kohya.safetensors"
+    with urllib.request.urlopen(url, timeout=30) as r:
+        etag = r.headers["ETag"]
+        st = os.stat(os.path.join(server.base, "models", "loras", "flux_kohya.safetensors"))
+        assert etag == f'"{st.st_size}-{st.st_mtime_ns}"'
+    req = urllib.request.Request(url, headers={"If-None-Match": etag})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=30)
+    assert e.value.code == 304
+    req = urllib.request.Request(url, headers={"If-None-Match": '"0-0"'})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.status == 200 and json.loads(r.read())["arch"]["id"] == "flux"
+
+
+def test_sliders_show_snap_reset_type_dim_and_invert(ui, out_dir):
+    from loralab.blocks.spec import parse_block_weights
+
+    node = ui.eval("__ll.add('LoRALabLoader', 60, 60)")
+    ui.eval(f"__ll.pick({node}, 'lora_name', {json.dumps(XSS_FILE)})")
+    wait_panel(ui, node)
+    ui.wait_for(f"Object.keys(__ll.sliders({node})).length === 21")
+    editor = f"__ll.el({node}, 'loralab_blocks')"
+    boxes = f"Object.fromEntries([...{editor}.querySelectorAll('.loralab-cell-value')].map((b) => [b.dataset.valueOf, b.value]))"
+
+    # the blocks this LoRA touches (its lora_info) stay bright; the others are dimmed
+    touched = ui.eval(f"__ll.node({node}).loralab.panel.info('').coverage.blocks")
+    assert touched and "IN04" in touched
+    ui.wait_for(f"{editor}.querySelector('.loralab-cell[data-untouched=true]')")
+    dimmed = ui.eval(f"[...{editor}.querySelectorAll('.loralab-cell[data-untouched=true] input[type=range]')].map((i) => i.dataset.block)")
+    assert sorted(dimmed) == sorted(set(ui.eval(f"__ll.sliders({node})")) - set(touched))
+    assert ui.eval(f"getComputedStyle({editor}.querySelector('.loralab-cell[data-untouched=true]')).opacity") < "1"
+
+    # every slider shows its value
+    ui.eval(f"__ll.type({node}, 'block_weights', 'IN04-IN08=0.5, OUT=0')")
+    shown = ui.eval(boxes)
+    assert (shown["IN05"], shown["OUT03"], shown["BASE"]) == ("0.5", "0", "1")
+
+    # a slide near 1 or 0 snaps; elsewhere it keeps its value, shown in the box
+    ui.eval(f"__ll.slide({node}, 'IN05', 0.97)")
+    ui.eval(f"__ll.slide({node}, 'OUT01', 0.03)")
+    ui.eval(f"__ll.slide({node}, 'M00', 0.62)")
+    sliders = ui.eval(f"__ll.sliders({node})")
+    assert (sliders["IN05"]["value"], sliders["OUT01"]["value"], sliders["M00"]["value"]) == (1, 0, 0.62)
+    assert ui.eval(boxes)["M00"] == "0.62"
+    spec = ui.eval(f"__ll.widget({node}, 'block_weights').value")
+    parsed = parse_block_weights(spec, "sdxl")
+    assert (parsed.weight("IN05"), parsed.weight("OUT01"), parsed.weight("M00")) == (1, 0, 0.62)
+
+    # double-click resets to 1; a typed value is taken as typed
+    ui.eval(f"{editor}.querySelector('input[type=range][data-block=\"IN06\"]').dispatchEvent(new MouseEvent('dblclick', {{bubbles: true}}))")
+    ui.eval(f"(() => {{ const b = {editor}.querySelector('[data-value-of=\"OUT04\"]'); b.value = '0.33'; "
+            "b.dispatchEvent(new Event('change')); })()")
+    sliders = ui.eval(f"__ll.sliders({node})")
+    assert (sliders["IN06"]["value"], sliders["OUT04"]["value"]) == (1, 0.33)
+    before = parse_block_weights(ui.eval(f"__ll.widget({node}, 'block_weights').value"), "sdxl")
+    assert (before.weight("IN06"), before.weight("OUT04")) == (1, 0.33)
+
+    # invert: w -> 1 - w for every block
+    ui.eval(f"{editor}.querySelector('.loralab-invert').click()")
+    after = parse_block_weights(ui.eval(f"__ll.widget({node}, 'block_weights').value"), "sdxl")
+    blocks = list(ui.eval(f"__ll.sliders({node})"))
+    assert {b: round(after.weight(b), 6) for b in blocks} == {b: round(1 - before.weight(b), 6) for b in blocks}
+    assert ui.eval(boxes)["OUT04"] == "0.67"
+
+    # presets: only this arch's (no SD1 or Flux ones on an SDXL LoRA)
+    presets = ui.eval(f"[...{editor}.querySelectorAll('select[title^=preset] option')].map((o) => o.value)")
+    assert "OUTALL" in presets and "SDXL-OUTALL" in presets
+    assert not [p for p in presets if p.startswith(("SD-", "FLUX-"))]
+    shot(ui, "block_editor_sliders", [node], "loralab_blocks")
+
+
+def test_loss_chart_shows_rate_eta_saved_file_and_survives_a_reload(ui, server):
+    """it/s and ETA while the run goes, the saved file at its end; a reloaded page draws the same
+    run again from GET /loralab/train_progress."""
+    node = ui.eval("__ll.add('LoRALabTrainE2EProbe', 60, 60)")
+    ui.eval(f"__ll.widget({node}, 'steps').value = 400")
+    status = f"(__ll.el({node}, 'loralab_loss')?.querySelector('.loralab-status').textContent ?? '')"
+    ui.eval("__ll.app.queuePrompt(0, 1)")
+    live = ui.wait_for(f"/ it\\/s · ETA /.test({status}) && {status}", timeout=90)
+    assert live.startswith("step ") and "/ 400" in live
+    final = ui.wait_for(f"{status}.includes('saved ') && {status}", timeout=90)
+    assert final.startswith("step 400 / 400") and final.endswith("saved probe/probe_lora.safetensors"), final
+    assert "ETA" not in final
+
+    with urllib.request.urlopen(f"{server.url}/api/loralab/train_progress?node={node}", timeout=30) as r:
+        history = json.loads(r.read())
+    assert len(history["events"]) == 400 and history["saved"]["saved"] == "probe/probe_lora.safetensors"
+    with urllib.request.urlopen(f"{server.url}/api/loralab/train_progress", timeout=30) as r:
+        assert str(node) in json.loads(r.read())["nodes"]
+
+    workflow = ui.eval("JSON.stringify(__ll.app.graph.serialize())")
+    try:
+        dialogs = len(ui.dialogs)
+        ui.eval("location.reload()")
+        ui.pause(1)
+        # the frontend asks before leaving a modified workflow; cdp.Page accepts: that one is expected
+        assert all(d.startswith("beforeunload") for d in ui.dialogs[dialogs:])
+        del ui.dialogs[dialogs:]
+        ui.wait_for("window.comfyAPI?.app?.app?.graph && document.getElementById('loralab-styles')", timeout=90)
+        ui.eval(HELPERS)
+        ui.eval(f"__ll.app.loadGraphData(JSON.parse({json.dumps(workflow)}))")
+        replayed = ui.wait_for(f"{status}.includes('saved ') && {status}", timeout=30)
+        assert replayed.startswith("step 400 / 400") and "probe/probe_lora.safetensors" in replayed
+        ui.pause(0.3)
+        painted = ui.eval(f"""(() => {{
+          const c = __ll.el({node}, 'loralab_loss').querySelector('canvas');
+          const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+          let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
+          return n; }})()""")
+        assert painted > 500
+    finally:
+        ui.eval(HELPERS)

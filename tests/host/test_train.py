@@ -81,12 +81,19 @@ def test_progress_events_and_cancel_within_one_step(train_host, tiny_models, mon
     monkeypatch.setattr(host.server, "send_sync", spy)
     ok, _, messages = host.run_prompt(prompt)
     assert not ok and any(m[0] == "execution_interrupted" for m in messages)
+    saved = [e for e in events if "saved" in e]  # the cancelled run's checkpoint, told to the chart
+    events = [e for e in events if "saved" not in e]
     assert [e["step"] for e in events] == [1, 2, 3, 4]  # stopped before step 5
+    assert [(e["step"], e["saved"]) for e in saved] == [(4, "cancelled_step000004.safetensors")]
     first = events[0]
-    assert set(first) == {"node", "run", "step", "total", "loss", "loss_avg", "lr"}
+    assert set(first) == {"node", "run", "step", "total", "loss", "loss_avg", "lr", "t"}
+    assert all(a["t"] <= b["t"] for a, b in zip(events, events[1:]))  # the server's clock, for it/s and ETA
     assert first["node"] == "4" and first["total"] == 50 and first["lr"] == pytest.approx(1e-3)
     assert len({e["run"] for e in events}) == 1 and all(e["loss"] > 0 for e in events)
     assert events[1]["loss_avg"] == pytest.approx((events[0]["loss"] + events[1]["loss"]) / 2)
+    history = host.module("nodes.host.training").train_progress("4")  # for a reloaded page
+    assert [e["step"] for e in history["events"]] == [1, 2, 3, 4] and history["run"] == first["run"]
+    assert history["saved"]["saved"] == "cancelled_step000004.safetensors"
     sd, meta = _lora_file(host, "cancelled_step000004.safetensors")
     assert meta["ss_steps"] == "4"
     assert os.path.exists(os.path.join(host.folder("loras"), "cancelled_step000004.loralab-state"))

@@ -2,7 +2,10 @@
 import assert from "node:assert/strict";
 import test from "node:test";
 
-import { LossSeries, chartGeometry, downsample, ema, formatTick, niceAxis, niceStep, statusLine, ticksWithin } from "../../js/lib/chart.js";
+import {
+  LossSeries, RATE_WINDOW, chartGeometry, downsample, ema, formatDuration, formatRate, formatTick, niceAxis, niceStep, rateAndEta,
+  statusLine, ticksWithin,
+} from "../../js/lib/chart.js";
 
 const close = (a, b) => assert.ok(Math.abs(a - b) < 1e-12, `${a} != ${b}`);
 
@@ -37,9 +40,9 @@ test("downsampling keeps the lowest and highest of every bucket", () => {
 test("a series follows its run, skips non-finite losses, and replaces re-reported steps", () => {
   const s = new LossSeries();
   assert.equal(statusLine(s), "waiting for training to start");
-  s.add({ run: "a", step: 1, total: 10, loss: 0.5, loss_avg: 0.5, lr: 1e-4 });
-  s.add({ run: "a", step: 2, total: 10, loss: NaN });
-  s.add({ run: "a", step: 3, total: 10, loss: 0.3, loss_avg: 0.45, lr: 5e-5 });
+  s.add({ run: "a", step: 1, total: 10, loss: 0.5, loss_avg: 0.5, lr: 1e-4, t: 100 });
+  s.add({ run: "a", step: 2, total: 10, loss: NaN, t: 100 });
+  s.add({ run: "a", step: 3, total: 10, loss: 0.3, loss_avg: 0.45, lr: 5e-5, t: 100 });  // no time passed: no rate
   assert.deepEqual(s.steps, [1, 3]);
   assert.equal(s.skipped, 1);
   assert.equal(statusLine(s), "step 3 / 10 · loss 0.3 · avg 0.45 · lr 5.0e-5 · 1 non-finite loss");
@@ -70,4 +73,41 @@ test("tick labels", () => {
   assert.equal(formatTick(0.0001), "1.0e-4");
   assert.equal(formatTick(250000), "2.5e5");
   assert.equal(formatTick(NaN), "");
+});
+
+test("it/s and ETA from the events' times, over the latest steps", () => {
+  const s = new LossSeries();
+  assert.deepEqual(rateAndEta(s), { rate: null, eta: null });
+  s.add({ run: "a", step: 1, total: 101, loss: 0.5, t: 1000 });
+  assert.deepEqual(rateAndEta(s), { rate: null, eta: null });
+  for (let step = 2; step <= 21; step++) s.add({ run: "a", step, total: 101, loss: 0.5, t: 1000 + (step - 1) * 0.5 });
+  const { rate, eta } = rateAndEta(s);
+  assert.equal(rate, 2);  // 20 steps in 10 s
+  assert.equal(eta, 40);  // 80 steps left
+  assert.equal(statusLine(s), "step 21 / 101 · loss 0.5 · 2 it/s · ETA 40s");
+  // the rate follows the latest RATE_WINDOW steps: a slowdown shows within the window
+  for (let step = 22; step <= 22 + RATE_WINDOW; step++) s.add({ run: "a", step, total: 101, loss: 0.5, t: 1010 + (step - 21) * 4 });
+  assert.equal(rateAndEta(s).rate, 0.25);
+  assert.match(statusLine(s), / · 4 s\/it · ETA 1:56$/);
+  // a saved file shows, and is not a loss point; the finished run has no ETA
+  s.add({ run: "a", step: 101, total: 101, loss: 0.4, t: 2000 });
+  s.add({ run: "a", step: 101, total: 101, saved: "my/<lora>.safetensors", t: 2001 });
+  assert.equal(s.steps.at(-1), 101);
+  assert.equal(s.skipped, 0);
+  assert.doesNotMatch(statusLine(s), /ETA/);
+  assert.match(statusLine(s), / · saved my\/<lora>\.safetensors$/);
+  // a new run forgets the old file and times
+  s.add({ run: "b", step: 1, total: 5, loss: 1, t: 3000 });
+  assert.deepEqual([s.saved, rateAndEta(s).rate], [null, null]);
+});
+
+test("rate and duration as text", () => {
+  assert.equal(formatRate(3.14159), "3.14 it/s");
+  assert.equal(formatRate(0.5), "2 s/it");
+  assert.equal(formatRate(0), "");
+  assert.equal(formatRate(NaN), "");
+  assert.equal(formatDuration(45.4), "45s");
+  assert.equal(formatDuration(187), "3:07");
+  assert.equal(formatDuration(3725), "1:02:05");
+  assert.equal(formatDuration(-1), "");
 });

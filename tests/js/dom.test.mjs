@@ -119,3 +119,13 @@ test("the block editor's sliders: one per block, values and tokens shown, moves 
   assertInert(select);
   assert.equal(select.value, XSS[1]);
 });
+
+test("a deleted file shows as missing, its hostile name only in the title", () => {
+  const doc = new FakeDocument();
+  const root = renderInfo(doc, { label: null, status: "missing", error: XSS[1] }, { toggle: noop, copy: noop });
+  assertInert(root);
+  assert.ok(root.className.includes("loralab-missing"));
+  const texts = [...root.walk()].map((n) => n._text ?? "").join("");
+  assert.equal(texts, "missing: no longer in the loras folder");
+  assert.ok(visibleText(root).includes(XSS[1]));  // the name, as a title
+});

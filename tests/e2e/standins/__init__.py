@@ -146,6 +146,15 @@ class Inspect(_StandIn):
         return {"ui": {"text": [report]}, "result": (report,)}
 
 
+def send(data: dict) -> None:
+    """Send a progress event through the pack's own sender (which keeps it for
+    GET /loralab/train_progress) when it is loaded, else straight to the page."""
+    for name, module in list(sys.modules.items()):
+        if name.endswith("nodes.host.training") and hasattr(module, "send_progress_event"):
+            return module.send_progress_event(data)
+    server.PromptServer.instance.send_sync("loralab.train.progress", {**data, "t": time.time()})
+
+
 class TrainE2EProbe:
     """Sends ``loralab.train.progress`` events like the training nodes: a decaying noisy loss."""
 
@@ -165,10 +174,10 @@ class TrainE2EProbe:
         for step in range(1, steps + 1):
             loss = 0.08 + 0.25 * math.exp(-step / 30) + 0.03 * math.sin(step * 1.7) ** 2
             avg = loss if avg is None else 0.9 * avg + 0.1 * loss
-            server.PromptServer.instance.send_sync("loralab.train.progress", {
-                "node": unique_id, "run": run_id, "step": step, "total": steps, "loss": loss,
-                "loss_avg": avg, "lr": 1e-4 * (1 - step / steps)})
+            send({"node": unique_id, "run": run_id, "step": step, "total": steps, "loss": loss,
+                  "loss_avg": avg, "lr": 1e-4 * (1 - step / steps)})
             time.sleep(0.005)
+        send({"node": unique_id, "run": run_id, "step": steps, "total": steps, "saved": "probe/probe_lora.safetensors"})
         return {}
 
 
