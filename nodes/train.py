@@ -211,7 +211,21 @@ def advance(run: TrainRun, steps: int, node: str | None, *, copy: bool = True) -
     return run
 
 
-class LoRALabTrain(io.ComfyNode):
+class _StartsARun(io.ComfyNode):
+    """A node that starts a run, possibly from a LoRA file (``init_lora``)."""
+
+    @classmethod
+    def validate_inputs(cls, init_lora: str | None = None) -> bool | str:
+        """This ComfyUI checks only V1-style combos against their options: the node checks its own."""
+        return unlisted({"init_lora": init_lora}, [NONE, *lora_names()])
+
+    @classmethod
+    def fingerprint_inputs(cls, init_lora: str | None = None, **kwargs: Any) -> Any:
+        """Size and modification time of the LoRA training starts from: a changed file trains again."""
+        return picked_stamp(init_lora)
+
+
+class LoRALabTrain(_StartsARun):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -229,16 +243,6 @@ class LoRALabTrain(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, init_lora: str | None = None) -> bool | str:
-        """This ComfyUI checks only V1-style combos against their options: the node checks its own."""
-        return unlisted({"init_lora": init_lora}, [NONE, *lora_names()])
-
-    @classmethod
-    def fingerprint_inputs(cls, init_lora: str | None = None, **kwargs: Any) -> Any:
-        """Size and modification time of the LoRA training starts from: a changed file trains again."""
-        return picked_stamp(init_lora)
-
-    @classmethod
     def execute(cls, model, dataset, **kwargs) -> io.NodeOutput:
         node = cls.hidden.unique_id
         settings = settings_from(kwargs, "steps")
@@ -251,7 +255,7 @@ class LoRALabTrain(io.ComfyNode):
         return io.NodeOutput(lora_model(model, tensors), tensors, _relative(path), _loss_image(run))
 
 
-class LoRALabTrainInit(io.ComfyNode):
+class LoRALabTrainInit(_StartsARun):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -265,16 +269,6 @@ class LoRALabTrainInit(io.ComfyNode):
             outputs=[RunType.Output(display_name="run"), io.String.Output(display_name="info")],
             hidden=[io.Hidden.unique_id, io.Hidden.prompt],
         )
-
-    @classmethod
-    def validate_inputs(cls, init_lora: str | None = None) -> bool | str:
-        """This ComfyUI checks only V1-style combos against their options: the node checks its own."""
-        return unlisted({"init_lora": init_lora}, [NONE, *lora_names()])
-
-    @classmethod
-    def fingerprint_inputs(cls, init_lora: str | None = None, **kwargs: Any) -> Any:
-        """Size and modification time of the LoRA training starts from: a changed file trains again."""
-        return picked_stamp(init_lora)
 
     @classmethod
     def execute(cls, model, dataset, **kwargs) -> io.NodeOutput:
