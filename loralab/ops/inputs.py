@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from ..blocks.spec import BlockWeights, parse_block_weights
-from ..errors import SpecError
+from ..errors import ArchMismatchError, SpecError
 from ..files.hashes import addnet_hash
 from ..layouts import ModelLayout
+from ..layouts.archs import arch
 from ..lora import Lora, MappedEntry
 
 
@@ -91,3 +92,26 @@ def by_target(inputs: Sequence[MergeInput]) -> tuple[dict[str, list[tuple[int, M
         skipped += [f"{inp.title}: key {k} (not a LoRA key this tool knows)" for k in inp.lora.unrecognized]
         skipped += [f"{inp.title}: key {k} (belongs to no complete module)" for k in inp.lora.orphans]
     return grouped, skipped
+
+
+def common_layout(inputs: Sequence[MergeInput], purpose: str) -> ModelLayout:
+    """The one layout every input maps onto; :class:`SpecError` for no input, :class:`ArchMismatchError`
+    naming the files where a base model cannot be told or two inputs are for different models.
+    ``purpose`` says what needs one base model ("merge", "a stack report compares")."""
+    if not inputs:
+        raise SpecError("no LoRA given: give at least one")
+    for inp in inputs:
+        if inp.lora.layout is None:
+            raise ArchMismatchError(f"cannot tell which base model {inp.title} is for", path=inp.lora.path,
+                                    hint="give the architecture (--arch) or connect the model it is for")
+
+    def arch_of(inp: MergeInput) -> str:
+        return inp.lora.detection.arch or inp.lora.layout.arch.id
+    first = inputs[0]
+    for inp in inputs[1:]:
+        if arch_of(inp) != arch_of(first) or inp.lora.layout.arch.id != first.lora.layout.arch.id:
+            raise ArchMismatchError(
+                f"{inp.title} ({inp.lora.path or 'in memory'}) is for {arch(arch_of(inp)).name}, {first.title} "
+                f"({first.lora.path or 'in memory'}) for {arch(arch_of(first)).name}: {purpose} LoRAs of one base "
+                "model only", path=inp.lora.path, hint="leave out the LoRAs made for another model")
+    return first.lora.layout

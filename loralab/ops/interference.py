@@ -60,13 +60,12 @@ import torch
 from ..adapters import Adapter, LoKr
 from ..blocks.map import OTHER, block_of, block_sort_key
 from ..blocks.spec import BlockWeights
-from ..errors import ArchMismatchError, LoraFormatError, SpecError
+from ..errors import LoraFormatError, SpecError
 from ..formats.model_weights import ModelWeights
 from ..formats.writer import row_placed
 from ..layouts import ModelLayout
-from ..layouts.archs import arch
 from ..lora import MappedEntry
-from .inputs import MergeInput, by_target
+from .inputs import MergeInput, by_target, common_layout
 from .lowrank import SVD, WORK, RankRule, full_svd, lokr_svd, one_thread, select_rank, svd_of_product
 from .results import Progress, dense_dtype
 
@@ -359,26 +358,6 @@ def _pair(i: int, j: int, x: _Update, y: _Update, vx: torch.Tensor, vy: torch.Te
                      neg / tot if tot > 0 else None, inner, neg, tot)
 
 
-def _check_arch(inputs: Sequence[MergeInput]) -> ModelLayout:
-    """The stack's layout; :class:`ArchMismatchError` naming the files when the LoRAs are for different models."""
-    if not inputs:
-        raise SpecError("an empty stack: give at least one LoRA")
-    for inp in inputs:
-        if inp.lora.layout is None:
-            raise ArchMismatchError(f"cannot tell which base model {inp.title} is for", path=inp.lora.path,
-                                    hint="give the architecture (--arch) or connect the model it is for")
-    def arch_of(inp: MergeInput) -> str:
-        return inp.lora.detection.arch or inp.lora.layout.arch.id
-    first = inputs[0]
-    for inp in inputs[1:]:
-        if arch_of(inp) != arch_of(first) or inp.lora.layout.arch.id != first.lora.layout.arch.id:
-            raise ArchMismatchError(
-                f"{inp.title} ({inp.lora.path or 'in memory'}) is for {arch(arch_of(inp)).name}, {first.title} "
-                f"({first.lora.path or 'in memory'}) for {arch(arch_of(first)).name}: a stack report compares LoRAs "
-                "of one base model", path=inp.lora.path, hint="leave out the LoRAs made for another model")
-    return first.lora.layout
-
-
 def _num(v: float) -> str:
     """A float written short, but so that it reads back exactly."""
     s = f"{v:g}"
@@ -401,7 +380,7 @@ def stack_report(inputs: Sequence[MergeInput], *, base: ModelWeights | None = No
     """The stack report of ``inputs`` (each a LoRA with its weight and block spec), one weight at a
     time; ``base`` (the model's weights) adds relative strengths ‖ΔW‖/‖W‖."""
     t = thresholds or Thresholds()
-    layout = _check_arch(inputs)
+    layout = common_layout(inputs, "a stack report compares")
     arch_id, family = layout.arch.id, layout.arch.family
     specs = [inp.blocks(arch_id, layout) for inp in inputs]
     rule = RankRule("sv_fro", t.energy)

@@ -45,13 +45,13 @@ import torch
 from .. import __version__
 from ..adapters import Adapter, Diff, LoKr, LoRA
 from ..adapters.base import flat
-from ..errors import ArchMismatchError, LoraFormatError, SpecError
+from ..errors import LoraFormatError, SpecError
 from ..files.safetensors import DTYPES
 from ..formats.model_weights import ModelWeights
 from ..formats.writer import kohya_tensors, lora_metadata, row_placed
 from ..layouts import ModelLayout, Target
 from ..lora import Lora
-from .inputs import MergeInput, by_target
+from .inputs import MergeInput, by_target, common_layout
 from .lowrank import SVD, WORK, RankRule, dense_svd, lokr_svd, one_thread, select_rank, svd_of_product
 from .results import SCALED_FACTORS, MergeResult, ModuleReport, Progress, dense_dtype, non_finite
 
@@ -219,22 +219,6 @@ def _sparsified(method: str, taus: list[torch.Tensor], density: float, seed: int
     return sum(_trim(t, density) for t in taus)
 
 
-def _check_inputs(inputs: Sequence[MergeInput]) -> ModelLayout:
-    if not inputs:
-        raise SpecError("nothing to merge: give at least one LoRA")
-    for inp in inputs:
-        if inp.lora.layout is None:
-            raise ArchMismatchError(f"cannot tell which base model {inp.title} is for", path=inp.lora.path,
-                                    hint="give the architecture (--arch) or the model it is for")
-    layout = inputs[0].lora.layout
-    for inp in inputs[1:]:
-        if inp.lora.layout.arch.id != layout.arch.id:
-            raise ArchMismatchError(f"{inp.title} is for {inp.lora.layout.arch.name}, {inputs[0].title} for "
-                                    f"{layout.arch.name}; only LoRAs of one base model can be merged",
-                                    path=inp.lora.path)
-    return layout
-
-
 def merge(inputs: Sequence[MergeInput], method: str = "svd", rule: RankRule | None = None, *,
           density: float = 0.5, seed: int = 0, base: ModelWeights | None = None, dtype: torch.dtype | None = None,
           title: str = "merged", progress: Progress | None = None, exact_dense: bool = True,
@@ -253,7 +237,7 @@ def merge(inputs: Sequence[MergeInput], method: str = "svd", rule: RankRule | No
         raise SpecError(f"{method} needs a rank: a fixed rank or a dynamic rule", key="rank")
     if not 0 < density <= 1:
         raise SpecError(f"density is the fraction of entries kept, in (0, 1]; got {density}", key="density")
-    layout = _check_inputs(inputs)
+    layout = common_layout(inputs, "merge")
     arch_id = layout.arch.id
     out_dtype = dtype or default_dtype(inputs)
     blocks = [inp.blocks(arch_id, layout) for inp in inputs]
@@ -357,7 +341,7 @@ def convert(lora: Lora, *, title: str, dtype: torch.dtype | None = None,
     LoRA with true metadata. Exact: every adapter is kept as it is (pieces of a fused weight are
     joined); refuses, listing them, when some modules cannot be placed."""
     inp = MergeInput(lora, title=title)
-    layout = _check_inputs([inp])
+    layout = common_layout([inp], "resize")
     problems = [f"{m.entry.module} ({m.reason})" for m in lora.unmapped()]
     problems += [f"key {k} (not a LoRA key this tool knows)" for k in lora.unrecognized]
     if problems:
