@@ -18,7 +18,8 @@ from ..loralab.lora import Lora
 from ..loralab.ops.bake import baked_weights
 from ..loralab.ops.extract import extract
 from ..loralab.ops.lowrank import RANK_MODES, RankRule
-from ..loralab.ops.merge import METHODS, MergeInput, MergeResult, convert, merge, resize
+from ..loralab.ops.convert import convert
+from ..loralab.ops.merge import METHODS, MergeInput, MergeResult, merge, resize
 from .common import CATEGORY, SPLIT_QKV, advanced, display_name, node_id, split_qkv_input, unlisted
 from .host.folders import lora_names, output_folder, picked_lora, picked_stamp
 from .host.models import effective_weights, model_layout, required_layout
