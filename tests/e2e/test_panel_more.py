@@ -8,6 +8,7 @@ import json
 import urllib.request
 
 from widget_page import shot, wait_panel
+from xss_lora import PAYLOADS, XSS_FILE
 
 #: a kohya SDXL LoRA the server's loras folder holds (the fixture's metadata: tests/host/workflow_kit.LORAS)
 LORA = "my_style_xl.safetensors"
@@ -96,3 +97,24 @@ def test_more_shows_the_training_facts_and_details_are_fetched_when_opened(ui, o
         assert [r["status"] for r in fetched] == [200, 304], fetched
     finally:
         ui.eval(RESTORE)
+
+
+def test_hostile_metadata_in_more_and_details_is_text(ui):
+    """The payload LoRA: its optimizer, schedule, network algorithm, checkpoint, tags and every
+    metadata field show as text in "more" and the details (the ui fixture checks nothing ran)."""
+    node = ui.eval("__ll.add('LoRALabLoader', 60, 60)")
+    ui.eval(f"__ll.pick({node}, 'lora_name', {json.dumps(XSS_FILE)})")
+    wait_panel(ui, node)
+    panel = f"__ll.el({node}, 'loralab_info')"
+    ui.eval(f"{panel}.querySelector('.loralab-toggle').click()")
+    ui.wait_for(f"{panel}.querySelector('.loralab-details')")
+    shown = rows(ui, node)
+    assert shown["optimizer"] == f"AdamW ({PAYLOADS['svg']}) · {PAYLOADS['script'][:39]}…"  # the schedule cut
+    assert shown["network"] == f"networks.lora ({PAYLOADS['img'][:39]}…)"
+    assert shown["trained on"] == "L" * 79 + "… (sdxl_base_v1-0)"
+    assert PAYLOADS["js_url"] in shown["top tags"] and "safe⟨U+202E⟩gnp.exe⟨U+202C⟩ (10)" in shown["top tags"]
+    ui.eval(f"{panel}.querySelector('.loralab-more-toggle').click()")
+    ui.wait_for(f"{panel}.querySelector('.loralab-more .loralab-section')", timeout=30)
+    details = ui.eval(f"{panel}.querySelector('.loralab-more').textContent")
+    for key in ("script", "img", "js_url", "entities"):
+        assert PAYLOADS[key] in details, key
