@@ -1,10 +1,12 @@
 // The metadata panel: for every LoRA picker of a node (``lora_name`` or ``lora_name_<i>``), the
-// header summary from /loralab/lora_info, compact with an expander; trigger words as chips
-// that copy to the clipboard (shift-click: add to a prompt this node feeds).
+// header summary from /loralab/lora_info, compact with an expander ("more": training facts, top
+// tags, warnings) and inside it a details fold whose content (metadata, tags per folder, modules
+// per block) is fetched only when it is opened; trigger words as chips that copy to the clipboard
+// (shift-click: add to a prompt this node feeds).
 
-import { errorText, infoView } from "./lib/format.js";
+import { detailsView, errorText, infoView } from "./lib/format.js";
 import { renderInfo } from "./lib/panel.js";
-import { loraInfo } from "./server_data.js";
+import { loraDetails, loraInfo } from "./server_data.js";
 import { addContentWidget, onWidgetChange } from "./widget.js";
 
 export const PICKER = /^lora_name(_\d+)?$/;
@@ -67,14 +69,21 @@ export function attachInfoPanel(node) {
   if (pickers.length === 0) return null;
   const root = document.createElement("div");
   root.className = "loralab-panel";
-  addContentWidget(node, "loralab_info", root, { fallbackHeight: 44 * pickers.length });
+  // room for an entry expanded with its details open (their fold scrolls past 240 px)
+  addContentWidget(node, "loralab_info", root, { fallbackHeight: 44 * pickers.length, maxHeight: 960 });
   const listeners = [];
   const entries = pickers.map((w) => ({
     widget: w,
     suffix: w.name.slice("lora_name".length),
     info: null,
     token: 0,
-    state: { label: pickers.length > 1 ? `#${w.name.slice("lora_name_".length)}` : null, status: "empty", expanded: false },
+    detailsToken: 0,
+    state: {
+      label: pickers.length > 1 ? `#${w.name.slice("lora_name_".length)}` : null,
+      status: "empty",
+      expanded: false,
+      details: { open: false },
+    },
   }));
 
   const render = () => {
@@ -83,14 +92,49 @@ export function attachInfoPanel(node) {
         e.state.expanded = !e.state.expanded;
         render();
       },
+      details: () => {
+        if (e.state.details.open) {
+          e.detailsToken += 1;
+          e.state = { ...e.state, details: { open: false } };
+          render();
+        } else {
+          loadDetails(e);
+        }
+      },
       copy: (word, chip, event) => useWord(node, word, chip, event),
     })));
   };
 
+  // The details of the file the entry shows, asked for when the fold opens and again when the file
+  // changed while it is open (a 304 keeps the page's copy).
+  const loadDetails = async (e) => {
+    const name = e.shown;
+    const token = ++e.detailsToken;
+    const { details } = e.state;
+    if (!(details.open && details.status === "ok" && e.detailsOf === name)) {
+      e.state = { ...e.state, details: { open: true, status: "loading" } };
+      render();
+    }
+    let next;
+    try {
+      const view = detailsView(await loraDetails(name));
+      next = view.ok ? { open: true, status: "ok", view } : { open: true, status: "error", error: view.error };
+    } catch (err) {
+      next = { open: true, status: "error", error: errorText(err?.message) };
+    }
+    if (token !== e.detailsToken) return;
+    e.detailsOf = name;
+    e.state = { ...e.state, details: next };
+    render();
+  };
+
   const settle = (e, info, state) => {
     e.info = info;
-    e.state = { ...e.state, ...state };
+    const open = e.state.details.open && state.status === "ok";
+    e.state = { ...e.state, ...state, details: open ? e.state.details : { open: false } };
+    if (!open) e.detailsToken += 1;
     render();
+    if (open) loadDetails(e);
     for (const fn of listeners) fn(e.suffix, info);
   };
 

@@ -1,11 +1,14 @@
 // Requests to LoRA Lab's routes. The block catalogs are cached per arch for the page (they come
-// with the pack). LoRA summaries are cached with the file's identity (the route's ETag, size and
-// mtime) and revalidated on every ask: a 304 keeps the copy, a rewritten file brings its new summary,
-// a deleted one is a 404 (``err.status``). Failures are not cached, so a retry can succeed.
+// with the pack). LoRA summaries (the panel's part and, asked separately, the details) are cached
+// with the file's identity (the route's ETag, size and mtime) and revalidated on every ask: a 304
+// keeps the copy, a rewritten file brings its new summary, a deleted one is a 404 (``err.status``).
+// Failures are not cached, so a retry can succeed.
 
 import { api } from "../../scripts/api.js";
 
 const MAX_CACHED = 64;
+/** Details answers are hundreds of KB for an SDXL LoRA: few are kept. */
+const MAX_DETAILS_CACHED = 8;
 const infoCache = new Map();
 const catalogCache = new Map();
 
@@ -38,11 +41,11 @@ function cached(cache, key, load) {
   return cache.get(key);
 }
 
-const infoInFlight = new Map();
+const detailsCache = new Map();
+const inFlight = new Map();
 
-async function revalidate(name) {
-  const route = `/loralab/lora_info?name=${encodeURIComponent(name)}`;
-  const known = infoCache.get(name);
+async function revalidate(cache, max, name, route) {
+  const known = cache.get(name);
   const headers = known?.etag ? { "If-None-Match": known.etag } : {};
   const res = await api.fetchApi(route, { headers, cache: "no-store" });
   if (res.status === 304 && known) return known.body;
@@ -50,22 +53,33 @@ async function revalidate(name) {
   try {
     body = await getJson(route, res);
   } catch (e) {
-    infoCache.delete(name);
+    cache.delete(name);
     throw e;
   }
-  infoCache.delete(name);
-  infoCache.set(name, { etag: res.headers.get("ETag"), body });
-  if (infoCache.size > MAX_CACHED) infoCache.delete(infoCache.keys().next().value);
+  cache.delete(name);
+  cache.set(name, { etag: res.headers.get("ETag"), body });
+  if (cache.size > max) cache.delete(cache.keys().next().value);
   return body;
 }
 
-/** The header summary of a file in the loras folder (GET /loralab/lora_info), checked against the
- * file's current identity on every call (one request in flight per name). */
-export function loraInfo(name) {
-  if (!infoInFlight.has(name)) {
-    infoInFlight.set(name, revalidate(name).finally(() => infoInFlight.delete(name)));
+function fetchInfo(cache, max, name, query) {
+  const route = `/loralab/lora_info?name=${encodeURIComponent(name)}${query}`;
+  if (!inFlight.has(route)) {
+    inFlight.set(route, revalidate(cache, max, name, route).finally(() => inFlight.delete(route)));
   }
-  return infoInFlight.get(name);
+  return inFlight.get(route);
+}
+
+/** What the metadata panel shows of a file in the loras folder (GET /loralab/lora_info, a few KB),
+ * checked against the file's current identity on every call (one request in flight per name). */
+export function loraInfo(name) {
+  return fetchInfo(infoCache, MAX_CACHED, name, "");
+}
+
+/** The whole header summary of a file (GET /loralab/lora_info?details=1: module lists, metadata, tag
+ * table), for the panel's details fold; revalidated like ``loraInfo``. */
+export function loraDetails(name) {
+  return fetchInfo(detailsCache, MAX_DETAILS_CACHED, name, "&details=1");
 }
 
 /** The block-weight editor's catalog of an arch, or with no arch the list of archs (GET /loralab/blocks). */

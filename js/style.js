@@ -12,7 +12,7 @@ const CSS = `
 .loralab-error .loralab-compact { color: #e88; white-space: normal; }
 .loralab-loading .loralab-compact, .loralab-empty .loralab-compact, .loralab-muted { color: var(--descrip-text, #999); }
 .loralab-badge { color: #fb4; white-space: nowrap; }
-.loralab-toggle, .loralab-chip { font: inherit; color: inherit; background: var(--comfy-menu-bg, #333);
+.loralab-toggle, .loralab-more-toggle, .loralab-chip { font: inherit; color: inherit; background: var(--comfy-menu-bg, #333);
   border: 1px solid var(--border-color, #555); border-radius: 10px; padding: 0 7px; cursor: pointer; }
 .loralab-toggle { flex: none; }
 .loralab-chips { display: flex; flex-wrap: wrap; gap: 3px; }
@@ -27,6 +27,10 @@ const CSS = `
 .loralab-value { flex: 1; min-width: 0; overflow-wrap: anywhere; unicode-bidi: isolate; }
 .loralab-warning { color: #fb4; overflow-wrap: anywhere; }
 .loralab-warning-item { padding-left: 12px; color: var(--descrip-text, #aaa); }
+.loralab-more { display: flex; flex-direction: column; gap: 3px; max-height: 240px; overflow: auto; overflow-wrap: anywhere; }
+.loralab-section-title { color: var(--descrip-text, #999); }
+.loralab-line { padding-left: 8px; unicode-bidi: isolate; }
+.loralab-more-error { color: #e88; }
 .loralab-report { margin: 0; padding: 6px; max-height: 400px; overflow: auto; white-space: pre-wrap; overflow-wrap: anywhere;
   font: 10.5px/1.35 monospace; background: var(--comfy-input-bg, #222); border-radius: 6px;
   color: var(--input-text, #ddd); unicode-bidi: plaintext; }

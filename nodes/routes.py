@@ -1,8 +1,10 @@
 """LoRA Lab's HTTP routes on ComfyUI's server, registered once from ``comfy_entrypoint``:
 
-* ``GET /loralab/lora_info?name=...``: the header-only summary the metadata panel shows,
-  :meth:`loralab.ops.inspect.Summary.to_dict` (its ``path`` is the name relative to the loras
-  folder); ``400`` for names that escape the folder (``..``, absolute paths, symlinks pointing
+* ``GET /loralab/lora_info?name=...``: what the metadata panel shows of the header-only summary,
+  :meth:`loralab.ops.inspect.Summary.panel_dict` (a few KB); with ``&details=1`` the whole summary,
+  :meth:`~loralab.ops.inspect.Summary.to_dict` (per-module lists, metadata, tag table: hundreds of
+  KB for an SDXL LoRA), which the panel asks for when its details are opened. Either answer's
+  ``path`` is the name relative to the loras folder; ``400`` for names that escape the folder (``..``, absolute paths, symlinks pointing
   outside, control characters), ``404`` for files that do not exist and ``422`` for files that are
   not readable LoRAs; errors are ``{"error": "..."}``. It reads the header and the alpha scalars
   only, never tensor data. Answers carry an ``ETag`` naming the file's identity (size and
@@ -44,8 +46,10 @@ def _error(status: int, message: str) -> web.Response:
 
 
 async def lora_info(request: web.Request) -> web.Response:
-    """``GET /loralab/lora_info?name=<name relative to loras>``: the header-only summary JSON."""
+    """``GET /loralab/lora_info?name=<name relative to loras>[&details=1]``: the panel's part of the
+    header-only summary, or all of it."""
     name = request.query.get("name", "")
+    details = request.query.get("details", "") == "1"
     try:
         path = lora_file(name)
     except UnsafeNameError as e:
@@ -64,7 +68,7 @@ async def lora_info(request: web.Request) -> web.Response:
         summary = await asyncio.get_running_loop().run_in_executor(None, summarize, path, None, HOST.key_rules)
     except LoRALabError as e:
         return _error(422, f"{name!r}: {e.problem}" + (f" ({e.hint})" if e.hint else ""))
-    data = summary.to_dict()
+    data = summary.to_dict() if details else summary.panel_dict()
     data["path"] = name
     return web.json_response(data, headers=headers,
                              dumps=lambda d: json.dumps(d, ensure_ascii=False, allow_nan=False))

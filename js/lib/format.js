@@ -1,13 +1,16 @@
-// Turns the /loralab/lora_info JSON (loralab/inspect.py, Summary.to_dict, schema 1) into plain
-// display strings. Every field may be missing or of the wrong type: a missing fact shows as
-// absent, never as an exception. Output strings are plain text (invisible characters revealed,
-// long strings cut) for textContent; nothing here is markup.
+// Turns the /loralab/lora_info JSON (loralab/ops/inspect.py, schema 1: Summary.panel_dict, and
+// with details=1 Summary.to_dict) into plain display strings. Every field may be missing or of the
+// wrong type: a missing fact shows as absent, never as an exception. Output strings are plain text
+// (invisible characters revealed, long strings cut) for textContent; nothing here is markup.
 
 import { displayText, hasInvisible, str, truncate } from "./text.js";
 
 const MAX_WORD = 80;
 const MAX_LINE = 160;
 const MAX_ITEMS = 3;
+const MAX_TAG = 40;
+/** What the details fold lists at most: metadata fields, tags per folder, folders, unmapped modules. */
+export const DETAILS_LIMITS = { fields: 200, tags: 40, folders: 10, modules: 10, value: 200 };
 
 function isObject(v) {
   return v !== null && typeof v === "object" && !Array.isArray(v);
@@ -95,6 +98,77 @@ export function formatTraining(training) {
   return parts.filter(Boolean).join(" · ");
 }
 
+/** A learning rate as people write it: 1e-4, 5e-5, 0.05, to 4 significant digits. */
+export function formatRate(v) {
+  if (!finite(v)) return "";
+  const n = Number(v.toPrecision(4));
+  return n !== 0 && Math.abs(n) < 0.01 ? n.toExponential() : String(n);
+}
+
+/** The learning rate, with the U-Net's and the text encoder's where they differ from it:
+ * "1e-4 (text encoder 5e-5)". */
+export function formatLearningRate(training) {
+  if (!isObject(training)) return "";
+  const lr = finite(training.learning_rate) ? training.learning_rate : null;
+  const parts = [["unet", training.unet_lr], ["text encoder", training.text_encoder_lr]]
+    .filter(([, v]) => finite(v) && v !== lr).map(([label, v]) => `${label} ${formatRate(v)}`);
+  if (lr === null) return parts.join(", ");
+  return formatRate(lr) + (parts.length ? ` (${parts.join(", ")})` : "");
+}
+
+/** The optimizer with its arguments and the schedule: "AdamW8bit (weight_decay=0.1) · cosine". */
+export function formatOptimizer(training) {
+  if (!isObject(training) || !training.optimizer) return "";
+  const name = displayText(String(training.optimizer).split(".").pop(), 60);
+  const args = training.optimizer_args ? ` (${displayText(training.optimizer_args, 80)})` : "";
+  const schedule = training.lr_scheduler ? ` · ${displayText(training.lr_scheduler, 40)}` : "";
+  return name + args + schedule;
+}
+
+/** The training network: "networks.lora", "lycoris.kohya (loha)", "peft (dora)". */
+export function formatNetwork(training) {
+  if (!isObject(training) || !training.network_module) return "";
+  const algo = training.network_algo ? ` (${displayText(training.network_algo, 40)})` : "";
+  return displayText(training.network_module, 60) + algo;
+}
+
+/** The checkpoint it was trained on: a local path shortened to its file name (a Hugging Face
+ * repo id stays whole), with the base model version: "sd_xl_base_1.0.safetensors (sdxl_base_v1-0)". */
+export function formatBaseCheckpoint(training) {
+  if (!isObject(training)) return "";
+  const raw = str(training.base_model);
+  const local = /\\/.test(raw) || raw.startsWith("/") || /^[A-Za-z]:/.test(raw);
+  const name = displayText(local ? raw.split(/[\\/]/).filter(Boolean).pop() ?? raw : raw, 80);
+  const version = training.base_model_version ? displayText(training.base_model_version, 60) : "";
+  if (!name) return version;
+  return version && version !== name ? `${name} (${version})` : name;
+}
+
+/** Training images: distinct images, then per epoch with repeats where that differs, then
+ * regularisation images: "25 (250 per epoch with repeats)". */
+export function formatImages(training) {
+  if (!isObject(training)) return "";
+  const images = finite(training.images) ? training.images : null;
+  const perEpoch = finite(training.train_images) ? training.train_images : null;
+  let text = images !== null ? String(images) : "";
+  if (perEpoch !== null && perEpoch !== images) text += text ? ` (${perEpoch} per epoch with repeats)` : `${perEpoch} per epoch`;
+  if (text && finite(training.reg_images) && training.reg_images > 0) text += ` + ${training.reg_images} regularisation`;
+  return text;
+}
+
+/** The most frequent caption tags with their counts, or why ss_tag_frequency could not be read:
+ * "ohwx woman (25), 1girl (23), …; 2 entries unreadable". */
+export function formatTopTags(tags) {
+  if (!isObject(tags)) return "";
+  const top = list(tags.top).filter(isObject)
+    .map((t) => `${displayText(t.tag, MAX_TAG)} (${finite(t.count) ? t.count : "?"})`);
+  const more = finite(tags.distinct) && tags.distinct > top.length ? ", …" : "";
+  const notes = [];
+  if (tags.problem) notes.push(`unreadable: ${displayText(tags.problem, MAX_LINE)}`);
+  if (finite(tags.skipped) && tags.skipped > 0) notes.push(`${tags.skipped} ${tags.skipped === 1 ? "entry" : "entries"} unreadable`);
+  return truncate([top.join(", ") + (top.length ? more : ""), ...notes].filter(Boolean).join("; "), MAX_LINE * 3);
+}
+
 function normWord(w) {
   return str(w).toLowerCase().split(/\s+/).filter(Boolean).join(" ");
 }
@@ -144,7 +218,8 @@ export function infoView(info) {
   const algorithm = formatAlgorithms(info.algorithms);
   const size = formatBytes(info.file_size);
   const training = formatTraining(info.training);
-  const trainer = isObject(info.training) && info.training.trainer ? displayText(info.training.trainer, 60) : "";
+  const t = info.training;
+  const trainer = isObject(t) && t.trainer ? displayText(t.trainer, 60) : "";
   const format = isObject(info.format) ? displayText(info.format.name || info.format.id || "", 60) : "";
   const compact = truncate([
     arch.text,
@@ -161,7 +236,13 @@ export function infoView(info) {
     ["alpha", [alpha.text, alpha.detail].filter(Boolean).join(": ")],
     ["file size", size],
     ["trained", training],
+    ["trained on", formatBaseCheckpoint(t)],
+    ["images", formatImages(t)],
+    ["learning rate", formatLearningRate(t)],
+    ["optimizer", formatOptimizer(t)],
+    ["network", formatNetwork(t)],
     ["trainer", trainer],
+    ["top tags", formatTopTags(info.tags)],
   ].filter(([, value]) => value).map(([label, value]) => ({ label, value }));
   return {
     ok: true,
@@ -171,6 +252,64 @@ export function infoView(info) {
     triggers: formatTriggers(info),
     warnings: formatWarnings(info.warnings),
   };
+}
+
+function fieldValue(value) {
+  if (typeof value === "string") return value;
+  try {
+    return JSON.stringify(value) ?? "";
+  } catch {
+    return "";
+  }
+}
+
+/** The details fold's content from the whole summary (``details=1``): sections {title, lines,
+ * more (how many lines were left out)}: the caption tags per training folder, the modules per block
+ * and those that map nowhere, and every metadata field (undecodable ones flagged), each cut to
+ * DETAILS_LIMITS. */
+export function detailsView(full) {
+  if (!isObject(full)) return { ok: false, error: "no details returned" };
+  const L = DETAILS_LIMITS;
+  const sections = [];
+  const folders = list(full.tag_frequency).filter(isObject);
+  if (folders.length) {
+    const lines = folders.slice(0, L.folders).map((f) => {
+      const tags = list(f.tags).filter(isObject);
+      const head = displayText(f.folder, 60) + (finite(f.images) ? ` (${f.images} images)` : "");
+      const shown = tags.slice(0, L.tags).map((t) => `${displayText(t.tag, MAX_TAG)} ${finite(t.count) ? t.count : "?"}`);
+      const rest = tags.length > L.tags ? `, … and ${tags.length - L.tags} more` : "";
+      return truncate(`${head}: ${shown.join(", ")}${rest}`, MAX_LINE * 4);
+    });
+    sections.push({ title: "caption tags per folder", lines, more: Math.max(0, folders.length - L.folders) });
+  }
+  const modules = list(full.modules).filter(isObject);
+  if (modules.length) {
+    const perBlock = new Map();
+    for (const m of modules) {
+      const key = typeof m.block === "string" && m.block ? m.block : m.target ? "other" : "maps nowhere";
+      perBlock.set(key, (perBlock.get(key) ?? 0) + 1);
+    }
+    const order = list(full.coverage?.blocks);
+    const rank = (b) => (order.includes(b) ? order.indexOf(b) : order.length);
+    const blocks = [...perBlock].sort(([a], [b]) => rank(a) - rank(b))
+      .map(([b, n]) => `${displayText(b, 20)} ${n}`).join(", ");
+    const unmapped = list(full.unmapped).filter(isObject);
+    const lines = [truncate(`${modules.length} modules per block: ${blocks}`, MAX_LINE * 4),
+      ...unmapped.slice(0, L.modules).map((u) => `${displayText(u.module, 80)}: ${displayText(u.reason, MAX_LINE)}`)];
+    sections.push({ title: "modules", lines, more: Math.max(0, unmapped.length - L.modules) });
+  }
+  const md = isObject(full.metadata) ? full.metadata : {};
+  const fields = [];
+  for (const [group, prefix] of [["kohya", ""], ["modelspec", "modelspec."], ["aitoolkit", ""], ["diffusers", "lora_adapter_metadata."], ["other", ""]]) {
+    if (isObject(md[group])) for (const [k, v] of Object.entries(md[group])) fields.push([prefix + k, v]);
+  }
+  const errors = isObject(md.errors) ? md.errors : {};
+  if (fields.length) {
+    const lines = fields.slice(0, L.fields).map(([k, v]) =>
+      `${displayText(k, 60)}: ${displayText(fieldValue(v), L.value)}${errors[k] ? ` ⚠ ${displayText(errors[k], 100)}` : ""}`);
+    sections.push({ title: "metadata", lines, more: Math.max(0, fields.length - L.fields) });
+  }
+  return { ok: true, sections };
 }
 
 /** The single-line text of a failed request (the panel shows its start, the rest on hover). */

@@ -26,7 +26,33 @@ function chip(doc, c, onCopy) {
   return node;
 }
 
-function details(doc, view) {
+function detailsFold(doc, fold, onToggle) {
+  const open = fold?.open === true;
+  const button = el(doc, "button", {
+    className: "loralab-more-toggle",
+    text: open ? "hide details" : "details",
+    title: "metadata fields, caption tags per folder, modules per block (fetched when opened)",
+    attrs: { type: "button", "aria-expanded": open ? "true" : "false" },
+  });
+  button.addEventListener("click", (e) => {
+    e.stopPropagation();
+    onToggle();
+  });
+  let body = null;
+  if (open && fold.status === "ok") {
+    body = el(doc, "div", { className: "loralab-more" }, fold.view.sections.map((s) => el(doc, "div", { className: "loralab-section" }, [
+      el(doc, "div", { className: "loralab-section-title", text: s.title }),
+      ...s.lines.map((line) => el(doc, "div", { className: "loralab-line", text: line })),
+      s.more ? el(doc, "div", { className: "loralab-line loralab-muted", text: `… and ${s.more} more (Inspect LoRA lists everything)` }) : null,
+    ])));
+  } else if (open) {
+    const text = fold.status === "error" ? `details unavailable: ${truncate(fold.error ?? "", MAX_ERROR)}` : "reading details…";
+    body = el(doc, "div", { className: `loralab-more loralab-muted loralab-more-${fold.status === "error" ? "error" : "loading"}`, text });
+  }
+  return [el(doc, "div", { className: "loralab-row" }, [button]), body];
+}
+
+function details(doc, view, fold, onToggle) {
   const rows = view.rows.map((r) => el(doc, "div", { className: "loralab-row" }, [
     el(doc, "span", { className: "loralab-label", text: r.label }),
     el(doc, "span", { className: "loralab-value", text: r.value }),
@@ -43,11 +69,13 @@ function details(doc, view) {
     ]),
     ...rows,
     ...warnings,
+    ...detailsFold(doc, fold, onToggle),
   ]);
 }
 
 /** One LoRA's entry: ``state`` = {label, status: "empty" | "loading" | "error" | "missing" | "ok", view
- * (format.infoView), error (text), expanded}; ``actions`` = {toggle(), copy(word, chipNode, event)}. */
+ * (format.infoView), error (text), expanded, details: {open, status: "loading" | "ok" | "error", view
+ * (format.detailsView), error}}; ``actions`` = {toggle(), details(), copy(word, chipNode, event)}. */
 export function renderInfo(doc, state, actions) {
   const label = state.label ? el(doc, "span", { className: "loralab-slot", text: state.label }) : null;
   if (state.status !== "ok") {
@@ -86,7 +114,7 @@ export function renderInfo(doc, state, actions) {
       toggle,
     ]),
     chips,
-    state.expanded ? details(doc, view) : null,
+    state.expanded ? details(doc, view, state.details, () => actions.details?.()) : null,
   ]);
 }
 

@@ -1,6 +1,7 @@
 """A LoRA's ``__metadata__``, typed: kohya ``ss_*`` (JSON-in-string fields decoded, numbers and
 booleans as such), SAI ``modelspec.*``, ai-toolkit's ``software``/``training_info``/``name``/
-``version``; anything else kept raw. Plus the training summary people ask for first.
+``version``, diffusers' ``lora_adapter_metadata`` (the PEFT ``LoraConfig``); anything else kept raw.
+Plus the training summary people ask for first.
 
 Metadata is attacker-controlled text: nothing here evaluates it beyond ``json.loads`` and number
 parsing, and a field that does not decode is kept raw and named in ``errors``.
@@ -20,6 +21,9 @@ KOHYA_JSON_FIELDS = ("ss_tag_frequency", "ss_dataset_dirs", "ss_reg_dataset_dirs
 #: ai-toolkit's top-level fields (``software`` and ``training_info`` hold JSON)
 AITOOLKIT_FIELDS = ("software", "training_info", "name", "version")
 _AITOOLKIT_JSON = ("software", "training_info")
+#: diffusers' field holding the PEFT ``LoraConfig`` as JSON (its keys prefixed per component when
+#: the pipeline saved several: ``transformer.r``)
+DIFFUSERS_FIELD = "lora_adapter_metadata"
 
 _INT = re.compile(r"^[+-]?\d+$")
 _FLOAT = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?$")
@@ -59,6 +63,7 @@ class Metadata:
     kohya: dict[str, Any] = field(default_factory=dict)  # ss_* and sshs_* keys, typed
     modelspec: dict[str, str] = field(default_factory=dict)  # modelspec.* without the prefix
     aitoolkit: dict[str, Any] = field(default_factory=dict)
+    diffusers: dict[str, Any] = field(default_factory=dict)  # the decoded lora_adapter_metadata
     other: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)  # key -> why it could not be decoded
 
@@ -73,16 +78,22 @@ class Metadata:
 
     def to_dict(self) -> dict:
         return {"kohya": self.kohya, "modelspec": self.modelspec, "aitoolkit": self.aitoolkit,
-                "other": self.other, "errors": self.errors}
+                "diffusers": self.diffusers, "other": self.other, "errors": self.errors}
 
 
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float | str:
+    """A JSON number as a float; one too large for a float (``1e999``) stays text."""
+    n = float(text)
+    return n if math.isfinite(n) else text
+
+
 def _decode_json(md: Metadata, key: str, value: str) -> Any:
     try:
-        return json.loads(value, parse_constant=_no_constants)
+        return json.loads(value, parse_constant=_no_constants, parse_float=_finite_float)
     except (ValueError, RecursionError) as e:
         md.errors[key] = f"not valid JSON ({str(e)[:80]})"
         return value
@@ -101,17 +112,27 @@ def parse_metadata(raw: Mapping[str, str]) -> Metadata:
             md.modelspec[key[len("modelspec."):]] = value
         elif key in AITOOLKIT_FIELDS:
             md.aitoolkit[key] = _decode_json(md, key, value) if key in _AITOOLKIT_JSON and value[:1] in "{[" else value
+        elif key == DIFFUSERS_FIELD:
+            config = _decode_json(md, key, value)
+            if isinstance(config, dict):
+                md.diffusers = config
+            else:
+                md.other[key] = value
+                md.errors.setdefault(key, f"a JSON {type(config).__name__}, not an object")
         else:
             md.other[key] = value
     return md
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
+    """A finite number, or None (decoded JSON can hold 1e999, which is infinite)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    return None
+    try:
+        n = float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        return None
+    return n if math.isfinite(n) else None
 
 
 def _int(value: Any) -> int | None:
@@ -192,6 +213,7 @@ class Training:
     text_encoder_lr: float | None = None
     lr_scheduler: str | None = None
     network_module: str | None = None
+    network_algo: str | None = None  # LyCORIS ``algo`` of ss_network_args; PEFT "lora" or "dora"
     network_dim: int | str | None = None
     network_alpha: float | str | None = None
     network_args: dict | None = None
@@ -207,6 +229,28 @@ class Training:
         return all(v is None for v in asdict(self).values())
 
 
+def peft_config(md: Metadata) -> dict[str, Any]:
+    """The PEFT ``LoraConfig`` of diffusers' ``lora_adapter_metadata`` (``r``, ``lora_alpha``,
+    ``use_dora``...); where it is packed per component (``transformer.r``, ``unet.r``), the
+    transformer's or the U-Net's, else the first component's."""
+    config = md.diffusers
+    if not config or "r" in config or "peft_type" in config:
+        return config
+    groups: dict[str, dict[str, Any]] = {}
+    for key, value in config.items():
+        prefix, dot, name = str(key).partition(".")
+        if dot:
+            groups.setdefault(prefix, {})[name] = value
+    for prefix in ("transformer", "unet"):
+        if prefix in groups:
+            return groups[prefix]
+    return next(iter(groups.values()), {})
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 def _trainer(md: Metadata) -> str | None:
     if md.software_name:
         sw = md.aitoolkit.get("software")
@@ -218,7 +262,9 @@ def _trainer(md: Metadata) -> str | None:
     if md.get("ss_network_module") is not None or md.get("ss_session_id") is not None:
         return "kohya sd-scripts"
     impl = md.modelspec.get("implementation_version")
-    return impl or None
+    if impl:
+        return impl
+    return "diffusers (PEFT)" if peft_config(md) else None
 
 
 def training_summary(md: Metadata) -> Training:
@@ -228,9 +274,13 @@ def training_summary(md: Metadata) -> Training:
     info = info if isinstance(info, dict) else {}
     images = folder_images(md)
     optimizer, optimizer_args = _optimizer(g("ss_optimizer"))
-    dim = g("ss_network_dim")
-    alpha = g("ss_network_alpha")
+    peft = peft_config(md)
+    dim = g("ss_network_dim", peft.get("r"))
+    alpha = g("ss_network_alpha", peft.get("lora_alpha"))
     args = g("ss_network_args")
+    module, algo = _text(g("ss_network_module")), (_text(args.get("algo")) if isinstance(args, dict) else None)
+    if module is None and peft:
+        module, algo = "peft", "dora" if peft.get("use_dora") is True else (_text(peft.get("peft_type")) or "lora").lower()
     batch = g("ss_total_batch_size", g("ss_batch_size_per_device"))
     if batch is None and isinstance(g("ss_datasets"), list) and g("ss_datasets"):
         first = g("ss_datasets")[0]
@@ -239,7 +289,7 @@ def training_summary(md: Metadata) -> Training:
         trainer=_trainer(md),
         title=md.modelspec.get("title") or (md.aitoolkit.get("name") if isinstance(md.aitoolkit.get("name"), str)
                                            else None) or (g("ss_output_name") or None),
-        base_model=g("ss_sd_model_name") or None,
+        base_model=_text(g("ss_sd_model_name")) or _text(g("ss_base_model")) or _text(peft.get("base_model_name_or_path")),
         base_model_version=(g("ss_base_model_version") or md.modelspec.get("architecture") or None),
         steps=_int(g("ss_steps")) if g("ss_steps") is not None else _int(info.get("step")),
         max_steps=_int(g("ss_max_train_steps")),
@@ -256,9 +306,10 @@ def training_summary(md: Metadata) -> Training:
         unet_lr=_number(g("ss_unet_lr")),
         text_encoder_lr=_number(g("ss_text_encoder_lr")),
         lr_scheduler=g("ss_lr_scheduler") if isinstance(g("ss_lr_scheduler"), str) else None,
-        network_module=g("ss_network_module") if isinstance(g("ss_network_module"), str) else None,
-        network_dim=dim if isinstance(dim, (int, str)) and not isinstance(dim, bool) else None,
-        network_alpha=alpha if isinstance(alpha, (int, float, str)) and not isinstance(alpha, bool) else None,
+        network_module=module,
+        network_algo=algo,
+        network_dim=_int(dim) if _int(dim) is not None else _text(dim),
+        network_alpha=_number(alpha) if _number(alpha) is not None else _text(alpha),
         network_args=args if isinstance(args, dict) else None,
         mixed_precision=g("ss_mixed_precision") if isinstance(g("ss_mixed_precision"), str) else None,
         seed=_int(g("ss_seed")),

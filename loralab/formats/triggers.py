@@ -11,13 +11,19 @@ ai-toolkit trigger, a class token, or a tag found in every caption of its folder
 """
 from __future__ import annotations
 
+import heapq
 import re
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 
 from .metadata import Metadata, folder_images
 
 #: tags listed per ss_tag_frequency folder (the full table stays in the metadata)
 MAX_TAGS_PER_FOLDER = 30
+#: tags a :class:`TagSummary` lists
+TOP_TAGS = 8
+#: the largest caption count taken as one (a trainer counts captions; 2**53 is past any dataset)
+_MAX_COUNT = 2**53
 
 _REPEAT_FOLDER = re.compile(r"^(\d+)_(.+)$")
 
@@ -43,25 +49,89 @@ def class_tokens(folder: str) -> str | None:
     return m.group(2).strip() or None if m else None
 
 
-def _tag_folders(md: Metadata) -> dict[str, dict[str, int]]:
+def _count(value: object) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= _MAX_COUNT:
+        return None
+    return int(value)
+
+
+@dataclass
+class TagFolders:
+    """``ss_tag_frequency`` read as folder -> {tag: captions}, with what could not be read:
+    ``skipped`` entries (a folder that is no ``{tag: count}`` object, a count that is no
+    non-negative number) and ``problem``, why nothing could be read at all."""
+
+    folders: dict[str, dict[str, int]] = field(default_factory=dict)
+    skipped: int = 0
+    problem: str | None = None
+
+
+def tag_folders(md: Metadata) -> TagFolders:
+    """The caption tags of ``ss_tag_frequency`` per training folder, whatever shape it has."""
     freq = md.get("ss_tag_frequency")
-    if not isinstance(freq, dict):
-        return {}
-    out: dict[str, dict[str, int]] = {}
-    for folder, tags in freq.items():
-        if isinstance(tags, dict):
-            out[str(folder)] = {str(t): int(c) for t, c in tags.items()
-                                if isinstance(c, (int, float)) and not isinstance(c, bool)}
+    out = TagFolders()
+    if "ss_tag_frequency" in md.errors:
+        out.problem = f"ss_tag_frequency is {md.errors['ss_tag_frequency']}"
+    elif freq is not None and not isinstance(freq, dict):
+        out.problem = f"ss_tag_frequency is a JSON {type(freq).__name__}, not {{folder: {{tag: count}}}}"
+    for folder, tags in freq.items() if isinstance(freq, dict) and out.problem is None else ():
+        if not isinstance(tags, dict):
+            out.skipped += 1
+            continue
+        counted = out.folders.setdefault(str(folder), {})
+        for tag, value in tags.items():
+            n = _count(value)
+            if n is None:
+                out.skipped += 1
+            else:
+                counted[str(tag)] = n
     return out
 
 
-def find_triggers(md: Metadata) -> list[Trigger]:
-    """Every trigger-word candidate in the metadata, with its source."""
+@dataclass
+class TagSummary:
+    """The most frequent caption tags over every training folder (``top``: (tag, captions), most
+    first, counts summed over folders), how many distinct tags and folders there are, and what
+    could not be read (:class:`TagFolders`)."""
+
+    top: list[tuple[str, int]]
+    distinct: int
+    folders: int
+    skipped: int = 0
+    problem: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"top": [{"tag": t, "count": n} for t, n in self.top], "distinct": self.distinct,
+                "folders": self.folders, "skipped": self.skipped, "problem": self.problem}
+
+
+def tag_summary(md: Metadata, limit: int = TOP_TAGS, read: TagFolders | None = None) -> TagSummary:
+    """The ``limit`` most frequent tags of ``ss_tag_frequency`` (ties by name); ``read``: its
+    :func:`tag_folders`, where already at hand."""
+    read = read if read is not None else tag_folders(md)
+    totals: Counter[str] = Counter()
+    for tags in read.folders.values():
+        totals.update(tags)
+    top = heapq.nsmallest(limit, totals.items(), key=lambda kv: (-kv[1], kv[0]))
+    return TagSummary(top, len(totals), len(read.folders), read.skipped, read.problem)
+
+
+def tag_frequency(read: TagFolders, images: dict[str, int]) -> list[dict]:
+    """Every folder's tags, most frequent first, as JSON: [{folder, images (its image count, or
+    None), tags: [{tag, count}]}]; ``images``: :func:`~.metadata.folder_images`."""
+    def ranked(tags: dict[str, int]) -> list[dict]:
+        return [{"tag": t, "count": n} for t, n in sorted(tags.items(), key=lambda kv: (-kv[1], kv[0]))]
+    return [{"folder": folder, "images": images.get(folder), "tags": ranked(tags)} for folder, tags in read.folders.items()]
+
+
+def find_triggers(md: Metadata, read: TagFolders | None = None) -> list[Trigger]:
+    """Every trigger-word candidate in the metadata, with its source; ``read``: the metadata's
+    :func:`tag_folders`, where already at hand."""
     out: list[Trigger] = []
     phrase = md.modelspec.get("trigger_phrase", "").strip()
     if phrase:
         out.append(Trigger(phrase, "trigger_phrase", "modelspec.trigger_phrase", likely=True))
-    folders = _tag_folders(md)
+    folders = (read if read is not None else tag_folders(md)).folders
     if "ai-toolkit" in md.software_name.lower():
         for folder, tags in folders.items():
             if class_tokens(folder) and len(tags) == 1:

@@ -38,8 +38,9 @@ class HealthWarning:
     message: str
     items: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
-        return {"code": self.code, "message": self.message, "count": len(self.items), "items": self.items[:MAX_ITEMS]}
+    def to_dict(self, items: int = MAX_ITEMS) -> dict:
+        """As JSON, with the first ``items`` items; ``count`` is how many there are."""
+        return {"code": self.code, "message": self.message, "count": len(self.items), "items": self.items[:items]}
 
 
 def _warning(code: str, items: list[str], message: str) -> list[HealthWarning]:

@@ -4,9 +4,9 @@
 :func:`inspect_lora` adds what needs the tensors (block strengths, NaN/Inf and all-zero checks)
 and the file hashes, on request.
 
-JSON shape of :meth:`Summary.to_dict` (``schema`` 1; the ``/loralab/lora_info`` route returns it,
-with ``path`` replaced by the name relative to the ``loras`` folder). Values are JSON types; a
-number that does not exist is ``null``::
+JSON shape of :meth:`Summary.to_dict` (``schema`` 1; the ``/loralab/lora_info?details=1`` route
+returns it, with ``path`` replaced by the name relative to the ``loras`` folder). Values are JSON
+types; a number that does not exist is ``null``::
 
     schema: 1
     verdict: str                                         # one line: what it is for and how much maps,
@@ -29,10 +29,14 @@ number that does not exist is ``null``::
     host: {name: "ComfyUI 0.33.0", dropped_keys: int, dropped_we_map: int, modules_we_map: [module]}
     training: {trainer, title, base_model, base_model_version, steps, max_steps, epochs, max_epochs,
                resolution, images, train_images, reg_images, batch_size, optimizer, optimizer_args,
-               learning_rate, unet_lr, text_encoder_lr, lr_scheduler, network_module, network_dim,
-               network_alpha, network_args, mixed_precision, seed, started_at, finished_at}
+               learning_rate, unet_lr, text_encoder_lr, lr_scheduler, network_module, network_algo,
+               network_dim, network_alpha, network_args, mixed_precision, seed, started_at, finished_at}
     triggers: [{word, kind, source, count, images, likely}]; trigger_words: [str]
-    metadata: {kohya: {...typed}, modelspec: {...}, aitoolkit: {...}, other: {...}, errors: {key: why}}
+    tags: {top: [{tag, count}], distinct, folders, skipped, problem}   # ss_tag_frequency's 8 most frequent
+                                                         # tags over all folders; problem: why it is unreadable
+    tag_frequency: [{folder, images, tags: [{tag, count}]}]
+    metadata: {kohya: {...typed}, modelspec: {...}, aitoolkit: {...}, diffusers: {...}, other: {...},
+               errors: {key: why}}
     warnings: [{code, message, count, items}]            # header-level health warnings; codes:
         not_a_lora, arch_mismatch, unknown_arch, alpha_nonfinite, alpha_not_positive, alpha_far_above_rank,
         alpha_ignored, rank_vs_metadata, alpha_vs_metadata, split_qkv, duplicate_target, unknown_keys,
@@ -42,6 +46,13 @@ number that does not exist is ``null``::
 [{block, norm, modules, base_norm, relative, inexact, nonfinite, unmeasured}]}, or null),
 ``hashes`` ({sha256, autov2, addnet, autov3, legacy, stored_addnet, stored_legacy, addnet_matches,
 legacy_matches}, or null), and ``warnings`` including the tensor-level ones (nonfinite_values, all_zero).
+
+:meth:`Summary.panel_dict` is the metadata panel's answer (the route's default, a few KB whatever
+the number of modules): ``schema``, ``verdict``, ``not_lora``, ``name``, ``path``, ``file_size``,
+``format``, ``arch``, ``algorithms``, ``rank``, ``alpha``, ``coverage``, ``training`` (without
+``network_args``), ``tags``, ``trigger_words``, ``triggers`` (the caption tags among them only where
+likely) and ``warnings`` with their first 3 items; the module lists, the metadata and the tag table
+are in :meth:`Summary.to_dict` only.
 """
 from __future__ import annotations
 
@@ -57,9 +68,10 @@ from ..files.hashes import Hashes, file_hashes
 from ..files.safetensors import gc_paused
 from ..formats.host_keys import NEWEST, HostRules, host_targets
 from ..formats.keys import Entry
-from ..formats.metadata import Metadata, Training, parse_metadata, training_summary
+from ..formats.metadata import Metadata, Training, folder_images, parse_metadata, training_summary
 from ..formats.not_lora import not_a_lora, use_instead
-from ..formats.triggers import Trigger, find_triggers, trigger_words
+from ..formats.triggers import (TagFolders, TagSummary, Trigger, find_triggers, tag_folders, tag_frequency, tag_summary,
+                                trigger_words)
 from ..layouts import ModelLayout
 from ..lora import Lora, MappedEntry
 from .health import HealthWarning, TensorChecks, adapter_tensors, header_warnings
@@ -71,6 +83,8 @@ if TYPE_CHECKING:
     from .block_strength import BlockStrength
 
 SCHEMA = 1
+#: items per warning in :meth:`Summary.panel_dict` (the panel shows as many, then "… and N more")
+PANEL_ITEMS = 3
 
 _block_of = functools.lru_cache(maxsize=1 << 16)(block_of)
 
@@ -195,6 +209,8 @@ class Summary:
     metadata: Metadata
     training: Training
     triggers: list[Trigger]
+    tags: TagSummary
+    tag_folders: TagFolders
     warnings: list[HealthWarning]
     not_lora: str | None = None
 
@@ -241,9 +257,31 @@ class Summary:
         n = len(self.warnings) if warnings is None else warnings
         return line + (f"; {n} warning(s) below" if n else "")
 
-    def to_dict(self) -> dict:
+    def _coverage(self) -> dict:
         comps = self.components
         mapped = sum(comps.values())
+        return {"modules": len(self.modules), "mapped": mapped, "unmapped": len(self.modules) - mapped,
+                "unet": comps.get("unet", 0), "text_encoder": mapped - comps.get("unet", 0),
+                "components": comps, "blocks": self.blocks_touched}
+
+    def panel_dict(self) -> dict:
+        """What the metadata panel shows (module docstring): the summary without its per-module
+        lists, metadata and tag table."""
+        training = self.training.to_dict()
+        del training["network_args"]
+        return {
+            "schema": SCHEMA, "verdict": self.verdict(), "not_lora": self.not_lora, "name": self.name, "path": self.path,
+            "file_size": self.file_size, "format": {"id": self.format, "name": self.format_name},
+            "arch": {"id": self.arch, "name": self.arch_name, "variant": self.arch_variant,
+                     "metadata_claim": self.metadata_arch},
+            "algorithms": self.algorithms, "rank": self.rank.to_dict(), "alpha": self.alpha.to_dict(),
+            "coverage": self._coverage(), "training": training, "tags": self.tags.to_dict(),
+            "triggers": [t.to_dict() for t in self.triggers if t.kind != "tag" or t.likely],
+            "trigger_words": self.trigger_words,
+            "warnings": [w.to_dict(PANEL_ITEMS) for w in self.warnings],
+        }
+
+    def to_dict(self) -> dict:
         return {
             "schema": SCHEMA, "verdict": self.verdict(), "not_lora": self.not_lora, "name": self.name, "path": self.path, "file_size": self.file_size,
             "tensor_count": self.tensor_count, "dtypes": self.dtypes,
@@ -252,9 +290,7 @@ class Summary:
                      "metadata_claim": self.metadata_arch},
             "algorithms": self.algorithms,
             "rank": self.rank.to_dict(), "alpha": self.alpha.to_dict(), "scale": self.scale.to_dict(),
-            "coverage": {"modules": len(self.modules), "mapped": mapped, "unmapped": len(self.modules) - mapped,
-                         "unet": comps.get("unet", 0), "text_encoder": mapped - comps.get("unet", 0),
-                         "components": comps, "blocks": self.blocks_touched},
+            "coverage": self._coverage(),
             "layers": self.layers,
             "modules": [m.to_dict() for m in self.modules],
             "unmapped": self.unmapped, "unrecognized_keys": self.unrecognized_keys,
@@ -262,6 +298,8 @@ class Summary:
                      "modules_we_map": self.host_dropped_we_map},
             "training": self.training.to_dict(),
             "triggers": [t.to_dict() for t in self.triggers], "trigger_words": self.trigger_words,
+            "tags": self.tags.to_dict(),
+            "tag_frequency": tag_frequency(self.tag_folders, folder_images(self.metadata)),
             "metadata": self.metadata.to_dict(),
             "warnings": [w.to_dict() for w in self.warnings],
         }
@@ -305,9 +343,11 @@ class Summary:
                 where = t.source + (f" (in {t.count} of {t.images} captions)" if t.kind == "tag" else "")
                 sources.setdefault(" ".join(t.word.lower().split()), (t.word, []))[1].append(where)
         lines += [f"  {word}  <- " + "; ".join(wheres) for word, wheres in sources.values()]
-        tags = [t for t in self.triggers if t.kind == "tag"]
-        if tags:
-            lines.append("top tags: " + ", ".join(f"{t.word} ({t.count})" for t in tags[:10]))
+        if self.tags.top:
+            lines.append("top tags: " + ", ".join(f"{t} ({n})" for t, n in self.tags.top))
+        if self.tags.problem or self.tags.skipped:
+            lines.append("tags: " + (self.tags.problem or f"{self.tags.skipped} ss_tag_frequency entries left out "
+                                                          "(not a tag with a caption count)"))
         return lines
 
     def to_text(self) -> str:
@@ -342,7 +382,7 @@ def _training_lines(t: Training) -> list[str]:
     if t.lr_scheduler:
         line2.append(t.lr_scheduler)
     if t.network_module:
-        net = t.network_module + "".join(f" {k} {v}" for k, v in (("dim", t.network_dim), ("alpha", t.network_alpha))
+        net = t.network_module + (f" ({t.network_algo})" if t.network_algo else "") + "".join(f" {k} {v}" for k, v in (("dim", t.network_dim), ("alpha", t.network_alpha))
                                          if v is not None)
         if t.network_args:
             net += " " + ", ".join(f"{k}={v}" for k, v in t.network_args.items())
@@ -427,6 +467,7 @@ def summary_of(lora: Lora, path: str, file_size: int, host: HostRules = NEWEST) 
     else:
         host_dropped = len(keys)
     md = parse_metadata(src.metadata)
+    tags = tag_folders(md)
     dtypes = Counter(src.dtype(k) for k in keys)
     return Summary(
         path=path, file_size=file_size, tensor_count=len(keys), dtypes=dict(dtypes),
@@ -439,8 +480,8 @@ def summary_of(lora: Lora, path: str, file_size: int, host: HostRules = NEWEST) 
                   for m in lora.unmapped()],
         unrecognized_keys=list(lora.unrecognized) + list(lora.orphans),
         host_dropped=host_dropped, host_dropped_we_map=dropped_we_map, host_name=host.name,
-        metadata=md, training=training_summary(md), triggers=find_triggers(md),
-        warnings=header_warnings(lora, md), not_lora=det.not_lora,
+        metadata=md, training=training_summary(md), triggers=find_triggers(md, tags),
+        tags=tag_summary(md, read=tags), tag_folders=tags, warnings=header_warnings(lora, md), not_lora=det.not_lora,
     )
 
 

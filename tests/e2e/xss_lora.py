@@ -35,6 +35,8 @@ def xss_metadata() -> dict[str, str]:
         "ss_tag_frequency": json.dumps({folder: {p["js_url"]: 10, p["entities"]: 10, p["rtl"]: 10, p["zero_width"]: 10}}),
         "ss_dataset_dirs": json.dumps({folder: {"n_repeats": 10, "img_count": 10}}),
         "ss_sd_model_name": p["long"], "ss_training_comment": p["entities"],
+        "ss_optimizer": f"torch.optim.AdamW({p['svg']})", "ss_lr_scheduler": p["script"],
+        "ss_network_args": json.dumps({"algo": p["img"]}), "ss_learning_rate": "0.0001",
     }
 
 

@@ -144,10 +144,10 @@ def _route_handler(host):
     return None
 
 
-def _get(host, handler, name: str) -> tuple[int, str]:
+def _get(host, handler, name: str, more: str = "") -> tuple[int, str]:
     from aiohttp.test_utils import make_mocked_request
     query = urllib.parse.quote(name, safe="", errors="surrogatepass")  # what a client can send for any text
-    request = make_mocked_request("GET", f"{ROUTE}?name={query}")
+    request = make_mocked_request("GET", f"{ROUTE}?name={query}{more}")
     response = host.loop.run_until_complete(handler(request))
     return response.status, response.text
 
@@ -164,13 +164,16 @@ def _route_entry_point(host, loras: str) -> EntryPoint | None:
         return None
 
     def run(path: str, scratch: str) -> list[str]:
-        name = _relative(loras, path)
-        status, text = _get(host, handler, name)
-        body = _strict(text)
-        assert 200 <= status < 500, f"{status}: {text[:500]}"  # a 5xx is the server failing, not refusing
-        if status != 200:
-            raise RouteRefused(f"{status}: {text}")
-        return [json.dumps(w) for w in body.get("warnings", [])] + [u.get("reason", "") for u in body.get("unmapped", [])]
+        findings = []
+        for details in ("", "&details=1"):  # the panel's answer, then the whole summary
+            status, text = _get(host, handler, _relative(loras, path), details)
+            body = _strict(text)
+            assert 200 <= status < 500, f"{status}: {text[:500]}"  # a 5xx is the server failing, not refusing
+            if status != 200:
+                raise RouteRefused(f"{status}: {text}")
+            findings += [json.dumps(w) for w in body.get("warnings", [])]
+            findings += [u.get("reason", "") for u in body.get("unmapped", [])]
+        return findings
     health = _has(host, "loralab.ops.health")
     return EntryPoint("lora_info_route", run, sees=lambda: frozenset({"header", "alpha"} if health else {"header"}),
                       refusal="RouteRefused", by_name=True)

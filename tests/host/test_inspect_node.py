@@ -1,6 +1,7 @@
 """Inspect LoRA in the real ComfyUI: the node runs on a file in loras/ (alone, in a prompt, and with
 a MODEL for relative strength) and returns its four outputs; GET /loralab/lora_info answers from
-ComfyUI's own server app, reads no tensor data, and refuses names that escape the loras folder."""
+ComfyUI's own server app, reads no tensor data, refuses names that escape the loras folder, and
+sends the panel a few KB (the whole summary with details=1)."""
 import json
 import os
 import uuid
@@ -78,8 +79,9 @@ def test_node_with_a_model_gives_relative_strength(host, tiny_models):
     assert "‖ΔW‖/‖W‖" in report and image.shape[-1] == 3
 
 
-def _request_all(host, queries):
-    """Run GET requests against ComfyUI's own aiohttp app (routes added once per session)."""
+def _responses(host, queries, headers=None):
+    """Run GET requests against ComfyUI's own aiohttp app (routes added once per session):
+    (status, body bytes, response headers) per query."""
     from aiohttp.test_utils import TestClient, TestServer  # the host's aiohttp (not in the engine's env)
     if not getattr(host, "loralab_routes_added", False):
         host.server.add_routes()
@@ -90,10 +92,14 @@ def _request_all(host, queries):
         async with TestClient(TestServer(host.server.app)) as client:
             for q in queries:
                 r = await client.get("/loralab/lora_info?" + q if isinstance(q, str) else "/loralab/lora_info",
-                                     params=None if isinstance(q, str) else q)
-                out.append((r.status, await r.json()))
+                                     params=None if isinstance(q, str) else q, headers=headers)
+                out.append((r.status, await r.read(), r.headers))
         return out
     return host.loop.run_until_complete(run())
+
+
+def _request_all(host, queries):
+    return [(status, json.loads(body)) for status, body, _ in _responses(host, queries)]
 
 
 def test_route_answers_and_refuses_traversal(host, lora_name, tmp_path, monkeypatch):
@@ -137,3 +143,32 @@ def test_route_answers_and_refuses_traversal(host, lora_name, tmp_path, monkeypa
     assert all(set(body) == {"error"} and body["error"] for _, body in refused)
     for q, (_, body) in zip(queries[1:4] + queries[5:], refused):  # no server path, unless the client sent it
         assert loras not in body["error"] or loras in str(q), (q, body)
+
+
+#: the panel's answer for a real-layout SDXL kohya LoRA (986 modules, 2958 tensors) stays under this
+#: many bytes (it was 316 KB when the route sent the whole summary)
+PANEL_BUDGET = 4096
+
+
+def test_route_sends_the_panel_part_and_the_details_on_demand(host):
+    name = f"sdxl_{uuid.uuid4().hex[:8]}.safetensors"
+    materialize("kohya_sdxl_lora", os.path.join(host.folder("loras"), name), rank=2)
+    (status, lean, headers), (d_status, full, d_headers) = _responses(host, [{"name": name},
+                                                                             {"name": name, "details": "1"}])
+    assert status == d_status == 200 and headers["ETag"] == d_headers["ETag"]
+    assert len(lean) < PANEL_BUDGET < len(full) // 50, (len(lean), len(full))
+    panel, details = json.loads(lean), json.loads(full)
+    assert panel["path"] == details["path"] == name and panel["arch"]["id"] == details["arch"]["id"] == "sdxl"
+    assert panel["coverage"]["blocks"] == details["coverage"]["blocks"] and "IN04" in panel["coverage"]["blocks"]
+    t = panel["training"]
+    assert (t["optimizer"], t["learning_rate"], t["network_module"], t["base_model"], t["images"]) == (
+        "AdamW8bit", 1e-4, "networks.lora", "sd_xl_base_1.0.safetensors", 25)
+    assert panel["tags"]["top"][0] == {"tag": "ohwx woman", "count": 25}
+    rest = {"modules", "unmapped", "unrecognized_keys", "metadata", "tag_frequency", "host", "layers", "scale", "dtypes",
+            "tensor_count"}
+    assert not rest & set(panel) and rest <= set(details)
+    assert len(details["modules"]) == 986 and details["tag_frequency"][0]["folder"] == "10_ohwx woman"
+    assert details["metadata"]["kohya"]["ss_network_dim"] == 32
+    revalidated = _responses(host, [{"name": name}, {"name": name, "details": "1"}],
+                             headers={"If-None-Match": headers["ETag"]})
+    assert [(s, b) for s, b, _ in revalidated] == [(304, b""), (304, b"")]

@@ -7,11 +7,11 @@ import test from "node:test";
 
 import { el } from "../../js/lib/dom.js";
 import { buildSliders, setOptions, showValues, sliderValue } from "../../js/lib/editor_view.js";
-import { infoView } from "../../js/lib/format.js";
+import { detailsView, infoView } from "../../js/lib/format.js";
 import { renderInfo, renderReport } from "../../js/lib/panel.js";
 import { parseSpec } from "../../js/lib/spec.js";
 import { FakeDocument } from "./fake_dom.mjs";
-import { SAMPLE } from "./samples.mjs";
+import { DETAILS, SAMPLE } from "./samples.mjs";
 import { XSS } from "./xss_corpus.mjs";
 
 const INERT_TAGS = new Set(["div", "span", "button", "pre", "select", "option", "input", "canvas", "#text"]);
@@ -128,4 +128,42 @@ test("a deleted file shows as missing, its hostile name only in the title", () =
   const texts = [...root.walk()].map((n) => n._text ?? "").join("");
   assert.equal(texts, "missing: no longer in the loras folder");
   assert.ok(visibleText(root).includes(XSS[1]));  // the name, as a title
+});
+
+test("the details fold: closed, loading, failed and open with hostile details, all as text", () => {
+  const hostileDetails = {
+    ...DETAILS,
+    tag_frequency: XSS.map((x) => ({ folder: x, images: 1, tags: [{ tag: x, count: 1 }] })),
+    metadata: { kohya: Object.fromEntries(XSS.map((x, i) => [`ss_${i}`, x])), errors: { ss_0: XSS[2] } },
+  };
+  const view = infoView(hostile);
+  const render = (details, actions = {}) => renderInfo(new FakeDocument(), { label: null, status: "ok", view, expanded: true, details },
+    { toggle: noop, copy: noop, ...actions });
+  const classes = (root) => [...root.walk()].map((n) => n.className);
+  let opened = 0;
+  const closed = render({ open: false }, { details: () => opened++ });
+  assert.ok(!classes(closed).includes("loralab-more"));
+  const button = [...closed.walk()].find((n) => n.className === "loralab-more-toggle");
+  assert.equal(button.textContent, "details");
+  button.dispatch("click");
+  assert.equal(opened, 1);
+  assert.ok(visibleText(render({ open: true, status: "loading" })).includes("reading details…"));
+  const failed = render({ open: true, status: "error", error: XSS[1] });
+  assertInert(failed);
+  assert.ok(visibleText(failed).includes(`details unavailable: ${XSS[1]}`.slice(0, 100)));
+  const open = render({ open: true, status: "ok", view: detailsView(hostileDetails) });
+  assertInert(open);
+  const text = visibleText(open);
+  for (const payload of XSS.slice(0, 10)) assert.ok(text.includes(payload), `missing as text: ${payload}`);
+  assert.ok(text.includes("caption tags per folder") && text.includes("metadata") && text.includes("modules per block"));
+  assert.equal([...open.walk()].find((n) => n.className === "loralab-more-toggle").textContent, "hide details");
+});
+
+test("the more rows render under the compact line, collapsed away", () => {
+  const doc = new FakeDocument();
+  const rows = (expanded) => [...renderInfo(doc, { label: null, status: "ok", view: infoView(SAMPLE), expanded }, { toggle: noop, copy: noop })
+    .walk()].filter((n) => n.className === "loralab-label").map((n) => n.textContent);
+  assert.deepEqual(rows(false), []);
+  const labels = rows(true);
+  for (const label of ["trained on", "images", "learning rate", "optimizer", "network", "top tags"]) assert.ok(labels.includes(label), label);
 });

@@ -144,3 +144,98 @@ def test_non_finite_numbers_never_reach_json(tmp):
          "lora_unet_x.alpha": torch.tensor(float("nan"))}
     path = save_tensors(os.path.join(tmp, "n.safetensors"), t, meta)
     json.dumps(summarize(path).to_dict(), allow_nan=False)
+
+
+def test_network_module_names_the_lycoris_algorithm():
+    for name, algo in (("lycoris_sd15_loha", "loha"), ("lycoris_sd15_lokr", "lokr"), ("lycoris_sd15_locon_dora", "locon")):
+        t = training_summary(parse_metadata(fixture("loras", name)["metadata"]))
+        assert (t.network_module, t.network_algo) == ("lycoris.kohya", algo), name
+    t = training_summary(meta("kohya_sd15_train_network"))
+    assert (t.network_module, t.network_algo) == ("networks.lora", None)
+    t = training_summary(parse_metadata({"ss_network_module": "lycoris.kohya", "ss_network_args": '{"algo": 7}'}))
+    assert (t.network_module, t.network_algo) == ("lycoris.kohya", None)  # an algo that is no text is left out
+
+
+def test_base_checkpoint_from_each_trainer():
+    assert training_summary(meta("kohya_sd15_train_network")).base_model == "v1-5-pruned-emaonly.safetensors"
+    aitoolkit = dict(fixture("metadata", "aitoolkit_flux")["metadata"], ss_base_model="black-forest-labs/FLUX.1-dev")
+    t = training_summary(parse_metadata(aitoolkit))
+    assert (t.base_model, t.base_model_version) == ("black-forest-labs/FLUX.1-dev", "flux.1")
+    t = training_summary(parse_metadata({"modelspec.architecture": "stable-diffusion-xl-v1-base/lora"}))
+    assert (t.base_model, t.base_model_version) == (None, "stable-diffusion-xl-v1-base/lora")
+
+
+def test_diffusers_peft_config_gives_module_rank_alpha_and_base():
+    """diffusers' lora_adapter_metadata: the PEFT LoraConfig, flat or packed per component."""
+    import json
+    config = {"r": 4, "lora_alpha": 8, "peft_type": "LORA", "use_dora": False, "target_modules": ["to_q", "to_k"],
+              "base_model_name_or_path": "stabilityai/stable-diffusion-xl-base-1.0"}
+    md = parse_metadata({"format": "pt", "lora_adapter_metadata": json.dumps(config)})
+    assert md.diffusers == config and md.other == {"format": "pt"} and not md.errors
+    t = training_summary(md)
+    assert (t.network_module, t.network_algo, t.network_dim, t.network_alpha) == ("peft", "lora", 4, 8.0)
+    assert t.base_model == "stabilityai/stable-diffusion-xl-base-1.0" and t.trainer == "diffusers (PEFT)"
+    packed = {"text_encoder.r": 2, "transformer.r": 16, "transformer.lora_alpha": 16, "transformer.use_dora": True}
+    t = training_summary(parse_metadata({"lora_adapter_metadata": json.dumps(packed)}))
+    assert (t.network_module, t.network_algo, t.network_dim, t.network_alpha) == ("peft", "dora", 16, 16.0)
+    md = parse_metadata({"lora_adapter_metadata": "[1, 2]"})
+    assert md.diffusers == {} and md.other == {"lora_adapter_metadata": "[1, 2]"} and "not an object" in md.errors[
+        "lora_adapter_metadata"]
+    assert training_summary(md).network_module is None
+
+
+def test_top_tags_sum_every_folder():
+    from loralab.formats.triggers import tag_summary
+    s = tag_summary(meta("kohya_sd15_train_network"))
+    assert s.top == [("ohwx woman", 25), ("1girl", 23), ("solo", 22), ("long hair", 17), ("looking at viewer", 14),
+                     ("brown hair", 13), ("smile", 11), ("upper body", 9)]
+    assert (s.distinct, s.folders, s.skipped, s.problem) == (12, 1, 0, None)
+    two = parse_metadata({"ss_tag_frequency": '{"5_a": {"x": 3, "y": 4, "b": 1}, "2_b": {"x": 2, "b": 3, "c": 9}}'})
+    s = tag_summary(two, limit=3)
+    assert s.top == [("c", 9), ("x", 5), ("b", 4)] and (s.distinct, s.folders) == (4, 2)  # b (4) before y (4)
+
+
+def test_hostile_tag_frequency_gives_a_partial_answer():
+    """Whatever shape ss_tag_frequency has, the tags that are tag: count are counted, the rest is
+    counted as skipped, and a field that cannot be read at all says why; nothing raises."""
+    import json
+
+    from loralab.formats.triggers import tag_frequency, tag_folders, tag_summary
+
+    def summary(text):
+        md = parse_metadata({"ss_tag_frequency": text})
+        find_triggers(md)
+        return tag_summary(md)
+
+    mixed = {"1_a": {"good": 3, "str": "7", "bool": True, "neg": -1, "list": [1], "null": None, "float": 2.9,
+                     "huge": 10**30, "inf": 1e999}, "2_b": [1, 2], "3_c": "x", "4_d": {"good": 1}}
+    s = summary(json.dumps(mixed).replace("Infinity", "1e999"))
+    assert s.top == [("good", 4), ("float", 2)] and s.skipped == 9 and s.problem is None
+    s = summary("{not json")
+    assert s.top == [] and s.problem.startswith("ss_tag_frequency is not valid JSON")
+    s = summary("[[1, 2]]")
+    assert s.top == [] and s.problem == "ss_tag_frequency is a JSON list, not {folder: {tag: count}}"
+    s = summary("[" * 100000 + "]" * 100000)
+    assert s.top == [] and "not valid JSON" in s.problem
+    s = summary('{"1_x": {"a": NaN}}')
+    assert s.problem.startswith("ss_tag_frequency is not valid JSON")
+    assert summary("None") == summary("{}") == type(s)([], 0, 0)
+    many = {f"{i}_f": {f"tag{j}": j + i for j in range(2000)} for i in range(50)}
+    md = parse_metadata({"ss_tag_frequency": json.dumps(many)})
+    s = tag_summary(md)
+    assert s.top[0] == ("tag1999", sum(1999 + i for i in range(50))) and len(s.top) == 8 and s.distinct == 2000
+    table = tag_frequency(tag_folders(md), {"0_f": 12})
+    assert table[0]["folder"] == "0_f" and table[0]["images"] == 12 and table[1]["images"] is None
+    assert table[0]["tags"][0] == {"tag": "tag1999", "count": 1999} and len(table[0]["tags"]) == 2000
+
+
+def test_numbers_too_large_for_a_float_stay_text():
+    """1e999 in a JSON field would be infinite: it stays text, and image counts and steps built from
+    it are left out instead of raising."""
+    md = parse_metadata({"ss_dataset_dirs": '{"10_x": {"img_count": 1e999, "n_repeats": 10}}',
+                         "training_info": '{"step": 1e999, "epoch": 2}', "software": '{"name": "ai-toolkit"}',
+                         "ss_network_args": '{"conv_alpha": -1e999}', "ss_network_alpha": "1e999"})
+    assert md.get("ss_dataset_dirs")["10_x"]["img_count"] == "1e999" and not md.errors
+    t = training_summary(md)
+    assert (t.images, t.steps, t.epochs, t.network_alpha) == (None, None, 2, "1e999")
+    assert t.network_args == {"conv_alpha": "-1e999"}

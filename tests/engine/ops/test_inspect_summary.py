@@ -108,13 +108,16 @@ def test_summary_json_shape_is_stable(tmp):
     d = summarize(path).to_dict()
     assert set(d) == {"schema", "verdict", "not_lora", "name", "path", "file_size", "tensor_count", "dtypes", "format", "arch", "algorithms",
                       "rank", "alpha", "scale", "coverage", "layers", "modules", "unmapped", "unrecognized_keys",
-                      "host", "training", "triggers", "trigger_words", "metadata", "warnings"}
+                      "host", "training", "triggers", "trigger_words", "tags", "tag_frequency", "metadata", "warnings"}
     assert set(d["arch"]) == {"id", "name", "variant", "metadata_claim"}
     assert set(d["rank"]) == {"summary", "values", "varies", "by_group"}
     assert set(d["modules"][0]) == {"module", "param", "algorithm", "component", "target", "rows", "block", "layer",
                                     "rank", "alpha", "scale"}
     assert set(d["host"]) == {"name", "dropped_keys", "dropped_we_map", "modules_we_map"}
     assert set(d["triggers"][0]) == {"word", "kind", "source", "count", "images", "likely"}
+    assert set(d["tags"]) == {"top", "distinct", "folders", "skipped", "problem"}
+    assert set(d["tag_frequency"][0]) == {"folder", "images", "tags"}
+    assert set(d["metadata"]) == {"kohya", "modelspec", "aitoolkit", "diffusers", "other", "errors"}
     assert d["dtypes"] == {"F16": 792}
     full = inspect_lora(path, blocks=True, hashes=True).to_dict()
     assert set(full) == set(d) | {"blocks", "hashes"}
@@ -151,3 +154,60 @@ def test_distribution_orders_by_count():
     assert d.to_dict()["values"] == [{"value": 16, "count": 2}, {"value": 8, "count": 1}, {"value": None, "count": 1}]
     assert d.by_group == [("a", "16 ×2"), ("b", "8 ×1, none ×1")]
     assert not Distribution.of([("a", 4.0)]).varies
+
+
+#: the panel's answer for a real-layout SDXL kohya LoRA (986 modules) stays under this many bytes
+PANEL_BUDGET = 4096
+
+
+def test_panel_dict_carries_what_the_panel_shows(tmp):
+    """The panel's part of the summary: the compact line, the "more" rows, the chips, the blocks
+    for the editor and the warnings' first items; no per-module list, metadata or tag table."""
+    from loralab.ops.inspect import PANEL_ITEMS
+    path = materialize("kohya_sdxl_lora", os.path.join(tmp, "x.safetensors"), rank=2)
+    s = summarize(path)
+    full, panel = s.to_dict(), s.panel_dict()
+    size = len(json.dumps(panel, ensure_ascii=False, allow_nan=False).encode())
+    assert size < PANEL_BUDGET < len(json.dumps(full).encode()) / 50, size
+    assert set(panel) == {"schema", "verdict", "not_lora", "name", "path", "file_size", "format", "arch", "algorithms",
+                          "rank", "alpha", "coverage", "training", "tags", "triggers", "trigger_words", "warnings"}
+    for key in ("verdict", "format", "arch", "algorithms", "rank", "alpha", "coverage", "tags", "trigger_words"):
+        assert panel[key] == full[key], key
+    assert panel["coverage"]["blocks"] == s.blocks_touched and "IN04" in panel["coverage"]["blocks"]
+    assert panel["training"] == {k: v for k, v in full["training"].items() if k != "network_args"}
+    t = panel["training"]
+    assert (t["learning_rate"], t["unet_lr"], t["text_encoder_lr"]) == (1e-4, 1e-4, 5e-5)
+    assert (t["optimizer"], t["network_module"], t["base_model"]) == ("AdamW8bit", "networks.lora",
+                                                                      "sd_xl_base_1.0.safetensors")
+    assert (t["images"], t["train_images"], t["steps"], t["epochs"]) == (25, 250, 1280, 10)
+    assert [tag["tag"] for tag in panel["tags"]["top"]][:3] == ["ohwx woman", "1girl", "solo"]
+    assert len(panel["tags"]["top"]) == 8
+    assert panel["triggers"] == [t for t in full["triggers"] if t["kind"] != "tag" or t["likely"]]
+    assert len(full["triggers"]) > len(panel["triggers"]) > 0
+    (warning,) = panel["warnings"]
+    assert warning["count"] == 986 and len(warning["items"]) == PANEL_ITEMS
+    assert warning["items"] == full["warnings"][0]["items"][:PANEL_ITEMS]
+
+
+def test_panel_dict_stays_small_however_large_the_metadata(tmp):
+    """A LoRA whose metadata holds 100 000 tags and a 1 MB network_args: the panel's answer is as
+    small as ever (the tables are in to_dict only)."""
+    big_tags = {"10_x": {f"tag{i}": i % 97 for i in range(100_000)}}
+    meta = {"ss_tag_frequency": json.dumps(big_tags), "ss_network_args": json.dumps({"junk": "x" * 1_000_000}),
+            "ss_network_module": "networks.lora"}
+    path = save_tensors(os.path.join(tmp, "m.safetensors"), fixture_tensors("kohya_sd15_lora", rank=2), meta)
+    s = summarize(path)
+    assert len(json.dumps(s.panel_dict()).encode()) < PANEL_BUDGET
+    assert s.panel_dict()["tags"]["distinct"] == 100_000
+    assert len(s.to_dict()["tag_frequency"][0]["tags"]) == 100_000
+
+
+def test_text_report_lists_top_tags_and_the_unreadable_part(tmp):
+    t = fixture_tensors("kohya_sd15_lora", rank=2)
+    path = save_tensors(os.path.join(tmp, "t.safetensors"), t, {"ss_tag_frequency": '{"1_a": {"x": 2, "y": "z"}}'})
+    text = summarize(path).to_text()
+    assert "top tags: x (2)" in text and "tags: 1 ss_tag_frequency entries left out" in text
+    path = save_tensors(os.path.join(tmp, "u.safetensors"), t, {"ss_tag_frequency": '{"1_a": '})
+    s = summarize(path)
+    assert "tags: ss_tag_frequency is not valid JSON" in s.to_text() and "top tags" not in s.to_text()
+    assert s.panel_dict()["tags"]["problem"].startswith("ss_tag_frequency is not valid JSON")
