@@ -11,6 +11,7 @@ from .errors import BaseWeightsNeededError, LoraFormatError
 from .files.sources import DictSource, FileSource, TensorSource
 from .formats.canonical import shape_fits, target_for, target_shape
 from .formats.detect import Detection, detect
+from .formats.host_keys import HostRules, host_targets
 from .formats.keys import Entry, group_keys
 from .layouts import ModelLayout, Target, layout_for
 
@@ -131,6 +132,15 @@ class Lora:
     def unmapped(self) -> Iterator[MappedEntry]:
         """Entries that land nowhere, each with its reason."""
         return (m for m in self.items if not m.mapped)
+
+    def host_dropped(self, rules: HostRules) -> set[str]:
+        """The tensor keys that the ComfyUI version of ``rules`` drops when its own loader loads this
+        file onto a model of this layout (every key where the layout is unknown)."""
+        keys = self.source.keys()
+        if self.layout is None:
+            return set(keys)
+        modules = {k: e.module for e in self.entries for k in e.keys.values()}
+        return {k for k, target in host_targets(keys, self.layout, modules, rules).items() if target is None}
 
     def adapter(self, entry: Entry) -> Adapter:
         """Read an entry's tensors and build its adapter."""
