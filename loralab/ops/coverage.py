@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from ..files.safetensors import read_header
+from ..formats.canonical import resolve_module
 from ..formats.detect import Detection
 from ..formats.host_keys import NEWEST, HostRules
 from ..formats.model_weights import canonical_shapes, model_arch
 from ..formats.not_lora import not_a_lora, use_instead
-from ..layouts import STANDARD_CONFIGS, layout_for
+from ..layouts import STANDARD_CONFIGS, ModelLayout, layout_for
 from ..layouts.archs import ARCHS
 from ..lora import Lora, MappedEntry
 
@@ -30,6 +31,7 @@ UNRECOGNIZED = "unrecognized"  # a tensor of no LoRA format LoRA Lab reads
 UNMAPPED = "unmapped"  # names no module of the model
 UNFIT = "unfit"  # names a module whose weight has another size, or lacks the parameter
 ABSENT = "absent"  # the model (or its file) lacks the weight
+IMAGE_ATTENTION = "image_attention"  # Wan I2V's image cross-attention, on a Wan model without it (T2V)
 NO_CLIP = "no_clip"  # a text-encoder entry with no CLIP connected
 HOST = "host"  # ComfyUI's patch system could not take it
 
@@ -156,20 +158,23 @@ def _is_i2v(arch_id: str | None) -> bool:
     return arch_id is not None and STANDARD_CONFIGS.get(arch_id, {}).get("model_type") == "i2v"
 
 
-def _unplaced(lora_arch: str | None, model_arch: str, absent_only: bool) -> Cause:
-    """Why modules name weights the model lacks or has at another size."""
+def _unplaced(lora_arch: str | None, model_arch: str, kinds: Counter) -> Cause:
+    """Why modules name weights the model lacks or has at another size (``kinds``: how many of
+    each kind of not-applied entry)."""
     model = _name(model_arch)
+    unplaced = kinds[UNMAPPED] + kinds[UNFIT] + kinds[ABSENT] + kinds[IMAGE_ATTENTION]
+    if kinds[IMAGE_ATTENTION] * 2 >= unplaced:
+        i2v = _a(_name(lora_arch)) if _is_i2v(lora_arch) else "a Wan I2V"
+        return Cause("i2v_on_t2v", "an I2V LoRA on a T2V model: its image cross-attention (k_img, v_img) has "
+                     "nothing to land on", f"load {i2v} model for all of it; on this model the rest of the LoRA "
+                     "applies")
     if lora_arch is None:
         return Cause("unknown_arch", "the weights fit no base model LoRA Lab knows",
                      "check the file with Inspect LoRA: it may be for a model LoRA Lab has no layout for "
                      "(ComfyUI's own LoraLoader may apply it)")
-    if _is_i2v(lora_arch) and not _is_i2v(model_arch) and ARCHS[model_arch].family == "wan":
-        return Cause("i2v_on_t2v", "an I2V LoRA on a T2V model: its image cross-attention (k_img, v_img) has "
-                     "nothing to land on", f"load {_a(_name(lora_arch))} model for all of it; on this model the "
-                     "rest of the LoRA applies")
     if lora_arch != model_arch:
         return other_arch(lora_arch, model_arch)
-    if absent_only:
+    if kinds[ABSENT] == unplaced:
         return Cause("other_build", f"the model file lacks weights this {model} LoRA changes (a pruned or "
                      "distilled model?)", "load the model the LoRA was trained on; on this one the rest applies")
     return Cause("other_build", f"modules for weights this {model} model lacks or has at another size (a model "
@@ -246,14 +251,13 @@ class Coverage:
         if self.total == 0:
             return EMPTY_CAUSE
         kinds = Counter(n.kind for n in self.not_applied)
-        unplaced = kinds[UNMAPPED] + kinds[UNFIT] + kinds[ABSENT]
-        candidates = [(kinds[NO_CLIP], NO_CLIP_CAUSE),
-                      (unplaced, lambda: _unplaced(self.lora_arch, self.model_arch, unplaced == kinds[ABSENT])),
-                      (kinds[MALFORMED] + kinds[LONE] + kinds[UNRECOGNIZED], MALFORMED_CAUSE),
-                      (kinds[HOST], HOST_CAUSE)]
-        count, cause = max(candidates, key=lambda c: c[0])  # the first of equal counts
+        candidates = [(kinds[NO_CLIP], NO_CLIP),
+                      (kinds[UNMAPPED] + kinds[UNFIT] + kinds[ABSENT] + kinds[IMAGE_ATTENTION], UNMAPPED),
+                      (kinds[MALFORMED] + kinds[LONE] + kinds[UNRECOGNIZED], MALFORMED), (kinds[HOST], HOST)]
+        count, which = max(candidates, key=lambda c: c[0])  # the first of equal counts
         if count:
-            return cause() if callable(cause) else cause
+            return {NO_CLIP: NO_CLIP_CAUSE, MALFORMED: MALFORMED_CAUSE, HOST: HOST_CAUSE}.get(which) or \
+                _unplaced(self.lora_arch, self.model_arch, kinds)
         if self.host_dropped:
             return host_drops_cause(self.format, self.format_name, self.host_dropped, self.host_name)
         return None
@@ -314,12 +318,22 @@ class Coverage:
         }
 
 
-def _unmapped(item: MappedEntry) -> tuple[str, str]:
-    """(group, kind) of an entry that maps onto no weight."""
+def _image_attention(name: str, layout: ModelLayout | None) -> bool:
+    """Whether a module name that a Wan model's layout lacks is Wan I2V's image cross-attention."""
+    if layout is None or layout.arch.family != "wan" or layout.config.get("model_type") == "i2v":
+        return False
+    res = resolve_module(name, layout_for("wan21_i2v_14b"))
+    return res is not None and res.module not in layout.shapes and f"{res.module}.weight" not in layout.shapes
+
+
+def _unmapped(item: MappedEntry, layout: ModelLayout | None) -> tuple[str, str]:
+    """(group, kind) of an entry that maps onto no weight of ``layout``."""
     if item.entry.problem is not None:
         return "incomplete or malformed", MALFORMED
-    if item.target is None and item.component is None:
-        return item.reason or "not mapped", UNMAPPED  # names no module: the reason names the model only
+    if item.target is None and item.component is None:  # names no module: the reason names the model only
+        if _image_attention(item.entry.module, layout):
+            return "image cross-attention of Wan I2V (a T2V model has none)", IMAGE_ATTENTION
+        return item.reason or "not mapped", UNMAPPED
     if item.target is None:
         return "names a parameter its module lacks in this model", UNFIT
     return "does not fit its weight in this model", UNFIT
@@ -338,7 +352,7 @@ def classify(lora: Lora, *, clip_connected: bool,
     for item in lora.items:
         e = item.entry
         if not item.mapped:
-            not_applied.append(NotApplied(e.module, e.param, item.reason or "not mapped", *_unmapped(item)))
+            not_applied.append(NotApplied(e.module, e.param, item.reason or "not mapped", *_unmapped(item, lora.layout)))
             continue
         key = item.target.key
         if item.component != "unet":

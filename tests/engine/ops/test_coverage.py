@@ -10,12 +10,13 @@ import torch
 from loralab.files.safetensors import read_header, save_tensors
 from loralab.formats.host_keys import HOSTS, NEWEST
 from loralab.formats.model_weights import arch_fits, model_arch
-from loralab.layouts import layout_for
+from loralab.layouts import STANDARD_CONFIGS, ModelLayout, layout_for
 from loralab.lora import Lora
-from loralab.ops.coverage import (ABSENT, MALFORMED, NO_CLIP, UNMAPPED, Coverage, ModelFile, NotApplied, diagnose,
+from loralab.ops.coverage import (ABSENT, IMAGE_ATTENTION, MALFORMED, NO_CLIP, Coverage, ModelFile, NotApplied, diagnose,
                                   diagnose_files)
 from loralab.ops.merge import MergeInput, merge
-from loralab_testkit import FixtureSource, FixtureSubset, fixture, fixture_tensors, materialize, sparse_model_file
+from loralab_testkit import (FixtureSource, FixtureSubset, fit_fixture_to_layout, fixture, fixture_tensors, materialize,
+                             sparse_model_file)
 
 
 def _doctor(name, arch_id, clip=True, source=None, host=NEWEST):
@@ -40,13 +41,27 @@ def test_an_i2v_lora_on_a_t2v_model_applies_all_but_the_image_attention():
     assert cov.cause.id == "i2v_on_t2v" and cov.cause.text.startswith("an I2V LoRA on a T2V model")
     assert "Wan 2.1 I2V 14B model" in cov.cause.fix
     [group] = cov.groups()
-    assert group.count == 80 and group.kind == UNMAPPED
+    assert (group.count, group.kind, group.reason) == (80, IMAGE_ATTENTION, "image cross-attention of Wan I2V (a T2V "
+                                                                            "model has none)")
+    assert group.detail == "no module of Wan 2.1 T2V 14B / Wan 2.2 A14B has this name"
     assert all("_img" in e for e in group.examples) and {n.module.split(".")[-1] for n in cov.not_applied} == {"k_img", "v_img"}
     lines = cov.to_text().splitlines()
     assert lines[0] == "400 of 480 modules (83%) land on the Wan 2.1 T2V 14B / Wan 2.2 A14B model"
     assert lines[3].startswith("likely cause: an I2V LoRA on a T2V model") and lines[4].startswith("fix: load a Wan 2.1 I2V")
     # the other way round everything lands: an I2V model has every weight of a T2V one
     assert _doctor("musubi_wan21_t2v_14b_lora", "wan21_i2v_14b").level == "ok"
+
+
+def test_an_i2v_lora_on_a_t2v_model_of_a_size_no_released_model_has():
+    """Known by the names the model lacks, not by the LoRA's sizes (which fit no released model)."""
+    tiny = dict(STANDARD_CONFIGS["wan21_t2v_14b"], dim=64, ffn_dim=96, num_heads=2, num_layers=4)
+    t2v = ModelLayout.from_config("wan21_t2v_14b", tiny)
+    i2v = ModelLayout.from_config("wan21_i2v_14b", dict(tiny, model_type="i2v", in_dim=36))
+    lora = Lora.from_state_dict(fit_fixture_to_layout("diffusion_pipe_wan21_i2v_14b_lora", i2v), {}, t2v, "tiny_i2v")
+    cov = diagnose(lora, "wan21_t2v_14b", clip_connected=False)
+    assert lora.detection.arch is None and (cov.landed, cov.total) == (40, 48)
+    assert cov.cause.id == "i2v_on_t2v" and cov.cause.fix.startswith("load a Wan I2V model")
+    assert [g.kind for g in cov.groups()] == [IMAGE_ATTENTION]
 
 
 @pytest.mark.parametrize("host", list(HOSTS))
