@@ -1,7 +1,8 @@
 // Requests to LoRA Lab's routes. The block catalogs are cached per arch for the page (they come
-// with the pack). LoRA summaries are cached with the file's identity (the route's ETag, size and
-// mtime) and revalidated on every ask: a 304 keeps the copy, a rewritten file brings its new summary,
-// a deleted one is a 404 (``err.status``). Failures are not cached, so a retry can succeed.
+// with the pack). LoRA summaries and coverage verdicts are cached with the files' identity (the
+// routes' ETag, size and mtime) and revalidated on every ask: a 304 keeps the copy, a rewritten file
+// brings its new answer, a deleted one is a 404 (``err.status``). Failures are not cached, so a retry
+// can succeed.
 
 import { api } from "../../scripts/api.js";
 
@@ -38,11 +39,13 @@ function cached(cache, key, load) {
   return cache.get(key);
 }
 
-const infoInFlight = new Map();
+const inFlight = new Map();
+const coverageCache = new Map();
 
-async function revalidate(name) {
-  const route = `/loralab/lora_info?name=${encodeURIComponent(name)}`;
-  const known = infoCache.get(name);
+/** GET ``route``, revalidating the copy ``cache`` holds under ``key`` with its ETag: a 304 keeps
+ * it; anything else replaces it (an error drops it). */
+async function revalidate(cache, key, route) {
+  const known = cache.get(key);
   const headers = known?.etag ? { "If-None-Match": known.etag } : {};
   const res = await api.fetchApi(route, { headers, cache: "no-store" });
   if (res.status === 304 && known) return known.body;
@@ -50,22 +53,33 @@ async function revalidate(name) {
   try {
     body = await getJson(route, res);
   } catch (e) {
-    infoCache.delete(name);
+    cache.delete(key);
     throw e;
   }
-  infoCache.delete(name);
-  infoCache.set(name, { etag: res.headers.get("ETag"), body });
-  if (infoCache.size > MAX_CACHED) infoCache.delete(infoCache.keys().next().value);
+  cache.delete(key);
+  cache.set(key, { etag: res.headers.get("ETag"), body });
+  if (cache.size > MAX_CACHED) cache.delete(cache.keys().next().value);
   return body;
+}
+
+/** ``revalidate``, with one request in flight per key. */
+function once(id, cache, key, route) {
+  if (!inFlight.has(id)) {
+    inFlight.set(id, revalidate(cache, key, route).finally(() => inFlight.delete(id)));
+  }
+  return inFlight.get(id);
 }
 
 /** The header summary of a file in the loras folder (GET /loralab/lora_info), checked against the
  * file's current identity on every call (one request in flight per name). */
 export function loraInfo(name) {
-  if (!infoInFlight.has(name)) {
-    infoInFlight.set(name, revalidate(name).finally(() => infoInFlight.delete(name)));
-  }
-  return infoInFlight.get(name);
+  return once(`info:${name}`, infoCache, name, `/loralab/lora_info?name=${encodeURIComponent(name)}`);
+}
+
+/** The coverage doctor's verdict for a query (doctor.coverageQuery: LoRA, model file, its folder,
+ * CLIP connected) (GET /loralab/coverage), checked against both files' identities on every call. */
+export function coverage(query) {
+  return once(`coverage:${query}`, coverageCache, query, `/loralab/coverage?${query}`);
 }
 
 /** The block-weight editor's catalog of an arch, or with no arch the list of archs (GET /loralab/blocks). */
