@@ -138,7 +138,8 @@ export function attachInfoPanel(node) {
     } catch (err) {
       // a file gone is said by the LoRA's own line (or the loader's); other refusals are said here
       const reason = errorText(err?.message);
-      doctor = err?.status === 404 ? null : { level: "unknown", text: `coverage unavailable: ${reason}`, title: reason };
+      const unavailable = { level: "unknown", text: `coverage unavailable: ${reason}`, title: reason };
+      doctor = err?.status === 404 ? null : unavailable;
     }
     if (token !== e.doctorToken) return;
     e.state = { ...e.state, doctor };

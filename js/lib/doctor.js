@@ -24,7 +24,8 @@ export function doctorView(data) {
   const model = displayText(isObject(data.model) ? data.model.name : "", 60);
   const headline = displayText(data.headline, MAX_LINE);
   if (level === "unknown") {
-    return { level, text: "model not recognized from its file's header: the report after a run says what lands", title: headline };
+    const text = "model not recognized from its file's header: the report after a run says what lands";
+    return { level, text, title: headline };
   }
   const landed = count(data.landed);
   const total = count(data.total);
@@ -39,7 +40,8 @@ export function doctorView(data) {
   const causeText = displayText(cause.text, 200);
   const fix = displayText(cause.fix, 200);
   if (level === "info") {  // nothing to fix here: what to do elsewhere is in the title
-    return { level, text: displayText(`ℹ ${causeText}`, MAX_LINE), title: [`fix: ${fix}`, title].filter(Boolean).join("\n") };
+    const withFix = [`fix: ${fix}`, title].filter(Boolean).join("\n");
+    return { level, text: displayText(`ℹ ${causeText}`, MAX_LINE), title: withFix };
   }
   const share = typeof data.percent === "string" ? displayText(data.percent, 5) : "";
   const lands = share && total !== null ? ` (${share} of ${total} modules land)` : "";

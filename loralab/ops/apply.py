@@ -16,7 +16,7 @@ from ..blocks.spec import BlockWeights
 from ..formats.host_keys import NEWEST, HostRules
 from ..layouts.archs import ARCHS
 from ..lora import Lora, MappedEntry
-from .coverage import HOST, Cause, Coverage, NotApplied, classify, entry_count, host_dropped, refusal
+from .coverage import PATCH_FAILED, Cause, Coverage, NotApplied, classify, entry_count, host_dropped, refusal
 
 MODEL = "model"
 CLIP = "clip"
@@ -73,7 +73,7 @@ class ApplyPlan:
                 out.setdefault(p.strength, []).append(p)
         return list(out.items())
 
-    def drop(self, planned: Planned, reason: str, group: str = "", kind: str = HOST) -> None:
+    def drop(self, planned: Planned, reason: str, group: str = "", kind: str = PATCH_FAILED) -> None:
         """Record that the host could not apply a planned entry (``group``: the reason without the
         entry's particulars, as the report counts it; ``kind`` as :class:`.coverage.NotApplied`'s)."""
         self.patches.remove(planned)

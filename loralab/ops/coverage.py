@@ -33,7 +33,9 @@ UNFIT = "unfit"  # names a module whose weight has another size, or lacks the pa
 ABSENT = "absent"  # the model (or its file) lacks the weight
 IMAGE_ATTENTION = "image_attention"  # Wan I2V's image cross-attention, on a Wan model without it (T2V)
 NO_CLIP = "no_clip"  # a text-encoder entry with no CLIP connected
-HOST = "host"  # ComfyUI's patch system could not take it
+PATCH_FAILED = "patch_failed"  # ComfyUI's patch system could not take it
+#: the kinds of entries that name weights the model lacks or has at another size
+UNPLACED = (UNMAPPED, UNFIT, ABSENT, IMAGE_ATTENTION)
 
 #: example modules a group names
 EXAMPLES = 3
@@ -104,7 +106,7 @@ def group_reasons(not_applied: list[NotApplied]) -> list[ReasonGroup]:
 class Cause:
     """The likely cause of what does not land, in plain words, and what to do about it. ``id``:
     ``not_lora``, ``other_arch``, ``unknown_arch``, ``i2v_on_t2v``, ``other_build``, ``no_clip``,
-    ``malformed``, ``host``, ``empty`` or ``host_drops`` (everything lands in LoRA Lab, but
+    ``malformed``, ``patch_failed``, ``empty`` or ``host_drops`` (everything lands in LoRA Lab, but
     ComfyUI's own loader would drop part of it: a note, not a problem)."""
 
     id: str
@@ -162,7 +164,7 @@ def _unplaced(lora_arch: str | None, model_arch: str, kinds: Counter) -> Cause:
     """Why modules name weights the model lacks or has at another size (``kinds``: how many of
     each kind of not-applied entry)."""
     model = _name(model_arch)
-    unplaced = kinds[UNMAPPED] + kinds[UNFIT] + kinds[ABSENT] + kinds[IMAGE_ATTENTION]
+    unplaced = sum(kinds[k] for k in UNPLACED)
     if kinds[IMAGE_ATTENTION] * 2 >= unplaced:
         i2v = _a(_name(lora_arch)) if _is_i2v(lora_arch) else "a Wan I2V"
         return Cause("i2v_on_t2v", "an I2V LoRA on a T2V model: its image cross-attention (k_img, v_img) has "
@@ -186,8 +188,8 @@ NO_CLIP_CAUSE = Cause("no_clip", "text-encoder keys but no CLIP connected",
                       "connect the CLIP (from the checkpoint or CLIP loader) to this node's clip input")
 MALFORMED_CAUSE = Cause("malformed", "incomplete or unreadable tensors in the file",
                         "download the file again, or ask its maker for a complete one")
-HOST_CAUSE = Cause("host", "ComfyUI's patch system could not take some modules",
-                   "report the file's Inspect LoRA output to LoRA Lab")
+PATCH_FAILED_CAUSE = Cause("patch_failed", "ComfyUI's patch system could not take some modules",
+                           "report the file's Inspect LoRA output to LoRA Lab")
 EMPTY_CAUSE = Cause("empty", "the file holds no LoRA tensors", "pick another file")
 
 
@@ -251,13 +253,14 @@ class Coverage:
         if self.total == 0:
             return EMPTY_CAUSE
         kinds = Counter(n.kind for n in self.not_applied)
-        candidates = [(kinds[NO_CLIP], NO_CLIP),
-                      (kinds[UNMAPPED] + kinds[UNFIT] + kinds[ABSENT] + kinds[IMAGE_ATTENTION], UNMAPPED),
-                      (kinds[MALFORMED] + kinds[LONE] + kinds[UNRECOGNIZED], MALFORMED), (kinds[HOST], HOST)]
-        count, which = max(candidates, key=lambda c: c[0])  # the first of equal counts
+        unplaced = sum(kinds[k] for k in UNPLACED)
+        count, which = max([(kinds[NO_CLIP], NO_CLIP), (unplaced, UNMAPPED),
+                            (kinds[MALFORMED] + kinds[LONE] + kinds[UNRECOGNIZED], MALFORMED),
+                            (kinds[PATCH_FAILED], PATCH_FAILED)], key=lambda c: c[0])  # the first of equal counts
+        if which == UNMAPPED and count:
+            return _unplaced(self.lora_arch, self.model_arch, kinds)
         if count:
-            return {NO_CLIP: NO_CLIP_CAUSE, MALFORMED: MALFORMED_CAUSE, HOST: HOST_CAUSE}.get(which) or \
-                _unplaced(self.lora_arch, self.model_arch, kinds)
+            return {NO_CLIP: NO_CLIP_CAUSE, MALFORMED: MALFORMED_CAUSE, PATCH_FAILED: PATCH_FAILED_CAUSE}[which]
         if self.host_dropped:
             return host_drops_cause(self.format, self.format_name, self.host_dropped, self.host_name)
         return None
@@ -352,7 +355,8 @@ def classify(lora: Lora, *, clip_connected: bool,
     for item in lora.items:
         e = item.entry
         if not item.mapped:
-            not_applied.append(NotApplied(e.module, e.param, item.reason or "not mapped", *_unmapped(item, lora.layout)))
+            group, kind = _unmapped(item, lora.layout)
+            not_applied.append(NotApplied(e.module, e.param, item.reason or "not mapped", group, kind))
             continue
         key = item.target.key
         if item.component != "unet":
