@@ -80,6 +80,7 @@ class Lora:
             layout = layout_for(self.detection.arch)
         self.layout = layout
         self.items: list[MappedEntry] = [self._map(e) for e in self.entries]
+        self._host_dropped: dict[HostRules, frozenset[str]] = {}
 
     @classmethod
     def open(cls, path: str | os.PathLike, layout: ModelLayout | None = None) -> "Lora":
@@ -133,14 +134,18 @@ class Lora:
         """Entries that land nowhere, each with its reason."""
         return (m for m in self.items if not m.mapped)
 
-    def host_dropped(self, rules: HostRules) -> set[str]:
+    def host_dropped(self, rules: HostRules) -> frozenset[str]:
         """The tensor keys that the ComfyUI version of ``rules`` drops when its own loader loads this
         file onto a model of this layout (every key where the layout is unknown)."""
-        keys = self.source.keys()
-        if self.layout is None:
-            return set(keys)
-        modules = {k: e.module for e in self.entries for k in e.keys.values()}
-        return {k for k, target in host_targets(keys, self.layout, modules, rules).items() if target is None}
+        if rules not in self._host_dropped:  # a plan asks on every run of a loader: once per file and host
+            keys = self.source.keys()
+            if self.layout is None:
+                self._host_dropped[rules] = frozenset(keys)
+            else:
+                modules = {k: e.module for e in self.entries for k in e.keys.values()}
+                targets = host_targets(keys, self.layout, modules, rules)
+                self._host_dropped[rules] = frozenset(k for k, target in targets.items() if target is None)
+        return self._host_dropped[rules]
 
     def adapter(self, entry: Entry) -> Adapter:
         """Read an entry's tensors and build its adapter."""
