@@ -1,6 +1,7 @@
-// LoRA Lab's frontend extension: the metadata panel on nodes that pick a LoRA, the block-weight
-// editor on nodes with a block-weight spec, the live loss chart on training nodes, and the text
-// report of nodes that return one. Every string from a file or the server reaches the page
+// LoRA Lab's frontend extension: the metadata panel on nodes that pick a LoRA (with the coverage
+// doctor's line where the node applies LoRAs to a model), the block-weight editor on nodes with a
+// block-weight spec, the live loss chart on training nodes, and the text report of nodes that
+// return one. Every string from a file or the server reaches the page
 // through textContent (js/lib/dom.js); there is no HTML built from data anywhere.
 
 import { app } from "../../scripts/app.js";
@@ -54,12 +55,18 @@ function allNodes() {
   return out;
 }
 
-/** Every panel checks its pickers again, every editor its arch. */
+/** Every panel checks its pickers and its model again, every editor its arch. */
 function sync() {
   for (const node of allNodes()) {
     node.loralab?.panel?.sync();
+    node.loralab?.panel?.checkModel();
     node.loralab?.editor?.refresh();
   }
+}
+
+/** Every panel's doctor checks the model its node is fed (a loader's file picked, a link moved). */
+function checkModels() {
+  for (const node of allNodes()) node.loralab?.panel?.checkModel();
 }
 
 function revalidateAll() {
@@ -94,6 +101,8 @@ app.registerExtension({
     for (const name of ["execution_success", "execution_error", "execution_interrupted"]) {
       api.addEventListener(name, ended);
     }
+    // the frontend's change tracker says so after every user action that changed the graph
+    api.addEventListener("graphChanged", checkModels);
   },
 
   // ComfyUI's refresh (R, or the Refresh button): files may have changed on disk.
@@ -134,6 +143,9 @@ app.registerExtension({
       this.loralab?.editor?.refresh();
       // a frontend that sets the widget values after onConfigure: check again a frame later
       requestAnimationFrame(() => this.loralab?.panel?.sync());
+    });
+    chain(nodeType.prototype, "onConnectionsChange", function () {
+      this.loralab?.panel?.checkModel();
     });
     chain(nodeType.prototype, "onExecuted", function (output) {
       const text = reportText(output);

@@ -2,14 +2,20 @@
 // header summary from /loralab/lora_info, compact with an expander ("more": training facts, top
 // tags, warnings) and inside it a details fold whose content (metadata, tags per folder, modules
 // per block) is fetched only when it is opened; trigger words as chips that copy to the clipboard
-// (shift-click: add to a prompt this node feeds).
+// (shift-click: add to a prompt this node feeds). On nodes that apply LoRAs to a MODEL and a CLIP,
+// the coverage doctor's line (/loralab/coverage) says before a run how much of each LoRA lands on
+// the model the graph feeds in, and if not all, why and what to do.
 
+import { coverageQuery, doctorView } from "./lib/doctor.js";
 import { detailsView, errorText, infoView } from "./lib/format.js";
+import { isConnected, modelSource } from "./lib/graph.js";
 import { renderInfo } from "./lib/panel.js";
-import { loraDetails, loraInfo } from "./server_data.js";
+import { coverage, loraDetails, loraInfo } from "./server_data.js";
 import { addContentWidget, onWidgetChange } from "./widget.js";
 
 export const PICKER = /^lora_name(_\d+)?$/;
+/** how long the graph must stay unchanged before the doctor is asked (a workflow loading, a drag) */
+const SETTLE_MS = 150;
 const EMPTY = new Set(["", "None", "none"]);
 
 async function copyText(text) {
@@ -62,8 +68,8 @@ async function useWord(node, word, chip, event) {
   flash(chip, await copyText(word));
 }
 
-/** Add the panel to a node that has LoRA pickers. Returns {refresh(), info(suffix),
- * onInfo(fn)} or null when the node has no picker. ``suffix`` is "" or "_<i>". */
+/** Add the panel to a node that has LoRA pickers. Returns {refresh(), sync(), checkModel(),
+ * info(suffix), onInfo(fn)} or null when the node has no picker. ``suffix`` is "" or "_<i>". */
 export function attachInfoPanel(node) {
   const pickers = (node.widgets ?? []).filter((w) => PICKER.test(w.name) && w.type === "combo");
   if (pickers.length === 0) return null;
@@ -78,6 +84,10 @@ export function attachInfoPanel(node) {
     info: null,
     token: 0,
     detailsToken: 0,
+    doctorQuery: null,
+    doctorToken: 0,
+    doctorTimer: null,
+    doctorForce: false,
     state: {
       label: pickers.length > 1 ? `#${w.name.slice("lora_name_".length)}` : null,
       status: "empty",
@@ -85,6 +95,9 @@ export function attachInfoPanel(node) {
       details: { open: false },
     },
   }));
+
+  const inputs = new Set((node.inputs ?? []).map((i) => i?.name));
+  const doctorOn = inputs.has("model") && inputs.has("clip");
 
   const render = () => {
     root.replaceChildren(...entries.map((e) => renderInfo(document, e.state, {
@@ -138,12 +151,52 @@ export function attachInfoPanel(node) {
     for (const fn of listeners) fn(e.suffix, info);
   };
 
+  // The doctor's line of an entry, for the LoRA it picks, the model file the graph feeds in and
+  // whether a CLIP is connected; asked again only when one of them changed, or ``force``d (the files
+  // may have changed: the route's ETag makes that cheap). Asked once the graph has settled: loading
+  // a workflow links and sets the nodes one by one, and the states in between are no one's choice.
+  const checkDoctor = (e, force = false) => {
+    if (!doctorOn) return;
+    e.doctorForce ||= force;
+    clearTimeout(e.doctorTimer);
+    e.doctorTimer = setTimeout(() => {
+      const forced = e.doctorForce;
+      e.doctorForce = false;
+      askDoctor(e, forced);
+    }, SETTLE_MS);
+  };
+
+  const askDoctor = async (e, force) => {
+    const query = coverageQuery(e.widget.value, modelSource(node), isConnected(node, "clip"));
+    if (query === e.doctorQuery && !force) return;
+    const token = ++e.doctorToken;
+    if (query !== e.doctorQuery && e.state.doctor) {
+      e.state = { ...e.state, doctor: null };  // never the last LoRA's or model's verdict under this one
+      render();
+    }
+    e.doctorQuery = query;
+    if (query === null) return;
+    let doctor;
+    try {
+      doctor = doctorView(await coverage(query));
+    } catch (err) {
+      // a file gone is said by the LoRA's own line (or the loader's); other refusals are said here
+      const reason = errorText(err?.message);
+      const unavailable = { level: "unknown", text: `coverage unavailable: ${reason}`, title: reason };
+      doctor = err?.status === 404 ? null : unavailable;
+    }
+    if (token !== e.doctorToken) return;
+    e.state = { ...e.state, doctor };
+    render();
+  };
+
   // The name each entry shows (or is fetching); a graph reset that sets a picker's value without
   // its callback is caught by ``sync`` (on configure and after the graph is loaded).
   const load = async (e) => {
     const name = e.widget.value;
     const token = ++e.token;
     e.name = name;
+    checkDoctor(e, true);
     if (typeof name !== "string" || EMPTY.has(name)) {
       settle(e, null, { status: "empty", view: null });
       return;
@@ -173,6 +226,8 @@ export function attachInfoPanel(node) {
     refresh: () => entries.forEach(load),
     /** Reload the entries whose picker no longer holds the name they show. */
     sync: () => entries.filter((e) => e.widget.value !== e.name).forEach(load),
+    /** Ask the doctor again where the model the graph feeds in, or the CLIP, changed. */
+    checkModel: () => entries.forEach((e) => checkDoctor(e)),
     info: (suffix) => entries.find((e) => e.suffix === suffix)?.info ?? null,
     onInfo: (fn) => listeners.push(fn),
   };

@@ -1,8 +1,8 @@
 // Requests to LoRA Lab's routes. The block catalogs are cached per arch for the page (they come
-// with the pack). LoRA summaries (the panel's part and, asked separately, the details) are cached
-// with the file's identity (the route's ETag, size and mtime) and revalidated on every ask: a 304
-// keeps the copy, a rewritten file brings its new summary, a deleted one is a 404 (``err.status``).
-// Failures are not cached, so a retry can succeed.
+// with the pack). LoRA summaries and coverage verdicts are cached with the files' identity (the
+// routes' ETag, size and mtime) and revalidated on every ask: a 304 keeps the copy, a rewritten file
+// brings its new answer, a deleted one is a 404 (``err.status``). Failures are not cached, so a retry
+// can succeed.
 
 import { api } from "../../scripts/api.js";
 
@@ -43,9 +43,12 @@ function cached(cache, key, load) {
 
 const detailsCache = new Map();
 const inFlight = new Map();
+const coverageCache = new Map();
 
-async function revalidate(cache, max, name, route) {
-  const known = cache.get(name);
+/** GET ``route``, revalidating the copy ``cache`` holds under ``key`` with its ETag (at most ``max``
+ * kept): a 304 keeps it; anything else replaces it (an error drops it). */
+async function revalidate(cache, max, key, route) {
+  const known = cache.get(key);
   const headers = known?.etag ? { "If-None-Match": known.etag } : {};
   const res = await api.fetchApi(route, { headers, cache: "no-store" });
   if (res.status === 304 && known) return known.body;
@@ -53,19 +56,19 @@ async function revalidate(cache, max, name, route) {
   try {
     body = await getJson(route, res);
   } catch (e) {
-    cache.delete(name);
+    cache.delete(key);
     throw e;
   }
-  cache.delete(name);
-  cache.set(name, { etag: res.headers.get("ETag"), body });
+  cache.delete(key);
+  cache.set(key, { etag: res.headers.get("ETag"), body });
   if (cache.size > max) cache.delete(cache.keys().next().value);
   return body;
 }
 
-function fetchInfo(cache, max, name, query) {
-  const route = `/loralab/lora_info?name=${encodeURIComponent(name)}${query}`;
+/** ``revalidate``, with one request in flight per route. */
+function once(cache, max, key, route) {
   if (!inFlight.has(route)) {
-    inFlight.set(route, revalidate(cache, max, name, route).finally(() => inFlight.delete(route)));
+    inFlight.set(route, revalidate(cache, max, key, route).finally(() => inFlight.delete(route)));
   }
   return inFlight.get(route);
 }
@@ -73,13 +76,19 @@ function fetchInfo(cache, max, name, query) {
 /** What the metadata panel shows of a file in the loras folder (GET /loralab/lora_info, a few KB),
  * checked against the file's current identity on every call (one request in flight per name). */
 export function loraInfo(name) {
-  return fetchInfo(infoCache, MAX_CACHED, name, "");
+  return once(infoCache, MAX_CACHED, name, `/loralab/lora_info?name=${encodeURIComponent(name)}`);
 }
 
 /** The whole header summary of a file (GET /loralab/lora_info?details=1: module lists, metadata, tag
  * table), for the panel's details fold; revalidated like ``loraInfo``. */
 export function loraDetails(name) {
-  return fetchInfo(detailsCache, MAX_DETAILS_CACHED, name, "&details=1");
+  return once(detailsCache, MAX_DETAILS_CACHED, name, `/loralab/lora_info?name=${encodeURIComponent(name)}&details=1`);
+}
+
+/** The coverage doctor's verdict for a query (doctor.coverageQuery: LoRA, model file, its folder,
+ * CLIP connected) (GET /loralab/coverage), checked against both files' identities on every call. */
+export function coverage(query) {
+  return once(coverageCache, MAX_CACHED, query, `/loralab/coverage?${query}`);
 }
 
 /** The block-weight editor's catalog of an arch, or with no arch the list of archs (GET /loralab/blocks). */

@@ -12,6 +12,11 @@ const CSS = `
 .loralab-error .loralab-compact { color: #e88; white-space: normal; }
 .loralab-loading .loralab-compact, .loralab-empty .loralab-compact, .loralab-muted { color: var(--descrip-text, #999); }
 .loralab-badge { color: #fb4; white-space: nowrap; }
+.loralab-doctor { overflow-wrap: anywhere; }
+.loralab-doctor-ok, .loralab-doctor-unknown { color: var(--descrip-text, #999); }
+.loralab-doctor-info { color: #8bd; }
+.loralab-doctor-warn { color: #fb4; }
+.loralab-doctor-error { color: #e88; }
 .loralab-toggle, .loralab-more-toggle, .loralab-chip { font: inherit; color: inherit; background: var(--comfy-menu-bg, #333);
   border: 1px solid var(--border-color, #555); border-radius: 10px; padding: 0 7px; cursor: pointer; }
 .loralab-toggle { flex: none; }

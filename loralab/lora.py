@@ -12,6 +12,7 @@ from .files.sources import DictSource, FileSource, TensorSource
 from .formats import split_qkv as _split_qkv
 from .formats.canonical import shape_fits, target_for, target_shape
 from .formats.detect import Detection, detect
+from .formats.host_keys import HostRules, host_targets
 from .formats.keys import Entry, group_keys
 from .layouts import ModelLayout, Target, layout_for
 
@@ -80,6 +81,7 @@ class Lora:
             layout = layout_for(self.detection.arch)
         self.layout = layout
         self.items: list[MappedEntry] = [self._map(e) for e in self.entries]
+        self._host_dropped: dict[HostRules, frozenset[str]] = {}
 
     @classmethod
     def open(cls, path: str | os.PathLike, layout: ModelLayout | None = None) -> "Lora":
@@ -164,6 +166,18 @@ class Lora:
                 e.alpha *= n
                 changed += 1
         return changed
+    def host_dropped(self, rules: HostRules) -> frozenset[str]:
+        """The tensor keys that the ComfyUI version of ``rules`` drops when its own loader loads this
+        file onto a model of this layout (every key where the layout is unknown)."""
+        if rules not in self._host_dropped:  # a plan asks on every run of a loader: once per file and host
+            keys = self.source.keys()
+            if self.layout is None:
+                self._host_dropped[rules] = frozenset(keys)
+            else:
+                modules = {k: e.module for e in self.entries for k in e.keys.values()}
+                targets = host_targets(keys, self.layout, modules, rules)
+                self._host_dropped[rules] = frozenset(k for k, target in targets.items() if target is None)
+        return self._host_dropped[rules]
 
     def adapter(self, entry: Entry) -> Adapter:
         """Read an entry's tensors and build its adapter."""

@@ -27,6 +27,7 @@ from ..loralab.lora import Lora
 from ..loralab.ops.apply import plan_application
 from . import common
 from .host import folders, models
+from .host.compat import HOST
 from .host.patching import apply_plan
 
 log = logging.getLogger("loralab")
@@ -147,10 +148,10 @@ def apply_lora(model: Any, clip: Any, lora_name: str, strength_model: float, str
         lora = loaded.mapped[layout_key] = _mapped(loaded, layout, lora_name)
     plan = plan_application(lora, weights, strength_model, strength_clip, model_arch=arch_id,
                             clip_connected=clip is not None, label=lora_name,
-                            split_qkv_as_trained=split_qkv == "as trained")
+                            split_qkv_as_trained=split_qkv == "as trained", host=HOST.key_rules)
     model, clip = apply_plan(plan, loaded.tensors, model, clip)
     if plan.refused:
-        log.warning("LoRA Lab: %s: %s", lora_name, plan.refused)
+        log.warning("LoRA Lab: %s: nothing applied: %s (fix: %s)", lora_name, plan.refused.text, plan.refused.fix)
     return model, clip, plan.report()
 
 

@@ -10,6 +10,14 @@
   only, never tensor data. Answers carry an ``ETag`` naming the file's identity (size and
   ``mtime_ns``); a request whose ``If-None-Match`` names it gets ``304`` without the header being read,
   so the frontend can revalidate its copy on every pick and after a file was rewritten.
+* ``GET /loralab/coverage?lora=<name>&model=<name>&kind=checkpoints|diffusion_models&clip=0|1``: the
+  coverage doctor's verdict (:meth:`loralab.ops.coverage.Coverage.to_dict`) for a LoRA on the model
+  a Load Checkpoint / Load Diffusion Model node names, before anything runs: the model's
+  architecture comes from its safetensors header alone (never a tensor, never a pickle), ``clip``
+  says whether the LoRA node has a CLIP connected. Level ``unknown`` where the header shows no
+  architecture LoRA Lab knows. Names are checked as ``lora_info`` checks them (``400``, ``404``;
+  ``422`` for unreadable files); the answer is cached and carries an ``ETag`` of both files'
+  identities, answered with ``304`` in the same way.
 * ``GET /loralab/blocks?arch=<id>``: the block-weight editor's catalog of one arch
   (:func:`loralab.blocks.catalog.block_catalog`: blocks, families, vector forms, presets resolved per
   block); without an arch, the arch ids and names it knows; an unknown arch id is a 404.
@@ -25,17 +33,21 @@ import functools
 import json
 import math
 import os
+import threading
+from collections import OrderedDict
 
 from aiohttp import web
 
 from ..loralab.blocks.catalog import block_catalog
 from ..loralab.errors import LoRALabError, UnsafeNameError
 from ..loralab.layouts.archs import ARCHS
+from ..loralab.ops.coverage import ModelFile, diagnose_files, unknown_model_dict
 from ..loralab.ops.inspect import summarize
 from .host.compat import HOST
-from .host.folders import lora_file
+from .host.folders import lora_file, model_file
 
 LORA_INFO = "/loralab/lora_info"
+COVERAGE = "/loralab/coverage"
 BLOCKS = "/loralab/blocks"
 TRAIN_PROGRESS = "/loralab/train_progress"
 _REGISTERED: set[int] = set()
@@ -62,7 +74,7 @@ async def lora_info(request: web.Request) -> web.Response:
         return _error(404, f"{name!r}: no such LoRA in the loras folder")
     etag = file_etag(st)
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
-    if etag in [t.strip() for t in request.headers.get("If-None-Match", "").split(",")]:
+    if _not_modified(request, etag):
         return web.Response(status=304, headers=headers)
     try:
         summary = await asyncio.get_running_loop().run_in_executor(None, summarize, path, None, HOST.key_rules)
@@ -74,9 +86,83 @@ async def lora_info(request: web.Request) -> web.Response:
                              dumps=lambda d: json.dumps(d, ensure_ascii=False, allow_nan=False))
 
 
+def _identity(st: os.stat_result) -> str:
+    return f"{st.st_size}-{st.st_mtime_ns}"
+
+
 def file_etag(st: os.stat_result) -> str:
     """A file's identity for ``lora_info``: its size and modification time in nanoseconds."""
-    return f'"{st.st_size}-{st.st_mtime_ns}"'
+    return f'"{_identity(st)}"'
+
+
+def _not_modified(request: web.Request, etag: str) -> bool:
+    return etag in [t.strip() for t in request.headers.get("If-None-Match", "").split(",")]
+
+
+#: how many model headers and coverage answers the coverage route keeps (by file identity)
+CACHED_MODELS = 16
+CACHED_COVERAGE = 64
+_MODELS: "OrderedDict[tuple, ModelFile]" = OrderedDict()
+_COVERAGE: "OrderedDict[tuple, dict]" = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+
+
+def _cached(cache: OrderedDict, key: tuple, limit: int, compute):
+    """``cache[key]``, computed (outside the lock) where it is missing; the oldest entries go past ``limit``."""
+    with _CACHE_LOCK:
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+    value = compute()
+    with _CACHE_LOCK:
+        cache[key] = value
+        while len(cache) > limit:
+            cache.popitem(last=False)
+    return value
+
+
+def _coverage_of(lora_path: str, lora_id: str, model_path: str, model_id: str, clip: bool, label: str) -> dict:
+    model = _cached(_MODELS, (model_path, model_id), CACHED_MODELS, lambda: ModelFile.read(model_path))
+
+    def compute() -> dict:
+        cov = diagnose_files(lora_path, model, clip_connected=clip, host=HOST.key_rules, label=label)
+        return unknown_model_dict(label) if cov is None else cov.to_dict()
+    return _cached(_COVERAGE, (lora_path, lora_id, model_path, model_id, clip, label), CACHED_COVERAGE, compute)
+
+
+async def coverage(request: web.Request) -> web.Response:
+    """``GET /loralab/coverage?lora=...&model=...&kind=...&clip=...``: the coverage doctor's verdict."""
+    q = request.query
+    lora_name, model_name, kind = q.get("lora", ""), q.get("model", ""), q.get("kind", "checkpoints")
+    clip = q.get("clip", "0") in ("1", "true")
+    try:
+        lora_path = lora_file(lora_name)
+    except UnsafeNameError as e:
+        return _error(400, f"{lora_name!r}: refused file name: {e.problem}")
+    try:
+        model_path = model_file(kind, model_name)
+    except UnsafeNameError as e:
+        return _error(400, f"{model_name!r}: refused file name: {e.problem}")
+    if lora_path is None:
+        return _error(404, f"{lora_name!r}: no such LoRA in the loras folder")
+    if model_path is None:
+        return _error(404, f"{model_name!r}: no such model in the {kind} folder")
+    try:
+        lora_st, model_st = os.stat(lora_path), os.stat(model_path)
+    except OSError:
+        return _error(404, "a file named here no longer exists")
+    etag = f'"{_identity(lora_st)}-{_identity(model_st)}"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if _not_modified(request, etag):
+        return web.Response(status=304, headers=headers)
+    try:
+        data = await asyncio.get_running_loop().run_in_executor(
+            None, _coverage_of, lora_path, _identity(lora_st), model_path, _identity(model_st), clip, lora_name)
+    except LoRALabError as e:  # the file's name, not the server's path to it
+        named = model_name if e.path == model_path else lora_name if e.path == lora_path else None
+        return _error(422, (f"{named!r}: " if named else "") + e.problem + (f" ({e.hint})" if e.hint else ""))
+    return web.json_response({**data, "model_name": model_name, "kind": kind}, headers=headers,
+                             dumps=lambda d: json.dumps(d, ensure_ascii=False, allow_nan=False))
 
 
 @functools.lru_cache(maxsize=None)
@@ -113,5 +199,6 @@ def register(server) -> None:
         return
     _REGISTERED.add(id(server))
     server.routes.get(LORA_INFO)(lora_info)
+    server.routes.get(COVERAGE)(coverage)
     server.routes.get(BLOCKS)(blocks)
     server.routes.get(TRAIN_PROGRESS)(train_progress)

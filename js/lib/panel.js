@@ -73,11 +73,21 @@ function details(doc, view, fold, onToggle) {
   ]);
 }
 
+const DOCTOR_LEVELS = new Set(["ok", "info", "warn", "error", "unknown"]);
+
+/** The coverage doctor's line (doctor.doctorView: {level, text, title}), or null. */
+function doctorLine(doc, doctor) {
+  if (!doctor || !DOCTOR_LEVELS.has(doctor.level)) return null;
+  return el(doc, "div", { className: `loralab-doctor loralab-doctor-${doctor.level}`, text: doctor.text, title: doctor.title });
+}
+
 /** One LoRA's entry: ``state`` = {label, status: "empty" | "loading" | "error" | "missing" | "ok", view
- * (format.infoView), error (text), expanded, details: {open, status: "loading" | "ok" | "error", view
- * (format.detailsView), error}}; ``actions`` = {toggle(), details(), copy(word, chipNode, event)}. */
+ * (format.infoView), error (text), expanded, doctor (doctor.doctorView, or null), details: {open, status:
+ * "loading" | "ok" | "error", view (format.detailsView), error}}; ``actions`` = {toggle(), details(),
+ * copy(word, chipNode, event)}. */
 export function renderInfo(doc, state, actions) {
   const label = state.label ? el(doc, "span", { className: "loralab-slot", text: state.label }) : null;
+  const doctor = state.status === "empty" ? null : doctorLine(doc, state.doctor);
   if (state.status !== "ok") {
     const text = {
       empty: "no LoRA selected",
@@ -88,6 +98,7 @@ export function renderInfo(doc, state, actions) {
     const title = state.status === "error" || state.status === "missing" ? state.error : null;
     return el(doc, "div", { className: `loralab-info loralab-${state.status}` }, [
       el(doc, "div", { className: "loralab-head" }, [label, el(doc, "span", { className: "loralab-compact", text, title })]),
+      doctor,
     ]);
   }
   const view = state.view;
@@ -113,6 +124,7 @@ export function renderInfo(doc, state, actions) {
       warn,
       toggle,
     ]),
+    doctor,
     chips,
     state.expanded ? details(doc, view, state.details, () => actions.details?.()) : null,
   ]);

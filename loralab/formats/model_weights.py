@@ -11,6 +11,7 @@ CLIP-H, SDXL's CLIP-G) are not mapped and are reported in ``unused``.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import torch
@@ -41,20 +42,60 @@ def canonical_key(key: str, layout: ModelLayout) -> str | None:
     return c if c in layout.shapes else None
 
 
-def _fits(shapes: Mapping[str, tuple[int, ...]], layout: ModelLayout) -> int:
-    return sum(1 for k, s in shapes.items() if (c := canonical_key(k, layout)) and layout.shapes[c] == tuple(s))
+@dataclass(frozen=True)
+class ArchFit:
+    """How a model file's keys fit one architecture's released layout."""
+
+    arch: str
+    fitting: int  # keys that name a weight of the layout and have its shape
+    named: int  # keys that name a weight of the layout, whatever their shape
+
+
+def _fit(shapes: Mapping[str, tuple[int, ...]], arch_id: str) -> ArchFit:
+    layout = layout_for(arch_id)
+    fitting = named = 0
+    for k, s in shapes.items():
+        c = canonical_key(k, layout)
+        if c is not None:
+            named += 1
+            fitting += layout.shapes[c] == tuple(s)
+    return ArchFit(arch_id, fitting, named)
+
+
+def arch_fits(shapes: Mapping[str, tuple[int, ...]]) -> list[ArchFit]:
+    """How the keys fit every known architecture, best first (most keys of the right name and
+    shape, then most of the right name)."""
+    return sorted((_fit(shapes, a) for a in ARCHS), key=lambda f: (-f.fitting, -f.named))
+
+
+def model_arch(shapes: Mapping[str, tuple[int, ...]]) -> str | None:
+    """The released model's architecture a model file's keys (by name and shape) belong to: the one
+    most keys fit, None where no key fits any, or where most keys that name its weights have other
+    sizes (a model of a size LoRA Lab has no layout for, such as Flux.2)."""
+    best = arch_fits(shapes)[0]
+    return best.arch if best.fitting and best.fitting * 2 >= best.named else None
+
+
+def canonical_shapes(shapes: Mapping[str, tuple[int, ...]], layout: ModelLayout) -> dict[str, tuple[int, ...]]:
+    """The shape of every weight of ``layout`` a model file holds, by canonical key (its keys that
+    name no weight of the layout left out)."""
+    out: dict[str, tuple[int, ...]] = {}
+    for k, s in shapes.items():
+        c = canonical_key(k, layout)
+        if c is not None:
+            out.setdefault(c, tuple(s))
+    return out
 
 
 def guess_layout(shapes: Mapping[str, tuple[int, ...]], label: str | None = None) -> ModelLayout:
     """The released model's layout most of these keys fit (by name and shape); ``label`` names the
     model in the error when none fits."""
-    scores = sorted(((_fits(shapes, layout_for(a)), a) for a in ARCHS), reverse=True)
-    best, arch_id = scores[0]
-    if best == 0:
+    best = arch_fits(shapes)[0]
+    if best.fitting == 0:
         known = ", ".join(layout_for(a).arch.name for a in ARCHS)
         raise ArchMismatchError(f"no weight fits a known base model ({known})", path=label,
                                 hint="give the architecture explicitly")
-    return layout_for(arch_id)
+    return layout_for(best.arch)
 
 
 class ModelWeights:

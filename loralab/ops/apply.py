@@ -2,8 +2,10 @@
 
 A plan gives every entry of the file one fate: patched into the model or the CLIP with
 ``strength × weight of its absolute block``, left out because its block weight makes that 0, or
-not applied with the reason (wrong architecture, no such weight, no CLIP connected...). The host
-layer turns the patched entries into one patch group per (patcher, distinct strength).
+not applied with the reason (wrong architecture, no such weight, no CLIP connected...: the
+coverage doctor's classification, :mod:`.coverage`, which also words the report's reasons and
+likely cause). The host layer turns the patched entries into one patch group per (patcher,
+distinct strength).
 """
 from __future__ import annotations
 
@@ -11,10 +13,10 @@ from dataclasses import dataclass, field
 
 from ..blocks.map import block_of
 from ..blocks.spec import BlockWeights
-from ..formats.detect import Detection
-from ..formats.not_lora import not_a_lora, use_instead
+from ..formats.host_keys import NEWEST, HostRules
 from ..layouts.archs import ARCHS
 from ..lora import Lora, MappedEntry
+from .coverage import PATCH_FAILED, Cause, Coverage, NotApplied, classify, entry_count, host_dropped, refusal
 
 MODEL = "model"
 CLIP = "clip"
@@ -40,76 +42,27 @@ class Planned:
         return self.item.target.key
 
 
-#: example modules a report names per reason
-EXAMPLES = 3
-
-
-@dataclass(frozen=True)
-class NotApplied:
-    """An entry (or a tensor that belongs to none) that changes nothing, and why: ``reason`` for
-    this entry, ``group`` the same reason without what is particular to the entry (the report
-    counts entries per group)."""
-
-    module: str  # the module name in the file, or the tensor key where no entry holds it
-    param: str  # "weight", "bias", or "" for a lone tensor
-    reason: str
-    group: str = ""
-
-    @property
-    def why(self) -> str:
-        """The reason as the report groups it."""
-        return self.group or self.reason
-
-    @property
-    def label(self) -> str:
-        """The module, with its parameter where that is not the weight."""
-        return self.module + ("" if self.param in ("weight", "") else f" ({self.param})")
-
-
-def arch_mismatch(detection: Detection, model_arch: str) -> str | None:
-    """Why a LoRA must not be applied to a model of ``model_arch`` (None if it may): it is no LoRA
-    at all, or its weights fit another architecture better than this one. Wan I2V and T2V models
-    of one width share every block but the image cross-attention, so a LoRA of one applies to the
-    other where anything fits (what does not, ``k_img``/``v_img`` on a T2V model, is listed as not
-    applied)."""
-    if detection.not_lora is not None:
-        return f"{not_a_lora(detection.not_lora)}: {use_instead(detection.not_lora)}"
-    if detection.arch is None or detection.arch == model_arch:
-        return None
-    scores = {s.arch: s.fitting for s in detection.scores}
-    if scores.get(model_arch, 0) >= scores.get(detection.arch, 0):
-        return None
-    if ARCHS[detection.arch].family == ARCHS[model_arch].family == "wan" and scores.get(model_arch, 0) > 0:
-        return None
-    return (f"this LoRA is for {ARCHS[detection.arch].name}, the model is {ARCHS[model_arch].name} "
-            "(use a LoRA made for this model)")
-
-
-def _unmapped_group(item: MappedEntry) -> str:
-    """What keeps an unmapped entry off the model, without the entry's particulars."""
-    if item.entry.problem is not None:
-        return "incomplete or malformed"
-    if item.target is None:
-        return item.reason or "not mapped"  # names no weight: the reason names the model only
-    return "does not fit its weight in this model"
-
-
 @dataclass
 class ApplyPlan:
     """What applying one LoRA to one model (and CLIP) does, entry by entry."""
 
     label: str
+    format: str
     format_name: str
     lora_arch: str | None
     model_arch: str
     weights: BlockWeights
     strength_model: float
     strength_clip: float
-    refused: str | None = None
+    total: int = 0  # the file's modules, as the coverage doctor counts them
+    clip_connected: bool = True
+    refused: Cause | None = None
     patches: list[Planned] = field(default_factory=list)
     zero: list[Planned] = field(default_factory=list)
     not_applied: list[NotApplied] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    host_dropped: int = 0  # planned entries that the host's own loader would drop
+    host_name: str = NEWEST.name
 
     def groups(self, patcher: str) -> list[tuple[float, list[Planned]]]:
         """The entries patched into ``patcher`` ("model" or "clip"), one group per distinct strength,
@@ -120,22 +73,29 @@ class ApplyPlan:
                 out.setdefault(p.strength, []).append(p)
         return list(out.items())
 
-    def drop(self, planned: Planned, reason: str, group: str = "") -> None:
+    def drop(self, planned: Planned, reason: str, group: str = "", kind: str = PATCH_FAILED) -> None:
         """Record that the host could not apply a planned entry (``group``: the reason without the
-        entry's particulars, as the report counts it)."""
+        entry's particulars, as the report counts it; ``kind`` as :class:`.coverage.NotApplied`'s)."""
         self.patches.remove(planned)
         e = planned.item.entry
-        self.not_applied.append(NotApplied(e.module, e.param, reason, group))
+        self.not_applied.append(NotApplied(e.module, e.param, reason, group, kind))
 
     def block_table(self) -> list[tuple[str, float, int]]:
         """(block, weight, number of model keys this LoRA changes in it), in display order."""
         keys = {p.key for p in self.patches} | {p.key for p in self.zero}
         return self.weights.table(sorted(keys))
 
+    def coverage(self) -> Coverage:
+        """The coverage doctor's view of this plan: what lands (block weight 0 included), why the
+        rest does not, the likely cause."""
+        return Coverage(self.label, self.lora_arch, self.model_arch, self.format, self.format_name, self.total,
+                        len(self.patches) + len(self.zero), list(self.not_applied), self.refused,
+                        self.clip_connected, self.host_dropped, self.host_name)
+
     def verdict(self) -> str:
         """One line: how much of the LoRA landed, or why nothing did."""
         if self.refused:
-            return f"nothing applied: {self.refused}"
+            return f"nothing applied: {self.refused.text}"
         total = len(self.patches) + len(self.zero) + len(self.not_applied)
         if not self.patches:
             if self.zero and not self.not_applied:
@@ -148,29 +108,13 @@ class ApplyPlan:
             line += f"; {len(self.not_applied)} not applied (reasons below)"
         return line
 
-    def reason_lines(self) -> list[str]:
-        """One line per reason: how many entries it kept off and a few of them, most first."""
-        groups: dict[str, list[NotApplied]] = {}
-        for n in self.not_applied:
-            groups.setdefault(n.why, []).append(n)
-        lines = []
-        for why, items in sorted(groups.items(), key=lambda kv: -len(kv[1])):
-            first = items[0]
-            more = f" and {len(items) - EXAMPLES} more" if len(items) > EXAMPLES else ""
-            detail = f" ({first.label}: {first.reason})" if first.reason != why else ""
-            lines.append(f"  {len(items)} × {why}, e.g. {', '.join(n.label for n in items[:EXAMPLES])}{more}{detail}")
-        return lines
-
     def report(self) -> str:
         """The plain-text summary the node shows: a one-line verdict, the reasons entries were not
-        applied (counted, with examples), then the details: file and model architectures, the
-        weight of every block and what was applied where."""
+        applied (counted, with examples) and the likely cause with its fix, then the details: file
+        and model architectures, the weight of every block and what was applied where."""
         model_name = ARCHS[self.model_arch].name
         made_for = ARCHS[self.lora_arch].name if self.lora_arch else "no released model (sizes fit none)"
-        lines = [self.verdict()]
-        if self.not_applied and not self.refused:
-            lines.append(f"not applied: {len(self.not_applied)} modules")
-            lines += self.reason_lines()
+        lines = [self.verdict(), *self.coverage().lines(cause_in_verdict=True)]
         lines += [f"LoRA: {self.label} ({self.format_name}; made for {made_for})", f"model: {model_name}"]
         lines += [f"note: {n}" for n in self.notes]
         if self.refused:
@@ -199,14 +143,16 @@ def _times(parts: dict[str, int]) -> str:
 
 def plan_application(lora: Lora, weights: BlockWeights, strength_model: float, strength_clip: float, *,
                      model_arch: str, clip_connected: bool, label: str | None = None,
-                     split_qkv_as_trained: bool = False) -> ApplyPlan:
+                     split_qkv_as_trained: bool = False, host: HostRules = NEWEST) -> ApplyPlan:
     """Plan applying ``lora`` (opened on the model's own layout) to a model of ``model_arch``;
     ``split_qkv_as_trained``: modules of a kohya ``split_qkv`` file get the strength they were trained
-    at (× their number of parts) instead of the one every loader gives them."""
+    at (× their number of parts) instead of the one every loader gives them; ``host``: the ComfyUI
+    version whose own loader the report compares with."""
     det = lora.detection
-    plan = ApplyPlan(label or lora.source.label, det.format_name, det.arch, model_arch, weights,
-                     strength_model, strength_clip, notes=list(det.warnings))
-    plan.refused = arch_mismatch(det, model_arch)
+    plan = ApplyPlan(label or lora.source.label, det.format, det.format_name, det.arch, model_arch, weights,
+                     strength_model, strength_clip, entry_count(lora), clip_connected, notes=list(det.warnings),
+                     host_name=host.name)
+    plan.refused = refusal(det, model_arch)
     if plan.refused:
         return plan
     split = lora.split_qkv(verify=True)
@@ -218,21 +164,12 @@ def plan_application(lora: Lora, weights: BlockWeights, strength_model: float, s
                           "were trained at, as in ComfyUI's loader; set split_qkv to 'as trained' for that strength")
     factors = split if split_qkv_as_trained else {}
     family = ARCHS[model_arch].family
-    plan.not_applied += [NotApplied(k, "", "not a tensor of any LoRA format LoRA Lab reads") for k in lora.unrecognized]
-    plan.not_applied += [NotApplied(k, "", "belongs to no adapter (its partner tensors are missing)")
-                         for k in lora.orphans]
-    for item in lora.items:
-        e = item.entry
-        if not item.mapped:
-            plan.not_applied.append(NotApplied(e.module, e.param, item.reason or "not mapped", _unmapped_group(item)))
-            continue
-        to_model = item.component == "unet"
-        if not to_model and not clip_connected:
-            plan.not_applied.append(NotApplied(e.module, e.param, f"text encoder {item.component}: no CLIP connected"))
-            continue
+    landing, plan.not_applied = classify(lora, clip_connected=clip_connected)
+    for item in landing:
         block = block_of(item.target.key, family)
         w = weights.weight(block)
-        strength = (strength_model if to_model else strength_clip) * w * factors.get(e.module, 1)
+        strength = (strength_model if item.component == "unet" else strength_clip) * w * factors.get(item.entry.module, 1)
         planned = Planned(item, block, w, strength)
         (plan.patches if planned.strength != 0 else plan.zero).append(planned)
+    plan.host_dropped = host_dropped(lora, landing, host)
     return plan

@@ -66,7 +66,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 from ..blocks.map import OTHER, block_of, block_sort_key
 from ..files.hashes import Hashes, file_hashes
 from ..files.safetensors import gc_paused
-from ..formats.host_keys import NEWEST, HostRules, host_targets
+from ..formats.host_keys import NEWEST, HostRules
 from ..formats.keys import Entry
 from ..formats.metadata import Metadata, Training, folder_images, parse_metadata, training_summary
 from ..formats.not_lora import not_a_lora, use_instead
@@ -456,16 +456,8 @@ def summary_of(lora: Lora, path: str, file_size: int, host: HostRules = NEWEST) 
                 ranks.append((group, rank))
             alphas.append((group, e.alpha))
             scales.append((group, scale))
-    dropped_we_map: list[str] = []
-    host_dropped = 0
-    if lora.layout is not None:
-        targets = host_targets(keys, lora.layout, {k: e.module for e in lora.entries for k in e.keys.values()}, host)
-        dropped = {k for k, v in targets.items() if v is None}
-        host_dropped = len(dropped)
-        if dropped:
-            dropped_we_map = [m.entry.module for m in lora.mapped() if any(k in dropped for k in m.entry.keys.values())]
-    else:
-        host_dropped = len(keys)
+    dropped = lora.host_dropped(host)
+    dropped_we_map = [m.entry.module for m in lora.mapped() if any(k in dropped for k in m.entry.keys.values())]
     md = parse_metadata(src.metadata)
     tags = tag_folders(md)
     dtypes = Counter(src.dtype(k) for k in keys)
@@ -479,7 +471,7 @@ def summary_of(lora: Lora, path: str, file_size: int, host: HostRules = NEWEST) 
         unmapped=[{"module": m.entry.module, "param": m.entry.param, "reason": m.reason or ""}
                   for m in lora.unmapped()],
         unrecognized_keys=list(lora.unrecognized) + list(lora.orphans),
-        host_dropped=host_dropped, host_dropped_we_map=dropped_we_map, host_name=host.name,
+        host_dropped=len(dropped), host_dropped_we_map=dropped_we_map, host_name=host.name,
         metadata=md, training=training_summary(md), triggers=find_triggers(md, tags),
         tags=tag_summary(md, read=tags), tag_folders=tags, warnings=header_warnings(lora, md), not_lora=det.not_lora,
     )

@@ -109,6 +109,27 @@ def picked_lora(name: str) -> str:
     return lora_path(name)
 
 
+#: model folders whose files the coverage route reads the header of (Load Checkpoint's, Load Diffusion Model's)
+MODEL_KINDS = ("checkpoints", "diffusion_models")
+
+
+def model_file(kind: str, name: str) -> str | None:
+    """The real path of a model file named as ComfyUI's ``kind`` list names it (``checkpoints`` or
+    ``diffusion_models``), or None where no listing holds it but the name could be one. Refuses
+    (:class:`UnsafeNameError`) other kinds, files that are not ``.safetensors``/``.sft`` (never a
+    pickle) and names that could leave the folders."""
+    if kind not in MODEL_KINDS:
+        raise UnsafeNameError(f"not a model folder LoRA Lab reads ({', '.join(MODEL_KINDS)})", key=str(kind)[:50])
+    if not isinstance(name, str) or not _is_lora_name(name):
+        raise UnsafeNameError(f"LoRA Lab reads the header of {' and '.join(LORA_EXTENSIONS)} files only",
+                              key=str(name)[:200], hint="convert the file to .safetensors with a tool you trust")
+    if name not in folder_paths.get_filename_list(kind):
+        check_relative_name(name)  # a name no listing can hold gets its precise reason
+        return None
+    path = folder_paths.get_full_path(kind, name)
+    return os.path.realpath(path) if path else None
+
+
 def file_stamp(path: str | None) -> tuple[int, int] | None:
     """(size, modification time in ns) of a file, None if it cannot be read: what a node's
     ``fingerprint_inputs`` returns so ComfyUI reruns it when the file changes, and only then."""

@@ -17,6 +17,7 @@ import torch
 
 from ...loralab.layouts import Target
 from ...loralab.ops.apply import CLIP, MODEL, ApplyPlan, Planned
+from ...loralab.ops.coverage import ABSENT
 
 #: role -> the key suffix ComfyUI's adapters read, for tensors whose own name they do not read
 _COMFY_NAMES = {"up": ".lora_up.weight", "down": ".lora_down.weight", "diff_b": ".diff_b"}
@@ -124,7 +125,7 @@ def _add(plan: ApplyPlan, patcher: Any, which: str, adapters: dict[Planned, Any]
                 added = set(patcher.add_patches({k: adapters[p] for k, p in group.items()}, strength))
                 for k, p in group.items():
                     if k not in added:
-                        plan.drop(p, f"the {which} has no weight {p.key}", f"the {which} has no such weight")
+                        plan.drop(p, f"the {which} has no weight {p.key}", f"the {which} has no such weight", ABSENT)
 
 
 def apply_plan(plan: ApplyPlan, tensors: Mapping[str, torch.Tensor], model: Any, clip: Any) -> tuple[Any, Any]:

@@ -20,7 +20,6 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -158,10 +157,15 @@ class Server:
         self.write_settings({})
         from xss_lora import write_loras
         write_loras(os.path.join(base, "models", "loras"))
-        from host.workflow_kit import LORAS
-        from loralab_testkit import materialize
+        from host.workflow_kit import CHECKPOINT_HEADERS, LORAS
+        from loralab_testkit import materialize, sparse_model_file
         for name, (_, fixture_name, seed) in LORAS.items():  # the files the example workflows pick
-            materialize(fixture_name, os.path.join(base, "models", "loras", name), rank=4, seed=seed)
+            path = os.path.join(base, "models", "loras", *name.split("/"))
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            materialize(fixture_name, path, rank=4, seed=seed)
+        os.makedirs(os.path.join(base, "models", "checkpoints"), exist_ok=True)
+        for name, parts in CHECKPOINT_HEADERS.items():  # headers only: the coverage doctor reads no more
+            sparse_model_file(os.path.join(base, "models", "checkpoints", name), parts)
         self.log_path = os.path.join(base, "server.log")
         env = {**os.environ, "LORALAB_E2E_REPO": REPO, "PYTHONUNBUFFERED": "1"}
         args = [COMFYUI_PYTHON, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),

@@ -6,8 +6,8 @@
   folders. What that listing holds through a symlink (a file or folder elsewhere, as users link
   LoRAs from another drive) is read, as core's loaders read it.
 * The corpus of loralab_testkit.malformed, put into the loras folder, through the host entry
-  points: the ``/loralab/lora_info`` route (a 4xx JSON answer naming the file and the problem, no
-  server path, strict JSON when it answers 200) and the loader node's ``apply_lora``; afterwards
+  points: the ``/loralab/lora_info`` and ``/loralab/coverage`` routes (a 4xx JSON answer naming the
+  file and the problem, no server path, strict JSON when it answers 200) and the loader node's ``apply_lora``; afterwards
   the server still answers. Host entry points that are not merged yet are skipped, naming them.
 """
 from __future__ import annotations
@@ -179,6 +179,35 @@ def _route_entry_point(host, loras: str) -> EntryPoint | None:
                       refusal="RouteRefused", by_name=True)
 
 
+COVERAGE_ROUTE = "/loralab/coverage"
+DOCTOR_MODEL = "hostile_doctor_sdxl.safetensors"
+
+
+def _coverage_entry_point(host, loras: str) -> EntryPoint | None:
+    """The coverage route, each corpus file as the LoRA, on an SDXL checkpoint's header."""
+    handler = next((r.handler for r in host.server.routes
+                    if getattr(r, "path", None) == COVERAGE_ROUTE and getattr(r, "method", "") == "GET"), None)
+    if handler is None:
+        return None
+    from aiohttp.test_utils import make_mocked_request
+    from loralab_testkit import sparse_model_file
+    model = os.path.join(host.folder("checkpoints"), DOCTOR_MODEL)
+    if not os.path.exists(model):
+        sparse_model_file(model, [("sdxl", "model.diffusion_model.")])
+
+    def run(path: str, scratch: str) -> list[str]:
+        query = urllib.parse.urlencode({"lora": _relative(loras, path), "model": DOCTOR_MODEL, "kind": "checkpoints"},
+                                       errors="surrogatepass")
+        response = host.loop.run_until_complete(handler(make_mocked_request("GET", f"{COVERAGE_ROUTE}?{query}")))
+        body = _strict(response.text)
+        assert 200 <= response.status < 500, f"{response.status}: {response.text[:500]}"
+        if response.status != 200:
+            raise RouteRefused(f"{response.status}: {response.text}")
+        assert host.base not in response.text
+        return [g["reason"] for g in body["groups"]] + ([body["cause"]["text"]] if body["cause"] else [])
+    return EntryPoint("coverage_route", run, refusal="RouteRefused", by_name=True)
+
+
 def _loader_entry_point(host, loras: str, tiny_models) -> EntryPoint | None:
     try:
         apply_lora = host.module("nodes.loader").apply_lora
@@ -214,8 +243,9 @@ def _has(host, module: str) -> bool:
     return True
 
 
-HOST_ENTRY_POINTS = ["lora_info_route", "loader_apply_lora", "merge_resize_node"]
+HOST_ENTRY_POINTS = ["lora_info_route", "coverage_route", "loader_apply_lora", "merge_resize_node"]
 WAITS_FOR = {"lora_info_route": f"the {ROUTE} route (inspect branch)",
+             "coverage_route": f"the {COVERAGE_ROUTE} route",
              "loader_apply_lora": "nodes/loader.py apply_lora (loader branch)",
              "merge_resize_node": "nodes/merge.py LoRALabResize (merge branch)"}
 
@@ -225,6 +255,7 @@ def host_results(host, loras, corpus, request) -> dict[str, tuple[EntryPoint, di
     """Each host entry point on every corpus file, in one go (as one server meets them), then the
     valid control file once more: it must still be answered."""
     makers = {"lora_info_route": lambda: _route_entry_point(host, loras),
+              "coverage_route": lambda: _coverage_entry_point(host, loras),
               "loader_apply_lora": lambda: _loader_entry_point(host, loras, request.getfixturevalue("tiny_models")),
               "merge_resize_node": lambda: _resize_entry_point(host, loras)}
     out: dict[str, tuple[EntryPoint, dict[str, Observation]] | None] = {}

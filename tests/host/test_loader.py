@@ -227,7 +227,8 @@ def test_wrong_architecture_applies_nothing_and_says_which(host, models, tmp_pat
     path = materialize("kohya_sd15_lora", os.path.join(host.folder("loras"), "loader_full_sd15.safetensors"), rank=2)
     ours, clip, info = _ours(host, mp, None, os.path.basename(path))
     assert ours is mp and not ours.patches
-    assert info.startswith("nothing applied: this LoRA is for SD1.x, the model is SDXL (use a LoRA made for this model)")
+    assert info.startswith("nothing applied: an SD1.x LoRA on an SDXL model\n"
+                           "fix: pick a LoRA made for SDXL, or load an SD1.x model\n")
 
 
 @pytest.fixture(scope="module")
@@ -276,12 +277,15 @@ def test_partial_match_applies_what_fits_and_lists_the_rest(host, models, clip_l
     assert len(ours_c.patcher.patches) == 72 and all(k.startswith("clip_l.") for k in ours_c.patcher.patches)
     lines = info.splitlines()
     assert lines[0] == "applied 72 of 986 modules; 914 not applied (reasons below)" and lines[1] == "not applied: 914 modules"
-    reasons = lines[2:lines.index(next(ln for ln in lines if ln.startswith("LoRA: ")))]
+    reasons = lines[2:lines.index(next(ln for ln in lines if ln.startswith("likely cause: ")))]
     counts = {ln.split(" × ")[1].split(", e.g. ")[0]: int(ln.split(" × ")[0]) for ln in reasons}
     assert sum(counts.values()) == 914 and len(reasons) <= 5, reasons  # grouped: a line per reason, not per module
     assert counts["the clip has no such weight"] == 192  # clip_g modules: this CLIP is CLIP-L only
     unfit = next(ln for ln in reasons if " × does not fit its weight in this model, e.g. " in ln)
     assert ": size [" in unfit and "] does not fit diffusion_model." in unfit  # the first one's sizes, in full
+    assert lines[len(reasons) + 2:len(reasons) + 4] == [
+        "likely cause: modules for weights this SDXL model lacks or has at another size (a model built with other "
+        "layers or widths)", "fix: load the model the LoRA was trained on; on this one the rest applies"]
 
 
 def test_unknown_model_architecture_passes_through_and_says_so(host, models, monkeypatch):

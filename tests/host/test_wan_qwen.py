@@ -191,4 +191,6 @@ def test_i2v_lora_on_t2v_model_applies_what_fits_and_lists_the_image_attention(h
     ours, _, info = _ours(host, mp, file_name)
     _assert_changed_by(base, _loaded(ours), _deltas(host, fits, layout), lambda b: 1.0)
     reasons = [line for line in info.splitlines() if " × " in line]  # one line per reason, counted
-    assert len(reasons) == 1 and reasons[0].startswith("  8 × no module of ") and "_img" in reasons[0], info
+    assert len(reasons) == 1 and reasons[0].startswith("  8 × image cross-attention of Wan I2V (a T2V model has "
+                                                       "none), e.g. ") and "_img" in reasons[0], info
+    assert "\nlikely cause: an I2V LoRA on a T2V model: " in info and "\nfix: load a Wan I2V model for all of it" in info

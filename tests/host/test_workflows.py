@@ -15,7 +15,7 @@ import pytest
 from host import train_kit
 from host.train_setup import VARIANTS, dataset_in_input, one_thread, train_host  # noqa: F401 (fixtures)
 from host.workflow_kit import LORAS, WorkflowError, load_workflow, object_info, to_api, workflow_files
-from loralab_testkit import fit_fixture_to_layout, fixture
+from loralab_testkit import fit_fixture_to_layout, fixture, materialize
 
 #: loaders -> (the input that names the file, or the CLIP type; where each output comes from in the
 #: stand-in: "model" the tiny diffusion model, 0 the tiny VAE, 1 the tiny CLIP)
@@ -80,6 +80,9 @@ EXPECT = {
                                       texts={"LoRALabLoader": ("block weights: SDXL-OUTALL", ZEROED)}),
     "block_weights_flux.json": Expect("flux", images=IMAGE,
                                       texts={"LoRALabLoader": ("block weights: FLUX-DOUBLE", ZEROED)}),
+    "coverage_doctor.json": Expect("sdxl", images=IMAGE, texts={"LoRALabLoader": (
+        "\nnote: diffusers-format keys: ", "own LoRA loader drops ", "of these modules; LoRA Lab applies them\n",
+        "nothing applied: an SD1.x LoRA on an SDXL model\nfix: pick a LoRA made for SDXL, or load an SD1.x model\n")}),
     "lora_stack.json": Expect("sdxl", images=IMAGE, texts={"LoRALabStack": (
         "[1] applied ", "\nLoRA: my_style_xl", "[2] applied ", "\nLoRA: my_character_xl", "[3] applied ",
         "\nLoRA: my_detail_xl", "block weights: SDXL-INALL"), "LoRALabStackReport": ("my_style_xl",)}),
@@ -156,7 +159,8 @@ def tiny_layout(host, tiny_models, arch: str):
 
 def put_loras(host, tiny_models, prompt: dict) -> None:
     """The LoRAs a prompt names, rebuilt from real fixture layouts for the tiny models (diffusion
-    model modules only: the tiny text encoders have fewer layers than the fixtures')."""
+    model modules only: the tiny text encoders have fewer layers than the fixtures'); those LORAS
+    gives no architecture, at the fixture's real shapes."""
     from safetensors.torch import save_file
     Lora = host.module("loralab.lora").Lora
     named = {v for node in prompt.values() for k, v in node["inputs"].items()
@@ -170,6 +174,9 @@ def put_loras(host, tiny_models, prompt: dict) -> None:
         assert name in LORAS, f"the workflow names the LoRA {name!r}: add it to LORAS"
         os.makedirs(os.path.dirname(path), exist_ok=True)
         arch, fixture_name, seed = LORAS[name]
+        if arch is None:
+            materialize(fixture_name, path, rank=4, seed=seed)
+            continue
         _, layout = tiny_layout(host, tiny_models, arch)
         tensors = fit_fixture_to_layout(fixture_name, layout, rank=4, seed=seed)
         unet = {key for item in Lora.from_state_dict(tensors, layout=layout).items if item.component == "unet"

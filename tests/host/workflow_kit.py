@@ -21,7 +21,9 @@ NEWER_CORE_INPUTS = {"LoraModelLoader": ("bypass",)}
 FRONTEND_ONLY = {"Note", "MarkdownNote"}
 
 #: LoRA files the workflows name -> (architecture, fixture, seed): the host test rebuilds the fixture for that
-#: architecture's tiny model; the browser test writes it at its real shapes, so the panels show real files
+#: architecture's tiny model (architecture None: writes it at its real shapes, text encoders included, as
+#: a LoRA for another model than the workflow's, which the coverage doctor names by its sizes); the browser
+#: test writes every one at its real shapes, so the panels show real files
 LORAS = {
     "my_style.safetensors": ("sd15", "kohya_sd15_lora", 0),
     "my_character.safetensors": ("sd15", "comfyui_trainer_sd15_lora", 1),
@@ -33,6 +35,14 @@ LORAS = {
     # a folder of downloads to convert: a format ComfyUI drops, and a kohya one
     "downloads/my_character_xl.safetensors": ("sdxl", "diffusers_sdxl_dreambooth_lora", 1),
     "downloads/my_detail_xl.safetensors": ("sdxl", "kohya_sdxl_lora", 2),
+    "my_sd15_lora.safetensors": (None, "kohya_sd15_lora", 3),
+}
+#: checkpoints the workflows name -> the released model's header the browser test writes under that name
+#: (loralab_testkit.sparse_model_file: real keys and shapes over sparse zeros), so the coverage doctor
+#: reads the architecture a real file of that name has; no test may load one
+CHECKPOINT_HEADERS = {
+    "sd_xl_base_1.0.safetensors": [("sdxl", "model.diffusion_model."), ("clip_l", "conditioner.embedders.0.transformer.")],
+    "v1-5-pruned-emaonly.safetensors": [("sd15", "model.diffusion_model."), ("clip_l", "cond_stage_model.transformer.")],
 }
 
 

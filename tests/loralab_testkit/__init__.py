@@ -84,6 +84,17 @@ class FixtureSource(TensorSource):
         raise AssertionError("fixture sources hold shapes only")
 
 
+class FixtureSubset(FixtureSource):
+    """The keys of a LoRA fixture that a predicate keeps (a LoRA trained on part of the model)."""
+
+    def __init__(self, name: str, keep) -> None:
+        super().__init__(name)
+        self._keys = [k for k in super().keys() if keep(k)]
+
+    def keys(self) -> list[str]:
+        return self._keys
+
+
 #: role -> which dims of the tensor are the rank (for scaled-down materialisation)
 _RANK_DIMS = {
     ("lora", "up"): (1,), ("lora", "down"): (0,), ("lora", "mid"): (0, 1),
@@ -224,3 +235,25 @@ def xlabs_keys(double: int = 19, single: int = 38) -> list[str]:
         for p in ("qkv_lora", "proj_lora"):
             keys += [f"single_blocks.{i}.processor.{p}.down.weight", f"single_blocks.{i}.processor.{p}.up.weight"]
     return keys
+
+
+def sparse_model_file(path: str, parts: list[tuple[str, str]]) -> str:
+    """A model safetensors file with the real header of model fixtures: each part is (model fixture,
+    the prefix its keys carry in the file, which replaces ``diffusion_model.``: ``"model.diffusion_model."``
+    in a checkpoint, ``""`` in a diffusion-model file; a text encoder's: ``"conditioner.embedders.0.transformer."``).
+    Every tensor's bytes are zeros in a sparse data section that uses no disk: the header is
+    exactly a released file's, so only readers of the header may open it."""
+    header: dict[str, dict] = {}
+    offset = 0
+    for name, prefix in parts:
+        for key, info in fixture("models", name)["tensors"].items():
+            bare = key[len("diffusion_model."):] if key.startswith("diffusion_model.") else key
+            size = math.prod(info["shape"]) * DTYPES[info["dtype"]][0]
+            header[prefix + bare] = {"dtype": info["dtype"], "shape": info["shape"], "data_offsets": [offset, offset + size]}
+            offset += size
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(len(raw).to_bytes(8, "little") + raw)
+        f.truncate(8 + len(raw) + offset)
+    return path

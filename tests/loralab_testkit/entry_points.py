@@ -203,7 +203,18 @@ def apply_plan(path: str, scratch: str) -> list[str]:
             if p.item.target.rows is None:
                 adapter.apply_to(torch.zeros(lora.layout.shapes[p.key]), p.strength)
         plan.report()
-        return [plan.refused or ""] + [n.reason for n in plan.not_applied] + list(plan.notes)
+        return [plan.refused.text if plan.refused else ""] + [n.reason for n in plan.not_applied] + list(plan.notes)
+
+
+def coverage(path: str, scratch: str) -> list[str]:
+    """The coverage doctor for the file on an SDXL model known from a checkpoint's header alone."""
+    from loralab.ops.coverage import ModelFile, diagnose_files
+    from . import sparse_model_file
+    model = ModelFile.read(sparse_model_file(os.path.join(scratch, "sdxl.safetensors"), [("sdxl", "model.diffusion_model.")]))
+    cov = diagnose_files(path, model, clip_connected=False)
+    _strict_json(cov.to_dict())
+    cov.to_text()
+    return [n.reason for n in cov.not_applied] + ([cov.cause.text] if cov.cause else [])
 
 
 def merge(path: str, scratch: str) -> list[str]:
@@ -275,6 +286,7 @@ ENTRY_POINTS: list[EntryPoint] = [
     EntryPoint("file_hashes", file_hashes, ("loralab.files.hashes:file_hashes",)),
     EntryPoint("addnet_hash", addnet_hash, ("loralab.files.hashes:addnet_hash",)),
     EntryPoint("apply_plan", apply_plan, ("loralab.ops.apply:plan_application",), transforms=True),
+    EntryPoint("coverage", coverage, ("loralab.ops.coverage:diagnose_files",)),
     EntryPoint("merge", merge, ("loralab.ops.merge:merge", "loralab.ops.merge:MergeInput", "loralab.ops.lowrank:RankRule"),
                transforms=True),
     EntryPoint("resize", resize, ("loralab.ops.merge:resize", "loralab.ops.lowrank:RankRule"), transforms=True),

@@ -69,7 +69,11 @@ def test_the_loader_applies_nothing_and_says_why(tmp_path, name):
         plan = plan_application(lora, parse_block_weights("", "sd1"), 1.0, 1.0, model_arch="sd1",
                                 clip_connected=True, label="picked.safetensors")
     assert not plan.patches and not plan.not_applied
-    assert plan.report().splitlines()[0].startswith(f"nothing applied: not a LoRA (looks like a {name}): ")
+    verdict, fix = plan.report().splitlines()[:2]
+    assert verdict == f"nothing applied: not a LoRA (looks like a {name})"
+    assert fix == {"checkpoint": "fix: load it with Load Checkpoint or Load Diffusion Model",
+                   "textual-inversion embedding": "fix: use it in a prompt as embedding:<its name>",
+                   "VAE": "fix: load it with Load VAE"}[name]
 
 
 @pytest.mark.parametrize("name", LORA_FIXTURES)

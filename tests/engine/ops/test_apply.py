@@ -8,34 +8,11 @@ from loralab.blocks.map import block_of
 from loralab.layouts import ModelLayout, layout_for
 from loralab.layouts.unet import SDXL_CONFIG
 from loralab.lora import Lora
-from loralab.files.sources import TensorSource
-from loralab_testkit import FixtureSource
+from loralab_testkit import FixtureSource, FixtureSubset
 
 #: SDXL with fewer transformer layers per block (Segmind Vega's depths): a model a real SDXL LoRA fits in part
 VEGA_LIKE = dict(SDXL_CONFIG, transformer_depth=[0, 0, 1, 1, 2, 2], transformer_depth_output=[0, 0, 0, 1, 1, 1, 2, 2, 2],
                  transformer_depth_middle=2)
-
-
-class Subset(TensorSource):
-    """The keys of a fixture that a predicate keeps (a LoRA trained on part of the model)."""
-
-    def __init__(self, name, keep):
-        self.inner = FixtureSource(name)
-        self.metadata = self.inner.metadata
-        self.path = name
-        self._keys = [k for k in self.inner.keys() if keep(k)]
-
-    def keys(self):
-        return self._keys
-
-    def shape(self, key):
-        return self.inner.shape(key)
-
-    def dtype(self, key):
-        return self.inner.dtype(key)
-
-    def scalar(self, key):
-        return self.inner.scalar(key)
 
 
 def _plan(name, arch_id, spec="", sm=1.0, sc=1.0, clip=True, layout=None, source=None):
@@ -83,7 +60,7 @@ def test_zero_weight_blocks_are_left_out_and_counted():
 
 def test_single_blocks_only_flux_lora_gets_single_block_weights():
     """Inspire #191: a LoRA trained on single blocks only must get the S weights, not the D ones."""
-    source = Subset("kohya_flux_lora", lambda k: k.startswith("lora_unet_single_blocks_"))
+    source = FixtureSubset("kohya_flux_lora", lambda k: k.startswith("lora_unet_single_blocks_"))
     lora, plan = _plan(None, "flux", spec="D=0, S=0.5", source=source)
     assert len(plan.patches) == 38 * 3 and all(p.strength == 0.5 and p.block.startswith("S") for p in plan.patches)
     vector = ",".join(["1"] * 19 + ["0.25", "0.75"] + ["0"] * 36)  # D00..D18, S00..S37
@@ -96,14 +73,14 @@ def test_wrong_architecture_applies_nothing_and_names_both():
     lora, plan = _plan("kohya_sd15_lora", "sdxl")
     assert plan.refused and not plan.patches
     report = plan.report()
-    assert report.startswith("nothing applied: this LoRA is for SD1.x, the model is SDXL (use a LoRA made for "
-                             "this model)\n")
+    assert report.startswith("nothing applied: an SD1.x LoRA on an SDXL model\n"
+                             "fix: pick a LoRA made for SDXL, or load an SD1.x model\n")
     lora, plan = _plan("kohya_flux_lora", "sd1")
-    assert "this LoRA is for Flux.1, the model is SD1.x" in plan.refused
+    assert plan.refused.text == "a Flux.1 LoRA on an SD1.x model"
 
 
 def test_text_encoder_only_lora_is_not_refused_on_an_architecture_it_fits_as_well():
-    source = Subset("kohya_sd15_lora", lambda k: k.startswith("lora_te_"))
+    source = FixtureSubset("kohya_sd15_lora", lambda k: k.startswith("lora_te_"))
     lora, plan = _plan(None, "sdxl", source=source)
     assert plan.refused is None and len(plan.patches) == 72 and {p.item.component for p in plan.patches} == {"clip_l"}
 
