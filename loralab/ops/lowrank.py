@@ -115,9 +115,10 @@ def _numerical_rank(s: Tensor, shape: tuple[int, int], scale: float | None = Non
 #: largest trace of the inverse of an equilibrated Gram matrix G' = D⁻¹·MᵀM·D⁻¹ (D² = diag MᵀM) for
 #: which its Cholesky factor serves as R in M = Q·R, by working dtype. The trace bounds 1/λmin(G'),
 #: and Q = M·R⁻¹ departs from orthonormality by about the rounding of G' times 1/λmin(G'): at most
-#: 1e-8 in float64; in float32, merged results within about 1e-6 of the best approximation on
-#: factors built to be ill-conditioned (bench/merge_bench.py --conditioning), 1/200 of float16's
-#: rounding. Beyond the limit: float64, then Householder QR.
+#: 1e-8 in float64. In float32 (bench/bench_merge_speed.py --conditioning, float16 factors built to
+#: be ill-conditioned): rank-32 results within 1e-6 of float64's up to the limit (3e-5 at 6e4, 2e-3
+#: at 3e6), where the kept singular values stand apart from the rest; float16's rounding is 5e-4.
+#: Beyond the limit: float64, then Householder QR.
 GRAM_LIMIT = {torch.float64: 1e8, torch.float32: 1e4}
 
 
