@@ -1,8 +1,9 @@
 """Low-rank linear algebra for merging, resizing and extracting LoRAs.
 
-* :func:`svd_of_product`: the exact thin SVD of B·A from the factors (QR of B and of Aᵀ, SVD of
-  the small core), so a sum of LoRAs Σ Bᵢ·Aᵢ = [B₁ … Bₙ]·[A₁; …; Aₙ] is decomposed without
-  building the out×in matrix.
+* :func:`svds_of_products`, :func:`svd_of_product`: the exact thin SVD of B·A from the factors
+  (QR of B and of Aᵀ, from their Gram matrices where well conditioned; SVD of the small core),
+  so a sum of LoRAs Σ Bᵢ·Aᵢ = [B₁ … Bₙ]·[A₁; …; Aₙ] is decomposed without building the out×in
+  matrix; many equally shaped products at once.
 * :func:`kron_svd`: the SVD of kron(W₁, W₂) from the SVDs of W₁ and W₂ (exact).
 * :func:`full_svd`, :func:`dense_svd`: a dense matrix, by a full SVD or a randomized one (power
   iterations).
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Iterator
 
 import torch
@@ -110,38 +112,92 @@ def _numerical_rank(s: Tensor, shape: tuple[int, int], scale: float | None = Non
     return int((s > tol).sum())
 
 
-#: smallest eigenvalue of a Gram matrix, relative to its largest, for which Q = M·V·Λ^-½ is used;
-#: Q's departure from orthonormality is about eps·λmax/λmin ≤ 1e-8 there (else: Householder QR)
-_GRAM_MIN = 1e-8
+#: largest trace of the inverse of an equilibrated Gram matrix G' = D⁻¹·MᵀM·D⁻¹ (D² = diag MᵀM) for
+#: which its Cholesky factor serves as R in M = Q·R, by working dtype. The trace bounds 1/λmin(G'),
+#: and Q = M·R⁻¹ departs from orthonormality by about the rounding of G' times 1/λmin(G'): at most
+#: 1e-8 in float64. In float32 (bench/bench_merge_speed.py --conditioning, float16 factors built to
+#: be ill-conditioned): rank-32 results within 1e-6 of float64's up to the limit (3e-5 at 6e4, 2e-3
+#: at 3e6), where the kept singular values stand apart from the rest; float16's rounding is 5e-4.
+#: Beyond the limit: float64, then Householder QR.
+GRAM_LIMIT = {torch.float64: 1e8, torch.float32: 1e4}
 
 
-def _orthonormal_range(m: Tensor) -> tuple[Callable[[Tensor], Tensor], Tensor, float]:
-    """m = Q·R with orthonormal Q, as (X ↦ Q·X, R, ‖m‖_F). From the Gram matrix mᵀm when m is well
-    conditioned (a matrix product, ten times faster than QR on tall thin matrices); by
-    Householder QR otherwise."""
-    gram = m.T @ m
-    norm = math.sqrt(max(float(gram.diagonal().sum()), 0.0))
-    lam, v = torch.linalg.eigh(gram)
-    top = float(lam[-1])
-    if top > 0 and float(lam[0]) > top * _GRAM_MIN:
-        root = lam.sqrt()
-        return (lambda x: m @ (v @ (x / root[:, None]))), root[:, None] * v.T, norm
-    q, r = torch.linalg.qr(m)
-    return (lambda x: q @ x), r, norm
+def _cholesky_bases(gram: Tensor, limit: float) -> tuple[Tensor, Tensor, Tensor]:
+    """For Gram matrices gram[i] = M[i]ᵀ·M[i] ([n, R, R], float64): R[i] (upper triangular, with
+    M[i] = Q[i]·R[i], Q[i] orthonormal), R[i]⁻¹, and whether they are accurate (the Cholesky
+    factorisation of the equilibrated Gram matrix succeeded and its inverse's trace is ≤ ``limit``)."""
+    d = gram.diagonal(dim1=-2, dim2=-1).sqrt()
+    d = torch.where(d > 0, d, torch.ones_like(d))  # a zero column: the factorisation fails, QR takes it
+    low, info = torch.linalg.cholesky_ex(gram / (d[:, :, None] * d[:, None, :]))
+    inv = torch.linalg.solve_triangular(low, torch.eye(gram.shape[-1], dtype=gram.dtype), upper=False)
+    ok = (info == 0) & (inv.pow(2).sum((1, 2)) <= limit)  # ‖L⁻¹‖_F² = trace(G'⁻¹); False for NaN
+    return low.mT * d[:, None, :], inv.mT / d[:, :, None], ok
+
+
+def _expand(m: Tensor, t: Tensor | None, x: Tensor) -> Tensor:
+    """Q·X for the basis Q = m·t (t None: Q = m)."""
+    return m @ (x if t is None else t @ x).to(m.dtype)
+
+
+def svds_of_products(b: Tensor, a: Tensor, coef: Tensor | None = None, work: torch.dtype = WORK) -> list[SVD]:
+    """Exact thin SVDs of b[i]·diag(coef[i])·a[i] for a batch of equally shaped factors (b [n, out, R],
+    a [n, R, in], coef [n, R], default ones) without forming the products: b[i] = Q_b·R_b,
+    a[i]ᵀ = Q_a·R_a, and the SVD of the small core R_b·diag(coef[i])·R_aᵀ.
+
+    R comes from the Cholesky factor of the Gram matrix bᵀb (aaᵀ), a matrix product computed in
+    ``work`` precision, where that is accurate (:data:`GRAM_LIMIT`); otherwise from the Gram
+    matrix in float64, then from Householder QR (float64). The cores and their SVDs are float64;
+    the singular vectors are expanded from ``b`` and ``a`` in ``work`` precision (float64 where a
+    fallback took over)."""
+    n, rows, width = b.shape
+    cols = a.shape[2]
+    coef = torch.ones(n, width, dtype=WORK) if coef is None else coef.to(WORK)
+    bw, aw = b.to(work), a.to(work)
+    gram_b, gram_a = (bw.mT @ bw).to(WORK), (aw @ aw.mT).to(WORK)
+    # the size of what the products are computed from: ‖b·diag(coef)‖_F·‖a‖_F, see _numerical_rank
+    scale = ((coef.pow(2) * gram_b.diagonal(dim1=1, dim2=2)).sum(1)
+             * gram_a.diagonal(dim1=1, dim2=2).sum(1)).clamp_min(0).sqrt()
+    rb, tb, ok_b = _cholesky_bases(gram_b, GRAM_LIMIT[work])
+    ra, ta, ok_a = _cholesky_bases(gram_a, GRAM_LIMIT[work])
+    ok = ok_b & ok_a & (width <= min(rows, cols))
+    result: list[SVD | None] = [None] * n
+    good = torch.nonzero(ok).reshape(-1).tolist()
+    if good:
+        u, s, vh = torch.linalg.svd((rb[good] * coef[good][:, None, :]) @ ra[good].mT)
+        for j, i in enumerate(good):
+            result[i] = _core_svd(u[j], s[j], vh[j], (rows, cols), float(scale[i]), partial(_expand, bw[i], tb[i]),
+                                  partial(_expand, aw[i].mT, ta[i]))
+    rest = [i for i in range(n) if result[i] is None]
+    if rest and work != WORK:
+        for i, svd in zip(rest, svds_of_products(b[rest], a[rest], coef[rest], WORK)):
+            result[i] = svd
+    else:
+        for i in rest:
+            left, rb_i = (partial(_expand, bw[i], tb[i]), rb[i]) if ok_b[i] and width <= rows else _qr(bw[i])
+            right, ra_i = (partial(_expand, aw[i].mT, ta[i]), ra[i]) if ok_a[i] and width <= cols else _qr(aw[i].mT)
+            u, s, vh = torch.linalg.svd((rb_i * coef[i]) @ ra_i.mT, full_matrices=False)
+            result[i] = _core_svd(u, s, vh, (rows, cols), float(scale[i]), left, right)
+    return result
+
+
+def _qr(m: Tensor) -> tuple[Callable[[Tensor], Tensor], Tensor]:
+    q, r = torch.linalg.qr(m.to(WORK))
+    return partial(_expand, q, None), r
+
+
+def _core_svd(u: Tensor, s: Tensor, vh: Tensor, shape: tuple[int, int], scale: float,
+              left: Callable[[Tensor], Tensor], right: Callable[[Tensor], Tensor]) -> SVD:
+    """The SVD of a product from its core's SVD and the bases, numerically zero singular values dropped."""
+    r = _numerical_rank(s, shape, scale)
+    s = s[:r]
+    return SVD(s, float((s ** 2).sum()), float(s.sum()), u[:, :r], vh[:r].mT, left, right)
 
 
 def svd_of_product(b: Tensor, a: Tensor) -> SVD:
-    """Exact thin SVD of B·A (B [out, R], A [R, in]) without forming the product: B = Q_b·R_b,
-    Aᵀ = Q_a·R_a, B·A = Q_b·(R_b·R_aᵀ)·Q_aᵀ, and the SVD of the small core R_b·R_aᵀ."""
-    b = b.to(WORK)
-    a = a.to(WORK)
+    """Exact thin SVD of B·A (B [out, R], A [R, in]) without forming the product: the one-element
+    batch of :func:`svds_of_products`, in float64."""
     with one_thread():
-        left, rb, nb = _orthonormal_range(b)
-        right, ra, na = _orthonormal_range(a.T)
-        uc, s, vch = torch.linalg.svd(rb @ ra.T, full_matrices=False)
-        r = _numerical_rank(s, (b.shape[0], a.shape[1]), nb * na)
-        s = s[:r]
-        return SVD(s, float((s ** 2).sum()), float(s.sum()), uc[:, :r], vch[:r].T, left, right)
+        return svds_of_products(b[None], a[None])[0]
 
 
 def full_svd(m: Tensor, scale: float | None = None) -> SVD:

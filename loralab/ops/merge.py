@@ -36,7 +36,8 @@ import contextlib
 import json
 import math
 import zlib
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -51,7 +52,7 @@ from ..formats.model_weights import ModelWeights
 from ..formats.writer import carried_metadata, kohya_tensors, lora_metadata, row_placed
 from ..layouts import ModelLayout, Target
 from .inputs import MergeInput, by_target, common_layout
-from .lowrank import SVD, WORK, RankRule, dense_svd, lokr_svd, one_thread, select_rank, svd_of_product
+from .lowrank import SVD, WORK, RankRule, dense_svd, lokr_svd, one_thread, select_rank, svds_of_products
 from .results import SCALED_FACTORS, MergeResult, ModuleReport, Progress, dense_dtype, non_finite
 
 METHODS = ("concat", "svd", "ties", "dare", "magnitude")
@@ -64,7 +65,7 @@ class _Term:
     (weighted)."""
 
     source: int  # input index
-    b: torch.Tensor | None = None  # [out, r], the input's own up factor where it is a LoRA
+    b: torch.Tensor | None = None  # [out, r], the input's own up factor (in its dtype) where it is a LoRA
     a: torch.Tensor | None = None  # [r, in]
     dense: torch.Tensor | None = None  # [out, in]
     coef: float = 1.0  # the input's weight (times alpha/rank where b is a LoRA's up factor)
@@ -76,16 +77,20 @@ class _Term:
     def finite(self) -> bool:
         """No NaN or infinite value (a sum is NaN or infinite exactly when an entry is, barring an
         overflow only absurd values reach; it costs a fraction of an element-wise test)."""
-        return math.isfinite(self.coef) and all(math.isfinite(float(t.sum())) for t in (self.b, self.a, self.dense)
-                                                if t is not None)
+        return math.isfinite(self.coef) and all(math.isfinite(float(t.sum(dtype=_SUM_DTYPE.get(t.dtype))))
+                                                for t in (self.b, self.a, self.dense) if t is not None)
 
     def scaled_b(self) -> torch.Tensor:
-        return self.b * self.coef
+        return self.b.to(WORK) * self.coef
 
     def matrix(self) -> torch.Tensor:
         if self.b is None:
             return self.dense
-        return (self.scaled_b() @ self.a).to(dense_dtype(self.b.shape[0] * self.a.shape[1]))
+        return (self.scaled_b() @ self.a.to(WORK)).to(dense_dtype(self.b.shape[0] * self.a.shape[1]))
+
+
+#: sums of 16-bit tensors in float32 (fast; cannot overflow from float16 values)
+_SUM_DTYPE = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
 
 
 def default_dtype(inputs: Sequence[MergeInput]) -> torch.dtype:
@@ -132,7 +137,7 @@ def _term(source: int, inp: MergeInput, target: Target, adapter: Adapter, weight
     if len(full) < 2:
         return _Term(source, dense=row_placed(adapter.delta_flat(dense).reshape(-1, 1) * weight, target, rows))
     if isinstance(adapter, LoRA) and adapter.mid is None:  # the stored factors, their scale kept apart
-        return _Term(source, b=row_placed(flat(adapter.up).to(WORK), target, rows), a=flat(adapter.down).to(WORK),
+        return _Term(source, b=row_placed(flat(adapter.up), target, rows), a=flat(adapter.down),
                      coef=weight * adapter.scale)
     if isinstance(adapter, LoKr):
         svd = lokr_svd(adapter)
@@ -160,23 +165,114 @@ def _concat(terms: list[_Term]) -> tuple[LoRA, bool]:
             rank_by[mantissa(t.coef)] += t.rank
     shared = rank_by.most_common(1)[0][0] if rank_by else None
     c = next((t.coef for t in terms if t.coef != 0 and mantissa(t.coef) == shared), 1.0)
-    up = torch.cat([t.b * (t.coef / c) for t in terms], 1)
-    down = torch.cat([t.a for t in terms], 0)
+    up = torch.cat([t.b.to(WORK) * (t.coef / c) for t in terms], 1)
+    down = torch.cat([t.a.to(WORK) for t in terms], 0)
     kept = all(t.coef == 0 or mantissa(t.coef) == shared for t in terms)
     return LoRA(up=up, down=down, alpha=c * up.shape[1]), kept
 
 
-def _svd_of_sum(terms: list[_Term], shape: tuple[int, int], rule: RankRule, key: str, seed: int,
-                exact: bool) -> tuple[SVD, str]:
-    """SVD of Σ terms: from the stacked factors when every term has them and the stack is thinner
-    than the matrix; otherwise of the dense sum."""
-    width = sum(t.rank or 0 for t in terms)
-    if all(t.b is not None for t in terms) and width < min(shape):
-        return svd_of_product(torch.cat([t.scaled_b() for t in terms], 1), torch.cat([t.a for t in terms], 0)), \
-            "low-rank"
+def _low_rank_svd(terms: list[_Term], shape: tuple[int, int]) -> bool:
+    """Whether the SVD of Σ terms comes from the stacked factors: every term has them and the stack
+    is thinner than the matrix (otherwise from the dense sum)."""
+    return all(t.b is not None for t in terms) and sum(t.rank for t in terms) < min(shape)
+
+
+def _dense_svd_of_sum(terms: list[_Term], rule: RankRule, key: str, seed: int, exact: bool) -> SVD:
     parts = [t.matrix() for t in terms]
     scale = sum(float(p.norm()) for p in parts)
-    return dense_svd(sum(parts), rule, exact=exact, generator=_seed(seed, "svd", key), scale=scale), "dense"
+    return dense_svd(sum(parts), rule, exact=exact, generator=_seed(seed, "svd", key), scale=scale)
+
+
+#: bytes of stacked factors gathered before their SVDs are taken together
+_BATCH_BYTES = 32 << 20
+#: most worker threads for the SVDs of stacked factors (each holds a batch)
+_MAX_WORKERS = 8
+
+_Merged = tuple[str, "LoRA | None", ModuleReport]
+
+
+@dataclass
+class _Pending:
+    """One module waiting in a :class:`_Batches` for the SVD of its stacked factors."""
+
+    key: str
+    terms: list[_Term]
+    n_inputs: int
+
+    @property
+    def width(self) -> int:
+        return sum(t.rank for t in self.terms)
+
+
+def _decompose(pending: list[_Pending], work: torch.dtype, rule: RankRule) -> list[_Merged]:
+    """The merged modules of equally shaped stacks (:func:`svds_of_products`): factors stacked in
+    ``work`` precision where their values are exact there (float64 otherwise)."""
+    rows, cols, width = pending[0].terms[0].b.shape[0], pending[0].terms[0].a.shape[1], pending[0].width
+    exact = all(torch.finfo(x.dtype).bits <= torch.finfo(work).bits for p in pending for t in p.terms for x in (t.b, t.a))
+    dtype = work if exact else WORK
+    b = torch.empty(len(pending), rows, width, dtype=dtype)
+    a = torch.empty(len(pending), width, cols, dtype=dtype)
+    coef = torch.empty(len(pending), width, dtype=WORK)
+    for i, p in enumerate(pending):
+        at = 0
+        for t in p.terms:
+            b[i, :, at:at + t.rank] = t.b
+            a[i, at:at + t.rank] = t.a
+            coef[i, at:at + t.rank] = t.coef
+            at += t.rank
+    return [(p.key, *_truncated(p.key, svd, p.n_inputs, width, "low-rank", rule))
+            for p, svd in zip(pending, svds_of_products(b, a, coef, work))]
+
+
+class _Batches:
+    """Modules of an ``svd`` merge whose sums are taken from stacked factors: gathered by shape, up
+    to :data:`_BATCH_BYTES`, so that equally shaped stacks are decomposed at once
+    (:func:`_decompose`), on ``workers`` threads while the caller reads on. Use as a context
+    manager; results come back from :meth:`add` and :meth:`drain` in the order batches finish."""
+
+    def __init__(self, work: torch.dtype, rule: RankRule, workers: int) -> None:
+        self.work, self.rule = work, rule
+        self.groups: dict[tuple[int, int, int], list[_Pending]] = {}
+        self.nbytes = 0
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="loralab-svd") if workers > 1 else None
+        self.limit = workers
+        self.running: deque[Future] = deque()
+
+    def __enter__(self) -> "_Batches":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def add(self, key: str, terms: list[_Term], n_inputs: int) -> list[_Merged]:
+        """Queue a module; returns the modules finished meanwhile."""
+        p = _Pending(key, terms, n_inputs)
+        rows, cols = terms[0].b.shape[0], terms[0].a.shape[1]
+        self.groups.setdefault((rows, cols, p.width), []).append(p)
+        self.nbytes += (rows + cols) * p.width * self.work.itemsize
+        if self.nbytes < _BATCH_BYTES:
+            return self._done()
+        return self._submit() + self._done(keep=self.limit)
+
+    def drain(self) -> list[_Merged]:
+        """Every module still queued or running, finished."""
+        return self._submit() + self._done(keep=0)
+
+    def _submit(self) -> list[_Merged]:
+        groups, self.groups, self.nbytes = self.groups, {}, 0
+        if self.pool is None:
+            return [m for pending in groups.values() for m in _decompose(pending, self.work, self.rule)]
+        self.running.extend(self.pool.submit(_decompose, pending, self.work, self.rule) for pending in groups.values())
+        return []
+
+    def _done(self, keep: int | None = None) -> list[_Merged]:
+        """The finished batches' modules, oldest batch first; waits while more than ``keep`` batches
+        run (None: no wait)."""
+        out: list[_Merged] = []
+        while self.running and (self.running[0].done() or (keep is not None and len(self.running) > keep)):
+            out += self.running.popleft().result()
+        return out
 
 
 def _trim(t: torch.Tensor, density: float) -> torch.Tensor:
@@ -249,10 +345,26 @@ def merge(inputs: Sequence[MergeInput], method: str = "svd", rule: RankRule | No
     keys = sorted(by_key, key=lambda k: order.get(k, len(order)))
 
     tensors: dict[str, torch.Tensor] = {}
-    reports: list[ModuleReport] = []
-    # the low-rank methods work on thin matrices, where extra threads only add contention
-    with one_thread() if method not in SPARSIFYING else contextlib.nullcontext():
-        for done, key in enumerate(keys, 1):
+    reports: dict[str, ModuleReport] = {}
+    done = 0
+    # factors of 16-bit outputs are stacked and multiplied in float32, whose error is far below their rounding
+    work = torch.float32 if out_dtype in (torch.float16, torch.bfloat16) else WORK
+    workers = min(torch.get_num_threads(), _MAX_WORKERS)
+
+    def finished(key: str, adapter: Adapter | None, report: ModuleReport | None) -> None:
+        nonlocal done
+        if report is not None:
+            reports[key] = report
+        if adapter is not None:
+            tensors.update(kohya_tensors([(Target(key), adapter)], layout, out_dtype))
+        done += 1
+        if progress is not None:
+            progress(done, len(keys))
+
+    # the low-rank methods work on thin matrices, where extra threads inside an operation only add contention
+    with one_thread() if method not in SPARSIFYING else contextlib.nullcontext(), \
+            _Batches(work, rule, workers if method == "svd" else 1) as batches:
+        for key in keys:
             terms: list[_Term] = []
             for i, m in by_key[key]:
                 w = inputs[i].weight * blocks[i].for_key(key)
@@ -262,23 +374,27 @@ def merge(inputs: Sequence[MergeInput], method: str = "svd", rule: RankRule | No
                         raise LoraFormatError(non_finite(m.entry), path=inputs[i].lora.path, key=m.entry.module,
                                               hint="the file is damaged: leave it out")
             n_inputs = len({i for i, _ in by_key[key]})
-            if terms:
-                adapter, report = _merge_module(key, terms, n_inputs, method, rule, layout, density, seed,
-                                                exact_dense)
-                reports.append(report)
-                if adapter is not None:
-                    tensors.update(kohya_tensors([(Target(key), adapter)], layout, out_dtype))
-            if progress is not None:
-                progress(done, len(keys))
+            full = layout.shapes[key]
+            if not terms:
+                finished(key, None, None)
+            elif method == "svd" and len(full) >= 2 and _low_rank_svd(terms, (full[0], math.prod(full[1:]))):
+                for merged in batches.add(key, terms, n_inputs):
+                    finished(*merged)
+            else:
+                finished(key, *_merge_module(key, terms, n_inputs, method, rule, layout, density, seed, exact_dense))
+        for merged in batches.drain():
+            finished(*merged)
 
     meta = _metadata(arch_id, tensors, inputs, method, rule, title, density, seed, out_dtype)
     meta.update(extra_metadata or {})
-    return MergeResult(tensors, meta, reports, skipped, arch_id, method, rule)
+    return MergeResult(tensors, meta, [reports[k] for k in keys if k in reports], skipped, arch_id, method, rule)
 
 
 def _merge_module(key: str, terms: list[_Term], n_inputs: int, method: str, rule: RankRule | None,
                   layout: ModelLayout, density: float, seed: int,
                   exact_dense: bool) -> tuple[Adapter | None, ModuleReport]:
+    """One module's merged adapter (None where it cancels out) and report, for the modules not
+    decomposed from stacked factors (those go through :class:`_Batches`)."""
     full = layout.shapes[key]
     low = all(t.b is not None for t in terms)
     rank_in = sum(t.rank for t in terms) if low else None
@@ -292,12 +408,18 @@ def _merge_module(key: str, terms: list[_Term], n_inputs: int, method: str, rule
         diff = sum(t.matrix() for t in terms).reshape(full)
         return Diff(diff=diff), ModuleReport(key, n_inputs, None, None, 1.0, "diff")
     if method == "svd":
-        svd, form = _svd_of_sum(terms, (full[0], math.prod(full[1:])), rule, key, seed, exact_dense)
+        svd = _dense_svd_of_sum(terms, rule, key, seed, exact_dense)
     else:
         sources = sorted({t.source for t in terms})
         taus = [sum(t.matrix() for t in terms if t.source == s) for s in sources]
         merged = _sparsified(method, taus, density, seed, key, sources)
-        svd, form = dense_svd(merged, rule, exact=False, power_iters=4, generator=_seed(seed, "svd", key)), "dense"
+        svd = dense_svd(merged, rule, exact=False, power_iters=4, generator=_seed(seed, "svd", key))
+    return _truncated(key, svd, n_inputs, rank_in, "dense", rule)
+
+
+def _truncated(key: str, svd: SVD, n_inputs: int, rank_in: int | None, form: str,
+               rule: RankRule) -> tuple[LoRA | None, ModuleReport]:
+    """The best approximation at the rank ``rule`` keeps of ``svd`` (None for a zero matrix), and its report."""
     k = select_rank(svd, rule)
     if k == 0:
         return None, ModuleReport(key, n_inputs, rank_in, 0, 1.0, form)

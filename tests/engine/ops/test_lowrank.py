@@ -1,13 +1,16 @@
 """Low-rank algebra against dense reference computations, and rank selection against the
 textbook definitions on constructed spectra (exact k, boundaries included)."""
+import math
+
 import pytest
 import torch
 
 from loralab.errors import SpecError
 from loralab.ops.lowrank import (RankRule, dense_svd, full_svd, kron_svd, randomized_svd, select_rank,
-                             svd_of_product)
+                                 svd_of_product, svds_of_products)
 
 D = torch.float64
+F32 = torch.float32
 
 
 def rnd(*shape, seed=0):
@@ -45,6 +48,51 @@ def test_svd_of_product_equals_dense_svd(case):
     assert float((svd.u * svd.s @ svd.vh - m).norm() / m.norm()) < 1e-13
     assert svd.energy == pytest.approx(float(m.norm()) ** 2, rel=1e-12)
     assert svd.nuclear == pytest.approx(float(ref.sum()), rel=1e-12)
+
+
+def test_a_batch_of_products_each_equals_its_dense_svd():
+    """One call for equally shaped stacks b·diag(coef)·a: well conditioned ones through their Gram
+    matrices, a rank-deficient one (a column repeated, scaled) and an untrained one (zero up
+    columns) through QR, all exact."""
+    b, a, coef = rnd(4, 60, 8, seed=11), rnd(4, 8, 50, seed=12), rnd(4, 8, seed=13)
+    b[1, :, 5] = -3 * b[1, :, 2]
+    b[2, :, :3] = 0
+    svds = svds_of_products(b, a, coef)
+    for i, r in enumerate((8, 7, 5, 8)):
+        m = b[i] * coef[i] @ a[i]
+        svd = svds[i]
+        ref = torch.linalg.svdvals(m)
+        assert svd.s.numel() == r
+        assert torch.allclose(svd.s, ref[:r], rtol=1e-12, atol=1e-12 * float(ref[0]))
+        assert torch.allclose(svd.u.T @ svd.u, torch.eye(r, dtype=D), atol=1e-10)
+        assert torch.allclose(svd.vh @ svd.vh.T, torch.eye(r, dtype=D), atol=1e-10)
+        assert float((svd.u * svd.s @ svd.vh - m).norm() / m.norm()) < 1e-13
+        assert svd.energy == pytest.approx(float(m.norm()) ** 2, rel=1e-12)
+
+
+def float16_factors(kappa, rows=300, width=24, cols=200, seed=0):
+    """b [rows, width] and a [width, cols] holding float16 values, b with condition number about ``kappa``."""
+    s = torch.logspace(0, -math.log10(kappa), width, dtype=D)
+    b = (orthonormal(rows, width, seed) * s) @ orthonormal(width, width, seed + 1).T
+    return b.half(), rnd(width, cols, seed=seed + 2).half()
+
+
+@pytest.mark.parametrize("kappa, work", [(3, F32), (1e3, D), (1e6, D)])
+def test_float32_work_where_well_conditioned_else_float64(kappa, work):
+    """Gram matrices in float32 only where the trace bound allows (the expanded factors come out in
+    the precision that was used): there, within 1e-6 of the best rank-k approximation; elsewhere
+    float64 (through the Gram matrix, then QR) and as exact as ever."""
+    b, a = float16_factors(kappa)
+    m = b.double() @ a.double()
+    ref = torch.linalg.svdvals(m)
+    svd = svds_of_products(b[None], a[None], work=F32)[0]
+    up, down = svd.factors(10)
+    assert up.dtype == down.dtype == work
+    best = float(ref[10:].pow(2).sum().sqrt())
+    excess = float((up.double() @ down.double() - m).norm()) - best
+    tol = 1e-6 if work == F32 else 1e-12
+    assert -1e-12 * best <= excess <= tol * float(m.norm())
+    assert torch.allclose(svd.s, ref[:svd.s.numel()], rtol=tol, atol=tol * float(ref[0]))
 
 
 def test_truncation_is_the_optimal_rank_k_approximation():

@@ -13,6 +13,7 @@ from loralab.files.hashes import addnet_hash
 from loralab.layouts import ModelLayout
 from loralab.lora import Lora
 from loralab.ops.lowrank import RankRule, one_thread
+from loralab.ops import merge as merge_module
 from loralab.ops.convert import convert
 from loralab.ops.merge import MergeInput, merge, resize
 from loralab.formats.model_weights import ModelWeights
@@ -188,6 +189,57 @@ def test_svd_at_rank_k_has_the_dense_truncated_svd_error():
         assert report.kept == pytest.approx(float(s[:k].pow(2).sum() / s.pow(2).sum()), rel=1e-9)
         checked += 1
     assert checked == 20
+
+
+def dense_sum(parts, key):
+    return sum(w * lo.adapter(m.entry).delta_flat(D) for lo, w in parts for m in lo.mapped() if m.target.key == key)
+
+
+def test_svd_into_float16_is_the_best_approximation_up_to_float16_rounding():
+    """16-bit outputs take their factors' Gram matrices in float32: the kept energy agrees with
+    the dense SVD's to 1e-6, and the written result is the dense rank-k optimum up to the rounding
+    of the float16 factors (as the float32 output of the same merge is)."""
+    parts = [(Lora.from_state_dict(fixture_tensors("kohya_sd15_lora", rank=8, seed=i, dtype=torch.float16)), w)
+             for i, w in enumerate((1.0, 0.5, -0.7))]
+    k = 6
+    inputs = [MergeInput(lo, w) for lo, w in parts]
+    result = merge(inputs, "svd", RankRule("fixed", k))
+    wide = merge(inputs, "svd", RankRule("fixed", k), dtype=F32)
+    got, ref = Lora.from_state_dict(result.tensors), Lora.from_state_dict(wide.tensors)
+    assert {t.dtype for n, t in result.tensors.items() if not n.endswith(".alpha")} == {torch.float16}
+    reports = {r.key: r for r in result.modules}
+    theirs = {m.target.key: m for m in ref.mapped()}
+    for m in sorted(got.mapped(), key=lambda m: got.layout.shapes[m.target.key][0])[:12]:
+        key = m.target.key
+        dense = dense_sum(parts, key)
+        u, s, vh = torch.linalg.svd(dense, full_matrices=False)
+        best = (u[:, :k] * s[:k]) @ vh[:k]
+        assert reports[key].kept == pytest.approx(float(s[:k].pow(2).sum() / s.pow(2).sum()), rel=1e-6)
+        mine = got.adapter(m.entry).delta_flat(D)
+        assert float((mine - best).norm() / best.norm()) < 1e-3  # float16 factors: 2⁻¹¹ relative each
+        assert float((ref.adapter(theirs[key].entry).delta_flat(D) - best).norm() / best.norm()) < 2e-7
+
+
+def test_batches_on_worker_threads_give_the_same_merge(monkeypatch):
+    """Many small batches decomposed on two worker threads while modules are read: the same
+    tensors and reports (in model order) as one batch per shape on the calling thread, and
+    progress after every module."""
+    parts = [(lora("kohya_sd15_lora", rank=4, seed=i), w) for i, w in enumerate((1.0, -0.6))]
+    inputs = [MergeInput(lo, w) for lo, w in parts]
+    ref = merge(inputs, "svd", RankRule("fixed", 5), dtype=F32)
+    monkeypatch.setattr(merge_module, "_BATCH_BYTES", 100_000)
+    calls = []
+    torch.set_num_threads(2)
+    try:
+        got = merge(inputs, "svd", RankRule("fixed", 5), dtype=F32, progress=lambda done, total: calls.append(done))
+    finally:
+        torch.set_num_threads(1)
+    assert calls == list(range(1, len(calls) + 1)) and len(calls) == len({m.target.key for m in parts[0][0].mapped()})
+    assert [r.key for r in got.modules] == [r.key for r in ref.modules]
+    assert [(r.rank, r.form) for r in got.modules] == [(r.rank, r.form) for r in ref.modules]
+    assert got.tensors.keys() == ref.tensors.keys()
+    for name, t in ref.tensors.items():
+        assert torch.allclose(got.tensors[name], t, rtol=1e-5, atol=1e-6 * float(t.abs().max())), name
 
 
 def test_ratios_are_applied_once():
