@@ -139,6 +139,11 @@ def _expand(m: Tensor, t: Tensor | None, x: Tensor) -> Tensor:
     return m @ (x if t is None else t @ x).to(m.dtype)
 
 
+def _expand_rows(a: Tensor, t: Tensor, x: Tensor) -> Tensor:
+    """Q·X for the basis Q = aᵀ·t, as the transpose of Xᵀ·tᵀ·a (rows of ``a`` read as they are stored)."""
+    return ((t @ x).to(a.dtype).mT @ a).mT
+
+
 def svds_of_products(b: Tensor, a: Tensor, coef: Tensor | None = None, work: torch.dtype = WORK) -> list[SVD]:
     """Exact thin SVDs of b[i]·diag(coef[i])·a[i] for a batch of equally shaped factors (b [n, out, R],
     a [n, R, in], coef [n, R], default ones) without forming the products: b[i] = Q_b·R_b,
@@ -166,7 +171,7 @@ def svds_of_products(b: Tensor, a: Tensor, coef: Tensor | None = None, work: tor
         u, s, vh = torch.linalg.svd((rb[good] * coef[good][:, None, :]) @ ra[good].mT)
         for j, i in enumerate(good):
             result[i] = _core_svd(u[j], s[j], vh[j], (rows, cols), float(scale[i]), partial(_expand, bw[i], tb[i]),
-                                  partial(_expand, aw[i].mT, ta[i]))
+                                  partial(_expand_rows, aw[i], ta[i]))
     rest = [i for i in range(n) if result[i] is None]
     if rest and work != WORK:
         for i, svd in zip(rest, svds_of_products(b[rest], a[rest], coef[rest], WORK)):
@@ -174,7 +179,7 @@ def svds_of_products(b: Tensor, a: Tensor, coef: Tensor | None = None, work: tor
     else:
         for i in rest:
             left, rb_i = (partial(_expand, bw[i], tb[i]), rb[i]) if ok_b[i] and width <= rows else _qr(bw[i])
-            right, ra_i = (partial(_expand, aw[i].mT, ta[i]), ra[i]) if ok_a[i] and width <= cols else _qr(aw[i].mT)
+            right, ra_i = (partial(_expand_rows, aw[i], ta[i]), ra[i]) if ok_a[i] and width <= cols else _qr(aw[i].mT)
             u, s, vh = torch.linalg.svd((rb_i * coef[i]) @ ra_i.mT, full_matrices=False)
             result[i] = _core_svd(u, s, vh, (rows, cols), float(scale[i]), left, right)
     return result
