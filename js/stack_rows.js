@@ -61,7 +61,7 @@ export function attachStackRows(node, nodeData) {
     remove: (i) => write(removeRow(state.rows, i), true),
     add: () => {
       write([...state.rows, makeRow()], true);
-      root.querySelector(".loralab-lora-row:last-of-type .loralab-row-lora")?.focus();
+      [...root.querySelectorAll(".loralab-row-lora")].pop()?.focus();
     },
     clear: () => write([], true),
   };
