@@ -68,10 +68,10 @@ window.__rows = {
   },
   inputs(id) { return __ll.node(id).inputs.map((i) => i.name); },
   outputs(id) { return __ll.node(id).outputs.map((o) => o.name); },
-  linksInto(id, name) {
+  linksInto(id, name) {  // [origin node id as text, origin slot]: newer frontends hand out "10"
     const n = __ll.node(id), input = n.inputs.find((i) => i.name === name);
     const link = input?.link == null ? null : (n.graph.links.get?.(input.link) ?? n.graph.links[input.link]);
-    return link ? [link.origin_id, link.origin_slot] : null;
+    return link ? [String(link.origin_id), link.origin_slot] : null;
   },
 };
 true
@@ -229,7 +229,7 @@ def test_a_five_slot_workflow_loads_as_rows_with_the_proposal_wired(rows_ui):
     assert ui.eval(f"__rows.height({stack})") <= THREE_ROWS_BUDGET  # the five slots were 1183 px
     prompt = ui.eval("__ll.app.graphToPrompt().then((p) => p.output)")
     inputs = prompt[str(stack)]["inputs"]
-    assert inputs["block_weights"] == [str(report), 3] and json.loads(inputs["loras"])[1]["lora"] == CHARACTER
+    assert [str(inputs["block_weights"][0]), inputs["block_weights"][1]] == [str(report), 3] and json.loads(inputs["loras"])[1]["lora"] == CHARACTER
     assert not [k for k in inputs if k.startswith(("lora_name", "strength_", "block_weights_"))]
     shot(ui, "stack_rows_converted", [stack, report])
 
