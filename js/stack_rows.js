@@ -33,7 +33,7 @@ function linkOf(graph, id) {
 }
 
 /** Add the rows to a node that has a ``loras`` widget. Returns {refresh(), setNames(names),
- * configure(info), migrateSlots()} or null. */
+ * configure(info), converted(), legacyOrigins(), migrateSlots(origins)} or null. */
 export function attachStackRows(node, nodeData) {
   const source = (node.widgets ?? []).find((w) => w.name === ROWS);
   if (!source) return null;
