@@ -1,8 +1,8 @@
 // LoRA Lab's frontend extension: the metadata panel on nodes that pick a LoRA (with the coverage
 // doctor's line where the node applies LoRAs to a model), the block-weight editor on nodes with a
-// block-weight spec, the live loss chart on training nodes, and the text report of nodes that
-// return one. Every string from a file or the server reaches the page
-// through textContent (js/lib/dom.js); there is no HTML built from data anywhere.
+// block-weight spec, the LoRA rows of the Stack and the Stack Report, the live loss chart on
+// training nodes, and the text report of nodes that return one. Every string from a file or the
+// server reaches the page through textContent (js/lib/dom.js); there is no HTML built from data anywhere.
 
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
@@ -11,6 +11,7 @@ import { attachLossChart } from "./loss_chart.js";
 import { attachInfoPanel } from "./metadata_panel.js";
 import { reportText, showReport } from "./report_view.js";
 import { trainProgress } from "./server_data.js";
+import { attachStackRows, rowNames } from "./stack_rows.js";
 import { injectStyles } from "./style.js";
 
 const PREFIX = "LoRALab";
@@ -55,18 +56,27 @@ function allNodes() {
   return out;
 }
 
-/** Every panel checks its pickers and its model again, every editor its arch. */
+/** Every panel checks its pickers and its model again, every editor its arch, every row list its value. */
 function sync() {
   for (const node of allNodes()) {
     node.loralab?.panel?.sync();
     node.loralab?.panel?.checkModel();
     node.loralab?.editor?.refresh();
+    node.loralab?.rows?.refresh();
   }
 }
 
 /** Every panel's doctor checks the model its node is fed (a loader's file picked, a link moved). */
 function checkModels() {
   for (const node of allNodes()) node.loralab?.panel?.checkModel();
+}
+
+/** Nodes converted from five slots to rows while the graph loaded: their slots, once every node is
+ * configured (the nodes that fed their old inputs are asked before any node is changed). */
+function migrateSlots() {
+  const converted = allNodes().filter((n) => n.loralab?.rows?.converted());
+  const origins = converted.map((n) => n.loralab.rows.legacyOrigins());
+  converted.forEach((n, i) => n.loralab.rows.migrateSlots(origins[i]));
 }
 
 function revalidateAll() {
@@ -105,9 +115,14 @@ app.registerExtension({
     api.addEventListener("graphChanged", checkModels);
   },
 
-  // ComfyUI's refresh (R, or the Refresh button): files may have changed on disk.
-  refreshComboInNodes() {
+  // ComfyUI's refresh (R, or the Refresh button): files may have changed on disk, and the rows'
+  // pickers take the new list of LoRAs.
+  refreshComboInNodes(defs) {
     revalidateAll();
+    for (const node of allNodes()) {
+      const def = defs?.[node.comfyClass ?? node.type];
+      if (node.loralab?.rows && def) node.loralab.rows.setNames(rowNames(def));
+    }
   },
 
   // Loading a workflow or clearing the graph: frontends from 1.49 on may set a picker's value after
@@ -115,6 +130,7 @@ app.registerExtension({
   // once the graph is configured, and once more a frame later. A reloaded page (or a workflow loaded
   // again): charts of the nodes that trained in this server's life are drawn from its history.
   async afterConfigureGraph() {
+    migrateSlots();
     sync();
     requestAnimationFrame(sync);
     try {
@@ -133,12 +149,16 @@ app.registerExtension({
     if (!String(nodeData?.name ?? "").startsWith(PREFIX)) return;
     chain(nodeType.prototype, "onNodeCreated", function () {
       this.loralab = {};
-      this.loralab.panel = attachInfoPanel(this);
-      this.loralab.editor = attachBlockEditor(this, this.loralab.panel);
+      this.loralab.rows = attachStackRows(this, nodeData);
+      if (!this.loralab.rows) {  // a node with rows edits their block weights as text
+        this.loralab.panel = attachInfoPanel(this);
+        this.loralab.editor = attachBlockEditor(this, this.loralab.panel);
+      }
       if (TRAINING.has(nodeData.name)) chartOf(this);
       this.loralab.panel?.refresh();
     });
-    chain(nodeType.prototype, "onConfigure", function () {
+    chain(nodeType.prototype, "onConfigure", function (info) {
+      this.loralab?.rows?.configure(info);
       this.loralab?.panel?.refresh();
       this.loralab?.editor?.refresh();
       // a frontend that sets the widget values after onConfigure: check again a frame later

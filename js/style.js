@@ -61,6 +61,24 @@ const CSS = `
 .loralab-blocks[data-kind="invalid"] .loralab-groups { opacity: 0.45; }
 .loralab-status { min-height: 14px; color: var(--descrip-text, #aaa); overflow-wrap: anywhere; }
 .loralab-status[data-kind="error"] { color: #e88; }
+.loralab-rows { display: flex; flex-direction: column; gap: 3px; padding: 3px 4px; background: var(--comfy-input-bg, #222);
+  border-radius: 6px; }
+.loralab-lora-row { display: flex; flex-direction: column; gap: 2px; padding-bottom: 3px;
+  border-bottom: 1px solid var(--border-color, #444); }
+.loralab-lora-row[data-kind="off"] > * > :not(.loralab-row-on):not(.loralab-row-remove) { opacity: 0.45; }
+.loralab-row-line { display: flex; align-items: center; gap: 3px; min-width: 0; height: 20px; }
+.loralab-row-line > * { height: 19px; }
+.loralab-row-line .loralab-slot { flex: none; width: 12px; text-align: right; line-height: 19px; }
+.loralab-row-on { flex: none; margin: 0; width: 14px; }
+.loralab-row-lora { flex: 1; min-width: 0; max-width: none; }
+.loralab-row-line .loralab-button { flex: none; min-width: 19px; padding: 0 3px; line-height: 17px; }
+.loralab-row-label { flex: none; color: var(--descrip-text, #999); line-height: 19px; }
+.loralab-row-number, .loralab-row-spec { font: inherit; color: inherit; background: var(--comfy-menu-bg, #333);
+  border: 1px solid var(--border-color, #555); border-radius: 4px; padding: 0 3px; min-width: 0; }
+.loralab-row-number { flex: none; width: 40px; text-align: right; }
+.loralab-row-spec { flex: 1; }
+.loralab-row-add { padding: 0 8px !important; }
+.loralab-row-summary { flex: 1; text-align: right; line-height: 19px; }
 .loralab-chart { width: 100%; height: 150px; display: block; }
 .loralab-legend { display: flex; gap: 12px; color: var(--descrip-text, #999); }
 .loralab-legend-raw::before, .loralab-legend-smooth::before { content: ""; display: inline-block; width: 14px; height: 2px;

@@ -19,21 +19,19 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..loralab.blocks.spec import load_presets, parse_block_weights
-from ..loralab.errors import SafetensorsError
+from ..loralab.errors import SafetensorsError, SpecError
 from ..loralab.files.safetensors import read_header
 from ..loralab.formats.not_lora import looks_like
 from ..loralab.layouts import ModelLayout
 from ..loralab.lora import Lora
 from ..loralab.ops.apply import plan_application
-from . import common
+from . import common, stack_rows
 from .host import folders, models
 from .host.compat import HOST
 from .host.patching import apply_plan
 
 log = logging.getLogger("loralab")
 
-NONE = "None"
-STACK_SLOTS = 5
 #: how many (node, slot) file caches are kept; each holds the tensors of its last file, as core's loader does
 CACHED_FILES = 16
 #: how many model layouts are kept (one per distinct model config seen)
@@ -243,52 +241,51 @@ class LoRALabStack(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        slots: list[io.Input] = []
-        names = [NONE, *folders.lora_names()]
-        for i in range(1, STACK_SLOTS + 1):
-            slots += [
-                io.Combo.Input(f"lora_name_{i}", options=names, default=NONE,
-                               tooltip=f"LoRA {i}, applied after the ones above it; None skips this slot"),
-                _strength(f"strength_model_{i}", f"multiplies LoRA {i}'s diffusion-model patches"),
-                _strength(f"strength_clip_{i}", f"multiplies LoRA {i}'s text-encoder patches"),
-                _spec(f"block_weights_{i}"),
-            ]
         return io.Schema(
             node_id=common.node_id("Stack"),
             display_name=common.display_name("LoRA Stack"),
             category=f"{common.CATEGORY}/Apply",
-            description=f"Apply up to {STACK_SLOTS} LoRAs in order, each with its own strengths and weight per "
-                        "absolute block; 'None' slots are skipped.",
-            inputs=[io.Model.Input("model", tooltip=MODEL_TIP), io.Clip.Input("clip", optional=True, tooltip=CLIP_TIP),
-                    *slots, *_token_inputs()],
+            description="Apply LoRAs in order, one row each (+ Add LoRA), each with its own strengths and weight per "
+                        "absolute block; rows that are off are skipped.",
+            inputs=[
+                io.Model.Input("model", tooltip=MODEL_TIP), io.Clip.Input("clip", optional=True, tooltip=CLIP_TIP),
+                stack_rows.rows_input("the LoRAs, applied top to bottom: one row each with on/off, the file, "
+                                      "strength_model, strength_clip and block weights (shown as rows on the node)",
+                                      folders.lora_names()),
+                *_token_inputs(),
+                io.String.Input(stack_rows.PROPOSAL, optional=True, force_input=True,
+                                tooltip="optional: the Stack Report's proposed_block_weights (a JSON list, one entry "
+                                        "per row, in row order); when connected, each non-empty entry replaces its "
+                                        "row's block weights. The Report needs the same rows as this Stack"),
+            ],
             outputs=_outputs(),
             hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
-    def validate_inputs(cls, lora_name_1: str | None = None, lora_name_2: str | None = None,
-                        lora_name_3: str | None = None, lora_name_4: str | None = None,
-                        lora_name_5: str | None = None) -> bool | str:
-        chosen = dict(zip((f"lora_name_{i}" for i in range(1, STACK_SLOTS + 1)),
-                          (lora_name_1, lora_name_2, lora_name_3, lora_name_4, lora_name_5)))
-        return common.unlisted(chosen, [NONE, *folders.lora_names()])
+    def validate_inputs(cls, loras: str | None = None) -> bool | str:
+        return stack_rows.check_rows(loras, folders.lora_names())
 
     @classmethod
-    def fingerprint_inputs(cls, **kwargs: Any) -> Any:
-        return _fingerprint(*(kwargs.get(f"lora_name_{i}", "") for i in range(1, STACK_SLOTS + 1)))
+    def fingerprint_inputs(cls, loras: str = "", **kwargs: Any) -> Any:
+        try:
+            rows = stack_rows.numbered_on(stack_rows.parse_rows(loras))
+        except SpecError:
+            return loras  # validation refuses it before anything runs
+        return _fingerprint(*(row.lora for _, row in rows))
 
     @classmethod
-    def execute(cls, model, a: float, b: float, seed: int, clip=None, **slots: Any) -> io.NodeOutput:
+    def execute(cls, model, loras: str, a: float, b: float, seed: int, clip=None,
+                block_weights: str | None = None) -> io.NodeOutput:
+        rows = stack_rows.parse_rows(loras)
+        if block_weights is not None:
+            rows = stack_rows.with_proposal(rows, block_weights)
         reports = []
-        for i in range(1, STACK_SLOTS + 1):
-            name = slots.get(f"lora_name_{i}", NONE)
-            if not name or name == NONE:
-                continue
-            model, clip, info = apply_lora(model, clip, name, slots[f"strength_model_{i}"],
-                                           slots[f"strength_clip_{i}"], slots[f"block_weights_{i}"], a, b, seed,
-                                           (_node(cls), i))
-            reports.append(f"[{i}] {info}")
-        info = "\n\n".join(reports) or "no LoRA chosen"
+        for n, row in stack_rows.numbered_on(rows):
+            model, clip, info = apply_lora(model, clip, row.lora, row.strength_model, row.strength_clip,
+                                           row.block_weights, a, b, seed, (_node(cls), n))
+            reports.append(f"[{n}] {info}")
+        info = "\n\n".join(reports) or "no LoRA on: add a row with + Add LoRA (or turn one on)"
         return io.NodeOutput(model, clip, info, ui=ui.PreviewText(info))
 
 

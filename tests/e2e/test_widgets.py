@@ -51,19 +51,18 @@ def test_trigger_chip_copies_and_shift_click_adds_to_the_prompt(ui):
 
 
 def test_failed_fetch_shows_a_short_error_and_the_node_keeps_working(ui, out_dir):
-    stack = ui.eval("__ll.add('LoRALabStack', 60, 60)")
-    ui.eval(f"__ll.pick({stack}, 'lora_name_1', {json.dumps(XSS_FILE)})")
-    ui.eval(f"__ll.pick({stack}, 'lora_name_2', 'broken.safetensors')")
-    wait_panel(ui, stack, "loralab-error")
-    wait_panel(ui, stack, "loralab-ok")
-    labels = ui.eval(f"[...__ll.el({stack}, 'loralab_info').querySelectorAll('.loralab-slot')].map((s) => s.textContent)")
-    slots = ui.eval(f"__ll.node({stack}).widgets.filter((w) => /^lora_name_\\d+$/.test(w.name)).length")
-    assert slots >= 2 and labels == [f"#{i}" for i in range(1, slots + 1)]  # one per lora_name_<i> slot
-    error = ui.eval(f"__ll.el({stack}, 'loralab_info').querySelector('.loralab-error .loralab-compact').textContent")
+    merge = ui.eval("__ll.add('LoRALabMerge', 60, 60)")
+    ui.eval(f"__ll.pick({merge}, 'lora_name_1', {json.dumps(XSS_FILE)})")
+    ui.eval(f"__ll.pick({merge}, 'lora_name_2', 'broken.safetensors')")
+    wait_panel(ui, merge, "loralab-error")
+    wait_panel(ui, merge, "loralab-ok")
+    labels = ui.eval(f"[...__ll.el({merge}, 'loralab_info').querySelectorAll('.loralab-slot')].map((s) => s.textContent)")
+    assert labels == ["#1", "#2"]  # one per lora_name_<i> picker
+    error = ui.eval(f"__ll.el({merge}, 'loralab_info').querySelector('.loralab-error .loralab-compact').textContent")
     assert error.startswith("info unavailable: ") and len(error) <= 200
-    shot(ui, "stack_with_error", [stack], "loralab_info")
-    ui.eval(f"__ll.pick({stack}, 'lora_name_2', {json.dumps(XSS_FILE)})")
-    ui.wait_for(f"__ll.el({stack}, 'loralab_info').querySelectorAll('.loralab-ok').length === 2")
+    shot(ui, "merge_with_error", [merge], "loralab_info")
+    ui.eval(f"__ll.pick({merge}, 'lora_name_2', {json.dumps(XSS_FILE)})")
+    ui.wait_for(f"__ll.el({merge}, 'loralab_info').querySelectorAll('.loralab-ok').length === 2")
 
 
 def test_block_editor_round_trips_a_spec_through_the_python_parser(ui, out_dir):

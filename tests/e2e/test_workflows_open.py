@@ -89,7 +89,7 @@ def test_workflow_opens_in_the_frontend(page_clean, server, out_dir, name):
     assert [p for p in result["panels"] if p["status"] not in ("ok", "empty")] == [], result["panels"]
     # the block editors show the arch of the LoRA their node picked (and the spec fits it)
     assert [a for a in result["archs"] if a["lora"] != a["editor"]] == [], result["archs"]
-    if any(n["type"] in ("LoRALabLoader", "LoRALabStack", "LoRALabMergeInput") for n in workflow["nodes"]):
+    if any(n["type"] in ("LoRALabLoader", "LoRALabMergeInput") for n in workflow["nodes"]):
         assert result["archs"], f"{name}: no node showed both a LoRA's panel and a block editor"
     assert [e for e in result["editors"] if e["kind"] == "error" or not e["family"]] == [], result["editors"]
     if name == "block_weights_flux.json":

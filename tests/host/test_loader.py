@@ -315,11 +315,19 @@ def test_user_preset_file_is_read_at_execution(host, models):
         _ours(host, mp, None, file_name, spec="MYOUT")
 
 
+def _tiny_model_file(host, tiny_models) -> str:
+    """A tiny SDXL in diffusion_models, for prompts that load one."""
+    name = "loader_tiny_sdxl_micro.safetensors"
+    path = os.path.join(host.folder("diffusion_models"), name)
+    if not os.path.exists(path):
+        tiny_models.write_model("sdxl_micro", path, dtype="fp32")
+    return name
+
+
 def test_nodes_run_in_the_real_executor(host, tiny_models, models):
     """Loader and Stack through ComfyUI's own validation and executor: the loader equals core's
     LoraLoaderModelOnly, the stack equals the loader applied twice."""
-    model_file = "loader_tiny_sdxl_micro.safetensors"
-    tiny_models.write_model("sdxl_micro", os.path.join(host.folder("diffusion_models"), model_file), dtype="fp32")
+    model_file = _tiny_model_file(host, tiny_models)
     mp = tiny_models.load_tiny_model(os.path.join(host.folder("diffusion_models"), model_file))
     first, _ = _fitted(host, mp, "kohya_sdxl_lora", seed=6)
     second, _ = _fitted(host, mp, "diffusers_sdxl_dreambooth_lora", seed=7)
@@ -340,13 +348,12 @@ def test_nodes_run_in_the_real_executor(host, tiny_models, models):
     assert (ours["sum"], ours["abs_sum"], ours["num_patches"]) == (core["sum"], core["abs_sum"], core["num_patches"])
     assert ours["num_patches"] > 100
 
-    slots = {"model": ["1", 0], "a": 1.0, "b": 1.0, "seed": 0}
-    for i in range(1, 6):
-        slots.update({f"lora_name_{i}": "None", f"strength_model_{i}": 1.0, f"strength_clip_{i}": 1.0,
-                      f"block_weights_{i}": ""})
-    slots.update({"lora_name_1": first, "block_weights_1": "OUT=1, default=0",
-                  "lora_name_3": second, "strength_model_3": 0.5, "block_weights_3": "IN=0"})
-    stacked = run({"2": {"class_type": "LoRALabStack", "inputs": slots}})
+    rows = [{"on": True, "lora": first, "strength_model": 1.0, "strength_clip": 1.0, "block_weights": "OUT=1, default=0"},
+            {"on": False, "lora": "not_a_listed_file.safetensors", "strength_model": 1.0, "strength_clip": 1.0,
+             "block_weights": ""},
+            {"on": True, "lora": second, "strength_model": 0.5, "strength_clip": 1.0, "block_weights": "IN=0"}]
+    stacked = run({"2": {"class_type": "LoRALabStack",
+                         "inputs": {"model": ["1", 0], "loras": json.dumps(rows), "a": 1.0, "b": 1.0, "seed": 0}}})
     m1, _, _ = _ours(host, mp, None, first, spec="OUT=1, default=0")
     m2, _, _ = _ours(host, m1, None, second, sm=0.5, spec="IN=0")
     _patched(m2)
@@ -354,7 +361,93 @@ def test_nodes_run_in_the_real_executor(host, tiny_models, models):
     assert stacked["sum"] == direct and stacked["num_patches"] == len(m2.patches)
     info = host.executor.history_result["outputs"]["2"]["text"][0]
     assert info.startswith("[1] applied ") and "\nLoRA: " + first in info and "\n\n[3] applied " in info
-    assert "\nLoRA: " + second in info
+    assert "\nLoRA: " + second in info and "[2]" not in info  # the row that is off is skipped, its file never read
+
+
+def _rows(*rows):
+    """The ``loras`` value of a Stack: one row per (lora, strength_model, strength_clip, block_weights[, on])."""
+    return json.dumps([{"on": r[4] if len(r) > 4 else True, "lora": r[0], "strength_model": r[1],
+                        "strength_clip": r[2], "block_weights": r[3]} for r in rows])
+
+
+def _stack(host, model, clip, loras, block_weights=None):
+    inputs = {"model": model, "clip": clip, "loras": loras, "a": 1.0, "b": 1.0, "seed": 0}
+    if block_weights is not None:
+        inputs["block_weights"] = block_weights
+    return host.call_node("LoRALabStack", **inputs)
+
+
+def test_stack_equals_the_loader_applied_row_by_row_bit_for_bit(host, models, clip_l):
+    """Rows that are on, in their order, each applied as the Loader applies it: the same model and CLIP
+    weights bit for bit; rows that are off change nothing; another order is that order's chain."""
+    mp = models("sd15_micro")
+    style, _ = _fitted(host, mp, "kohya_sd15_lora", seed=9)
+    loha, _ = _fitted(host, mp, "lycoris_sd15_loha", seed=10)
+    rows = [(style, 0.8, 0.6, "OUT=0.5"), (loha, 1.0, 1.0, "", False), (loha, -0.4, 0.3, "IN=0, M00=0.7")]
+    model, clip, info = _stack(host, mp, clip_l, _rows(*rows))
+    m1, c1, _ = _ours(host, mp, clip_l, style, sm=0.8, sc=0.6, spec="OUT=0.5")
+    m2, c2, _ = _ours(host, m1, c1, loha, sm=-0.4, sc=0.3, spec="IN=0, M00=0.7")
+    _assert_same_weights(m2, model)
+    _assert_same_weights(c2.patcher, clip.patcher)
+    assert [ln.split("]")[0] for ln in info.split("\n\n")] == ["[1", "[3"]
+
+    reverse = [rows[2], rows[1], rows[0]]
+    model, clip, info = _stack(host, mp, clip_l, _rows(*reverse))
+    r1, q1, _ = _ours(host, mp, clip_l, loha, sm=-0.4, sc=0.3, spec="IN=0, M00=0.7")
+    r2, q2, _ = _ours(host, r1, q1, style, sm=0.8, sc=0.6, spec="OUT=0.5")
+    _assert_same_weights(r2, model)
+    _assert_same_weights(q2.patcher, clip.patcher)
+    assert info.startswith("[1] applied ") and info.index("LoRA: " + loha) < info.index("LoRA: " + style)
+
+    untouched, same_clip, info = _stack(host, mp, clip_l, _rows((style, 1.0, 1.0, "", False)))
+    assert untouched is mp and same_clip is clip_l and info.startswith("no LoRA on")
+
+
+def test_stack_rows_are_checked_before_anything_runs(host, models, tiny_models):
+    """Every row is parsed; rows that are on must pick a listed LoRA; messages name the input and the row."""
+    mp = models("sd15_micro")
+    style, _ = _fitted(host, mp, "kohya_sd15_lora", seed=9)
+    validate = host.nodes.NODE_CLASS_MAPPINGS["LoRALabStack"].validate_inputs
+    assert validate(loras=_rows((style, 1.0, 1.0, ""), ("gone.safetensors", 1.0, 1.0, "", False))) is True
+    assert validate(loras="[]") is True and validate(loras="") is True
+    assert validate(loras=_rows((style, 1.0, 1.0, ""), ("gone.safetensors", 1.0, 1.0, ""))) == \
+        "loras row 2: 'gone.safetensors' is not a LoRA in the loras folder list"
+    assert validate(loras=_rows(("", 1.0, 1.0, ""))) == \
+        "loras row 1: no LoRA chosen (pick one, turn the row off or remove it)"
+    for loras, problem in [
+        ('[{"on": true, "lora": "a.safetensors"', "not valid JSON (Expecting ',' delimiter"),
+        ('{"lora": "a.safetensors"}', "is a JSON dict, not a list of rows"),
+        ('["a.safetensors"]', "row 1 is str, not an object with on, lora, strength_model"),
+        (_rows((style, "1", 1.0, "")), 'row 1: strength_model is "1", not a number'),
+        (_rows((style, 1.0, 1e9, "")), "row 1: strength_clip 1e+09 is outside -100..100"),
+        (json.dumps([{"lora": style, "weight": 1}]), "row 1 has fields LoRA Lab does not know: weight"),
+        (json.dumps([{"lora": style, "on": "yes"}]), 'row 1: on is "yes", not true or false'),
+    ]:
+        message = validate(loras=loras)
+        assert message.startswith("key 'loras': ") and problem in message, (loras, message)
+    assert "reload the page, or set the field to [] to start over" in validate(loras="nope")
+
+    ok, result, _ = host.run_prompt({"1": {"class_type": "LoRALabStack", "inputs": {
+        "model": ["0", 0], "loras": _rows(("gone.safetensors", 1.0, 1.0, "")), "a": 1.0, "b": 1.0, "seed": 0}},
+        "0": {"class_type": "TinyDiffusionModelLoader", "inputs": {"unet_name": _tiny_model_file(host, tiny_models)}},
+        "9": {"class_type": "ModelWeightChecksum", "inputs": {"model": ["1", 0]}}})
+    assert not ok and "loras row 1: 'gone.safetensors' is not a LoRA" in json.dumps(result["node_errors"])
+
+
+def test_a_five_slot_stack_prompt_is_refused_naming_the_rows_input(host, tiny_models):
+    """API prompts of the old five-slot Stack (lora_name_1 ... block_weights_5) are refused by
+    ComfyUI's validation, naming ``loras`` (the frontend migrates saved workflows; a script's
+    prompt needs its rows)."""
+    old = {"model": ["0", 0], "a": 1.0, "b": 1.0, "seed": 0}
+    for i in range(1, 6):
+        old.update({f"lora_name_{i}": "None", f"strength_model_{i}": 1.0, f"strength_clip_{i}": 1.0,
+                    f"block_weights_{i}": ""})
+    ok, result, _ = host.run_prompt({"1": {"class_type": "LoRALabStack", "inputs": old},
+                                     "0": {"class_type": "TinyDiffusionModelLoader",
+                                           "inputs": {"unet_name": _tiny_model_file(host, tiny_models)}},
+                                     "9": {"class_type": "ModelWeightChecksum", "inputs": {"model": ["1", 0]}}})
+    errors = result["node_errors"]["1"]["errors"]
+    assert not ok and any(e["extra_info"].get("input_name") == "loras" for e in errors), errors
 
 
 def test_a_broken_file_stops_the_node_with_a_clear_error(host, models):

@@ -6,6 +6,7 @@ must succeed and leave the outputs it exists for (images, LoRA files that ComfyU
 takes without dropping a key, reports). Every node of the pack appears in some workflow."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -167,6 +168,8 @@ def put_loras(host, tiny_models, prompt: dict) -> None:
              if isinstance(v, str) and v.endswith(".safetensors") and "lora_name" in k}
     folders = {os.path.dirname(n) for n in named if "/" in n}  # a LoRA of a folder brings the folder's others
     named |= {n for n in LORAS if os.path.dirname(n) in folders}
+    named |= {row["lora"] for node in prompt.values() if isinstance(node["inputs"].get("loras"), str)
+              for row in json.loads(node["inputs"]["loras"])}  # the rows of the LoRA Stack and the Stack Report
     for name in named:
         path = os.path.join(host.folder("loras"), *name.split("/"))
         if os.path.exists(path):

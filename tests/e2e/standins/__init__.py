@@ -11,7 +11,10 @@ the real thing, so on the integrated tree the test drives the real nodes and the
 
 Always registered (no real counterpart): ``LoRALabTrainE2EProbe``, an output node that sends
 ``loralab.train.progress`` events exactly as the training nodes do, so the chart is tested
-without training; and ``GET /loralab_e2e/standins``, which stand-ins this run uses.
+without training; ``LoRALabE2ETinyModel`` (a tiny random SDXL MODEL with the real key layout, from
+../shared/tools/comfy-host, where that is present) and ``LoRALabE2EModelSink`` (an output node
+that takes a MODEL), so a page can run the LoRA Stack; and ``GET /loralab_e2e/standins``, which
+stand-ins this run uses.
 """
 from __future__ import annotations
 
@@ -118,17 +121,16 @@ class Loader(_StandIn):
 
 
 class Stack(_StandIn):
-    RETURN_TYPES = ("LORA_STACK",)
+    RETURN_TYPES = ("MODEL", "CLIP", "STRING")
 
     @classmethod
     def INPUT_TYPES(cls):
-        rows = {}
-        for i in (1, 2):
-            rows[f"lora_name_{i}"] = (_lora_names(),)
-            rows[f"strength_model_{i}"] = ("FLOAT", {"default": 1.0})
-            rows[f"strength_clip_{i}"] = ("FLOAT", {"default": 1.0})
-            rows[f"block_weights_{i}"] = ("STRING", {"multiline": True, "default": ""})
-        return {"required": rows}
+        names = folder_paths.get_filename_list("loras")
+        return {"required": {"model": ("MODEL",),
+                             "loras": ("STRING", {"default": "[]", "socketless": True, "lora_names": names}),
+                             "a": ("FLOAT", {"default": 1.0}), "b": ("FLOAT", {"default": 1.0}),
+                             "seed": ("INT", {"default": 0, "min": 0, "max": 2**32 - 1, "control_after_generate": False})},
+                "optional": {"clip": ("CLIP",), "block_weights": ("STRING", {"forceInput": True})}}
 
 
 class Inspect(_StandIn):
@@ -181,9 +183,49 @@ class TrainE2EProbe:
         return {}
 
 
+TOOLS = os.path.join(REPO, "..", "shared", "tools", "comfy-host")
+
+
+class TinyModel:
+    """A tiny random SDXL (the real key layout, a few blocks): enough for a LoRA Stack to patch."""
+
+    CATEGORY = "LoRA Lab/E2E stand-ins"
+    FUNCTION = "run"
+    RETURN_TYPES = ("MODEL",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    def run(self):
+        if TOOLS not in sys.path:
+            sys.path.insert(0, TOOLS)
+        import make_tiny_models
+        return (make_tiny_models.build_patcher("sdxl_micro"),)
+
+
+class ModelSink:
+    """An output node for a MODEL, so that the nodes before it run."""
+
+    CATEGORY = "LoRA Lab/E2E stand-ins"
+    FUNCTION = "run"
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",)}}
+
+    def run(self, model):
+        return {}
+
+
 _ALL = {"LoRALabLoader": Loader, "LoRALabStack": Stack, "LoRALabInspect": Inspect}
 NODE_CLASS_MAPPINGS = {k: v for k, v in _ALL.items() if k not in nodes.NODE_CLASS_MAPPINGS}
 NODE_CLASS_MAPPINGS["LoRALabTrainE2EProbe"] = TrainE2EProbe
+NODE_CLASS_MAPPINGS["LoRALabE2EModelSink"] = ModelSink
+if os.path.isfile(os.path.join(TOOLS, "make_tiny_models.py")):
+    NODE_CLASS_MAPPINGS["LoRALabE2ETinyModel"] = TinyModel
 NODE_DISPLAY_NAME_MAPPINGS = {k: k + STAND_IN for k in NODE_CLASS_MAPPINGS}
 
 _routes = server.PromptServer.instance.routes
@@ -195,7 +237,8 @@ if not any(getattr(r, "path", None) == "/loralab/lora_info" for r in _routes):
 
 async def standins(request: web.Request) -> web.Response:
     """Which stand-ins this run uses (the test reports it)."""
-    return web.json_response({"nodes": sorted(set(NODE_CLASS_MAPPINGS) - {"LoRALabTrainE2EProbe"}),
+    probes = {"LoRALabTrainE2EProbe", "LoRALabE2ETinyModel", "LoRALabE2EModelSink"}
+    return web.json_response({"nodes": sorted(set(NODE_CLASS_MAPPINGS) - probes),
                               "routes": STANDIN_ROUTES})
 
 
