@@ -148,13 +148,13 @@ class LoRALabCompare(io.ComfyNode):
                         "changing one axis value renders only the new cells.",
             inputs=[
                 io.Model.Input("model", tooltip=MODEL_TIP),
+                io.Vae.Input("vae", tooltip="the VAE that decodes every cell"),
+                io.Latent.Input("latent_image", tooltip="the latent every cell starts from (Empty Latent Image, "
+                                                        "batch size 1); its size is the cell size"),
                 io.Clip.Input("clip", optional=True,
                               tooltip="the text encoder: the prompts typed here are encoded per cell with the LoRA's "
                                       "text-encoder part applied. Leave it unconnected to connect positive and "
                                       "negative conditioning instead"),
-                io.Vae.Input("vae", tooltip="the VAE that decodes every cell"),
-                io.Latent.Input("latent_image", tooltip="the latent every cell starts from (Empty Latent Image, "
-                                                        "batch size 1); its size is the cell size"),
                 io.Conditioning.Input("positive", optional=True,
                                       tooltip="positive conditioning for every cell, when clip is not connected"),
                 io.Conditioning.Input("negative", optional=True,

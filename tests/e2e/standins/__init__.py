@@ -11,7 +11,9 @@ the real thing, so on the integrated tree the test drives the real nodes and the
 
 Always registered (no real counterpart): ``LoRALabTrainE2EProbe``, an output node that sends
 ``loralab.train.progress`` events exactly as the training nodes do, so the chart is tested
-without training; and ``GET /loralab_e2e/standins``, which stand-ins this run uses.
+without training; ``LoRALabE2ETinyModel``, a tiny SD1.5-layout MODEL with the host tests' tiny
+CLIP and VAE (where ../shared/tools/comfy-host has make_tiny_models.py), so nodes that sample run
+in seconds; and ``GET /loralab_e2e/standins``, which stand-ins this run uses.
 """
 from __future__ import annotations
 
@@ -181,9 +183,38 @@ class TrainE2EProbe:
         return {}
 
 
+#: where the host harness keeps make_tiny_models.py (beside the repository, as the host tests find it)
+TINY_TOOLS = os.path.join(REPO, "..", "shared", "tools", "comfy-host")
+
+
+class TinyModel:
+    """A tiny SD1.5-layout MODEL (random weights) with a tiny CLIP and VAE of the same layout."""
+
+    CATEGORY = "LoRA Lab/E2E stand-ins"
+    FUNCTION = "make"
+    RETURN_TYPES = ("MODEL", "CLIP", "VAE")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"weights_seed": ("INT", {"default": 0, "min": 0, "max": 1000})}}
+
+    def make(self, weights_seed):
+        seed = weights_seed
+        for folder in (TINY_TOOLS, os.path.join(REPO, "tests")):
+            if folder not in sys.path:
+                sys.path.insert(0, folder)
+        import make_tiny_models
+        from host.train_kit import tiny_clip, tiny_vae
+        return make_tiny_models.build_patcher("sd15_micro", seed), tiny_clip("sd15", seed), tiny_vae("sd15", seed)
+
+
 _ALL = {"LoRALabLoader": Loader, "LoRALabStack": Stack, "LoRALabInspect": Inspect}
 NODE_CLASS_MAPPINGS = {k: v for k, v in _ALL.items() if k not in nodes.NODE_CLASS_MAPPINGS}
 NODE_CLASS_MAPPINGS["LoRALabTrainE2EProbe"] = TrainE2EProbe
+PROBES = ["LoRALabTrainE2EProbe"]
+if os.path.isfile(os.path.join(TINY_TOOLS, "make_tiny_models.py")):
+    NODE_CLASS_MAPPINGS["LoRALabE2ETinyModel"] = TinyModel
+    PROBES.append("LoRALabE2ETinyModel")
 NODE_DISPLAY_NAME_MAPPINGS = {k: k + STAND_IN for k in NODE_CLASS_MAPPINGS}
 
 _routes = server.PromptServer.instance.routes
@@ -195,7 +226,7 @@ if not any(getattr(r, "path", None) == "/loralab/lora_info" for r in _routes):
 
 async def standins(request: web.Request) -> web.Response:
     """Which stand-ins this run uses (the test reports it)."""
-    return web.json_response({"nodes": sorted(set(NODE_CLASS_MAPPINGS) - {"LoRALabTrainE2EProbe"}),
+    return web.json_response({"nodes": sorted(set(NODE_CLASS_MAPPINGS) - set(PROBES)),
                               "routes": STANDIN_ROUTES})
 
 
