@@ -254,7 +254,7 @@ class LoRALabCompare(io.ComfyNode):
                          {"positive": _fingerprint(positive), "negative": _fingerprint(negative)})}
         except _Uncacheable:
             shared = None
-        node = str(getattr(cls.hidden, "unique_id", None))
+        node = getattr(cls.hidden, "unique_id", None)
         slots = {name: (f"{node}:compare", i) for i, name in enumerate(loras)}  # one file cache per LoRA
         progress = progress_callback(len(cells), node)
         images, keys, cached = [], [], []
