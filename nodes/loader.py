@@ -18,7 +18,7 @@ import folder_paths
 import torch
 from comfy_api.latest import io, ui
 
-from ..loralab.blocks.spec import load_presets, parse_block_weights
+from ..loralab.blocks.spec import BlockWeights, load_presets, parse_block_weights
 from ..loralab.errors import SafetensorsError, SpecError
 from ..loralab.files.safetensors import read_header
 from ..loralab.formats.not_lora import looks_like
@@ -125,6 +125,20 @@ def _layout(model: Any) -> tuple[str, ModelLayout] | None:
     return key, _LAYOUTS[key]
 
 
+def _block_weights(layout: ModelLayout, spec: str, a: float, b: float, seed: int) -> BlockWeights:
+    """A spec's weights on a model layout (the pack's presets and the user's, read now)."""
+    return parse_block_weights(spec, layout.arch.id, a=a, b=b, seed=seed, layout=layout,
+                               presets=load_presets([user_presets_file()]))
+
+
+def check_block_weights(model: Any, spec: str, a: float, b: float, seed: int) -> None:
+    """Raises the SpecError :func:`apply_lora` would raise for ``spec`` on this model (nothing for
+    models LoRA Lab has no layout for: they are left unpatched)."""
+    found = _layout(model)
+    if found is not None:
+        _block_weights(found[1], spec, a, b, seed)
+
+
 def apply_lora(model: Any, clip: Any, lora_name: str, strength_model: float, strength_clip: float, spec: str,
                a: float, b: float, seed: int, cache_key: tuple[str, int],
                split_qkv: str = common.SPLIT_QKV[0]) -> tuple[Any, Any, str]:
@@ -138,8 +152,7 @@ def apply_lora(model: Any, clip: Any, lora_name: str, strength_model: float, str
         return model, clip, info
     layout_key, layout = found
     arch_id = layout.arch.id
-    weights = parse_block_weights(spec, arch_id, a=a, b=b, seed=seed, layout=layout,
-                                  presets=load_presets([user_presets_file()]))
+    weights = _block_weights(layout, spec, a, b, seed)
     loaded = _read(cache_key, folders.picked_lora(lora_name))
     lora = loaded.mapped.get(layout_key)
     if lora is None:

@@ -130,6 +130,14 @@ def model_file(kind: str, name: str) -> str | None:
     return os.path.realpath(path) if path else None
 
 
+def listed_name(path: str) -> str | None:
+    """The name under which the loras list offers a file in the first loras folder (where LoRA Lab
+    writes), None where the list does not offer it."""
+    root = os.path.realpath(output_folder("loras"))
+    name = os.path.relpath(os.path.realpath(path), root).replace(os.sep, "/")
+    return name if name in _listed()[1] and _full_path(name) == os.path.realpath(path) else None
+
+
 def file_stamp(path: str | None) -> tuple[int, int] | None:
     """(size, modification time in ns) of a file, None if it cannot be read: what a node's
     ``fingerprint_inputs`` returns so ComfyUI reruns it when the file changes, and only then."""

@@ -114,7 +114,7 @@ EXPECTED = [row(STYLE, block_weights="OUT=0"), row(CHARACTER, on=False), row(DET
 
 def test_rows_added_turned_off_and_run_report_only_the_rows_that_are_on(rows_ui, server, out_dir):
     ui = rows_ui
-    if not ui.eval("!!LiteGraph.registered_node_types.LoRALabE2ETinyModel"):
+    if not ui.eval("!!LiteGraph.registered_node_types.LoRALabE2ETinySDXL"):
         pytest.skip("no tiny model stand-in: ../shared/tools/comfy-host/make_tiny_models.py is missing")
     fresh = _stack(ui)
     assert ui.eval(f"__rows.value({fresh})") == []  # a new Stack has no row
@@ -127,7 +127,7 @@ def test_rows_added_turned_off_and_run_report_only_the_rows_that_are_on(rows_ui,
         {"on": True, "lora": DETAIL, "numbers": ["0.5", "-0.25"], "spec": ""}]
     assert ui.eval(f"__rows.root({stack}).querySelector('.loralab-row-summary').textContent") == "2 of 3 on"
     assert not ui.eval("__rows.jsonShown()")
-    model = ui.eval("__ll.add('LoRALabE2ETinyModel', 40, 60)")
+    model = ui.eval("__ll.add('LoRALabE2ETinySDXL', 40, 60)")
     sink = ui.eval("__ll.add('LoRALabE2EModelSink', 800, 60)")
     ui.eval(f"__ll.node({model}).connect(0, __ll.node({stack}), __ll.node({stack}).findInputSlot('model'))")
     ui.eval(f"__ll.node({stack}).connect(0, __ll.node({sink}), 0)")

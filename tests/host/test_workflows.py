@@ -51,6 +51,7 @@ SMALL = {
     "LoRALabMerge": {"rank": 4},
     "LoRALabResize": {"rank": 2},
     "LoRALabExtract": {"rank": 4},
+    "LoRALabCompare": {"steps": 1},
 }
 
 
@@ -112,6 +113,9 @@ EXPECT = {
     # resumed from a state file of step 1, extended to 4 steps, one more step: step 2 (a fresh run would stop at 1)
     "train_resume.json": Expect("sd15", images={"PreviewImage": 1}, run_name="wf_resume",
                                 loras=("wf_resume_step000002.safetensors",)),
+    # one step saved (step 1) compared at three strengths: a grid on the node and saved
+    "compare_checkpoints.json": Expect("sd15", images={"LoRALabCompare": 1, "SaveImage": 1}, run_name="wf_compare",
+                                       loras=("wf_compare_step000001.safetensors",)),
 }
 
 

@@ -11,10 +11,11 @@ the real thing, so on the integrated tree the test drives the real nodes and the
 
 Always registered (no real counterpart): ``LoRALabTrainE2EProbe``, an output node that sends
 ``loralab.train.progress`` events exactly as the training nodes do, so the chart is tested
-without training; ``LoRALabE2ETinyModel`` (a tiny random SDXL MODEL with the real key layout, from
-../shared/tools/comfy-host, where that is present) and ``LoRALabE2EModelSink`` (an output node
-that takes a MODEL), so a page can run the LoRA Stack; and ``GET /loralab_e2e/standins``, which
-stand-ins this run uses.
+without training; ``LoRALabE2ETinyModel``, a tiny SD1.5-layout MODEL with the host tests' tiny
+CLIP and VAE, so nodes that sample run in seconds; ``LoRALabE2ETinySDXL`` (a tiny random SDXL MODEL
+with the real key layout) and ``LoRALabE2EModelSink`` (an output node that takes a MODEL), so a page
+can run the LoRA Stack (the tiny models where ../shared/tools/comfy-host has make_tiny_models.py);
+and ``GET /loralab_e2e/standins``, which stand-ins this run uses.
 """
 from __future__ import annotations
 
@@ -183,10 +184,32 @@ class TrainE2EProbe:
         return {}
 
 
-TOOLS = os.path.join(REPO, "..", "shared", "tools", "comfy-host")
+#: where the host harness keeps make_tiny_models.py (beside the repository, as the host tests find it)
+TINY_TOOLS = os.path.join(REPO, "..", "shared", "tools", "comfy-host")
 
 
 class TinyModel:
+    """A tiny SD1.5-layout MODEL (random weights) with a tiny CLIP and VAE of the same layout."""
+
+    CATEGORY = "LoRA Lab/E2E stand-ins"
+    FUNCTION = "make"
+    RETURN_TYPES = ("MODEL", "CLIP", "VAE")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"weights_seed": ("INT", {"default": 0, "min": 0, "max": 1000})}}
+
+    def make(self, weights_seed):
+        seed = weights_seed
+        for folder in (TINY_TOOLS, os.path.join(REPO, "tests")):
+            if folder not in sys.path:
+                sys.path.insert(0, folder)
+        import make_tiny_models
+        from host.train_kit import tiny_clip, tiny_vae
+        return make_tiny_models.build_patcher("sd15_micro", seed), tiny_clip("sd15", seed), tiny_vae("sd15", seed)
+
+
+class TinySDXL:
     """A tiny random SDXL (the real key layout, a few blocks): enough for a LoRA Stack to patch."""
 
     CATEGORY = "LoRA Lab/E2E stand-ins"
@@ -198,8 +221,8 @@ class TinyModel:
         return {"required": {}}
 
     def run(self):
-        if TOOLS not in sys.path:
-            sys.path.insert(0, TOOLS)
+        if TINY_TOOLS not in sys.path:
+            sys.path.insert(0, TINY_TOOLS)
         import make_tiny_models
         return (make_tiny_models.build_patcher("sdxl_micro"),)
 
@@ -224,8 +247,11 @@ _ALL = {"LoRALabLoader": Loader, "LoRALabStack": Stack, "LoRALabInspect": Inspec
 NODE_CLASS_MAPPINGS = {k: v for k, v in _ALL.items() if k not in nodes.NODE_CLASS_MAPPINGS}
 NODE_CLASS_MAPPINGS["LoRALabTrainE2EProbe"] = TrainE2EProbe
 NODE_CLASS_MAPPINGS["LoRALabE2EModelSink"] = ModelSink
-if os.path.isfile(os.path.join(TOOLS, "make_tiny_models.py")):
+PROBES = ["LoRALabTrainE2EProbe", "LoRALabE2EModelSink"]
+if os.path.isfile(os.path.join(TINY_TOOLS, "make_tiny_models.py")):
     NODE_CLASS_MAPPINGS["LoRALabE2ETinyModel"] = TinyModel
+    NODE_CLASS_MAPPINGS["LoRALabE2ETinySDXL"] = TinySDXL
+    PROBES += ["LoRALabE2ETinyModel", "LoRALabE2ETinySDXL"]
 NODE_DISPLAY_NAME_MAPPINGS = {k: k + STAND_IN for k in NODE_CLASS_MAPPINGS}
 
 _routes = server.PromptServer.instance.routes
@@ -237,8 +263,7 @@ if not any(getattr(r, "path", None) == "/loralab/lora_info" for r in _routes):
 
 async def standins(request: web.Request) -> web.Response:
     """Which stand-ins this run uses (the test reports it)."""
-    probes = {"LoRALabTrainE2EProbe", "LoRALabE2ETinyModel", "LoRALabE2EModelSink"}
-    return web.json_response({"nodes": sorted(set(NODE_CLASS_MAPPINGS) - probes),
+    return web.json_response({"nodes": sorted(set(NODE_CLASS_MAPPINGS) - set(PROBES)),
                               "routes": STANDIN_ROUTES})
 
 
