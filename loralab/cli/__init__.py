@@ -8,12 +8,14 @@ from typing import Callable, Sequence
 from .. import __version__
 from .demo import add_demo
 from .inspect import add_inspect
+from .library import add_library
 from .merge import MERGE_COMMANDS
 from .stack_report import add_stack_report
 
 
 #: every sub-command registers itself here
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_demo, add_inspect, *MERGE_COMMANDS, add_stack_report]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_demo, add_inspect, *MERGE_COMMANDS, add_stack_report,
+                                                               add_library]
 
 
 def build_parser() -> argparse.ArgumentParser:
