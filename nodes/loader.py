@@ -16,7 +16,7 @@ from typing import Any
 import comfy.utils
 import folder_paths
 import torch
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 
 from ..loralab.blocks.spec import load_presets, parse_block_weights
 from ..loralab.errors import SafetensorsError
@@ -186,6 +186,13 @@ def _token_inputs() -> list[io.Input]:
     ]
 
 
+def _ui(info: str, model: Any) -> dict:
+    """What the node shows (its report) and tells the frontend: the architecture of the model it
+    patched (``loralab_model_arch``), so the LoRA picker can offer the LoRAs that fit it."""
+    arch_id = models.model_arch(model)
+    return {"text": (info,), **({"loralab_model_arch": (arch_id,)} if arch_id else {})}
+
+
 def _outputs() -> list[io.Output]:
     return [io.Model.Output("MODEL"), io.Clip.Output("CLIP"),
             io.String.Output("info", display_name="info",
@@ -231,7 +238,7 @@ class LoRALabLoader(io.ComfyNode):
                 a: float, b: float, seed: int, clip=None) -> io.NodeOutput:
         model, clip, info = apply_lora(model, clip, lora_name, strength_model, strength_clip, block_weights,
                                        a, b, seed, (_node(cls), 0))
-        return io.NodeOutput(model, clip, info, ui=ui.PreviewText(info))
+        return io.NodeOutput(model, clip, info, ui=_ui(info, model))
 
 
 class LoRALabStack(io.ComfyNode):
@@ -285,7 +292,7 @@ class LoRALabStack(io.ComfyNode):
                                            (_node(cls), i))
             reports.append(f"[{i}] {info}")
         info = "\n\n".join(reports) or "no LoRA chosen"
-        return io.NodeOutput(model, clip, info, ui=ui.PreviewText(info))
+        return io.NodeOutput(model, clip, info, ui=_ui(info, model))
 
 
 NODES = [LoRALabLoader, LoRALabStack]

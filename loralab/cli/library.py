@@ -40,10 +40,10 @@ def _cmd_scan(args: argparse.Namespace) -> int:
             mib = ProgressPrinter("hashing", args.quiet, unit="MiB")
             hashed = lib.hash_pending(lambda _f, _n, done, total, _p: mib(done >> 20, total >> 20))
             print(f"{hashed} files hashed")
-        flagged = [e for e in lib.entries() if e.flags]
-        for e in flagged:
+        for e in lib.entries():
             for flag in e.flags:
-                print(terminal_safe(f"{e.name}: {flag['message']}"))
+                also = ": " + ", ".join(e.duplicates) if flag["code"] == "duplicate" else ""
+                print(terminal_safe(f"{e.name}: {flag['message']}{also}"))
     return 0
 
 

@@ -133,7 +133,7 @@ class Entry:
         out = []
         if self.duplicates:
             out.append({"code": "duplicate", "message": f"same tensor data (AutoV3 {self.addnet[:12]}) as "  # type: ignore[index]
-                        f"{len(self.duplicates)} other file(s): " + ", ".join(self.duplicates)})
+                        f"{len(self.duplicates)} other file(s)"})
         wrong = self.wrong_hashes
         if wrong:
             out.append({"code": "wrong_hash", "message": " and ".join(wrong) + " in the metadata " + (
@@ -147,6 +147,11 @@ class Entry:
         imp = self.imported or {}
         return [self.name, self.facts.get("title") or "", *self.facts.get("triggers", []),
                 imp.get("name") or "", imp.get("version") or "", *imp.get("triggers", [])]
+
+    def wanted(self, model_arch: str | None = None, query: str | None = None) -> bool:
+        """Whether the file fits a model of ``model_arch`` (None: any) and its words hold every term
+        of ``query``."""
+        return compatible(self.facts.get("fits", []), model_arch) and matches(self.words, query)
 
     def to_dict(self) -> dict:
         return {"path": self.path, "root": self.root, "name": self.name, "size": self.size, "mtime_ns": self.mtime_ns,
@@ -340,7 +345,7 @@ class Library:
             if addnet is not None:
                 e.duplicates = [p for p in by_data[addnet] if p != path]
             e.imported = _imported_for(e, imported)
-            if compatible(e.facts.get("fits", []), model_arch) and matches(e.words, query):
+            if e.wanted(model_arch, query):
                 out.append(e)
         out.sort(key=lambda e: (e.name.casefold(), e.path))
         return out
