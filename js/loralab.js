@@ -1,4 +1,5 @@
-// LoRA Lab's frontend extension: the metadata panel on nodes that pick a LoRA, the block-weight
+// LoRA Lab's frontend extension: the metadata panel on nodes that pick a LoRA (on the Loader with
+// the library's filter: search by trigger word, LoRAs that fit the graph's model), the block-weight
 // editor on nodes with a block-weight spec, the live loss chart on training nodes, and the text
 // report of nodes that return one. Every string from a file or the server reaches the page
 // through textContent (js/lib/dom.js); there is no HTML built from data anywhere.
@@ -6,6 +7,8 @@
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { attachBlockEditor } from "./block_editor.js";
+import { reportedArch } from "./lib/library.js";
+import { attachLibraryFilter, requestRescan } from "./library_picker.js";
 import { attachLossChart } from "./loss_chart.js";
 import { attachInfoPanel } from "./metadata_panel.js";
 import { reportText, showReport } from "./report_view.js";
@@ -59,11 +62,16 @@ function sync() {
   for (const node of allNodes()) {
     node.loralab?.panel?.sync();
     node.loralab?.editor?.refresh();
+    node.loralab?.library?.sync();
   }
 }
 
 function revalidateAll() {
-  for (const node of allNodes()) node.loralab?.panel?.refresh();
+  requestRescan();
+  for (const node of allNodes()) {
+    node.loralab?.panel?.refresh();
+    node.loralab?.library?.refresh();
+  }
 }
 
 function chartOf(node) {
@@ -125,6 +133,7 @@ app.registerExtension({
     chain(nodeType.prototype, "onNodeCreated", function () {
       this.loralab = {};
       this.loralab.panel = attachInfoPanel(this);
+      this.loralab.library = attachLibraryFilter(this, this.loralab.panel, nodeData.name);
       this.loralab.editor = attachBlockEditor(this, this.loralab.panel);
       if (TRAINING.has(nodeData.name)) chartOf(this);
       this.loralab.panel?.refresh();
@@ -136,6 +145,12 @@ app.registerExtension({
       requestAnimationFrame(() => this.loralab?.panel?.sync());
     });
     chain(nodeType.prototype, "onExecuted", function (output) {
+      const arch = reportedArch(output);
+      if (arch && this.loralab) {
+        // the model this node patched: library filters downstream now know the graph's base model
+        this.loralab.modelArch = arch;
+        for (const node of allNodes()) node.loralab?.library?.sync();
+      }
       const text = reportText(output);
       if (text !== null && this.loralab) showReport(this, text);
     });

@@ -60,13 +60,17 @@ async function useWord(node, word, chip, event) {
   flash(chip, await copyText(word));
 }
 
-/** Add the panel to a node that has LoRA pickers. Returns {refresh(), info(suffix),
- * onInfo(fn)} or null when the node has no picker. ``suffix`` is "" or "_<i>". */
+/** Add the panel to a node that has LoRA pickers. Returns {refresh(), sync(), info(suffix),
+ * onInfo(fn), prepend(element)} or null when the node has no picker. ``suffix`` is "" or "_<i>";
+ * ``prepend`` puts an element above the entries for good (the library filter). */
 export function attachInfoPanel(node) {
   const pickers = (node.widgets ?? []).filter((w) => PICKER.test(w.name) && w.type === "combo");
   if (pickers.length === 0) return null;
   const root = document.createElement("div");
   root.className = "loralab-panel";
+  const list = document.createElement("div");
+  list.className = "loralab-entries";
+  root.appendChild(list);
   addContentWidget(node, "loralab_info", root, { fallbackHeight: 44 * pickers.length });
   const listeners = [];
   const entries = pickers.map((w) => ({
@@ -78,7 +82,7 @@ export function attachInfoPanel(node) {
   }));
 
   const render = () => {
-    root.replaceChildren(...entries.map((e) => renderInfo(document, e.state, {
+    list.replaceChildren(...entries.map((e) => renderInfo(document, e.state, {
       toggle: () => {
         e.state.expanded = !e.state.expanded;
         render();
@@ -131,5 +135,6 @@ export function attachInfoPanel(node) {
     sync: () => entries.filter((e) => e.widget.value !== e.name).forEach(load),
     info: (suffix) => entries.find((e) => e.suffix === suffix)?.info ?? null,
     onInfo: (fn) => listeners.push(fn),
+    prepend: (element) => root.insertBefore(element, list),
   };
 }

@@ -4,7 +4,7 @@
 
 const SAFE_ATTRIBUTES = new Set([
   "type", "min", "max", "step", "value", "role", "tabindex", "aria-label", "aria-expanded",
-  "aria-pressed", "data-block", "data-kind", "data-row", "data-value-of",
+  "aria-pressed", "data-block", "data-kind", "data-row", "data-value-of", "placeholder",
 ]);
 
 /** Create ``tag`` with optional className, text (textContent), title, allow-listed attributes,

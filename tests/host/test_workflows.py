@@ -80,6 +80,7 @@ EXPECT = {
                                       texts={"LoRALabLoader": ("block weights: SDXL-OUTALL", ZEROED)}),
     "block_weights_flux.json": Expect("flux", images=IMAGE,
                                       texts={"LoRALabLoader": ("block weights: FLUX-DOUBLE", ZEROED)}),
+    "library_picker.json": Expect("sdxl", images=IMAGE, texts={"LoRALabLoader": ("LoRA: my_style_xl.safetensors",)}),
     "lora_stack.json": Expect("sdxl", images=IMAGE, texts={"LoRALabStack": (
         "[1] applied ", "\nLoRA: my_style_xl", "[2] applied ", "\nLoRA: my_character_xl", "[3] applied ",
         "\nLoRA: my_detail_xl", "block weights: SDXL-INALL"), "LoRALabStackReport": ("my_style_xl",)}),
