@@ -44,9 +44,10 @@ class Service:
         self.library = Library(path)
         self.worker = Worker(self.library, lora_folders)
 
-    def listing(self, model_arch: str | None = None, query: str | None = None) -> dict:
+    def listing(self, model_arch: str | None = None, query: str | None = None, limit: int | None = None) -> dict:
         """The route's answer: the worker's status, and the offered LoRAs the index knows that fit
-        ``model_arch`` and match ``query``, by picker name."""
+        ``model_arch`` and match ``query``, by picker name (the first ``limit`` of them; ``matched``
+        counts them all)."""
         names = folders.lora_names()
         roots = lora_folders()
         by_path = {e.path: e for e in self.library.entries()}
@@ -57,15 +58,16 @@ class Service:
                 if path in by_path:
                     name_of[path] = name
                     break
-        entries = [_sent(by_path[p], n, name_of) for p, n in name_of.items() if by_path[p].wanted(model_arch, query)]
-        entries.sort(key=lambda e: (e["name"].casefold(), e["name"]))
+        wanted = [(n, p) for p, n in name_of.items() if by_path[p].wanted(model_arch, query)]
+        wanted.sort(key=lambda np: (np[0].casefold(), np[0]))
+        entries = [_sent(by_path[p], n, name_of) for n, p in wanted[:limit]]
         status = self.worker.status()
         hashing = status.get("hashing")
         if hashing and hashing.get("current"):
             hashing["current"] = name_of.get(hashing["current"], os.path.basename(hashing["current"]))
         return {"status": status, "model_arch": model_arch, "query": query or "", "offered": len(names),
-                "known": len(name_of), "archs": [{"id": a.id, "name": a.name} for a in ARCHS.values()],
-                "entries": entries}
+                "known": len(name_of), "matched": len(wanted),
+                "archs": [{"id": a.id, "name": a.name} for a in ARCHS.values()], "entries": entries}
 
 
 def _sent(e: Entry, name: str, name_of: dict[str, str]) -> dict:

@@ -15,8 +15,9 @@
   the background worker's status (scanning, hashing progress), and the LoRAs the pickers offer that
   the index knows, with their header facts, hashes, flags (duplicate, wrong embedded hash) and
   imported names and trigger words; ``arch`` keeps those that fit a model of that architecture (an
-  unknown id is a 400), ``q`` those whose name, title or trigger words hold every word;
-  ``rescan=1`` asks the worker to scan the folders again (it answers at once, with the index as it
+  unknown id is a 400), ``q`` those whose name, title or trigger words hold every word, ``limit``
+  sends the first so many (``matched`` counts them all); ``rescan=1`` asks the worker to scan the
+  folders again (it answers at once, with the index as it
   is). ``503`` where the index could not be opened (the server log says why).
 * ``GET /loralab/train_progress?node=<id>``: the progress events of the last training run of a
   node (:func:`nodes.host.training.train_progress`: {node, run, events, saved}), kept in memory so
@@ -122,10 +123,14 @@ async def library(request: web.Request) -> web.Response:
     arch_id = request.query.get("arch", "").strip() or None
     if arch_id is not None and arch_id not in ARCHS:
         return _error(400, f"unknown architecture {arch_id[:50]!r}; known: {', '.join(ARCHS)}")
+    limit = request.query.get("limit", "")
+    if limit and not (limit.isdigit() and 0 < int(limit) <= 100_000):
+        return _error(400, f"limit must be a whole number from 1 to 100000, not {limit[:20]!r}")
     if request.query.get("rescan") == "1":
         svc.worker.request_scan()
     data = await asyncio.get_running_loop().run_in_executor(None, svc.listing, arch_id,
-                                                            request.query.get("q", "")[:MAX_QUERY])
+                                                            request.query.get("q", "")[:MAX_QUERY],
+                                                            int(limit) if limit else None)
     return web.json_response(data, headers={"Cache-Control": "no-cache"},
                              dumps=lambda d: json.dumps(d, ensure_ascii=False, allow_nan=False))
 

@@ -24,11 +24,13 @@ function count(v) {
   return typeof v === "number" && Number.isFinite(v) && v >= 0 ? v : 0;
 }
 
-/** The route of a filter: ``arch`` ("" for any model), search ``query``, and a rescan request. */
+/** The route of a filter: ``arch`` ("" for any model), search ``query`` and a rescan request; it
+ * asks for the rows a view shows, no more. */
 export function libraryRoute({ arch = "", query = "", rescan = false } = {}) {
   const params = [];
   if (arch) params.push(`arch=${encodeURIComponent(arch)}`);
   if (str(query).trim()) params.push(`q=${encodeURIComponent(str(query).trim())}`);
+  params.push(`limit=${MAX_ROWS}`);
   if (rescan) params.push("rescan=1");
   return "/loralab/library" + (params.length ? `?${params.join("&")}` : "");
 }
@@ -88,9 +90,9 @@ export function statusText(body) {
 export function resultView(body, current = null) {
   const entries = list(body?.entries).filter((e) => isObject(e) && typeof e.name === "string");
   const rows = entries.slice(0, MAX_ROWS).map((e) => resultRow(e, current));
-  const more = entries.length - rows.length;
-  const summary = entries.length === 0 ? "no LoRA matches"
-    : `${entries.length} of ${count(body?.offered)} LoRAs${more > 0 ? ` (first ${rows.length} shown)` : ""}`;
+  const matched = Math.max(count(body?.matched), entries.length);
+  const summary = matched === 0 ? "no LoRA matches"
+    : `${matched} of ${count(body?.offered)} LoRAs${matched > rows.length ? ` (first ${rows.length} shown)` : ""}`;
   const state = body?.status?.state;
   return { rows, summary, status: statusText(body), busy: state === "scanning" || state === "hashing" };
 }

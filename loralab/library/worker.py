@@ -2,17 +2,25 @@
 changed files), then the hashing of every file not hashed yet, streamed at disk speed (hashlib
 releases the GIL, so the thread never holds up the rest of the process); again whenever asked.
 
-Progress is a dict anyone may read at any time (:meth:`Worker.status`). A scan asked for while
+On Linux the thread runs at a lower CPU priority (nice +10) than the rest of the process, so the
+server and the samplers come first. Progress is a dict anyone may read at any time
+(:meth:`Worker.status`). A scan asked for while
 files are being hashed starts after the file being hashed; :meth:`Worker.cancel` stops at once
 (the file being hashed is hashed again next time).
 """
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from typing import Callable, Sequence
 
 from .index import Library
+
+
+#: how much lower the worker thread's CPU priority is (Linux)
+NICE = 10
 
 
 class _Stop(Exception):
@@ -90,6 +98,11 @@ class Worker:
                            "bytes_total": bytes_total, "current": path})
 
     def _run(self) -> None:
+        if sys.platform == "linux":  # a thread id names one thread there (elsewhere it would be the process)
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
+            except OSError:
+                pass
         while True:
             self._wake.wait()
             if self._closed:

@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import shutil
+import statistics
 import struct
 import time
 
@@ -87,6 +88,12 @@ def test_the_route_filters_by_architecture_and_words(host, written):
     assert entries(host, "?q=no-such-word-anywhere") == {}
     status, body = _get(host, "?arch=%3Cimg%3E")
     assert status == 400 and "unknown architecture '<img>'" in body["error"]
+    status, body = _get(host, "?q=ohwx&limit=1")
+    assert status == 200 and len(body["entries"]) == 1 and body["matched"] >= 3
+    assert body["entries"][0]["name"] == sorted(entries(host, "?q=ohwx"), key=str.casefold)[0]
+    for bad in ("0", "-1", "x", "100001"):
+        status, body = _get(host, f"?limit={bad}")
+        assert status == 400 and "limit must be" in body["error"]
 
 
 def test_the_pickers_keep_every_name_whatever_the_filter(host, written):
@@ -141,7 +148,8 @@ def test_hashing_never_holds_up_the_server(host, svc, written):
             host.loop.run_until_complete(asyncio.sleep(0.01))
             ticks.append(time.perf_counter() - t)
         assert answers, "the worker finished hashing before the route was asked"
-        assert max(answers) < 1.0 and max(ticks) < 0.5, (answers, ticks)
+        # medians: a machine busy with other work delays any request now and then
+        assert statistics.median(answers) < 0.5 and statistics.median(ticks) < 0.1, (answers, ticks)
         assert svc.worker.wait_idle(300)
         assert all(entries(host)[f"lib_big_{i}.safetensors"]["hashes"] for i in range(3))
     finally:

@@ -14,9 +14,9 @@ const ENTRY = {
 };
 
 test("the route carries the filter, encoded", () => {
-  assert.equal(libraryRoute(), "/loralab/library");
-  assert.equal(libraryRoute({ arch: "sdxl", query: "  ohwx woman " }), "/loralab/library?arch=sdxl&q=ohwx%20woman");
-  assert.equal(libraryRoute({ query: "a&b=<c>#", rescan: true }), "/loralab/library?q=a%26b%3D%3Cc%3E%23&rescan=1");
+  assert.equal(libraryRoute(), "/loralab/library?limit=40");
+  assert.equal(libraryRoute({ arch: "sdxl", query: "  ohwx woman " }), "/loralab/library?arch=sdxl&q=ohwx%20woman&limit=40");
+  assert.equal(libraryRoute({ query: "a&b=<c>#", rescan: true }), "/loralab/library?q=a%26b%3D%3Cc%3E%23&limit=40&rescan=1");
   assert.equal(filterActive({ arch: "", query: "  " }), false);
   assert.ok(filterActive({ arch: "flux" }) && filterActive({ query: "x" }));
 });
@@ -57,6 +57,8 @@ test("the view bounds its rows and says what the worker does", () => {
   assert.equal(view.summary, "100 of 120 LoRAs (first 40 shown)");
   assert.equal(view.status, "");
   assert.equal(view.busy, false);
+  assert.equal(resultView({ entries: entries.slice(0, 40), matched: 300, offered: 400 }).summary,
+    "300 of 400 LoRAs (first 40 shown)");  // the route sends the first 40
   assert.equal(resultView({ entries: [] }).summary, "no LoRA matches");
   assert.deepEqual(resultView("nonsense"), { rows: [], summary: "no LoRA matches", status: "", busy: false });
   const hashing = { state: "hashing", hashing: { files_done: 3, files_total: 8, bytes_done: 3 * 2 ** 20, bytes_total: 2 ** 30 } };

@@ -8,7 +8,9 @@ import json
 import os
 import shutil
 import sqlite3
+import statistics
 import struct
+import sys
 import threading
 import time
 
@@ -20,6 +22,7 @@ from loralab.files import hashes as hashes_mod
 from loralab.files.safetensors import read_header, save_tensors
 from loralab.formats.writer import save_with_hashes
 from loralab.library import Library, Worker, index as index_mod
+from loralab.library.worker import NICE
 from loralab.library.compat import compatible, fitting_archs, matches
 from loralab.lora import Lora
 from loralab_testkit import fixture_tensors, materialize
@@ -287,7 +290,12 @@ def _sparse(path, size, seed):
 def test_the_worker_scans_and_hashes_in_the_background(loras, lib):
     for i in range(3):
         _sparse(os.path.join(loras, f"big{i}.safetensors"), 96 << 20, i)
-    worker = Worker(lib, lambda: [loras])
+    nice_seen = []
+
+    def folders():
+        nice_seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return [loras]
+    worker = Worker(lib, folders)
     gaps = []
     try:
         worker.start()
@@ -305,7 +313,11 @@ def test_the_worker_scans_and_hashes_in_the_background(loras, lib):
     assert status["last_scan"]["added"] == 8
     assert status["hashing"]["files_done"] == status["hashing"]["files_total"] == 8
     assert status["hashing"]["bytes_done"] == status["hashing"]["bytes_total"] > 3 * (96 << 20)
-    assert max(gaps) < 0.25, f"the serving thread waited {max(gaps):.3f} s"
+    # the hashing thread leaves the GIL while it hashes: this thread keeps its pace (a median, so
+    # that a machine busy with other work, which delays any thread now and then, does not count)
+    assert statistics.median(gaps) < 0.05, f"this thread waited {statistics.median(gaps):.3f} s per turn"
+    if sys.platform == "linux":  # the worker thread ran at a lower priority than this one
+        assert nice_seen and nice_seen[0] == min(19, os.getpriority(os.PRIO_PROCESS, 0) + NICE)
 
 
 def test_the_worker_rescans_when_asked_and_cancels(loras, lib, monkeypatch):
