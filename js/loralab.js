@@ -21,7 +21,7 @@ const PREFIX = "LoRALab";
 const TRAINING = new Set(["LoRALabTrain", "LoRALabTrainSteps"]);
 /** Nodes that write a file into the loras folder: once a run that executed one ends, every panel
  * revalidates its LoRA (a file may have been overwritten under a name some node shows). */
-const WRITERS = new Set(["LoRALabMerge", "LoRALabResize", "LoRALabExtract", "LoRALabSave", "LoRALabTrain", "LoRALabTrainSteps", "LoRALabTrainSave"]);
+const WRITERS = new Set(["LoRALabMerge", "LoRALabResize", "LoRALabConvert", "LoRALabExtract", "LoRALabSave", "LoRALabTrain", "LoRALabTrainSteps", "LoRALabTrainSave"]);
 
 function chain(proto, name, after) {
   const before = proto[name];

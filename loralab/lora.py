@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 from .adapters import ALGORITHMS, Adapter, dora
 from .errors import BaseWeightsNeededError, LoraFormatError
 from .files.sources import DictSource, FileSource, TensorSource
+from .formats import split_qkv as _split_qkv
 from .formats.canonical import shape_fits, target_for, target_shape
 from .formats.detect import Detection, detect
 from .formats.keys import Entry, group_keys
@@ -131,6 +132,38 @@ class Lora:
     def unmapped(self) -> Iterator[MappedEntry]:
         """Entries that land nowhere, each with its reason."""
         return (m for m in self.items if not m.mapped)
+
+    def split_qkv(self, verify: bool = False) -> dict[str, int]:
+        """Modules kohya trained as ``split_qkv`` parts (module name -> number of parts): declared in the
+        metadata, with rank = parts × ``ss_network_dim``; ``verify`` also reads each up matrix and keeps
+        only the block-diagonal ones (a file resized since is no longer split)."""
+        if self.layout is None or not _split_qkv.declared(self.metadata):
+            return {}
+        dim = _split_qkv.network_dim(self.metadata)
+        found: dict[str, int] = {}
+        for m in self.mapped():
+            e = m.entry
+            if e.kind != "lora" or m.target.rows is not None or "up" not in e.keys:
+                continue
+            rows = _split_qkv.part_rows(m.target.key, self.layout.shapes.get(m.target.key, ()))
+            r = e.rank()
+            if rows is None or not r or r % len(rows) or (dim is not None and r != dim * len(rows)):
+                continue
+            if verify and not _split_qkv.block_diagonal(self.source.get(e.keys["up"]), rows):
+                continue
+            found[e.module] = len(rows)
+        return found
+
+    def as_trained(self, parts: Mapping[str, int]) -> int:
+        """Scale the alpha of each module in ``parts`` (from :meth:`split_qkv`) by its number of parts, so
+        its ΔW is the one kohya trained; returns how many modules changed."""
+        changed = 0
+        for e in self.entries:
+            n = parts.get(e.module)
+            if n and e.alpha is not None:
+                e.alpha *= n
+                changed += 1
+        return changed
 
     def adapter(self, entry: Entry) -> Adapter:
         """Read an entry's tensors and build its adapter."""

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import dataset, inspect, library, loader, merge, routes, stack_report, train
+from . import convert, dataset, inspect, library, loader, merge, routes, stack_report, train
 
 #: node modules; each exposes ``NODES``, a list of io.ComfyNode classes
-NODE_MODULES: list = [loader, dataset, train, inspect, merge, stack_report]
+NODE_MODULES: list = [loader, dataset, train, inspect, merge, convert, stack_report]
 
 
 class LoRALabExtension(ComfyExtension):

@@ -40,3 +40,16 @@ def advanced(inp: io.Input) -> io.Input:
     if ADVANCED_INPUTS:
         inp.advanced = True
     return inp
+
+
+#: how a kohya split_qkv Flux LoRA's fused modules are scaled (see loralab.formats.split_qkv)
+SPLIT_QKV = ("as loaded", "as trained")
+
+
+def split_qkv_input() -> io.Input:
+    """The advanced choice of strength for kohya ``split_qkv`` Flux LoRAs (other files ignore it)."""
+    return advanced(io.Combo.Input(
+        "split_qkv", options=list(SPLIT_QKV), default=SPLIT_QKV[0], optional=True,  # prompts written before it run
+        tooltip="kohya split_qkv Flux LoRAs only (the inspect report says when a file is one): 'as loaded' gives "
+                "their fused q/k/v and linear1 modules the strength ComfyUI's loader gives them (1/3 and 1/4 of "
+                "the trained one); 'as trained' the strength kohya trained them at. Other LoRAs ignore it"))

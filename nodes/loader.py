@@ -127,8 +127,9 @@ def _layout(model: Any) -> tuple[str, ModelLayout] | None:
 
 
 def apply_lora(model: Any, clip: Any, lora_name: str, strength_model: float, strength_clip: float, spec: str,
-               a: float, b: float, seed: int, cache_key: tuple[str, int]) -> tuple[Any, Any, str]:
-    """Apply one LoRA with block weights: (model, clip, info)."""
+               a: float, b: float, seed: int, cache_key: tuple[str, int],
+               split_qkv: str = common.SPLIT_QKV[0]) -> tuple[Any, Any, str]:
+    """Apply one LoRA with block weights: (model, clip, info); ``split_qkv``: see :data:`common.SPLIT_QKV`."""
     found = _layout(model)
     if found is None:
         name = models.model_name(model)
@@ -145,7 +146,8 @@ def apply_lora(model: Any, clip: Any, lora_name: str, strength_model: float, str
     if lora is None:
         lora = loaded.mapped[layout_key] = _mapped(loaded, layout, lora_name)
     plan = plan_application(lora, weights, strength_model, strength_clip, model_arch=arch_id,
-                            clip_connected=clip is not None, label=lora_name)
+                            clip_connected=clip is not None, label=lora_name,
+                            split_qkv_as_trained=split_qkv == "as trained")
     model, clip = apply_plan(plan, loaded.tensors, model, clip)
     if plan.refused:
         log.warning("LoRA Lab: %s: %s", lora_name, plan.refused)
@@ -220,6 +222,7 @@ class LoRALabLoader(io.ComfyNode):
                           "needs clip connected"),
                 _spec("block_weights"),
                 *_token_inputs(),
+                common.split_qkv_input(),
             ],
             outputs=_outputs(),
             hidden=[io.Hidden.unique_id],
@@ -235,9 +238,9 @@ class LoRALabLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, lora_name: str, strength_model: float, strength_clip: float, block_weights: str,
-                a: float, b: float, seed: int, clip=None) -> io.NodeOutput:
+                a: float, b: float, seed: int, clip=None, split_qkv: str = common.SPLIT_QKV[0]) -> io.NodeOutput:
         model, clip, info = apply_lora(model, clip, lora_name, strength_model, strength_clip, block_weights,
-                                       a, b, seed, (_node(cls), 0))
+                                       a, b, seed, (_node(cls), 0), split_qkv)
         return io.NodeOutput(model, clip, info, ui=_ui(info, model))
 
 

@@ -18,8 +18,9 @@ from ..loralab.lora import Lora
 from ..loralab.ops.bake import baked_weights
 from ..loralab.ops.extract import extract
 from ..loralab.ops.lowrank import RANK_MODES, RankRule
-from ..loralab.ops.merge import METHODS, MergeInput, MergeResult, convert, merge, resize
-from .common import CATEGORY, advanced, display_name, node_id, unlisted
+from ..loralab.ops.convert import convert
+from ..loralab.ops.merge import METHODS, MergeInput, MergeResult, merge, resize
+from .common import CATEGORY, SPLIT_QKV, advanced, display_name, node_id, split_qkv_input, unlisted
 from .host.folders import lora_names, output_folder, picked_lora, picked_stamp
 from .host.models import effective_weights, model_layout, required_layout
 from .host.progress import progress_callback
@@ -96,9 +97,13 @@ def _outputs(result: MergeResult, output_name: str) -> io.NodeOutput:
     return io.NodeOutput(result.tensors, saved, report, ui={"text": [report]})
 
 
-def _inputs_from(items, layout) -> list[MergeInput]:
-    return [MergeInput.open(picked_lora(item["lora_name"]), item["weight"], item["block_weights"], layout)
-            for item in items]
+def _inputs_from(items, layout, split_qkv: str) -> list[MergeInput]:
+    inputs = [MergeInput.open(picked_lora(item["lora_name"]), item["weight"], item["block_weights"], layout)
+              for item in items]
+    if split_qkv == "as trained":
+        for inp in inputs:
+            inp.split_qkv_as_trained()
+    return inputs
 
 
 class _PicksOneLora(io.ComfyNode):
@@ -170,6 +175,7 @@ class LoRALabMerge(io.ComfyNode):
                                       tooltip="dare only: seed of its random drops (any number; the same seed "
                                               "gives the same merge)")),
                 *_output_inputs(),
+                split_qkv_input(),
                 MergeList.Input("merge_list", optional=True, tooltip="more LoRAs, from LoRA to Merge nodes"),
                 io.Model.Input("model", optional=True,
                                tooltip="the model these LoRAs are for: needed for models of non-standard size "
@@ -191,13 +197,13 @@ class LoRALabMerge(io.ComfyNode):
     @classmethod
     def execute(cls, lora_name_1, weight_1, block_weights_1, lora_name_2, weight_2, block_weights_2, method,
                 rank_mode, rank, threshold, density, seed, output_name, dtype, merge_list=None,
-                model=None) -> io.NodeOutput:
+                model=None, split_qkv: str = SPLIT_QKV[0]) -> io.NodeOutput:
         items = [{"lora_name": lora_name_1, "weight": weight_1, "block_weights": block_weights_1}]
         if lora_name_2 != NONE:
             items.append({"lora_name": lora_name_2, "weight": weight_2, "block_weights": block_weights_2})
         items += list(merge_list or ())
         layout = model_layout(model) if model is not None else None
-        inputs = _inputs_from(items, layout)
+        inputs = _inputs_from(items, layout, split_qkv)
         base = effective_weights(model, layout) if model is not None else None
         title = _title(output_name, "merged")
         result = merge(inputs, method, None if method == "concat" else _rule(rank_mode, rank, threshold),
@@ -216,16 +222,17 @@ class LoRALabResize(_PicksOneLora):
             description="Resizes a LoRA to a fixed or dynamic rank: per module the best approximation "
                         "(truncated SVD computed from the factors), with the kept energy reported.",
             inputs=[io.Combo.Input("lora_name", options=lora_names(), tooltip=LORA_TIP), *_rank_inputs(16),
-                    *_output_inputs(),
+                    *_output_inputs(), split_qkv_input(),
                     io.Model.Input("model", optional=True,
                                    tooltip="the model the LoRA is for (non-standard sizes, DoRA)")],
             outputs=_lora_outputs(), is_output_node=True,
         )
 
     @classmethod
-    def execute(cls, lora_name, rank_mode, rank, threshold, output_name, dtype, model=None) -> io.NodeOutput:
+    def execute(cls, lora_name, rank_mode, rank, threshold, output_name, dtype, model=None,
+                split_qkv: str = SPLIT_QKV[0]) -> io.NodeOutput:
         layout = model_layout(model) if model is not None else None
-        (inp,) = _inputs_from([{"lora_name": lora_name, "weight": 1.0, "block_weights": ""}], layout)
+        (inp,) = _inputs_from([{"lora_name": lora_name, "weight": 1.0, "block_weights": ""}], layout, split_qkv)
         base = effective_weights(model, layout) if model is not None else None
         title = _title(output_name, None)
         result = resize(inp, _rule(rank_mode, rank, threshold), base=base, dtype=DTYPES[dtype], title=title,
@@ -325,6 +332,7 @@ class LoRALabBake(io.ComfyNode):
                 io.Float.Input("strength", default=1.0, min=-10.0, max=10.0, step=0.01,
                                tooltip="the LoRA's strength, as on a loader (1 as trained)"),
                 io.String.Input("block_weights", default="", tooltip=SPEC_TIP),
+                split_qkv_input(),
                 MergeList.Input("merge_list", optional=True, tooltip="more LoRAs, from LoRA to Merge nodes"),
             ],
             outputs=[io.Model.Output(display_name="model"), io.String.Output(display_name="report")],
@@ -340,12 +348,13 @@ class LoRALabBake(io.ComfyNode):
         return picked_stamp(lora_name)
 
     @classmethod
-    def execute(cls, model, lora_name, strength, block_weights, merge_list=None) -> io.NodeOutput:
+    def execute(cls, model, lora_name, strength, block_weights, merge_list=None,
+                split_qkv: str = SPLIT_QKV[0]) -> io.NodeOutput:
         items = list(merge_list or ())
         if lora_name != NONE:
             items.insert(0, {"lora_name": lora_name, "weight": strength, "block_weights": block_weights})
         layout = required_layout(model, "bakes LoRAs into")
-        inputs = _inputs_from(items, layout)
+        inputs = _inputs_from(items, layout, split_qkv)
         weights = effective_weights(model, layout)
         state = model.model_state_dict()
         patches = {key: ("set", (value.to(state[key].dtype),))

@@ -50,6 +50,19 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
 
+def _add_split_qkv_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--split-qkv", dest="split_qkv", choices=("as-loaded", "as-trained"), default="as-loaded",
+                   help="kohya split_qkv Flux LoRAs: keep the strength every loader gives their fused q/k/v and "
+                        "linear1 modules (as-loaded, 1/3 and 1/4 of the trained one) or write the trained strength "
+                        "(as-trained)")
+
+
+def _split_qkv(args: argparse.Namespace, inputs: list) -> None:
+    if args.split_qkv == "as-trained":
+        for inp in inputs:
+            inp.split_qkv_as_trained()
+
+
 def _title(args: argparse.Namespace) -> str:
     return args.title or os.path.splitext(os.path.basename(args.output))[0]
 
@@ -97,6 +110,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     weights = _per_input(args.weight, len(args.loras), 1.0, "weight")
     specs = _per_input(args.blocks, len(args.loras), "", "blocks")
     inputs = [MergeInput.open(p, w, s, layout) for p, w, s in zip(args.loras, weights, specs)]
+    _split_qkv(args, inputs)
     result = merge(inputs, args.method, _rule(args), density=args.density, seed=args.seed,
                    base=_base(args, layout or inputs[0].lora.layout), dtype=_dtype(args.dtype), title=_title(args),
                    progress=ProgressPrinter("merge", args.quiet))
@@ -112,6 +126,7 @@ def _cmd_resize(args: argparse.Namespace) -> int:
         raise SpecError("give the new rank: --rank N, or --sv-ratio / --sv-fro / --sv-cumulative", key="rank")
     layout = _layout(args)
     inp = MergeInput.open(args.lora, layout=layout)
+    _split_qkv(args, [inp])
     result = resize(inp, rule, base=_base(args, layout or inp.lora.layout), dtype=_dtype(args.dtype),
                     title=args.title, progress=ProgressPrinter("resize", args.quiet))
     return _finish(result, args, started)
@@ -149,6 +164,7 @@ def add_merge(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--density", type=float, default=0.5, help="ties/dare/magnitude: fraction of entries kept")
     p.add_argument("--seed", type=int, default=0, help="seed of the random draws (dare)")
     p.add_argument("--base", help="base model .safetensors, needed for DoRA inputs")
+    _add_split_qkv_option(p)
     _add_output_options(p)
     p.set_defaults(func=_cmd_merge)
 
@@ -158,6 +174,7 @@ def add_resize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("lora", help="LoRA .safetensors file")
     _add_rank_options(p, "the resized LoRA")
     p.add_argument("--base", help="base model .safetensors, needed for DoRA inputs")
+    _add_split_qkv_option(p)
     _add_output_options(p)
     p.set_defaults(func=_cmd_resize)
 

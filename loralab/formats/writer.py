@@ -138,6 +138,16 @@ def network_facts(tensors: Mapping[str, torch.Tensor]) -> tuple[str, str, str]:
     return ("lycoris.kohya" if lycoris else ""), dim, _uniform(alphas)
 
 
+#: metadata that no longer describes a file once its tensors are rewritten: hashes, network facts, recipes
+_STALE_PREFIXES = ("sshs_", "modelspec.hash_", "ss_network_", "loralab.")
+
+
+def carried_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
+    """The metadata of a LoRA that stays true when its tensors are rewritten (training settings,
+    tags, trigger words): everything but hashes, ``ss_network_*`` and LoRA Lab's own recipe."""
+    return {k: v for k, v in metadata.items() if not k.startswith(_STALE_PREFIXES)}
+
+
 def lora_metadata(arch_id: str, tensors: Mapping[str, torch.Tensor], *, title: str,
                   resolution: tuple[int, int] | None = None, prediction_type: str | None = None,
                   trigger_phrase: str | None = None, extra: Mapping[str, str] | None = None,

@@ -192,15 +192,31 @@ class ApplyPlan:
         return "\n".join(lines)
 
 
+def _times(parts: dict[str, int]) -> str:
+    """"3×" or "3× and 4×": the factors a split_qkv correction uses."""
+    return " and ".join(f"{n}×" for n in sorted(set(parts.values())))
+
+
 def plan_application(lora: Lora, weights: BlockWeights, strength_model: float, strength_clip: float, *,
-                     model_arch: str, clip_connected: bool, label: str | None = None) -> ApplyPlan:
-    """Plan applying ``lora`` (opened on the model's own layout) to a model of ``model_arch``."""
+                     model_arch: str, clip_connected: bool, label: str | None = None,
+                     split_qkv_as_trained: bool = False) -> ApplyPlan:
+    """Plan applying ``lora`` (opened on the model's own layout) to a model of ``model_arch``;
+    ``split_qkv_as_trained``: modules of a kohya ``split_qkv`` file get the strength they were trained
+    at (× their number of parts) instead of the one every loader gives them."""
     det = lora.detection
     plan = ApplyPlan(label or lora.source.label, det.format_name, det.arch, model_arch, weights,
                      strength_model, strength_clip, notes=list(det.warnings))
     plan.refused = arch_mismatch(det, model_arch)
     if plan.refused:
         return plan
+    split = lora.split_qkv(verify=True)
+    if split and split_qkv_as_trained:
+        plan.notes.append(f"split_qkv as trained: {len(split)} fused modules at {_times(split)} the strength "
+                          "ComfyUI gives them")
+    elif split:
+        plan.notes.append(f"kohya split_qkv file: {len(split)} fused modules get 1/3 or 1/4 of the strength they "
+                          "were trained at, as in ComfyUI's loader; set split_qkv to 'as trained' for that strength")
+    factors = split if split_qkv_as_trained else {}
     family = ARCHS[model_arch].family
     plan.not_applied += [NotApplied(k, "", "not a tensor of any LoRA format LoRA Lab reads") for k in lora.unrecognized]
     plan.not_applied += [NotApplied(k, "", "belongs to no adapter (its partner tensors are missing)")
@@ -216,6 +232,7 @@ def plan_application(lora: Lora, weights: BlockWeights, strength_model: float, s
             continue
         block = block_of(item.target.key, family)
         w = weights.weight(block)
-        planned = Planned(item, block, w, (strength_model if to_model else strength_clip) * w)
+        strength = (strength_model if to_model else strength_clip) * w * factors.get(e.module, 1)
+        planned = Planned(item, block, w, strength)
         (plan.patches if planned.strength != 0 else plan.zero).append(planned)
     return plan

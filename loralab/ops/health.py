@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
 from ..files.safetensors import round_to_dtype
+from ..formats import split_qkv
 from ..formats.keys import Entry
 from ..formats.metadata import Metadata
 from ..formats.not_lora import not_a_lora, use_instead
@@ -108,11 +109,14 @@ def _metadata_warnings(lora: Lora, md: Metadata) -> list[HealthWarning]:
     elif conv_dim is not None and conv_alpha is None:
         conv_alpha = 1.0  # kohya's default when only conv_dim is given
     ranks, alphas = [], []
+    split = lora.split_qkv()
     for m in lora.items:
         e = m.entry
         r = e.rank()
         if not e.supported or r is None:
             continue
+        if e.module in split:
+            r //= split[e.module]  # one part's rank: what ss_network_dim gives
         wide = _is_wide_conv(m, lora)
         want_rank = conv_dim if wide else dim
         want_alpha = conv_alpha if wide else alpha
@@ -171,6 +175,16 @@ def _unmapped_warnings(lora: Lora) -> list[HealthWarning]:
             + _warning("broken_module", broken, f"{len(broken)} module(s) are incomplete or malformed"))
 
 
+def _split_qkv_warnings(lora: Lora) -> list[HealthWarning]:
+    parts = lora.split_qkv()
+    if not parts:
+        return []
+    entries = {e.module: e for e in lora.entries if e.module in parts}
+    message = split_qkv.describe(parts, {k: e.rank() or 0 for k, e in entries.items()},
+                                 {k: e.alpha for k, e in entries.items()})
+    return _warning("split_qkv", [f"{k}: {n} parts" for k, n in parts.items()], message)
+
+
 def header_warnings(lora: Lora, md: Metadata) -> list[HealthWarning]:
     """Every problem visible from the header and alpha scalars alone."""
     det = lora.detection
@@ -182,6 +196,7 @@ def header_warnings(lora: Lora, md: Metadata) -> list[HealthWarning]:
             + _warning("unknown_arch", unknown_arch, unknown_arch[0] if unknown_arch else "")
             + _alpha_warnings(lora.entries)
             + _metadata_warnings(lora, md)
+            + _split_qkv_warnings(lora)
             + _duplicate_targets(lora)
             + _unmapped_warnings(lora))
 

@@ -41,12 +41,23 @@ class MergeInput:
     block_spec: str = ""
     title: str = ""
     file_hash: str | None = None  # addnet hash (full hex) of the file; AutoV3 is its first 12 digits
+    split_qkv: str | None = None  # a kohya split_qkv file: "as loaded" (1/parts of its trained strength) or "as trained"
     _pending: Future | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.weight):
             raise SpecError(f"weight {self.weight} is not a finite number", path=self.lora.path)
         self.title = self.title or lora_title(self.lora)
+        if self.lora.split_qkv():
+            self.split_qkv = "as loaded"
+
+    def split_qkv_as_trained(self) -> int:
+        """Give the fused modules of a kohya ``split_qkv`` file the strength they were trained at (see
+        :mod:`loralab.formats.split_qkv`); returns how many modules changed (0 for other files)."""
+        parts = self.lora.split_qkv(verify=True)
+        if parts:
+            self.split_qkv = "as trained"
+        return self.lora.as_trained(parts)
 
     @classmethod
     def open(cls, path: str | os.PathLike, weight: float = 1.0, block_spec: str = "",
@@ -74,7 +85,7 @@ class MergeInput:
         h = self.addnet
         return {"title": self.title, "file": os.path.basename(self.lora.path) if self.lora.path else None,
                 "autov3": h[:12] if h else None, "addnet_hash": h, "weight": self.weight,
-                "block_weights": self.block_spec or None}
+                "block_weights": self.block_spec or None, **({"split_qkv": self.split_qkv} if self.split_qkv else {})}
 
 
 def by_target(inputs: Sequence[MergeInput]) -> tuple[dict[str, list[tuple[int, MappedEntry]]], list[str]]:

@@ -35,7 +35,7 @@ number that does not exist is ``null``::
     metadata: {kohya: {...typed}, modelspec: {...}, aitoolkit: {...}, other: {...}, errors: {key: why}}
     warnings: [{code, message, count, items}]            # header-level health warnings; codes:
         not_a_lora, arch_mismatch, unknown_arch, alpha_nonfinite, alpha_not_positive, alpha_far_above_rank,
-        alpha_ignored, rank_vs_metadata, alpha_vs_metadata, duplicate_target, unknown_keys,
+        alpha_ignored, rank_vs_metadata, alpha_vs_metadata, split_qkv, duplicate_target, unknown_keys,
         unmapped_modules, size_mismatch, broken_module
 
 :meth:`Report.to_dict` is the same plus ``blocks`` ({family, measure, relative: bool, items:

@@ -48,17 +48,14 @@ from ..adapters.base import flat
 from ..errors import LoraFormatError, SpecError
 from ..files.safetensors import DTYPES
 from ..formats.model_weights import ModelWeights
-from ..formats.writer import kohya_tensors, lora_metadata, row_placed
+from ..formats.writer import carried_metadata, kohya_tensors, lora_metadata, row_placed
 from ..layouts import ModelLayout, Target
-from ..lora import Lora
 from .inputs import MergeInput, by_target, common_layout
 from .lowrank import SVD, WORK, RankRule, dense_svd, lokr_svd, one_thread, select_rank, svd_of_product
 from .results import SCALED_FACTORS, MergeResult, ModuleReport, Progress, dense_dtype, non_finite
 
 METHODS = ("concat", "svd", "ties", "dare", "magnitude")
 SPARSIFYING = ("ties", "dare", "magnitude")
-#: metadata of an input that a resize keeps (everything but what no longer describes the file)
-_STALE_PREFIXES = ("sshs_", "modelspec.hash_", "ss_network_", "loralab.")
 
 
 @dataclass
@@ -325,7 +322,7 @@ def resize(inp: MergeInput, rule: RankRule, *, base: ModelWeights | None = None,
     """One LoRA at a smaller (or dynamic) rank: its best approximation per module. The input's
     metadata is kept where it still describes the file (training settings, tags, trigger words)."""
     result = merge([inp], "svd", rule, base=base, dtype=dtype, title=title or inp.title, progress=progress)
-    kept = {k: v for k, v in inp.lora.metadata.items() if not k.startswith(_STALE_PREFIXES)}
+    kept = carried_metadata(inp.lora.metadata)
     recipe = json.loads(result.metadata["loralab.recipe"])
     recipe["method"] = "resize"
     ours = {k: v for k, v in result.metadata.items() if k != "modelspec.merged_from"}
@@ -335,27 +332,4 @@ def resize(inp: MergeInput, rule: RankRule, *, base: ModelWeights | None = None,
     return result
 
 
-def convert(lora: Lora, *, title: str, dtype: torch.dtype | None = None,
-            extra_metadata: Mapping[str, str] | None = None) -> MergeResult:
-    """A LoRA from any producer (a LORA_MODEL from a trainer, a file in any naming) as a kohya-format
-    LoRA with true metadata. Exact: every adapter is kept as it is (pieces of a fused weight are
-    joined); refuses, listing them, when some modules cannot be placed."""
-    inp = MergeInput(lora, title=title)
-    layout = common_layout([inp], "resize")
-    problems = [f"{m.entry.module} ({m.reason})" for m in lora.unmapped()]
-    problems += [f"key {k} (not a LoRA key this tool knows)" for k in lora.unrecognized]
-    if problems:
-        raise LoraFormatError(f"{len(problems)} modules cannot be written: " + "; ".join(problems[:5])
-                              + (" ..." if len(problems) > 5 else ""), path=lora.path,
-                              hint="connect the model this LoRA is for, so its layout is known")
-    tensors = kohya_tensors([(m.target, lora.adapter(m.entry)) for m in lora.mapped()], layout,
-                            dtype or default_dtype([inp]))
-    recipe = {"tool": f"LoRA Lab {__version__}", "method": "convert", "source_format": lora.detection.format}
-    meta = lora_metadata(layout.arch.id, tensors, title=title,
-                         extra={"loralab.recipe": json.dumps(recipe), **(extra_metadata or {})})
-    modules = [ModuleReport(m.target.key, 1, m.entry.rank(), m.entry.rank(), 1.0, m.entry.kind) for m in lora.mapped()]
-    return MergeResult(tensors, meta, modules, [], layout.arch.id, "convert", None)
-
-
-__all__ = ["METHODS", "MergeInput", "MergeResult", "ModuleReport", "RankRule", "convert", "default_dtype",
-           "merge", "resize"]
+__all__ = ["METHODS", "MergeInput", "MergeResult", "ModuleReport", "RankRule", "default_dtype", "merge", "resize"]

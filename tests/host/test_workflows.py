@@ -90,6 +90,9 @@ EXPECT = {
                                texts={"LoRALabResize": ("my_style_xl_r16",)}),
     "extract_lora.json": Expect("sd15", loras=("my_finetune_lora.safetensors",),
                                 texts={"LoRALabExtract": ("my_finetune_lora",)}),
+    "convert_folder.json": Expect("sdxl", loras=("converted/my_character_xl.safetensors",
+                                                 "converted/my_detail_xl.safetensors"),
+                                  texts={"LoRALabConvert": ("converted 2 of 2 LoRA(s)",)}),
     "bake_loras.json": Expect("sd15", texts={"LoRALabBake": ("baked from 2 LoRAs",)},
                               outputs=("checkpoints/v1-5_my_style_baked_00001_.safetensors",)),
     "train_lora_sd15.json": Expect("sd15", images=TRAINED, loras=("my_lora_sd15.safetensors",)),
@@ -159,11 +162,14 @@ def put_loras(host, tiny_models, prompt: dict) -> None:
     Lora = host.module("loralab.lora").Lora
     named = {v for node in prompt.values() for k, v in node["inputs"].items()
              if isinstance(v, str) and v.endswith(".safetensors") and "lora_name" in k}
+    folders = {os.path.dirname(n) for n in named if "/" in n}  # a LoRA of a folder brings the folder's others
+    named |= {n for n in LORAS if os.path.dirname(n) in folders}
     for name in named:
-        path = os.path.join(host.folder("loras"), name)
+        path = os.path.join(host.folder("loras"), *name.split("/"))
         if os.path.exists(path):
             continue
         assert name in LORAS, f"the workflow names the LoRA {name!r}: add it to LORAS"
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         arch, fixture_name, seed = LORAS[name]
         _, layout = tiny_layout(host, tiny_models, arch)
         tensors = fit_fixture_to_layout(fixture_name, layout, rank=4, seed=seed)
@@ -224,6 +230,12 @@ def check_lora_loads(host, tiny_models, name: str, arch: str) -> None:
     assert warnings == [] and len(patches) >= len(modules) > 0, (name, warnings, len(patches), len(modules))
 
 
+def _listing(folder: str) -> set[str]:
+    """Every file under ``folder``, as a relative name with "/"."""
+    return {os.path.relpath(os.path.join(root, f), folder).replace(os.sep, "/")
+            for root, _, files in os.walk(folder) for f in files}
+
+
 @pytest.mark.parametrize("name", workflow_files())
 def test_workflow_runs(train_host, tiny_models, name):
     host = train_host
@@ -231,7 +243,7 @@ def test_workflow_runs(train_host, tiny_models, name):
     expect = EXPECT[name]
     prompt = to_api(load_workflow(name), object_info(host))
     prepare(host, tiny_models, prompt, expect)
-    before = set(os.listdir(host.folder("loras")))
+    before = _listing(host.folder("loras"))
     ok, history, messages = host.run_prompt(prompt)
     assert ok, (history, messages)
     for kind, count in expect.images.items():
@@ -240,7 +252,7 @@ def test_workflow_runs(train_host, tiny_models, name):
     for kind, words in expect.texts.items():
         text = "\n".join(t for node in shown(history, prompt, kind, "text") for t in node)
         assert all(w in text for w in words), f"{name}: {kind} shows {text[:2000]!r}, expected {words}"
-    loras = set(os.listdir(host.folder("loras")))
+    loras = _listing(host.folder("loras"))
     assert set(expect.loras) <= loras - before, (name, sorted(loras - before))
     assert not set(expect.absent) & loras, (name, sorted(set(expect.absent) & loras))
     for lora in expect.loras:

@@ -30,6 +30,9 @@ LORAS = {
     "my_character_xl.safetensors": ("sdxl", "diffusers_sdxl_dreambooth_lora", 1),
     "my_detail_xl.safetensors": ("sdxl", "kohya_sdxl_lora", 2),
     "my_style_flux.safetensors": ("flux", "aitoolkit_flux_lora", 0),
+    # a folder of downloads to convert: a format ComfyUI drops, and a kohya one
+    "downloads/my_character_xl.safetensors": ("sdxl", "diffusers_sdxl_dreambooth_lora", 1),
+    "downloads/my_detail_xl.safetensors": ("sdxl", "kohya_sdxl_lora", 2),
 }
 
 

@@ -29,6 +29,7 @@ FIXTURE_MODELS: dict[str, dict[str, str]] = {
     "diffusers_sdxl_dreambooth_lora": {"unet": "sdxl", "clip_l": "clip_l", "clip_g": "clip_g"},
     "kohya_flux_lora": {"unet": "flux_dev"},
     "kohya_flux_lora_with_te1": {"unet": "flux_dev", "clip_l": "clip_l"},
+    "kohya_flux_split_qkv_lora": {"unet": "flux_dev"},
     "kohya_sd15_lora": {"unet": "sd15", "clip_l": "clip_l"},
     "kohya_sdxl_lora": {"unet": "sdxl", "clip_l": "clip_l", "clip_g": "clip_g"},
     "lycoris_sd15_locon_dora": {"unet": "sd15", "clip_l": "clip_l"},

@@ -12,7 +12,8 @@ from loralab.ops.inspect import inspect_lora
 from loralab.layouts import layout_for
 from loralab.lora import Lora
 from loralab.ops.lowrank import RankRule
-from loralab.ops.merge import MergeInput, convert, merge, resize
+from loralab.ops.convert import convert
+from loralab.ops.merge import MergeInput, merge, resize
 from loralab.files.safetensors import save_tensors
 
 TO_Q = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"  # [320, 320]

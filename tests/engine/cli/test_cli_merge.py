@@ -79,3 +79,34 @@ def test_names_from_files_reach_the_terminal_escaped(tmp):
     assert r.returncode == 0, r.stderr
     assert "\x1b" not in r.stdout and "\u202e" not in r.stdout
     assert "proj_in\\x1b[2J" in r.stdout  # the skipped module is listed, escaped
+
+
+def test_split_qkv_files_are_saved_as_loaded_by_default_and_as_trained_on_request(tmp):
+    from loralab_testkit.split_qkv import LINEAR1, META, QKV, kohya_split_file, trained_delta
+    tensors, parts = kohya_split_file()
+    src = save_tensors(os.path.join(tmp, "split.safetensors"), {k: v.float() for k, v in tensors.items()}, META)
+
+    def delta(path, module):
+        with Lora.open(path) as lora:
+            entry = next(e for e in lora.entries if e.module == module)
+            return lora.adapter(entry).delta_flat(torch.float64)
+
+    for flag, divisor in (("as-loaded", {QKV: 3, LINEAR1: 4}), ("as-trained", {QKV: 1, LINEAR1: 1})):
+        out = os.path.join(tmp, f"concat_{flag}.safetensors")
+        r = run("merge", src, "-m", "concat", "--dtype", "fp32", "--split-qkv", flag, "-o", out)
+        assert r.returncode == 0, r.stderr
+        meta = read_header(out).metadata
+        assert json.loads(meta["loralab.recipe"])["inputs"][0]["split_qkv"] == flag.replace("-", " ")
+        assert "ss_network_args" not in meta  # the output is no split file: nobody corrects it twice
+        with Lora.open(out) as merged:
+            assert merged.split_qkv() == {}
+        for module in (QKV, LINEAR1):
+            want = trained_delta(*[[t.float().double() for t in ts] for ts in parts[module]]) / divisor[module]
+            torch.testing.assert_close(delta(out, module), want, rtol=1e-5, atol=1e-9)
+
+    out = os.path.join(tmp, "resized.safetensors")
+    r = run("resize", src, "--rank", "64", "--dtype", "fp32", "--split-qkv", "as-trained", "-o", out)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(read_header(out).metadata["loralab.recipe"])["inputs"][0]["split_qkv"] == "as trained"
+    want = trained_delta(*[[t.float().double() for t in ts] for ts in parts[QKV]])
+    torch.testing.assert_close(delta(out, QKV), want, rtol=1e-4, atol=1e-8)

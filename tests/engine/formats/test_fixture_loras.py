@@ -9,13 +9,16 @@ import pytest
 from loralab.lora import Lora
 from loralab_testkit import FIXTURE_MODELS, LORA_FIXTURES, FixtureSource, fixture, materialize, model_shapes
 
-#: fixture -> (format, arch, {algorithm: modules}, rank, alpha) as the producers wrote them (fixture notes)
+#: fixture -> (format, arch, {algorithm: modules}, rank (or the set of ranks), alpha) as the producers wrote
+#: them (fixture notes)
 EXPECTED = {
     "aitoolkit_flux_lora": ("aitoolkit", "flux", {"LoRA": 494}, 16, None),
     "comfyui_trainer_sd15_lora": ("comfyui", "sd1", {"LoRA": 230, "LoCon": 52, "Full diff": 404}, 8, 1.0),
     "diffusers_sdxl_dreambooth_lora": ("diffusers_dreambooth", "sdxl", {"LoRA": 560}, 4, None),
     "kohya_flux_lora": ("kohya", "flux", {"LoRA": 304}, 16, 16.0),
     "kohya_flux_lora_with_te1": ("kohya", "flux", {"LoRA": 376}, 16, 16.0),
+    # split_qkv: fused qkv modules hold 3 rank-16 parts, single blocks' linear1 4
+    "kohya_flux_split_qkv_lora": ("kohya", "flux", {"LoRA": 304}, {16, 48, 64}, 16.0),
     "kohya_sd15_lora": ("kohya", "sd1", {"LoRA": 264}, 16, 8.0),
     "kohya_sdxl_lora": ("kohya", "sdxl", {"LoRA": 986}, 32, 16.0),
     "lycoris_sd15_locon_dora": ("lycoris", "sd1", {"LoRA + DoRA": 302, "LoCon + DoRA": 52}, 16, 8.0),
@@ -74,7 +77,7 @@ def test_fixture_at_full_size(name):
     assert not lora.detection.warnings
     assert _algorithms(lora) == algos
     weight_entries = [e for e in lora.entries if e.kind != "diff"]
-    assert {e.rank() for e in weight_entries} == {rank}
+    assert {e.rank() for e in weight_entries} == (rank if isinstance(rank, set) else {rank})
     assert {e.alpha for e in weight_entries} == {alpha}
     _accounted(lora, fixture("loras", name)["tensors"])
     _check_targets(name, lora)
@@ -89,7 +92,7 @@ def test_fixture_as_real_file(name, tmp):
         assert (lora.detection.format, lora.detection.arch) == (fmt, arch_id)
         assert _algorithms(lora) == algos
         weight_entries = [e for e in lora.entries if e.kind != "diff"]
-        assert {e.rank() for e in weight_entries} == {min(rank, 2)}
+        assert {e.rank() for e in weight_entries} == {min(min(rank) if isinstance(rank, set) else rank, 2)}
         assert {e.alpha for e in weight_entries} == {alpha}
         assert lora.metadata == fixture("loras", name).get("metadata", {})
         _accounted(lora, fixture("loras", name)["tensors"])

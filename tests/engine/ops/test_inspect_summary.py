@@ -20,6 +20,7 @@ EXPECTED = {
     "diffusers_sdxl_dreambooth_lora": ("diffusers_dreambooth", "sdxl", {"LoRA": 560}, (560, 0, 0), {"unet": 560}, True),
     "kohya_flux_lora": ("kohya", "flux", {"LoRA": 304}, (304, 0, 0), {"unet": 304}, False),
     "kohya_flux_lora_with_te1": ("kohya", "flux", {"LoRA": 376}, (376, 0, 0), {"unet": 304, "clip_l": 72}, False),
+    "kohya_flux_split_qkv_lora": ("kohya", "flux", {"LoRA": 304}, (304, 0, 0), {"unet": 304}, False),
     "kohya_sd15_lora": ("kohya", "sd1", {"LoRA": 264}, (264, 0, 0), {"unet": 192, "clip_l": 72}, False),
     "kohya_sdxl_lora": ("kohya", "sdxl", {"LoRA": 986}, (986, 0, 0), {"unet": 722, "clip_l": 72, "clip_g": 192},
                         False),

@@ -13,7 +13,8 @@ from loralab.files.hashes import addnet_hash
 from loralab.layouts import ModelLayout
 from loralab.lora import Lora
 from loralab.ops.lowrank import RankRule, one_thread
-from loralab.ops.merge import MergeInput, convert, merge, resize
+from loralab.ops.convert import convert
+from loralab.ops.merge import MergeInput, merge, resize
 from loralab.formats.model_weights import ModelWeights
 from loralab.files.safetensors import read_header, save_tensors
 from loralab_testkit import fixture_tensors, materialize

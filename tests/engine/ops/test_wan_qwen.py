@@ -14,7 +14,8 @@ from loralab.lora import Lora
 from loralab.ops.apply import plan_application
 from loralab.ops.inspect import summarize
 from loralab.ops.lowrank import RankRule, one_thread
-from loralab.ops.merge import MergeInput, convert, merge, resize
+from loralab.ops.convert import convert
+from loralab.ops.merge import MergeInput, merge, resize
 from loralab_testkit import FixtureSource, fit_fixture_to_layout, fixture, materialize
 
 from engine.ops.test_merge import Probes, assert_same, reference, response
