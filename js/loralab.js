@@ -1,5 +1,6 @@
 // LoRA Lab's frontend extension: the metadata panel on nodes that pick a LoRA (with the coverage
-// doctor's line where the node applies LoRAs to a model), the block-weight editor on nodes with a
+// doctor's line where the node applies LoRAs to a model, and on the Loader the library's filter:
+// search by trigger word, LoRAs that fit the graph's model), the block-weight editor on nodes with a
 // block-weight spec, the LoRA rows of the Stack and the Stack Report, the live loss chart on
 // training nodes, and the text report of nodes that return one. Every string from a file or the
 // server reaches the page through textContent (js/lib/dom.js); there is no HTML built from data anywhere.
@@ -7,6 +8,8 @@
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { attachBlockEditor } from "./block_editor.js";
+import { reportedArch } from "./lib/library.js";
+import { attachLibraryFilter, requestRescan } from "./library_picker.js";
 import { attachLossChart } from "./loss_chart.js";
 import { attachInfoPanel } from "./metadata_panel.js";
 import { reportText, showReport } from "./report_view.js";
@@ -63,6 +66,7 @@ function sync() {
     node.loralab?.panel?.checkModel();
     node.loralab?.editor?.refresh();
     node.loralab?.rows?.refresh();
+    node.loralab?.library?.sync();
   }
 }
 
@@ -80,7 +84,11 @@ function migrateSlots() {
 }
 
 function revalidateAll() {
-  for (const node of allNodes()) node.loralab?.panel?.refresh();
+  requestRescan();
+  for (const node of allNodes()) {
+    node.loralab?.panel?.refresh();
+    node.loralab?.library?.refresh();
+  }
 }
 
 function chartOf(node) {
@@ -152,6 +160,7 @@ app.registerExtension({
       this.loralab.rows = attachStackRows(this, nodeData);
       if (!this.loralab.rows) {  // a node with rows edits their block weights as text
         this.loralab.panel = attachInfoPanel(this);
+        this.loralab.library = attachLibraryFilter(this, this.loralab.panel, nodeData.name);
         this.loralab.editor = attachBlockEditor(this, this.loralab.panel);
       }
       if (TRAINING.has(nodeData.name)) chartOf(this);
@@ -168,6 +177,12 @@ app.registerExtension({
       this.loralab?.panel?.checkModel();
     });
     chain(nodeType.prototype, "onExecuted", function (output) {
+      const arch = reportedArch(output);
+      if (arch && this.loralab) {
+        // the model this node patched: library filters downstream now know the graph's base model
+        this.loralab.modelArch = arch;
+        for (const node of allNodes()) node.loralab?.library?.sync();
+      }
       const text = reportText(output);
       if (text !== null && this.loralab) showReport(this, text);
     });

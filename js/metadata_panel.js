@@ -69,12 +69,16 @@ async function useWord(node, word, chip, event) {
 }
 
 /** Add the panel to a node that has LoRA pickers. Returns {refresh(), sync(), checkModel(),
- * info(suffix), onInfo(fn)} or null when the node has no picker. ``suffix`` is "" or "_<i>". */
+ * info(suffix), onInfo(fn), prepend(element)} or null when the node has no picker. ``suffix`` is ""
+ * or "_<i>"; ``prepend`` puts an element above the entries for good (the library filter). */
 export function attachInfoPanel(node) {
   const pickers = (node.widgets ?? []).filter((w) => PICKER.test(w.name) && w.type === "combo");
   if (pickers.length === 0) return null;
   const root = document.createElement("div");
   root.className = "loralab-panel";
+  const list = document.createElement("div");
+  list.className = "loralab-entries";
+  root.appendChild(list);
   // room for an entry expanded with its details open (their fold scrolls past 240 px)
   addContentWidget(node, "loralab_info", root, { fallbackHeight: 44 * pickers.length, maxHeight: 960 });
   const listeners = [];
@@ -100,7 +104,7 @@ export function attachInfoPanel(node) {
   const doctorOn = inputs.has("model") && inputs.has("clip");
 
   const render = () => {
-    root.replaceChildren(...entries.map((e) => renderInfo(document, e.state, {
+    list.replaceChildren(...entries.map((e) => renderInfo(document, e.state, {
       toggle: () => {
         e.state.expanded = !e.state.expanded;
         render();
@@ -230,5 +234,6 @@ export function attachInfoPanel(node) {
     checkModel: () => entries.forEach((e) => checkDoctor(e)),
     info: (suffix) => entries.find((e) => e.suffix === suffix)?.info ?? null,
     onInfo: (fn) => listeners.push(fn),
+    prepend: (element) => root.insertBefore(element, list),
   };
 }

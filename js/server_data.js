@@ -2,9 +2,10 @@
 // with the pack). LoRA summaries and coverage verdicts are cached with the files' identity (the
 // routes' ETag, size and mtime) and revalidated on every ask: a 304 keeps the copy, a rewritten file
 // brings its new answer, a deleted one is a 404 (``err.status``). Failures are not cached, so a retry
-// can succeed.
+// can succeed. The library's listings are asked for anew each time (the worker may have hashed more since).
 
 import { api } from "../../scripts/api.js";
+import { libraryRoute } from "./lib/library.js";
 
 const MAX_CACHED = 64;
 /** Details answers are hundreds of KB for an SDXL LoRA: few are kept. */
@@ -100,4 +101,10 @@ export function blockCatalog(arch = "") {
  * ({run, events, saved}) (GET /loralab/train_progress); never cached. */
 export function trainProgress(node = null) {
   return getJson(`/loralab/train_progress${node === null ? "" : `?node=${encodeURIComponent(node)}`}`);
+}
+
+/** The LoRA library filtered by base model and search words (GET /loralab/library); never cached.
+ * ``rescan`` also asks the server to scan the loras folders again. */
+export function libraryListing({ arch = "", query = "", rescan = false } = {}) {
+  return getJson(libraryRoute({ arch, query, rescan }));
 }

@@ -5,6 +5,20 @@ const CSS = `
 .loralab-widget * { box-sizing: border-box; }
 .loralab-panel, .loralab-blocks, .loralab-loss { display: flex; flex-direction: column; gap: 4px; padding: 4px 6px;
   background: var(--comfy-input-bg, #222); border-radius: 6px; }
+.loralab-entries { display: flex; flex-direction: column; gap: 4px; }
+.loralab-library { display: flex; flex-direction: column; gap: 3px; padding-bottom: 4px; border-bottom: 1px solid var(--border-color, #444); }
+.loralab-search { flex: 1; min-width: 0; font: inherit; color: inherit; background: var(--comfy-menu-bg, #333);
+  border: 1px solid var(--border-color, #555); border-radius: 4px; padding: 1px 5px; }
+.loralab-library[data-kind="idle"] .loralab-library-status { display: none; }
+.loralab-results { display: flex; flex-direction: column; gap: 1px; max-height: 170px; overflow-y: auto; }
+.loralab-result { display: flex; flex-direction: column; align-items: flex-start; text-align: left; font: inherit; color: inherit;
+  background: transparent; border: 1px solid transparent; border-radius: 4px; padding: 1px 5px; cursor: pointer; }
+.loralab-result:hover { border-color: #8af; }
+.loralab-current { border-color: var(--border-color, #555); background: var(--comfy-menu-bg, #333); }
+.loralab-result-name, .loralab-result-detail { max-width: 100%; overflow: hidden; text-overflow: ellipsis; white-space: nowrap;
+  unicode-bidi: isolate; }
+.loralab-result-detail { color: var(--descrip-text, #999); font-size: 10px; }
+.loralab-flagged .loralab-result-name { color: #fb4; }
 .loralab-info + .loralab-info { border-top: 1px solid var(--border-color, #444); padding-top: 4px; }
 .loralab-head { display: flex; align-items: center; gap: 6px; min-width: 0; }
 .loralab-compact { flex: 1; min-width: 0; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import compare, convert, dataset, inspect, loader, merge, routes, stack_report, train
+from . import compare, convert, dataset, inspect, library, loader, merge, routes, stack_report, train
 
 #: node modules; each exposes ``NODES``, a list of io.ComfyNode classes
 NODE_MODULES: list = [loader, dataset, train, inspect, merge, convert, stack_report, compare]
@@ -18,10 +18,11 @@ class LoRALabExtension(ComfyExtension):
 
 async def comfy_entrypoint() -> LoRALabExtension:
     """ComfyUI's V3 entry point: logs what this ComfyUI supports (see host.compat), registers the
-    HTTP routes and returns the nodes."""
+    HTTP routes, starts the LoRA library's background scan and returns the nodes."""
     import server
 
     from .host.compat import HOST
     HOST.log_support()
     routes.register(server.PromptServer.instance)
+    library.start()
     return LoRALabExtension()

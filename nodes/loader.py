@@ -16,7 +16,7 @@ from typing import Any
 import comfy.utils
 import folder_paths
 import torch
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 
 from ..loralab.blocks.spec import BlockWeights, load_presets, parse_block_weights
 from ..loralab.errors import SafetensorsError, SpecError
@@ -200,6 +200,13 @@ def _token_inputs() -> list[io.Input]:
     ]
 
 
+def _ui(info: str, model: Any) -> dict:
+    """What the node shows (its report) and tells the frontend: the architecture of the model it
+    patched (``loralab_model_arch``), so the LoRA picker can offer the LoRAs that fit it."""
+    arch_id = models.model_arch(model)
+    return {"text": (info,), **({"loralab_model_arch": (arch_id,)} if arch_id else {})}
+
+
 def _outputs() -> list[io.Output]:
     return [io.Model.Output("MODEL"), io.Clip.Output("CLIP"),
             io.String.Output("info", display_name="info",
@@ -246,7 +253,7 @@ class LoRALabLoader(io.ComfyNode):
                 a: float, b: float, seed: int, clip=None, split_qkv: str = common.SPLIT_QKV[0]) -> io.NodeOutput:
         model, clip, info = apply_lora(model, clip, lora_name, strength_model, strength_clip, block_weights,
                                        a, b, seed, (_node(cls), 0), split_qkv)
-        return io.NodeOutput(model, clip, info, ui=ui.PreviewText(info))
+        return io.NodeOutput(model, clip, info, ui=_ui(info, model))
 
 
 class LoRALabStack(io.ComfyNode):
@@ -299,7 +306,7 @@ class LoRALabStack(io.ComfyNode):
                                            row.block_weights, a, b, seed, (_node(cls), n))
             reports.append(f"[{n}] {info}")
         info = "\n\n".join(reports) or "no LoRA on: add a row with + Add LoRA (or turn one on)"
-        return io.NodeOutput(model, clip, info, ui=ui.PreviewText(info))
+        return io.NodeOutput(model, clip, info, ui=_ui(info, model))
 
 
 NODES = [LoRALabLoader, LoRALabStack]

@@ -21,6 +21,14 @@
 * ``GET /loralab/blocks?arch=<id>``: the block-weight editor's catalog of one arch
   (:func:`loralab.blocks.catalog.block_catalog`: blocks, families, vector forms, presets resolved per
   block); without an arch, the arch ids and names it knows; an unknown arch id is a 404.
+* ``GET /loralab/library?arch=<id>&q=<words>``: the LoRA library (:meth:`nodes.library.Service.listing`):
+  the background worker's status (scanning, hashing progress), and the LoRAs the pickers offer that
+  the index knows, with their header facts, hashes, flags (duplicate, wrong embedded hash) and
+  imported names and trigger words; ``arch`` keeps those that fit a model of that architecture (an
+  unknown id is a 400), ``q`` those whose name, title or trigger words hold every word, ``limit``
+  sends the first so many (``matched`` counts them all); ``rescan=1`` asks the worker to scan the
+  folders again (it answers at once, with the index as it
+  is). ``503`` where the index could not be opened (the server log says why).
 * ``GET /loralab/train_progress?node=<id>``: the progress events of the last training run of a
   node (:func:`nodes.host.training.train_progress`: {node, run, events, saved}), kept in memory so
   a reloaded page redraws its loss chart (no events when the node has trained nothing since the
@@ -45,11 +53,15 @@ from ..loralab.ops.coverage import ModelFile, diagnose_files, unknown_model_dict
 from ..loralab.ops.inspect import summarize
 from .host.compat import HOST
 from .host.folders import lora_file, model_file
+from .library import service as library_service
 
 LORA_INFO = "/loralab/lora_info"
 COVERAGE = "/loralab/coverage"
 BLOCKS = "/loralab/blocks"
 TRAIN_PROGRESS = "/loralab/train_progress"
+LIBRARY = "/loralab/library"
+#: the longest search text the library route takes
+MAX_QUERY = 200
 _REGISTERED: set[int] = set()
 
 
@@ -193,6 +205,26 @@ async def train_progress(request: web.Request) -> web.Response:
     return web.json_response(found, dumps=lambda d: json.dumps(d, allow_nan=False, default=str))
 
 
+async def library(request: web.Request) -> web.Response:
+    """The LoRA library, filtered by model architecture and search words; asks for a rescan on ``rescan=1``."""
+    svc = library_service()
+    if svc is None:
+        return _error(503, "the LoRA library is off: its index could not be opened (see the server log)")
+    arch_id = request.query.get("arch", "").strip() or None
+    if arch_id is not None and arch_id not in ARCHS:
+        return _error(400, f"unknown architecture {arch_id[:50]!r}; known: {', '.join(ARCHS)}")
+    limit = request.query.get("limit", "")
+    if limit and not (limit.isdigit() and 0 < int(limit) <= 100_000):
+        return _error(400, f"limit must be a whole number from 1 to 100000, not {limit[:20]!r}")
+    if request.query.get("rescan") == "1":
+        svc.worker.request_scan()
+    data = await asyncio.get_running_loop().run_in_executor(None, svc.listing, arch_id,
+                                                            request.query.get("q", "")[:MAX_QUERY],
+                                                            int(limit) if limit else None)
+    return web.json_response(data, headers={"Cache-Control": "no-cache"},
+                             dumps=lambda d: json.dumps(d, ensure_ascii=False, allow_nan=False))
+
+
 def register(server) -> None:
     """Add the routes to ComfyUI's ``PromptServer`` (once per server, however often it is called)."""
     if id(server) in _REGISTERED:
@@ -202,3 +234,4 @@ def register(server) -> None:
     server.routes.get(COVERAGE)(coverage)
     server.routes.get(BLOCKS)(blocks)
     server.routes.get(TRAIN_PROGRESS)(train_progress)
+    server.routes.get(LIBRARY)(library)

@@ -2,8 +2,10 @@
 
 * the engine (``loralab/``) never imports ComfyUI, nor the node layer;
 * engine layers import only layers below them: errors < files < layouts < adapters < formats, blocks
-  < lora (the facade) < ops < train < cli; blocks and formats never import each other, and no layer
-  imports ops, train or cli but those above them;
+  < lora (the facade) < ops < train, library < cli; blocks and formats never import each other, nor
+  do train and library (the index of LoRA files reads headers and hashes through ops and below; it
+  neither trains nor is needed by training), and no layer imports ops, train, library or cli but
+  those above them;
 * no import cycle, between layers or between modules;
 * the pack imports itself relatively (ComfyUI loads it under any folder name), and ComfyUI's
   model, weight, patching and training internals are reached from ``nodes/host/`` only.
@@ -25,7 +27,7 @@ HOST_INTERNALS = ("comfy.lora", "comfy.lora_convert", "comfy.sd", "comfy.model_p
 
 #: engine layers, lowest first; a module may import its own layer and those of lower rank only
 LAYERS = {"errors": 0, "files": 1, "layouts": 2, "adapters": 3, "formats": 4, "blocks": 4, "lora": 5, "ops": 6,
-          "train": 7, "cli": 8}
+          "train": 7, "library": 7, "cli": 8}
 #: the package root (``loralab/__init__.py``: the version) is importable from every layer
 ROOT_LAYER = "loralab"
 

@@ -9,13 +9,14 @@ from .. import __version__
 from .convert import add_convert
 from .demo import add_demo
 from .inspect import add_inspect
+from .library import add_library
 from .merge import MERGE_COMMANDS
 from .stack_report import add_stack_report
 
 
 #: every sub-command registers itself here
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_demo, add_inspect, *MERGE_COMMANDS, add_convert,
-                                                                 add_stack_report]
+                                                                  add_stack_report, add_library]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,8 +29,7 @@ def write_demo_lora(path: str, arch_id: str, kind: str, rank: int, seed: int) ->
     import torch
 
     from ..adapters import LoHa, LoRA
-    from ..files.safetensors import save_tensors
-    from ..formats.writer import kohya_tensors, lora_metadata
+    from ..formats.writer import kohya_tensors, lora_metadata, save_with_hashes
     from ..layouts import Target, layout_for
     layout = layout_for(arch_id)
     g = torch.Generator().manual_seed(seed)
@@ -51,7 +50,7 @@ def write_demo_lora(path: str, arch_id: str, kind: str, rank: int, seed: int) ->
         items.append((Target(key), adapter))
     tensors = kohya_tensors(items, layout, torch.float16)
     title = os.path.splitext(os.path.basename(path))[0]
-    return save_tensors(path, tensors, lora_metadata(arch_id, tensors, title=title), overwrite=True)
+    return save_with_hashes(path, tensors, lora_metadata(arch_id, tensors, title=title), overwrite=True)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -18,8 +18,9 @@ def terminal_safe(text: str) -> str:
 class ProgressPrinter:
     """Progress on stderr for long runs: a live line on a terminal, else a line every few seconds."""
 
-    def __init__(self, label: str, quiet: bool = False, every: float = 2.0) -> None:
+    def __init__(self, label: str, quiet: bool = False, every: float = 2.0, unit: str = "modules") -> None:
         self.label = label
+        self.unit = unit
         self.quiet = quiet
         self.every = every
         self.start = time.monotonic()
@@ -31,7 +32,7 @@ class ProgressPrinter:
         if self.quiet or (done < total and now - self.last < (0.2 if self.tty else self.every)):
             return
         self.last = now
-        msg = f"{self.label}: {done}/{total} modules ({now - self.start:.1f} s)"
+        msg = f"{self.label}: {done}/{total} {self.unit} ({now - self.start:.1f} s)"
         if self.tty:
             print("\r" + msg, end="\n" if done == total else "", file=sys.stderr, flush=True)
         elif done < total or now - self.start >= self.every:

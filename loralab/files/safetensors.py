@@ -503,13 +503,16 @@ class SafetensorsWriter:
         self._spools[itemsize] = (f, used + len(data))
         self._entries[name] = (dtype, tuple(t.shape), itemsize, used)
 
-    def finish(self, metadata: Mapping[str, str] | None = None) -> str:
-        """Write header and data to the destination atomically; returns the path."""
+    def _order(self) -> list[int]:
+        """Element sizes of the spools, in the order their data is written (largest first)."""
+        return sorted(self._spools, reverse=True)
+
+    def _header(self, metadata: Mapping[str, str] | None) -> bytes:
+        """The JSON header (padded to 8 bytes) the file gets with this metadata."""
         meta = _validate_metadata(metadata, self.path)
-        order = sorted(self._spools, reverse=True)
         base: dict[int, int] = {}
         total = 0
-        for itemsize in order:
+        for itemsize in self._order():
             base[itemsize] = total
             total += self._spools[itemsize][1]
         header: dict[str, object] = {}
@@ -521,12 +524,29 @@ class SafetensorsWriter:
             start = base[itemsize] + off
             header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [start, start + nbytes]}
         raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        raw += b" " * (-len(raw) % 8)
+        return raw + b" " * (-len(raw) % 8)
+
+    def data_start(self, metadata: Mapping[str, str] | None = None) -> int:
+        """Where the tensor data will begin in the file written with this metadata."""
+        return 8 + len(self._header(metadata))
+
+    def data_chunks(self, chunk: int = 16 << 20) -> Iterator[bytes]:
+        """The tensor data added so far, in the order the file will hold it (read from the spools)."""
+        for itemsize in self._order():
+            f, _ = self._spools[itemsize]
+            f.flush()
+            f.seek(0)
+            while block := f.read(chunk):
+                yield block
+
+    def finish(self, metadata: Mapping[str, str] | None = None) -> str:
+        """Write header and data to the destination atomically; returns the path."""
+        raw = self._header(metadata)
         try:
             with atomic_write(self.path, overwrite=self.overwrite) as out:
                 out.write(struct.pack("<Q", len(raw)))
                 out.write(raw)
-                for itemsize in order:
+                for itemsize in self._order():
                     f, _ = self._spools[itemsize]
                     f.flush()
                     f.seek(0)

@@ -7,11 +7,9 @@ kohya module on the fused weight: the down matrices stacked, the up matrices blo
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import math
 import os
-import uuid
 from collections import defaultdict
 from typing import Iterable, Mapping
 
@@ -21,9 +19,8 @@ from ..adapters import Adapter, Diff, LoRA, dora
 from ..adapters.base import ALPHA_SUFFIX
 from ..adapters.diff import DIFF
 from ..errors import LoraFormatError
-from ..files.atomic import TEMP_SUFFIX, prepare_folder, temp_prefix
-from ..files.hashes import LEGACY_OFFSET, file_hashes
-from ..files.safetensors import TORCH_TO_NAME, SafetensorsWriter, read_header, save_tensors
+from ..files.hashes import LEGACY_OFFSET, StreamHasher
+from ..files.safetensors import TORCH_TO_NAME, SafetensorsWriter
 from ..layouts import DIFFUSION_PREFIX, ModelLayout, Target
 from .keys import group_keys
 from ..layouts.archs import arch
@@ -195,28 +192,27 @@ def save_lora(path: str | os.PathLike, items: Iterable[tuple[Target, Adapter]], 
 
 
 #: the hashes :func:`save_with_hashes` embeds, with placeholders of their final length
-HASH_PLACEHOLDERS = {"sshs_model_hash": "0" * 64, "sshs_legacy_hash": "0" * 8}
+HASH_PLACEHOLDERS = {"sshs_model_hash": "0" * 64, "modelspec.hash_sha256": "0x" + "0" * 64, "sshs_legacy_hash": "0" * 8}
 
 
-def save_with_hashes(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> str:
-    """Write a LoRA file (atomic; never overwrites) whose metadata holds its own hashes, as
-    :mod:`loralab.files.hashes` computes them from the finished file: ``sshs_model_hash`` (the
-    addnet / AutoV3 hash of the tensor data) and ``sshs_legacy_hash`` (A1111's old hash of the
-    64 KiB at 1 MiB; left out when the header reaches into those bytes, since no value could then
-    equal the file's). A draft with placeholders of the same length is written and hashed first:
-    the values' bytes lie in the header, so the hashed bytes of the draft and the file are equal.
-    The whole-file sha256 (AutoV2) cannot be inside the file it hashes."""
-    dest = os.path.abspath(os.fspath(path))
-    prepare_folder(os.path.dirname(dest), dest)
-    draft = os.path.join(os.path.dirname(dest), temp_prefix(dest, "hash") + uuid.uuid4().hex + TEMP_SUFFIX)
-    try:
-        save_tensors(draft, tensors, {**metadata, **HASH_PLACEHOLDERS})
-        hashes = file_hashes(draft)
-        header_end = read_header(draft).data_start
-    finally:
-        with contextlib.suppress(FileNotFoundError):  # a failed draft write leaves none
-            os.unlink(draft)
-    meta = {**metadata, "sshs_model_hash": hashes.addnet}
-    if header_end <= LEGACY_OFFSET:
-        meta["sshs_legacy_hash"] = hashes.legacy
-    return save_tensors(dest, tensors, meta)
+def save_with_hashes(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], *,
+                     overwrite: bool = False) -> str:
+    """Write a LoRA file (atomic; never overwrites unless asked) whose metadata holds its own
+    hashes, equal to what :mod:`loralab.files.hashes` computes from the finished file:
+    ``sshs_model_hash`` and ``modelspec.hash_sha256`` (the addnet / AutoV3 hash of the tensor data;
+    the second with SAI's ``0x`` prefix) and ``sshs_legacy_hash`` (A1111's old hash of the 64 KiB at
+    1 MiB; left out when the header reaches into those bytes, since no value could then equal the
+    file's). The tensor data is hashed as spooled, before the header is written: with placeholders
+    of the values' length the header, and so where the data begins, is known in advance. The
+    whole-file sha256 (AutoV2) cannot be inside the file it hashes."""
+    with SafetensorsWriter(path, overwrite=overwrite) as w:
+        for name, t in tensors.items():
+            w.add(name, t)
+        data_start = w.data_start({**metadata, **HASH_PLACEHOLDERS})
+        stream = StreamHasher(data_start, start=data_start, whole=False).feed(w.data_chunks())
+        meta = {**metadata, "sshs_model_hash": stream.addnet, "modelspec.hash_sha256": "0x" + stream.addnet}
+        if data_start <= LEGACY_OFFSET:
+            meta["sshs_legacy_hash"] = stream.legacy_hash
+        else:
+            meta.pop("sshs_legacy_hash", None)
+        return w.finish(meta)

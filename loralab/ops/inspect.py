@@ -44,8 +44,9 @@ types; a number that does not exist is ``null``::
 
 :meth:`Report.to_dict` is the same plus ``blocks`` ({family, measure, relative: bool, items:
 [{block, norm, modules, base_norm, relative, inexact, nonfinite, unmeasured}]}, or null),
-``hashes`` ({sha256, autov2, addnet, autov3, legacy, stored_addnet, stored_legacy, addnet_matches,
-legacy_matches}, or null), and ``warnings`` including the tensor-level ones (nonfinite_values, all_zero).
+``hashes`` ({sha256, autov2, addnet, autov3, legacy, stored_addnet, stored_legacy, stored_spec,
+addnet_matches, legacy_matches, spec_matches}, or null), and ``warnings`` including the tensor-level
+ones (nonfinite_values, all_zero).
 
 :meth:`Summary.panel_dict` is the metadata panel's answer (the route's default, a few KB whatever
 the number of modules): ``schema``, ``verdict``, ``not_lora``, ``name``, ``path``, ``file_size``,
@@ -534,6 +535,9 @@ class Report:
             stored = {True: " (matches sshs_model_hash)", False: " (differs from the stored sshs_model_hash: the "
                       "tensor data is not what the trainer saved)", None: ""}[h.addnet_matches]
             lines.append(f"addnet {h.addnet}  AutoV3 {h.autov3}{stored}")
+            if h.spec_matches is False:
+                lines.append("modelspec.hash_sha256 differs from the addnet hash: the tensor data is not what the "
+                             "writer hashed")
             lines.append(f"legacy {h.legacy}")
         return "\n".join(lines + _warning_lines(self.warnings))
 

@@ -11,8 +11,8 @@ from typing import Callable
 
 import torch
 
-from ..files.safetensors import save_tensors
 from ..formats.keys import Entry
+from ..formats.writer import save_with_hashes
 from .lowrank import WORK, RankRule
 
 #: dense per-module work (full diffs, DoRA, sparsifying merges) is done in float64 up to this many
@@ -60,9 +60,10 @@ class MergeResult:
     path: str | None = None
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> str:
-        """Write the file atomically; never overwrites unless asked."""
-        self.path = save_tensors(path, {k: self.tensors[k] for k in sorted(self.tensors)}, self.metadata,
-                                 overwrite=overwrite)
+        """Write the file atomically, its own hashes in its metadata (see
+        :func:`~loralab.formats.writer.save_with_hashes`); never overwrites unless asked."""
+        self.path = save_with_hashes(path, {k: self.tensors[k] for k in sorted(self.tensors)}, self.metadata,
+                                     overwrite=overwrite)
         return self.path
 
     def report(self) -> str:

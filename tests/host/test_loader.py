@@ -347,6 +347,8 @@ def test_nodes_run_in_the_real_executor(host, tiny_models, models):
                                  "block_weights": "", "a": 1.0, "b": 1.0, "seed": 0}}})
     assert (ours["sum"], ours["abs_sum"], ours["num_patches"]) == (core["sum"], core["abs_sum"], core["num_patches"])
     assert ours["num_patches"] > 100
+    # the frontend learns the model's architecture (the LoRA picker's "fits this model" filter)
+    assert list(host.executor.history_result["outputs"]["2"]["loralab_model_arch"]) == ["sdxl"]
 
     rows = [{"on": True, "lora": first, "strength_model": 1.0, "strength_clip": 1.0, "block_weights": "OUT=1, default=0"},
             {"on": False, "lora": "not_a_listed_file.safetensors", "strength_model": 1.0, "strength_clip": 1.0,
@@ -360,6 +362,7 @@ def test_nodes_run_in_the_real_executor(host, tiny_models, models):
     direct = sum(float(p.detach().double().sum()) for p in m2.model.diffusion_model.parameters())
     assert stacked["sum"] == direct and stacked["num_patches"] == len(m2.patches)
     info = host.executor.history_result["outputs"]["2"]["text"][0]
+    assert list(host.executor.history_result["outputs"]["2"]["loralab_model_arch"]) == ["sdxl"]
     assert info.startswith("[1] applied ") and "\nLoRA: " + first in info and "\n\n[3] applied " in info
     assert "\nLoRA: " + second in info and "[2]" not in info  # the row that is off is skipped, its file never read
 

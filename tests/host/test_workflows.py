@@ -85,6 +85,7 @@ EXPECT = {
     "coverage_doctor.json": Expect("sdxl", images=IMAGE, texts={"LoRALabLoader": (
         "\nnote: diffusers-format keys: ", "own LoRA loader drops ", "of these modules; LoRA Lab applies them\n",
         "nothing applied: an SD1.x LoRA on an SDXL model\nfix: pick a LoRA made for SDXL, or load an SD1.x model\n")}),
+    "library_picker.json": Expect("sdxl", images=IMAGE, texts={"LoRALabLoader": ("LoRA: my_style_xl.safetensors",)}),
     "lora_stack.json": Expect("sdxl", images=IMAGE, texts={"LoRALabStack": (
         "[1] applied ", "\nLoRA: my_style_xl", "[2] applied ", "\nLoRA: my_character_xl", "[3] applied ",
         "\nLoRA: my_detail_xl", "block weights: SDXL-INALL"), "LoRALabStackReport": ("my_style_xl",)}),

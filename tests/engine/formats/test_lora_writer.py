@@ -1,6 +1,7 @@
 """The kohya writer: names as kohya writes them, exact fusing of split targets, true metadata."""
 import hashlib
 import os
+import struct
 
 import pytest
 import torch
@@ -114,14 +115,33 @@ def test_saved_files_carry_their_own_hashes(tmp, header_pad):
     g = torch.Generator().manual_seed(0)
     tensors = {"lora_unet_x.lora_down.weight": torch.randn(8, 40000, generator=g),  # 1.28 MB: a real legacy window
                "lora_unet_x.lora_up.weight": torch.randn(320, 8, generator=g), "lora_unet_x.alpha": torch.tensor(8.0)}
-    meta = {"ss_network_dim": "8", "pad": "x" * header_pad}
+    # stale hashes of some input file, which the save must replace or drop
+    meta = {"ss_network_dim": "8", "pad": "x" * header_pad, "sshs_model_hash": "ab" * 32, "sshs_legacy_hash": "12345678",
+            "modelspec.hash_sha256": "0x" + "cd" * 32}
     path = save_with_hashes(os.path.join(tmp, f"h{header_pad}.safetensors"), tensors, meta)
     h = file_hashes(path)
     stored = SafetensorsFile(path).metadata
+    raw = open(path, "rb").read()
+    (n,) = struct.unpack("<Q", raw[:8])
+    assert h.addnet == hashlib.sha256(raw[8 + n:]).hexdigest()
     assert stored["sshs_model_hash"] == h.addnet and h.addnet_matches
+    assert stored["modelspec.hash_sha256"] == "0x" + h.addnet and h.spec_matches
     if header_pad:  # the legacy window holds header bytes: no value could equal the file's
         assert "sshs_legacy_hash" not in stored
     else:
         assert stored["sshs_legacy_hash"] == h.legacy and h.legacy_matches
         assert h.legacy != hashlib.sha256(b"").hexdigest()[:8]
-    assert not [f for f in os.listdir(tmp) if f.endswith(".loralab-tmp")]  # the draft is gone
+    assert not [f for f in os.listdir(tmp) if f.endswith(".loralab-tmp")]  # no spool or temp is left
+
+
+def test_saving_with_hashes_overwrites_only_when_asked(tmp):
+    from loralab.errors import FileExistsRefusedError
+    from loralab.files.hashes import file_hashes
+    from loralab.formats.writer import save_with_hashes
+    path = os.path.join(tmp, "o.safetensors")
+    save_with_hashes(path, {"a.alpha": torch.tensor(1.0)}, {})
+    with pytest.raises(FileExistsRefusedError):
+        save_with_hashes(path, {"a.alpha": torch.tensor(2.0)}, {})
+    save_with_hashes(path, {"a.alpha": torch.tensor(2.0)}, {}, overwrite=True)
+    h = file_hashes(path)
+    assert h.addnet == hashlib.sha256(struct.pack("<f", 2.0)).hexdigest() and h.addnet_matches and h.spec_matches

@@ -123,7 +123,7 @@ def test_summary_json_shape_is_stable(tmp):
     assert set(full) == set(d) | {"blocks", "hashes"}
     assert set(full["blocks"]) == {"family", "measure", "relative", "items"}
     assert set(full["hashes"]) == {"sha256", "autov2", "addnet", "autov3", "legacy", "stored_addnet", "stored_legacy",
-                                   "addnet_matches", "legacy_matches"}
+                                   "stored_spec", "addnet_matches", "legacy_matches", "spec_matches"}
 
 
 def test_rank_and_alpha_that_vary_are_listed_per_group(tmp):

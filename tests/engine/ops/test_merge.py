@@ -339,6 +339,12 @@ def test_file_metadata_recipe_and_hashes(tmp):
     assert recipe["inputs"][0]["autov3"] == addnet_hash(a)[:12]
     assert recipe["inputs"][0]["block_weights"] == "S=0" and recipe["inputs"][1]["weight"] == -0.25
     assert {t.dtype for t in read_header(out).tensors.values()} <= {"BF16", "F16"}
+    with open(out, "rb") as f:
+        raw = f.read()
+    n = int.from_bytes(raw[:8], "little")
+    own = hashlib.sha256(raw[8 + n:]).hexdigest()  # the saved file names its own tensor data
+    assert meta["sshs_model_hash"] == own and meta["modelspec.hash_sha256"] == "0x" + own
+    assert meta["sshs_legacy_hash"] == hashlib.sha256(raw[0x100000:0x110000]).hexdigest()[:8]
     with pytest.raises(FileExistsRefusedError):
         result.save(out)
     svd = merge(inputs, "svd", RankRule("fixed", 6))
