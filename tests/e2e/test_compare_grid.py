@@ -7,7 +7,7 @@ import json
 import os
 
 import pytest
-from test_widgets import OUT, ui  # noqa: F401  (ui: the checked page fixture)
+from widget_page import OUT
 
 GRID = "LoRALabCompare"
 TINY = "LoRALabE2ETinyModel"

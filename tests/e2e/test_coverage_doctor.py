@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from host.workflow_kit import load_workflow
-from test_widgets import shot, ui, wait_panel  # noqa: F401 (ui: the fixture)
+from widget_page import shot, wait_panel
 
 SD15_LORA = "my_sd15_lora.safetensors"  # kohya SD1.5 at its real shapes, 264 modules (72 of the text encoder)
 

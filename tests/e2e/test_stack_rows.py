@@ -10,7 +10,7 @@ import random
 import urllib.request
 
 import pytest
-from test_widgets import HELPERS, shot, ui  # noqa: F401  (the ui fixture)
+from widget_page import shot
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIVE_SLOTS = os.path.join(HERE, "fixtures", "lora_stack_five_slots.json")
