@@ -2,7 +2,7 @@
 and words, shared by the index, the ``/loralab/library`` route and the command line.
 
 A LoRA *fits* a model architecture when LoRA Lab's loader would apply it there rather than refuse
-it (:func:`loralab.ops.apply.arch_mismatch`): its own architecture, one whose weights its tensors
+it (:func:`loralab.ops.coverage.refusal`): its own architecture, one whose weights its tensors
 fit at least as well, and the other Wan sizes' I2V/T2V twin. A file that is no LoRA, or whose
 weights fit no known model, fits none.
 """
@@ -12,7 +12,7 @@ from typing import Iterable
 
 from ..formats.detect import Detection
 from ..layouts.archs import ARCHS
-from ..ops.apply import arch_mismatch
+from ..ops.coverage import refusal
 
 
 def fitting_archs(detection: Detection) -> list[str]:
@@ -20,7 +20,7 @@ def fitting_archs(detection: Detection) -> list[str]:
     apply this LoRA to."""
     if detection.not_lora is not None or detection.arch is None:
         return []
-    return [a for a in ARCHS if arch_mismatch(detection, a) is None]
+    return [a for a in ARCHS if refusal(detection, a) is None]
 
 
 def compatible(fits: Iterable[str], model_arch: str | None) -> bool:
