@@ -1,23 +1,41 @@
 // The block-weight editor on nodes with a ``block_weights`` (or ``block_weights_<i>``) text
 // widget: sliders per absolute block of the selected LoRA's arch, a preset picker, synced both
 // ways with the text widget. The workflow keeps only the text, so it stays plain and shareable.
+// The node's token inputs (``a``, ``b``, ``seed`` of the loader and the stack) show only while a
+// spec on it uses their tokens (A, B, R or U) or a link feeds them.
 
 import { el } from "./lib/dom.js";
 import { buildSliders, describeBlock, invertValues, markTouched, presetsForArch, setOptions, showValues } from "./lib/editor_view.js";
-import { SpecError, parseSpec, serialiseSpec, specFits } from "./lib/spec.js";
+import { SpecError, parseSpec, serialiseSpec, specFits, specInputs } from "./lib/spec.js";
 import { displayText } from "./lib/text.js";
+import { fitHeight, setHidden } from "./node_layout.js";
 import { blockCatalog } from "./server_data.js";
 import { addContentWidget, onWidgetChange } from "./widget.js";
 
 export const SPEC = /^block_weights(_\d+)?$/;
 
+/** Show the token inputs named in ``names`` that a spec among ``specs`` (text widgets) uses or a
+ * link feeds, hide the others, and fit the node when that changed. */
+export function showTokenInputs(node, specs, names) {
+  const used = new Set(specs.flatMap((w) => specInputs(w.value)));
+  const linked = (w) => (node.inputs ?? []).some((i) => i.widget?.name === w.name && i.link != null);
+  let changed = false;
+  for (const name of names) {
+    const w = node.widgets.find((x) => x.name === name);
+    if (w) changed = setHidden(node, w, !used.has(name) && !linked(w)) || changed;
+  }
+  if (changed) fitHeight(node);
+}
+
 /** Add the editor to a node with spec widgets; ``panel`` (the metadata panel, or null) gives
- * the arch of the LoRA picked next to each spec. Returns {refresh()} or null. */
-export function attachBlockEditor(node, panel) {
+ * the arch of the LoRA picked next to each spec; ``tokenInputs`` names the node's inputs that only
+ * specs with their token read (shown while one does). Returns {refresh(), showTokens()} or null. */
+export function attachBlockEditor(node, panel, tokenInputs = []) {
   const specs = (node.widgets ?? []).filter((w) => SPEC.test(w.name));
   if (specs.length === 0) return null;
   const widgetNamed = (name) => node.widgets.find((w) => w.name === name);
   const rows = specs.map((w) => ({ widget: w, suffix: w.name.slice("block_weights".length) }));
+  const showTokens = () => showTokenInputs(node, specs, tokenInputs);
 
   const archSelect = el(document, "select", { className: "loralab-select", title: "architecture (follows the LoRA)" });
   const presetSelect = el(document, "select", { className: "loralab-select", title: "preset" });
@@ -89,6 +107,7 @@ export function attachBlockEditor(node, panel) {
     } finally {
       writing = false;
     }
+    showTokens();
     node.graph?.setDirtyCanvas(true, true);
   };
 
@@ -182,6 +201,7 @@ export function attachBlockEditor(node, panel) {
   });
   for (const r of rows) {
     onWidgetChange(r.widget, () => {
+      showTokens();
       if (r === row && !writing) showSpec();
     });
   }
@@ -208,10 +228,13 @@ export function attachBlockEditor(node, panel) {
     await loadArch(archOfRow() ?? guess);  // the LoRA's arch wins, even when it arrived during the guess
   })();
 
+  showTokens();
   return {
     refresh: () => {
+      showTokens();
       followLora();
       showSpec();
     },
+    showTokens,
   };
 }

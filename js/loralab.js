@@ -2,8 +2,9 @@
 // doctor's line where the node applies LoRAs to a model, and on the Loader the library's filter:
 // search by trigger word, LoRAs that fit the graph's model), the block-weight editor on nodes with a
 // block-weight spec, the LoRA rows of the Stack and the Stack Report, the live loss chart on
-// training nodes, and the text report of nodes that return one. Every string from a file or the
-// server reaches the page through textContent (js/lib/dom.js); there is no HTML built from data anywhere.
+// training nodes (at their top), the text report of nodes that return one, and advanced inputs
+// folded on the classic canvas. Every string from a file or the server reaches the page through
+// textContent (js/lib/dom.js); there is no HTML built from data anywhere.
 
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
@@ -12,18 +13,26 @@ import { reportedArch } from "./lib/library.js";
 import { attachLibraryFilter, requestRescan } from "./library_picker.js";
 import { attachLossChart } from "./loss_chart.js";
 import { attachInfoPanel } from "./metadata_panel.js";
+import { attachAdvancedFold, capTextBoxes, keepValuesPacked, moveWidget } from "./node_layout.js";
 import { reportText, showReport } from "./report_view.js";
 import { trainProgress } from "./server_data.js";
 import { attachStackRows, rowNames } from "./stack_rows.js";
 import { injectStyles } from "./style.js";
 
 const PREFIX = "LoRALab";
-/** Nodes that show the loss chart from the start; any other LoRA Lab node gets it with its first
- * ``loralab.train.progress`` event. */
+/** Nodes that show the loss chart from the start, as their first widget; any other LoRA Lab node
+ * gets it (last) with its first ``loralab.train.progress`` event. */
 const TRAINING = new Set(["LoRALabTrain", "LoRALabTrainSteps"]);
 /** Nodes that write a file into the loras folder: once a run that executed one ends, every panel
  * revalidates its LoRA (a file may have been overwritten under a name some node shows). */
 const WRITERS = new Set(["LoRALabMerge", "LoRALabResize", "LoRALabConvert", "LoRALabExtract", "LoRALabSave", "LoRALabTrain", "LoRALabTrainSteps", "LoRALabTrainSave"]);
+
+/** The node's inputs that only block-weight specs with their token read (``loralab_spec_token``
+ * in /object_info: the loader's and the stack's a, b, seed). */
+function specTokenInputs(nodeData) {
+  const sections = [nodeData?.input?.required, nodeData?.input?.optional];
+  return sections.flatMap((s) => Object.entries(s ?? {})).filter(([, spec]) => spec?.[1]?.loralab_spec_token).map(([name]) => name);
+}
 
 function chain(proto, name, after) {
   const before = proto[name];
@@ -155,19 +164,30 @@ app.registerExtension({
 
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (!String(nodeData?.name ?? "").startsWith(PREFIX)) return;
+    const tokenInputs = specTokenInputs(nodeData);
     chain(nodeType.prototype, "onNodeCreated", function () {
       this.loralab = {};
+      capTextBoxes(this);
+      this.loralab.fold = attachAdvancedFold(this);
       this.loralab.rows = attachStackRows(this, nodeData);
       if (!this.loralab.rows) {  // a node with rows edits their block weights as text
         this.loralab.panel = attachInfoPanel(this);
         this.loralab.library = attachLibraryFilter(this, this.loralab.panel, nodeData.name);
-        this.loralab.editor = attachBlockEditor(this, this.loralab.panel);
+        this.loralab.editor = attachBlockEditor(this, this.loralab.panel, tokenInputs);
       }
-      if (TRAINING.has(nodeData.name)) chartOf(this);
+      if (TRAINING.has(nodeData.name)) moveWidget(this, chartOf(this).widget, 0);
       this.loralab.panel?.refresh();
+    });
+    // a link to a token input shows it, whatever the spec
+    chain(nodeType.prototype, "onConnectionsChange", function () {
+      this.loralab?.editor?.showTokens();
+    });
+    chain(nodeType.prototype, "onSerialize", function (data) {
+      keepValuesPacked(data, this);
     });
     chain(nodeType.prototype, "onConfigure", function (info) {
       this.loralab?.rows?.configure(info);
+      this.loralab?.fold?.fit();
       this.loralab?.panel?.refresh();
       this.loralab?.editor?.refresh();
       // a frontend that sets the widget values after onConfigure: check again a frame later

@@ -1,6 +1,7 @@
 // The live loss chart: ``loralab.train.progress`` events (node, run, step, total, loss,
 // loss_avg, lr, t, or saved) drawn on the node that sent them, raw loss and its smoothed line, with
 // it/s, ETA and the saved file; a reloaded page replays the run from GET /loralab/train_progress.
+// Until the first event the chart is its status line alone, so a fresh training node stays short.
 
 import { LossSeries, chartGeometry, formatTick, statusLine } from "./lib/chart.js";
 import { el } from "./lib/dom.js";
@@ -50,7 +51,7 @@ function draw(canvas, series) {
   line(g.smooth, "rgb(255,170,60)", 2);
 }
 
-/** Add the chart to a node. Returns {add(event)}. */
+/** Add the chart to a node. Returns {widget, add(event), replay(history)}. */
 export function attachLossChart(node) {
   const series = new LossSeries();
   const status = el(document, "div", { className: "loralab-status", text: statusLine(series) });
@@ -59,7 +60,7 @@ export function attachLossChart(node) {
     el(document, "span", { className: "loralab-legend-raw", text: "loss" }),
     el(document, "span", { className: "loralab-legend-smooth", text: "smoothed" }),
   ]);
-  const root = el(document, "div", { className: "loralab-loss" }, [status, canvas, legend]);
+  const root = el(document, "div", { className: "loralab-loss", attrs: { "data-kind": "empty" } }, [status, canvas, legend]);
   let pending = false;
   const redraw = () => {
     if (pending) return;
@@ -67,11 +68,13 @@ export function attachLossChart(node) {
     requestAnimationFrame(() => {
       pending = false;
       status.textContent = statusLine(series);
+      root.setAttribute("data-kind", series.last === null && series.saved === null ? "empty" : "drawn");
       draw(canvas, series);
     });
   };
-  addContentWidget(node, "loralab_loss", root, { fallbackHeight: HEIGHT + 40, onResize: redraw });
+  const widget = addContentWidget(node, "loralab_loss", root, { fallbackHeight: 24, onResize: redraw });
   return {
+    widget,
     add(event) {
       if (series.add(event)) redraw();
     },

@@ -1,6 +1,8 @@
 // LoRA Lab's widget styles, injected once (only .js files load from WEB_DIRECTORY).
 
 const CSS = `
+/* Nodes 2.0: LoRA Lab's text boxes keep TEXT_MAX_HEIGHT (js/node_layout.js) however tall the node */
+[node-type^="LoRALab"] textarea { max-height: 80px; }
 .loralab-widget { box-sizing: border-box; overflow: hidden; font: 11px/1.35 sans-serif; color: var(--input-text, #ddd); }
 .loralab-widget * { box-sizing: border-box; }
 .loralab-panel, .loralab-blocks, .loralab-loss { display: flex; flex-direction: column; gap: 4px; padding: 4px 6px;
@@ -94,6 +96,7 @@ const CSS = `
 .loralab-row-add { padding: 0 8px !important; }
 .loralab-row-summary { flex: 1; text-align: right; line-height: 19px; }
 .loralab-chart { width: 100%; height: 150px; display: block; }
+.loralab-loss[data-kind="empty"] .loralab-chart, .loralab-loss[data-kind="empty"] .loralab-legend { display: none; }
 .loralab-legend { display: flex; gap: 12px; color: var(--descrip-text, #999); }
 .loralab-legend-raw::before, .loralab-legend-smooth::before { content: ""; display: inline-block; width: 14px; height: 2px;
   margin: 0 4px 3px 0; vertical-align: middle; }

@@ -1,5 +1,7 @@
 // A DOM widget whose height follows its content, kept out of the workflow's widget values.
 
+import { fitHeight } from "./node_layout.js";
+
 /** Add ``content`` (an element) to the node as a DOM widget named ``name``. The node's height
  * follows the content's; ``onResize`` is called when the content's size changes. */
 export function addContentWidget(node, name, content, { fallbackHeight = 40, maxHeight = 640, minWidth = 360, onResize = null } = {}) {
@@ -41,7 +43,7 @@ export function addContentWidget(node, name, content, { fallbackHeight = 40, max
       const h = measure();
       if (h !== sizedFor) {
         sizedFor = h;
-        node.setSize([Math.max(node.size[0], minWidth), node.computeSize()[1]]);
+        fitHeight(node, minWidth);
       }
       node.graph?.setDirtyCanvas(true, true);
     });

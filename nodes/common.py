@@ -29,16 +29,20 @@ def unlisted(names: dict, allowed: list[str]) -> bool | str:
     return True
 
 
-#: whether this ComfyUI's V3 inputs take ``advanced`` (newer hosts: the frontend hides such widgets
-#: behind the node's "show advanced inputs"; older ones show every widget)
+#: whether this ComfyUI's V3 inputs take ``advanced`` (0.33 and newer); older ones pass the same key
+#: to ``/object_info`` through the input's ``extra_dict``
 ADVANCED_INPUTS = "advanced" in inspect.signature(io.Input.__init__).parameters
 
 
 def advanced(inp: io.Input) -> io.Input:
-    """``inp`` marked as an advanced input where this ComfyUI knows the flag (its value is stored and
-    sent as any other widget's, so workflows load the same on every host)."""
+    """``inp`` marked as an advanced input (``"advanced": true`` in ``/object_info`` on every host):
+    Nodes 2.0 folds it behind the node's "show advanced inputs", and LoRA Lab's frontend extension
+    folds it on the classic canvas (js/fold.js). Its value is stored and sent as any other widget's,
+    so workflows load the same on every host."""
     if ADVANCED_INPUTS:
         inp.advanced = True
+    else:
+        inp.extra_dict = {**inp.extra_dict, "advanced": True}
     return inp
 
 

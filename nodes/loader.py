@@ -184,19 +184,27 @@ def _spec(name: str) -> io.String.Input:
     return io.String.Input(name, default="", multiline=True, tooltip=SPEC_TOOLTIP)
 
 
+def _spec_token(inp: io.Input) -> io.Input:
+    """``inp`` marked in /object_info (``loralab_spec_token``) as read only by specs that use its
+    token: the frontend shows it while a spec on the node does (js/block_editor.js)."""
+    inp.extra_dict = {**inp.extra_dict, "loralab_spec_token": True}
+    return inp
+
+
 def _token_inputs() -> list[io.Input]:
+    """``a``, ``b`` and ``seed``: read only by specs with the tokens A, B, R or U."""
     return [
-        common.advanced(io.Float.Input("a", default=1.0, min=-100.0, max=100.0, step=0.01,
-                                       tooltip="value of the token A in a block-weight vector (usually 1); only "
-                                               "specs that use A read it")),
-        common.advanced(io.Float.Input("b", default=1.0, min=-100.0, max=100.0, step=0.01,
-                                       tooltip="value of the token B in a block-weight vector (usually 1); only "
-                                               "specs that use B read it")),
+        _spec_token(io.Float.Input("a", default=1.0, min=-100.0, max=100.0, step=0.01,
+                                   tooltip="value of the token A in a block-weight vector (usually 1); only specs "
+                                           "that use A read it")),
+        _spec_token(io.Float.Input("b", default=1.0, min=-100.0, max=100.0, step=0.01,
+                                   tooltip="value of the token B in a block-weight vector (usually 1); only specs "
+                                           "that use B read it")),
         # fixed unless the user wires a seed in: a seed that changes every run would re-run the node
         # (and everything after it) every time
-        common.advanced(io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=False,
-                                     tooltip="seed of the random tokens R (0..1) and U (-0.5..1.5) in a "
-                                             "block-weight vector; only specs that use R or U read it")),
+        _spec_token(io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=False,
+                                 tooltip="seed of the random tokens R (0..1) and U (-0.5..1.5) in a block-weight "
+                                         "vector; only specs that use R or U read it")),
     ]
 
 

@@ -249,3 +249,19 @@ export function specFits(spec, catalog) {
     throw e;
   }
 }
+
+/** The node input each token reads: A and B their own, R and U the seed of their draws. */
+export const TOKEN_INPUTS = { A: "a", B: "b", R: "seed", U: "seed" };
+const INPUT_ORDER = ["a", "b", "seed"];
+
+/** The node inputs (``a``, ``b``, ``seed``, in that order) a spec reads besides its text: those of
+ * the tokens among its values. Read from the text alone, so a vector still being typed counts
+ * before it has all its values, and an invalid spec still shows what it names. */
+export function specInputs(spec) {
+  const found = new Set();
+  for (const item of String(spec ?? "").split(/[,;\n]/)) {
+    const input = TOKEN_INPUTS[pyStrip(item.slice(item.indexOf("=") + 1)).toUpperCase()];
+    if (input) found.add(input);
+  }
+  return INPUT_ORDER.filter((name) => found.has(name));
+}

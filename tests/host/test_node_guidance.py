@@ -1,19 +1,21 @@
 """What the frontend learns about every LoRA Lab input from the host's ``/object_info``: each has a
 tooltip that says what it does; seeds have no control-after-generate (nothing reruns unasked);
-rarely changed inputs are advanced where this ComfyUI knows the flag, and never a socket or a
-required input without a default."""
+rarely changed inputs are advanced on every host (0.3.64's V3 inputs lack the flag: the same key
+goes through ``extra_dict``), and never a socket or a required input without a default."""
 from __future__ import annotations
 
 import pytest
 
 from host.workflow_kit import object_info
 
-#: inputs a freshly added node shows (everything else of these nodes is advanced on hosts that know the flag)
+#: inputs not marked advanced (the loader's a, b and seed are not: the frontend shows each while the
+#: block-weight spec uses it)
 SHOWN = {
     "LoRALabTrain": {"model", "dataset", "algorithm", "rank", "alpha", "targets", "blocks", "optimizer",
                      "learning_rate", "lr_scheduler", "steps", "batch_size", "gradient_checkpointing", "name",
                      "save_every"},
-    "LoRALabLoader": {"model", "clip", "lora_name", "strength_model", "strength_clip", "block_weights"},
+    "LoRALabLoader": {"model", "clip", "lora_name", "strength_model", "strength_clip", "block_weights", "a", "b",
+                      "seed"},
 }
 
 
@@ -44,15 +46,22 @@ def test_no_seed_changes_by_itself(ours):
     assert all(opts.get("control_after_generate") is False for _, opts in seeds), seeds
 
 
-def test_advanced_inputs_where_the_host_knows_them(host, ours):
-    supported = host.module("nodes.common").ADVANCED_INPUTS
+def test_advanced_inputs_on_every_host(ours):
+    flagged = 0
     for node_id, node in ours.items():
         for section, name, kind, opts in _inputs(node):
-            if not supported:
-                assert "advanced" not in opts, (node_id, name)
-            elif opts.get("advanced"):
+            if "advanced" in opts:
+                assert opts["advanced"] is True, (node_id, name)
                 assert "default" in opts, (node_id, name)  # a widget that has a value (optional: older prompts run)
-    if supported:
-        for node_id, shown in SHOWN.items():
-            visible = {name for _, name, _, opts in _inputs(ours[node_id]) if not opts.get("advanced")}
-            assert visible == shown, (node_id, visible ^ shown)
+                flagged += 1
+    assert flagged >= 30
+    for node_id, shown in SHOWN.items():
+        visible = {name for _, name, _, opts in _inputs(ours[node_id]) if not opts.get("advanced")}
+        assert visible == shown, (node_id, visible ^ shown)
+
+
+def test_spec_token_inputs_are_marked(ours):
+    """The inputs only specs with their token read (the frontend shows them while a spec does)."""
+    marked = {(node_id, name) for node_id, node in ours.items() for _, name, _, opts in _inputs(node)
+              if opts.get("loralab_spec_token")}
+    assert marked == {(n, t) for n in ("LoRALabLoader", "LoRALabStack") for t in ("a", "b", "seed")}

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import test from "node:test";
 
-import { OTHER, RANDOM_RANGES, SpecError, isRandom, parseSpec, pyRepr, resolveValue, serialiseSpec, specFits } from "../../js/lib/spec.js";
+import { OTHER, RANDOM_RANGES, SpecError, TOKEN_INPUTS, isRandom, parseSpec, pyRepr, resolveValue, serialiseSpec, specFits, specInputs } from "../../js/lib/spec.js";
 
 const corpus = JSON.parse(readFileSync(new URL("./spec_corpus.json", import.meta.url), "utf8"));
 const params = corpus.params;
@@ -123,4 +123,41 @@ test("specFits: the archs whose grammar accepts a spec (the editor's choice befo
   assert.ok(fitting("SDXL-OUTALL").includes("sdxl") && !fitting("SDXL-OUTALL").includes("flux"));
   assert.deepEqual(fitting("OUT=0.5, nonsense"), []);
   assert.equal(fitting("").length, Object.keys(catalogs).length);
+});
+
+test("specInputs: the token inputs a spec reads, from its text, while it is typed too", () => {
+  assert.deepEqual(specInputs(""), []);
+  assert.deepEqual(specInputs(null), []);
+  assert.deepEqual(specInputs("ALL"), []);
+  assert.deepEqual(specInputs("IN04-IN08=0.5, OUT=0"), []);
+  assert.deepEqual(specInputs("1,0,A"), ["a"]);  // a vector still being typed (3 of 12 values)
+  assert.deepEqual(specInputs("1,0,A,B,"), ["a", "b"]);
+  assert.deepEqual(specInputs("r"), ["seed"]);
+  assert.deepEqual(specInputs("B"), ["b"]);
+  assert.deepEqual(specInputs(" IN04 = u ; OUT=b\nM00=A"), ["a", "b", "seed"]);
+  assert.deepEqual(specInputs("X"), []);  // X is the constant 1: no input
+  assert.deepEqual(specInputs("a=1, b=0.5"), []);  // names before '=' are blocks, not tokens
+  assert.deepEqual(specInputs("AB, BA, RU, 1A"), []);
+  assert.deepEqual(specInputs("OUT=R, default=U"), ["seed"]);
+});
+
+test("specInputs never hides an input the parser reads: the tokens among every parsed spec's values", () => {
+  let withTokens = 0;
+  let overridden = 0;
+  for (const c of corpus.cases) {
+    let parsed;
+    try {
+      parsed = parseSpec(c.spec, catalogs[c.arch]);
+    } catch (e) {
+      if (e instanceof SpecError) continue;
+      throw e;
+    }
+    const read = new Set(Object.values(parsed.values).map((v) => TOKEN_INPUTS[v]).filter(Boolean));
+    const shown = specInputs(c.spec);
+    assert.ok([...read].every((n) => shown.includes(n)), `${c.arch} ${JSON.stringify(c.spec)}: reads ${[...read]}, shows ${shown}`);
+    // more only where a later item overrides a token's block ("IN06=A, IN06-10=.75"): the text names it
+    if (shown.length > read.size) overridden += 1;
+    if (read.size) withTokens += 1;
+  }
+  assert.ok(withTokens > 20 && overridden < withTokens / 4, `${withTokens} with tokens, ${overridden} overridden`);
 });
