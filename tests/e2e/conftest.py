@@ -274,3 +274,21 @@ def page(server, frontend, mode):
 def out_dir():
     os.makedirs(OUT, exist_ok=True)
     return OUT
+
+
+@pytest.fixture
+def ui(page):
+    """A clean graph, helpers in the page, and a check after the test that nothing ran or broke."""
+    from page_checks import HELPERS, require_widgets, unexpected_console_errors
+    require_widgets(page)
+    page.eval(HELPERS)
+    page.eval("__ll.reset()")
+    exceptions, errors, dialogs = len(page.exceptions), len(page.console_errors), len(page.dialogs)
+    yield page
+    assert page.dialogs[dialogs:] == [], "a dialog opened"
+    assert page.eval("window.__xss === undefined"), "a payload ran"
+    assert page.eval("__ll.foreignElements()") == []
+    assert page.eval("__ll.handlerAttributes()") == []
+    assert page.exceptions[exceptions:] == []
+    assert unexpected_console_errors(page, errors) == []
+    assert not [e for e in page.exceptions if "/extensions/lora-lab/" in e]
