@@ -224,3 +224,27 @@ def test_a_linked_token_input_stays_shown(ui):
     assert _shown(ui, node) == []
     ui.eval(f"__ll.node({source}).connect(0, __ll.node({node}), {slot})")
     assert _shown(ui, node) == ["seed"]
+
+
+#: the height of the spec's text box the user sees
+SPEC_BOX = """
+((id) => {
+  const vue = document.querySelector(`[data-node-id="${id}"]`);
+  const box = vue ? vue.querySelector("textarea") : __ll.widget(id, "block_weights").inputEl;
+  return Math.round(box.getBoundingClientRect().height);
+})(%s)
+"""
+
+
+def test_the_spec_box_keeps_a_few_lines_in_a_tall_node(ui):
+    """A node made taller than its content (a workflow saved with a larger size, a user's resize)
+    leaves the spec's text box at most 80 px, not an empty box that takes the rest."""
+    node = _add(ui, "LoRALabLoader")
+    ui.pause(0.6)
+    before = ui.eval(SPEC_BOX % node)
+    ui.eval(f"(() => {{ const n = __ll.node({node}); n.setSize([n.size[0], 1000]); "
+            "__ll.app.graph.setDirtyCanvas(true, true); })()")
+    ui.pause(0.8)
+    assert _height(ui, node) >= 900
+    after = ui.eval(SPEC_BOX % node)
+    assert 30 <= before <= after <= 80, (before, after)
