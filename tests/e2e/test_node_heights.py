@@ -248,3 +248,27 @@ def test_the_spec_box_keeps_a_few_lines_in_a_tall_node(ui):
     assert _height(ui, node) >= 900
     after = ui.eval(SPEC_BOX % node)
     assert 30 <= before <= after <= 80, (before, after)
+
+
+def test_advanced_inputs_unfold_and_fold_back_on_the_canvas(ui):
+    """The classic canvas's own toggle shows Train's advanced inputs and folds them again (Nodes 2.0
+    uses its footer button, the same showAdvanced); folded ones are stored and sent all the same."""
+    if ui.target.mode != "classic":
+        pytest.skip("Nodes 2.0 folds advanced inputs with its own button")
+    node = _add(ui, "LoRALabTrain")
+    ui.pause(0.6)
+    rows = f"__ll.node({node}).widgets.filter((w) => __ll.node({node}).isWidgetVisible(w) && !w.element).length"
+    folded, height = ui.eval(rows), _height(ui, node)
+    toggle = f"__ll.widget({node}, 'loralab_advanced')"
+    assert ui.eval(f"{toggle}.label") == "▾ show 18 advanced inputs"
+    ui.eval(f"{toggle}.callback()")
+    ui.pause(0.6)
+    assert ui.eval(rows) == folded + 18 and ui.eval(f"{toggle}.label") == "▴ hide advanced inputs"
+    assert _height(ui, node) >= height + 18 * 20
+    ui.eval(f"{toggle}.callback()")
+    ui.pause(0.6)
+    assert ui.eval(rows) == folded and abs(_height(ui, node) - height) <= 2
+    prompt = ui.eval("__ll.app.graphToPrompt().then((p) => p.output)")[str(node)]["inputs"]
+    assert prompt["keep_last"] == 3 and prompt["logit_std"] == 1 and "loralab_advanced" not in prompt
+    values = ui.eval(f"__ll.app.graph.serialize().nodes.find((n) => n.id === {node}).widgets_values")
+    assert len(values) == 31 and None not in values, values  # the chart and the toggle store nothing
