@@ -1,14 +1,15 @@
 // What a LoRA Lab node shows, and its height: widgets hidden and shown (the loader's a, b and seed
 // follow its block-weight spec), advanced inputs folded on the classic canvas, a widget moved up,
-// text boxes capped, the node fitted to what it shows. One way for the frontends LoRA Lab is tested with (1.27, 1.49,
-// 1.58), on the classic canvas and in Nodes 2.0 (Vue nodes). A hidden or folded widget keeps its
-// value: the workflow stores it and the prompt sends it.
+// text boxes kept to a few lines, the node fitted to what it shows. One way for the frontends LoRA
+// Lab is tested with (1.27, 1.49, 1.58), on the classic canvas and in Nodes 2.0 (Vue nodes). A
+// hidden or folded widget keeps its value: the workflow stores it and the prompt sends it.
 
 import { compactValues } from "./lib/layout.js";
 
-/** The most a LoRA Lab text box (a block-weight spec, preview prompts) grows to, in px; it scrolls
- * beyond, so a node taller than its content shows no empty box. Nodes 2.0: the same number in
- * js/style.js. */
+/** The height range of a LoRA Lab text box (a block-weight spec, preview prompts), in px: two lines
+ * at least, and it scrolls beyond the most, so a node taller than its content shows no empty box.
+ * Nodes 2.0: the same numbers in js/style.js. */
+export const TEXT_MIN_HEIGHT = 40;
 export const TEXT_MAX_HEIGHT = 80;
 
 /** Whether Nodes 2.0 draws the graph. */
@@ -32,7 +33,9 @@ export function collapsible(node, widget) {
 /** Hide or show a widget on the canvas and in Nodes 2.0. Returns whether anything changed (then
  * the caller fits the node). */
 export function setHidden(node, widget, hidden) {
-  if (Boolean(widget.hidden) === hidden) return false;
+  // its own record: frontend 1.58 reads a linked widget as hidden (its row shows the link instead)
+  if (widget.loralabHidden === hidden) return false;
+  widget.loralabHidden = hidden;
   collapsible(node, widget);
   widget.hidden = hidden;
   widget.options ??= {};
@@ -54,11 +57,13 @@ export function fitHeight(node, minWidth = 0) {
   node.graph?.setDirtyCanvas(true, true);
 }
 
-/** Cap the node's multiline text widgets on the classic canvas at TEXT_MAX_HEIGHT. */
+/** Keep the node's multiline text widgets between TEXT_MIN_HEIGHT and TEXT_MAX_HEIGHT on the
+ * classic canvas. */
 export function capTextBoxes(node) {
   for (const w of node.widgets ?? []) {
     if (w.inputEl?.tagName !== "TEXTAREA") continue;
     w.options ??= {};
+    w.options.getMinHeight = () => TEXT_MIN_HEIGHT;
     w.options.getMaxHeight = () => TEXT_MAX_HEIGHT;
   }
 }

@@ -1,8 +1,8 @@
 // LoRA Lab's widget styles, injected once (only .js files load from WEB_DIRECTORY).
 
 const CSS = `
-/* Nodes 2.0: LoRA Lab's text boxes keep TEXT_MAX_HEIGHT (js/node_layout.js) however tall the node */
-[node-type^="LoRALab"] textarea { max-height: 80px; }
+/* Nodes 2.0: LoRA Lab's text boxes keep TEXT_MIN_HEIGHT..TEXT_MAX_HEIGHT (js/node_layout.js) however tall the node */
+[node-type^="LoRALab"] textarea { min-height: 40px; max-height: 80px; }
 .loralab-widget { box-sizing: border-box; overflow: hidden; font: 11px/1.35 sans-serif; color: var(--input-text, #ddd); }
 .loralab-widget * { box-sizing: border-box; }
 .loralab-panel, .loralab-blocks, .loralab-loss { display: flex; flex-direction: column; gap: 4px; padding: 4px 6px;
