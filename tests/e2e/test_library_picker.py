@@ -5,14 +5,25 @@ one, and the picker's own options keep every name throughout. Metadata payloads 
 from __future__ import annotations
 
 import json
+import os
 
 from widget_page import shot
 from xss_lora import PAYLOADS, XSS_FILE
 
-#: the server's loras folder (tests/e2e/conftest.py): SDXL, Flux and SD1.5 LoRAs of real layouts
+#: LoRAs of the server's loras folder (tests/e2e/conftest.py) the filters must find among the others
 SDXL = ["my_character_xl.safetensors", "my_detail_xl.safetensors", "my_style_xl.safetensors", XSS_FILE]
 OHWX_XL = ["my_detail_xl.safetensors", "my_style_xl.safetensors"]  # kohya SDXL: "ohwx woman" (its folder's class tokens)
 FLUX_TRIGGER = ("p3r5on", ["my_style_flux.safetensors"])  # ai-toolkit's trigger
+
+
+def expected(server, names, arch="", query=""):
+    """The names (of ``names``) the engine says fit ``arch`` and hold ``query``, read from the files
+    themselves (not from the route), in the picker's order."""
+    from loralab.library.index import Entry, read_facts
+    root = os.path.join(server.base, "models", "loras")
+    kept = [n for n in names if Entry(os.path.join(root, n), root, n, 0, 0, read_facts(os.path.join(root, n)))
+            .wanted(arch or None, query)]
+    return sorted(kept, key=lambda n: (n.casefold(), n))
 
 READY = """
 (async () => {
@@ -61,7 +72,7 @@ def search(page, node, text):
               "i.dispatchEvent(new Event('input')); })()")
 
 
-def test_the_filter_keeps_compatible_loras_and_finds_trigger_words(ui, out_dir):
+def test_the_filter_keeps_compatible_loras_and_finds_trigger_words(ui, server, out_dir):
     assert ui.eval(READY, timeout=150), "the library did not finish indexing the loras folder"
     node = ui.eval("__ll.add('LoRALabLoader', 60, 60)")
     options = ui.eval(f"[...__ll.widget({node}, 'lora_name').options.values]")
@@ -69,12 +80,16 @@ def test_the_filter_keeps_compatible_loras_and_finds_trigger_words(ui, out_dir):
     assert ui.eval(f"{library(ui, node)}.querySelector('select').value") == ""  # no model known yet: any
     assert results(ui, node) == []  # no filter, no list
 
+    sdxl = expected(server, options, "sdxl")
+    assert set(SDXL) <= set(sdxl) and not {"flux_kohya.safetensors", "my_style.safetensors"} & set(sdxl)
     choose_arch(ui, node, "sdxl")
-    wait_results(ui, node, SDXL)
+    wait_results(ui, node, sdxl)
     status = ui.eval(f"{library(ui, node)}.querySelector('.loralab-library-status').textContent")
-    assert status.startswith(f"{len(SDXL)} of {len(options)} LoRAs")
+    assert status.startswith(f"{len(sdxl)} of {len(options)} LoRAs")
+    ohwx_xl = expected(server, options, "sdxl", "OHWX woman")
+    assert set(OHWX_XL) <= set(ohwx_xl) and "my_character_xl.safetensors" not in ohwx_xl
     search(ui, node, "OHWX woman")
-    wait_results(ui, node, OHWX_XL)
+    wait_results(ui, node, ohwx_xl)
     shot(ui, "library_filter", [node], "loralab_info")
 
     choose_arch(ui, node, "")
@@ -92,8 +107,9 @@ def test_the_filter_keeps_compatible_loras_and_finds_trigger_words(ui, out_dir):
 
     # a click picks the file; the picker's options are what they were
     search(ui, node, "ohwx")
-    wait_results(ui, node, OHWX_XL)
-    ui.eval(f"[...{library(ui, node)}.querySelectorAll('.loralab-result')][1].click()")
+    wait_results(ui, node, expected(server, options, "sdxl", "ohwx"))
+    ui.eval(f"[...{library(ui, node)}.querySelectorAll('.loralab-result')]"
+            f".find((b) => ({NAME})(b.querySelector('.loralab-result-name')) === 'my_style_xl.safetensors').click()")
     ui.wait_for(f"__ll.widget({node}, 'lora_name').value === 'my_style_xl.safetensors'")
     ui.wait_for(f"__ll.el({node}, 'loralab_info').querySelector('.loralab-ok .loralab-compact')?.textContent"
                 ".startsWith('SDXL')", timeout=30)
@@ -105,7 +121,7 @@ def test_the_filter_keeps_compatible_loras_and_finds_trigger_words(ui, out_dir):
     assert not [k for k in prompt[str(node)]["inputs"] if k.startswith("loralab")]  # the filter saves nothing
 
 
-def test_the_select_follows_the_model_a_node_up_the_graph_reported(ui):
+def test_the_select_follows_the_model_a_node_up_the_graph_reported(ui, server):
     assert ui.eval(READY, timeout=150)
     first = ui.eval("__ll.add('LoRALabLoader', 60, 60)")
     second = ui.eval("__ll.add('LoRALabLoader', 560, 60)")
@@ -115,7 +131,9 @@ def test_the_select_follows_the_model_a_node_up_the_graph_reported(ui):
     ui.wait_for(f"{library(ui, second)}.querySelector('select').value === 'flux'")
     label = ui.eval(f"{library(ui, second)}.querySelector('select').selectedOptions[0].textContent")
     assert label == "Flux.1 (this graph)"
-    wait_results(ui, second, ["flux_kohya.safetensors", "my_style_flux.safetensors"])
+    flux = expected(server, ui.eval(f"[...__ll.widget({second}, 'lora_name').options.values]"), "flux")
+    assert {"flux_kohya.safetensors", "my_style_flux.safetensors"} <= set(flux) and XSS_FILE not in flux
+    wait_results(ui, second, flux)
     choose_arch(ui, second, "")  # the user's own choice wins over the graph's from now on
     ui.eval(f"__ll.node({first}).onExecuted({{text: ['applied'], loralab_model_arch: ['sdxl']}})")
     ui.pause(0.3)
