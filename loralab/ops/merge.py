@@ -77,7 +77,7 @@ class _Term:
     def finite(self) -> bool:
         """No NaN or infinite value (a sum is NaN or infinite exactly when an entry is, barring an
         overflow only absurd values reach; it costs a fraction of an element-wise test)."""
-        return math.isfinite(self.coef) and all(math.isfinite(float(t.sum(dtype=_SUM_DTYPE.get(t.dtype))))
+        return math.isfinite(self.coef) and all(math.isfinite(_total(t))
                                                 for t in (self.b, self.a, self.dense) if t is not None)
 
     def scaled_b(self) -> torch.Tensor:
@@ -91,6 +91,13 @@ class _Term:
 
 #: sums of 16-bit tensors in float32 (fast; cannot overflow from float16 values)
 _SUM_DTYPE = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
+
+
+def _total(t: torch.Tensor) -> float:
+    """The sum of ``t``'s entries (16-bit in float32; float8, which has no CPU sum, widened first)."""
+    if t.is_floating_point() and t.element_size() == 1:
+        return float(t.float().sum())
+    return float(t.sum(dtype=_SUM_DTYPE.get(t.dtype)))
 
 
 def default_dtype(inputs: Sequence[MergeInput]) -> torch.dtype:
