@@ -30,6 +30,16 @@ def with_spectrum(s, rows=40, cols=30, seed=0):
     return u * s, v.T
 
 
+
+def _assert_svd_of(svd, m, ref, r):
+    """``svd`` is the rank-``r`` SVD of ``m`` (singular values ``ref``), orthonormal and exact."""
+    assert svd.s.numel() == r
+    assert torch.allclose(svd.s, ref[:r], rtol=1e-12, atol=1e-12 * float(ref[0]))
+    assert torch.allclose(svd.u.T @ svd.u, torch.eye(r, dtype=D), atol=1e-10)
+    assert torch.allclose(svd.vh @ svd.vh.T, torch.eye(r, dtype=D), atol=1e-10)
+    assert float((svd.u * svd.s @ svd.vh - m).norm() / m.norm()) < 1e-13
+    assert svd.energy == pytest.approx(float(m.norm()) ** 2, rel=1e-12)
+
 @pytest.mark.parametrize("case", ["well", "duplicate", "zero_column"])
 def test_svd_of_product_equals_dense_svd(case):
     b, a = rnd(300, 12, seed=1), rnd(12, 200, seed=2)
@@ -41,12 +51,7 @@ def test_svd_of_product_equals_dense_svd(case):
     svd = svd_of_product(b, a)
     ref = torch.linalg.svdvals(m)
     r = 11 if case != "well" else 12
-    assert svd.s.numel() == r
-    assert torch.allclose(svd.s, ref[:r], rtol=1e-12, atol=1e-12 * float(ref[0]))
-    assert torch.allclose(svd.u.T @ svd.u, torch.eye(r, dtype=D), atol=1e-10)
-    assert torch.allclose(svd.vh @ svd.vh.T, torch.eye(r, dtype=D), atol=1e-10)
-    assert float((svd.u * svd.s @ svd.vh - m).norm() / m.norm()) < 1e-13
-    assert svd.energy == pytest.approx(float(m.norm()) ** 2, rel=1e-12)
+    _assert_svd_of(svd, m, ref, r)
     assert svd.nuclear == pytest.approx(float(ref.sum()), rel=1e-12)
 
 
@@ -62,12 +67,7 @@ def test_a_batch_of_products_each_equals_its_dense_svd():
         m = b[i] * coef[i] @ a[i]
         svd = svds[i]
         ref = torch.linalg.svdvals(m)
-        assert svd.s.numel() == r
-        assert torch.allclose(svd.s, ref[:r], rtol=1e-12, atol=1e-12 * float(ref[0]))
-        assert torch.allclose(svd.u.T @ svd.u, torch.eye(r, dtype=D), atol=1e-10)
-        assert torch.allclose(svd.vh @ svd.vh.T, torch.eye(r, dtype=D), atol=1e-10)
-        assert float((svd.u * svd.s @ svd.vh - m).norm() / m.norm()) < 1e-13
-        assert svd.energy == pytest.approx(float(m.norm()) ** 2, rel=1e-12)
+        _assert_svd_of(svd, m, ref, r)
 
 
 def float16_factors(kappa, rows=300, width=24, cols=200, seed=0):
