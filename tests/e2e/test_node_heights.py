@@ -32,7 +32,7 @@ class Budget:
 #: block-weight editor (about 250 px for SDXL's 21 sliders) is most of the nodes that have one
 BUDGETS = {
     "LoRALabInspect": Budget(260),
-    "LoRALabLoader": Budget(600),
+    "LoRALabLoader": Budget(640),  # 603 in Nodes 2.0 with the library filter and the doctor line
     "LoRALabStack": Budget(320),
     "LoRALabStackReport": Budget(1300),
     "LoRALabMergeInput": Budget(520),
@@ -42,7 +42,7 @@ BUDGETS = {
     "LoRALabResize": Budget(400),
     "LoRALabExtract": Budget(330),
     "LoRALabConvert": Budget(400),
-    "LoRALabCompare": Budget(1100),
+    "LoRALabCompare": Budget(1160),  # 972 classic, 1110 Nodes 2.0 (ComfyUI 0.33)
     "LoRALabDataset": Budget(350),
     "LoRALabTrain": Budget(640, chart_top=300),
     "LoRALabTrainInit": Budget(560),
