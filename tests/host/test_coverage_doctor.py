@@ -253,12 +253,11 @@ def test_report_text_encoder_only_lora_without_clip(files, patchers):
 
 @pytest.mark.parametrize("case", ["sd15_on_sdxl", "te_only_no_clip"])
 def test_stack_report_says_the_same(files, patchers, case):
-    """The Stack words each slot as the loader does (one place for the wording)."""
+    """The Stack words each row as the loader does (one place for the wording)."""
     lora, model = CASES[case][:2]
     variant = {"doctor_sdxl.safetensors": "sdxl_micro", "doctor_sd15.safetensors": "sd15_micro"}[model]
     stack = files.module("nodes.loader").LoRALabStack
-    slots = {"lora_name_1": lora, "strength_model_1": 1.0, "strength_clip_1": 1.0, "block_weights_1": ""}
-    slots.update({f"lora_name_{i}": "None" for i in range(2, 6)})
-    info = stack.execute(patchers(variant), 1.0, 1.0, 0, **slots).args[2]
+    rows = json.dumps([{"on": True, "lora": lora, "strength_model": 1.0, "strength_clip": 1.0, "block_weights": ""}])
+    info = stack.execute(patchers(variant), rows, 1.0, 1.0, 0).args[2]
     _, _, alone = _apply(files, patchers(variant), lora)
     assert info == "[1] " + alone
