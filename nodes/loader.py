@@ -1,4 +1,5 @@
-"""LoRA Loader (Block Weights) and LoRA Stack: apply LoRAs with weights per absolute block.
+"""LoRA Loader (Block Weights), LoRA Stack and the Wan 2.2 pair loader: apply LoRAs with weights per
+absolute block.
 
 A block-weight spec is a preset name, an LBW vector or a readable spec (see
 :mod:`..loralab.blocks.spec`); user presets are read at every run from
@@ -19,8 +20,9 @@ import torch
 from comfy_api.latest import io
 
 from ..loralab.blocks.spec import BlockWeights, load_presets, parse_block_weights
-from ..loralab.errors import SafetensorsError, SpecError
+from ..loralab.errors import LoRALabError, SafetensorsError, SpecError
 from ..loralab.files.safetensors import read_header
+from ..loralab.formats.noise_pair import noise_role, partner
 from ..loralab.formats.not_lora import looks_like
 from ..loralab.layouts import ModelLayout
 from ..loralab.lora import Lora
@@ -317,4 +319,96 @@ class LoRALabStack(io.ComfyNode):
         return io.NodeOutput(model, clip, info, ui=_ui(info, model))
 
 
-NODES = [LoRALabLoader, LoRALabStack]
+#: the lora_low choice that takes lora_high's partner by name
+AUTO_PARTNER = "(partner of lora_high)"
+
+
+def pair_files(lora_high: str, lora_low: str, names: list[str]) -> tuple[str, str]:
+    """The two files of a pair, ``lora_low`` resolved when it is :data:`AUTO_PARTNER`."""
+    if lora_low != AUTO_PARTNER:
+        return lora_high, lora_low
+    found = partner(lora_high, names)
+    if found is None:
+        raise LoRALabError(f"no low-noise partner of {lora_high!r} in the loras folders",
+                           hint="pick lora_low yourself, or name the pair's files alike with high_noise/low_noise "
+                                "(or HIGH/LOW) in their names")
+    return lora_high, found
+
+
+def role_warnings(lora_high: str, lora_low: str) -> list[str]:
+    """A line for each file whose name or training timesteps say it is for the other expert."""
+    out = []
+    for slot, name, expected in (("lora_high", lora_high, "high"), ("lora_low", lora_low, "low")):
+        role = noise_role(name, read_header(folders.picked_lora(name)).metadata)
+        if role is not None and role.role != expected:
+            out.append(f"check the pair: {slot} looks like a {role.role}-noise LoRA ({role.evidence}); "
+                       f"swap lora_high and lora_low if so")
+    return out
+
+
+class LoRALabWanPair(io.ComfyNode):
+    """Apply a Wan 2.2 A14B LoRA pair: the high-noise file to the high-noise model, the low-noise
+    file to the low-noise model, as one entry."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        names = folders.lora_names()
+        return io.Schema(
+            node_id=common.node_id("WanPair"),
+            display_name=common.display_name("LoRA Pair (Wan 2.2 High/Low Noise)"),
+            category=f"{common.CATEGORY}/Apply",
+            description="Apply a Wan 2.2 A14B LoRA pair in one node: lora_high to the high-noise model, lora_low "
+                        "(or lora_high's partner by name) to the low-noise model, with the same block weights. "
+                        "Each side equals ComfyUI's LoraLoaderModelOnly at all-1 weights.",
+            inputs=[
+                io.Model.Input("model_high", tooltip="the high-noise expert (the first sampler's model in a Wan 2.2 "
+                                                     "A14B graph)"),
+                io.Model.Input("model_low", tooltip="the low-noise expert (the second sampler's model)"),
+                io.Combo.Input("lora_high", options=names,
+                               tooltip="the pair's high-noise LoRA (names with high_noise, HIGH or HN)"),
+                io.Combo.Input("lora_low", options=[AUTO_PARTNER, *names],
+                               tooltip="the pair's low-noise LoRA; '(partner of lora_high)' takes the file named "
+                                       "like lora_high with low_noise/LOW/LN in place of high_noise/HIGH/HN"),
+                _strength("strength_high", "multiplies the high-noise LoRA (1 as trained)"),
+                _strength("strength_low", "multiplies the low-noise LoRA (1 as trained; often lower than high to "
+                                          "keep motion but soften detail)"),
+                _spec("block_weights"),
+                *_token_inputs(),
+            ],
+            outputs=[io.Model.Output("MODEL_HIGH", display_name="model_high"),
+                     io.Model.Output("MODEL_LOW", display_name="model_low"),
+                     io.String.Output("info", display_name="info",
+                                      tooltip="each side's report: file, weight per block, keys applied and not")],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def validate_inputs(cls, lora_high: str | None = None, lora_low: str | None = None) -> bool | str:
+        chosen = {"lora_high": lora_high, "lora_low": None if lora_low == AUTO_PARTNER else lora_low}
+        return common.unlisted(chosen, folders.lora_names())
+
+    @classmethod
+    def fingerprint_inputs(cls, lora_high: str = "", lora_low: str = "", **kwargs: Any) -> Any:
+        try:
+            return _fingerprint(*pair_files(lora_high, lora_low, folders.lora_names()))
+        except LoRALabError as e:
+            return str(e)
+
+    @classmethod
+    def execute(cls, model_high, model_low, lora_high: str, lora_low: str, strength_high: float, strength_low: float,
+                block_weights: str, a: float, b: float, seed: int) -> io.NodeOutput:
+        if models.model_arch(model_high) != models.model_arch(model_low):
+            raise LoRALabError(f"the two models differ: model_high is {models.model_name(model_high)}, model_low is "
+                               f"{models.model_name(model_low)}",
+                               hint="connect the high- and low-noise experts of one Wan 2.2 A14B model")
+        lora_high, lora_low = pair_files(lora_high, lora_low, folders.lora_names())
+        node = _node(cls)
+        model_high, _, high = apply_lora(model_high, None, lora_high, strength_high, 0.0, block_weights,
+                                         a, b, seed, (node, 0))
+        model_low, _, low = apply_lora(model_low, None, lora_low, strength_low, 0.0, block_weights,
+                                       a, b, seed, (node, 1))
+        info = "\n\n".join([*role_warnings(lora_high, lora_low), f"[high noise] {high}", f"[low noise] {low}"])
+        return io.NodeOutput(model_high, model_low, info, ui=_ui(info, model_high))
+
+
+NODES = [LoRALabLoader, LoRALabStack, LoRALabWanPair]

@@ -194,3 +194,57 @@ def test_i2v_lora_on_t2v_model_applies_what_fits_and_lists_the_image_attention(h
     assert len(reasons) == 1 and reasons[0].startswith("  8 × image cross-attention of Wan I2V (a T2V model has "
                                                        "none), e.g. ") and "_img" in reasons[0], info
     assert "\nlikely cause: an I2V LoRA on a T2V model: " in info and "\nfix: load a Wan I2V model for all of it" in info
+
+
+
+def _save_once(host, name, tensors, metadata):
+    path = os.path.join(host.folder("loras"), name)
+    if not os.path.exists(path):
+        save_tensors(path, tensors, metadata)
+    return name
+
+
+def _pair(host, **inputs):
+    defaults = dict(strength_high=1.0, strength_low=1.0, block_weights="", a=1.0, b=1.0, seed=0)
+    return host.call_node("LoRALabWanPair", **{**defaults, **inputs})
+
+
+def test_wan22_pair_applies_each_file_to_its_expert_as_core_does(host, tiny):
+    """Wan 2.2 A14B: one pair node, lora_high on the high-noise model, lora_low (found by name) on
+    the low-noise one; each side equal to core's LoraLoaderModelOnly bit for bit."""
+    loader = host.module("nodes.loader")
+    high_mp, low_mp = tiny("wan_t2v"), tiny("wan_t2v").clone()
+    layout = _layout(host, high_mp)
+    high = _save_once(host, "wanpair_char_high_noise.safetensors",
+                      fit_fixture_to_layout("musubi_wan21_t2v_14b_lora", layout, rank=4, seed=5),
+                      {"ss_min_timestep": "875", "ss_max_timestep": "1000"})
+    low = _save_once(host, "wanpair_char_low_noise.safetensors",
+                     fit_fixture_to_layout("musubi_wan21_t2v_14b_lora", layout, rank=4, seed=6),
+                     {"ss_min_timestep": "0", "ss_max_timestep": "875"})
+    ours_high, ours_low, info = _pair(host, model_high=high_mp, model_low=low_mp, lora_high=high,
+                                      lora_low=loader.AUTO_PARTNER, strength_low=0.6)
+    core = host.nodes.LoraLoaderModelOnly()
+    for ours, mp, name, strength in ((ours_high, high_mp, high, 1.0), (ours_low, low_mp, low, 0.6)):
+        a, b = _loaded(core.load_lora_model_only(mp, name, strength)[0]), _loaded(ours)
+        assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    sides = info.split("\n\n")
+    assert sides[0].startswith("[high noise] ") and high in sides[0] and "not applied" not in sides[0], info
+    assert sides[1].startswith("[low noise] ") and low in sides[1] and "not applied" not in sides[1], info
+    assert len(sides) == 2  # no warning: the files' timesteps agree with their slots
+
+
+def test_wan22_pair_says_when_a_file_looks_swapped_and_refuses_what_cannot_pair(host, tiny):
+    loader = host.module("nodes.loader")
+    errors = host.module("loralab.errors")
+    mp = tiny("wan_t2v")
+    plain, _ = _fitted(host, mp, "musubi_wan21_t2v_14b_lora", seed=7)
+    high_trained = _save_once(host, "wanpair_swapped_LOW.safetensors",
+                              fit_fixture_to_layout("musubi_wan21_t2v_14b_lora", _layout(host, mp), rank=4, seed=8),
+                              {"ss_min_timestep": "900", "ss_max_timestep": "1000"})
+    *_, info = _pair(host, model_high=mp, model_low=mp.clone(), lora_high=plain, lora_low=high_trained)
+    assert info.split("\n\n")[0] == ("check the pair: lora_low looks like a high-noise LoRA (trained on timesteps "
+                                      "900-1000 (ss_min_timestep)); swap lora_high and lora_low if so"), info
+    with pytest.raises(errors.LoRALabError, match="no low-noise partner"):
+        _pair(host, model_high=mp, model_low=mp.clone(), lora_high=plain, lora_low=loader.AUTO_PARTNER)
+    with pytest.raises(errors.LoRALabError, match="the two models differ"):
+        _pair(host, model_high=mp, model_low=tiny("qwen"), lora_high=plain, lora_low=plain)
