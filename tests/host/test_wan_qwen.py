@@ -8,6 +8,7 @@ import os
 import pytest
 import torch
 
+from host import train_kit
 from loralab.files.safetensors import save_tensors
 from loralab_testkit import fit_fixture_to_layout, fixture
 
@@ -15,9 +16,7 @@ from loralab_testkit import fit_fixture_to_layout, fixture
 RELEASED = {"wan21_t2v_14b": "WAN21_T2V", "wan21_i2v_14b": "WAN21_I2V", "wan21_t2v_1_3b": "WAN21_T2V",
             "wan22_ti2v_5b": "WAN22_T2V", "qwen_image": "QwenImage"}
 
-_WAN_TINY = {"image_model": "wan2.1", "dim": 64, "ffn_dim": 96, "num_heads": 2, "num_layers": 4, "in_dim": 16,
-             "out_dim": 16, "patch_size": (1, 2, 2), "freq_dim": 256, "window_size": (-1, -1), "qk_norm": True,
-             "cross_attn_norm": True, "eps": 1e-6}
+_WAN_TINY = train_kit.WAN_MICRO[1]
 #: tiny variant -> (model_config class, unet_config): real classes, small widths and depths
 TINY = {
     "wan_t2v": ("WAN21_T2V", dict(_WAN_TINY, model_type="t2v")),

@@ -11,6 +11,11 @@
   T5-XXL keeps d_model 4096 with 1 layer, 2 heads of 32 and a 64-wide MLP (weights in bf16 to
   halve its 32128×4096 embedding). Outputs have the shapes the tiny models take: SD1.5 context
   [1, 77, 768]; SDXL [1, 77, 2048] + pooled 1280; Flux T5 [1, ≥256, 4096] + CLIP-L pooled 768.
+* Wan and Qwen-Image: the real Wan 2.1 VAE (ComfyUI 0.3.64 fixes its width at 96; 16 latent channels, 8× space and
+  4× time compression) with random weights, and the tiny Flux text encoders standing in for UMT5-XXL
+  and Qwen2.5-VL (a 4096-wide context). :data:`WAN_MICRO` is a Wan 2.1 T2V diffusion model with the
+  real key names (every Wan 2.2 A14B expert has that layout) at width 64, 4 blocks; :data:`QWEN_MICRO`
+  a Qwen-Image one.
 """
 from __future__ import annotations
 
@@ -20,7 +25,17 @@ import torch
 
 CLIP_SMALL = {"num_hidden_layers": 3, "intermediate_size": 64}
 T5_SMALL = {"num_layers": 1, "d_ff": 64, "num_heads": 2, "d_kv": 32}
-LATENT_CHANNELS = {"sd15": 4, "sdxl": 4, "flux": 16}
+LATENT_CHANNELS = {"sd15": 4, "sdxl": 4, "flux": 16, "wan": 16, "qwen": 16}
+#: make_tiny_models-style variant (model_config class, unet_config, model_base class, detectable, conditioning)
+WAN_MICRO = ("WAN21_T2V", {"image_model": "wan2.1", "model_type": "t2v", "dim": 64, "ffn_dim": 96, "num_heads": 2,
+                           "num_layers": 4, "in_dim": 16, "out_dim": 16, "patch_size": (1, 2, 2), "freq_dim": 256,
+                           "window_size": (-1, -1), "qk_norm": True, "cross_attn_norm": True, "eps": 1e-6},
+             "WAN21", False, {"context": (8, 4096)})
+#: Qwen-Image at width 64, 4 blocks, its text input 4096 wide (the tiny Flux encoders stand in for Qwen2.5-VL)
+QWEN_MICRO = ("QwenImage", {"image_model": "qwen_image", "in_channels": 64, "num_layers": 4,
+                            "num_attention_heads": 2, "attention_head_dim": 32, "joint_attention_dim": 4096,
+                            "axes_dims_rope": (8, 12, 12)},
+              "QwenImage", False, {"context": (8, 4096)})
 ARCH_OF_VARIANT = {"sd15_micro": "sd15", "sdxl_micro": "sdxl", "flux_micro": "flux", "sd15": "sd15"}
 
 
@@ -48,8 +63,14 @@ def _fill(module: torch.nn.Module, seed: int) -> None:
 
 
 def tiny_vae(arch: str, seed: int = 0):
-    """A ComfyUI VAE (AutoencoderKL) with small channels for this architecture's latent size."""
+    """A ComfyUI VAE (AutoencoderKL) with small channels for this architecture's latent size; Wan's own VAE for Wan."""
     import comfy.sd
+    if arch in ("wan", "qwen"):  # Qwen-Image's VAE is Wan 2.1's
+        from comfy.ldm.wan.vae import WanVAE
+        template = WanVAE(dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                          temperal_downsample=[False, True, True], dropout=0.0)
+        _fill(template, seed)
+        return comfy.sd.VAE(sd={k: v.detach().clone() for k, v in template.state_dict().items()})
     from comfy.ldm.models.autoencoder import AutoencoderKL
     c = LATENT_CHANNELS[arch]
     ddconfig = {"double_z": True, "z_channels": c, "resolution": 64, "in_channels": 3, "out_ch": 3, "ch": 32,

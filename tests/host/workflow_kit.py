@@ -36,6 +36,10 @@ LORAS = {
     "downloads/my_character_xl.safetensors": ("sdxl", "diffusers_sdxl_dreambooth_lora", 1),
     "downloads/my_detail_xl.safetensors": ("sdxl", "kohya_sdxl_lora", 2),
     "my_sd15_lora.safetensors": (None, "kohya_sd15_lora", 3),
+    "my_style_qwen.safetensors": ("qwen", "musubi_qwen_image_lora", 0),
+    # a Wan 2.2 A14B pair (the low-noise file found by name)
+    "wan22/my_motion_high_noise.safetensors": ("wan", "musubi_wan21_t2v_14b_lora", 0),
+    "wan22/my_motion_low_noise.safetensors": ("wan", "musubi_wan21_t2v_14b_lora", 1),
 }
 #: checkpoints the workflows name -> the released model's header the browser test writes under that name
 #: (loralab_testkit.sparse_model_file: real keys and shapes over sparse zeros), so the coverage doctor
