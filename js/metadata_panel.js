@@ -1,4 +1,5 @@
-// The metadata panel: for every LoRA picker of a node (``lora_name`` or ``lora_name_<i>``), the
+// The metadata panel: for every LoRA picker of a node (``lora_name``, ``lora_name_<i>``, or a Wan 2.2
+// pair's ``lora_high`` and ``lora_low``), the
 // header summary from /loralab/lora_info, compact with an expander ("more": training facts, top
 // tags, warnings) and inside it a details fold whose content (metadata, tags per folder, modules
 // per block) is fetched only when it is opened; trigger words as chips that copy to the clipboard
@@ -9,14 +10,14 @@
 import { coverageQuery, doctorView } from "./lib/doctor.js";
 import { detailsView, errorText, infoView } from "./lib/format.js";
 import { isConnected, modelSource } from "./lib/graph.js";
-import { renderInfo } from "./lib/panel.js";
+import { pickerSlot, renderInfo } from "./lib/panel.js";
 import { coverage, loraDetails, loraInfo } from "./server_data.js";
 import { addContentWidget, onWidgetChange } from "./widget.js";
 
-export const PICKER = /^lora_name(_\d+)?$/;
 /** how long the graph must stay unchanged before the doctor is asked (a workflow loading, a drag) */
 const SETTLE_MS = 150;
-const EMPTY = new Set(["", "None", "none"]);
+/** picker values that name no file: nothing chosen, or the pair's "(partner of lora_high)" */
+const EMPTY = new Set(["", "None", "none", "(partner of lora_high)"]);
 
 async function copyText(text) {
   try {
@@ -72,7 +73,7 @@ async function useWord(node, word, chip, event) {
  * info(suffix), onInfo(fn), prepend(element)} or null when the node has no picker. ``suffix`` is ""
  * or "_<i>"; ``prepend`` puts an element above the entries for good (the library filter). */
 export function attachInfoPanel(node) {
-  const pickers = (node.widgets ?? []).filter((w) => PICKER.test(w.name) && w.type === "combo");
+  const pickers = (node.widgets ?? []).filter((w) => pickerSlot(w.name) && w.type === "combo");
   if (pickers.length === 0) return null;
   const root = document.createElement("div");
   root.className = "loralab-panel";
@@ -84,7 +85,7 @@ export function attachInfoPanel(node) {
   const listeners = [];
   const entries = pickers.map((w) => ({
     widget: w,
-    suffix: w.name.slice("lora_name".length),
+    suffix: pickerSlot(w.name).suffix,
     info: null,
     token: 0,
     detailsToken: 0,
@@ -93,7 +94,7 @@ export function attachInfoPanel(node) {
     doctorTimer: null,
     doctorForce: false,
     state: {
-      label: pickers.length > 1 ? `#${w.name.slice("lora_name_".length)}` : null,
+      label: pickers.length > 1 ? pickerSlot(w.name).label : null,
       status: "empty",
       expanded: false,
       details: { open: false },

@@ -81,6 +81,19 @@ function doctorLine(doc, doctor) {
   return el(doc, "div", { className: `loralab-doctor loralab-doctor-${doctor.level}`, text: doctor.text, title: doctor.title });
 }
 
+/** The slot a LoRA picker widget fills: ``suffix`` pairs it with the ``block_weights<suffix>`` spec
+ * it goes with (``lora_name_2`` -> ``_2``; a Wan 2.2 pair's ``lora_high`` -> ``""``, the spec both
+ * sides share, and ``lora_low`` -> ``_low``, which no spec has), and ``label`` names it on nodes
+ * with more than one picker. Null for widgets that are no picker. */
+export function pickerSlot(name) {
+  if (typeof name !== "string") return null;
+  const numbered = /^lora_name(_\d+)?$/.exec(name);
+  if (numbered) return { suffix: numbered[1] ?? "", label: numbered[1] ? `#${numbered[1].slice(1)}` : null };
+  if (name === "lora_high") return { suffix: "", label: "high noise" };
+  if (name === "lora_low") return { suffix: "_low", label: "low noise" };
+  return null;
+}
+
 /** One LoRA's entry: ``state`` = {label, status: "empty" | "loading" | "error" | "missing" | "ok", view
  * (format.infoView), error (text), expanded, doctor (doctor.doctorView, or null), details: {open, status:
  * "loading" | "ok" | "error", view (format.detailsView), error}}; ``actions`` = {toggle(), details(),

@@ -8,7 +8,7 @@ import test from "node:test";
 import { el } from "../../js/lib/dom.js";
 import { buildSliders, setOptions, showValues, sliderValue } from "../../js/lib/editor_view.js";
 import { detailsView, infoView } from "../../js/lib/format.js";
-import { renderInfo, renderReport } from "../../js/lib/panel.js";
+import { pickerSlot, renderInfo, renderReport } from "../../js/lib/panel.js";
 import { parseSpec } from "../../js/lib/spec.js";
 import { FakeDocument } from "./fake_dom.mjs";
 import { DETAILS, SAMPLE } from "./samples.mjs";
@@ -166,4 +166,14 @@ test("the more rows render under the compact line, collapsed away", () => {
   assert.deepEqual(rows(false), []);
   const labels = rows(true);
   for (const label of ["trained on", "images", "learning rate", "optimizer", "network", "top tags"]) assert.ok(labels.includes(label), label);
+});
+
+test("pickerSlot pairs each LoRA picker with its spec and names it", () => {
+  assert.deepEqual(pickerSlot("lora_name"), { suffix: "", label: null });
+  assert.deepEqual(pickerSlot("lora_name_3"), { suffix: "_3", label: "#3" });
+  assert.deepEqual(pickerSlot("lora_high"), { suffix: "", label: "high noise" });
+  assert.deepEqual(pickerSlot("lora_low"), { suffix: "_low", label: "low noise" });
+  for (const name of ["lora_names", "block_weights", "lora_name_x", "", null, undefined, 3]) {
+    assert.equal(pickerSlot(name), null, String(name));
+  }
 });
