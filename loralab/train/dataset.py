@@ -361,7 +361,8 @@ def build_dataset(folder: str, settings: DatasetSettings, cache: TensorCache, *,
                   progress: Callable[[int, int], None] | None = None) -> Dataset:
     """Scan, caption, bucket and encode a folder; entries already in the cache are reused.
 
-    ``encode_image`` takes ComfyUI's IMAGE ([1, H, W, 3]) and gives the latent [C, h, w];
+    ``encode_image`` takes ComfyUI's IMAGE ([1, H, W, 3]) and gives the latent [C, h, w] (a video
+    VAE's: [C, 1, h, w], the image as one frame), with or without a leading batch of 1;
     ``encode_text`` gives the text conditioning tensors (``cross_attn``, ``pooled_output``, ...).
     A file that cannot be used is listed in ``skipped`` with the reason; it never stops the others.
     """
@@ -391,7 +392,8 @@ def build_dataset(folder: str, settings: DatasetSettings, cache: TensorCache, *,
                     raise DatasetError(f"decoded size {img.size} differs from the header's {placement.size}")
                 for key, flip in missing:
                     latent = encode_image(prepare_pixels(img, placement, flip))
-                    cache.put(key, {"latent": latent.reshape(latent.shape[-3:])}, {"image": entry.id})
+                    cache.put(key, {"latent": latent[0] if latent.dim() > 3 and latent.shape[0] == 1 else latent},
+                              {"image": entry.id})
                     ds.encoded += 1
             ds.reused += len(latents) - len(missing)
         except DatasetError as e:

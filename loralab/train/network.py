@@ -40,10 +40,17 @@ _ATTENTION = {
     "unet": re.compile(r"\.attn[12]\.(?:to_q|to_k|to_v|to_out\.0)\.weight$"),
     "flux": re.compile(r"^diffusion_model\.(?:double_blocks\.\d+\.(?:img|txt)_attn\.(?:qkv|proj)"
                        r"|single_blocks\.\d+\.linear[12])\.weight$"),
+    "mmdit": re.compile(r"^diffusion_model\.joint_blocks\.\d+\.(?:x|context)_block\.attn2?\.(?:qkv|proj)\.weight$"),
+    "wan": re.compile(r"^diffusion_model\.blocks\.\d+\.(?:self|cross)_attn\.(?:q|k|v|o|k_img|v_img)\.weight$"),
+    "qwen_image": re.compile(r"^diffusion_model\.transformer_blocks\.\d+\.attn\."
+                             r"(?:to_q|to_k|to_v|to_out\.0|add_[qkv]_proj|to_add_out)\.weight$"),
 }
 _MLP = {
     "unet": re.compile(r"\.ff\.net\.(?:0\.proj|2)\.weight$"),
     "flux": re.compile(r"^diffusion_model\.double_blocks\.\d+\.(?:img|txt)_mlp\.[02]\.weight$"),
+    "mmdit": re.compile(r"^diffusion_model\.joint_blocks\.\d+\.(?:x|context)_block\.mlp\.fc[12]\.weight$"),
+    "wan": re.compile(r"^diffusion_model\.blocks\.\d+\.ffn\.[02]\.weight$"),
+    "qwen_image": re.compile(r"^diffusion_model\.transformer_blocks\.\d+\.(?:img|txt)_mlp\.net\.(?:0\.proj|2)\.weight$"),
 }
 
 
@@ -75,6 +82,9 @@ def select_targets(shapes: Mapping[str, tuple[int, ...]], arch_id: str, preset: 
     if preset not in PRESETS:
         raise TrainingError(f"unknown target preset {preset!r} (known: {', '.join(PRESETS)})")
     family = arch(arch_id).family
+    if preset in ("attention", "attention_mlp") and family not in _ATTENTION:
+        raise TrainingError(f"target preset {preset!r} is not defined for {arch(arch_id).name} models",
+                            hint="choose all_linear (every linear layer) for this model")
     blocks = parse_block_weights(block_spec, arch_id, layout=layout)
     out: dict[str, float] = {}
     for key in sorted(shapes):

@@ -155,6 +155,8 @@ class TrainModel(Protocol):
     kind: str  # "eps" | "v" | "flow"
     sigma_data: float
     sigmas: torch.Tensor | None  # the discrete schedule of ε/v models (index = timestep)
+    #: flow models: the shift of the model's own sampling schedule (None where it has none)
+    flow_shift: float | None
     device: torch.device
 
     def latent_in(self, latents: torch.Tensor) -> torch.Tensor:
@@ -247,7 +249,8 @@ def batch_loss(model: TrainModel, dataset: Dataset, settings: TrainSettings, ind
         sigma = sample_flow_sigmas(settings.timestep_sampling, x0.shape[0], generator,
                                    sigmoid_scale=settings.sigmoid_scale, shift=settings.shift,
                                    logit_mean=settings.logit_mean, logit_std=settings.logit_std,
-                                   tokens=image_tokens(x0.shape[-2], x0.shape[-1]))
+                                   tokens=image_tokens(x0.shape[-2], x0.shape[-1]),
+                                   model_shift=getattr(model, "flow_shift", None))
     else:
         sigma = sample_discrete_sigmas(model.sigmas, x0.shape[0], generator)
     sigma = sigma.to(model.device)

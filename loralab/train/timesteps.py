@@ -10,7 +10,10 @@ ComfyUI's model sampling holds), as kohya draws it. Flow-matching models (Flux):
 * ``logit_normal``: sigmoid(m + s·N(0, 1)) with m = ``logit_mean``, s = ``logit_std`` (SD3's);
 * ``flux_shift``: the sigmoid draw t, shifted by the image size as Flux's sampler shifts its
   schedule (kohya's ``flux_shift``): μ = :func:`flux_mu` of the image's token count, then
-  e^μ / (e^μ + 1/t − 1), which is the ``shift`` formula with k = e^μ.
+  e^μ / (e^μ + 1/t − 1), which is the ``shift`` formula with k = e^μ;
+* ``model_shift``: the sigmoid draw t, shifted with k = the model's own sampling shift (ComfyUI's
+  ``model_sampling.shift``: SD3 3, Wan 8 or 5, Qwen-Image 1.15, or what a ModelSamplingSD3 /
+  ModelSamplingAuraFlow node set), so training draws noise levels the way the model samples them.
 
 Flow draws are clamped to [``FLOW_T_MIN``, 1]: the raw output is recovered from ComfyUI's denoised
 estimate by dividing by t.
@@ -23,7 +26,7 @@ import torch
 
 from ..errors import TrainingError
 
-FLOW_SAMPLERS = ("uniform", "sigmoid", "shift", "logit_normal", "flux_shift")
+FLOW_SAMPLERS = ("uniform", "sigmoid", "shift", "logit_normal", "flux_shift", "model_shift")
 FLOW_T_MIN = 1e-3
 #: Flux's resolution-dependent shift: μ runs linearly from BASE_SHIFT at BASE_TOKENS image tokens
 #: to MAX_SHIFT at MAX_TOKENS (the values of Flux's scheduler configuration)
@@ -58,15 +61,21 @@ def flux_mu(tokens: int) -> float:
 
 def sample_flow_sigmas(method: str, batch: int, generator: torch.Generator, *, sigmoid_scale: float = 1.0,
                        shift: float = 3.0, logit_mean: float = 0.0, logit_std: float = 1.0,
-                       tokens: int = MAX_TOKENS) -> torch.Tensor:
+                       tokens: int = MAX_TOKENS, model_shift: float | None = None) -> torch.Tensor:
     """t ∈ [FLOW_T_MIN, 1] for ``batch`` flow-matching samples, drawn by ``method``; ``tokens``
-    is the image's token count (``flux_shift`` only)."""
+    is the image's token count (``flux_shift`` only), ``model_shift`` the model's sampling shift
+    (``model_shift`` only)."""
     if method == "uniform":
         t = torch.rand((batch,), generator=generator)
-    elif method in ("sigmoid", "shift", "flux_shift"):
+    elif method in ("sigmoid", "shift", "flux_shift", "model_shift"):
         t = torch.sigmoid(sigmoid_scale * torch.randn((batch,), generator=generator))
         if method == "shift":
             t = shift_t(t, shift)
+        elif method == "model_shift":
+            if model_shift is None or not model_shift > 0:
+                raise TrainingError(f"timestep sampling model_shift needs the model's sampling shift, got {model_shift}",
+                                    hint="this model has no flow shift: choose sigmoid or shift")
+            t = shift_t(t, model_shift)
         elif method == "flux_shift":
             t = shift_t(t, math.exp(flux_mu(tokens)))
     elif method == "logit_normal":

@@ -189,6 +189,8 @@ class ComfyTrainModel:
         self.kind = prediction_kind(patcher)
         self.sigma_data = float(getattr(ms, "sigma_data", 1.0))
         self.sigmas = ms.sigmas.detach().float().cpu() if self.kind != "flow" else None
+        shift = getattr(ms, "shift", None) if self.kind == "flow" else None
+        self.flow_shift = float(shift) if shift is not None else None
         self.device = patcher.load_device
         self.guidance = guidance
 

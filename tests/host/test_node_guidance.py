@@ -64,4 +64,4 @@ def test_spec_token_inputs_are_marked(ours):
     """The inputs only specs with their token read (the frontend shows them while a spec does)."""
     marked = {(node_id, name) for node_id, node in ours.items() for _, name, _, opts in _inputs(node)
               if opts.get("loralab_spec_token")}
-    assert marked == {(n, t) for n in ("LoRALabLoader", "LoRALabStack") for t in ("a", "b", "seed")}
+    assert marked == {(n, t) for n in ("LoRALabLoader", "LoRALabStack", "LoRALabWanPair") for t in ("a", "b", "seed")}

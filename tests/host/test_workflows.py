@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from host import train_kit
-from host.train_setup import VARIANTS, dataset_in_input, one_thread, train_host  # noqa: F401 (fixtures)
+from host.train_setup import dataset_in_input, one_thread, tiny_model_file, train_host  # noqa: F401 (fixtures)
 from host.workflow_kit import LORAS, WorkflowError, load_workflow, object_info, to_api, workflow_files
 from loralab_testkit import fit_fixture_to_layout, fixture, materialize
 
@@ -43,8 +43,7 @@ STAND_INS = {
     "qwen_2.5_vl_7b_fp8_scaled.safetensors": ("qwen", 0),
     "qwen_image_vae.safetensors": ("qwen", 0),
 }
-#: architecture -> make_tiny_models variant of its tiny diffusion model
-MODEL_VARIANTS = {**VARIANTS, "wan": "wan_t2v_micro", "qwen": "qwen_image_micro"}
+
 DATASET = "wf_dataset"
 #: widget values scaled down for the tiny models, per node type
 SMALL = {
@@ -134,18 +133,6 @@ EXPECT = {
     "compare_checkpoints.json": Expect("sd15", images={"LoRALabCompare": 1, "SaveImage": 1}, run_name="wf_compare",
                                        loras=("wf_compare_step000001.safetensors",)),
 }
-
-
-def tiny_model_file(host, tiny_models, arch: str, seed: int) -> str:
-    """A tiny diffusion model in diffusion_models (the training tests' file for seed 0)."""
-    variant = MODEL_VARIANTS[arch]
-    tiny_models.VARIANTS.setdefault("wan_t2v_micro", train_kit.WAN_MICRO)
-    tiny_models.VARIANTS.setdefault("qwen_image_micro", train_kit.QWEN_MICRO)
-    name = f"tiny_{variant}.safetensors" if seed == 0 else f"tiny_{variant}_seed{seed}.safetensors"
-    path = os.path.join(host.folder("diffusion_models"), name)
-    if not os.path.exists(path):
-        tiny_models.write_model(variant, path, seed=seed, dtype="fp32")
-    return name
 
 
 def fewer_steps(node: dict, steps: int) -> None:

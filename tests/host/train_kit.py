@@ -15,7 +15,7 @@
   4× time compression) with random weights, and the tiny Flux text encoders standing in for UMT5-XXL
   and Qwen2.5-VL (a 4096-wide context). :data:`WAN_MICRO` is a Wan 2.1 T2V diffusion model with the
   real key names (every Wan 2.2 A14B expert has that layout) at width 64, 4 blocks; :data:`QWEN_MICRO`
-  a Qwen-Image one.
+  a Qwen-Image one; :data:`SD35M_MICRO` an SD3.5 Medium one (with Flux's VAE and encoders).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import torch
 
 CLIP_SMALL = {"num_hidden_layers": 3, "intermediate_size": 64}
 T5_SMALL = {"num_layers": 1, "d_ff": 64, "num_heads": 2, "d_kv": 32}
-LATENT_CHANNELS = {"sd15": 4, "sdxl": 4, "flux": 16, "wan": 16, "qwen": 16}
+LATENT_CHANNELS = {"sd15": 4, "sdxl": 4, "flux": 16, "wan": 16, "qwen": 16, "sd35m": 16}
 #: make_tiny_models-style variant (model_config class, unet_config, model_base class, detectable, conditioning)
 WAN_MICRO = ("WAN21_T2V", {"image_model": "wan2.1", "model_type": "t2v", "dim": 64, "ffn_dim": 96, "num_heads": 2,
                            "num_layers": 4, "in_dim": 16, "out_dim": 16, "patch_size": (1, 2, 2), "freq_dim": 256,
@@ -36,6 +36,13 @@ QWEN_MICRO = ("QwenImage", {"image_model": "qwen_image", "in_channels": 64, "num
                             "num_attention_heads": 2, "attention_head_dim": 32, "joint_attention_dim": 4096,
                             "axes_dims_rope": (8, 12, 12)},
               "QwenImage", False, {"context": (8, 4096)})
+#: SD3.5 Medium's layout (RMS q/k norms, a second x attention in block 0) at depth 2; pooled 768 wide (the tiny
+#: Flux encoders' CLIP-L stands in for SD3's three encoders, T5's 4096-wide context included)
+SD35M_MICRO = ("SD3", {"in_channels": 16, "out_channels": 16, "patch_size": 2, "depth": 2, "num_patches": 4096, "pos_embed_max_size": 64,
+                       "pos_embed_scaling_factor": None, "adm_in_channels": 768, "x_block_self_attn_layers": [0],
+                       "qk_norm": "rms", "context_embedder_config": {"target": "torch.nn.Linear",
+                                                                     "params": {"in_features": 4096, "out_features": 128}}},
+               "SD3", False, {"context": (8, 4096), "pooled": 768})
 ARCH_OF_VARIANT = {"sd15_micro": "sd15", "sdxl_micro": "sdxl", "flux_micro": "flux", "sd15": "sd15"}
 
 

@@ -10,6 +10,10 @@ import pytest
 from host import train_kit
 
 VARIANTS = {"sd15": "sd15_micro", "sdxl": "sdxl_micro", "flux": "flux_micro"}
+#: architecture -> make_tiny_models variant of its tiny diffusion model, the DiT families' defined here
+MODEL_VARIANTS = {**VARIANTS, "wan": "wan_t2v_micro", "qwen": "qwen_image_micro", "sd35m": "sd35m_micro"}
+_DIT_VARIANTS = {"wan_t2v_micro": train_kit.WAN_MICRO, "qwen_image_micro": train_kit.QWEN_MICRO,
+                 "sd35m_micro": train_kit.SD35M_MICRO}
 SMALL_DATASET = {"resolution": 64, "min_side": 64, "max_side": 64, "trigger_word": "sks"}
 SMALL_RUN = {"rank": 4, "alpha": 4.0, "learning_rate": 1e-3, "targets": "all_linear", "save_dtype": "fp32"}
 
@@ -36,6 +40,19 @@ def train_host(host, tiny_models):
     return host
 
 
+def tiny_model_file(host, tiny_models, arch: str, seed: int = 0) -> str:
+    """A tiny diffusion model of ``arch`` in diffusion_models, written once (the training tests'
+    file for seed 0); its name."""
+    for name, variant in _DIT_VARIANTS.items():
+        tiny_models.VARIANTS.setdefault(name, variant)
+    variant = MODEL_VARIANTS[arch]
+    name = f"tiny_{variant}.safetensors" if seed == 0 else f"tiny_{variant}_seed{seed}.safetensors"
+    path = os.path.join(host.folder("diffusion_models"), name)
+    if not os.path.exists(path):
+        tiny_models.write_model(variant, path, seed=seed, dtype="fp32")
+    return name
+
+
 def dataset_in_input(host, name: str, **kw) -> str:
     """A fresh synthetic dataset folder inside ComfyUI's input directory (relative name)."""
     folder = os.path.join(host.folder_paths.get_input_directory(), name)
@@ -53,7 +70,7 @@ def base_prompt(host, arch: str, folder: str, seed: int = 0, **dataset) -> dict:
     ds_inputs = {**train_kit.schema_defaults(node_class(host, "LoRALabDataset")), **SMALL_DATASET, **dataset,
                  "folder": folder, "vae": ["2", 0], "clip": ["2", 1]}
     return {
-        "1": {"class_type": "TinyDiffusionModelLoader", "inputs": {"unet_name": f"tiny_{VARIANTS[arch]}.safetensors"}},
+        "1": {"class_type": "TinyDiffusionModelLoader", "inputs": {"unet_name": f"tiny_{MODEL_VARIANTS[arch]}.safetensors"}},
         "2": {"class_type": "LoRALabTestTinyEncoders", "inputs": {"arch": arch, "seed": seed}},
         "3": {"class_type": "LoRALabDataset", "inputs": ds_inputs},
     }

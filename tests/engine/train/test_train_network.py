@@ -60,6 +60,36 @@ def test_flux_presets():
     assert all(".single_blocks." in k for k in only_single) and len(only_single) == 76
 
 
+@pytest.mark.parametrize("arch_id, attention, mlp", [
+    # x and context blocks' qkv and proj in 24 blocks, SD3.5 M's second x attention in blocks 0-12; the
+    # last context block is pre-only (no proj, no mlp)
+    ("sd35m", 24 * 4 + 13 * 2 - 1, 24 * 4 - 2),
+    ("sd35l", 38 * 4 - 1, 38 * 4 - 2),
+    ("wan21_t2v_14b", 40 * 8, 40 * 2),  # self and cross attention q, k, v, o; ffn.0, ffn.2
+    ("wan21_i2v_14b", 40 * 10, 40 * 2),  # + the image cross-attention k_img, v_img
+    ("qwen_image", 60 * 8, 60 * 4),  # image and text stream projections; both streams' MLPs
+])
+def test_dit_family_presets(arch_id, attention, mlp):
+    shapes = dict(layout_for(arch_id).shapes)
+    attn = select_targets(shapes, arch_id, "attention")
+    with_mlp = select_targets(shapes, arch_id, "attention_mlp")
+    every = select_targets(shapes, arch_id, "all_linear")
+    assert (len(attn), len(with_mlp) - len(attn)) == (attention, mlp)
+    assert set(attn) < set(with_mlp) < set(every)
+    assert all(len(shapes[k]) == 2 for k in every)
+    first = "J00" if arch_id.startswith("sd3") else "B00"
+    first_only = select_targets(shapes, arch_id, "attention", f"default=0, {first}=1")
+    assert first_only and all(".0." in k for k in first_only)
+
+
+def test_a_preset_a_family_lacks_is_refused_with_what_to_choose(monkeypatch):
+    import loralab.train.network as network
+    monkeypatch.delitem(network._ATTENTION, "wan")
+    with pytest.raises(TrainingError, match="not defined for Wan") as err:
+        select_targets(dict(layout_for("wan21_t2v_1_3b").shapes), "wan21_t2v_1_3b", "attention")
+    assert "all_linear" in err.value.hint
+
+
 def test_factorize():
     assert factorize(128) == (8, 16)
     assert factorize(127) == (1, 127)

@@ -90,3 +90,20 @@ def test_flux_shift_follows_the_image_size():
         assert torch.allclose(shifted, expected, rtol=1e-6, atol=0)
     half = torch.tensor([0.0])  # sigmoid(0) = 0.5: the median draw
     assert float(shift_t(torch.sigmoid(half), math.exp(flux_mu(1024)))) == pytest.approx(0.65249, abs=1e-5)
+
+
+@pytest.mark.parametrize("shift", [1.15, 3.0, 8.0])
+def test_model_shift_uses_the_models_own_sampling_shift(shift):
+    """ComfyUI's flow sampling maps t to σ = k·t / (1 + (k − 1)·t) with the model's shift k (SD3 3,
+    Wan 8, Qwen-Image 1.15); model_shift draws training levels through that same map."""
+    t = sample_flow_sigmas("sigmoid", 64, _gen(7), sigmoid_scale=1.0)
+    drawn = sample_flow_sigmas("model_shift", 64, _gen(7), model_shift=shift)
+    expected = (shift * t.double() / (1 + (shift - 1) * t.double())).float().clamp(1e-3, 1.0)
+    assert torch.allclose(drawn, expected, rtol=1e-6, atol=0)
+    assert float(drawn.median()) > float(t.median()) or shift < 1.2  # a shift > 1 moves toward noise
+
+
+def test_model_shift_without_a_model_shift_is_refused():
+    with pytest.raises(TrainingError, match="needs the model's sampling shift") as err:
+        sample_flow_sigmas("model_shift", 4, _gen())
+    assert "sigmoid" in err.value.hint
