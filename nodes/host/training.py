@@ -14,7 +14,7 @@ import contextlib
 import json
 import threading
 import time
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import comfy.model_management
 import comfy.model_sampling
@@ -26,12 +26,15 @@ import torch
 from server import PromptServer
 
 from ...loralab.errors import TrainingError
-from ...loralab.train.cache import fingerprint
+from ...loralab.train.cache import TensorCache, fingerprint
+from ...loralab.train.dataset import Dataset, DatasetSettings, Subset, build_dataset
 from ...loralab.train.grad_checkpoint import gradient_checkpointing
 from ...loralab.train.inplace import copy_norm_inputs
-from ...loralab.train.run import TrainRun
+from ...loralab.train.network import InitLoRA, select_targets
+from ...loralab.train.run import TrainRun, TrainSettings
 from .compat import trainable_clone, training_mode
-from .models import model_arch, model_name
+from .folders import picked_lora
+from .models import model_arch, model_layout, model_name
 
 PROGRESS_EVENT = "loralab.train.progress"
 #: node inputs that name the model file a MODEL came from, by loader
@@ -214,6 +217,38 @@ class ComfyTrainModel:
             if wrapper is not None:
                 return wrapper(self.base.apply_model, {"input": x, "timestep": sigma, "c": c, "cond_or_uncond": [0]})
             return self.base.apply_model(x, sigma, **c)
+
+
+def encode_dataset(folder: str | Sequence[Subset], settings: DatasetSettings, vae, clip, cache: str,
+                   progress: Callable[[int, int], None] | None = None) -> Dataset:
+    """A dataset encoded with a VAE and CLIP (cached in ``cache``), which travel with it."""
+    ds = build_dataset(folder, settings, TensorCache(cache), encode_image=image_encoder(vae),
+                       encode_text=text_encoder(clip), encoders={"vae": vae_identity(vae), "clip": clip_identity(clip)},
+                       progress=progress)
+    ds.attachments.update(vae=vae, clip=clip)
+    return ds
+
+
+def init_run(model, dataset, settings: TrainSettings, model_name: str | None) -> TrainRun:
+    """A new run on a MODEL (nothing trained yet), on the device ComfyUI loads it to."""
+    info = model_info(model, model_name)
+    layout = model_layout(model)
+    shapes = diffusion_shapes(model)
+    targets = select_targets(shapes, info["arch"], settings.targets, settings.blocks,
+                             convs=settings.algorithm == "locon", layout=layout)
+    unwritable = [k for k in targets if tuple(layout.shapes.get(k, ())) != shapes[k]]
+    if unwritable:
+        raise TrainingError(f"{len(unwritable)} target weights are not in LoRA Lab's layout of this model",
+                            key=unwritable[0], hint="report this model; its LoRA could not be saved with kohya names")
+    init = None
+    if settings.init_lora:
+        init = InitLoRA.read(picked_lora(settings.init_lora), layout, targets, settings.algorithm, settings.init_lora)
+    base_weight = None
+    if settings.algorithm == "dora":
+        comfy.model_management.load_models_gpu([model])
+        base_weight = lambda key: comfy.utils.get_attr(model.model, key)  # noqa: E731
+    return TrainRun.create(settings, dataset, shapes, targets, info, base_weight=base_weight,
+                           device=model.load_device, layout=layout, attachments={"model": model}, init=init)
 
 
 #: progress events kept per node for a page that reloads mid-run (GET /loralab/train_progress);
