@@ -12,10 +12,9 @@ from ..loralab.files.paths import resolve_in_folder
 from ..loralab.train.dataset import DatasetSettings
 from .common import CATEGORY, advanced, display_name, node_id
 from .host.progress import progress_callback
-from .host.training import encode_dataset
+from .host.training import cache_folder, encode_dataset
 
 DatasetType = io.Custom("LORALAB_DATASET")
-CACHE_FOLDER = "loralab_cache"
 
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -41,11 +40,6 @@ def dataset_folder(name: str) -> str:
                               "a network address", key=name,
                               hint="put the dataset in ComfyUI's input folder and give its name there")
     return resolve_in_folder(folder_paths.get_input_directory(), name, must_exist=False)
-
-
-def cache_folder() -> str:
-    """Where encoded samples are cached (ComfyUI's user directory, outside every user's own files)."""
-    return os.path.join(folder_paths.get_user_directory(), CACHE_FOLDER)
 
 
 def _folder_signature(folder: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 import time
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -22,6 +23,7 @@ import comfy.patcher_extension
 import comfy.samplers
 import comfy.sd
 import comfy.utils
+import folder_paths
 import torch
 from server import PromptServer
 
@@ -37,6 +39,7 @@ from .folders import picked_lora
 from .models import model_arch, model_layout, model_name
 
 PROGRESS_EVENT = "loralab.train.progress"
+CACHE_FOLDER = "loralab_cache"
 #: node inputs that name the model file a MODEL came from, by loader
 _MODEL_NAME_INPUTS = ("ckpt_name", "unet_name", "model_name", "model_path")
 
@@ -217,6 +220,11 @@ class ComfyTrainModel:
             if wrapper is not None:
                 return wrapper(self.base.apply_model, {"input": x, "timestep": sigma, "c": c, "cond_or_uncond": [0]})
             return self.base.apply_model(x, sigma, **c)
+
+
+def cache_folder() -> str:
+    """Where encoded samples are cached (ComfyUI's user directory, outside every user's own files)."""
+    return os.path.join(folder_paths.get_user_directory(), CACHE_FOLDER)
 
 
 def encode_dataset(folder: str | Sequence[Subset], settings: DatasetSettings, vae, clip, cache: str,
