@@ -121,6 +121,13 @@ def _resolve(base: str, value: str) -> str:
     return os.path.normpath(os.path.join(base, os.path.expanduser(value))) if value else value
 
 
+def _model_file(base: str, value: str) -> str:
+    """A model file's path when it exists as given (relative to the config's folder), else the
+    name as given (a name in ComfyUI's model folders)."""
+    path = _resolve(base, value)
+    return path if value and os.path.isfile(path) else value
+
+
 def read_config_file(path: str) -> dict[str, Any]:
     """A TOML (``.toml``) or JSON file as a dict; TrainingError naming the file when it cannot be."""
     try:
@@ -216,6 +223,9 @@ def parse_config(data: Mapping[str, Any], base: str, path: str | None = None) ->
     model["clip"] = [clip] if isinstance(clip, str) else clip
     defaults = ModelFiles()
     files = {k: _typed(v, getattr(defaults, k), f"model.{k}", path) for k, v in model.items()}
+    for key in ("checkpoint", "unet", "vae"):
+        files[key] = _model_file(base, files.get(key, ""))
+    files["clip"] = tuple(_model_file(base, c) for c in files.get("clip", ()))
     files = ModelFiles(**files)
     if bool(files.checkpoint) == bool(files.unet):
         raise _bad("[model] needs either checkpoint or unet", path,
