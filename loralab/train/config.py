@@ -150,12 +150,8 @@ def read_config_file(path: str) -> dict[str, Any]:
 def _toml():
     try:
         import tomllib
-    except ImportError:
-        try:
-            import tomli as tomllib
-        except ImportError:
-            raise TrainingError("reading TOML needs Python 3.11 or the 'tomli' package",
-                                hint="pip install tomli, or write the config as JSON") from None
+    except ImportError:  # Python 3.10
+        raise TrainingError("reading TOML needs Python 3.11 or later", hint="write the config as JSON") from None
     return tomllib
 
 

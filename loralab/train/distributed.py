@@ -31,11 +31,13 @@ ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 @dataclass(frozen=True)
 class World:
-    """The processes training one run: this one's ``rank`` of ``size``, and its device."""
+    """The processes training one run: this one's ``rank`` of ``size``, its device, and its
+    ``local_rank`` among the processes of its machine."""
 
     rank: int = 0
     size: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    local_rank: int = 0
 
     @property
     def main(self) -> bool:
@@ -116,7 +118,7 @@ def init_world(backend: str | None = None) -> World:
     device = torch.device("cuda", local) if cuda else torch.device("cpu")
     if size > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group(backend or ("nccl" if cuda else "gloo"), rank=rank, world_size=size)
-    return World(rank, size, device)
+    return World(rank, size, device, local)
 
 
 def close_world(world: World) -> None:

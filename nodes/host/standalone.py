@@ -2,9 +2,9 @@
 nodes, the dataset encoded, the run created, resumed, trained and saved by the code the training
 nodes use, so a run started in the graph continues here and the other way round.
 
-In a world of several processes (``torchrun``) each loads the model onto its own GPU, the main
-process encodes the dataset first (the others then read it from the cache), every process trains
-the run together (see :mod:`loralab.train.distributed`) and only the main one writes files.
+In a world of several processes (``torchrun``) each loads the model onto its own GPU, the first
+process of each machine encodes the dataset first (the others then read it from the cache), all
+train the run together (see :mod:`loralab.train.distributed`) and only the main one writes files.
 """
 from __future__ import annotations
 
@@ -91,14 +91,15 @@ def _say(world, text: str) -> None:
 
 
 def prepare_run(config: RunConfig, world, resume: str | None = None) -> TrainRun:
-    """The config's run on its model (the main process encodes the dataset first), continued from
-    the state file ``resume`` when given."""
+    """The config's run on its model (the first process of each machine encodes the dataset
+    first), continued from the state file ``resume`` when given."""
     model, clip, vae = load_models(config.model)
     cache = config.cache_folder or cache_folder()
-    if not world.main:
+    first_here = world.local_rank == 0  # encodes into this machine's cache while the others wait
+    if not first_here:
         world.barrier()
     dataset = encode_dataset(config.dataset, config.dataset_settings, vae, clip, cache)
-    if world.main:
+    if first_here:
         world.barrier()
     _say(world, dataset.summary())
     run = init_run(model, dataset, config.settings, config.model.name)
