@@ -20,8 +20,10 @@ from loralab.train.distributed import close_world, init_world
 from loralab_testkit.train_toys import ToyModel, make_dataset, make_run
 
 #: the run both this worker and the single-process test train: batch 3 of 4 images, so every epoch
-#: has a short batch of one (which leaves the second process nothing to compute)
-RUN = {"batch_size": 3, "total_steps": 8, "seed": 5, "max_grad_norm": 0.5, "lr_scheduler": "cosine"}
+#: has a short batch of one (which leaves the second process nothing to compute), two batches per
+#: step, noise offset and min-SNR weighting (per-sample draws and weights split over the processes)
+RUN = {"batch_size": 3, "grad_accumulation": 2, "total_steps": 8, "seed": 5, "max_grad_norm": 0.5,
+       "lr_scheduler": "cosine", "noise_offset": 0.05, "min_snr_gamma": 5.0}
 DATASET = {"flip": True, "caption_dropout": 0.2}
 
 
