@@ -124,3 +124,33 @@ def test_graph_and_command_line_continue_each_others_runs(train_host, tiny_model
     _, dropped, patches = train_kit.core_lora_patches(model, resumed)
     modules = {k.rsplit(".lora_down.weight", 1)[0] for k in resumed if k.endswith(".lora_down.weight")}
     assert dropped == [] and len(patches) == len(modules) > 0
+
+
+def test_torchrun_trains_the_single_process_run(train_host, tiny_models, tmp_path):
+    """Two processes (gloo on the CPU) through ``torchrun -m loralab train``: one set of files, from
+    rank 0, holding the LoRA one process trains at the same global batch. The sd15 UNet computes a
+    batch of one and a batch of two with differently rounded convolutions (~1e-7 relative), which
+    Adam carries into the weights; the toy model's bound is 1e-6 (tests/engine/train)."""
+    files = _stock_files(train_host, tiny_models)
+    data = train_kit.write_dataset(str(tmp_path / "data"), n=4)
+    config = {"model": {"unet": files["unet"], "vae": files["vae"], "clip": [files["clip"]]},
+              "dataset": {**SMALL_DATASET, "folder": data, "cache_folder": str(tmp_path / "cache")},
+              "train": {k: v for k, v in RUN.items() if k not in ("name", "save_dtype")},
+              "output": {"name": "one", "save_dtype": "fp32", "folder": str(tmp_path / "one")}}
+    with open(tmp_path / "one.json", "w", encoding="utf-8") as f:
+        json.dump(config, f)
+    config["output"].update(name="two", folder=str(tmp_path / "two"))
+    with open(tmp_path / "two.json", "w", encoding="utf-8") as f:
+        json.dump(config, f)
+    _cli(str(tmp_path / "one.json"), cwd=str(tmp_path))
+    env = {**os.environ, "PYTHONPATH": REPO, "COMFYUI_PATH": COMFYUI_PATH, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "loralab", "train", str(tmp_path / "two.json")], capture_output=True, text=True,
+                          timeout=600, env=env, cwd=str(tmp_path))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "on 2 process(es)" in done.stdout and done.stdout.count("step 4/4") == 1  # rank 0 alone prints
+    assert sorted(os.listdir(tmp_path / "two")) == ["two_step000004.loralab-state", "two_step000004.safetensors"]
+    diff = _largest_difference(_lora(str(tmp_path / "two" / "two_step000004.safetensors")),
+                               _lora(str(tmp_path / "one" / "one_step000004.safetensors")))
+    print(f"torchrun x2 -> one process: largest difference {diff:.2e}")
+    assert diff <= 1e-5
