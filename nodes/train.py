@@ -33,7 +33,8 @@ from .common import CATEGORY, advanced, display_name, node_id, unlisted
 from .dataset import DatasetType
 from .host.folders import file_stamp, lora_names, lora_path, output_folder, picked_stamp
 from .host.progress import progress_callback
-from .host.training import init_run, lora_model, raise_interrupt, report_saved, source_model_name, train_steps
+from .host.training import (graph_model_files, init_run, lora_model, raise_interrupt, report_saved,
+                            source_model_name, train_steps)
 
 RunType = io.Custom("LORALAB_RUN")
 MODEL_TIP = "the diffusion model to train on (SD1.x, SD2, SDXL, SD3 or Flux); fp8/bf16 weights are fine"
@@ -222,8 +223,9 @@ class LoRALabTrain(_StartsARun):
     def execute(cls, model, dataset, **kwargs) -> io.NodeOutput:
         node = cls.hidden.unique_id
         settings = settings_from(kwargs, "steps")
-        run = advance(init_run(model, dataset, settings, source_model_name(cls.hidden.prompt, node)),
-                      settings.total_steps, node, copy=False)
+        prompt = cls.hidden.prompt
+        run = init_run(model, dataset, settings, source_model_name(prompt, node), graph_model_files(prompt, node))
+        run = advance(run, settings.total_steps, node, copy=False)
         name = sanitize_output_name(settings.name, extension=".safetensors", default="lora")
         path = save_lora_file(run, unused_path(_loras_folder(), name), title=os.path.splitext(os.path.basename(name))[0])
         report_saved(run, _relative(path), node)
@@ -248,8 +250,9 @@ class LoRALabTrainInit(_StartsARun):
 
     @classmethod
     def execute(cls, model, dataset, **kwargs) -> io.NodeOutput:
-        run = init_run(model, dataset, settings_from(kwargs, "total_steps"),
-                       source_model_name(cls.hidden.prompt, cls.hidden.unique_id))
+        prompt, node = cls.hidden.prompt, cls.hidden.unique_id
+        run = init_run(model, dataset, settings_from(kwargs, "total_steps"), source_model_name(prompt, node),
+                       graph_model_files(prompt, node))
         return io.NodeOutput(run, run_info(run))
 
 

@@ -51,16 +51,18 @@ def _export(state: str, out: str, overwrite: bool) -> int:
     _, meta = read_state(state)
     try:
         data = config_data(TrainSettings.from_json(meta["settings"]), meta["dataset"]["folder"],
-                           meta["dataset"]["settings"], meta["model"].get("name"))
+                           meta["dataset"]["settings"], meta["model"])
     except (KeyError, TypeError, AttributeError) as e:
         raise TrainingError(f"the training state is malformed ({type(e).__name__}: {e})", path=state) from None
     path = write_config(out, data, overwrite=overwrite)
     print(terminal_safe(f"wrote {path}: the run of {state} at step {meta.get('step')}"))
-    if not data["model"]["checkpoint"]:
+    if not data["model"].get("checkpoint", True):
         print("the state does not name its model: fill in [model]", file=sys.stderr)
-    else:
+    elif set(data["model"]) == {"checkpoint"} and not meta["model"].get("files"):
         print("check [model]: the state names the model file only; a diffusion model with separate encoders "
               "needs unet, vae and clip", file=sys.stderr)
+    elif "unet" in data["model"] and not (data["model"].get("vae") and data["model"].get("clip")):
+        print("fill in [model] vae and clip: the graph did not load them with Load VAE and Load CLIP", file=sys.stderr)
     return 0
 
 

@@ -281,15 +281,17 @@ def load_config(path: str) -> RunConfig:
 
 
 def config_data(settings: TrainSettings, dataset_folder: str, dataset_settings: Mapping[str, Any],
-                model_name: str | None) -> dict[str, Any]:
-    """The config of a run (as a training state records it), ready to write: the model is named
-    as ``checkpoint`` (a diffusion model with separate encoders needs ``unet``, ``vae``, ``clip``)."""
+                model: Mapping[str, Any]) -> dict[str, Any]:
+    """The config of a run as a training state records it (``model``: its ``model`` section),
+    ready to write. ``[model]`` holds the files the run recorded, else the model's file name as
+    ``checkpoint`` (a diffusion model with separate encoders then needs ``unet``, ``vae``, ``clip``)."""
     train = {k: v for k, v in settings.to_json().items() if k not in OUTPUT_KEYS and k != "decay_steps"}
     if settings.decay_steps:
         train["decay_steps"] = settings.decay_steps
     names = {v: k for k, v in DATASET_KEYS.items()}
     ds = {"folder": dataset_folder, **{names[k]: v for k, v in dataset_settings.items() if k in names}}
-    return {"model": {"checkpoint": model_name or ""}, "dataset": ds, "train": train,
+    files = {k: v for k, v in (model.get("files") or {}).items() if k in MODEL_KEYS}
+    return {"model": files or {"checkpoint": model.get("name") or ""}, "dataset": ds, "train": train,
             "output": {k: getattr(settings, k) for k in OUTPUT_KEYS}}
 
 

@@ -8,6 +8,7 @@ train the run together (see :mod:`loralab.train.distributed`) and only the main 
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 import signal
@@ -102,7 +103,8 @@ def prepare_run(config: RunConfig, world, resume: str | None = None) -> TrainRun
     if first_here:
         world.barrier()
     _say(world, dataset.summary())
-    run = init_run(model, dataset, config.settings, config.model.name)
+    files = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config.model).items() if v}
+    run = init_run(model, dataset, config.settings, config.model.name, files)
     if resume:
         run = restore_run(run, resume)
         _say(world, f"resumed {resume} at step {run.step} of {run.settings.total_steps}")

@@ -125,28 +125,59 @@ def text_encoder(clip) -> Callable[[str], dict[str, torch.Tensor]]:
     return encode
 
 
-def source_model_name(prompt: dict | None, node_id: str | None, input_name: str = "model") -> str | None:
-    """The file name of the loader a node's MODEL input comes from, following the graph upstream."""
+def _loader_inputs(prompt: dict | None, node_id: str | None, input_name: str,
+                   keys: tuple[str, ...]) -> dict[str, Any] | None:
+    """The inputs of the first node upstream of a node's ``input_name`` that names a file in one of
+    ``keys`` (nodes in between, such as LoRA loaders, are followed through their input of the
+    same name)."""
     if not prompt or node_id is None:
         return None
     seen: set[str] = set()
-    node, name = str(node_id), input_name
+    node = str(node_id)
     while node in prompt and node not in seen:
         seen.add(node)
-        link = prompt[node].get("inputs", {}).get(name)
+        link = prompt[node].get("inputs", {}).get(input_name)
         if not isinstance(link, list) or len(link) != 2:
             return None
         node = str(link[0])
         inputs = prompt.get(node, {}).get("inputs", {})
-        for key in _MODEL_NAME_INPUTS:
-            if isinstance(inputs.get(key), str):
-                return inputs[key]
-        name = "model"
+        if any(isinstance(inputs.get(k), str) for k in keys):
+            return inputs
     return None
 
 
-def model_info(model, name: str | None) -> dict[str, Any]:
-    """What a run records about its base model."""
+def source_model_name(prompt: dict | None, node_id: str | None) -> str | None:
+    """The file name of the loader a node's MODEL input comes from, following the graph upstream."""
+    inputs = _loader_inputs(prompt, node_id, "model", _MODEL_NAME_INPUTS) or {}
+    return next((inputs[k] for k in _MODEL_NAME_INPUTS if isinstance(inputs.get(k), str)), None)
+
+
+def graph_model_files(prompt: dict | None, node_id: str | None) -> dict[str, Any]:
+    """The files a training node's model and dataset come from, as a run config's ``[model]``
+    names them: the checkpoint, or the diffusion model with the VAE and text encoders the
+    dataset node was given (empty where the graph does not say)."""
+    model = _loader_inputs(prompt, node_id, "model", ("ckpt_name", "unet_name"))
+    if model is None:
+        return {}
+    if isinstance(model.get("ckpt_name"), str):
+        return {"checkpoint": model["ckpt_name"]}
+    files: dict[str, Any] = {"unet": model["unet_name"], "weight_dtype": str(model.get("weight_dtype", "default"))}
+    link = prompt[str(node_id)].get("inputs", {}).get("dataset")
+    dataset = str(link[0]) if isinstance(link, list) and len(link) == 2 else None
+    vae = _loader_inputs(prompt, dataset, "vae", ("vae_name",))
+    if vae is not None:
+        files["vae"] = vae["vae_name"]
+    clip = _loader_inputs(prompt, dataset, "clip", ("clip_name", "clip_name1"))
+    if clip is not None:
+        files["clip"] = [clip[k] for k in ("clip_name", "clip_name1", "clip_name2") if isinstance(clip.get(k), str)]
+        if isinstance(clip.get("type"), str):
+            files["clip_type"] = clip["type"]
+    return files
+
+
+def model_info(model, name: str | None, files: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a run records about its base model (``files``: where it and its encoders were loaded
+    from, as a run config's ``[model]`` names them)."""
     arch = model_arch(model)
     if arch is None:
         raise TrainingError(f"LoRA Lab has no layout for {model_name(model)} models yet",
@@ -156,7 +187,7 @@ def model_info(model, name: str | None) -> dict[str, Any]:
     weight = next((p for n, p in base.diffusion_model.named_parameters() if p.dim() > 1), None)
     return {"arch": arch, "kind": prediction_kind(model), "fingerprint": model_fingerprint(model), "name": name,
             "weight_dtype": str(weight.dtype) if weight is not None else "",
-            "zsnr": bool(getattr(ms, "zsnr", False))}
+            "zsnr": bool(getattr(ms, "zsnr", False)), "files": dict(files or {})}
 
 
 def check_precision(model, dtype: torch.dtype) -> None:
@@ -237,9 +268,11 @@ def encode_dataset(folder: str | Sequence[Subset], settings: DatasetSettings, va
     return ds
 
 
-def init_run(model, dataset, settings: TrainSettings, model_name: str | None) -> TrainRun:
-    """A new run on a MODEL (nothing trained yet), on the device ComfyUI loads it to."""
-    info = model_info(model, model_name)
+def init_run(model, dataset, settings: TrainSettings, model_name: str | None,
+             files: dict[str, Any] | None = None) -> TrainRun:
+    """A new run on a MODEL (nothing trained yet), on the device ComfyUI loads it to; ``files``
+    as :func:`model_info` records them."""
+    info = model_info(model, model_name, files)
     layout = model_layout(model)
     shapes = diffusion_shapes(model)
     targets = select_targets(shapes, info["arch"], settings.targets, settings.blocks,

@@ -7,7 +7,7 @@ import pytest
 
 from loralab.errors import FileExistsRefusedError, TrainingError
 from loralab.train.checkpoint import read_state, save_checkpoint
-from loralab.train.config import config_data, load_config, write_config
+from loralab.train.config import ModelFiles, config_data, load_config, write_config
 from loralab.train.dataset import DatasetSettings, Subset, build_dataset
 from loralab.train.cache import TensorCache
 from loralab.train.run import TrainSettings
@@ -178,10 +178,17 @@ def test_a_states_config_exports_and_reads_back_as_the_same_run(tmp_path):
     _, state = save_checkpoint(run, str(tmp_path / "out"))
     _, meta = read_state(state)
     data = config_data(TrainSettings.from_json(meta["settings"]), meta["dataset"]["folder"],
-                       meta["dataset"]["settings"], meta["model"]["name"])
+                       meta["dataset"]["settings"], meta["model"])
     for name in ("again.toml", "again.json"):
         cfg = load_config(write_config(str(tmp_path / name), data))
         assert cfg.settings == run.settings and cfg.dataset_settings == ds.settings
-        assert cfg.dataset == ds.folder and cfg.model.checkpoint == "toy.safetensors"
+        assert cfg.dataset == ds.folder and cfg.model == ModelFiles(checkpoint="toy.safetensors")
     with pytest.raises(FileExistsRefusedError):
         write_config(str(tmp_path / "again.toml"), data)
+    # the files a run recorded (the graph's loaders, or a config's [model]) are its [model]
+    files = {"unet": "flux.safetensors", "weight_dtype": "fp8_e4m3fn", "vae": "ae.safetensors",
+             "clip": ["clip_l.safetensors", "t5.safetensors"], "clip_type": "flux"}
+    data = config_data(run.settings, ds.folder, ds.settings.to_json(), {"name": "flux.safetensors", "files": files})
+    cfg = load_config(write_config(str(tmp_path / "files.toml"), data))
+    assert cfg.model == ModelFiles(unet="flux.safetensors", weight_dtype="fp8_e4m3fn", vae="ae.safetensors",
+                                   clip=("clip_l.safetensors", "t5.safetensors"), clip_type="flux")
