@@ -50,8 +50,7 @@ def _export(state: str, out: str, overwrite: bool) -> int:
     from ..train.run import TrainSettings
     _, meta = read_state(state)
     try:
-        data = config_data(TrainSettings.from_json(meta["settings"]), meta["dataset"]["folder"],
-                           meta["dataset"]["settings"], meta["model"])
+        data = config_data(TrainSettings.from_json(meta["settings"]), meta["dataset"], meta["model"])
     except (KeyError, TypeError, AttributeError) as e:
         raise TrainingError(f"the training state is malformed ({type(e).__name__}: {e})", path=state) from None
     path = write_config(out, data, overwrite=overwrite)

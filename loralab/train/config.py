@@ -164,8 +164,9 @@ def kohya_dataset(data: Mapping[str, Any], base: str, path: str | None
     general = _table(data, "general", path)
     datasets = data.get("datasets", [])
     if not isinstance(datasets, list) or len(datasets) != 1 or not isinstance(datasets[0], dict):
-        raise _bad(f"kohya's dataset config needs exactly one [[datasets]] (found {len(datasets) if isinstance(datasets, list) else 0})",
-                   path, hint="put every image folder as a [[datasets.subsets]] of one [[datasets]]")
+        found = len(datasets) if isinstance(datasets, list) else 0
+        raise _bad(f"kohya's dataset config needs exactly one [[datasets]] (found {found})", path,
+                   hint="put every image folder as a [[datasets.subsets]] of one [[datasets]]")
     dataset = dict(datasets[0])
     subsets_raw = dataset.pop("subsets", [])
     if not isinstance(subsets_raw, list) or not subsets_raw:
@@ -280,19 +281,26 @@ def load_config(path: str) -> RunConfig:
     return parse_config(read_config_file(path), os.path.dirname(path), path)
 
 
-def config_data(settings: TrainSettings, dataset_folder: str, dataset_settings: Mapping[str, Any],
-                model: Mapping[str, Any]) -> dict[str, Any]:
-    """The config of a run as a training state records it (``model``: its ``model`` section),
-    ready to write. ``[model]`` holds the files the run recorded, else the model's file name as
-    ``checkpoint`` (a diffusion model with separate encoders then needs ``unet``, ``vae``, ``clip``)."""
+def config_data(settings: TrainSettings, dataset: Mapping[str, Any], model: Mapping[str, Any]) -> dict[str, Any]:
+    """The config of a run as a training state records it (its ``dataset`` and ``model``
+    sections), ready to write. ``[model]`` holds the files the run recorded, else the model's file
+    name as ``checkpoint`` (a diffusion model with separate encoders then needs ``unet``, ``vae``,
+    ``clip``); a dataset of subsets is written as kohya's ``[[datasets.subsets]]``."""
     train = {k: v for k, v in settings.to_json().items() if k not in OUTPUT_KEYS and k != "decay_steps"}
     if settings.decay_steps:
         train["decay_steps"] = settings.decay_steps
     names = {v: k for k, v in DATASET_KEYS.items()}
-    ds = {"folder": dataset_folder, **{names[k]: v for k, v in dataset_settings.items() if k in names}}
+    ds = {names[k]: v for k, v in dataset["settings"].items() if k in names}
     files = {k: v for k, v in (model.get("files") or {}).items() if k in MODEL_KEYS}
-    return {"model": files or {"checkpoint": model.get("name") or ""}, "dataset": ds, "train": train,
-            "output": {k: getattr(settings, k) for k in OUTPUT_KEYS}}
+    data: dict[str, Any] = {"model": files or {"checkpoint": model.get("name") or ""}}
+    if dataset.get("subsets"):
+        data["dataset"] = ds
+        data["datasets"] = [{"subsets": [{"image_dir": folder, "num_repeats": repeats, "class_tokens": tokens}
+                                         for folder, repeats, tokens in dataset["subsets"]]}]
+    else:
+        data["dataset"] = {"folder": dataset["folder"], **ds}
+    data.update(train=train, output={k: getattr(settings, k) for k in OUTPUT_KEYS})
+    return data
 
 
 def _toml_value(value: Any) -> str:
@@ -307,13 +315,26 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"no TOML form for {type(value).__name__}")
 
 
-def to_toml(data: Mapping[str, Mapping[str, Any]]) -> str:
-    """Tables of scalars and lists as TOML (what :func:`config_data` gives)."""
-    out = []
-    for table, values in data.items():
-        out.append(f"[{table}]")
-        out += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
-        out.append("")
+def _toml_table(header: str, values: Mapping[str, Any]) -> list[str]:
+    """A table's scalars and lists, then its arrays of tables (``[[header.key]]``)."""
+    arrays = {k: v for k, v in values.items() if isinstance(v, list) and v and all(isinstance(e, dict) for e in v)}
+    out = [header] + [f"{k} = {_toml_value(v)}" for k, v in values.items() if k not in arrays] + [""]
+    name = header.strip("[]")
+    for key, entries in arrays.items():
+        for entry in entries:
+            out += _toml_table(f"[[{name}.{key}]]", entry)
+    return out
+
+
+def to_toml(data: Mapping[str, Any]) -> str:
+    """Tables and arrays of tables of scalars and lists as TOML (what :func:`config_data` gives)."""
+    out: list[str] = []
+    for name, values in data.items():
+        if isinstance(values, list):
+            for entry in values:
+                out += _toml_table(f"[[{name}]]", entry)
+        else:
+            out += _toml_table(f"[{name}]", values)
     return "\n".join(out)
 
 

@@ -302,6 +302,8 @@ class Dataset:
     empty_cond: str | None = None  # cache key of the empty caption (caption dropout)
     encoded: int = 0  # entries encoded by this build (the rest came from the cache)
     reused: int = 0
+    #: the kohya-style subsets it was scanned from (empty: ``folder`` in the repeat-folder layout)
+    subsets: tuple[Subset, ...] = ()
     #: host objects travelling with the dataset (the VAE and CLIP the previews use)
     attachments: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -402,18 +404,20 @@ def build_dataset(folder: str | Sequence[Subset], settings: DatasetSettings, cac
     ``encode_text`` gives the text conditioning tensors (``cross_attn``, ``pooled_output``, ...).
     A file that cannot be used is listed in ``skipped`` with the reason; it never stops the others.
     """
+    subsets: tuple[Subset, ...] = ()
     if isinstance(folder, str):
         folder = os.path.abspath(folder)
         entries, skipped = scan_folder(folder)
     else:
         if not folder:
             raise DatasetError("the dataset has no subsets", hint="give at least one [[datasets.subsets]] image_dir")
-        entries, skipped = scan_subsets(folder)
-        folder = subsets_root(folder)
+        subsets = tuple(folder)
+        entries, skipped = scan_subsets(subsets)
+        folder = subsets_root(subsets)
     if not entries:
         raise DatasetError("no images found (looked for " + ", ".join(IMAGE_EXTENSIONS) +
                            " at the top level and in sub-folders)", path=folder)
-    ds = Dataset(folder, settings, [], skipped, dict(encoders), cache)
+    ds = Dataset(folder, settings, [], skipped, dict(encoders), cache, subsets=subsets)
     flips = (False, True) if settings.flip else (False,)
     for n, entry in enumerate(entries):
         if progress:

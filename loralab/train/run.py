@@ -230,7 +230,8 @@ def _sample_cond(dataset: Dataset, index: int, flipped: bool, variant: int, drop
 
 
 def batch_loss(model: TrainModel, dataset: Dataset, settings: TrainSettings, indices: list[int],
-               generator: torch.Generator, *, augment: bool = True, share: range | None = None) -> torch.Tensor | None:
+               generator: torch.Generator, *, augment: bool = True,
+               share: range | None = None) -> torch.Tensor | None:
     """The weighted loss of one batch (differentiable); every random draw comes from ``generator``
     in a fixed order: per sample flip, caption dropout, caption variant; then noise; then σ.
 

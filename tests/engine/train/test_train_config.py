@@ -7,7 +7,7 @@ import pytest
 
 from loralab.errors import FileExistsRefusedError, TrainingError
 from loralab.train.checkpoint import read_state, save_checkpoint
-from loralab.train.config import ModelFiles, config_data, load_config, write_config
+from loralab.train.config import ModelFiles, config_data, load_config, to_toml, write_config
 from loralab.train.dataset import DatasetSettings, Subset, build_dataset
 from loralab.train.cache import TensorCache
 from loralab.train.run import TrainSettings
@@ -177,8 +177,7 @@ def test_a_states_config_exports_and_reads_back_as_the_same_run(tmp_path):
     run.model_info["name"] = "toy.safetensors"
     _, state = save_checkpoint(run, str(tmp_path / "out"))
     _, meta = read_state(state)
-    data = config_data(TrainSettings.from_json(meta["settings"]), meta["dataset"]["folder"],
-                       meta["dataset"]["settings"], meta["model"])
+    data = config_data(TrainSettings.from_json(meta["settings"]), meta["dataset"], meta["model"])
     for name in ("again.toml", "again.json"):
         cfg = load_config(write_config(str(tmp_path / name), data))
         assert cfg.settings == run.settings and cfg.dataset_settings == ds.settings
@@ -188,7 +187,37 @@ def test_a_states_config_exports_and_reads_back_as_the_same_run(tmp_path):
     # the files a run recorded (the graph's loaders, or a config's [model]) are its [model]
     files = {"unet": "flux.safetensors", "weight_dtype": "fp8_e4m3fn", "vae": "ae.safetensors",
              "clip": ["clip_l.safetensors", "t5.safetensors"], "clip_type": "flux"}
-    data = config_data(run.settings, ds.folder, ds.settings.to_json(), {"name": "flux.safetensors", "files": files})
+    data = config_data(run.settings, meta["dataset"], {"name": "flux.safetensors", "files": files})
     cfg = load_config(write_config(str(tmp_path / "files.toml"), data))
     assert cfg.model == ModelFiles(unet="flux.safetensors", weight_dtype="fp8_e4m3fn", vae="ae.safetensors",
                                    clip=("clip_l.safetensors", "t5.safetensors"), clip_type="flux")
+
+
+def test_a_run_on_kohya_subsets_exports_them_and_resumes_from_the_exported_config(tmp_path):
+    for i, sub in enumerate(("a", "b")):
+        for j in range(2):
+            write_caption(write_image(str(tmp_path / "set" / sub / f"{j}.png"), 64, 64, seed=2 * i + j), f"tag {i}")
+    write(tmp_path / "run.toml", KOHYA.replace("set/alice", "set/a").replace("set/style", "set/b")
+          .replace("resolution = [768, 512]", "resolution = 64").replace("min_bucket_reso = 256", "min_bucket_reso = 64")
+          .replace("max_bucket_reso = 1024", "max_bucket_reso = 64") + '[model]\ncheckpoint = "m"\n[train]\nrank = 4\n')
+    cfg = load_config(str(tmp_path / "run.toml"))
+    enc = FakeEncoders()
+    ds = build_dataset(cfg.dataset, cfg.dataset_settings, TensorCache(str(tmp_path / "cache")),
+                       encode_image=enc.encode_image, encode_text=enc.encode_text, encoders={"vae": "v", "clip": "c"})
+    assert ds.num_entries == 2 * 10 + 2 * 2
+    model = ToyModel()
+    run = make_run(ds, model, **{k: v for k, v in cfg.settings.to_json().items() if k in ("rank", "batch_size")})
+    train(run, model, 1)
+    run.model_info["name"] = "toy.safetensors"
+    _, state = save_checkpoint(run, str(tmp_path / "out"))
+    _, meta = read_state(state)
+    data = config_data(run.settings, meta["dataset"], meta["model"])
+    assert "[[datasets.subsets]]" in to_toml(data)
+    for name in ("exported.toml", "exported.json"):
+        again = load_config(write_config(str(tmp_path / name), data))
+        assert again.dataset == cfg.dataset and again.dataset_settings == cfg.dataset_settings
+        assert again.settings == run.settings
+        rebuilt = build_dataset(again.dataset, again.dataset_settings, TensorCache(str(tmp_path / "cache")),
+                                encode_image=enc.encode_image, encode_text=enc.encode_text,
+                                encoders={"vae": "v", "clip": "c"})
+        assert rebuilt.fingerprint == ds.fingerprint  # the same dataset: the state resumes on it
