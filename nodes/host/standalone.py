@@ -12,13 +12,15 @@ import dataclasses
 import inspect
 import os
 import signal
+import sys
 import time
 from typing import Any, Callable
 
 import folder_paths
 import nodes as comfy_nodes
 
-from ...loralab.errors import TrainingError
+from ...loralab.cli.terminal import terminal_safe
+from ...loralab.errors import LoRALabError, TrainingError
 from ...loralab.train.checkpoint import restore_run, save_checkpoint
 from ...loralab.train.config import ModelFiles, RunConfig, load_config
 from ...loralab.train.run import TrainRun
@@ -129,7 +131,16 @@ def _stop_flag() -> Callable[[], bool]:
 def train_config(config_path: str, world, *, resume: str | None = None, steps: int | None = None) -> int:
     """Train the run of a config file (up to ``steps`` more steps, never past its total) and save
     its LoRA with its state file; periodic checkpoints as ``save_every`` says. Returns the exit
-    code: 0, or 130 when a stop was asked for (the last finished step is saved)."""
+    code: 0; 130 when a stop was asked for (the last finished step is saved); 1 when the run
+    cannot be trained (the reason printed)."""
+    try:
+        return _train(config_path, world, resume, steps)
+    except LoRALabError as e:
+        print(terminal_safe(f"error: {e}"), file=sys.stderr)
+        return 1
+
+
+def _train(config_path: str, world, resume: str | None, steps: int | None) -> int:
     config = load_config(config_path)
     folder = config.output_folder or output_folder("loras")
     run = prepare_run(config, world, resume)

@@ -1,7 +1,8 @@
 """``loralab train CONFIG`` against the real ComfyUI (COMFYUI_PATH, in its own process, no server):
 a run started in the graph continues from the command line, from the config the state exports, and
 a run started on the command line continues in the graph, both equal to the graph's straight run;
-the file the command line writes loads in core with no dropped key.
+a config of another run is refused with what differs; the file the command line writes loads in
+core with no dropped key; torchrun with two processes trains the single-process LoRA.
 
 The model is the stock-detectable sd15 UNet and a real-size SD VAE and CLIP-L (random weights),
 loaded in the graph by ComfyUI's stock loader nodes and on the command line from their files."""
@@ -52,11 +53,11 @@ def _run(host, prompt: dict) -> None:
     assert ok, (result, [m for m in messages if m[0] == "execution_error"])
 
 
-def _cli(*args: str, cwd: str) -> subprocess.CompletedProcess:
+def _cli(*args: str, cwd: str, code: int = 0) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": REPO, "COMFYUI_PATH": COMFYUI_PATH, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "loralab", "train", *args], capture_output=True, text=True,
                           timeout=600, env=env, cwd=cwd)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == code, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
 
@@ -100,6 +101,13 @@ def test_graph_and_command_line_continue_each_others_runs(train_host, tiny_model
     config_path = str(tmp_path / "run.json")
     with open(config_path, "w", encoding="utf-8") as f:
         json.dump(config, f)
+
+    # a config of another run is refused, naming what differs
+    with open(tmp_path / "other.json", "w", encoding="utf-8") as f:
+        json.dump({**config, "train": {**config["train"], "learning_rate": 5e-4}}, f)
+    done = _cli(str(tmp_path / "other.json"), "--resume", graph_state, cwd=str(tmp_path), code=1)
+    assert "cannot resume" in done.stderr and "learning_rate: 0.001 → 0.0005" in done.stderr
+    assert "Traceback" not in done.stderr
 
     # graph -> command line: steps 3 and 4 from the graph's state
     done = _cli(config_path, "--resume", graph_state, cwd=str(tmp_path))
