@@ -52,19 +52,22 @@ class World:
         return range(start, start + base + (1 if self.rank < extra else 0))
 
     def all_reduce_grads(self, params: Iterable[torch.Tensor]) -> None:
-        """Sum every parameter's ``.grad`` over the processes (a missing one counts as zero)."""
+        """Sum every parameter's ``.grad`` over the processes (one all-reduce of them all, flat).
+        A gradient missing in a process counts as zero; one missing in every process stays
+        missing, as it would in one process (the optimizer then leaves the parameter alone)."""
         if self.size == 1:
             return
         params = list(params)
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-        grads = [p.grad for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
+        if not params:
+            return
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        present = torch.tensor([p.grad is not None for p in params], dtype=grads[0].dtype, device=grads[0].device)
+        flat = torch.cat([g.reshape(-1) for g in grads] + [present])
         torch.distributed.all_reduce(flat, op=torch.distributed.ReduceOp.SUM)
         offset = 0
-        for g in grads:
-            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        for p, g, anywhere in zip(params, grads, flat[-len(params):].tolist()):
+            if anywhere:
+                p.grad = g.copy_(flat[offset:offset + g.numel()].view_as(g))
             offset += g.numel()
 
     def sum(self, value: float) -> float:

@@ -3,7 +3,8 @@
     python -m torch.distributed.run --standalone --nproc_per_node=N ddp_worker.py straight|resume OUT
 
 ``straight``: trains the toy run 4 steps (weights to OUT/straight_rank<R>.safetensors), then a fresh
-run 2 steps and saves its checkpoint into OUT/ckpt (main process only). ``resume``: continues that
+run 2 steps and saves its checkpoint into OUT/ckpt (main process only), then sums gradients that
+are present in both processes, in one, and in none (to OUT/grads_rank<R>.safetensors). ``resume``: continues that
 checkpoint 2 steps (weights to OUT/resumed_rank<R>.safetensors). Every process writes its own
 weights so that the test sees the processes agree; the run's files come from rank 0 only.
 """
@@ -52,6 +53,15 @@ def main(mode: str, out: str) -> None:
             again.train(model, 2, world=world)
             if world.main:
                 save_checkpoint(again, os.path.join(out, "ckpt"))
+            # gradients: summed; present in one process only, summed with zero; present in none, left out
+            grads = [torch.full((2,), float(world.rank + 1)), torch.ones(3) if world.main else None, None]
+            params = [torch.zeros(2), torch.zeros(3), torch.zeros(1)]
+            for p, g in zip(params, grads):
+                p.grad = g
+            world.all_reduce_grads(params)
+            summed = {"both": params[0].grad, "one": params[1].grad}
+            assert params[2].grad is None
+            save_tensors(os.path.join(out, f"grads_rank{world.rank}.safetensors"), summed)
         else:
             folder = os.path.join(out, "ckpt")
             state = os.path.join(folder, next(f for f in sorted(os.listdir(folder)) if f.endswith(".loralab-state")))

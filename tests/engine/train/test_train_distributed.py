@@ -38,6 +38,9 @@ def test_two_processes_train_the_single_process_run_and_resume_bit_exactly(tmp_p
     # 2 steps, checkpoint, 2 more steps in new processes == 4 steps straight, bit for bit
     assert ranks[0].keys() == resumed[0].keys()
     assert all(torch.equal(ranks[0][k], resumed[0][k]) for k in ranks[0])
+    for r in (0, 1):
+        grads = load_tensors(os.path.join(out, f"grads_rank{r}.safetensors"))
+        assert grads["both"].tolist() == [3.0, 3.0] and grads["one"].tolist() == [1.0, 1.0, 1.0]
     # only the main process wrote the checkpoint: one LoRA and one state
     assert sorted(os.path.splitext(f)[1] for f in os.listdir(os.path.join(out, "ckpt"))) == [".loralab-state",
                                                                                              ".safetensors"]
