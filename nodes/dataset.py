@@ -9,14 +9,12 @@ from comfy_api.latest import io
 
 from ..loralab.errors import UnsafeNameError
 from ..loralab.files.paths import resolve_in_folder
-from ..loralab.train.cache import TensorCache
-from ..loralab.train.dataset import DatasetSettings, build_dataset
+from ..loralab.train.dataset import DatasetSettings
 from .common import CATEGORY, advanced, display_name, node_id
 from .host.progress import progress_callback
-from .host.training import clip_identity, image_encoder, text_encoder, vae_identity
+from .host.training import cache_folder, encode_dataset
 
 DatasetType = io.Custom("LORALAB_DATASET")
-CACHE_FOLDER = "loralab_cache"
 
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -42,11 +40,6 @@ def dataset_folder(name: str) -> str:
                               "a network address", key=name,
                               hint="put the dataset in ComfyUI's input folder and give its name there")
     return resolve_in_folder(folder_paths.get_input_directory(), name, must_exist=False)
-
-
-def cache_folder() -> str:
-    """Where encoded samples are cached (ComfyUI's user directory, outside every user's own files)."""
-    return os.path.join(folder_paths.get_user_directory(), CACHE_FOLDER)
 
 
 def _folder_signature(folder: str) -> str:
@@ -122,11 +115,7 @@ class LoRALabDataset(io.ComfyNode):
                                    caption_extensions=exts or (".txt",), trigger=trigger_word, caption_dropout=caption_dropout,
                                    shuffle_captions=shuffle_captions, keep_tokens=keep_tokens,
                                    shuffle_variants=shuffle_variants, flip=flip)
-        ds = build_dataset(dataset_folder(folder), settings, TensorCache(cache_folder()),
-                           encode_image=image_encoder(vae), encode_text=text_encoder(clip),
-                           encoders={"vae": vae_identity(vae), "clip": clip_identity(clip)},
-                           progress=progress_callback())
-        ds.attachments.update(vae=vae, clip=clip)
+        ds = encode_dataset(dataset_folder(folder), settings, vae, clip, cache_folder(), progress_callback())
         return io.NodeOutput(ds, ds.summary())
 
 

@@ -19,11 +19,11 @@ import node_helpers
 import torch
 from comfy_api.latest import io, ui
 
-from ..loralab.errors import LoRALabError, TrainingError
+from ..loralab.errors import LoRALabError
 from ..loralab.files.paths import sanitize_output_name, unused_path
 from ..loralab.train.checkpoint import STATE_EXTENSION, lora_tensors, restore_run, save_checkpoint, save_lora_file
 from ..loralab.train.losscurve import render_loss_curve
-from ..loralab.train.network import ALGORITHMS, PRESETS, InitLoRA, select_targets
+from ..loralab.train.network import ALGORITHMS, PRESETS
 from ..loralab.train.optim import OPTIMIZERS, available_optimizers
 from ..loralab.train.precision import PRECISIONS
 from ..loralab.train.run import SAVE_DTYPES, TrainRun, TrainSettings
@@ -31,11 +31,10 @@ from ..loralab.train.schedules import SCHEDULES
 from ..loralab.train.timesteps import FLOW_SAMPLERS
 from .common import CATEGORY, advanced, display_name, node_id, unlisted
 from .dataset import DatasetType
-from .host.folders import file_stamp, lora_names, lora_path, output_folder, picked_lora, picked_stamp
-from .host.models import model_layout
+from .host.folders import file_stamp, lora_names, lora_path, output_folder, picked_stamp
 from .host.progress import progress_callback
-from .host.training import (diffusion_shapes, lora_model, model_info, raise_interrupt, report_saved, source_model_name,
-                            train_steps)
+from .host.training import (graph_model_files, init_run, lora_model, raise_interrupt, report_saved,
+                            source_model_name, train_steps)
 
 RunType = io.Custom("LORALAB_RUN")
 MODEL_TIP = "the diffusion model to train on (SD1.x, SD2, SDXL, SD3 or Flux); fp8/bf16 weights are fine"
@@ -153,28 +152,6 @@ def _relative(path: str) -> str:
     return os.path.relpath(path, _loras_folder()).replace(os.sep, "/")
 
 
-def init_run(model, dataset, settings: TrainSettings, model_name: str | None) -> TrainRun:
-    """A new run on the graph's MODEL (nothing trained yet)."""
-    info = model_info(model, model_name)
-    layout = model_layout(model)
-    shapes = diffusion_shapes(model)
-    targets = select_targets(shapes, info["arch"], settings.targets, settings.blocks,
-                             convs=settings.algorithm == "locon", layout=layout)
-    unwritable = [k for k in targets if tuple(layout.shapes.get(k, ())) != shapes[k]]
-    if unwritable:
-        raise TrainingError(f"{len(unwritable)} target weights are not in LoRA Lab's layout of this model",
-                            key=unwritable[0], hint="report this model; its LoRA could not be saved with kohya names")
-    init = None
-    if settings.init_lora:
-        init = InitLoRA.read(picked_lora(settings.init_lora), layout, targets, settings.algorithm, settings.init_lora)
-    base_weight = None
-    if settings.algorithm == "dora":
-        comfy.model_management.load_models_gpu([model])
-        base_weight = lambda key: comfy.utils.get_attr(model.model, key)  # noqa: E731
-    return TrainRun.create(settings, dataset, shapes, targets, info, base_weight=base_weight,
-                           device=model.load_device, layout=layout, attachments={"model": model}, init=init)
-
-
 def run_info(run: TrainRun) -> str:
     s = run.settings
     params = sum(p.numel() for p in run.network.parameters())
@@ -247,8 +224,9 @@ class LoRALabTrain(_StartsARun):
     def execute(cls, model, dataset, **kwargs) -> io.NodeOutput:
         node = cls.hidden.unique_id
         settings = settings_from(kwargs, "steps")
-        run = advance(init_run(model, dataset, settings, source_model_name(cls.hidden.prompt, node)),
-                      settings.total_steps, node, copy=False)
+        prompt = cls.hidden.prompt
+        run = init_run(model, dataset, settings, source_model_name(prompt, node), graph_model_files(prompt, node))
+        run = advance(run, settings.total_steps, node, copy=False)
         name = sanitize_output_name(settings.name, extension=".safetensors", default="lora")
         path = save_lora_file(run, unused_path(_loras_folder(), name), title=os.path.splitext(os.path.basename(name))[0])
         report_saved(run, _relative(path), node)
@@ -273,8 +251,9 @@ class LoRALabTrainInit(_StartsARun):
 
     @classmethod
     def execute(cls, model, dataset, **kwargs) -> io.NodeOutput:
-        run = init_run(model, dataset, settings_from(kwargs, "total_steps"),
-                       source_model_name(cls.hidden.prompt, cls.hidden.unique_id))
+        prompt, node = cls.hidden.prompt, cls.hidden.unique_id
+        run = init_run(model, dataset, settings_from(kwargs, "total_steps"), source_model_name(prompt, node),
+                       graph_model_files(prompt, node))
         return io.NodeOutput(run, run_info(run))
 
 

@@ -8,7 +8,9 @@
   those above them;
 * no import cycle, between layers or between modules;
 * the pack imports itself relatively (ComfyUI loads it under any folder name), and ComfyUI's
-  model, weight, patching and training internals are reached from ``nodes/host/`` only.
+  model, weight, patching and training internals are reached from ``nodes/host/`` only;
+* one engine module reaches the node layer: ``loralab train`` loads ``nodes/host/boot.py`` by its path
+  when it runs (boot imports ComfyUI, then the pack as ComfyUI would); nothing is imported at start.
 """
 import ast
 import os
@@ -171,3 +173,35 @@ def test_comfy_internals_are_reached_from_the_host_seam_only(path):
             continue
         assert not any(mod == s or mod.startswith(s + ".") for s in HOST_INTERNALS), (
             f"{os.path.relpath(path, REPO)} imports {mod}: ComfyUI internals belong in nodes/host/")
+
+
+#: the one engine module that reaches the node layer: ``loralab train`` loads the host seam's boot
+#: module by its path when it runs (never at import), and that module imports ComfyUI, then the pack
+TRAIN_COMMAND = os.path.join("loralab", "cli", "train.py")
+BOOT_MODULE = os.path.join("nodes", "host", "boot.py")
+
+
+def _strings(path):
+    return [n.value for n in ast.walk(ast.parse(open(path, encoding="utf-8").read()))
+            if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+
+
+def test_only_the_train_command_reaches_the_node_layer_and_only_through_boot():
+    for path in _python_files("loralab"):
+        text = open(path, encoding="utf-8").read()
+        names_nodes = "nodes" in _strings(path) or "spec_from_file_location" in text
+        assert not names_nodes or os.path.relpath(path, REPO) == TRAIN_COMMAND, f"{path} reaches the node layer"
+    tree = ast.parse(open(os.path.join(REPO, TRAIN_COMMAND), encoding="utf-8").read())
+    top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    absolute = {n.module for n in top if isinstance(n, ast.ImportFrom) and not n.level}
+    absolute |= {a.name.split(".")[0] for n in top if isinstance(n, ast.Import) for a in n.names}
+    assert absolute <= {"__future__", "argparse", "importlib", "os", "sys"}, absolute  # no torch, no ComfyUI
+
+
+def test_the_boot_module_imports_only_the_standard_library_at_module_level():
+    tree = ast.parse(open(os.path.join(REPO, BOOT_MODULE), encoding="utf-8").read())
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom):
+            assert node.level == 0 and node.module in ("__future__", "types"), ast.dump(node)
+        elif isinstance(node, ast.Import):
+            assert all(a.name.split(".")[0] in ("importlib", "os", "sys") for a in node.names), ast.dump(node)

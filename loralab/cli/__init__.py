@@ -12,11 +12,12 @@ from .inspect import add_inspect
 from .library import add_library
 from .merge import MERGE_COMMANDS
 from .stack_report import add_stack_report
+from .train import add_train
 
 
 #: every sub-command registers itself here
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_demo, add_inspect, *MERGE_COMMANDS, add_convert,
-                                                                  add_stack_report, add_library]
+                                                                  add_stack_report, add_library, add_train]
 
 
 def build_parser() -> argparse.ArgumentParser:

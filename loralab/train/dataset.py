@@ -29,7 +29,7 @@ import random
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -151,6 +151,11 @@ class Entry:
     class_tokens: str
 
 
+def _images_in(path: str) -> list[str]:
+    return sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS)
+                  and not n.startswith(".") and os.path.isfile(os.path.join(path, n)))
+
+
 def scan_folder(folder: str) -> tuple[list[Entry], list[tuple[str, str]]]:
     """The images of a dataset folder and the sub-folders skipped (with why)."""
     if not os.path.isdir(folder):
@@ -160,11 +165,7 @@ def scan_folder(folder: str) -> tuple[list[Entry], list[tuple[str, str]]]:
     skipped: list[tuple[str, str]] = []
     top = os.path.basename(os.path.normpath(folder))
 
-    def images_in(path: str) -> list[str]:
-        return sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS)
-                      and not n.startswith(".") and os.path.isfile(os.path.join(path, n)))
-
-    for name in images_in(folder):
+    for name in _images_in(folder):
         entries.append(Entry(os.path.join(folder, name), name, top, 1, ""))
     for sub in sorted(os.listdir(folder)):
         path = os.path.join(folder, sub)
@@ -175,8 +176,43 @@ def scan_folder(folder: str) -> tuple[list[Entry], list[tuple[str, str]]]:
         if repeats < 1:
             skipped.append((sub + "/", "repeat count 0: the folder is not used"))
             continue
-        for name in images_in(path):
+        for name in _images_in(path):
             entries.append(Entry(os.path.join(path, name), f"{sub}/{name}", sub, repeats, tokens))
+    return entries, skipped
+
+
+@dataclass(frozen=True)
+class Subset:
+    """A folder whose images (its top level) train ``repeats`` times per epoch, captioned
+    ``class_tokens`` where they have no caption file: a subset of kohya's dataset config."""
+
+    folder: str
+    repeats: int = 1
+    class_tokens: str = ""
+
+
+def subsets_root(subsets: Sequence[Subset]) -> str:
+    """The folder holding every subset (image ids are relative to it)."""
+    return os.path.commonpath([os.path.abspath(s.folder) for s in subsets])
+
+
+def scan_subsets(subsets: Sequence[Subset]) -> tuple[list[Entry], list[tuple[str, str]]]:
+    """The images of kohya-style subsets and the subsets skipped (with why)."""
+    root = subsets_root(subsets)
+    entries: list[Entry] = []
+    skipped: list[tuple[str, str]] = []
+    for sub in subsets:
+        path = os.path.abspath(sub.folder)
+        if not os.path.isdir(path):
+            raise DatasetError("dataset folder does not exist or is not a folder", path=path,
+                               hint="fix image_dir in the dataset config")
+        name = os.path.basename(path)
+        if sub.repeats < 1:
+            skipped.append((name + "/", "num_repeats 0: the folder is not used"))
+            continue
+        for image in _images_in(path):
+            rel = os.path.relpath(os.path.join(path, image), root).replace(os.sep, "/")
+            entries.append(Entry(os.path.join(path, image), rel, name, sub.repeats, sub.class_tokens))
     return entries, skipped
 
 
@@ -266,6 +302,8 @@ class Dataset:
     empty_cond: str | None = None  # cache key of the empty caption (caption dropout)
     encoded: int = 0  # entries encoded by this build (the rest came from the cache)
     reused: int = 0
+    #: the kohya-style subsets it was scanned from (empty: ``folder`` in the repeat-folder layout)
+    subsets: tuple[Subset, ...] = ()
     #: host objects travelling with the dataset (the VAE and CLIP the previews use)
     attachments: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -354,24 +392,33 @@ class Dataset:
         return "\n".join(lines)
 
 
-def build_dataset(folder: str, settings: DatasetSettings, cache: TensorCache, *,
+def build_dataset(folder: str | Sequence[Subset], settings: DatasetSettings, cache: TensorCache, *,
                   encode_image: Callable[[torch.Tensor], torch.Tensor],
                   encode_text: Callable[[str], Mapping[str, torch.Tensor]],
                   encoders: Mapping[str, str],
                   progress: Callable[[int, int], None] | None = None) -> Dataset:
-    """Scan, caption, bucket and encode a folder; entries already in the cache are reused.
+    """Scan, caption, bucket and encode a folder (or kohya-style subsets); entries already in the
+    cache are reused.
 
     ``encode_image`` takes ComfyUI's IMAGE ([1, H, W, 3]) and gives the latent [C, h, w] (a video
     VAE's: [C, 1, h, w], the image as one frame), with or without a leading batch of 1;
     ``encode_text`` gives the text conditioning tensors (``cross_attn``, ``pooled_output``, ...).
     A file that cannot be used is listed in ``skipped`` with the reason; it never stops the others.
     """
-    folder = os.path.abspath(folder)
-    entries, skipped = scan_folder(folder)
+    subsets: tuple[Subset, ...] = ()
+    if isinstance(folder, str):
+        folder = os.path.abspath(folder)
+        entries, skipped = scan_folder(folder)
+    else:
+        if not folder:
+            raise DatasetError("the dataset has no subsets", hint="give at least one [[datasets.subsets]] image_dir")
+        subsets = tuple(folder)
+        entries, skipped = scan_subsets(subsets)
+        folder = subsets_root(subsets)
     if not entries:
         raise DatasetError("no images found (looked for " + ", ".join(IMAGE_EXTENSIONS) +
                            " at the top level and in sub-folders)", path=folder)
-    ds = Dataset(folder, settings, [], skipped, dict(encoders), cache)
+    ds = Dataset(folder, settings, [], skipped, dict(encoders), cache, subsets=subsets)
     flips = (False, True) if settings.flip else (False,)
     for n, entry in enumerate(entries):
         if progress:

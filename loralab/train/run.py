@@ -22,6 +22,7 @@ import torch
 from ..errors import TrainingError
 from ..layouts import ModelLayout
 from .dataset import Dataset
+from .distributed import SINGLE, World
 from .network import ALGORITHMS, PRESETS, Network, build_network
 from .network import InitLoRA
 from .objectives import loss_weights, noisy_input, prediction_target, raw_output, sample_noise
@@ -231,36 +232,51 @@ def _sample_cond(dataset: Dataset, index: int, flipped: bool, variant: int, drop
 
 
 def batch_loss(model: TrainModel, dataset: Dataset, settings: TrainSettings, indices: list[int],
-               generator: torch.Generator, *, augment: bool = True) -> torch.Tensor:
+               generator: torch.Generator, *, augment: bool = True,
+               share: range | None = None) -> torch.Tensor | None:
     """The weighted loss of one batch (differentiable); every random draw comes from ``generator``
-    in a fixed order: per sample flip, caption dropout, caption variant; then noise; then σ."""
-    latents, conds = [], []
+    in a fixed order: per sample flip, caption dropout, caption variant; then noise; then σ.
+
+    With ``share`` (positions in ``indices``: a process's part, see :class:`.distributed.World`)
+    every draw is still made for the whole batch, but only the shared samples are computed, and
+    their loss is the batch's mean loss restricted to them (the shares' losses sum to the batch's);
+    None for an empty share."""
+    draws = []
     for idx in indices:
         flipped = augment and dataset.settings.flip and bool(torch.rand((), generator=generator) < 0.5)
         dropped = augment and dataset.settings.caption_dropout > 0 and bool(
             torch.rand((), generator=generator) < dataset.settings.caption_dropout)
         n_variants = len(dataset.items[idx].conds)
         variant = int(torch.randint(0, n_variants, (), generator=generator)) if augment and n_variants > 1 else 0
-        latents.append(dataset.latent(idx, flipped))
-        conds.append(_sample_cond(dataset, idx, flipped, variant, dropped))
+        draws.append((flipped, dropped, variant))
+    part = list(range(len(indices)) if share is None else share)
+    shown = part or [0]  # an empty share still needs the batch's latent shape to draw its noise
+    latents = [dataset.latent(indices[i], draws[i][0]) for i in shown]
     x0 = model.latent_in(torch.stack(latents).to(model.device, torch.float32)).float()
-    noise = sample_noise(tuple(x0.shape), generator, settings.noise_offset).to(model.device)
+    full = (len(indices), *x0.shape[1:])
+    noise = sample_noise(full, generator, settings.noise_offset)
     if model.kind == "flow":
-        sigma = sample_flow_sigmas(settings.timestep_sampling, x0.shape[0], generator,
+        sigma = sample_flow_sigmas(settings.timestep_sampling, len(indices), generator,
                                    sigmoid_scale=settings.sigmoid_scale, shift=settings.shift,
                                    logit_mean=settings.logit_mean, logit_std=settings.logit_std,
                                    tokens=image_tokens(x0.shape[-2], x0.shape[-1]),
                                    model_shift=getattr(model, "flow_shift", None))
     else:
-        sigma = sample_discrete_sigmas(model.sigmas, x0.shape[0], generator)
-    sigma = sigma.to(model.device)
+        sigma = sample_discrete_sigmas(model.sigmas, len(indices), generator)
+    if not part:
+        return None
+    if len(part) != len(indices):
+        noise, sigma = noise[part], sigma[part]
+    noise, sigma = noise.to(model.device), sigma.to(model.device)
+    conds = [_sample_cond(dataset, indices[i], draws[i][0], draws[i][2], draws[i][1]) for i in part]
     x = noisy_input(model.kind, x0, noise, sigma)
     denoised = model.denoise(x, sigma, conds).float()
     pred = raw_output(model.kind, x, sigma, denoised, model.sigma_data)
     target = prediction_target(model.kind, x0, noise, sigma, model.sigma_data)
     per_sample = ((pred - target) ** 2).mean(dim=tuple(range(1, pred.dim())))
     weights = loss_weights(model.kind, sigma, settings.min_snr_gamma, model.sigma_data).to(per_sample.device)
-    return (per_sample * weights).mean()
+    loss = (per_sample * weights).mean()
+    return loss if len(part) == len(indices) else loss * (len(part) / len(indices))
 
 
 def eval_loss(model: TrainModel, dataset: Dataset, settings: TrainSettings, indices: list[int], *,
@@ -402,21 +418,28 @@ class TrainRun:
         """The trained factors, in the optimizer's order."""
         return [p for g in self.optimizer.param_groups for p in g["params"]]
 
-    def compute_gradients(self, model: TrainModel) -> tuple[float, bool]:
+    def compute_gradients(self, model: TrainModel, world: World = SINGLE) -> tuple[float, bool]:
         """The next step's gradients, in the factors' ``.grad`` (fp32, unscaled): the step's
         batches (``grad_accumulation`` of them) forward and backward, the loss multiplied by the
-        loss scale when computing in fp16 and the gradients divided by it after. Returns the
-        step's loss and whether the gradients are finite (False: the scaler has halved its
-        scale, the step must be skipped). Raises when the loss itself is not finite."""
+        loss scale when computing in fp16 and the gradients divided by it after. In a ``world`` of
+        several processes each computes its share of every batch and the gradients and loss are
+        summed over them (see :mod:`.distributed`). Returns the step's loss and whether the
+        gradients are finite (False: the scaler has halved its scale, the step must be skipped).
+        Raises when the loss itself is not finite."""
         s = self.settings
         scaled = self.compute_dtype == torch.float16
         scale = self.scaler.scale if scaled else 1.0
         total = 0.0
         for _ in range(s.grad_accumulation):
             indices = self.order.next_batch(self.dataset, s.batch_size)
-            loss = batch_loss(model, self.dataset, s, indices, self.generator) / s.grad_accumulation
+            loss = batch_loss(model, self.dataset, s, indices, self.generator, share=world.share(len(indices)))
+            if loss is None:
+                continue
+            loss = loss / s.grad_accumulation
             (loss * scale).backward()
             total += float(loss.detach())
+        total = world.sum(total)
+        world.all_reduce_grads(self.params())
         if not math.isfinite(total):
             self.optimizer.zero_grad(set_to_none=True)
             raise TrainingError(f"the loss is not finite at step {self.step + 1} ({total})",
@@ -426,23 +449,24 @@ class TrainRun:
         return total, self.scaler.unscale(self.params()) if scaled else True
 
     def train(self, model: TrainModel, steps: int, *, on_step: Callable[["TrainRun", float], None] | None = None,
-              should_stop: Callable[[], bool] | None = None) -> bool:
+              should_stop: Callable[[], bool] | None = None, world: World = SINGLE) -> bool:
         """Advance up to ``steps`` steps (never past ``total_steps``). ``should_stop`` is asked
-        before every step; returns True when it stopped the run early. A step whose loss is not
-        finite raises before the optimizer sees it; a loss-scaled (fp16) step whose gradients
-        are not finite counts as a step but changes no factor (see :class:`LossScaler`)."""
+        before every step (in a ``world`` of several processes, a stop in any stops all); returns
+        True when it stopped the run early. A step whose loss is not finite raises before the
+        optimizer sees it; a loss-scaled (fp16) step whose gradients are not finite counts as a
+        step but changes no factor (see :class:`LossScaler`)."""
         params = self.params()
         s = self.settings
         with global_rng_of(self.global_rng), torch.inference_mode(False), torch.enable_grad():
             for _ in range(steps):
                 if self.complete:
                     return False
-                if should_stop is not None and should_stop():
+                if should_stop is not None and world.any(should_stop()):
                     return True
                 lr = self.current_lr()
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr * group.get("lr_mult", 1.0)
-                total, finite = self.compute_gradients(model)
+                total, finite = self.compute_gradients(model, world)
                 if finite:
                     if s.max_grad_norm > 0:
                         torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 import time
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import comfy.model_management
 import comfy.model_sampling
@@ -22,18 +23,23 @@ import comfy.patcher_extension
 import comfy.samplers
 import comfy.sd
 import comfy.utils
+import folder_paths
 import torch
 from server import PromptServer
 
 from ...loralab.errors import TrainingError
-from ...loralab.train.cache import fingerprint
+from ...loralab.train.cache import TensorCache, fingerprint
+from ...loralab.train.dataset import Dataset, DatasetSettings, Subset, build_dataset
 from ...loralab.train.grad_checkpoint import gradient_checkpointing
 from ...loralab.train.inplace import copy_norm_inputs
-from ...loralab.train.run import TrainRun
+from ...loralab.train.network import InitLoRA, select_targets
+from ...loralab.train.run import TrainRun, TrainSettings
 from .compat import trainable_clone, training_mode
-from .models import model_arch, model_name
+from .folders import picked_lora
+from .models import model_arch, model_layout, model_name
 
 PROGRESS_EVENT = "loralab.train.progress"
+CACHE_FOLDER = "loralab_cache"
 #: node inputs that name the model file a MODEL came from, by loader
 _MODEL_NAME_INPUTS = ("ckpt_name", "unet_name", "model_name", "model_path")
 
@@ -119,28 +125,59 @@ def text_encoder(clip) -> Callable[[str], dict[str, torch.Tensor]]:
     return encode
 
 
-def source_model_name(prompt: dict | None, node_id: str | None, input_name: str = "model") -> str | None:
-    """The file name of the loader a node's MODEL input comes from, following the graph upstream."""
+def _loader_inputs(prompt: dict | None, node_id: str | None, input_name: str,
+                   keys: tuple[str, ...]) -> dict[str, Any] | None:
+    """The inputs of the first node upstream of a node's ``input_name`` that names a file in one of
+    ``keys`` (nodes in between, such as LoRA loaders, are followed through their input of the
+    same name)."""
     if not prompt or node_id is None:
         return None
     seen: set[str] = set()
-    node, name = str(node_id), input_name
+    node = str(node_id)
     while node in prompt and node not in seen:
         seen.add(node)
-        link = prompt[node].get("inputs", {}).get(name)
+        link = prompt[node].get("inputs", {}).get(input_name)
         if not isinstance(link, list) or len(link) != 2:
             return None
         node = str(link[0])
         inputs = prompt.get(node, {}).get("inputs", {})
-        for key in _MODEL_NAME_INPUTS:
-            if isinstance(inputs.get(key), str):
-                return inputs[key]
-        name = "model"
+        if any(isinstance(inputs.get(k), str) for k in keys):
+            return inputs
     return None
 
 
-def model_info(model, name: str | None) -> dict[str, Any]:
-    """What a run records about its base model."""
+def source_model_name(prompt: dict | None, node_id: str | None) -> str | None:
+    """The file name of the loader a node's MODEL input comes from, following the graph upstream."""
+    inputs = _loader_inputs(prompt, node_id, "model", _MODEL_NAME_INPUTS) or {}
+    return next((inputs[k] for k in _MODEL_NAME_INPUTS if isinstance(inputs.get(k), str)), None)
+
+
+def graph_model_files(prompt: dict | None, node_id: str | None) -> dict[str, Any]:
+    """The files a training node's model and dataset come from, as a run config's ``[model]``
+    names them: the checkpoint, or the diffusion model with the VAE and text encoders the
+    dataset node was given (empty where the graph does not say)."""
+    model = _loader_inputs(prompt, node_id, "model", ("ckpt_name", "unet_name"))
+    if model is None:
+        return {}
+    if isinstance(model.get("ckpt_name"), str):
+        return {"checkpoint": model["ckpt_name"]}
+    files: dict[str, Any] = {"unet": model["unet_name"], "weight_dtype": str(model.get("weight_dtype", "default"))}
+    link = prompt[str(node_id)].get("inputs", {}).get("dataset")
+    dataset = str(link[0]) if isinstance(link, list) and len(link) == 2 else None
+    vae = _loader_inputs(prompt, dataset, "vae", ("vae_name",))
+    if vae is not None:
+        files["vae"] = vae["vae_name"]
+    clip = _loader_inputs(prompt, dataset, "clip", ("clip_name", "clip_name1"))
+    if clip is not None:
+        files["clip"] = [clip[k] for k in ("clip_name", "clip_name1", "clip_name2") if isinstance(clip.get(k), str)]
+        if isinstance(clip.get("type"), str):
+            files["clip_type"] = clip["type"]
+    return files
+
+
+def model_info(model, name: str | None, files: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a run records about its base model (``files``: where it and its encoders were loaded
+    from, as a run config's ``[model]`` names them)."""
     arch = model_arch(model)
     if arch is None:
         raise TrainingError(f"LoRA Lab has no layout for {model_name(model)} models yet",
@@ -150,7 +187,7 @@ def model_info(model, name: str | None) -> dict[str, Any]:
     weight = next((p for n, p in base.diffusion_model.named_parameters() if p.dim() > 1), None)
     return {"arch": arch, "kind": prediction_kind(model), "fingerprint": model_fingerprint(model), "name": name,
             "weight_dtype": str(weight.dtype) if weight is not None else "",
-            "zsnr": bool(getattr(ms, "zsnr", False))}
+            "zsnr": bool(getattr(ms, "zsnr", False)), "files": dict(files or {})}
 
 
 def check_precision(model, dtype: torch.dtype) -> None:
@@ -216,6 +253,45 @@ class ComfyTrainModel:
             if wrapper is not None:
                 return wrapper(self.base.apply_model, {"input": x, "timestep": sigma, "c": c, "cond_or_uncond": [0]})
             return self.base.apply_model(x, sigma, **c)
+
+
+def cache_folder() -> str:
+    """Where encoded samples are cached (ComfyUI's user directory, outside every user's own files)."""
+    return os.path.join(folder_paths.get_user_directory(), CACHE_FOLDER)
+
+
+def encode_dataset(folder: str | Sequence[Subset], settings: DatasetSettings, vae, clip, cache: str,
+                   progress: Callable[[int, int], None] | None = None) -> Dataset:
+    """A dataset encoded with a VAE and CLIP (cached in ``cache``), which travel with it."""
+    ds = build_dataset(folder, settings, TensorCache(cache), encode_image=image_encoder(vae),
+                       encode_text=text_encoder(clip), encoders={"vae": vae_identity(vae), "clip": clip_identity(clip)},
+                       progress=progress)
+    ds.attachments.update(vae=vae, clip=clip)
+    return ds
+
+
+def init_run(model, dataset, settings: TrainSettings, model_name: str | None,
+             files: dict[str, Any] | None = None) -> TrainRun:
+    """A new run on a MODEL (nothing trained yet), on the device ComfyUI loads it to; ``files``
+    as :func:`model_info` records them."""
+    info = model_info(model, model_name, files)
+    layout = model_layout(model)
+    shapes = diffusion_shapes(model)
+    targets = select_targets(shapes, info["arch"], settings.targets, settings.blocks,
+                             convs=settings.algorithm == "locon", layout=layout)
+    unwritable = [k for k in targets if tuple(layout.shapes.get(k, ())) != shapes[k]]
+    if unwritable:
+        raise TrainingError(f"{len(unwritable)} target weights are not in LoRA Lab's layout of this model",
+                            key=unwritable[0], hint="report this model; its LoRA could not be saved with kohya names")
+    init = None
+    if settings.init_lora:
+        init = InitLoRA.read(picked_lora(settings.init_lora), layout, targets, settings.algorithm, settings.init_lora)
+    base_weight = None
+    if settings.algorithm == "dora":
+        comfy.model_management.load_models_gpu([model])
+        base_weight = lambda key: comfy.utils.get_attr(model.model, key)  # noqa: E731
+    return TrainRun.create(settings, dataset, shapes, targets, info, base_weight=base_weight,
+                           device=model.load_device, layout=layout, attachments={"model": model}, init=init)
 
 
 #: progress events kept per node for a page that reloads mid-run (GET /loralab/train_progress);

@@ -184,3 +184,30 @@ def core_lora_patches(model, lora_sd: dict):
         key_map = comfy.lora.model_lora_keys_unet(model.model, {})
         patches = comfy.lora.load_lora(lora_sd, key_map)
     return patched, log.messages, patches
+
+
+def write_stock_encoders(vae_folder: str, clip_folder: str, seed: int = 0) -> tuple[str, str]:
+    """An SD1.x VAE and CLIP-L at their real sizes (83.7 M and 123 M parameters; random weights,
+    fp16) as files that ComfyUI's stock VAELoader and CLIPLoader detect and load: what a run
+    config names. Returns their paths (written once)."""
+    import comfy.sd1_clip
+    import comfy.utils
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+    vae_path = os.path.join(vae_folder, "stock_sd_vae.safetensors")
+    clip_path = os.path.join(clip_folder, "stock_clip_l.safetensors")
+    if not os.path.exists(vae_path):
+        os.makedirs(vae_folder, exist_ok=True)
+        ddconfig = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+                    "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+        vae = AutoencoderKL(ddconfig=ddconfig, embed_dim=4)
+        _fill(vae, seed)
+        comfy.utils.save_torch_file({k: v.half() for k, v in vae.state_dict().items()}, vae_path + ".tmp")
+        os.replace(vae_path + ".tmp", vae_path)
+    if not os.path.exists(clip_path):
+        os.makedirs(clip_folder, exist_ok=True)
+        clip = comfy.sd1_clip.SD1ClipModel(device="cpu", dtype=torch.float16)
+        _fill(clip, seed)
+        comfy.utils.save_torch_file({k: v.half() for k, v in clip.clip_l.transformer.state_dict().items()},
+                                    clip_path + ".tmp")
+        os.replace(clip_path + ".tmp", clip_path)
+    return vae_path, clip_path

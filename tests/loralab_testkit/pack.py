@@ -37,7 +37,7 @@ def tracked_files() -> tuple[str, ...]:
 SHIPPED_CODE = ("__init__.py", "nodes/", "loralab/")
 #: modules the host provides to the nodes: ComfyUI itself and what its requirements.txt installs
 HOST_MODULES = {"comfy", "comfy_api", "comfy_extras", "comfy_execution", "folder_paths", "nodes", "server",
-                "execution", "node_helpers", "aiohttp", "comfyui_version"}
+                "execution", "node_helpers", "aiohttp", "comfyui_version", "utils"}
 #: distributions ComfyUI brings that a pack must never ask pip to (re)install
 HOST_TORCH = {"torch", "torchvision", "torchaudio"}
 #: import name -> distribution name, where they differ

@@ -22,7 +22,8 @@ def imported(stderr: str) -> set[str]:
 def test_header_commands_never_import_torch(tmp):
     """inspect without --blocks, --help and --version answer at once: no torch (nor numpy) import."""
     path = materialize("kohya_sdxl_lora", os.path.join(tmp, "k.safetensors"), rank=2)
-    for args in (("inspect", path), ("inspect", "--json", path), ("--help",), ("--version",), ("inspect", "--help")):
+    for args in (("inspect", path), ("inspect", "--json", path), ("--help",), ("--version",), ("inspect", "--help"),
+                 ("train", "--help")):
         r = run(*args, python=("-X", "importtime"))
         assert r.returncode == 0, r.stderr[-2000:]
         mods = imported(r.stderr)
