@@ -145,6 +145,8 @@ def _model_changes(run: TrainRun, saved: dict[str, Any]) -> list[str]:
             out.append(f"model {label}: {saved.get(key)!r} → {run.model_info.get(key)!r}")
     if not out and saved.get("fingerprint") != run.model_info.get("fingerprint"):
         out.append("the base model's weights differ (another model, or other LoRAs applied to it)")
+    if saved.get("text_encoder") != run.model_info.get("text_encoder"):
+        out.append("the trained text encoders differ (another CLIP, or other LoRAs applied to it)")
     return out
 
 
