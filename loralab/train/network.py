@@ -278,9 +278,10 @@ class Network(nn.Module):
             yield key, getattr(self, f"m{i:05d}")
 
     def set_output_dtype(self, dtype: torch.dtype) -> None:
-        """Hand W' to the model in ``dtype`` (the run's compute dtype), whatever the weight's."""
-        for _, module in self.items():
-            module.output_dtype = dtype
+        """Hand W' to the diffusion model in ``dtype`` (the run's compute dtype), whatever the
+        weight's; text encoders compute in their own dtype, so theirs get W' in the weight's."""
+        for key, module in self.items():
+            module.output_dtype = None if is_text_encoder_key(key) else dtype
 
     def param_groups(self) -> list[dict]:
         """Optimizer parameter groups, one per learning-rate multiplier of the diffusion model's

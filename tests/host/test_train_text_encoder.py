@@ -19,13 +19,13 @@ LOSS_MARGIN = 0.8
 TE_LR = 1e-3
 
 
-def _dataset(host, name, n, seed):
-    """A dataset encoded by a tiny CLIP-L whose weights all have their real shapes."""
+def _dataset(host, name, n, seed, arch="sd15"):
+    """A dataset encoded by a tiny CLIP whose trained weights have their real shapes."""
     folder = os.path.join(host.folder_paths.get_input_directory(), name)
     train_kit.write_dataset(folder, n=n, seed=seed)
     node = node_class(host, "LoRALabDataset")
-    kw = {**train_kit.schema_defaults(node), **SMALL_DATASET, "folder": name, "vae": train_kit.tiny_vae("sd15"),
-          "clip": train_kit.tiny_clip("sd15", real_mlp=True)}
+    kw = {**train_kit.schema_defaults(node), **SMALL_DATASET, "folder": name, "vae": train_kit.tiny_vae(arch),
+          "clip": train_kit.tiny_clip(arch, real_widths=True)}
     return node.execute(**kw).args[0]
 
 
@@ -82,6 +82,36 @@ def test_text_encoder_lora_trains_and_core_loads_it_into_the_clip(train_host, ti
         plain = th.text_conds(clip, "sks, a photo")
     assert not torch.allclose(from_core["cross_attn"], plain["cross_attn"], atol=1e-4)
     assert torch.allclose(from_core["cross_attn"].float().cpu(), trained["cross_attn"].float().cpu(), atol=1e-4)
+
+
+@pytest.mark.parametrize("arch,prefixes", [("sdxl", {"lora_te1_": 12, "lora_te2_": 12}),
+                                            ("flux", {"lora_te1_": 12, "lora_te3_": 4})])
+def test_sdxl_and_flux_text_encoders_load_in_core_with_their_kohya_numbers(train_host, tiny_models, arch, prefixes):
+    """SDXL: te1 = CLIP-L, te2 = CLIP-G; Flux: te1 = CLIP-L, te3 = T5-XXL (attention, one layer)."""
+    import comfy.sd
+    import comfy.utils
+    host = train_host
+    tr = host.module("nodes.train")
+    run_mod = host.module("loralab.train.run")
+    ckpt = host.module("loralab.train.checkpoint")
+    ds = _dataset(host, f"te_{arch}", 2, seed=4, arch=arch)
+    clip = ds.attachments["clip"]
+    model = tiny_models.load_tiny_model(os.path.join(host.folder("diffusion_models"),
+                                                     f"tiny_{VARIANTS[arch]}.safetensors"))
+    s = run_mod.TrainSettings(**{**SMALL_RUN, "targets": "attention", "text_encoder_lr": TE_LR, "total_steps": 2,
+                                 "min_snr_gamma": 0.0})
+    run = tr.advance(tr.init_run(model, ds, s, None, clip), 2, None)
+    moved = {k.split(".", 1)[0] for k, m in run.network.items() if m.up.abs().sum() > 0}
+    assert moved == {"diffusion_model", *{"sdxl": ("clip_l", "clip_g"), "flux": ("clip_l", "t5xxl")}[arch]}
+    path = ckpt.save_lora_file(run, os.path.join(host.folder("loras"), f"te_{arch}.safetensors"), title="te")
+    sd = comfy.utils.load_torch_file(path)
+    modules = [k.rsplit(".", 1)[0] for k in sd if k.endswith(".alpha") and k.startswith("lora_te")]
+    assert {p: sum(m.startswith(p) for m in modules) for p in prefixes} == prefixes
+    assert len(modules) == sum(prefixes.values())
+    with train_kit.LoraKeyLog() as log:
+        _, new_clip = comfy.sd.load_lora_for_models(model, clip, sd, 1.0, 1.0)
+    assert log.messages == []
+    assert len(new_clip.patcher.patches) == len(modules)
 
 
 def test_train_node_trains_the_clip_validates_and_samples(train_host, monkeypatch):

@@ -15,7 +15,7 @@ from loralab.train.network import select_text_encoder_targets
 from loralab.train.run import TrainRun, TrainSettings, batch_loss
 from loralab.train.schedules import lr_factor
 from loralab.train.validation import validation_loss
-from loralab_testkit.train_toys import (TOY_TE_KEY, FakeEncoders, ToyModel, make_dataset, make_run,  # noqa: F401
+from loralab_testkit.train_toys import (TOY_KEYS, TOY_TE_KEY, FakeEncoders, ToyModel, make_dataset, make_run,  # noqa: F401
                                          one_thread, train)
 
 TE_LR = 5e-4
@@ -145,3 +145,12 @@ def test_text_encoder_rate_and_targets_must_agree(setup):
                         {"diffusion_model.out.2.weight": 1.0}, {"arch": "sd1", "kind": "eps"})
     with pytest.raises(TrainingError, match="text_encoder_lr and validation_every cannot be negative"):
         TrainSettings(text_encoder_lr=-1.0).check("eps")
+
+
+def test_text_encoders_get_their_weight_in_their_own_dtype(setup):
+    ds, model, _ = setup
+    run = make_run(ds, model, text_encoder_lr=TE_LR)
+    run.network.set_output_dtype(torch.bfloat16)
+    modules = dict(run.network.items())
+    assert modules[TOY_TE_KEY](torch.zeros(768, 768, dtype=torch.float16)).dtype == torch.float16
+    assert modules[TOY_KEYS["to_k"]](torch.zeros(32, 768, dtype=torch.float16)).dtype == torch.bfloat16
