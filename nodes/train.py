@@ -267,11 +267,18 @@ def run_info(run: TrainRun) -> str:
     start = f", from {s.init_lora}" if s.init_lora else ""
     scaled = (f", loss scale {run.scaler.scale:g}, {run.scaler.skipped} steps skipped"
               if run.precision == "fp16" else "")
-    return (f"{s.algorithm} rank {s.rank} alpha {s.alpha:g} on {len(run.network)} modules ({s.targets}{blocks}{start}), "
-            f"{params:,} trained parameters; {run.model_info['arch']} {run.kind} model "
+    te = sum(is_text_encoder_key(k) for k in run.network.keys)
+    encoders = f", {te} of them in the text encoders at lr {s.text_encoder_lr:g}" if te else ""
+    found = run.validation_set()
+    validation = (f"; validation on {len(found[1])} images" + (f" every {s.validation_every} steps"
+                                                              if s.validation_every else " (validation_every 0)")
+                  if found else "")
+    ema = f"; EMA {s.ema_decay:g} saved" if run.ema is not None else ""
+    return (f"{s.algorithm} rank {s.rank} alpha {s.alpha:g} on {len(run.network)} modules ({s.targets}{blocks}{start}"
+            f"{encoders}), {params:,} trained parameters; {run.model_info['arch']} {run.kind} model "
             f"'{run.model_info.get('name') or 'unknown'}'; step {run.step} of {s.total_steps}, "
             f"batch {s.batch_size}x{s.grad_accumulation}; computes in {run.precision}{scaled}; "
-            f"{len(run.dataset.items)} images")
+            f"{len(run.dataset.items) - len(run.held_out)} training images{validation}{ema}")
 
 
 def advance(run: TrainRun, steps: int, node: str | None, *, copy: bool = True, every: int = 0,

@@ -50,6 +50,7 @@ def test_text_encoder_lora_trains_and_core_loads_it_into_the_clip(train_host, ti
     assert len(te_keys) == 3 * 6  # three layers of q, k, v, out_proj, fc1, fc2
     groups = run.optimizer.param_groups
     assert [g["text_encoder"] for g in groups] == [False, True]
+    assert "18 of them in the text encoders at lr 0.001" in tr.run_info(run)
 
     def loss(r):
         with th.training_model(r) as tm:
