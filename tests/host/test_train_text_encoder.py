@@ -1,8 +1,10 @@
 """Text-encoder LoRA training, validation, EMA and samples in the real ComfyUI (issue 17): on the
 SD1.5-layout micro model with the tiny real CLIP-L, a LoRA trained on the UNet and the text encoder
 lowers the loss, saves kohya ``lora_te_`` modules that core's LoraLoader loads with no key dropped
-and that change the CLIP's output as training did; the Train node trains the CLIP it is given,
-reports validation losses on the chart and gives sampled images."""
+and that change the CLIP's output as training did (SDXL's and Flux's encoders load under their kohya
+numbers); the Train node trains the CLIP it is given, reports validation losses on the chart and
+gives sampled images; the validation loss and the EMA are the same bit for bit after a save and
+resume."""
 from __future__ import annotations
 
 import os
@@ -147,3 +149,31 @@ def test_train_node_trains_the_clip_validates_and_samples(train_host, monkeypatc
                                            return_metadata=True)
     assert meta["ss_validation_split"] == "0.25" and meta["ss_num_train_images"] == "3"
     assert sum(k.startswith("lora_te_") and k.endswith(".alpha") for k in sd) == 12
+
+
+def test_validation_loss_and_ema_are_identical_after_save_and_resume(train_host, tiny_models):
+    host = train_host
+    tr = host.module("nodes.train")
+    th = host.module("nodes.host.training")
+    run_mod = host.module("loralab.train.run")
+    ckpt = host.module("loralab.train.checkpoint")
+    ds = _dataset(host, "val_resume", 4, seed=6)
+    model = tiny_models.load_tiny_model(os.path.join(host.folder("diffusion_models"),
+                                                     f"tiny_{VARIANTS['sd15']}.safetensors"))
+    s = run_mod.TrainSettings(**{**SMALL_RUN, "total_steps": 4, "validation_split": 0.5, "validation_every": 1,
+                                 "ema_decay": 0.9, "name": "val_resume"})
+    straight = tr.advance(tr.init_run(model, ds, s, None), 4, None)
+    half = tr.advance(tr.init_run(model, ds, s, None), 2, None)
+    _, state = ckpt.save_checkpoint(half, host.folder("loras"), periodic=False)
+    resumed = ckpt.restore_run(tr.init_run(model, ds, s, None), state)
+    assert resumed.val_losses == half.val_losses and len(half.val_losses) == 2
+
+    def validate(r):
+        with th.training_model(r) as tm:
+            return r.validate(tm)
+    assert validate(resumed) == validate(half) == half.val_losses[-1][1]
+    resumed = tr.advance(resumed, 2, None)
+    assert resumed.val_losses == straight.val_losses
+    assert all(torch.equal(straight.ema[k], resumed.ema[k]) for k in straight.ema)
+    a, b = straight.network.state_tensors(), resumed.network.state_tensors()
+    assert all(torch.equal(a[k], b[k]) for k in a)
