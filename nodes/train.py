@@ -329,12 +329,12 @@ class Sampling:
     scheduler: str = "normal"
 
 
-def sample_images(run: TrainRun, sampling: Sampling, progress: Callable[[int, int], None] | None = None,
-                  clip=None) -> torch.Tensor:
+def sample_images(run: TrainRun, sampling: Sampling,
+                  progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """The run's LoRA as it would be saved (on the model and, where the run trains it, the CLIP)
-    sampled through ComfyUI's own sampler: an IMAGE batch, one image per prompt. ``clip``: the
-    CLIP to encode with (default: the run's, else the dataset's)."""
-    clip = clip or run.attachments.get("clip") or run.dataset.attachments["clip"]
+    sampled through ComfyUI's own sampler: an IMAGE batch, one image per prompt, encoded with the
+    run's CLIP (the dataset's where the run has none)."""
+    clip = run.attachments.get("clip") or run.dataset.attachments["clip"]
     vae = run.dataset.attachments["vae"]
     model, clip = lora_model_and_clip(run.attachments["model"], clip, lora_tensors(run))
     lines = [p.strip() for p in sampling.prompts if p.strip()] or [""]

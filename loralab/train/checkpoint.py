@@ -194,7 +194,8 @@ def restore_run(template: TrainRun, path: str) -> TrainRun:
         run.step = int(meta["step"])
         run.losses = [float(v) for v in tensors["losses"].tolist()]
         saved_val = tensors.get("val_losses")
-        run.val_losses = [] if saved_val is None else [(int(st), float(v)) for st, v in saved_val.reshape(-1, 2).tolist()]
+        run.val_losses = ([] if saved_val is None else
+                          [(int(st), float(v)) for st, v in saved_val.reshape(-1, 2).tolist()])
         run.run_id = str(meta["run_id"])
         run.started_at = float(meta["started_at"])
         run.checkpoints = [[str(p) for p in c] for c in meta.get("checkpoints", [])]

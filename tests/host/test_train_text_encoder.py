@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from host import train_kit
-from host.train_setup import (SMALL_DATASET, SMALL_RUN, VARIANTS, base_prompt, dataset_in_input, node_class,  # noqa: F401
-                              one_thread, settings, train_host)
+from host.train_setup import (SMALL_DATASET, SMALL_RUN, VARIANTS, base_prompt,  # noqa: F401 (fixtures)
+                              dataset_in_input, node_class, one_thread, settings, train_host)
 
 #: loss after 40 steps must be below this fraction of the loss before
 LOSS_MARGIN = 0.8
@@ -44,9 +44,9 @@ def test_text_encoder_lora_trains_and_core_loads_it_into_the_clip(train_host, ti
     clip = ds.attachments["clip"]
     model = tiny_models.load_tiny_model(os.path.join(host.folder("diffusion_models"),
                                                      f"tiny_{VARIANTS['sd15']}.safetensors"))
-    s = run_mod.TrainSettings(**{**SMALL_RUN, "targets": "all_linear_convs", "rank": 8, "alpha": 8.0, "learning_rate": 1e-2,
-                                 "text_encoder_lr": TE_LR, "total_steps": 60, "batch_size": 2, "seed": 3,
-                                 "name": "te"})
+    s = run_mod.TrainSettings(**{**SMALL_RUN, "targets": "all_linear_convs", "rank": 8, "alpha": 8.0,
+                                 "learning_rate": 1e-2, "text_encoder_lr": TE_LR, "total_steps": 60,
+                                 "batch_size": 2, "seed": 3, "name": "te"})
     run = tr.init_run(model, ds, s, "tiny_sd15_micro.safetensors", clip)
     te_keys = [k for k in run.network.keys if k.startswith("clip_l.")]
     assert len(te_keys) == 3 * 6  # three layers of q, k, v, out_proj, fc1, fc2

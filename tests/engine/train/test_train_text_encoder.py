@@ -15,8 +15,8 @@ from loralab.train.network import select_text_encoder_targets
 from loralab.train.run import TrainRun, TrainSettings, batch_loss
 from loralab.train.schedules import lr_factor
 from loralab.train.validation import validation_loss
-from loralab_testkit.train_toys import (TOY_KEYS, TOY_TE_KEY, FakeEncoders, ToyModel, make_dataset, make_run,  # noqa: F401
-                                         one_thread, train)
+from loralab_testkit.train_toys import (TOY_KEYS, TOY_TE_KEY, FakeEncoders, ToyModel,  # noqa: F401 (fixture)
+                                         make_dataset, make_run, one_thread, train)
 
 TE_LR = 5e-4
 
