@@ -1,6 +1,6 @@
 // The live loss chart: ``loralab.train.progress`` events (node, run, step, total, loss,
-// loss_avg, lr, t, or saved) drawn on the node that sent them, raw loss and its smoothed line, with
-// it/s, ETA and the saved file; a reloaded page replays the run from GET /loralab/train_progress.
+// loss_avg, lr, t, val_loss, or saved) drawn on the node that sent them, raw loss, its smoothed
+// line and the validation loss (points joined by a line), with it/s, ETA and the saved file; a reloaded page replays the run from GET /loralab/train_progress.
 // Until the first event the chart is its status line alone, so a fresh training node stays short.
 
 import { LossSeries, chartGeometry, formatTick, statusLine } from "./lib/chart.js";
@@ -49,6 +49,12 @@ function draw(canvas, series) {
   };
   line(g.raw, "rgba(110,160,255,0.35)", 1);
   line(g.smooth, "rgb(255,170,60)", 2);
+  if (g.val.length) {
+    line(g.val, "rgb(80,200,120)", 2);
+    ctx.fillStyle = "rgb(80,200,120)";
+    for (const [x, y] of g.val) ctx.fillRect(x - 2, y - 2, 4, 4);
+  }
+  return g.val.length > 0;
 }
 
 /** Add the chart to a node. Returns {widget, add(event), replay(history)}. */
@@ -59,6 +65,7 @@ export function attachLossChart(node) {
   const legend = el(document, "div", { className: "loralab-legend" }, [
     el(document, "span", { className: "loralab-legend-raw", text: "loss" }),
     el(document, "span", { className: "loralab-legend-smooth", text: "smoothed" }),
+    el(document, "span", { className: "loralab-legend-val", text: "validation" }),
   ]);
   const root = el(document, "div", { className: "loralab-loss", attrs: { "data-kind": "empty" } }, [status, canvas, legend]);
   let pending = false;
@@ -69,7 +76,7 @@ export function attachLossChart(node) {
       pending = false;
       status.textContent = statusLine(series);
       root.setAttribute("data-kind", series.last === null && series.saved === null ? "empty" : "drawn");
-      draw(canvas, series);
+      legend.setAttribute("data-val", draw(canvas, series) ? "shown" : "none");
     });
   };
   const widget = addContentWidget(node, "loralab_loss", root, { fallbackHeight: 24, onResize: redraw });

@@ -98,10 +98,12 @@ const CSS = `
 .loralab-chart { width: 100%; height: 150px; display: block; }
 .loralab-loss[data-kind="empty"] .loralab-chart, .loralab-loss[data-kind="empty"] .loralab-legend { display: none; }
 .loralab-legend { display: flex; gap: 12px; color: var(--descrip-text, #999); }
-.loralab-legend-raw::before, .loralab-legend-smooth::before { content: ""; display: inline-block; width: 14px; height: 2px;
-  margin: 0 4px 3px 0; vertical-align: middle; }
+.loralab-legend-raw::before, .loralab-legend-smooth::before, .loralab-legend-val::before { content: "";
+  display: inline-block; width: 14px; height: 2px; margin: 0 4px 3px 0; vertical-align: middle; }
 .loralab-legend-raw::before { background: rgba(110,160,255,0.6); }
 .loralab-legend-smooth::before { background: rgb(255,170,60); }
+.loralab-legend-val::before { background: rgb(80,200,120); }
+.loralab-legend:not([data-val="shown"]) .loralab-legend-val { display: none; }
 `;
 
 /** Add the stylesheet to the page (once). */

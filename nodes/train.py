@@ -8,7 +8,8 @@ ComfyUI's cache may hand any earlier run to a re-executed node and it still is w
 from __future__ import annotations
 
 import os
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import comfy.model_management
 import comfy.sample
@@ -18,12 +19,13 @@ import folder_paths
 import node_helpers
 import torch
 from comfy_api.latest import io, ui
+from PIL import Image
 
 from ..loralab.errors import LoRALabError
 from ..loralab.files.paths import sanitize_output_name, unused_path
 from ..loralab.train.checkpoint import STATE_EXTENSION, lora_tensors, restore_run, save_checkpoint, save_lora_file
 from ..loralab.train.losscurve import render_loss_curve
-from ..loralab.train.network import ALGORITHMS, PRESETS
+from ..loralab.train.network import ALGORITHMS, PRESETS, is_text_encoder_key
 from ..loralab.train.optim import OPTIMIZERS, available_optimizers
 from ..loralab.train.precision import PRECISIONS
 from ..loralab.train.run import SAVE_DTYPES, TrainRun, TrainSettings
@@ -33,8 +35,8 @@ from .common import CATEGORY, advanced, display_name, node_id, unlisted
 from .dataset import DatasetType
 from .host.folders import file_stamp, lora_names, lora_path, output_folder, picked_stamp
 from .host.progress import progress_callback
-from .host.training import (graph_model_files, init_run, lora_model, raise_interrupt, report_saved,
-                            source_model_name, train_steps)
+from .host.training import (graph_model_files, init_run, lora_model, lora_model_and_clip, raise_interrupt,
+                            report_saved, source_model_name, train_steps)
 
 RunType = io.Custom("LORALAB_RUN")
 MODEL_TIP = "the diffusion model to train on (SD1.x, SD2, SDXL, SD3 or Flux); fp8/bf16 weights are fine"
@@ -131,6 +133,78 @@ def settings_inputs(steps_name: str) -> list:
     ]
 
 
+def run_extra_inputs() -> list:
+    """Optional inputs of every new run (after the required widgets: saved workflows keep their values)."""
+    return [
+        io.Clip.Input("clip", optional=True,
+                      tooltip="optional: the CLIP to train with text_encoder_lr (the one the dataset was encoded "
+                              "with); Train gives it back with the LoRA applied"),
+        DatasetType.Input("validation", optional=True,
+                          tooltip="optional: a LoRA Dataset of validation images, never trained on (instead of "
+                                  "validation_split)"),
+        advanced(io.Float.Input("text_encoder_lr", default=0.0, min=0.0, max=10.0, step=1e-6, round=1e-8,
+                                optional=True,
+                                tooltip="learning rate of a LoRA on the text encoders (CLIP-L, CLIP-G, T5) as kohya "
+                                        "trains it; 0 (usual) = text encoders not trained; 5e-5 is common. Needs "
+                                        "the clip input; captions are then encoded every step")),
+        advanced(io.Float.Input("validation_split", default=0.0, min=0.0, max=0.9, step=0.01, optional=True,
+                                tooltip="fraction of the dataset's images held out of training to measure "
+                                        "validation loss (0 = none; 0.1 is common)")),
+        io.Int.Input("validation_every", default=100, min=0, max=1_000_000, optional=True,
+                     tooltip="validation loss every N steps, drawn on the loss chart (needs validation_split or a "
+                             "validation dataset; 0 = never)"),
+        advanced(io.Int.Input("validation_seed", default=0, min=0, max=2 ** 63 - 1, control_after_generate=False,
+                              optional=True,
+                              tooltip="chooses the held-out images and the validation noise; keep it to compare "
+                                      "runs")),
+        advanced(io.Float.Input("ema_decay", default=0.0, min=0.0, max=0.99999, step=0.0001, round=0.00001,
+                                optional=True,
+                                tooltip="keep an exponential moving average of the LoRA weights and save it instead "
+                                        "(0 = off; 0.999 is usual for runs of thousands of steps)")),
+    ]
+
+
+def sample_inputs() -> list:
+    """Train's optional sample-image inputs (after every other widget)."""
+    return [
+        io.String.Input("sample_prompts", multiline=True, default="", optional=True,
+                        tooltip="one prompt per line (include the trigger word): each line is sampled every "
+                                "sample_every steps and at the end, with fixed seeds at the dataset's resolution, "
+                                "shown on the node and given as samples; empty (usual) = no samples"),
+        io.Int.Input("sample_every", default=0, min=0, max=1_000_000, optional=True,
+                     tooltip="sample the prompts every N steps (e.g. 250; 0 = only at the end). Each sampling "
+                             "takes about sample_steps model steps per prompt"),
+        advanced(io.Int.Input("sample_seed", default=0, min=0, max=2 ** 63 - 1, control_after_generate=False,
+                              optional=True,
+                              tooltip="line i uses seed + i every time, so the samples show what training changed")),
+        advanced(io.Int.Input("sample_steps", default=20, min=1, max=1000, optional=True,
+                              tooltip="sampling steps per image (20 is usual)")),
+        advanced(io.Float.Input("sample_cfg", default=7.0, min=0.0, max=100.0, step=0.1, optional=True,
+                                tooltip="classifier-free guidance of the samples: 5-8 for SD1.x/SDXL, 1 for Flux "
+                                        "(which samples with guidance 3.5)")),
+    ]
+
+
+#: Train's samples output when it sampled nothing (one black 64² image)
+NO_SAMPLES = torch.zeros(1, 64, 64, 3)
+
+
+def train_sampling(run: TrainRun, prompts: str, seed: int, steps: int, cfg: float) -> "Sampling | None":
+    """How Train samples its prompts (None when there are none): the dataset's resolution, euler
+    with the normal schedule (simple for flow models)."""
+    lines = tuple(p.strip() for p in prompts.splitlines() if p.strip())
+    if not lines:
+        return None
+    res = run.dataset.settings.resolution
+    return Sampling(lines, "", seed, steps, cfg, 3.5, res, res, "euler", "simple" if run.kind == "flow" else "normal")
+
+
+def show_on_node(node: str | None, images: torch.Tensor, step: int, total: int) -> None:
+    """Show an IMAGE batch side by side as the node's live preview (ComfyUI's progress preview)."""
+    row = torch.cat(list(images), dim=1).clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
+    comfy.utils.ProgressBar(total, node_id=node).update_absolute(step, total, ("JPEG", Image.fromarray(row), 1024))
+
+
 def settings_from(values: dict, steps_name: str) -> TrainSettings:
     fields = dict(values)
     fields["total_steps"] = fields.pop(steps_name)
@@ -159,17 +233,26 @@ def run_info(run: TrainRun) -> str:
     start = f", from {s.init_lora}" if s.init_lora else ""
     scaled = (f", loss scale {run.scaler.scale:g}, {run.scaler.skipped} steps skipped"
               if run.precision == "fp16" else "")
-    return (f"{s.algorithm} rank {s.rank} alpha {s.alpha:g} on {len(run.network)} modules ({s.targets}{blocks}{start}), "
-            f"{params:,} trained parameters; {run.model_info['arch']} {run.kind} model "
+    te = sum(is_text_encoder_key(k) for k in run.network.keys)
+    encoders = f", {te} of them in the text encoders at lr {s.text_encoder_lr:g}" if te else ""
+    found = run.validation_set()
+    validation = (f"; validation on {len(found[1])} images" + (f" every {s.validation_every} steps"
+                                                              if s.validation_every else " (validation_every 0)")
+                  if found else "")
+    ema = f"; EMA {s.ema_decay:g} saved" if run.ema is not None else ""
+    return (f"{s.algorithm} rank {s.rank} alpha {s.alpha:g} on {len(run.network)} modules ({s.targets}{blocks}{start}"
+            f"{encoders}), {params:,} trained parameters; {run.model_info['arch']} {run.kind} model "
             f"'{run.model_info.get('name') or 'unknown'}'; step {run.step} of {s.total_steps}, "
             f"batch {s.batch_size}x{s.grad_accumulation}; computes in {run.precision}{scaled}; "
-            f"{len(run.dataset.items)} images")
+            f"{len(run.dataset.items) - len(run.held_out)} training images{validation}{ema}")
 
 
-def advance(run: TrainRun, steps: int, node: str | None, *, copy: bool = True) -> TrainRun:
+def advance(run: TrainRun, steps: int, node: str | None, *, copy: bool = True, every: int = 0,
+            at_every: Callable[[TrainRun], None] | None = None) -> TrainRun:
     """``run`` (a copy of it unless ``copy`` is false) trained ``steps`` more steps, with periodic
     checkpoints; on Cancel a checkpoint of the last finished step is written, then the Cancel
-    goes on."""
+    goes on. With ``every``, ``at_every(run)`` is called outside training at every multiple of
+    ``every`` steps."""
     if copy:
         model = run.attachments["model"]
         source, run = run, run.fork(device=model.load_device)
@@ -182,11 +265,61 @@ def advance(run: TrainRun, steps: int, node: str | None, *, copy: bool = True) -
             report_saved(r, _relative(save_checkpoint(r, folder)[0]), node)
             saved_at.add(r.step)
 
-    if train_steps(run, steps, node_id=node, on_step=on_step):
-        if run.step not in saved_at:
-            report_saved(run, _relative(save_checkpoint(run, folder)[0]), node)
-        raise_interrupt()
+    todo = max(0, min(steps, run.settings.total_steps - run.step))
+    done = 0
+    while done < todo:
+        chunk = todo - done if not (every and at_every) else min(todo - done, every - run.step % every)
+        if train_steps(run, chunk, node_id=node, on_step=on_step, bar=(done, todo)):
+            if run.step not in saved_at:
+                report_saved(run, _relative(save_checkpoint(run, folder)[0]), node)
+            raise_interrupt()
+        done += chunk
+        if every and at_every and run.step % every == 0:
+            at_every(run)
     return run
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How preview images are sampled: one per prompt line, line i with seed + i."""
+
+    prompts: tuple[str, ...]
+    negative: str = ""
+    seed: int = 0
+    steps: int = 20
+    cfg: float = 7.0
+    guidance: float = 3.5
+    width: int = 512
+    height: int = 512
+    sampler_name: str = "euler"
+    scheduler: str = "normal"
+
+
+def sample_images(run: TrainRun, sampling: Sampling,
+                  progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """The run's LoRA as it would be saved (on the model and, where the run trains it, the CLIP)
+    sampled through ComfyUI's own sampler: an IMAGE batch, one image per prompt, encoded with the
+    run's CLIP (the dataset's where the run has none)."""
+    clip = run.attachments.get("clip") or run.dataset.attachments["clip"]
+    vae = run.dataset.attachments["vae"]
+    model, clip = lora_model_and_clip(run.attachments["model"], clip, lora_tensors(run))
+    lines = [p.strip() for p in sampling.prompts if p.strip()] or [""]
+    w, h, steps = sampling.width, sampling.height, sampling.steps
+    neg = clip.encode_from_tokens_scheduled(clip.tokenize(sampling.negative))
+    images = []
+    for i, text in enumerate(lines):
+        pos = clip.encode_from_tokens_scheduled(clip.tokenize(text))
+        if run.kind == "flow":
+            pos = node_helpers.conditioning_set_values(pos, {"guidance": sampling.guidance})
+        latent = comfy.sample.fix_empty_latent_channels(model, torch.zeros([1, 4, h // 8, w // 8]))
+        noise = comfy.sample.prepare_noise(latent, sampling.seed + i)
+        callback = None
+        if progress is not None:
+            callback = lambda step, x0, x, total, i=i: progress(i * steps + step + 1, len(lines) * steps)  # noqa: E731
+        samples = comfy.sample.sample(model, noise, steps, sampling.cfg, sampling.sampler_name, sampling.scheduler,
+                                      pos, neg, latent, seed=sampling.seed + i, disable_pbar=True, callback=callback)
+        images.append(vae.decode(samples)[..., :3].reshape(-1, h, w, 3))
+    return torch.cat(images)
 
 
 class _StartsARun(io.ComfyNode):
@@ -210,28 +343,50 @@ class LoRALabTrain(_StartsARun):
             node_id=node_id("Train"),
             display_name=display_name("Train LoRA"),
             category=TRAIN_CATEGORY,
-            description="Train a LoRA on the graph's MODEL from a LoRA Lab dataset and save it (kohya format and "
-                        "metadata) into the loras folder. Cancel stops within one step and saves what was trained.",
+            description="Train a LoRA on the graph's MODEL (and, with text_encoder_lr, the CLIP) from a LoRA Lab "
+                        "dataset and save it (kohya format and metadata) into the loras folder. Cancel stops within "
+                        "one step and saves what was trained.",
             inputs=[io.Model.Input("model", tooltip=MODEL_TIP), DatasetType.Input("dataset", tooltip=DATASET_TIP),
-                    *settings_inputs("steps")],
+                    *settings_inputs("steps"), *run_extra_inputs(), *sample_inputs()],
             outputs=[io.Model.Output(display_name="model"), io.LoraModel.Output(display_name="lora"),
-                     io.String.Output(display_name="file"), io.Image.Output(display_name="loss_curve")],
+                     io.String.Output(display_name="file"), io.Image.Output(display_name="loss_curve"),
+                     io.Clip.Output(display_name="clip"), io.Image.Output(display_name="samples")],
             hidden=[io.Hidden.unique_id, io.Hidden.prompt],
             is_output_node=True,
         )
 
     @classmethod
-    def execute(cls, model, dataset, **kwargs) -> io.NodeOutput:
+    def execute(cls, model, dataset, clip=None, validation=None, sample_prompts: str = "", sample_every: int = 0,
+                sample_seed: int = 0, sample_steps: int = 20, sample_cfg: float = 7.0, **kwargs) -> io.NodeOutput:
         node = cls.hidden.unique_id
         settings = settings_from(kwargs, "steps")
         prompt = cls.hidden.prompt
-        run = init_run(model, dataset, settings, source_model_name(prompt, node), graph_model_files(prompt, node))
-        run = advance(run, settings.total_steps, node, copy=False)
+        run = init_run(model, dataset, settings, source_model_name(prompt, node), graph_model_files(prompt, node),
+                       clip, validation)
+        sampling = train_sampling(run, sample_prompts, sample_seed, sample_steps, sample_cfg)
+        samples: list[torch.Tensor] = []
+
+        def take_samples(r: TrainRun) -> None:
+            samples.append(sample_images(r, sampling))
+            show_on_node(node, samples[-1], r.step, r.settings.total_steps)
+
+        run = advance(run, settings.total_steps, node, copy=False, every=sample_every if sampling else 0,
+                      at_every=take_samples if sampling else None)
+        if sampling is not None and not (sample_every and run.step % sample_every == 0):
+            take_samples(run)
         name = sanitize_output_name(settings.name, extension=".safetensors", default="lora")
         path = save_lora_file(run, unused_path(_loras_folder(), name), title=os.path.splitext(os.path.basename(name))[0])
         report_saved(run, _relative(path), node)
         tensors = lora_tensors(run, SAVE_DTYPES[settings.save_dtype])
-        return io.NodeOutput(lora_model(model, tensors), tensors, _relative(path), _loss_image(run))
+        if clip is None:
+            out_model, out_clip = lora_model(model, tensors), None
+        else:
+            out_model, out_clip = lora_model_and_clip(model, clip, tensors)
+        if not samples:
+            return io.NodeOutput(out_model, tensors, _relative(path), _loss_image(run), out_clip, NO_SAMPLES)
+        batch = torch.cat(samples)
+        return io.NodeOutput(out_model, tensors, _relative(path), _loss_image(run), out_clip, batch,
+                             ui=ui.PreviewImage(batch, cls=cls))
 
 
 class LoRALabTrainInit(_StartsARun):
@@ -244,16 +399,16 @@ class LoRALabTrainInit(_StartsARun):
             description="A new training run (network, optimizer, schedule, random state) on the graph's MODEL; "
                         "advance it with Training Steps.",
             inputs=[io.Model.Input("model", tooltip=MODEL_TIP), DatasetType.Input("dataset", tooltip=DATASET_TIP),
-                    *settings_inputs("total_steps")],
+                    *settings_inputs("total_steps"), *run_extra_inputs()],
             outputs=[RunType.Output(display_name="run"), io.String.Output(display_name="info")],
             hidden=[io.Hidden.unique_id, io.Hidden.prompt],
         )
 
     @classmethod
-    def execute(cls, model, dataset, **kwargs) -> io.NodeOutput:
+    def execute(cls, model, dataset, clip=None, validation=None, **kwargs) -> io.NodeOutput:
         prompt, node = cls.hidden.prompt, cls.hidden.unique_id
         run = init_run(model, dataset, settings_from(kwargs, "total_steps"), source_model_name(prompt, node),
-                       graph_model_files(prompt, node))
+                       graph_model_files(prompt, node), clip, validation)
         return io.NodeOutput(run, run_info(run))
 
 
@@ -287,8 +442,9 @@ class LoRALabTrainPreview(io.ComfyNode):
             node_id=node_id("TrainPreview"),
             display_name=display_name("Training Preview"),
             category=TRAIN_CATEGORY,
-            description="Sample images with the run's current LoRA through ComfyUI's own sampler, one per prompt "
-                        "line, with the dataset's CLIP and VAE.",
+            description="Sample images with the run's current LoRA (its EMA where the run keeps one) through "
+                        "ComfyUI's own sampler, one per prompt line, with the dataset's VAE and the run's CLIP (the "
+                        "dataset's when the run trains none).",
             inputs=[
                 RunType.Input("run", tooltip=RUN_TIP),
                 io.String.Input("prompts", multiline=True, default="a photo",
@@ -318,24 +474,10 @@ class LoRALabTrainPreview(io.ComfyNode):
     @classmethod
     def execute(cls, run: TrainRun, prompts: str, negative: str, seed: int, steps: int, cfg: float, guidance: float,
                 width: int, height: int, sampler_name: str, scheduler: str) -> io.NodeOutput:
-        clip, vae = run.dataset.attachments["clip"], run.dataset.attachments["vae"]
-        model = lora_model(run.attachments["model"], lora_tensors(run))
-        lines = [p.strip() for p in prompts.splitlines() if p.strip()] or [""]
-        neg = clip.encode_from_tokens_scheduled(clip.tokenize(negative))
-        progress = progress_callback(len(lines) * steps)
-        images = []
-        for i, text in enumerate(lines):
-            pos = clip.encode_from_tokens_scheduled(clip.tokenize(text))
-            if run.kind == "flow":
-                pos = node_helpers.conditioning_set_values(pos, {"guidance": guidance})
-            latent = comfy.sample.fix_empty_latent_channels(model, torch.zeros([1, 4, height // 8, width // 8]))
-            noise = comfy.sample.prepare_noise(latent, seed + i)
-            samples = comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, pos, neg, latent,
-                                          seed=seed + i, disable_pbar=True,
-                                          callback=lambda step, x0, x, total, i=i: progress(i * steps + step + 1,
-                                                                                            len(lines) * steps))
-            images.append(vae.decode(samples)[..., :3].reshape(-1, height, width, 3))
-        batch = torch.cat(images)
+        sampling = Sampling(tuple(prompts.splitlines()), negative, seed, steps, cfg, guidance, width, height,
+                            sampler_name, scheduler)
+        lines = max(1, len([p for p in sampling.prompts if p.strip()]))
+        batch = sample_images(run, sampling, progress_callback(lines * steps))
         return io.NodeOutput(batch, ui=ui.PreviewImage(batch, cls=cls))
 
 

@@ -19,6 +19,8 @@ export class LossSeries {
     this.run = run;
     this.steps = [];
     this.losses = [];
+    this.valSteps = [];  // the validation loss, at the steps that measured it
+    this.valLosses = [];
     this.total = null;
     this.last = null;
     this.skipped = 0;
@@ -26,8 +28,9 @@ export class LossSeries {
     this.times = [];  // [step, seconds] of the loss events, for the rate
   }
 
-  /** Add one event ({run, step, total, loss, loss_avg, lr}); a new run id starts a new series.
-   * Events with a non-finite loss are counted, not plotted. Returns whether the event was used. */
+  /** Add one event ({run, step, total, loss, loss_avg, lr, and val_loss at a validation step});
+   * a new run id starts a new series. Events with a non-finite loss are counted, not plotted.
+   * Returns whether the event was used. */
   add(event, now = Date.now() / 1000) {
     if (!event || typeof event !== "object" || !finite(event.step)) return false;
     if (event.run !== this.run) this.reset(event.run);
@@ -55,6 +58,16 @@ export class LossSeries {
     }
     this.steps.push(event.step);
     this.losses.push(event.loss);
+    const v = this.valSteps.length;
+    if (v > 0 && event.step <= this.valSteps[v - 1]) {
+      const keep = this.valSteps.findIndex((s) => s >= event.step);
+      this.valSteps.length = keep;
+      this.valLosses.length = keep;
+    }
+    if (finite(event.val_loss)) {
+      this.valSteps.push(event.step);
+      this.valLosses.push(event.val_loss);
+    }
     return true;
   }
 }
@@ -161,15 +174,16 @@ export function downsample(values, max) {
 }
 
 /** Everything the chart draws, in pixels inside ``box`` ({x, y, width, height}): the raw and
- * smoothed polylines, the axes with ticks, or null when there is nothing to draw. */
+ * smoothed polylines, the validation-loss polyline (``val``, on the same axes; empty without
+ * validation), the axes with ticks, or null when there is nothing to draw. */
 export function chartGeometry(series, box, maxPoints = 400) {
   const n = series.steps.length;
   if (n === 0) return null;
   const smooth = ema(series.losses);
   const xAxis = { min: Math.min(0, series.steps[0]), max: Math.max(series.total ?? 0, series.steps[n - 1], 1) };
   xAxis.ticks = ticksWithin(xAxis.min, xAxis.max, 4);
-  const lo = Math.min(...series.losses);
-  const hi = Math.max(...series.losses);
+  const lo = Math.min(...series.losses, ...series.valLosses);
+  const hi = Math.max(...series.losses, ...series.valLosses);
   const yAxis = niceAxis(lo, hi, 3);
   const px = (s) => box.x + ((s - xAxis.min) / (xAxis.max - xAxis.min)) * box.width;
   const py = (v) => box.y + box.height - ((v - yAxis.min) / (yAxis.max - yAxis.min)) * box.height;
@@ -177,6 +191,7 @@ export function chartGeometry(series, box, maxPoints = 400) {
   return {
     raw: keep.map((i) => [px(series.steps[i]), py(series.losses[i])]),
     smooth: keep.map((i) => [px(series.steps[i]), py(smooth[i])]),
+    val: series.valSteps.map((s, i) => [px(s), py(series.valLosses[i])]),
     xTicks: xAxis.ticks.map((t) => ({ value: t, pos: px(t) })),
     yTicks: yAxis.ticks.map((t) => ({ value: t, pos: py(t) })),
   };
@@ -199,6 +214,8 @@ export function statusLine(series) {
   if (finite(e.loss)) parts.push(`loss ${formatTick(e.loss)}`);
   if (finite(e.loss_avg)) parts.push(`avg ${formatTick(e.loss_avg)}`);
   if (finite(e.lr)) parts.push(`lr ${formatTick(e.lr)}`);
+  const v = series.valLosses.length;
+  if (v) parts.push(`val ${formatTick(series.valLosses[v - 1])} @${series.valSteps[v - 1]}`);
   if (series.skipped) parts.push(`${series.skipped} non-finite loss${series.skipped > 1 ? "es" : ""}`);
   const { rate, eta } = rateAndEta(series);
   if (rate !== null) parts.push(formatRate(rate));

@@ -2,8 +2,8 @@
 file from which the run continues exactly.
 
 The state file is a safetensors file with the extension ``.loralab-state`` (so LoRA lists do not
-offer it): tensors for the network factors (fp32), the optimizer state, the random-number
-generators and the loss history; JSON in its metadata for everything else (settings, step, data
+offer it): tensors for the network factors (fp32) and their EMA where the run keeps one, the
+optimizer state, the random-number generators, the loss and validation-loss histories; JSON in its metadata for everything else (settings, step, data
 order, loss scaler, dataset and model identity, and the sha256 of the LoRA file saved with it). It is never a pickle. Restoring checks every part against
 the run being resumed before anything is changed, and says what differs.
 """
@@ -31,6 +31,8 @@ STATE_EXTENSION = ".loralab-state"
 STATE_KEY = "loralab.train_state"
 STATE_FORMAT = "loralab-train-state"
 STATE_VERSION = 1
+#: the EMA of factor ``network.<key>.<factor>`` is saved as ``ema.network.<key>.<factor>``
+EMA_PREFIX = "ema."
 #: sections every state file has
 REQUIRED = ("settings", "dataset", "model", "targets", "optimizer", "order", "rng", "step", "run_id", "started_at",
             "scaler")
@@ -42,8 +44,9 @@ def state_path_for(lora_path: str) -> str:
 
 
 def lora_tensors(run: TrainRun, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """The run's network as kohya-named tensors (what a LoRA file and LORA_MODEL hold)."""
-    return kohya_tensors(run.network.writer_items(), run.layout, dtype)
+    """The run's network as kohya-named tensors (what a LoRA file and LORA_MODEL hold): its EMA
+    where the run keeps one."""
+    return kohya_tensors(run.saved_network().writer_items(), run.layout, dtype)
 
 
 def save_lora_file(run: TrainRun, path: str, *, title: str) -> str:
@@ -64,6 +67,9 @@ def run_state(run: TrainRun, lora_file: str | None = None,
     tensors.update(rng_tensors)
     tensors["rng.generator"] = run.generator.get_state()
     tensors["losses"] = torch.tensor(run.losses, dtype=torch.float64)
+    tensors["val_losses"] = torch.tensor(run.val_losses, dtype=torch.float64).reshape(-1, 2)
+    if run.ema is not None:
+        tensors.update({EMA_PREFIX + k: v.detach() for k, v in run.ema.items()})
     ds = run.dataset
     meta = {
         "format": STATE_FORMAT, "version": STATE_VERSION, "run_id": run.run_id, "step": run.step,
@@ -75,6 +81,7 @@ def run_state(run: TrainRun, lora_file: str | None = None,
         "model": run.model_info, "targets": run.network.lr_mults, "optimizer": opt_meta,
         "order": run.order.to_json(), "rng": rng_meta, "checkpoints": run.checkpoints,
         "scaler": run.scaler.to_json(),
+        "validation": None if run.validation is None else run.validation.fingerprint,
     }
     return tensors, meta
 
@@ -139,6 +146,8 @@ def _model_changes(run: TrainRun, saved: dict[str, Any]) -> list[str]:
             out.append(f"model {label}: {saved.get(key)!r} → {run.model_info.get(key)!r}")
     if not out and saved.get("fingerprint") != run.model_info.get("fingerprint"):
         out.append("the base model's weights differ (another model, or other LoRAs applied to it)")
+    if saved.get("text_encoder") != run.model_info.get("text_encoder"):
+        out.append("the trained text encoders differ (another CLIP, or other LoRAs applied to it)")
     return out
 
 
@@ -160,6 +169,9 @@ def restore_run(template: TrainRun, path: str) -> TrainRun:
         problems += _model_changes(template, meta["model"])
         if not problems and {k: float(v) for k, v in meta["targets"].items()} != template.network.lr_mults:
             problems.append("the trained modules differ")
+        now_validation = None if template.validation is None else template.validation.fingerprint
+        if meta.get("validation") != now_validation:
+            problems.append("the validation dataset differs")
     except (KeyError, TypeError, AttributeError, ValueError) as e:
         raise CheckpointError(f"the training state is malformed ({type(e).__name__}: {e})", path=path) from None
     if problems:
@@ -171,11 +183,20 @@ def restore_run(template: TrainRun, path: str) -> TrainRun:
         if unfit:
             raise CheckpointError("network factors do not fit: " + "; ".join(unfit[:5]), path=path)
         load_optimizer_state(run.optimizer, tensors, meta["optimizer"], path=path)
+        if run.ema is not None:
+            missing_ema = [k for k in run.ema if EMA_PREFIX + k not in tensors]
+            if missing_ema:
+                raise CheckpointError(f"the training state has no EMA of {len(missing_ema)} factors "
+                                      f"(first: {missing_ema[0]})", path=path)
+            run.ema = {k: tensors[EMA_PREFIX + k].to(v.device, v.dtype).clone() for k, v in run.ema.items()}
     try:
         run.generator.set_state(tensors["rng.generator"].to(torch.uint8))
         run.order = DataOrder.from_json(meta["order"], len(run.dataset.items))
         run.step = int(meta["step"])
         run.losses = [float(v) for v in tensors["losses"].tolist()]
+        saved_val = tensors.get("val_losses")
+        run.val_losses = ([] if saved_val is None else
+                          [(int(st), float(v)) for st, v in saved_val.reshape(-1, 2).tolist()])
         run.run_id = str(meta["run_id"])
         run.started_at = float(meta["started_at"])
         run.checkpoints = [[str(p) for p in c] for c in meta.get("checkpoints", [])]

@@ -282,6 +282,9 @@ class DatasetItem:
     content_hash: str
     latents: tuple[str, ...]  # cache keys: the image, then its mirror when flipping
     conds: tuple[str, ...]  # cache keys of the caption variants
+    #: the caption variants' texts, in the order of ``conds`` (what a run that trains the text
+    #: encoders encodes each step)
+    texts: tuple[str, ...] = ()
 
     def fingerprint(self) -> str:
         """What must stay the same for a saved run to continue on this item."""
@@ -328,6 +331,11 @@ class Dataset:
     def cond(self, index: int, variant: int = 0) -> dict[str, torch.Tensor]:
         keys = self.items[index].conds
         return self._load(keys[variant % len(keys)])
+
+    def text(self, index: int, variant: int = 0) -> str:
+        """The caption variant's text (``cond(index, variant)`` is its cached encoding)."""
+        texts = self.items[index].texts
+        return texts[variant % len(texts)]
 
     def empty(self) -> dict[str, torch.Tensor]:
         if self.empty_cond is None:
@@ -451,9 +459,10 @@ def build_dataset(folder: str | Sequence[Subset], settings: DatasetSettings, cac
             continue
         raw = read_caption(entry.path, settings.caption_extensions)
         caption, prepended = apply_trigger(raw if raw is not None else entry.class_tokens, settings.trigger)
-        conds = tuple(_encode_text(ds, text, encode_text) for text in caption_variants(caption, settings, prepended))
+        texts = tuple(caption_variants(caption, settings, prepended))
+        conds = tuple(_encode_text(ds, text, encode_text) for text in texts)
         ds.items.append(DatasetItem(entry.id, entry.dir, entry.repeats, caption, raw is None, placement, content,
-                                    latents, conds))
+                                    latents, conds, texts))
     if settings.caption_dropout > 0:
         ds.empty_cond = _encode_text(ds, "", encode_text)
     if progress:

@@ -45,7 +45,8 @@ def training_metadata(run: TrainRun, tensors: Mapping[str, torch.Tensor], *, tit
     s = run.settings
     ds = run.dataset
     info = run.model_info
-    per_epoch = batches_per_epoch(ds, s.batch_size)
+    per_epoch = batches_per_epoch(ds, s.batch_size, run.train_indices)
+    trained = range(len(ds.items)) if run.train_indices is None else run.train_indices
     epochs = math.ceil(s.total_steps * s.grad_accumulation / max(1, per_epoch))
     weight_dtype = str(info.get("weight_dtype", ""))
     extra: dict[str, Any] = {
@@ -54,8 +55,9 @@ def training_metadata(run: TrainRun, tensors: Mapping[str, torch.Tensor], *, tit
         "ss_training_finished_at": time.time(),
         "ss_learning_rate": s.learning_rate,
         "ss_unet_lr": s.learning_rate,
-        "ss_text_encoder_lr": None,
-        "ss_num_train_images": ds.num_entries,
+        "ss_text_encoder_lr": s.text_encoder_lr or None,
+        "ss_network_train_unet_only": not run.trains_text_encoder,
+        "ss_num_train_images": sum(ds.items[i].repeats for i in trained),
         "ss_num_reg_images": 0,
         "ss_num_batches_per_epoch": per_epoch,
         "ss_num_epochs": epochs,
@@ -112,6 +114,8 @@ def training_metadata(run: TrainRun, tensors: Mapping[str, torch.Tensor], *, tit
         "ss_steps": run.step,
         "ss_epoch": run.order.epoch,
     }
+    if s.validation_split:
+        extra.update(ss_validation_split=s.validation_split, ss_validation_seed=s.validation_seed)
     if s.algorithm == "dora":
         extra["ss_network_module"] = "lycoris.kohya"
     if run.kind == "flow":

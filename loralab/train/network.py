@@ -52,6 +52,9 @@ _MLP = {
     "wan": re.compile(r"^diffusion_model\.blocks\.\d+\.ffn\.[02]\.weight$"),
     "qwen_image": re.compile(r"^diffusion_model\.transformer_blocks\.\d+\.(?:img|txt)_mlp\.net\.(?:0\.proj|2)\.weight$"),
 }
+#: kohya's text-encoder modules: CLIP's attention and MLP, T5's attention and gated MLP
+_TE_ATTENTION = re.compile(r"\.(?:self_attn\.(?:q_proj|k_proj|v_proj|out_proj)|SelfAttention\.[qkvo])\.weight$")
+_TE_MLP = re.compile(r"\.(?:mlp\.fc[12]|DenseReluDense\.(?:wi|wi_0|wi_1|wo))\.weight$")
 
 
 def weight_kind(shape: tuple[int, ...]) -> str | None:
@@ -96,6 +99,29 @@ def select_targets(shapes: Mapping[str, tuple[int, ...]], arch_id: str, preset: 
     if not out:
         raise TrainingError(f"no weight of this {arch(arch_id).name} model matches target preset {preset!r} "
                             f"with blocks {block_spec!r}", hint="choose a wider preset or fewer zero blocks")
+    return out
+
+
+def is_text_encoder_key(key: str) -> bool:
+    """Whether a target key is a text encoder's (``clip_l.transformer...``), not the diffusion model's."""
+    return not key.startswith(DIFFUSION_PREFIX)
+
+
+def select_text_encoder_targets(shapes: Mapping[str, tuple[int, ...]], arch_id: str, preset: str) -> dict[str, float]:
+    """The text-encoder weights to train (ComfyUI's CLIP keys, ``clip_l.transformer...``), each
+    with multiplier 1: the attention projections, and with every preset but ``attention`` the MLP
+    (kohya's CLIPAttention/CLIPMLP, T5Attention/T5DenseGatedActDense) of every text encoder of
+    the architecture that ``shapes`` holds."""
+    if preset not in PRESETS:
+        raise TrainingError(f"unknown target preset {preset!r} (known: {', '.join(PRESETS)})")
+    a = arch(arch_id)
+    prefixes = tuple(f"{te}.transformer." for te in a.text_encoders if te in a.kohya_te_prefix)
+    out = {key: 1.0 for key in sorted(shapes)
+           if key.startswith(prefixes) and len(shapes[key]) == 2
+           and (_TE_ATTENTION.search(key) or (preset != "attention" and _TE_MLP.search(key)))}
+    if not out:
+        raise TrainingError(f"this CLIP has no {a.name} text-encoder weight to train",
+                            hint="connect the CLIP that belongs to the model, or set text_encoder_lr to 0")
     return out
 
 
@@ -262,16 +288,19 @@ class Network(nn.Module):
             yield key, getattr(self, f"m{i:05d}")
 
     def set_output_dtype(self, dtype: torch.dtype) -> None:
-        """Hand W' to the model in ``dtype`` (the run's compute dtype), whatever the weight's."""
-        for _, module in self.items():
-            module.output_dtype = dtype
+        """Hand W' to the diffusion model in ``dtype`` (the run's compute dtype), whatever the
+        weight's; text encoders compute in their own dtype, so theirs get W' in the weight's."""
+        for key, module in self.items():
+            module.output_dtype = None if is_text_encoder_key(key) else dtype
 
     def param_groups(self) -> list[dict]:
-        """Optimizer parameter groups, one per learning-rate multiplier, in a fixed order."""
-        by_mult: dict[float, list[nn.Parameter]] = {}
+        """Optimizer parameter groups, one per learning-rate multiplier of the diffusion model's
+        modules, then the text encoders' (``text_encoder``: True), in a fixed order."""
+        by_mult: dict[tuple[bool, float], list[nn.Parameter]] = {}
         for key, module in self.items():
-            by_mult.setdefault(self.lr_mults[key], []).extend(module.parameters())
-        return [{"params": params, "lr_mult": mult} for mult, params in sorted(by_mult.items())]
+            by_mult.setdefault((is_text_encoder_key(key), self.lr_mults[key]), []).extend(module.parameters())
+        return [{"params": params, "lr_mult": mult, "text_encoder": te}
+                for (te, mult), params in sorted(by_mult.items())]
 
     def writer_items(self) -> list[tuple[Target, object]]:
         """(Target, adapter) pairs for :func:`loralab.formats.writer.kohya_tensors`."""

@@ -23,7 +23,7 @@ from ..errors import TrainingError
 from ..layouts import ModelLayout
 from .dataset import Dataset
 from .distributed import SINGLE, World
-from .network import ALGORITHMS, PRESETS, Network, build_network
+from .network import ALGORITHMS, PRESETS, Network, build_network, is_text_encoder_key
 from .network import InitLoRA
 from .objectives import loss_weights, noisy_input, prediction_target, raw_output, sample_noise
 from .optim import OPTIMIZERS, make_optimizer
@@ -32,6 +32,7 @@ from .precision import PRECISIONS, LossScaler, compute_dtype
 from .rng import global_rng_of, seeded_global
 from .schedules import SCHEDULES, lr_factor
 from .timesteps import FLOW_SAMPLERS, image_tokens, sample_discrete_sigmas, sample_flow_sigmas
+from .validation import held_out, validation_loss
 
 SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 #: losses averaged for ``loss_avg`` (the smoothed value the progress events carry)
@@ -72,14 +73,24 @@ class TrainSettings:
     precision: str = "auto"
     #: the LoRA file the network started from (its name; empty = fresh factors)
     init_lora: str = ""
+    #: learning rate of the text encoders' modules (kohya's text_encoder_lr; 0 = not trained)
+    text_encoder_lr: float = 0.0
+    #: fraction of the dataset's images held out of training for validation (0 = none)
+    validation_split: float = 0.0
+    #: seed of the held-out images and of the validation noise (see :mod:`.validation`)
+    validation_seed: int = 0
+    #: decay of the exponential moving average of the factors (0 = off; the EMA is what is saved)
+    ema_decay: float = 0.0
     # how files are written: may differ when a run is resumed
     name: str = "lora"
     save_dtype: str = "fp16"
     save_every: int = 0
     keep_last: int = 3
+    #: the validation loss every N steps (0 = never)
+    validation_every: int = 0
 
-    #: fields a resumed run may change (they do not alter what is computed)
-    OUTPUT_FIELDS = frozenset({"name", "save_dtype", "save_every", "keep_last"})
+    #: fields a resumed run may change (they do not alter what is trained)
+    OUTPUT_FIELDS = frozenset({"name", "save_dtype", "save_every", "keep_last", "validation_every"})
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -147,6 +158,12 @@ class TrainSettings:
                 bad(f"unknown timestep sampling {self.timestep_sampling!r} (known: {', '.join(FLOW_SAMPLERS)})")
         if self.min_snr_gamma < 0 or self.noise_offset < 0:
             bad("min_snr_gamma and noise_offset cannot be negative")
+        if self.text_encoder_lr < 0 or self.validation_every < 0:
+            bad("text_encoder_lr and validation_every cannot be negative")
+        if not 0 <= self.validation_split < 1:
+            bad(f"validation_split must be at least 0 and under 1, got {self.validation_split}")
+        if not 0 <= self.ema_decay < 1:
+            bad(f"ema_decay must be at least 0 and under 1, got {self.ema_decay}", "0.999 is usual; 0 = off")
 
 
 class TrainModel(Protocol):
@@ -166,6 +183,10 @@ class TrainModel(Protocol):
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor, conds: list[dict[str, Any]]) -> torch.Tensor:
         """The denoised estimate for noisy latents ``x`` at noise levels ``sigma``."""
 
+    def encode_text(self, text: str) -> dict[str, torch.Tensor]:
+        """A caption's conditioning through the text encoders with the run's network patched in
+        (differentiable); needed only by runs that train the text encoders."""
+
 
 class DataOrder:
     """Epochs of batches: every image × its repeats once per epoch, batches within one bucket,
@@ -177,16 +198,18 @@ class DataOrder:
         self.batches: list[list[int]] = []
         self.cursor = 0
 
-    def next_batch(self, dataset: Dataset, batch_size: int) -> list[int]:
+    def next_batch(self, dataset: Dataset, batch_size: int, indices: list[int] | None = None) -> list[int]:
+        """The next batch of item indices (drawn from ``indices``, default all items)."""
         if self.cursor >= len(self.batches):
-            self._new_epoch(dataset, batch_size)
+            self._new_epoch(dataset, batch_size, indices)
         batch = self.batches[self.cursor]
         self.cursor += 1
         return batch
 
-    def _new_epoch(self, dataset: Dataset, batch_size: int) -> None:
+    def _new_epoch(self, dataset: Dataset, batch_size: int, indices: list[int] | None) -> None:
         by_bucket: dict[tuple[int, int], list[int]] = {}
-        for idx, item in enumerate(dataset.items):
+        for idx in range(len(dataset.items)) if indices is None else indices:
+            item = dataset.items[idx]
             by_bucket.setdefault(item.placement.bucket, []).extend([idx] * item.repeats)
         batches: list[list[int]] = []
         for bucket in sorted(by_bucket):
@@ -214,17 +237,23 @@ class DataOrder:
         return order
 
 
-def batches_per_epoch(dataset: Dataset, batch_size: int) -> int:
+def batches_per_epoch(dataset: Dataset, batch_size: int, indices: list[int] | None = None) -> int:
+    """Batches in one epoch of ``indices`` (default all items)."""
     counts: dict[tuple[int, int], int] = {}
-    for item in dataset.items:
+    for idx in range(len(dataset.items)) if indices is None else indices:
+        item = dataset.items[idx]
         counts[item.placement.bucket] = counts.get(item.placement.bucket, 0) + item.repeats
     return sum(math.ceil(c / batch_size) for c in counts.values())
 
 
-def _sample_cond(dataset: Dataset, index: int, flipped: bool, variant: int, dropped: bool) -> dict[str, Any]:
+def _sample_cond(dataset: Dataset, index: int, flipped: bool, variant: int, dropped: bool,
+                 encode: Callable[[str], Mapping[str, torch.Tensor]] | None) -> dict[str, Any]:
     item = dataset.items[index]
     p = item.placement
-    cond: dict[str, Any] = dict(dataset.empty() if dropped else dataset.cond(index, variant))
+    if encode is not None:
+        cond: dict[str, Any] = dict(encode("" if dropped else dataset.text(index, variant)))
+    else:
+        cond = dict(dataset.empty() if dropped else dataset.cond(index, variant))
     crop_w = p.resized[0] - p.crop[0] - p.bucket[0] if flipped else p.crop[0]
     cond.update(width=p.size[0], height=p.size[1], crop_w=crop_w, crop_h=p.crop[1],
                 target_width=p.bucket[0], target_height=p.bucket[1])
@@ -233,9 +262,12 @@ def _sample_cond(dataset: Dataset, index: int, flipped: bool, variant: int, drop
 
 def batch_loss(model: TrainModel, dataset: Dataset, settings: TrainSettings, indices: list[int],
                generator: torch.Generator, *, augment: bool = True,
-               share: range | None = None) -> torch.Tensor | None:
+               share: range | None = None,
+               encode: Callable[[str], Mapping[str, torch.Tensor]] | None = None) -> torch.Tensor | None:
     """The weighted loss of one batch (differentiable); every random draw comes from ``generator``
     in a fixed order: per sample flip, caption dropout, caption variant; then noise; then σ.
+    ``encode`` (a run that trains the text encoders) encodes each caption now instead of reading
+    the dataset's cached encoding.
 
     With ``share`` (positions in ``indices``: a process's part, see :class:`.distributed.World`)
     every draw is still made for the whole batch, but only the shared samples are computed, and
@@ -268,7 +300,7 @@ def batch_loss(model: TrainModel, dataset: Dataset, settings: TrainSettings, ind
     if len(part) != len(indices):
         noise, sigma = noise[part], sigma[part]
     noise, sigma = noise.to(model.device), sigma.to(model.device)
-    conds = [_sample_cond(dataset, indices[i], draws[i][0], draws[i][2], draws[i][1]) for i in part]
+    conds = [_sample_cond(dataset, indices[i], draws[i][0], draws[i][2], draws[i][1], encode) for i in part]
     x = noisy_input(model.kind, x0, noise, sigma)
     denoised = model.denoise(x, sigma, conds).float()
     pred = raw_output(model.kind, x, sigma, denoised, model.sigma_data)
@@ -301,7 +333,9 @@ class TrainRun:
                  started_at: float, dtype: torch.dtype, step: int = 0, losses: list[float] | None = None,
                  checkpoints: list[list[str]] | None = None, optimizer_state: dict | None = None,
                  scaler: LossScaler | None = None, layout: ModelLayout | None = None,
-                 attachments: dict[str, Any] | None = None) -> None:
+                 attachments: dict[str, Any] | None = None, validation: Dataset | None = None,
+                 val_losses: list[tuple[int, float]] | None = None,
+                 ema: dict[str, torch.Tensor] | None = None) -> None:
         self.settings = settings
         #: the dtype the model computes in (the factors and optimizer state stay fp32)
         self.compute_dtype = dtype
@@ -326,19 +360,43 @@ class TrainRun:
         self.step = step
         self.losses = list(losses or [])
         self.checkpoints = [list(c) for c in (checkpoints or [])]
+        #: the validation folder's dataset (None: validation images are held out of ``dataset``)
+        self.validation = validation
+        #: (step, validation loss) at every validation so far
+        self.val_losses = [(int(st), float(v)) for st, v in (val_losses or [])]
+        #: the exponential moving average of every factor (by state-tensor name), or None
+        self.ema = ema
+        #: the dataset's images held out for validation (see :func:`.validation.held_out`)
+        self.held_out = [] if validation is not None else held_out(dataset, settings.validation_split,
+                                                                   settings.validation_seed)
+        out = set(self.held_out)
+        #: the images training draws from (None: all)
+        self.train_indices = [i for i in range(len(dataset.items)) if i not in out] if out else None
 
     @classmethod
     def create(cls, settings: TrainSettings, dataset: Dataset, shapes: Mapping[str, tuple[int, ...]],
                targets: Mapping[str, float], model_info: Mapping[str, Any], *,
                base_weight: Callable[[str], torch.Tensor] | None = None, device: torch.device | str = "cpu",
                layout: ModelLayout | None = None, attachments: dict[str, Any] | None = None,
-               init: InitLoRA | None = None) -> "TrainRun":
-        """A fresh run at step 0; ``targets`` maps model weight keys to learning-rate multipliers.
-        With ``init`` the factors start from that LoRA file, whose rank and alpha replace the
-        settings' (its modules must be exactly the targets)."""
+               init: InitLoRA | None = None, validation: Dataset | None = None) -> "TrainRun":
+        """A fresh run at step 0; ``targets`` maps model weight keys to learning-rate multipliers
+        (text-encoder keys, ``clip_l.transformer...``, train at ``text_encoder_lr``). With
+        ``init`` the factors start from that LoRA file, whose rank and alpha replace the
+        settings' (its modules must be exactly the targets). ``validation``: a dataset of
+        validation images (instead of holding some out with ``validation_split``)."""
         if init is not None:
             settings = dataclasses.replace(settings, rank=init.rank, alpha=init.alpha, init_lora=init.name)
         settings.check(model_info.get("kind", ""))
+        te_keys = [k for k in targets if is_text_encoder_key(k)]
+        if settings.text_encoder_lr > 0 and not te_keys:
+            raise TrainingError("text_encoder_lr is set but no text-encoder weight is among the targets",
+                                hint="connect the CLIP to train, or set text_encoder_lr to 0")
+        if te_keys and not settings.text_encoder_lr > 0:
+            raise TrainingError(f"{len(te_keys)} text-encoder weights are targets but text_encoder_lr is 0",
+                                key=te_keys[0], hint="set text_encoder_lr (e.g. 5e-5) to train the text encoders")
+        if validation is not None and settings.validation_split > 0:
+            raise TrainingError("a validation dataset and validation_split both choose validation images",
+                                hint="set validation_split to 0, or disconnect the validation dataset")
         dtype = compute_dtype(settings.precision, device)
         generator = torch.Generator().manual_seed(settings.seed)
         with torch.inference_mode(False):  # hosts run nodes in inference mode; trained tensors must not be
@@ -346,10 +404,11 @@ class TrainRun:
                                     base_weight=base_weight, lokr_factor=settings.lokr_factor, device=device)
             if init is not None:
                 init.load_into(network)
+            ema = ({k: v.clone() for k, v in network.state_tensors().items()} if settings.ema_decay > 0 else None)
             return cls(settings, dataset, network, model_info=model_info, generator=generator,
                        order=DataOrder(settings.seed), global_rng=seeded_global(settings.seed),
                        run_id=uuid.uuid4().hex, started_at=time.time(), dtype=dtype, layout=layout,
-                       attachments=attachments)
+                       attachments=attachments, validation=validation, ema=ema)
 
     def fork(self, settings: TrainSettings | None = None, device: torch.device | str | None = None) -> "TrainRun":
         """An independent copy (new tensors, on ``device`` when given); ``settings`` may change
@@ -371,15 +430,18 @@ class TrainRun:
         generator.set_state(self.generator.get_state())
         with torch.inference_mode(False):
             network = copy.deepcopy(self.network)
+            ema = None if self.ema is None else {k: v.clone() for k, v in self.ema.items()}
             if device is not None:
                 network.to(device)
+                ema = None if ema is None else {k: v.to(device) for k, v in ema.items()}
             return TrainRun(settings, self.dataset, network, model_info=self.model_info,
                             generator=generator, order=copy.deepcopy(self.order),
                             global_rng=copy.deepcopy(self.global_rng), run_id=self.run_id,
                             started_at=self.started_at, dtype=self.compute_dtype, step=self.step,
                             losses=self.losses, checkpoints=self.checkpoints,
                             optimizer_state=copy.deepcopy(self.optimizer.state_dict()),
-                            scaler=copy.deepcopy(self.scaler), layout=self.layout, attachments=self.attachments)
+                            scaler=copy.deepcopy(self.scaler), layout=self.layout, attachments=self.attachments,
+                            validation=self.validation, val_losses=self.val_losses, ema=ema)
 
     def to(self, device: torch.device | str) -> "TrainRun":
         """Move the network and optimizer state (values unchanged); returns the run."""
@@ -389,6 +451,8 @@ class TrainRun:
                 for k, v in state.items():
                     if torch.is_tensor(v) and v.device != torch.device(device) and k != "step":
                         state[k] = v.to(device)
+            if self.ema is not None:
+                self.ema = {k: v.to(device) for k, v in self.ema.items()}
         return self
 
     @property
@@ -409,10 +473,54 @@ class TrainRun:
         tail = self.losses[-LOSS_WINDOW:]
         return sum(tail) / len(tail) if tail else 0.0
 
-    def current_lr(self) -> float:
-        """The base learning rate the next step uses (block multipliers apply on top)."""
+    def current_lr(self, text_encoder: bool = False) -> float:
+        """The base learning rate the next step uses (block multipliers apply on top): the
+        diffusion model's, or with ``text_encoder`` the text encoders'."""
         s = self.settings
-        return s.learning_rate * lr_factor(s.lr_scheduler, self.step, s.horizon, s.warmup_steps)
+        base = s.text_encoder_lr if text_encoder else s.learning_rate
+        return base * lr_factor(s.lr_scheduler, self.step, s.horizon, s.warmup_steps)
+
+    @property
+    def trains_text_encoder(self) -> bool:
+        return self.settings.text_encoder_lr > 0
+
+    def _encoder(self, model: TrainModel) -> Callable[[str], Mapping[str, torch.Tensor]] | None:
+        return model.encode_text if self.trains_text_encoder else None
+
+    def validation_set(self) -> tuple[Dataset, list[int]] | None:
+        """The validation images (a dataset and its indices), or None when the run has none."""
+        if self.validation is not None:
+            return self.validation, list(range(len(self.validation.items)))
+        return (self.dataset, list(self.held_out)) if self.held_out else None
+
+    def validate(self, model: TrainModel) -> float:
+        """The validation loss of the run's current factors (see :mod:`.validation`): the same
+        for the same factors whatever the run's random state, and the run's random state is
+        left as it was."""
+        found = self.validation_set()
+        if found is None:
+            raise TrainingError("this run has no validation images",
+                                hint="set validation_split or connect a validation dataset")
+        dataset, indices = found
+        with global_rng_of(seeded_global(self.settings.validation_seed)), torch.inference_mode(False):
+            return validation_loss(model, dataset, indices, seed=self.settings.validation_seed,
+                                   encode=self._encoder(model))
+
+    def update_ema(self) -> None:
+        """Move the EMA one step toward the current factors: e ← d·e + (1 − d)·p."""
+        d = self.settings.ema_decay
+        with torch.no_grad():
+            for name, p in self.network.state_tensors().items():
+                self.ema[name].mul_(d).add_(p, alpha=1 - d)
+
+    def saved_network(self) -> Network:
+        """The factors a LoRA file gets: the EMA where the run keeps one, else the trained ones."""
+        if self.ema is None:
+            return self.network
+        with torch.inference_mode(False):
+            network = copy.deepcopy(self.network)
+            network.load_state_tensors(self.ema)
+        return network
 
     def params(self) -> list[torch.Tensor]:
         """The trained factors, in the optimizer's order."""
@@ -431,8 +539,9 @@ class TrainRun:
         scale = self.scaler.scale if scaled else 1.0
         total = 0.0
         for _ in range(s.grad_accumulation):
-            indices = self.order.next_batch(self.dataset, s.batch_size)
-            loss = batch_loss(model, self.dataset, s, indices, self.generator, share=world.share(len(indices)))
+            indices = self.order.next_batch(self.dataset, s.batch_size, self.train_indices)
+            loss = batch_loss(model, self.dataset, s, indices, self.generator, share=world.share(len(indices)),
+                              encode=self._encoder(model))
             if loss is None:
                 continue
             loss = loss / s.grad_accumulation
@@ -454,7 +563,8 @@ class TrainRun:
         before every step (in a ``world`` of several processes, a stop in any stops all); returns
         True when it stopped the run early. A step whose loss is not finite raises before the
         optimizer sees it; a loss-scaled (fp16) step whose gradients are not finite counts as a
-        step but changes no factor (see :class:`LossScaler`)."""
+        step but changes no factor (see :class:`LossScaler`). Every ``validation_every`` steps
+        the validation loss is recorded (before ``on_step``)."""
         params = self.params()
         s = self.settings
         with global_rng_of(self.global_rng), torch.inference_mode(False), torch.enable_grad():
@@ -463,17 +573,20 @@ class TrainRun:
                     return False
                 if should_stop is not None and world.any(should_stop()):
                     return True
-                lr = self.current_lr()
                 for group in self.optimizer.param_groups:
-                    group["lr"] = lr * group.get("lr_mult", 1.0)
+                    group["lr"] = self.current_lr(group.get("text_encoder", False)) * group.get("lr_mult", 1.0)
                 total, finite = self.compute_gradients(model, world)
                 if finite:
                     if s.max_grad_norm > 0:
                         torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm)
                     self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
+                if self.ema is not None:
+                    self.update_ema()
                 self.step += 1
                 self.losses.append(total)
+                if s.validation_every and self.step % s.validation_every == 0 and self.validation_set():
+                    self.val_losses.append((self.step, self.validate(model)))
                 if on_step is not None:
                     on_step(self, total)
         return False

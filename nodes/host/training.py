@@ -7,6 +7,9 @@ calls ``BaseModel.apply_model`` with conditioning built by the model's own ``ext
 base weights stay in whatever dtype ComfyUI loaded them (fp8, bf16, ...), and any architecture
 ComfyUI runs trains the same way. The run's compute dtype (its ``precision``) is applied with
 ``torch.autocast``: an fp16-loaded model computes in bf16 where the run asks for it.
+
+A run that trains the text encoders does the same to a clone of the graph's CLIP: its modules are
+weight wrappers there, and every step encodes the captions through ``CLIP.encode_from_tokens``.
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ from ...loralab.train.cache import TensorCache, fingerprint
 from ...loralab.train.dataset import Dataset, DatasetSettings, Subset, build_dataset
 from ...loralab.train.grad_checkpoint import gradient_checkpointing
 from ...loralab.train.inplace import copy_norm_inputs
-from ...loralab.train.network import InitLoRA, select_targets
+from ...loralab.train.network import InitLoRA, is_text_encoder_key, select_targets, select_text_encoder_targets
 from ...loralab.train.run import TrainRun, TrainSettings
 from .compat import trainable_clone, training_mode
 from .folders import picked_lora
@@ -115,14 +118,24 @@ def image_encoder(vae) -> Callable[[torch.Tensor], torch.Tensor]:
     return encode
 
 
+def text_conds(clip, text: str) -> dict[str, torch.Tensor]:
+    """A caption's conditioning tensors (``cross_attn``, ``pooled_output``, ...) as the CLIP gives them."""
+    out = clip.encode_from_tokens(clip.tokenize(text), return_pooled=True, return_dict=True)
+    cond = {"cross_attn": out.pop("cond")}
+    cond.update({k: v for k, v in out.items() if torch.is_tensor(v)})
+    return cond
+
+
 def text_encoder(clip) -> Callable[[str], dict[str, torch.Tensor]]:
-    """Caption -> its conditioning tensors (``cross_attn``, ``pooled_output``, ...) on the CPU."""
+    """Caption -> its conditioning tensors on the CPU (what the dataset caches)."""
     def encode(text: str) -> dict[str, torch.Tensor]:
-        out = clip.encode_from_tokens(clip.tokenize(text), return_pooled=True, return_dict=True)
-        cond = {"cross_attn": out.pop("cond")}
-        cond.update({k: v for k, v in out.items() if torch.is_tensor(v)})
-        return {k: v.detach().to("cpu").contiguous() for k, v in cond.items()}
+        return {k: v.detach().to("cpu").contiguous() for k, v in text_conds(clip, text).items()}
     return encode
+
+
+def text_encoder_shapes(clip) -> dict[str, tuple[int, ...]]:
+    """Every weight of a CLIP's text encoders with its shape (``clip_l.transformer...``)."""
+    return {k: tuple(v.shape) for k, v in clip.cond_stage_model.state_dict().items()}
 
 
 def _loader_inputs(prompt: dict | None, node_id: str | None, input_name: str,
@@ -181,7 +194,7 @@ def model_info(model, name: str | None, files: dict[str, Any] | None = None) -> 
     arch = model_arch(model)
     if arch is None:
         raise TrainingError(f"LoRA Lab has no layout for {model_name(model)} models yet",
-                            hint="training supports SD1.x, SD2.x, SDXL and Flux.1")
+                            hint="training supports SD1.x, SD2.x, SDXL, Flux.1, SD3/SD3.5, Wan 2.1/2.2 and Qwen-Image")
     base = model.model
     ms = model.get_model_object("model_sampling")
     weight = next((p for n, p in base.diffusion_model.named_parameters() if p.dim() > 1), None)
@@ -218,8 +231,10 @@ def to_normal_tensors(module: torch.nn.Module) -> int:
 class ComfyTrainModel:
     """The engine's TrainModel over a loaded ModelPatcher (with the run's weight wrappers)."""
 
-    def __init__(self, patcher, guidance: float, dtype: torch.dtype) -> None:
+    def __init__(self, patcher, guidance: float, dtype: torch.dtype, clip=None) -> None:
         self.patcher = patcher
+        #: the CLIP with the run's text-encoder modules (runs that train the text encoders)
+        self.clip = clip
         self.compute_dtype = dtype
         self.base = patcher.model
         ms = patcher.get_model_object("model_sampling")
@@ -233,6 +248,15 @@ class ComfyTrainModel:
 
     def latent_in(self, latents: torch.Tensor) -> torch.Tensor:
         return self.base.process_latent_in(latents)
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.compute_dtype, enabled=self.compute_dtype != torch.float32)
+
+    def encode_text(self, text: str) -> dict[str, torch.Tensor]:
+        if self.clip is None:
+            raise TrainingError("this run trains no text encoder")
+        with self._autocast():
+            return text_conds(self.clip, text)
 
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor, conds: list[dict[str, Any]]) -> torch.Tensor:
         per_sample = []
@@ -249,7 +273,7 @@ class ComfyTrainModel:
         transformer_options.update(sigmas=sigma, cond_or_uncond=[0], uuids=[None])
         c["transformer_options"] = transformer_options
         wrapper = options.get("model_function_wrapper")
-        with torch.autocast(self.device.type, dtype=self.compute_dtype, enabled=self.compute_dtype != torch.float32):
+        with self._autocast():
             if wrapper is not None:
                 return wrapper(self.base.apply_model, {"input": x, "timestep": sigma, "c": c, "cond_or_uncond": [0]})
             return self.base.apply_model(x, sigma, **c)
@@ -271,14 +295,23 @@ def encode_dataset(folder: str | Sequence[Subset], settings: DatasetSettings, va
 
 
 def init_run(model, dataset, settings: TrainSettings, model_name: str | None,
-             files: dict[str, Any] | None = None) -> TrainRun:
+             files: dict[str, Any] | None = None, clip=None, validation=None) -> TrainRun:
     """A new run on a MODEL (nothing trained yet), on the device ComfyUI loads it to; ``files``
-    as :func:`model_info` records them."""
+    as :func:`model_info` records them; with ``text_encoder_lr`` also on the CLIP's text encoders;
+    ``validation``: a dataset of held-out images."""
     info = model_info(model, model_name, files)
     layout = model_layout(model)
     shapes = diffusion_shapes(model)
     targets = select_targets(shapes, info["arch"], settings.targets, settings.blocks,
                              convs=settings.algorithm == "locon", layout=layout)
+    if settings.text_encoder_lr > 0:
+        if clip is None:
+            raise TrainingError("text_encoder_lr is set but no CLIP is connected",
+                                hint="connect the CLIP to train to the clip input, or set text_encoder_lr to 0")
+        te_shapes = text_encoder_shapes(clip)
+        shapes = {**shapes, **te_shapes}
+        targets.update(select_text_encoder_targets(te_shapes, info["arch"], settings.targets))
+        info["text_encoder"] = clip_identity(clip)
     unwritable = [k for k in targets if tuple(layout.shapes.get(k, ())) != shapes[k]]
     if unwritable:
         raise TrainingError(f"{len(unwritable)} target weights are not in LoRA Lab's layout of this model",
@@ -289,9 +322,11 @@ def init_run(model, dataset, settings: TrainSettings, model_name: str | None,
     base_weight = None
     if settings.algorithm == "dora":
         comfy.model_management.load_models_gpu([model])
-        base_weight = lambda key: comfy.utils.get_attr(model.model, key)  # noqa: E731
+        base_weight = lambda key: comfy.utils.get_attr(  # noqa: E731
+            clip.cond_stage_model if is_text_encoder_key(key) else model.model, key)
     return TrainRun.create(settings, dataset, shapes, targets, info, base_weight=base_weight,
-                           device=model.load_device, layout=layout, attachments={"model": model}, init=init)
+                           device=model.load_device, layout=layout, attachments={"model": model, "clip": clip},
+                           init=init, validation=validation)
 
 
 #: progress events kept per node for a page that reloads mid-run (GET /loralab/train_progress);
@@ -357,10 +392,14 @@ def _send_progress(node_id: str | None, run: TrainRun, loss: float) -> None:
     server = PromptServer.instance
     data = {"node": node_id, "run": run.run_id, "step": run.step, "total": run.settings.total_steps,
             "loss": float(loss), "loss_avg": run.loss_avg(), "lr": run.current_lr()}
+    validated = run.val_losses[-1] if run.val_losses and run.val_losses[-1][0] == run.step else None
+    if validated is not None:
+        data["val_loss"] = validated[1]
     send_progress_event(data)
     if node_id is not None:
+        val = f"  val {validated[1]:.4f}" if validated is not None else ""
         server.send_progress_text(f"step {run.step}/{run.settings.total_steps}  loss {loss:.4f}  "
-                                  f"avg {run.loss_avg():.4f}", node_id)
+                                  f"avg {run.loss_avg():.4f}{val}", node_id)
 
 
 def _remove_wrappers(model: torch.nn.Module, wrappers: Iterable[object]) -> None:
@@ -382,31 +421,46 @@ def training_model(run: TrainRun) -> Iterator[ComfyTrainModel]:
     check_precision(model, run.compute_dtype)
     patcher = trainable_clone(model)
     modules = [module for _, module in run.network.items()]
+    clip = trainable_clip(run.attachments["clip"]) if run.trains_text_encoder else None
     for key, module in run.network.items():
-        patcher.add_weight_wrapper(key, module)
-    comfy.model_management.load_models_gpu([patcher], memory_required=1e20, force_full_load=True)
-    to_normal_tensors(patcher.model)
-    patcher.model.requires_grad_(False)
+        (clip.patcher if is_text_encoder_key(key) else patcher).add_weight_wrapper(key, module)
+    patchers = [patcher] + ([clip.patcher] if clip is not None else [])
+    comfy.model_management.load_models_gpu(patchers, memory_required=1e20, force_full_load=True)
+    for p in patchers:
+        to_normal_tensors(p.model)
+        p.model.requires_grad_(False)
     root = patcher.model.diffusion_model
     try:
         with gradient_checkpointing(root, run.settings.gradient_checkpointing), copy_norm_inputs(root), \
-                training_mode():
-            yield ComfyTrainModel(patcher, run.settings.guidance, run.compute_dtype)
+                copy_norm_inputs(clip.patcher.model if clip is not None else torch.nn.Module()), training_mode():
+            yield ComfyTrainModel(patcher, run.settings.guidance, run.compute_dtype, clip)
     finally:
-        _remove_wrappers(patcher.model, modules)
+        for p in patchers:
+            _remove_wrappers(p.model, modules)
+
+
+def trainable_clip(clip):
+    """A clone of a CLIP whose ModelPatcher loads its weights fully (see compat.trainable_clone)."""
+    out = clip.clone()
+    out.patcher = trainable_clone(clip.patcher)
+    out.cond_stage_model = out.patcher.model
+    return out
 
 
 def train_steps(run: TrainRun, steps: int, *, node_id: str | None = None,
-                on_step: Callable[[TrainRun, float], None] | None = None) -> bool:
+                on_step: Callable[[TrainRun, float], None] | None = None,
+                bar: tuple[int, int] | None = None) -> bool:
     """Advance ``run`` by up to ``steps`` steps on its MODEL, with progress, live loss events and
     Cancel checked before every step. Returns True when Cancel stopped it (the interrupt is left
-    pending for the caller to raise after saving)."""
+    pending for the caller to raise after saving). ``bar`` (steps done before, steps in all)
+    places these steps on a progress bar that spans several calls."""
     todo = max(0, min(steps, run.settings.total_steps - run.step))
-    bar = comfy.utils.ProgressBar(todo, node_id=node_id)
+    before, shown = bar or (0, todo)
+    progress = comfy.utils.ProgressBar(shown, node_id=node_id)
     first = run.step
 
     def step_done(r: TrainRun, loss: float) -> None:
-        bar.update_absolute(r.step - first, todo)
+        progress.update_absolute(before + r.step - first, shown)
         _send_progress(node_id, r, loss)
         if on_step is not None:
             on_step(r, loss)
@@ -418,6 +472,12 @@ def train_steps(run: TrainRun, steps: int, *, node_id: str | None = None,
 def lora_model(model, tensors: dict[str, torch.Tensor]):
     """A clone of ``model`` with LoRA tensors loaded the way core's loaders load a file."""
     return comfy.sd.load_lora_for_models(model, None, tensors, 1.0, 0)[0]
+
+
+def lora_model_and_clip(model, clip, tensors: dict[str, torch.Tensor]) -> tuple[Any, Any]:
+    """Clones of ``model`` and ``clip`` with LoRA tensors loaded as core's LoraLoader loads a file
+    (strength 1 on both)."""
+    return comfy.sd.load_lora_for_models(model, clip, tensors, 1.0, 1.0)
 
 
 def raise_interrupt() -> None:

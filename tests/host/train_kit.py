@@ -89,23 +89,27 @@ def tiny_vae(arch: str, seed: int = 0):
     return comfy.sd.VAE(sd=sd, config={"params": params})
 
 
-def tiny_clip(arch: str, seed: int = 0):
-    """A ComfyUI CLIP with the architecture's real tokenizers and shrunken real text encoders."""
+def tiny_clip(arch: str, seed: int = 0, real_widths: bool = False):
+    """A ComfyUI CLIP with the architecture's real tokenizers and shrunken real text encoders;
+    with ``real_widths`` the CLIPs keep their real MLP widths (3072, 5120) and T5 its 64 heads of
+    64, so that every CLIP weight and T5's attention have their real shapes (what a
+    text-encoder LoRA writes)."""
     import comfy.sd
     import comfy.sd1_clip
     import comfy.sdxl_clip
     import comfy.supported_models_base as smb
     import comfy.text_encoders.flux
-    options = {"clip_l_model_config": dict(CLIP_SMALL), "dtype": torch.float32}
+    options = {"clip_l_model_config": {**CLIP_SMALL, **({"intermediate_size": 3072} if real_widths else {})},
+               "dtype": torch.float32}
     if arch == "sd15":
         target = smb.ClipTarget(comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel)
     elif arch == "sdxl":
         target = smb.ClipTarget(comfy.sdxl_clip.SDXLTokenizer, comfy.sdxl_clip.SDXLClipModel)
-        options["clip_g_model_config"] = dict(CLIP_SMALL)
+        options["clip_g_model_config"] = {**CLIP_SMALL, **({"intermediate_size": 5120} if real_widths else {})}
     else:
         target = smb.ClipTarget(comfy.text_encoders.flux.FluxTokenizer,
                                 comfy.text_encoders.flux.flux_clip(dtype_t5=torch.bfloat16))
-        options["t5xxl_model_config"] = dict(T5_SMALL)
+        options["t5xxl_model_config"] = {**T5_SMALL, **({"num_heads": 64, "d_kv": 64} if real_widths else {})}
     clip = comfy.sd.CLIP(target=target, model_options=options)
     _fill(clip.cond_stage_model, seed)
     return clip

@@ -67,6 +67,26 @@ test("geometry maps steps and losses into the box", () => {
   assert.equal(g.yTicks[0].pos, 55);
 });
 
+test("validation losses are a second series on the same axes, replaced when steps are re-reported", () => {
+  const s = new LossSeries();
+  s.add({ run: "a", step: 1, total: 4, loss: 0.4 });
+  s.add({ run: "a", step: 2, total: 4, loss: 0.2, val_loss: 0.6 });
+  s.add({ run: "a", step: 3, total: 4, loss: 0.3 });
+  s.add({ run: "a", step: 4, total: 4, loss: 0.2, val_loss: 0.2 });
+  assert.deepEqual([s.valSteps, s.valLosses], [[2, 4], [0.6, 0.2]]);
+  assert.match(statusLine(s), / · val 0\.2 @4$/);
+  const g = chartGeometry(s, { x: 0, y: 0, width: 100, height: 50 });
+  assert.equal(g.yTicks.at(-1).value, 0.6);  // the axis spans the validation loss too
+  const top = g.yTicks.at(-1).pos;
+  assert.deepEqual(g.val.map(([x]) => x), [50, 100]);
+  assert.equal(g.val[0][1], top);
+  assert.equal(g.val[1][1], g.raw[3][1]);  // same value, same height as the training loss
+  s.add({ run: "a", step: 3, total: 4, loss: 0.5 });  // a resumed run re-reports step 3 on
+  assert.deepEqual([s.valSteps, s.valLosses], [[2], [0.6]]);
+  s.add({ run: "b", step: 1, total: 4, loss: 0.5 });
+  assert.deepEqual([s.valSteps, chartGeometry(s, { x: 0, y: 0, width: 10, height: 10 }).val], [[], []]);
+});
+
 test("tick labels", () => {
   assert.equal(formatTick(0), "0");
   assert.equal(formatTick(0.123456), "0.1235");

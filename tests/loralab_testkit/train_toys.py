@@ -1,6 +1,6 @@
 """Small real parts for engine training tests: image folders, deterministic stand-in encoders, and
-a toy ε-prediction denoiser built on three real SD1.5-layout weight keys (so the saved LoRA has real
-kohya names). The host tests train ComfyUI's own models; these keep the engine tests fast."""
+a toy ε-prediction denoiser built on three real SD1.5-layout weight keys and a text encoder on one
+real CLIP-L key (so the saved LoRA has real kohya names). The host tests train ComfyUI's own models; these keep the engine tests fast."""
 from __future__ import annotations
 
 import hashlib
@@ -15,7 +15,7 @@ from PIL import Image
 from loralab.layouts import ModelLayout
 from loralab.train.cache import TensorCache
 from loralab.train.dataset import DatasetSettings, build_dataset
-from loralab.train.network import select_targets
+from loralab.train.network import select_targets, select_text_encoder_targets
 from loralab.train.run import TrainRun, TrainSettings
 
 #: an SD1.5-layout UNet with 32 channels (the host's sd15_micro)
@@ -27,6 +27,8 @@ TOY_KEYS = {
     "to_k": "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight",  # [32, 768]
     "conv_out": "diffusion_model.out.2.weight",  # [4, 32, 3, 3]
 }
+#: the toy text encoder's one weight, a real CLIP-L key [768, 768]
+TOY_TE_KEY = "clip_l.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight"
 TOKENS = 4
 
 
@@ -97,7 +99,7 @@ def toy_weights(seed: int = 0) -> dict[str, torch.Tensor]:
     shapes = toy_layout().shapes
     g = torch.Generator().manual_seed(seed)
     out = {}
-    for key in TOY_KEYS.values():
+    for key in (*TOY_KEYS.values(), TOY_TE_KEY):
         shape = tuple(shapes[key])
         fan_in = 1
         for s in shape[1:]:
@@ -128,7 +130,7 @@ class ToyModel:
         self.network = None
 
     def weight(self, name: str) -> torch.Tensor:
-        key = TOY_KEYS[name]
+        key = TOY_KEYS.get(name, name)
         w = self.weights[key]
         if self.network is not None and key in self.network.lr_mults:
             return dict(self.network.items())[key](w)
@@ -136,6 +138,13 @@ class ToyModel:
 
     def latent_in(self, latents: torch.Tensor) -> torch.Tensor:
         return latents * 0.5
+
+    def encode_text(self, text: str) -> dict[str, torch.Tensor]:
+        """The toy text encoder: :class:`FakeEncoders`' token embeddings plus their projection by
+        the CLIP-L weight (with the run's network patched in)."""
+        emb = FakeEncoders().encode_text(text)
+        w = self.weight(TOY_TE_KEY).float()
+        return {k: v + v @ w.T for k, v in emb.items()}
 
     def denoise(self, x, sigma, conds):
         x, sigma = x.to(self.dtype), sigma.to(self.dtype)
@@ -162,13 +171,15 @@ def make_dataset(root, cache, size=64, **kw):
                          encoders={"vae": "toy-vae", "clip": "toy-clip"})
 
 
-def make_run(dataset, model, **kw):
+def make_run(dataset, model, validation=None, **kw):
     settings = TrainSettings(**{"rank": 4, "alpha": 4.0, "targets": "all_linear_convs", "learning_rate": 1e-3,
                                 "total_steps": 40, "seed": 3, "batch_size": 2, **kw})
     shapes = {k: tuple(v.shape) for k, v in model.weights.items()}
     targets = select_targets(shapes, "sd1", settings.targets)
+    if settings.text_encoder_lr > 0:
+        targets.update(select_text_encoder_targets(shapes, "sd1", settings.targets))
     run = TrainRun.create(settings, dataset, shapes, targets, {"arch": "sd1", "kind": "eps", "fingerprint": "toy-1"},
-                          layout=toy_layout(), base_weight=model.weights.__getitem__)
+                          layout=toy_layout(), base_weight=model.weights.__getitem__, validation=validation)
     return run
 
 
