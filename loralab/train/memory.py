@@ -101,16 +101,19 @@ def estimate(cost: ModelCost, mode: MemoryMode, *, batch: int, trained_params: i
 
     Parts: the base weights on the device (fp8: one byte per weight element; swapped blocks: only
     :data:`SWAP_IN_FLIGHT` of them); the trained factors with their gradients and optimizer state
-    (fp32); what autograd keeps until backward: per block the activations and the patched
+    (fp32, two optimizer moments for adamw); what autograd keeps until backward: per block the activations and the patched
     (or upcast) weight copies, all blocks' without checkpointing, else every block's input plus
     the one block being recomputed; and the working memory of one patched weight (its fp32 copy
-    and sum). ``offload_to_device`` says the offload device is the training device itself (CPU
-    training): swapping and offloading then save nothing."""
+    and sum, its gradient) with the gradients of one block's activations. ``offload_to_device``
+    says the offload device is the training device itself (CPU training): swapping and
+    offloading then save nothing, and fp8 storage keeps the originals beside the fp8 copies."""
     blocks = cost.blocks
     fp8 = mode.base_dtype == "fp8"
     stored = [(1 if fp8 else 0) * b.weight_numel + (0 if fp8 else b.weight_bytes) + b.other_bytes for b in blocks]
     swapped = 0 if offload_to_device else min(mode.swap_blocks, len(blocks))
     resident = sum(stored[swapped:]) + sum(sorted(stored[:swapped], reverse=True)[:SWAP_IN_FLIGHT])
+    if fp8 and offload_to_device:
+        resident += sum(b.weight_bytes for b in blocks)
     casts = fp8 or cost.loaded_itemsize != compute_itemsize
 
     def kept(b: BlockCost) -> int:
@@ -123,7 +126,8 @@ def estimate(cost: ModelCost, mode: MemoryMode, *, batch: int, trained_params: i
         autograd = inputs + max((kept(b) for b in blocks), default=0)
     else:
         autograd = sum(kept(b) for b in blocks)
-    working = max((b.largest_target for b in blocks), default=0) * 8
+    working = max((b.largest_target * (8 + compute_itemsize) + batch * b.activations * compute_itemsize
+                   for b in blocks), default=0)
     state = trained_params * (8 + OPTIMIZER_STATE_BYTES.get(optimizer, 8))
     return Estimate((("base weights", cost.other_bytes + resident), ("LoRA, gradients and optimizer state", state),
                      ("activations and patched weights", autograd), ("working memory", working)))
@@ -131,10 +135,10 @@ def estimate(cost: ModelCost, mode: MemoryMode, *, batch: int, trained_params: i
 
 def ladder(num_blocks: int) -> list[MemoryMode]:
     """The modes tried for a memory budget, from fastest to leanest: as loaded, checkpointing,
-    fp8 base, then ever more blocks swapped (in quarters of the blocks, then all but two), then
-    activations on the CPU."""
+    fp8 base, then ever more blocks swapped (in quarters of the blocks, then all but two; fewer
+    than :data:`SWAP_IN_FLIGHT` + 1 save nothing), then activations on the CPU."""
     out = [MemoryMode(), MemoryMode(checkpointing=True), MemoryMode("fp8", checkpointing=True)]
-    counts = sorted({num_blocks * q // 4 for q in (1, 2, 3)} | {max(num_blocks - 2, 0)} - {0})
+    counts = sorted(n for n in {num_blocks * q // 4 for q in (1, 2, 3)} | {num_blocks - 2} if n > SWAP_IN_FLIGHT)
     out += [MemoryMode("fp8", n, True) for n in counts]
     last = out[-1]
     out.append(replace(last, offload_activations=True))

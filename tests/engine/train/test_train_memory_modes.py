@@ -8,7 +8,7 @@ from loralab.train.base_weights import FP8, fp8_round, stored_in_fp8
 from loralab.train.block_swap import block_swap
 from loralab.train.grad_checkpoint import gradient_checkpointing
 from loralab_testkit.train_blocks import BlockModel, ToyTransformer, block_run, network_for
-from loralab_testkit.train_toys import make_dataset, one_thread  # noqa: F401  (fixture)
+from loralab_testkit.train_toys import make_dataset
 
 
 def _x(width_tokens=16, batch=2, seed=0):
