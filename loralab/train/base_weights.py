@@ -9,7 +9,7 @@ exit, bit for bit.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -28,13 +28,16 @@ def storable(p: torch.Tensor) -> bool:
 
 
 @contextlib.contextmanager
-def stored_in_fp8(root: nn.Module, backup: torch.device | str = "cpu") -> Iterator[int]:
-    """Within the block, ``root``'s frozen ≥2-D weights are stored in fp8 e4m3, their originals
-    on ``backup``; yields how many weights were converted."""
+def stored_in_fp8(root: nn.Module, backup: torch.device | str = "cpu",
+                  where: Callable[[nn.Module], bool] | None = None) -> Iterator[int]:
+    """Within the block, the frozen ≥2-D weights of ``root``'s modules (those ``where`` accepts)
+    are stored in fp8 e4m3, their originals on ``backup``; yields how many were converted."""
     converted: list[tuple[nn.Parameter, torch.Tensor]] = []
     try:
         with torch.no_grad():
-            for p in root.parameters():
+            params = [p for m in root.modules() if where is None or where(m)
+                      for p in m._parameters.values() if p is not None]
+            for p in params:
                 if storable(p) and not p.requires_grad:
                     original = p.data
                     kept = original if original.device == torch.device(backup) else original.to(backup)

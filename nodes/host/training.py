@@ -27,10 +27,11 @@ from server import PromptServer
 
 from ...loralab.errors import TrainingError
 from ...loralab.train.cache import fingerprint
-from ...loralab.train.grad_checkpoint import gradient_checkpointing
 from ...loralab.train.inplace import copy_norm_inputs
+from ...loralab.train.memory import MemoryMode
 from ...loralab.train.run import TrainRun
 from .compat import trainable_clone, training_mode
+from .memory import memory_mode
 from .models import model_arch, model_name
 
 PROGRESS_EVENT = "loralab.train.progress"
@@ -296,10 +297,11 @@ def _remove_wrappers(model: torch.nn.Module, wrappers: Iterable[object]) -> None
 
 @contextlib.contextmanager
 def training_model(run: TrainRun) -> Iterator[ComfyTrainModel]:
-    """The run's MODEL loaded with the run's modules as weight wrappers, ready for autograd (and
-    gradient-checkpointed when the run asks for it), with ComfyUI in training mode (see
-    compat.training_mode); the wrappers are removed on exit. A MODEL that streams its weights
-    (Dynamic VRAM) is trained on a fully loaded copy."""
+    """The run's MODEL loaded with the run's modules as weight wrappers, ready for autograd, in
+    the run's memory mode (``run.attachments["memory_mode"]``, set when the run was planned;
+    else gradient checkpointing as the settings say: see host.memory), with ComfyUI in training
+    mode (see compat.training_mode); the wrappers are removed and the model's weights put back
+    on exit. A MODEL that streams its weights (Dynamic VRAM) is trained on a fully loaded copy."""
     model = run.attachments["model"]
     check_precision(model, run.compute_dtype)
     patcher = trainable_clone(model)
@@ -311,8 +313,8 @@ def training_model(run: TrainRun) -> Iterator[ComfyTrainModel]:
     patcher.model.requires_grad_(False)
     root = patcher.model.diffusion_model
     try:
-        with gradient_checkpointing(root, run.settings.gradient_checkpointing), copy_norm_inputs(root), \
-                training_mode():
+        mode = run.attachments.get("memory_mode") or MemoryMode(checkpointing=run.settings.gradient_checkpointing)
+        with memory_mode(patcher, mode), copy_norm_inputs(root), training_mode():
             yield ComfyTrainModel(patcher, run.settings.guidance, run.compute_dtype)
     finally:
         _remove_wrappers(patcher.model, modules)
