@@ -2,8 +2,8 @@
 refusal, and its prediction against the measured peak resident memory of real toy runs.
 
 The measurement runs training in a child process (``loralab_testkit.train_rss``): the baseline is
-``ru_maxrss`` after Python, torch, one warm-up step of a width-8 toy and the dataset; the peak is
-``ru_maxrss`` after two training steps of the width-512 toy; glibc serves allocations over 64 KiB
+the resident memory after Python, torch, one warm-up step of a width-8 toy and the dataset; the
+peak is ``ru_maxrss`` after two training steps of the width-512 toy; glibc serves allocations over 64 KiB
 with mmap (``MALLOC_MMAP_THRESHOLD_``), so freed tensors leave the resident set at once."""
 import json
 import os
