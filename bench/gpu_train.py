@@ -102,8 +102,16 @@ def build_model(arch: str, full: bool, dtype, device: str | None = None):
                     p.normal_(0, max(1, p[0].numel()) ** -0.5, generator=g)
                 else:
                     p.fill_(1.0 if "norm" in name or name.endswith(".scale") else 0.0)
-    return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
-                                            offload_device=mm.unet_offload_device())
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
+                                               offload_device=mm.unet_offload_device())
+    patcher.cached_patcher_init = (_rebuild, (arch, full, dtype))  # core's trainer deep-copies through it
+    return patcher
+
+
+def _rebuild(arch: str, full: bool, dtype, disable_dynamic: bool = True):
+    """The same model again, for ComfyUI's ``cached_patcher_init`` (the patcher built is never
+    dynamic, whatever ``disable_dynamic`` asks)."""
+    return build_model(arch, full, dtype)
 
 
 def make_dataset(host, arch: str, size: int, n: int, folder: str):
