@@ -95,6 +95,9 @@ def test_fp8_base_trains_as_weights_rounded_through_fp8(train_host, tiny_models)
     before = _weights(model)
     stored = _train(host, model, ds, base_weights="fp8")
     assert stored.attachments["memory_mode"].base_dtype == "fp8"
+    ckpt = host.module("loralab.train.checkpoint")
+    meta = host.module("loralab.train.metadata").training_metadata(stored, ckpt.lora_tensors(stored), title="t")
+    assert (meta["ss_fp8_base"], meta["ss_gradient_checkpointing"]) == ("True", "False")
     after = _weights(model)
     assert all(torch.equal(before[k], after[k]) for k in before)  # the originals came back
 
