@@ -101,15 +101,15 @@ def estimate(cost: ModelCost, mode: MemoryMode, *, batch: int, trained_params: i
 
     Parts: the base weights on the device (fp8: one byte per weight element; swapped blocks: only
     :data:`SWAP_IN_FLIGHT` of them); the trained factors with their gradients and optimizer state
-    (fp32, two optimizer moments for adamw); what autograd keeps until backward: per block the activations and the patched
-    (or upcast) weight copies, all blocks' without checkpointing, else every block's input plus
-    the one block being recomputed; and the working memory of one patched weight (its fp32 copy
+    (fp32, two optimizer moments for adamw); what autograd keeps until backward: per block the
+    activations and the patched (or upcast) weight copies, all blocks' without checkpointing, else
+    every block's input plus the one block being recomputed; and the working memory of one patched weight (its fp32 copy
     and sum, its gradient) with the gradients of one block's activations. ``offload_to_device``
     says the offload device is the training device itself (CPU training): swapping and
     offloading then save nothing, and fp8 storage keeps the originals beside the fp8 copies."""
     blocks = cost.blocks
     fp8 = mode.base_dtype == "fp8"
-    stored = [(1 if fp8 else 0) * b.weight_numel + (0 if fp8 else b.weight_bytes) + b.other_bytes for b in blocks]
+    stored = [(b.weight_numel if fp8 else b.weight_bytes) + b.other_bytes for b in blocks]
     swapped = 0 if offload_to_device else min(mode.swap_blocks, len(blocks))
     resident = sum(stored[swapped:]) + sum(sorted(stored[:swapped], reverse=True)[:SWAP_IN_FLIGHT])
     if fp8 and offload_to_device:
