@@ -88,7 +88,7 @@ class BlockSwap:
         self.handles = []
         if self.cuda:
             torch.cuda.current_stream(self.device).wait_stream(self.stream)
-        for i, (slots, home) in enumerate(zip(self.slots, self.home)):
+        for slots, home in zip(self.slots, self.home):
             for slot, h in zip(slots, home):
                 self._set(slot, h.to(self.device, copy=True))
         self.resident.clear()
@@ -138,7 +138,7 @@ class BlockSwap:
             for j in [j for j in self.resident if j != i]:
                 self._evict(j)
             self._use(i)
-            self._fetch(next((j for j in range(i + 1, self.count)), -1))
+            self._fetch(i + 1)
         return hook
 
     def _post_forward(self, i: int):
