@@ -25,6 +25,7 @@ from ..loralab.errors import LoRALabError
 from ..loralab.files.paths import sanitize_output_name, unused_path
 from ..loralab.train.checkpoint import STATE_EXTENSION, lora_tensors, restore_run, save_checkpoint, save_lora_file
 from ..loralab.train.losscurve import render_loss_curve
+from ..loralab.train.memory import BASE_DTYPES, FITS_IN, gib
 from ..loralab.train.network import ALGORITHMS, PRESETS, is_text_encoder_key
 from ..loralab.train.optim import OPTIMIZERS, available_optimizers
 from ..loralab.train.precision import PRECISIONS
@@ -87,8 +88,9 @@ def settings_inputs(steps_name: str) -> list:
                                       "memory (1 = off)")),
         advanced(io.Float.Input("max_grad_norm", default=1.0, min=0.0, max=1000.0, step=0.1,
                                 tooltip="clip the gradient norm to this (1 is usual; 0 = no clipping)")),
-        io.Boolean.Input("gradient_checkpointing", default=False,
-                         tooltip="less memory, about 30% slower steps; turn on for SDXL and Flux on small GPUs"),
+        advanced(io.Boolean.Input("gradient_checkpointing", default=False,
+                                  tooltip="less memory, about 30% slower steps; fits_in turns it on where needed "
+                                          "(manual: as set; otherwise on = always)")),
         advanced(io.Int.Input("seed", default=0, min=0, max=2 ** 63 - 1, control_after_generate=False,
                               tooltip="seed of the initial weights, noise and data order: the same seed and settings "
                                       "give the same LoRA")),
@@ -130,6 +132,20 @@ def settings_inputs(steps_name: str) -> list:
                      tooltip="write a checkpoint every N steps to resume from (0 = off; e.g. 500)"),
         advanced(io.Int.Input("keep_last", default=3, min=0, max=1000,
                               tooltip="periodic checkpoints kept, older ones deleted (0 = all; 3 is usual)")),
+        io.Combo.Input("fits_in", options=list(FITS_IN), default="auto", optional=True,
+                       tooltip="the GPU memory training must fit: auto (usual) = this GPU's; 24/16/12/8 GB pick "
+                               "fp8 base weights, block swap and checkpointing from the memory estimate; manual = "
+                               "the advanced inputs as set. Refuses to start when the estimate does not fit"),
+        advanced(io.Combo.Input("base_weights", options=list(BASE_DTYPES), default="as loaded", optional=True,
+                                tooltip="fp8: keep the frozen model weights in fp8 (e4m3) and compute in the run's "
+                                        "precision (half the memory of bf16, slightly different results); fits_in "
+                                        "other than manual may choose fp8 anyway")),
+        advanced(io.Int.Input("swap_blocks", default=0, min=0, max=1000, optional=True,
+                              tooltip="transformer blocks kept on the CPU and streamed in ahead of use (same results, "
+                                      "slower); 0 = none; fits_in other than manual may swap more")),
+        advanced(io.Boolean.Input("offload_activations", default=False, optional=True,
+                                  tooltip="with gradient checkpointing: keep the saved block inputs on the CPU (same "
+                                          "results, less GPU memory, slower)")),
     ]
 
 
@@ -240,11 +256,13 @@ def run_info(run: TrainRun) -> str:
                                                               if s.validation_every else " (validation_every 0)")
                   if found else "")
     ema = f"; EMA {s.ema_decay:g} saved" if run.ema is not None else ""
+    mode, est = run.attachments.get("memory_mode"), run.attachments.get("memory_estimate")
+    memory = f"; memory: {mode.describe()}, estimated peak {gib(est.total)}" if mode is not None else ""
     return (f"{s.algorithm} rank {s.rank} alpha {s.alpha:g} on {len(run.network)} modules ({s.targets}{blocks}{start}"
             f"{encoders}), {params:,} trained parameters; {run.model_info['arch']} {run.kind} model "
             f"'{run.model_info.get('name') or 'unknown'}'; step {run.step} of {s.total_steps}, "
             f"batch {s.batch_size}x{s.grad_accumulation}; computes in {run.precision}{scaled}; "
-            f"{len(run.dataset.items) - len(run.held_out)} training images{validation}{ema}")
+            f"{len(run.dataset.items) - len(run.held_out)} training images{validation}{ema}{memory}")
 
 
 def advance(run: TrainRun, steps: int, node: str | None, *, copy: bool = True, every: int = 0,

@@ -1,7 +1,8 @@
 """Gradient checkpointing of a model's blocks for the length of a training call: activations
 inside each block are recomputed in the backward pass instead of stored. A block works on copies
 of its floating-point tensor inputs, so blocks that update their input in place (ComfyUI's Flux
-blocks do, also on inputs without grad) recompute from the input as it was."""
+blocks do, also on inputs without grad) recompute from the input as it was. With ``offload`` the
+block inputs checkpointing keeps for backward wait on the CPU (``save_on_cpu``)."""
 from __future__ import annotations
 
 import contextlib
@@ -9,6 +10,7 @@ from typing import Iterator
 
 import torch
 from torch import nn
+from torch.autograd.graph import save_on_cpu
 from torch.utils.checkpoint import checkpoint
 
 _CONTAINERS = (nn.ModuleList, nn.Sequential, nn.ModuleDict)
@@ -31,9 +33,10 @@ def _copy(value):
 
 
 @contextlib.contextmanager
-def gradient_checkpointing(root: nn.Module, enabled: bool = True) -> Iterator[int]:
-    """Checkpoint every block of ``root`` inside the block; yields how many were wrapped. The
-    original ``forward`` methods are restored on exit."""
+def gradient_checkpointing(root: nn.Module, enabled: bool = True, offload: bool = False) -> Iterator[int]:
+    """Checkpoint every block of ``root`` inside the block (their kept inputs on the CPU with
+    ``offload``); yields how many were wrapped. The original ``forward`` methods are restored on
+    exit."""
     if not enabled:
         yield 0
         return
@@ -48,6 +51,9 @@ def gradient_checkpointing(root: nn.Module, enabled: bool = True) -> Iterator[in
         def wrapped(*args, _original=original, _on_copies=on_copies, **kwargs):
             if not torch.is_grad_enabled():
                 return _original(*args, **kwargs)
+            if offload:
+                with save_on_cpu(pin_memory=torch.cuda.is_available()):
+                    return checkpoint(_on_copies, *args, use_reentrant=False, **kwargs)
             return checkpoint(_on_copies, *args, use_reentrant=False, **kwargs)
 
         block.forward = wrapped

@@ -49,6 +49,8 @@ def training_metadata(run: TrainRun, tensors: Mapping[str, torch.Tensor], *, tit
     trained = range(len(ds.items)) if run.train_indices is None else run.train_indices
     epochs = math.ceil(s.total_steps * s.grad_accumulation / max(1, per_epoch))
     weight_dtype = str(info.get("weight_dtype", ""))
+    mode = run.attachments.get("memory_mode")  # the memory mode the run was planned with (host)
+    fp8 = weight_dtype.startswith("torch.float8") or getattr(mode, "base_dtype", "") == "fp8"
     extra: dict[str, Any] = {
         "ss_session_id": int(run.run_id[:8], 16),
         "ss_training_started_at": run.started_at,
@@ -61,7 +63,7 @@ def training_metadata(run: TrainRun, tensors: Mapping[str, torch.Tensor], *, tit
         "ss_num_reg_images": 0,
         "ss_num_batches_per_epoch": per_epoch,
         "ss_num_epochs": epochs,
-        "ss_gradient_checkpointing": s.gradient_checkpointing,
+        "ss_gradient_checkpointing": mode.checkpointing if mode is not None else s.gradient_checkpointing,
         "ss_gradient_accumulation_steps": s.grad_accumulation,
         "ss_max_train_steps": s.total_steps,
         "ss_lr_warmup_steps": s.warmup_steps,
@@ -93,8 +95,8 @@ def training_metadata(run: TrainRun, tensors: Mapping[str, torch.Tensor], *, tit
         "ss_ip_noise_gamma": None,
         "ss_debiased_estimation": False,
         "ss_loss_type": "l2",
-        "ss_fp8_base": weight_dtype.startswith("torch.float8"),
-        "ss_fp8_base_unet": weight_dtype.startswith("torch.float8"),
+        "ss_fp8_base": fp8,
+        "ss_fp8_base_unet": fp8,
         "ss_batch_size_per_device": s.batch_size,
         "ss_total_batch_size": s.batch_size * s.grad_accumulation,
         "ss_color_aug": False,

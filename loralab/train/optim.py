@@ -1,6 +1,7 @@
 """Optimizers for LoRA training, and their state as tensors + JSON (never a pickle).
 
-``adamw`` is torch's own. ``adamw8bit`` (bitsandbytes), ``prodigy`` (prodigyopt) and
+``adamw`` is torch's own (its fused kernel when every parameter is on a CUDA GPU: the same
+update, one kernel launch per step). ``adamw8bit`` (bitsandbytes), ``prodigy`` (prodigyopt) and
 ``adafactor`` (transformers) are used when their package is installed in ComfyUI's Python; a
 clear message names the package otherwise. Each parameter group carries ``lr_mult`` (the block
 learning-rate multiplier); the trainer sets every group's ``lr`` before each step.
@@ -49,7 +50,8 @@ def make_optimizer(name: str, groups: list[dict[str, Any]], lr: float, weight_de
     """An optimizer over parameter groups (each: ``params``, ``lr_mult``)."""
     groups = [{**g, "lr": lr * g.get("lr_mult", 1.0)} for g in groups]
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+        on_cuda = all(p.is_cuda for g in groups for p in g["params"])
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=on_cuda or None)
     if name not in OPTIONAL:
         raise TrainingError(f"unknown optimizer {name!r} (known: {', '.join(OPTIMIZERS)})")
     mod = _module(name)

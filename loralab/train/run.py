@@ -23,6 +23,7 @@ from ..errors import TrainingError
 from ..layouts import ModelLayout
 from .dataset import Dataset
 from .distributed import SINGLE, World
+from .memory import BASE_DTYPES, FITS_IN
 from .network import ALGORITHMS, PRESETS, Network, build_network, is_text_encoder_key
 from .network import InitLoRA
 from .objectives import loss_weights, noisy_input, prediction_target, raw_output, sample_noise
@@ -81,6 +82,12 @@ class TrainSettings:
     validation_seed: int = 0
     #: decay of the exponential moving average of the factors (0 = off; the EMA is what is saved)
     ema_decay: float = 0.0
+    #: the memory budget the memory mode is chosen for (see :mod:`.memory`); ``manual``: the
+    #: details below and ``gradient_checkpointing`` as set, otherwise the least each may be
+    fits_in: str = "auto"
+    base_weights: str = "as loaded"
+    swap_blocks: int = 0
+    offload_activations: bool = False
     # how files are written: may differ when a run is resumed
     name: str = "lora"
     save_dtype: str = "fp16"
@@ -90,7 +97,8 @@ class TrainSettings:
     validation_every: int = 0
 
     #: fields a resumed run may change (they do not alter what is trained)
-    OUTPUT_FIELDS = frozenset({"name", "save_dtype", "save_every", "keep_last", "validation_every"})
+    OUTPUT_FIELDS = frozenset({"name", "save_dtype", "save_every", "keep_last", "validation_every", "swap_blocks",
+                               "offload_activations"})
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -140,6 +148,12 @@ class TrainSettings:
             bad(f"unknown learning-rate schedule {self.lr_scheduler!r} (known: {', '.join(SCHEDULES)})")
         if self.precision not in PRECISIONS:
             bad(f"unknown precision {self.precision!r} (known: {', '.join(PRECISIONS)})")
+        if self.fits_in not in FITS_IN:
+            bad(f"unknown fits_in {self.fits_in!r} (known: {', '.join(FITS_IN)})")
+        if self.base_weights not in BASE_DTYPES:
+            bad(f"unknown base_weights {self.base_weights!r} (known: {', '.join(BASE_DTYPES)})")
+        if self.swap_blocks < 0:
+            bad(f"swap_blocks cannot be negative, got {self.swap_blocks}")
         if self.save_dtype not in SAVE_DTYPES:
             bad(f"unknown save dtype {self.save_dtype!r} (known: {', '.join(SAVE_DTYPES)})")
         if self.rank < 1 or self.total_steps < 1 or self.batch_size < 1 or self.grad_accumulation < 1:

@@ -33,12 +33,13 @@ from server import PromptServer
 from ...loralab.errors import TrainingError
 from ...loralab.train.cache import TensorCache, fingerprint
 from ...loralab.train.dataset import Dataset, DatasetSettings, Subset, build_dataset
-from ...loralab.train.grad_checkpoint import gradient_checkpointing
 from ...loralab.train.inplace import copy_norm_inputs
+from ...loralab.train.memory import MemoryMode
 from ...loralab.train.network import InitLoRA, is_text_encoder_key, select_targets, select_text_encoder_targets
 from ...loralab.train.run import TrainRun, TrainSettings
 from .compat import trainable_clone, training_mode
 from .folders import picked_lora
+from .memory import memory_mode, plan
 from .models import model_arch, model_layout, model_name
 
 PROGRESS_EVENT = "loralab.train.progress"
@@ -324,9 +325,12 @@ def init_run(model, dataset, settings: TrainSettings, model_name: str | None,
         comfy.model_management.load_models_gpu([model])
         base_weight = lambda key: comfy.utils.get_attr(  # noqa: E731
             clip.cond_stage_model if is_text_encoder_key(key) else model.model, key)
-    return TrainRun.create(settings, dataset, shapes, targets, info, base_weight=base_weight,
-                           device=model.load_device, layout=layout, attachments={"model": model, "clip": clip},
-                           init=init, validation=validation)
+    run = TrainRun.create(settings, dataset, shapes, targets, info, base_weight=base_weight,
+                          device=model.load_device, layout=layout, attachments={"model": model, "clip": clip},
+                          init=init, validation=validation)
+    mode, estimate = plan(model, dataset, run.settings, targets, sum(p.numel() for p in run.params()))
+    run.attachments.update(memory_mode=mode, memory_estimate=estimate)
+    return run
 
 
 #: progress events kept per node for a page that reloads mid-run (GET /loralab/train_progress);
@@ -413,10 +417,11 @@ def _remove_wrappers(model: torch.nn.Module, wrappers: Iterable[object]) -> None
 
 @contextlib.contextmanager
 def training_model(run: TrainRun) -> Iterator[ComfyTrainModel]:
-    """The run's MODEL loaded with the run's modules as weight wrappers, ready for autograd (and
-    gradient-checkpointed when the run asks for it), with ComfyUI in training mode (see
-    compat.training_mode); the wrappers are removed on exit. A MODEL that streams its weights
-    (Dynamic VRAM) is trained on a fully loaded copy."""
+    """The run's MODEL loaded with the run's modules as weight wrappers, ready for autograd, in
+    the run's memory mode (``run.attachments["memory_mode"]``, set when the run was planned;
+    else gradient checkpointing as the settings say: see host.memory), with ComfyUI in training
+    mode (see compat.training_mode); the wrappers are removed and the model's weights put back
+    on exit. A MODEL that streams its weights (Dynamic VRAM) is trained on a fully loaded copy."""
     model = run.attachments["model"]
     check_precision(model, run.compute_dtype)
     patcher = trainable_clone(model)
@@ -431,7 +436,8 @@ def training_model(run: TrainRun) -> Iterator[ComfyTrainModel]:
         p.model.requires_grad_(False)
     root = patcher.model.diffusion_model
     try:
-        with gradient_checkpointing(root, run.settings.gradient_checkpointing), copy_norm_inputs(root), \
+        mode = run.attachments.get("memory_mode") or MemoryMode(checkpointing=run.settings.gradient_checkpointing)
+        with memory_mode(patcher, mode), copy_norm_inputs(root), \
                 copy_norm_inputs(clip.patcher.model if clip is not None else torch.nn.Module()), training_mode():
             yield ComfyTrainModel(patcher, run.settings.guidance, run.compute_dtype, clip)
     finally:

@@ -264,15 +264,16 @@ def test_advanced_inputs_unfold_and_fold_back_on_the_canvas(ui):
     rows = f"__ll.node({node}).widgets.filter((w) => __ll.node({node}).isWidgetVisible(w) && !w.element).length"
     folded, height = ui.eval(rows), _height(ui, node)
     toggle = f"__ll.widget({node}, 'loralab_advanced')"
-    assert ui.eval(f"{toggle}.label") == "▾ show 25 advanced inputs"
+    assert ui.eval(f"{toggle}.label") == "▾ show 29 advanced inputs"
     ui.eval(f"{toggle}.callback()")
     ui.pause(0.6)
-    assert ui.eval(rows) == folded + 25 and ui.eval(f"{toggle}.label") == "▴ hide advanced inputs"
-    assert _height(ui, node) >= height + 25 * 20
+    assert ui.eval(rows) == folded + 29 and ui.eval(f"{toggle}.label") == "▴ hide advanced inputs"
+    assert _height(ui, node) >= height + 29 * 20
     ui.eval(f"{toggle}.callback()")
     ui.pause(0.6)
     assert ui.eval(rows) == folded and abs(_height(ui, node) - height) <= 2
     prompt = ui.eval("__ll.app.graphToPrompt().then((p) => p.output)")[str(node)]["inputs"]
-    assert prompt["keep_last"] == 3 and prompt["logit_std"] == 1 and "loralab_advanced" not in prompt
+    assert prompt["keep_last"] == 3 and prompt["logit_std"] == 1 and prompt["swap_blocks"] == 0
+    assert "loralab_advanced" not in prompt
     values = ui.eval(f"__ll.app.graph.serialize().nodes.find((n) => n.id === {node}).widgets_values")
-    assert len(values) == 41 and None not in values, values  # the chart and the toggle store nothing
+    assert len(values) == 45 and None not in values, values  # the chart and the toggle store nothing

@@ -12,8 +12,8 @@ from host.workflow_kit import object_info
 #: block-weight spec uses it)
 SHOWN = {
     "LoRALabTrain": {"model", "dataset", "algorithm", "rank", "alpha", "targets", "blocks", "optimizer",
-                     "learning_rate", "lr_scheduler", "steps", "batch_size", "gradient_checkpointing", "name",
-                     "save_every", "clip", "validation", "validation_every", "sample_prompts", "sample_every"},
+                     "learning_rate", "lr_scheduler", "steps", "batch_size", "name", "save_every", "fits_in",
+                     "clip", "validation", "validation_every", "sample_prompts", "sample_every"},
     "LoRALabLoader": {"model", "clip", "lora_name", "strength_model", "strength_clip", "block_weights", "a", "b",
                       "seed"},
 }

@@ -304,7 +304,7 @@ def _node(workflow: dict, kind: str) -> dict:
 
 
 @pytest.mark.parametrize("break_it, message", [
-    (lambda w: _node(w, "LoRALabTrainInit")["widgets_values"].pop(), "35 widget values stored"),
+    (lambda w: _node(w, "LoRALabTrainInit")["widgets_values"].pop(), "39 widget values stored"),
     (lambda w: _node(w, "LoRALabTrainSave").update(type="LoRALabNoSuchNode"), "no node type 'LoRALabNoSuchNode'"),
     (lambda w: w["links"].pop(), "is not in the workflow's links"),
     (lambda w: _node(w, "LoRALabTrainSteps")["inputs"][0].update(name="gone"), "has no input 'gone'"),

@@ -205,3 +205,25 @@ def test_caption_dropout_encodes_the_empty_caption(tmp):
     ds = _build(root, os.path.join(tmp, "cache"), enc, caption_dropout=0.5)
     assert ds.empty_cond == cache_key("cond", "", "clip-1")
     assert ds.empty()["cross_attn"].shape == (1, 4, 768)
+
+
+def test_a_second_build_decodes_no_image_and_a_changed_caption_misses_only_its_entry(tmp, monkeypatch):
+    import loralab.train.dataset as dataset_mod
+    root = os.path.join(tmp, "data")
+    for i in range(3):
+        write_caption(write_image(os.path.join(root, f"{i}.png"), 128, 128, i), f"caption {i}")
+    cache = os.path.join(tmp, "cache")
+    decoded = []
+    real_open = dataset_mod.open_image
+    monkeypatch.setattr(dataset_mod, "open_image", lambda data, *a: decoded.append(1) or real_open(data, *a))
+    enc = FakeEncoders()
+    first = _build(root, cache, enc)
+    assert len(decoded) == 3 and (enc.images, enc.texts) == (3, 3)
+    again = _build(root, cache, FakeEncoders())
+    assert decoded == [1, 1, 1] and again.reused == 6 and again.encoded == 0  # no image decoded or encoded
+    write_caption(os.path.join(root, "1.png"), "caption one, changed")
+    enc2 = FakeEncoders()
+    changed = _build(root, cache, enc2)
+    assert len(decoded) == 3 and (enc2.images, enc2.texts) == (0, 1)  # only the changed caption encodes
+    assert changed.items[1].conds != first.items[1].conds and changed.items[0].conds == first.items[0].conds
+    assert changed.items[1].latents == first.items[1].latents  # the image's latent is still reused

@@ -1,0 +1,195 @@
+"""Memory modes for training, and the estimate of a configuration's peak memory.
+
+A :class:`MemoryMode` says how a run keeps the model: base weights as loaded or stored in fp8
+(computed in the run's compute dtype, upcast per layer at use), how many transformer blocks wait
+on the offload device (block swap), whether blocks are gradient-checkpointed and whether the
+activations checkpointing keeps go to the CPU. None but fp8 changes what is computed.
+
+``fits_in`` picks the mode: a memory budget (``24 GB`` .. ``8 GB``, or ``auto`` = the device's
+memory) and the first mode of :func:`ladder` whose :func:`estimate` fits it; ``manual`` takes the
+details as set. The estimate is a sum of parts (see :class:`Estimate`), each from the model's
+blocks as :class:`BlockCost` describes them; :func:`check_fits` refuses a configuration whose
+estimate exceeds the memory it has.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from ..errors import TrainingError
+
+GIB = 1024 ** 3
+FITS_IN = ("auto", "24 GB", "16 GB", "12 GB", "8 GB", "manual")
+BUDGETS = {"24 GB": 24 * GIB, "16 GB": 16 * GIB, "12 GB": 12 * GIB, "8 GB": 8 * GIB}
+BASE_DTYPES = ("as loaded", "fp8")
+#: bytes a GPU keeps for itself and the CUDA context, never available to tensors
+GPU_RESERVE = GIB
+#: swapped blocks on the device at once: the one computing and the one streaming in
+SWAP_IN_FLIGHT = 2
+#: optimizer state bytes per trained fp32 parameter
+OPTIMIZER_STATE_BYTES = {"adamw": 8, "adamw8bit": 2, "prodigy": 16, "adafactor": 4}
+
+
+@dataclass(frozen=True)
+class MemoryMode:
+    """How a run keeps its model in memory."""
+
+    base_dtype: str = "as loaded"
+    swap_blocks: int = 0
+    checkpointing: bool = False
+    offload_activations: bool = False
+
+    def describe(self) -> str:
+        parts = ["fp8 base weights" if self.base_dtype == "fp8" else "base weights as loaded"]
+        if self.swap_blocks:
+            parts.append(f"{self.swap_blocks} blocks swapped to the CPU")
+        if self.checkpointing:
+            parts.append("gradient checkpointing" + (" with activations on the CPU" if self.offload_activations else ""))
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class BlockCost:
+    """One swappable, checkpointable block of a model, as the estimate sees it.
+
+    ``weight_numel``: elements of its ≥2-D floating weights (what fp8 storage shrinks);
+    ``weight_bytes``: those weights' bytes as loaded; ``other_bytes``: its other parameters and
+    buffers; ``target_numel``: elements of the weights the network trains (their patched copies
+    are kept for backward) and ``largest_target`` the biggest of them; ``activations``: elements
+    autograd keeps per sample inside the block; ``boundary``: elements of the block's input per
+    sample (what checkpointing keeps)."""
+
+    weight_numel: int
+    weight_bytes: int
+    other_bytes: int
+    target_numel: int
+    largest_target: int
+    activations: int
+    boundary: int
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """A model for the estimate: its blocks in execution order and everything else."""
+
+    blocks: tuple[BlockCost, ...]
+    #: bytes of the weights outside the blocks (embedders, final layers), as loaded
+    other_bytes: int
+    #: the loaded weights' element size (2 for bf16/fp16, 1 for fp8, 4 for fp32)
+    loaded_itemsize: int
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Peak memory on the training device, in bytes, by part."""
+
+    parts: tuple[tuple[str, int], ...]
+
+    @property
+    def total(self) -> int:
+        return sum(b for _, b in self.parts)
+
+    def describe(self) -> str:
+        return ", ".join(f"{name} {gib(b)}" for name, b in self.parts if b) + f"; total {gib(self.total)}"
+
+
+def gib(n: float) -> str:
+    return f"{n / GIB:.2f} GiB"
+
+
+def estimate(cost: ModelCost, mode: MemoryMode, *, batch: int, trained_params: int, optimizer: str,
+             compute_itemsize: int, offload_to_device: bool = False) -> Estimate:
+    """The peak memory of training ``cost`` in ``mode`` with ``batch`` samples per step.
+
+    Parts: the base weights on the device (fp8: one byte per weight element; swapped blocks: only
+    :data:`SWAP_IN_FLIGHT` of them); the trained factors with their gradients and optimizer state
+    (fp32, two optimizer moments for adamw); what autograd keeps until backward: per block the
+    activations and the patched (or upcast) weight copies, all blocks' without checkpointing, else
+    every block's input plus the one block being recomputed; and the working memory of one patched weight (its fp32 copy
+    and sum, its gradient) with the gradients of one block's activations. ``offload_to_device``
+    says the offload device is the training device itself (CPU training): swapping and
+    offloading then save nothing, and fp8 storage keeps the originals beside the fp8 copies."""
+    blocks = cost.blocks
+    fp8 = mode.base_dtype == "fp8"
+    stored = [(b.weight_numel if fp8 else b.weight_bytes) + b.other_bytes for b in blocks]
+    swapped = 0 if offload_to_device else min(mode.swap_blocks, len(blocks))
+    resident = sum(stored[swapped:]) + sum(sorted(stored[:swapped], reverse=True)[:SWAP_IN_FLIGHT])
+    if fp8 and offload_to_device:
+        resident += sum(b.weight_bytes for b in blocks)
+    casts = fp8 or cost.loaded_itemsize != compute_itemsize
+
+    def kept(b: BlockCost) -> int:
+        patched = b.target_numel + (b.weight_numel - b.target_numel if casts else 0)
+        return (batch * b.activations + patched) * compute_itemsize
+
+    if mode.checkpointing:
+        inputs = 0 if mode.offload_activations and not offload_to_device else \
+            sum(batch * b.boundary * compute_itemsize for b in blocks)
+        autograd = inputs + max((kept(b) for b in blocks), default=0)
+    else:
+        autograd = sum(kept(b) for b in blocks)
+    working = max((b.largest_target * (8 + compute_itemsize) + batch * b.activations * compute_itemsize
+                   for b in blocks), default=0)
+    state = trained_params * (8 + OPTIMIZER_STATE_BYTES.get(optimizer, 8))
+    return Estimate((("base weights", cost.other_bytes + resident), ("LoRA, gradients and optimizer state", state),
+                     ("activations and patched weights", autograd), ("working memory", working)))
+
+
+def ladder(num_blocks: int) -> list[MemoryMode]:
+    """The modes tried for a memory budget, from fastest to leanest: as loaded, checkpointing,
+    fp8 base, then ever more blocks swapped (in quarters of the blocks, then all but two; fewer
+    than :data:`SWAP_IN_FLIGHT` + 1 save nothing), then activations on the CPU."""
+    out = [MemoryMode(), MemoryMode(checkpointing=True), MemoryMode("fp8", checkpointing=True)]
+    counts = sorted(n for n in {num_blocks * q // 4 for q in (1, 2, 3)} | {num_blocks - 2} if n > SWAP_IN_FLIGHT)
+    out += [MemoryMode("fp8", n, True) for n in counts]
+    last = out[-1]
+    out.append(replace(last, offload_activations=True))
+    return out
+
+
+def choose_mode(cost: ModelCost, budget: int, **kwargs) -> tuple[MemoryMode, Estimate]:
+    """The first mode of :func:`ladder` whose estimate fits ``budget`` bytes, or the leanest with
+    its (too large) estimate; ``kwargs`` as for :func:`estimate`."""
+    tried = [(m, estimate(cost, m, **kwargs)) for m in ladder(len(cost.blocks))]
+    for mode, est in tried:
+        if est.total <= budget:
+            return mode, est
+    return tried[-1]
+
+
+def usable_memory(total: int, device_type: str) -> int:
+    """The bytes training may use of a device with ``total`` bytes (a GPU keeps :data:`GPU_RESERVE`)."""
+    return max(total - (GPU_RESERVE if device_type == "cuda" else 0), 0)
+
+
+def resolve(fits_in: str, manual: MemoryMode, cost: ModelCost, device_memory: int, device_type: str,
+            **kwargs) -> tuple[MemoryMode, Estimate]:
+    """The mode ``fits_in`` picks and its estimate; refuses (TrainingError) when it does not fit
+    the device (see :func:`check_fits`)."""
+    if fits_in not in FITS_IN:
+        raise TrainingError(f"unknown fits_in {fits_in!r} (known: {', '.join(FITS_IN)})")
+    available = usable_memory(device_memory, device_type)
+    if fits_in == "manual":
+        mode, est = manual, estimate(cost, manual, **kwargs)
+    else:
+        budget = available if fits_in == "auto" else min(BUDGETS[fits_in], available)
+        mode, est = choose_mode(cost, budget, **kwargs)
+    check_fits(est, available, mode, fits_in, len(cost.blocks))
+    return mode, est
+
+
+def check_fits(est: Estimate, available: int, mode: MemoryMode, fits_in: str, num_blocks: int) -> None:
+    """Refuse, naming what to change, a configuration whose estimate exceeds ``available`` bytes."""
+    if est.total <= available:
+        return
+    if fits_in == "manual":
+        hint = ("choose fits_in auto, or in manual mode use fp8 base weights, gradient checkpointing and more "
+                f"swapped blocks (up to {max(num_blocks - 1, 0)})")
+    else:
+        hint = "lower batch_size or the dataset's resolution, or train fewer targets or a lower rank"
+    raise TrainingError(f"this training would need about {gib(est.total)} but the device has {gib(available)} for it "
+                        f"({mode.describe()}: {est.describe()})", hint=hint)
+
+
+def swap_units(count: int, mode: MemoryMode) -> int:
+    """The blocks a mode swaps for a model with ``count`` blocks (at least one stays resident)."""
+    return max(0, min(mode.swap_blocks, count - 1))
+

@@ -1,0 +1,170 @@
+"""Host glue for training's memory modes: a ComfyUI MODEL described for the estimator, the
+device's memory, and the mode applied to the loaded diffusion model for a training call.
+
+Blocks are the units gradient checkpointing and block swap work on, in execution order: Flux's
+``double_blocks`` then ``single_blocks``; a UNet's ``input_blocks``, ``middle_block`` and
+``output_blocks`` opened down to their layers (ResBlocks, SpatialTransformers, down- and
+upsamplers), which ComfyUI calls one by one.
+
+What autograd keeps inside a block is estimated per token from the block's structure
+(:data:`ACTIVATIONS_PER_WIDTH`: elements kept per token per unit of width, counted from the
+tensors each block type saves for backward with LoRA on its linear layers and flash or
+memory-efficient attention); tokens come from the dataset's largest bucket and its text length.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator, Mapping
+
+import comfy.model_management
+import torch
+
+from ...loralab.train.base_weights import stored_in_fp8
+from ...loralab.train.block_swap import block_swap
+from ...loralab.train.grad_checkpoint import checkpoint_blocks, gradient_checkpointing
+from ...loralab.train.memory import BlockCost, MemoryMode, ModelCost, resolve, swap_units
+from ...loralab.train.precision import compute_dtype
+
+#: block containers of the diffusion model, in execution order
+BLOCK_LISTS = ("double_blocks", "single_blocks", "input_blocks", "middle_block", "output_blocks")
+#: elements autograd keeps per token per unit of width, by block class (estimates; see module doc)
+ACTIVATIONS_PER_WIDTH = {"DoubleStreamBlock": 23, "SingleStreamBlock": 22, "SpatialTransformer": 3,
+                         "BasicTransformerBlock": 34, "ResBlock": 7, "Downsample": 1, "Upsample": 2}
+#: for a block class not listed
+DEFAULT_PER_WIDTH = 24
+
+
+def model_blocks(diffusion_model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """(module path under the diffusion model, block) in execution order."""
+    names = {id(m): n for n, m in diffusion_model.named_modules()}
+    out = []
+    for attr in BLOCK_LISTS:
+        container = getattr(diffusion_model, attr, None)
+        if isinstance(container, torch.nn.Module):
+            out += [(names[id(b)], b) for b in checkpoint_blocks(container)]
+    return out
+
+
+def _width(block: torch.nn.Module) -> int:
+    for attr in ("hidden_size", "out_channels", "in_channels", "channels"):
+        value = getattr(block, attr, None)
+        if isinstance(value, int):
+            return value
+    weights = [p for p in block.parameters() if p.dim() >= 2]
+    return max((int(p.shape[1]) for p in weights), default=1)
+
+
+def _per_width(block: torch.nn.Module) -> int:
+    kind = type(block).__name__
+    if kind == "SpatialTransformer":
+        depth = sum(1 for m in block.modules() if type(m).__name__ == "BasicTransformerBlock")
+        return ACTIVATIONS_PER_WIDTH[kind] + depth * ACTIVATIONS_PER_WIDTH["BasicTransformerBlock"]
+    return ACTIVATIONS_PER_WIDTH.get(kind, DEFAULT_PER_WIDTH)
+
+
+def _tokens(diffusion_model: torch.nn.Module, blocks: list[tuple[str, torch.nn.Module]], latent_hw: tuple[int, int],
+            text_tokens: int) -> list[int]:
+    """Tokens each block computes on per sample: Flux's image patches plus text; a UNet's latent
+    pixels at the block's level (a Downsample ends a level, an Upsample starts the next one up)."""
+    h, w = latent_hw
+    if hasattr(diffusion_model, "double_blocks"):
+        patch = int(getattr(diffusion_model, "patch_size", 2))
+        return [(h // patch) * (w // patch) + text_tokens] * len(blocks)
+    out, level = [], 0
+    for _, block in blocks:
+        kind = type(block).__name__
+        out.append(max(1, (h >> level) * (w >> level)))
+        if kind == "Downsample":
+            level += 1
+        elif kind == "Upsample":
+            level = max(level - 1, 0)
+    return out
+
+
+def model_cost(model, targets: Mapping[str, float], latent_hw: tuple[int, int], text_tokens: int) -> ModelCost:
+    """The estimator's description of a MODEL's diffusion model training ``targets`` on latents of
+    ``latent_hw`` with ``text_tokens`` tokens of text."""
+    dm = model.model.diffusion_model
+    blocks = model_blocks(dm)
+    tokens = _tokens(dm, blocks, latent_hw, text_tokens)
+    in_blocks: set[int] = set()
+    costs = []
+    for (path, block), n in zip(blocks, tokens):
+        weights = [(f"diffusion_model.{path}.{k}", p) for k, p in block.named_parameters()]
+        in_blocks.update(id(p) for _, p in weights)
+        big = [(k, p) for k, p in weights if p.is_floating_point() and p.dim() >= 2]
+        trained = [p.numel() for k, p in big if k in targets]
+        width = _width(block)
+        costs.append(BlockCost(
+            weight_numel=sum(p.numel() for _, p in big), weight_bytes=sum(p.numel() * p.element_size() for _, p in big),
+            other_bytes=sum(p.numel() * p.element_size() for k, p in weights if p.dim() < 2),
+            target_numel=sum(trained), largest_target=max(trained, default=0),
+            activations=_per_width(block) * width * n, boundary=width * n))
+    other = sum(p.numel() * p.element_size() for p in dm.parameters() if id(p) not in in_blocks)
+    first = next((p for p in dm.parameters() if p.dim() >= 2), None)
+    return ModelCost(tuple(costs), other, first.element_size() if first is not None else 2)
+
+
+def device_memory(device: torch.device) -> int:
+    """The total memory of the training device (the CPU: the machine's RAM)."""
+    return int(comfy.model_management.get_total_memory(device))
+
+
+def plan(model, dataset, settings, targets: Mapping[str, float], trained_params: int):
+    """The memory mode ``settings.fits_in`` picks for training ``model`` on ``dataset``, with its
+    estimate; TrainingError (naming what to change) when it will not fit the device."""
+    device = torch.device(model.load_device)
+    buckets = [item.placement.bucket for item in dataset.items]
+    width, height = max(buckets, key=lambda b: b[0] * b[1])
+    text = max((t.shape[-2] for t in dataset.cond(0).values() if t.dim() >= 2), default=77) if dataset.items else 77
+    manual = MemoryMode(settings.base_weights, settings.swap_blocks, settings.gradient_checkpointing,
+                        settings.offload_activations)
+    mode, est = resolve(settings.fits_in, manual, model_cost(model, targets, (height // 8, width // 8), text),
+                        device_memory(device), device.type, batch=settings.batch_size, trained_params=trained_params,
+                        optimizer=settings.optimizer,
+                        compute_itemsize=compute_dtype(settings.precision, device).itemsize,
+                        offload_to_device=device.type == "cpu")
+    if settings.fits_in != "manual":
+        mode = at_least(mode, manual)
+    return mode, est
+
+
+def at_least(mode: MemoryMode, floor: MemoryMode) -> MemoryMode:
+    """``mode`` with every saving ``floor`` asks for added."""
+    return MemoryMode("fp8" if "fp8" in (mode.base_dtype, floor.base_dtype) else mode.base_dtype,
+                      max(mode.swap_blocks, floor.swap_blocks), mode.checkpointing or floor.checkpointing,
+                      mode.offload_activations or floor.offload_activations)
+
+
+@contextlib.contextmanager
+def _cast_layers(root: torch.nn.Module) -> Iterator[None]:
+    """ComfyUI's layers cast their weights to the input's dtype at use (``comfy_cast_weights``)."""
+    layers = [m for m in root.modules() if hasattr(m, "comfy_cast_weights")]
+    before = [m.comfy_cast_weights for m in layers]
+    for m in layers:
+        m.comfy_cast_weights = True
+    try:
+        yield
+    finally:
+        for m, b in zip(layers, before):
+            m.comfy_cast_weights = b
+
+
+@contextlib.contextmanager
+def memory_mode(patcher, mode: MemoryMode) -> Iterator[dict[str, Any]]:
+    """The loaded diffusion model of ``patcher`` in ``mode`` for the length of the block: fp8
+    base weights (originals on the offload device, back on exit) in ComfyUI's cast layers,
+    checkpointed blocks, swapped blocks. Yields what was applied (``fp8``, ``checkpointed``,
+    ``swap``)."""
+    root = patcher.model.diffusion_model
+    blocks = [b for _, b in model_blocks(root)]
+    device, offload = torch.device(patcher.load_device), torch.device(patcher.offload_device)
+    with contextlib.ExitStack() as stack:
+        converted = 0
+        if mode.base_dtype == "fp8":
+            stack.enter_context(_cast_layers(root))
+            converted = stack.enter_context(stored_in_fp8(root, offload,
+                                                          where=lambda m: hasattr(m, "comfy_cast_weights")))
+        wrapped = stack.enter_context(gradient_checkpointing(root, mode.checkpointing, mode.offload_activations))
+        swap = stack.enter_context(block_swap(blocks, swap_units(len(blocks), mode), device, offload))
+        yield {"fp8": converted, "checkpointed": wrapped, "swap": swap}

@@ -1,0 +1,138 @@
+"""Training memory modes in the real ComfyUI (issue 17): ComfyUI's SDXL and Flux models described
+block by block for the estimator, block swap and offloaded checkpointing training bit for bit
+what plain training does, fp8-stored base weights training exactly as weights rounded through fp8
+do, the model's own weights put back after, and a run refused when its estimate does not fit."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from host import train_kit
+from host.train_setup import SMALL_DATASET, VARIANTS, dataset_in_input, node_class, one_thread, train_host  # noqa: F401
+
+
+def _model(host, tiny_models, arch):
+    path = os.path.join(host.folder("diffusion_models"), f"tiny_{VARIANTS[arch]}.safetensors")
+    return tiny_models.load_tiny_model(path)
+
+
+def _dataset(host, arch):
+    folder = dataset_in_input(host, f"ds_mem_{arch}", n=2)
+    node = node_class(host, "LoRALabDataset")
+    return node.execute(**{**train_kit.schema_defaults(node), **SMALL_DATASET, "folder": folder,
+                           "vae": train_kit.tiny_vae(arch), "clip": train_kit.tiny_clip(arch)}).args[0]
+
+
+def _train(host, model, ds, steps=2, **kw):
+    tr = host.module("nodes.train")
+    settings = host.module("loralab.train.run").TrainSettings(
+        rank=4, alpha=4.0, targets="all_linear", total_steps=steps, learning_rate=1e-3, batch_size=2, seed=5,
+        **{"fits_in": "manual", **kw})
+    run = tr.init_run(model, ds, settings, None)
+    return tr.advance(run, steps, None)
+
+
+def _weights(model):
+    return {k: v.detach().clone() for k, v in model.model.diffusion_model.state_dict().items()}
+
+
+@pytest.mark.parametrize("arch", ["sdxl", "flux"])
+def test_blocks_and_estimate_of_comfy_models(train_host, tiny_models, arch):
+    host = train_host
+    mem = host.module("nodes.host.memory")
+    model = _model(host, tiny_models, arch)
+    dm = model.model.diffusion_model
+    blocks = mem.model_blocks(dm)
+    if arch == "flux":
+        assert [n for n, _ in blocks] == ([f"double_blocks.{i}" for i in range(len(dm.double_blocks))]
+                                          + [f"single_blocks.{i}" for i in range(len(dm.single_blocks))])
+    else:
+        kinds = [type(b).__name__ for _, b in blocks]
+        assert blocks[0][0] == "input_blocks.0.0" and "middle_block.0" in [n for n, _ in blocks]
+        assert kinds.count("Downsample") == kinds.count("Upsample") > 0
+        assert {"ResBlock", "SpatialTransformer"} <= set(kinds)
+    shapes = host.module("nodes.host.training").diffusion_shapes(model)
+    targets = {k: 1.0 for k, s in shapes.items() if len(s) == 2}
+    cost = mem.model_cost(model, targets, (8, 8), 77)
+    in_blocks = {f"diffusion_model.{n}." for n, _ in blocks}
+    block_weights = sum(p.numel() for k, p in dm.named_parameters() if p.dim() >= 2
+                        and any(f"diffusion_model.{k}".startswith(b) for b in in_blocks))
+    assert sum(b.weight_numel for b in cost.blocks) == block_weights
+    total = sum(p.numel() * p.element_size() for p in dm.parameters())
+    assert cost.other_bytes + sum(b.weight_bytes + b.other_bytes for b in cost.blocks) == total
+    assert sum(b.target_numel for b in cost.blocks) == sum(
+        shapes[k][0] * shapes[k][1] for k in targets if any(k.startswith(b) for b in in_blocks))
+    assert all(b.activations > 0 and b.boundary > 0 for b in cost.blocks)
+
+
+@pytest.mark.parametrize("arch", ["sdxl", "flux"])
+def test_block_swap_and_offloaded_checkpointing_train_bit_for_bit(train_host, tiny_models, arch):
+    host = train_host
+    model = _model(host, tiny_models, arch)
+    ds = _dataset(host, arch)
+    before = _weights(model)
+    n = len(host.module("nodes.host.memory").model_blocks(model.model.diffusion_model))
+    # block swap against plain training; swap and offloaded activations against checkpointing (which
+    # sums some gradients in another order than plain training: equal to rounding, not bitwise)
+    for base, more in (({}, {"swap_blocks": n - 1}),
+                       ({"gradient_checkpointing": True}, {"swap_blocks": n // 2, "offload_activations": True})):
+        plain = _train(host, model, ds, **base)
+        swapped = _train(host, model, ds, **base, **more)
+        assert swapped.attachments["memory_mode"].swap_blocks == more["swap_blocks"] > 0
+        assert plain.losses == swapped.losses and all(v > 0 for v in plain.losses)
+        assert all(torch.equal(a, b) for a, b in zip(plain.params(), swapped.params()))
+    after = _weights(model)
+    assert after.keys() == before.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_fp8_base_trains_as_weights_rounded_through_fp8(train_host, tiny_models):
+    host = train_host
+    bw = host.module("loralab.train.base_weights")
+    model = _model(host, tiny_models, "sdxl")
+    ds = _dataset(host, "sdxl")
+    before = _weights(model)
+    stored = _train(host, model, ds, base_weights="fp8")
+    assert stored.attachments["memory_mode"].base_dtype == "fp8"
+    ckpt = host.module("loralab.train.checkpoint")
+    meta = host.module("loralab.train.metadata").training_metadata(stored, ckpt.lora_tensors(stored), title="t")
+    assert (meta["ss_fp8_base"], meta["ss_gradient_checkpointing"]) == ("True", "False")
+    after = _weights(model)
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the originals came back
+
+    rounded_model = _model(host, tiny_models, "sdxl")
+    with torch.no_grad():
+        for m in rounded_model.model.diffusion_model.modules():
+            if hasattr(m, "comfy_cast_weights"):
+                for p in m._parameters.values():
+                    if p is not None and bw.storable(p):
+                        p.copy_(bw.fp8_round(p))
+    rounded = _train(host, rounded_model, ds)
+    plain = _train(host, _model(host, tiny_models, "sdxl"), ds)
+    assert stored.losses == rounded.losses  # fp8 storage, upcast at use == rounding the weights once
+    assert all(torch.equal(a, b) for a, b in zip(stored.params(), rounded.params()))
+    assert stored.losses != plain.losses
+    assert stored.losses[0] == pytest.approx(plain.losses[0], rel=2 ** -4)
+
+
+def test_fits_in_picks_a_mode_and_refuses_what_does_not_fit(train_host, tiny_models, monkeypatch):
+    host = train_host
+    mem = host.module("nodes.host.memory")
+    errors = host.module("loralab.errors")
+    model = _model(host, tiny_models, "flux")
+    ds = _dataset(host, "flux")
+    tr = host.module("nodes.train")
+    run_mod = host.module("loralab.train.run")
+    settings = run_mod.TrainSettings(rank=4, alpha=4.0, targets="all_linear", total_steps=2)
+    run = tr.init_run(model, ds, settings, None)
+    assert run.attachments["memory_mode"] == host.module("loralab.train.memory").MemoryMode()  # a tiny model fits
+    assert "memory: base weights as loaded, estimated peak" in tr.run_info(run)
+    forced = tr.init_run(model, ds, run_mod.TrainSettings(**{**settings.to_json(), "swap_blocks": 2,
+                                                            "gradient_checkpointing": True}), None)
+    assert (forced.attachments["memory_mode"].swap_blocks, forced.attachments["memory_mode"].checkpointing) == (2, True)
+    est = run.attachments["memory_estimate"].total
+    monkeypatch.setattr(mem, "device_memory", lambda device: est // 2)
+    with pytest.raises(errors.TrainingError) as e:
+        tr.init_run(model, ds, run_mod.TrainSettings(**{**settings.to_json(), "fits_in": "manual"}), None)
+    assert "would need about" in str(e.value) and "swapped blocks" in e.value.hint
