@@ -39,6 +39,8 @@ DEFAULT_FRONTENDS = "bundled,1.58.1"
 MODES = ("classic", "nodes2")
 #: the setting that turns Nodes 2.0 (Vue nodes) on
 VUE_SETTING = "Comfy.VueNodes.Enabled"
+#: how long a ComfyUI server may take to answer after its start (a first start on 2 busy cores takes minutes)
+STARTUP_S = 300
 
 sys.path.insert(0, HERE)
 
@@ -175,7 +177,7 @@ class Server:
             args += ["--front-end-root", frontend.root]
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(args, cwd=COMFYUI_PATH, env=env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 150
+        deadline = time.time() + STARTUP_S
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ComfyUI exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
@@ -185,7 +187,7 @@ class Server:
             except OSError:
                 time.sleep(0.5)
         self.stop()
-        raise RuntimeError("ComfyUI did not answer within 150 s:\n" + self.log()[-3000:])
+        raise RuntimeError(f"ComfyUI did not answer within {STARTUP_S} s:\n" + self.log()[-3000:])
 
     def write_settings(self, settings: dict) -> None:
         """The default user's settings, read by the frontend when a page loads."""
