@@ -47,7 +47,7 @@ def test_text_encoder_lora_trains_and_core_loads_it_into_the_clip(train_host, ti
     s = run_mod.TrainSettings(**{**SMALL_RUN, "targets": "all_linear_convs", "rank": 8, "alpha": 8.0,
                                  "learning_rate": 1e-2, "text_encoder_lr": TE_LR, "total_steps": 60,
                                  "batch_size": 2, "seed": 3, "name": "te"})
-    run = tr.init_run(model, ds, s, "tiny_sd15_micro.safetensors", clip)
+    run = tr.init_run(model, ds, s, "tiny_sd15_micro.safetensors", clip=clip)
     te_keys = [k for k in run.network.keys if k.startswith("clip_l.")]
     assert len(te_keys) == 3 * 6  # three layers of q, k, v, out_proj, fc1, fc2
     groups = run.optimizer.param_groups
@@ -103,7 +103,7 @@ def test_sdxl_and_flux_text_encoders_load_in_core_with_their_kohya_numbers(train
                                                      f"tiny_{VARIANTS[arch]}.safetensors"))
     s = run_mod.TrainSettings(**{**SMALL_RUN, "targets": "attention", "text_encoder_lr": TE_LR, "total_steps": 2,
                                  "min_snr_gamma": 0.0})
-    run = tr.advance(tr.init_run(model, ds, s, None, clip), 2, None)
+    run = tr.advance(tr.init_run(model, ds, s, None, clip=clip), 2, None)
     moved = {k.split(".", 1)[0] for k, m in run.network.items() if m.up.abs().sum() > 0}
     assert moved == {"diffusion_model", *{"sdxl": ("clip_l", "clip_g"), "flux": ("clip_l", "t5xxl")}[arch]}
     path = ckpt.save_lora_file(run, os.path.join(host.folder("loras"), f"te_{arch}.safetensors"), title="te")
