@@ -2,7 +2,8 @@
 
 Ids follow the names LoRA Block Weight users know: SD1.x/SD2 and SDXL ``BASE`` (text encoders),
 ``IN00``.., ``M00``, ``OUT00``..; Flux ``CLIP``, ``T5``, ``IN`` (embedders), ``D00``.. (double
-blocks), ``S00``.. (single blocks), ``OUT`` (final layer); SD3/SD3.5 ``CLIP`` (CLIP-L and G),
+blocks), ``S00``.. (single blocks), ``OUT`` (final layer), Flux.2 the same with its three shared
+modulation layers in ``IN``; SD3/SD3.5 ``CLIP`` (CLIP-L and G),
 ``T5``, ``IN``, ``J00``.. (joint blocks), ``OUT``; Wan and Qwen-Image ``IN`` (patch, text, time
 and image embedders), ``B00``.. (transformer blocks), ``OUT`` (head / final norm and projection).
 A key no rule claims belongs to ``OTHER``, never silently to a block.
@@ -28,7 +29,8 @@ BLOCK_RULES: dict[str, tuple[tuple[str, str], ...]] = {
     "flux": (
         (r"^clip_l\.", "CLIP"),
         (r"^t5xxl\.", "T5"),
-        (r"^diffusion_model\.(?:img_in|txt_in|time_in|vector_in|guidance_in)\.", "IN"),
+        (r"^diffusion_model\.(?:img_in|txt_in|time_in|vector_in|guidance_in|double_stream_modulation_img"
+         r"|double_stream_modulation_txt|single_stream_modulation)\.", "IN"),
         (r"^diffusion_model\.double_blocks\.(\d+)\.", "D{:02d}"),
         (r"^diffusion_model\.single_blocks\.(\d+)\.", "S{:02d}"),
         (r"^diffusion_model\.final_layer\.", "OUT"),

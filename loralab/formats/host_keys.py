@@ -21,6 +21,7 @@ from ..adapters import ALGORITHMS, dora
 from ..adapters.base import ALPHA_SUFFIX
 from ..layouts import DIFFUSION_PREFIX, ModelLayout
 from ..layouts.flux import flux_aliases, flux_layout
+from ..layouts.flux2 import is_flux2
 from ..layouts.mmdit import mmdit_layout
 from ..layouts.unet import unet_layout
 
@@ -123,6 +124,15 @@ _TRANSFORMER_PREFIXES = {"flux": ("transformer.", "lycoris_", "lora_transformer_
 _MAPS: "weakref.WeakKeyDictionary[ModelLayout, dict[HostRules, dict[str, HostTarget]]]" = weakref.WeakKeyDictionary()
 
 
+def _flux1_naming(config: dict) -> dict:
+    """A Flux.1 config of a Flux.2 model's width and depths: ComfyUI names Flux.2 weights by the
+    Flux.1 rules (``comfy.utils.flux_to_diffusers``, its MLP rows at 4× the width); the names whose
+    weight Flux.2 lacks (``norm1.linear``, biases) patch nothing."""
+    return {"in_channels": 1, "vec_in_dim": 1, "context_in_dim": 1, "hidden_size": config["hidden_size"],
+            "num_heads": config["num_heads"], "depth": config["depth"],
+            "depth_single_blocks": config["depth_single_blocks"], "guidance_embed": True}
+
+
 def _unet_names(layout: ModelLayout, rules: HostRules, out: dict[str, HostTarget]) -> None:
     for k in layout.shapes:
         if not k.startswith(DIFFUSION_PREFIX):
@@ -134,9 +144,12 @@ def _unet_names(layout: ModelLayout, rules: HostRules, out: dict[str, HostTarget
             out[k] = (k, None)
     if layout.arch.family in _TRANSFORMER_PREFIXES:
         if layout.arch.family == "flux":
-            shapes, names, fused = flux_layout(layout.config, layout.norm_param)
+            config = _flux1_naming(layout.config) if is_flux2(layout.config) else layout.config
+            shapes, names, fused = flux_layout(config, layout.norm_param)
             if rules.flux_aliases:
-                names = {**flux_aliases(layout.config), **names}
+                names = {**flux_aliases(config), **names}
+            fused = {dn: f for dn, f in fused.items() if DIFFUSION_PREFIX + f[0] + ".weight" in layout.shapes}
+            shapes = {k: v for k, v in shapes.items() if DIFFUSION_PREFIX + k in layout.shapes}
         else:
             shapes, names, fused = mmdit_layout(layout.config)
         diffusers: dict[str, HostTarget] = {}

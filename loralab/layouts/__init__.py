@@ -14,6 +14,7 @@ from typing import Iterable
 
 from .archs import Arch, arch
 from .flux import FLUX_DEV_CONFIG, NORM_PARAMS, flux_aliases, flux_layout, xlabs_names
+from .flux2 import FLUX2_DEV_CONFIG, FLUX2_KLEIN_4B_CONFIG, FLUX2_KLEIN_9B_CONFIG, flux2_layout, is_flux2
 from .mmdit import SD3_MEDIUM_CONFIG, SD35_LARGE_CONFIG, SD35_MEDIUM_CONFIG, mmdit_layout
 from .qwen_image import QWEN_IMAGE_CONFIG, qwen_image_layout
 from .text_encoders import text_encoder_layout
@@ -37,6 +38,9 @@ STANDARD_CONFIGS: dict[str, dict] = {
     "wan21_t2v_1_3b": WAN21_T2V_1_3B_CONFIG,
     "wan22_ti2v_5b": WAN22_TI2V_5B_CONFIG,
     "qwen_image": QWEN_IMAGE_CONFIG,
+    "flux2_dev": FLUX2_DEV_CONFIG,
+    "flux2_klein_4b": FLUX2_KLEIN_4B_CONFIG,
+    "flux2_klein_9b": FLUX2_KLEIN_9B_CONFIG,
 }
 
 #: family -> the layout generator of its diffusion model (U-Net families use unet_layout)
@@ -99,7 +103,9 @@ class ModelLayout:
         self.arch = arch_
         self.config = dict(config)
         self.norm_param = norm_param
-        if arch_.family == "flux":
+        if arch_.family == "flux" and is_flux2(config):
+            dshapes, dnames, fused = flux2_layout(config, norm_param)
+        elif arch_.family == "flux":
             dshapes, dnames, fused = flux_layout(config, norm_param)
             dnames = {**dnames, **{dn: m for dn, m in flux_aliases(config).items() if dn not in dnames}}
             fused = {**fused, **xlabs_names(config)}
@@ -195,7 +201,8 @@ def _renamed(layout: ModelLayout, norm_param: str) -> ModelLayout:
 @functools.lru_cache(maxsize=None)
 def layout_for(arch_id: str) -> ModelLayout:
     """The layout of the released model of an architecture (SD1.5, SD2.1, SDXL base/refiner, Flux.1-dev,
-    SD3 medium, SD3.5 medium/large, Wan 2.1 T2V 14B / 1.3B, Wan 2.1 I2V 14B, Wan 2.2 TI2V 5B, Qwen-Image)."""
+    SD3 medium, SD3.5 medium/large, Wan 2.1 T2V 14B / 1.3B, Wan 2.1 I2V 14B, Wan 2.2 TI2V 5B, Qwen-Image,
+    Flux.2 dev, Flux.2 Klein 4B / 9B)."""
     return ModelLayout(arch(arch_id), STANDARD_CONFIGS[arch_id])
 
 

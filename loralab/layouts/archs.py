@@ -62,16 +62,37 @@ ARCHS: dict[str, Arch] = {a.id: a for a in (
     Arch("qwen_image", "Qwen-Image", "qwen_image", (), ss_base_model_version="qwen_image",
          modelspec_architecture="Qwen-Image/lora", kohya_network_module="networks.lora_qwen_image",
          modelspec_implementation="https://github.com/QwenLM/Qwen-Image"),
+    # Flux.2 LoRAs touch the diffusion model only (its text encoders are Mistral / Qwen3 LLMs); the
+    # ss_base_model_version strings are ai-toolkit's; the BFL layout makes them Flux-family archs.
+    *(Arch(arch_id, name, "flux", (), ss_base_model_version=arch_id.replace("_dev", ""),
+           modelspec_architecture=spec, kohya_network_module="networks.lora_flux_2",
+           modelspec_implementation="https://github.com/black-forest-labs/flux2")
+      for arch_id, name, spec in (("flux2_dev", "Flux.2 dev", "flux-2-dev/lora"),
+                                  ("flux2_klein_4b", "Flux.2 Klein 4B", "flux-2-klein-4b/lora"),
+                                  ("flux2_klein_9b", "Flux.2 Klein 9B", "flux-2-klein-9b/lora"))),
 )}
 
 
 def arch(arch_id: str) -> Arch:
     """The :class:`Arch` with this id (``sd1``, ``sd2``, ``sdxl``, ``sdxl_refiner``, ``flux``, ``sd3``,
-    ``sd35m``, ``sd35l``, ``wan21_t2v_14b``, ``wan21_i2v_14b``, ``wan21_t2v_1_3b``, ``wan22_ti2v_5b``, ``qwen_image``)."""
+    ``sd35m``, ``sd35l``, ``wan21_t2v_14b``, ``wan21_i2v_14b``, ``wan21_t2v_1_3b``, ``wan22_ti2v_5b``, ``qwen_image``,
+    ``flux2_dev``, ``flux2_klein_4b``, ``flux2_klein_9b``)."""
     try:
         return ARCHS[arch_id]
     except KeyError:
         raise KeyError(f"unknown architecture {arch_id!r}; known: {', '.join(ARCHS)}") from None
+
+
+def _flux2_from_metadata(v: str) -> str | None | bool:
+    """A Flux.2 arch id from a lower-cased metadata string (ai-toolkit ``flux2``, ``flux2_klein_4b``;
+    musubi-tuner ``flux_2_dev``; model-spec ``flux-2-klein-9b/lora``), None for a Flux.2 string that
+    names no size (Klein alone), False for a string that is no Flux.2 one."""
+    compact = v.replace("_", "").replace("-", "").replace(".", "").replace(" ", "")
+    if "flux2" not in compact:
+        return False
+    if "klein" not in compact:
+        return "flux2_dev"
+    return "flux2_klein_4b" if "4b" in compact else "flux2_klein_9b" if "9b" in compact else None
 
 
 def arch_from_metadata_string(value: str) -> str | None:
@@ -83,6 +104,9 @@ def arch_from_metadata_string(value: str) -> str | None:
         return "qwen_image"
     if v.startswith("wan"):  # musubi-tuner writes "wan" and "wan2.1/lora" for every Wan size
         return None
+    flux2 = _flux2_from_metadata(v)
+    if flux2 is not False:
+        return flux2
     if "refiner" in v:
         return "sdxl_refiner"
     if "xl" in v:

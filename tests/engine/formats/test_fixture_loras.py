@@ -31,6 +31,10 @@ EXPECTED = {
     "diffusion_pipe_wan21_i2v_14b_lora": ("diffusion_pipe", "wan21_i2v_14b", {"LoRA": 480}, 32, None),
     "musubi_qwen_image_lora": ("musubi", "qwen_image", {"LoRA": 840}, 16, 16.0),
     "diffusers_peft_qwen_image_lora": ("diffusers_peft", "qwen_image", {"LoRA": 240}, 16, None),
+    "aitoolkit_flux2_klein_4b_lora": ("bfl", "flux2_klein_4b", {"LoRA": 80}, 16, None),
+    "musubi_flux2_klein_4b_lora": ("musubi", "flux2_klein_4b", {"LoRA": 80}, 32, 16.0),
+    "diffusers_peft_flux2_dev_lora": ("diffusers_peft", "flux2_dev", {"LoRA": 128}, 4, None),
+    "peft_default_flux2_klein_9b_lora": ("diffusers_peft", "flux2_klein_9b", {"LoRA": 153}, 8, None),
 }
 
 
