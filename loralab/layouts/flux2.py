@@ -16,7 +16,8 @@ def flux2_layout(cfg: dict, norm_param: str = "scale") -> tuple[Shapes, dict[str
 
     ``diffusers_names`` holds the diffusers Flux.2 names and the Flux.1 diffusers names ComfyUI also
     maps onto Flux.2 modules (``ff.net.0.proj``, ``time_text_embed``, single blocks' ``proj_out``,
-    ``attn.to_q``.. and ``proj_mlp`` rows of ``linear1``), so that every name ComfyUI loads lands where it does."""
+    ``attn.to_q``.. and ``proj_mlp`` rows of ``linear1``, ComfyUI's own ``linear1_qkv``), so that every
+    name ComfyUI loads lands where it does."""
     if norm_param not in NORM_PARAMS:
         raise ValueError(f"Flux norm parameter {norm_param!r} is not one of {NORM_PARAMS}")
     h = int(cfg["hidden_size"])
@@ -71,6 +72,7 @@ def flux2_layout(cfg: dict, norm_param: str = "scale") -> tuple[Shapes, dict[str
         for n, part in enumerate(("attn.to_q", "attn.to_k", "attn.to_v")):
             fused[f"{d}.{part}"] = (f"{p}.linear1", n * h, h, False)
         fused[f"{d}.proj_mlp"] = (f"{p}.linear1", 3 * h, 4 * h, False)  # ComfyUI's Flux.1 rows, kept as it maps them
+        fused[f"{p}.linear1_qkv"] = (f"{p}.linear1", 0, 3 * h, False)  # ComfyUI's name of the q/k/v rows
         linear(f"{p}.linear2", h + mlp, h, f"{d}.attn.to_out", f"{d}.proj_out")
         qk_norm(f"{p}.norm", f"{d}.attn.norm_q", f"{d}.attn.norm_k")
 

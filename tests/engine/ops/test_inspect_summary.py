@@ -39,6 +39,11 @@ EXPECTED = {
     "musubi_qwen_image_lora": ("musubi", "qwen_image", {"LoRA": 840}, (840, 0, 0), {"unet": 840}, False),
     "diffusers_peft_qwen_image_lora": ("diffusers_peft", "qwen_image", {"LoRA": 240}, (240, 0, 0), {"unet": 240},
                                        False),
+    "aitoolkit_flux2_klein_4b_lora": ("bfl", "flux2_klein_4b", {"LoRA": 80}, (80, 0, 0), {"unet": 80}, False),
+    "musubi_flux2_klein_4b_lora": ("musubi", "flux2_klein_4b", {"LoRA": 80}, (80, 0, 0), {"unet": 80}, False),
+    "diffusers_peft_flux2_dev_lora": ("diffusers_peft", "flux2_dev", {"LoRA": 128}, (128, 0, 0), {"unet": 128}, False),
+    "peft_default_flux2_klein_9b_lora": ("diffusers_peft", "flux2_klein_9b", {"LoRA": 153}, (153, 0, 0),
+                                         {"unet": 153}, True),
 }
 
 
