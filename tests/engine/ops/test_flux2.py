@@ -11,6 +11,7 @@ from loralab.blocks.map import block_of
 from loralab.blocks.spec import parse_block_weights, preset_names, standard_blocks
 from loralab.errors import SpecError
 from loralab.formats.host_keys import host_targets
+from loralab.formats.model_weights import model_arch
 from loralab.layouts import layout_for
 from loralab.layouts.archs import arch_from_metadata_string
 from loralab.lora import Lora
@@ -160,3 +161,14 @@ def test_convert_raw_peft_to_kohya_names_comfyui_loads(tmp):
     again = Lora.open(path)
     assert (again.detection.format, again.detection.arch) == ("musubi", "flux2_klein_9b")
     assert all(t is not None for t in host_targets(list(result.tensors), again.layout).values())
+
+
+@pytest.mark.parametrize("arch_id", ["flux2_dev", "flux2_klein_4b", "flux2_klein_9b"])
+def test_a_flux2_model_file_is_its_own_arch(arch_id):
+    """A diffusion-model file as BFL ships it (no prefix, q/k norms named ``scale``) names its size;
+    Flux.1-dev's stays Flux.1."""
+    shapes = {k[len("diffusion_model."):].replace("_norm.weight", "_norm.scale"): tuple(v["shape"])
+              for k, v in fixture("models", arch_id)["tensors"].items()}
+    assert model_arch(shapes) == arch_id
+    flux1 = {k: tuple(v["shape"]) for k, v in fixture("models", "flux_dev")["tensors"].items()}
+    assert model_arch(flux1) == "flux"
