@@ -22,6 +22,7 @@ from ..adapters.base import ALPHA_SUFFIX
 from ..layouts import DIFFUSION_PREFIX, ModelLayout
 from ..layouts.flux import flux_aliases, flux_layout
 from ..layouts.flux2 import is_flux2
+from ..layouts.z_image import z_image_layout
 from ..layouts.mmdit import mmdit_layout
 from ..layouts.unet import unet_layout
 
@@ -133,6 +134,25 @@ def _flux1_naming(config: dict) -> dict:
             "depth_single_blocks": config["depth_single_blocks"], "guidance_embed": True}
 
 
+def _z_image_names(layout: ModelLayout, out: dict[str, HostTarget]) -> None:
+    """ComfyUI's Lumina 2 / Z-Image map (``comfy.utils.z_image_to_diffusers``): the diffusers names of
+    the layers and both refiners (q/k/v as thirds of ``qkv``, by the width), embedders and final layer,
+    each bare, with ``diffusion_model.`` and ``transformer.``, and underscored after ``lycoris_``."""
+    _, names, fused = z_image_layout(layout.config)
+    dim = int(layout.config["dim"])
+    targets: dict[str, HostTarget] = {}
+    for dn, m in names.items():
+        if not m.startswith("siglip_") and DIFFUSION_PREFIX + m + ".weight" in layout.shapes:
+            targets[dn] = (DIFFUSION_PREFIX + m + ".weight", None)
+    for dn, (m, _, _, _) in fused.items():
+        if not m.startswith("siglip_"):
+            part = ("to_q", "to_k", "to_v").index(dn.rsplit(".", 1)[1])
+            targets[dn] = (DIFFUSION_PREFIX + m + ".weight", (part * dim, dim))
+    for dn, target in targets.items():
+        for alias in (dn, DIFFUSION_PREFIX + dn, "transformer." + dn, "lycoris_" + dn.replace(".", "_")):
+            out[alias] = target
+
+
 def _unet_names(layout: ModelLayout, rules: HostRules, out: dict[str, HostTarget]) -> None:
     for k in layout.shapes:
         if not k.startswith(DIFFUSION_PREFIX):
@@ -172,6 +192,9 @@ def _unet_names(layout: ModelLayout, rules: HostRules, out: dict[str, HostTarget
                     out[k.replace(".linear1.weight", ".linear1_qkv")] = (k, (0, 3 * hidden))
         return
     if layout.arch.family == "wan":  # ComfyUI maps Wan's generic forms only (lora_unet_*, diffusion_model.*)
+        return
+    if layout.arch.family == "z_image":
+        _z_image_names(layout, out)
         return
     if layout.arch.family == "qwen_image":  # its own names, bare, with transformer. and SimpleTuner's lycoris_
         for k in layout.shapes:

@@ -19,6 +19,7 @@ from .mmdit import SD3_MEDIUM_CONFIG, SD35_LARGE_CONFIG, SD35_MEDIUM_CONFIG, mmd
 from .qwen_image import QWEN_IMAGE_CONFIG, qwen_image_layout
 from .text_encoders import text_encoder_layout
 from .unet import SD2_CONFIG, SD15_CONFIG, SDXL_CONFIG, SDXL_REFINER_CONFIG, Shapes, unet_layout
+from .z_image import Z_IMAGE_CONFIG, z_image_layout
 from .wan import (WAN21_I2V_14B_CONFIG, WAN21_T2V_1_3B_CONFIG, WAN21_T2V_14B_CONFIG, WAN22_TI2V_5B_CONFIG,
                   wan_layout)
 
@@ -41,10 +42,11 @@ STANDARD_CONFIGS: dict[str, dict] = {
     "flux2_dev": FLUX2_DEV_CONFIG,
     "flux2_klein_4b": FLUX2_KLEIN_4B_CONFIG,
     "flux2_klein_9b": FLUX2_KLEIN_9B_CONFIG,
+    "z_image": Z_IMAGE_CONFIG,
 }
 
 #: family -> the layout generator of its diffusion model (U-Net families use unet_layout)
-_DIT_LAYOUTS = {"mmdit": mmdit_layout, "wan": wan_layout, "qwen_image": qwen_image_layout}
+_DIT_LAYOUTS = {"mmdit": mmdit_layout, "wan": wan_layout, "qwen_image": qwen_image_layout, "z_image": z_image_layout}
 
 
 @dataclass(frozen=True)
@@ -202,7 +204,7 @@ def _renamed(layout: ModelLayout, norm_param: str) -> ModelLayout:
 def layout_for(arch_id: str) -> ModelLayout:
     """The layout of the released model of an architecture (SD1.5, SD2.1, SDXL base/refiner, Flux.1-dev,
     SD3 medium, SD3.5 medium/large, Wan 2.1 T2V 14B / 1.3B, Wan 2.1 I2V 14B, Wan 2.2 TI2V 5B, Qwen-Image,
-    Flux.2 dev, Flux.2 Klein 4B / 9B)."""
+    Flux.2 dev, Flux.2 Klein 4B / 9B, Z-Image)."""
     return ModelLayout(arch(arch_id), STANDARD_CONFIGS[arch_id])
 
 

@@ -16,7 +16,8 @@ from ...loralab.layouts.wan import wan_variant
 #: ComfyUI model_config class (or a base class of it) -> LoRA Lab arch id ("mmdit", "flux2": by its config;
 #: ComfyUI 0.3.64 has no Flux2 class, and a name it lacks is simply never met)
 _CONFIG_ARCH = {"SD15": "sd1", "SD20": "sd2", "SDXL": "sdxl", "SDXLRefiner": "sdxl_refiner",
-                "Flux": "flux", "FluxSchnell": "flux", "SD3": "mmdit", "QwenImage": "qwen_image", "Flux2": "flux2"}
+                "Flux": "flux", "FluxSchnell": "flux", "SD3": "mmdit", "QwenImage": "qwen_image", "Flux2": "flux2",
+                "ZImage": "z_image"}
 #: arch ids that stand for a family whose size the config tells
 _BY_CONFIG = {"mmdit": mmdit_variant, "flux2": flux2_variant}
 #: ComfyUI's Wan model_config classes whose weights are exactly our Wan layouts (its VACE, camera,
@@ -71,7 +72,7 @@ def required_layout(model, action: str) -> ModelLayout:
     layout = model_layout(model)
     if layout is None:
         raise ArchMismatchError(f"LoRA Lab has no layout for {model_name(model)} yet: it {action} SD1.x, SD2.x, "
-                                "SDXL, SD3/3.5, Flux.1, Flux.2, Wan 2.1/2.2 and Qwen-Image models only",
+                                "SDXL, SD3/3.5, Flux.1, Flux.2, Wan 2.1/2.2, Qwen-Image and Z-Image models only",
                                 hint="use ComfyUI's own nodes for this model")
     return layout
 

@@ -46,6 +46,9 @@ FIXTURE_MODELS: dict[str, dict[str, str]] = {
     "musubi_flux2_klein_4b_lora": {"unet": "flux2_klein_4b"},
     "diffusers_peft_flux2_dev_lora": {"unet": "flux2_dev"},
     "peft_default_flux2_klein_9b_lora": {"unet": "flux2_klein_9b"},
+    "aitoolkit_z_image_lora": {"unet": "z_image"},
+    "musubi_z_image_lora": {"unet": "z_image"},
+    "musubi_comfy_z_image_lora": {"unet": "z_image"},
 }
 
 
