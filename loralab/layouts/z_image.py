@@ -10,7 +10,8 @@ from .unet import Shapes
 
 def z_image_layout(cfg: dict) -> tuple[Shapes, dict[str, str], dict[str, FusedSlice]]:
     """Return ``(shapes, diffusers_names, fused)`` for a Z-Image config (ComfyUI's NextDiT defaults
-    for what its detection leaves out)."""
+    for what its detection leaves out); ``diffusers_names`` holds every diffusers module name, most of
+    them ComfyUI's own."""
     dim = int(cfg["dim"])
     heads = int(cfg["n_heads"])
     kv_heads = int(cfg.get("n_kv_heads") or heads)
@@ -39,7 +40,7 @@ def z_image_layout(cfg: dict) -> tuple[Shapes, dict[str, str], dict[str, FusedSl
 
     def block(p: str, modulation: bool) -> None:
         a = f"{p}.attention"
-        linear(f"{a}.qkv", dim, (heads + 2 * kv_heads) * head_dim, False)
+        shapes[f"{a}.qkv.weight"] = ((heads + 2 * kv_heads) * head_dim, dim)  # diffusers splits it: to_q, to_k, to_v
         for n, part in enumerate(("to_q", "to_k", "to_v")):
             fused[f"{a}.{part}"] = (f"{a}.qkv", n * heads * head_dim if n < 2 else (heads + kv_heads) * head_dim,
                                     (heads if n == 0 else kv_heads) * head_dim, False)
