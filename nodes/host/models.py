@@ -24,7 +24,7 @@ _BY_CONFIG = {"mmdit": mmdit_variant, "flux2": flux2_variant}
 #: Fun-control, S2V, HuMo and Animate subclasses add modules we have no layout for)
 _WAN_CLASSES = ("WAN21_T2V", "WAN21_I2V", "WAN22_T2V")
 #: how messages name model_config classes that are other architectures than their base class
-_MODEL_NAMES = {"Flux2": "Flux.2"}
+_MODEL_NAMES = {"ZImagePixelSpace": "Z-Image pixel-space"}
 
 
 def model_arch(model) -> str | None:
@@ -49,7 +49,7 @@ def model_arch(model) -> str | None:
 
 
 def model_name(model) -> str:
-    """How messages name a MODEL's architecture: ``Flux.2``, else its ComfyUI config class name."""
+    """How messages name a MODEL's architecture: ``Z-Image pixel-space``, else its ComfyUI config class name."""
     name = type(model.model.model_config).__name__
     return _MODEL_NAMES.get(name, name)
 

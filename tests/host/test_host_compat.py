@@ -87,6 +87,19 @@ def test_a_model_class_without_a_layout_says_so(host):
     assert info.startswith("nothing applied: the model is AuraFlow, which LoRA Lab has no layout for yet")
 
 
+def test_z_image_is_its_own_arch_and_its_pixel_space_model_has_no_layout(host):
+    import comfy.supported_models as sm
+    if not hasattr(sm, "ZImage"):
+        pytest.skip(f"ComfyUI {host.version} has no Z-Image model config")
+    models = host.module("nodes.host.models")
+    z = _model_of(sm.ZImage({"image_model": "lumina2", "dim": 3840}))
+    assert models.model_arch(z) == "z_image"
+    pixel = _model_of(sm.ZImagePixelSpace({"image_model": "zimage_pixel", "dim": 3840}))
+    assert isinstance(pixel.model.model_config, sm.ZImage) and models.model_arch(pixel) is None
+    with pytest.raises(host.module("loralab.errors").ArchMismatchError, match="no layout for Z-Image pixel-space yet"):
+        models.required_layout(pixel, "bakes LoRAs into")
+
+
 @pytest.mark.parametrize("name", ["Flux", "FluxSchnell", "FluxInpaint"])
 def test_flux1_configs_stay_flux(host, name):
     import comfy.supported_models as sm

@@ -157,3 +157,21 @@ def test_block_spec_changes_exactly_the_named_blocks(host, tiny):
     assert sorted({b for _, b, _ in deltas}) == ["L00", "L01"]
     ours, _, info = _ours(host, tiny, file_name, sm=1.5, spec="L01=0.6, default=0")
     _assert_changed_by(base, _loaded(ours), deltas, lambda b: 1.5 * 0.6 if b == "L01" else 0.0)
+
+
+def test_raw_peft_state_dict_core_drops_is_applied_as_the_math_says(host, tiny):
+    """Every Linear of diffusers' ZImageTransformer2DModel under PEFT's base_model.model. wrapper with
+    .default adapters (refiners, embedders and final layer included): core loads none of it, we apply
+    all of it, q/k/v into their rows of qkv; a spec weights the refiners apart from the layers."""
+    layout = _layout(host, tiny)
+    file_name, tensors = _fitted(host, tiny, "peft_default_z_image_lora", seed=3)
+    base = _loaded(tiny)
+    core = host.nodes.LoraLoaderModelOnly().load_lora_model_only(tiny, file_name, 1.0)[0]
+    assert not core.patches
+    deltas = _deltas(host, tensors, layout)
+    assert sorted({b for _, b, _ in deltas}) == ["CR00", "CR01", "IN", "L00", "L01", "NR00", "NR01", "OUT"]
+    ours, _, info = _ours(host, tiny, file_name, sm=0.8)
+    assert "not applied" not in info
+    _assert_changed_by(base, _loaded(ours), deltas, lambda b: 0.8)
+    ours, _, info = _ours(host, tiny, file_name, spec="NR=0.5, CR=0, L=0")
+    _assert_changed_by(base, _loaded(ours), deltas, lambda b: {"NR00": 0.5, "NR01": 0.5, "IN": 1.0, "OUT": 1.0}.get(b, 0.0))

@@ -49,6 +49,7 @@ FIXTURE_MODELS: dict[str, dict[str, str]] = {
     "aitoolkit_z_image_lora": {"unet": "z_image"},
     "musubi_z_image_lora": {"unet": "z_image"},
     "musubi_comfy_z_image_lora": {"unet": "z_image"},
+    "peft_default_z_image_lora": {"unet": "z_image"},
 }
 
 

@@ -38,6 +38,7 @@ EXPECTED = {
     "aitoolkit_z_image_lora": ("bfl", "z_image", {"LoRA": 240}, 16, None),
     "musubi_z_image_lora": ("musubi", "z_image", {"LoRA": 210}, 32, 16.0),
     "musubi_comfy_z_image_lora": ("musubi", "z_image", {"LoRA": 150}, {32, 96}, {16.0, 48.0}),
+    "peft_default_z_image_lora": ("diffusers_peft", "z_image", {"LoRA": 276}, 8, None),
 }
 
 

@@ -10,7 +10,8 @@ from loralab.lora import Lora
 from loralab_testkit import LORA_FIXTURES, FixtureSource, fixture, xlabs_keys
 
 DROPPED_ENTIRELY = {"diffusers_sdxl_dreambooth_lora", "xlabs_flux_lora", "diffusers_peft_wan21_t2v_14b_lora",
-                    "peft_default_wan21_t2v_1_3b_lora", "peft_default_flux2_klein_9b_lora"}
+                    "peft_default_wan21_t2v_1_3b_lora", "peft_default_flux2_klein_9b_lora",
+                    "peft_default_z_image_lora"}
 #: fixtures the host loads in part: how many keys it drops (musubi's Z-Image attention under diffusers names)
 DROPPED_IN_PART = {"musubi_z_image_lora": 360}
 

@@ -48,6 +48,7 @@ EXPECTED = {
     "aitoolkit_z_image_lora": ("bfl", "z_image", {"LoRA": 240}, (240, 0, 0), {"unet": 240}, False),
     "musubi_z_image_lora": ("musubi", "z_image", {"LoRA": 210}, (210, 0, 0), {"unet": 210}, (360, 120)),
     "musubi_comfy_z_image_lora": ("musubi", "z_image", {"LoRA": 150}, (150, 0, 0), {"unet": 150}, False),
+    "peft_default_z_image_lora": ("diffusers_peft", "z_image", {"LoRA": 276}, (276, 0, 0), {"unet": 276}, True),
 }
 
 

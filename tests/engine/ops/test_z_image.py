@@ -53,7 +53,8 @@ def test_metadata_agrees_with_the_weights():
 
 
 #: fixture -> how many of its keys ComfyUI 0.33's own loader patches (emulated; tests/host checks the emulation)
-HOST_LOADS = {"aitoolkit_z_image_lora": 480, "musubi_comfy_z_image_lora": 450, "musubi_z_image_lora": 630 - 360}
+HOST_LOADS = {"aitoolkit_z_image_lora": 480, "musubi_comfy_z_image_lora": 450, "musubi_z_image_lora": 630 - 360,
+              "peft_default_z_image_lora": 0}
 
 
 @pytest.mark.parametrize("name", sorted(HOST_LOADS))
@@ -103,10 +104,11 @@ def test_musubi_and_its_comfy_conversion_merge_to_the_dense_sum():
         assert_same(response(result.tensors, probes, layout), ref, 1e-5)
 
 
-def test_convert_musubi_to_names_comfyui_loads_whole(tmp):
-    """Converted, musubi's Z-Image LoRA (attention under diffusers names, which ComfyUI drops) becomes
-    one ComfyUI loads whole: the same ΔW on every weight."""
-    lo = _lora("musubi_z_image_lora", seed=4)
+@pytest.mark.parametrize("name", ["musubi_z_image_lora", "peft_default_z_image_lora"])
+def test_convert_to_names_comfyui_loads_whole(name, tmp):
+    """Converted, musubi's Z-Image LoRA (attention under diffusers names, which ComfyUI drops) or a raw
+    PEFT state dict (dropped whole) becomes one ComfyUI loads whole: the same ΔW on every weight."""
+    lo = _lora(name, seed=4)
     result = convert(lo, title="converted", dtype=F32)
     probes = Probes(lo.layout)
     assert_same(response(result.tensors, probes, lo.layout), reference([(lo, 1.0, None)], probes, lo.layout), 1e-6)
