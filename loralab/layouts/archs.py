@@ -86,18 +86,6 @@ def arch(arch_id: str) -> Arch:
         raise KeyError(f"unknown architecture {arch_id!r}; known: {', '.join(ARCHS)}") from None
 
 
-def _flux2_from_metadata(v: str) -> str | None | bool:
-    """A Flux.2 arch id from a lower-cased metadata string (ai-toolkit ``flux2``, ``flux2_klein_4b``;
-    musubi-tuner ``flux_2_dev``; model-spec ``flux-2-klein-9b/lora``), None for a Flux.2 string that
-    names no size (Klein alone), False for a string that is no Flux.2 one."""
-    compact = v.replace("_", "").replace("-", "").replace(".", "").replace(" ", "")
-    if "flux2" not in compact:
-        return False
-    if "klein" not in compact:
-        return "flux2_dev"
-    return "flux2_klein_4b" if "4b" in compact else "flux2_klein_9b" if "9b" in compact else None
-
-
 def arch_from_metadata_string(value: str) -> str | None:
     """Map an ``ss_base_model_version`` / ``modelspec.architecture`` / ai-toolkit string to an arch id."""
     v = value.strip().lower()
@@ -109,9 +97,11 @@ def arch_from_metadata_string(value: str) -> str | None:
         return None
     if v.replace("-", "").replace("_", "").startswith("zimage"):  # z_image, zimage, Z-Image-Turbo, Z-Image/lora
         return "z_image"
-    flux2 = _flux2_from_metadata(v)
-    if flux2 is not False:
-        return flux2
+    compact = v.replace("_", "").replace("-", "").replace(".", "").replace(" ", "")
+    if "flux2" in compact:  # ai-toolkit flux2, flux2_klein_4b; musubi-tuner flux_2_dev; flux-2-klein-9b/lora
+        if "klein" not in compact:
+            return "flux2_dev"
+        return "flux2_klein_4b" if "4b" in compact else "flux2_klein_9b" if "9b" in compact else None
     if "refiner" in v:
         return "sdxl_refiner"
     if "xl" in v:

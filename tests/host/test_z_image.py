@@ -32,11 +32,17 @@ def _model(sm, cfg, device=None):
     return mc.get_model({}, "")
 
 
-def test_layout_equals_comfyui_model_class(host, sm):
+@pytest.mark.parametrize("extra", [{}, {"siglip_feat_dim": 1152}], ids=["released", "with_siglip"])
+def test_layout_equals_comfyui_model_class(host, sm, extra):
+    """The released config, and one with the SigLIP image input ComfyUI's detection reads from a
+    ``siglip_embedder`` (its refiner blocks are ``SR``)."""
     layouts = host.module("loralab.layouts")
-    model = _model(sm, layouts.STANDARD_CONFIGS["z_image"], "meta")
+    cfg = dict(layouts.STANDARD_CONFIGS["z_image"], **extra)
+    model = _model(sm, cfg, "meta")
     real = {"diffusion_model." + k: tuple(v.shape) for k, v in model.diffusion_model.state_dict().items()}
-    assert real == dict(layouts.layout_for("z_image").shapes)
+    layout = layouts.ModelLayout.from_config("z_image", cfg)
+    assert real == dict(layout.shapes)
+    assert ("SR01" in host.module("loralab.blocks.map").layout_blocks(layout)) == bool(extra)
 
 
 def test_every_name_comfy_loads_resolves_to_the_same_weight_and_rows(host, sm):
