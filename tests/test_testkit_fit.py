@@ -6,7 +6,9 @@ import pytest
 from loralab.formats.canonical import shape_fits, target_shape
 from loralab.layouts import ModelLayout
 from loralab.layouts.flux import FLUX_DEV_CONFIG
+from loralab.layouts.flux2 import FLUX2_DEV_CONFIG, FLUX2_KLEIN_4B_CONFIG, FLUX2_KLEIN_9B_CONFIG
 from loralab.layouts.qwen_image import QWEN_IMAGE_CONFIG
+from loralab.layouts.z_image import Z_IMAGE_CONFIG
 from loralab.layouts.unet import SD15_CONFIG, SDXL_CONFIG
 from loralab.layouts.wan import WAN21_I2V_14B_CONFIG, WAN21_T2V_14B_CONFIG
 from loralab.lora import Lora
@@ -28,8 +30,15 @@ TINY.update({
     "qwen_image": ModelLayout.from_config("qwen_image", dict(QWEN_IMAGE_CONFIG, num_layers=3, num_attention_heads=2,
                                                              attention_head_dim=32)),
 })
+_FLUX2 = {"hidden_size": 64, "num_heads": 2, "depth": 2, "depth_single_blocks": 2, "context_in_dim": 48}
+TINY.update({a: ModelLayout.from_config(a, dict(cfg, **_FLUX2)) for a, cfg in (
+    ("flux2_dev", FLUX2_DEV_CONFIG), ("flux2_klein_4b", FLUX2_KLEIN_4B_CONFIG), ("flux2_klein_9b", FLUX2_KLEIN_9B_CONFIG))})
+TINY["z_image"] = ModelLayout.from_config("z_image", dict(Z_IMAGE_CONFIG, dim=64, n_heads=2, n_kv_heads=2, n_layers=3,
+                                                          cap_feat_dim=48, multiple_of=32))
 MODEL_ARCH = {"sd15": "sd1", "sdxl": "sdxl", "flux_dev": "flux", "wan21_t2v_14b": "wan21_t2v_14b",
-              "wan21_t2v_1_3b": "wan21_t2v_14b", "wan21_i2v_14b": "wan21_i2v_14b", "qwen_image": "qwen_image"}
+              "wan21_t2v_1_3b": "wan21_t2v_14b", "wan21_i2v_14b": "wan21_i2v_14b", "qwen_image": "qwen_image",
+              "flux2_dev": "flux2_dev", "flux2_klein_4b": "flux2_klein_4b", "flux2_klein_9b": "flux2_klein_9b",
+              "z_image": "z_image"}
 
 
 @pytest.mark.parametrize("name", LORA_FIXTURES)

@@ -2,9 +2,12 @@
 
 Ids follow the names LoRA Block Weight users know: SD1.x/SD2 and SDXL ``BASE`` (text encoders),
 ``IN00``.., ``M00``, ``OUT00``..; Flux ``CLIP``, ``T5``, ``IN`` (embedders), ``D00``.. (double
-blocks), ``S00``.. (single blocks), ``OUT`` (final layer); SD3/SD3.5 ``CLIP`` (CLIP-L and G),
+blocks), ``S00``.. (single blocks), ``OUT`` (final layer), Flux.2 the same with its three shared
+modulation layers in ``IN``; SD3/SD3.5 ``CLIP`` (CLIP-L and G),
 ``T5``, ``IN``, ``J00``.. (joint blocks), ``OUT``; Wan and Qwen-Image ``IN`` (patch, text, time
-and image embedders), ``B00``.. (transformer blocks), ``OUT`` (head / final norm and projection).
+and image embedders), ``B00``.. (transformer blocks), ``OUT`` (head / final norm and projection);
+Z-Image ``IN`` (embedders, pad tokens), ``NR00``.. (noise refiner), ``CR00``.. (context refiner),
+``L00``.. (layers), ``OUT`` (final layer).
 A key no rule claims belongs to ``OTHER``, never silently to a block.
 """
 from __future__ import annotations
@@ -28,7 +31,8 @@ BLOCK_RULES: dict[str, tuple[tuple[str, str], ...]] = {
     "flux": (
         (r"^clip_l\.", "CLIP"),
         (r"^t5xxl\.", "T5"),
-        (r"^diffusion_model\.(?:img_in|txt_in|time_in|vector_in|guidance_in)\.", "IN"),
+        (r"^diffusion_model\.(?:img_in|txt_in|time_in|vector_in|guidance_in|double_stream_modulation_img"
+         r"|double_stream_modulation_txt|single_stream_modulation)\.", "IN"),
         (r"^diffusion_model\.double_blocks\.(\d+)\.", "D{:02d}"),
         (r"^diffusion_model\.single_blocks\.(\d+)\.", "S{:02d}"),
         (r"^diffusion_model\.final_layer\.", "OUT"),
@@ -50,10 +54,19 @@ BLOCK_RULES: dict[str, tuple[tuple[str, str], ...]] = {
         (r"^diffusion_model\.transformer_blocks\.(\d+)\.", "B{:02d}"),
         (r"^diffusion_model\.(?:norm_out|proj_out)\.", "OUT"),
     ),
+    "z_image": (
+        (r"^diffusion_model\.(?:x_embedder\.|cap_embedder\.|t_embedder\.|siglip_embedder\.|x_pad_token$"
+         r"|cap_pad_token$|siglip_pad_token$)", "IN"),
+        (r"^diffusion_model\.noise_refiner\.(\d+)\.", "NR{:02d}"),
+        (r"^diffusion_model\.context_refiner\.(\d+)\.", "CR{:02d}"),
+        (r"^diffusion_model\.siglip_refiner\.(\d+)\.", "SR{:02d}"),
+        (r"^diffusion_model\.layers\.(\d+)\.", "L{:02d}"),
+        (r"^diffusion_model\.final_layer\.", "OUT"),
+    ),
 }
 _COMPILED = {fam: tuple((re.compile(p), t) for p, t in rules) for fam, rules in BLOCK_RULES.items()}
 
-_NUMBERED = re.compile(r"(IN|M|OUT|D|S|J|B)(\d+)")
+_NUMBERED = re.compile(r"(IN|M|OUT|D|S|J|B|NR|CR|SR|L)(\d+)")
 
 #: the block-id families, in display order
 FAMILY_ORDER: dict[str, tuple[str, ...]] = {
@@ -62,6 +75,7 @@ FAMILY_ORDER: dict[str, tuple[str, ...]] = {
     "mmdit": ("CLIP", "T5", "IN", "J", "OUT"),
     "wan": ("IN", "B", "OUT"),
     "qwen_image": ("IN", "B", "OUT"),
+    "z_image": ("IN", "NR", "CR", "SR", "L", "OUT"),
 }
 
 

@@ -152,6 +152,8 @@ def detect_format(entries: list[Entry], keys: list[str], metadata: dict[str, str
 
 #: families whose kohya-style and ``diffusion_model.`` PEFT files come from musubi-tuner and diffusion-pipe
 _VIDEO_DIT_FORMATS = {"kohya": "musubi", "bfl": "diffusion_pipe"}
+#: archs whose kohya-style files come from musubi-tuner (sd-scripts trains none of them)
+_MUSUBI_ARCHS = ("flux2_dev", "flux2_klein_4b", "flux2_klein_9b", "z_image")
 
 
 def detect(entries: list[Entry], keys: list[str], metadata: dict[str, str]) -> Detection:
@@ -167,6 +169,8 @@ def detect(entries: list[Entry], keys: list[str], metadata: dict[str, str]) -> D
             arch_id = claimed
     if arch_id is not None and ARCHS[arch_id].family in ("wan", "qwen_image"):
         fmt = _VIDEO_DIT_FORMATS.get(fmt, fmt)
+    if arch_id in _MUSUBI_ARCHS and fmt == "kohya":
+        fmt = "musubi"
     det = Detection(fmt, arch_id, metadata_arch=claimed, scores=scores,
                     not_lora=None if entries else looks_like(keys))
     if arch_id == "flux":

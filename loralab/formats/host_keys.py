@@ -21,6 +21,8 @@ from ..adapters import ALGORITHMS, dora
 from ..adapters.base import ALPHA_SUFFIX
 from ..layouts import DIFFUSION_PREFIX, ModelLayout
 from ..layouts.flux import flux_aliases, flux_layout
+from ..layouts.flux2 import is_flux2
+from ..layouts.z_image import z_image_layout
 from ..layouts.mmdit import mmdit_layout
 from ..layouts.unet import unet_layout
 
@@ -123,6 +125,34 @@ _TRANSFORMER_PREFIXES = {"flux": ("transformer.", "lycoris_", "lora_transformer_
 _MAPS: "weakref.WeakKeyDictionary[ModelLayout, dict[HostRules, dict[str, HostTarget]]]" = weakref.WeakKeyDictionary()
 
 
+def _flux1_naming(config: dict) -> dict:
+    """A Flux.1 config of a Flux.2 model's width and depths: ComfyUI names Flux.2 weights by the
+    Flux.1 rules (``comfy.utils.flux_to_diffusers``, its MLP rows at 4× the width); the names whose
+    weight Flux.2 lacks (``norm1.linear``, biases) patch nothing."""
+    return {"in_channels": 1, "vec_in_dim": 1, "context_in_dim": 1, "hidden_size": config["hidden_size"],
+            "num_heads": config["num_heads"], "depth": config["depth"],
+            "depth_single_blocks": config["depth_single_blocks"], "guidance_embed": True}
+
+
+def _z_image_names(layout: ModelLayout, out: dict[str, HostTarget]) -> None:
+    """ComfyUI's Lumina 2 / Z-Image map (``comfy.utils.z_image_to_diffusers``): the diffusers names of
+    the layers and both refiners (q/k/v as thirds of ``qkv``, by the width), embedders and final layer,
+    each bare, with ``diffusion_model.`` and ``transformer.``, and underscored after ``lycoris_``."""
+    _, names, fused = z_image_layout(layout.config)
+    dim = int(layout.config["dim"])
+    targets: dict[str, HostTarget] = {}
+    for dn, m in names.items():
+        if not m.startswith("siglip_") and DIFFUSION_PREFIX + m + ".weight" in layout.shapes:
+            targets[dn] = (DIFFUSION_PREFIX + m + ".weight", None)
+    for dn, (m, _, _, _) in fused.items():
+        if not m.startswith("siglip_"):
+            part = ("to_q", "to_k", "to_v").index(dn.rsplit(".", 1)[1])
+            targets[dn] = (DIFFUSION_PREFIX + m + ".weight", (part * dim, dim))
+    for dn, target in targets.items():
+        for alias in (dn, DIFFUSION_PREFIX + dn, "transformer." + dn, "lycoris_" + dn.replace(".", "_")):
+            out[alias] = target
+
+
 def _unet_names(layout: ModelLayout, rules: HostRules, out: dict[str, HostTarget]) -> None:
     for k in layout.shapes:
         if not k.startswith(DIFFUSION_PREFIX):
@@ -134,9 +164,12 @@ def _unet_names(layout: ModelLayout, rules: HostRules, out: dict[str, HostTarget
             out[k] = (k, None)
     if layout.arch.family in _TRANSFORMER_PREFIXES:
         if layout.arch.family == "flux":
-            shapes, names, fused = flux_layout(layout.config, layout.norm_param)
+            config = _flux1_naming(layout.config) if is_flux2(layout.config) else layout.config
+            shapes, names, fused = flux_layout(config, layout.norm_param)
             if rules.flux_aliases:
-                names = {**flux_aliases(layout.config), **names}
+                names = {**flux_aliases(config), **names}
+            fused = {dn: f for dn, f in fused.items() if DIFFUSION_PREFIX + f[0] + ".weight" in layout.shapes}
+            shapes = {k: v for k, v in shapes.items() if DIFFUSION_PREFIX + k in layout.shapes}
         else:
             shapes, names, fused = mmdit_layout(layout.config)
         diffusers: dict[str, HostTarget] = {}
@@ -159,6 +192,9 @@ def _unet_names(layout: ModelLayout, rules: HostRules, out: dict[str, HostTarget
                     out[k.replace(".linear1.weight", ".linear1_qkv")] = (k, (0, 3 * hidden))
         return
     if layout.arch.family == "wan":  # ComfyUI maps Wan's generic forms only (lora_unet_*, diffusion_model.*)
+        return
+    if layout.arch.family == "z_image":
+        _z_image_names(layout, out)
         return
     if layout.arch.family == "qwen_image":  # its own names, bare, with transformer. and SimpleTuner's lycoris_
         for k in layout.shapes:

@@ -71,7 +71,7 @@ def arch_fits(shapes: Mapping[str, tuple[int, ...]]) -> list[ArchFit]:
 def model_arch(shapes: Mapping[str, tuple[int, ...]]) -> str | None:
     """The released model's architecture a model file's keys (by name and shape) belong to: the one
     most keys fit, None where no key fits any, or where most keys that name its weights have other
-    sizes (a model of a size LoRA Lab has no layout for, such as Flux.2)."""
+    sizes (a model of a size LoRA Lab has no layout for)."""
     best = arch_fits(shapes)[0]
     return best.arch if best.fitting and best.fitting * 2 >= best.named else None
 

@@ -14,10 +14,12 @@ from typing import Iterable
 
 from .archs import Arch, arch
 from .flux import FLUX_DEV_CONFIG, NORM_PARAMS, flux_aliases, flux_layout, xlabs_names
+from .flux2 import FLUX2_DEV_CONFIG, FLUX2_KLEIN_4B_CONFIG, FLUX2_KLEIN_9B_CONFIG, flux2_layout, is_flux2
 from .mmdit import SD3_MEDIUM_CONFIG, SD35_LARGE_CONFIG, SD35_MEDIUM_CONFIG, mmdit_layout
 from .qwen_image import QWEN_IMAGE_CONFIG, qwen_image_layout
 from .text_encoders import text_encoder_layout
 from .unet import SD2_CONFIG, SD15_CONFIG, SDXL_CONFIG, SDXL_REFINER_CONFIG, Shapes, unet_layout
+from .z_image import Z_IMAGE_CONFIG, z_image_layout
 from .wan import (WAN21_I2V_14B_CONFIG, WAN21_T2V_1_3B_CONFIG, WAN21_T2V_14B_CONFIG, WAN22_TI2V_5B_CONFIG,
                   wan_layout)
 
@@ -37,10 +39,14 @@ STANDARD_CONFIGS: dict[str, dict] = {
     "wan21_t2v_1_3b": WAN21_T2V_1_3B_CONFIG,
     "wan22_ti2v_5b": WAN22_TI2V_5B_CONFIG,
     "qwen_image": QWEN_IMAGE_CONFIG,
+    "flux2_dev": FLUX2_DEV_CONFIG,
+    "flux2_klein_4b": FLUX2_KLEIN_4B_CONFIG,
+    "flux2_klein_9b": FLUX2_KLEIN_9B_CONFIG,
+    "z_image": Z_IMAGE_CONFIG,
 }
 
 #: family -> the layout generator of its diffusion model (U-Net families use unet_layout)
-_DIT_LAYOUTS = {"mmdit": mmdit_layout, "wan": wan_layout, "qwen_image": qwen_image_layout}
+_DIT_LAYOUTS = {"mmdit": mmdit_layout, "wan": wan_layout, "qwen_image": qwen_image_layout, "z_image": z_image_layout}
 
 
 @dataclass(frozen=True)
@@ -99,7 +105,9 @@ class ModelLayout:
         self.arch = arch_
         self.config = dict(config)
         self.norm_param = norm_param
-        if arch_.family == "flux":
+        if arch_.family == "flux" and is_flux2(config):
+            dshapes, dnames, fused = flux2_layout(config, norm_param)
+        elif arch_.family == "flux":
             dshapes, dnames, fused = flux_layout(config, norm_param)
             dnames = {**dnames, **{dn: m for dn, m in flux_aliases(config).items() if dn not in dnames}}
             fused = {**fused, **xlabs_names(config)}
@@ -195,7 +203,8 @@ def _renamed(layout: ModelLayout, norm_param: str) -> ModelLayout:
 @functools.lru_cache(maxsize=None)
 def layout_for(arch_id: str) -> ModelLayout:
     """The layout of the released model of an architecture (SD1.5, SD2.1, SDXL base/refiner, Flux.1-dev,
-    SD3 medium, SD3.5 medium/large, Wan 2.1 T2V 14B / 1.3B, Wan 2.1 I2V 14B, Wan 2.2 TI2V 5B, Qwen-Image)."""
+    SD3 medium, SD3.5 medium/large, Wan 2.1 T2V 14B / 1.3B, Wan 2.1 I2V 14B, Wan 2.2 TI2V 5B, Qwen-Image,
+    Flux.2 dev, Flux.2 Klein 4B / 9B, Z-Image)."""
     return ModelLayout(arch(arch_id), STANDARD_CONFIGS[arch_id])
 
 

@@ -10,7 +10,7 @@ class Arch:
 
     id: str
     name: str
-    family: str  # "unet" | "flux" | "mmdit" | "wan" | "qwen_image"
+    family: str  # "unet" | "flux" | "mmdit" | "wan" | "qwen_image" | "z_image"
     text_encoders: tuple[str, ...]
     #: kohya text-encoder prefix index ("" for ``lora_te_``, "1" for ``lora_te1_``...) -> ComfyUI TE name
     kohya_te: dict[str, str] = field(default_factory=dict)
@@ -62,12 +62,24 @@ ARCHS: dict[str, Arch] = {a.id: a for a in (
     Arch("qwen_image", "Qwen-Image", "qwen_image", (), ss_base_model_version="qwen_image",
          modelspec_architecture="Qwen-Image/lora", kohya_network_module="networks.lora_qwen_image",
          modelspec_implementation="https://github.com/QwenLM/Qwen-Image"),
+    # Flux.2 LoRAs touch the diffusion model only (its text encoders are Mistral / Qwen3 LLMs); the
+    # ss_base_model_version strings are ai-toolkit's; the BFL layout makes them Flux-family archs.
+    *(Arch(arch_id, name, "flux", (), ss_base_model_version=arch_id.replace("_dev", ""),
+           modelspec_architecture=spec, kohya_network_module="networks.lora_flux_2",
+           modelspec_implementation="https://github.com/black-forest-labs/flux2")
+      for arch_id, name, spec in (("flux2_dev", "Flux.2 dev", "flux-2-dev/lora"),
+                                  ("flux2_klein_4b", "Flux.2 Klein 4B", "flux-2-klein-4b/lora"),
+                                  ("flux2_klein_9b", "Flux.2 Klein 9B", "flux-2-klein-9b/lora"))),
+    # Z-Image (Turbo and base: one layout) LoRAs touch the diffusion model only; musubi-tuner's network module
+    Arch("z_image", "Z-Image", "z_image", (), ss_base_model_version="z_image", modelspec_architecture="Z-Image/lora",
+         kohya_network_module="networks.lora_zimage", modelspec_implementation="https://github.com/Tongyi-MAI/Z-Image"),
 )}
 
 
 def arch(arch_id: str) -> Arch:
     """The :class:`Arch` with this id (``sd1``, ``sd2``, ``sdxl``, ``sdxl_refiner``, ``flux``, ``sd3``,
-    ``sd35m``, ``sd35l``, ``wan21_t2v_14b``, ``wan21_i2v_14b``, ``wan21_t2v_1_3b``, ``wan22_ti2v_5b``, ``qwen_image``)."""
+    ``sd35m``, ``sd35l``, ``wan21_t2v_14b``, ``wan21_i2v_14b``, ``wan21_t2v_1_3b``, ``wan22_ti2v_5b``, ``qwen_image``,
+    ``flux2_dev``, ``flux2_klein_4b``, ``flux2_klein_9b``, ``z_image``)."""
     try:
         return ARCHS[arch_id]
     except KeyError:
@@ -83,6 +95,13 @@ def arch_from_metadata_string(value: str) -> str | None:
         return "qwen_image"
     if v.startswith("wan"):  # musubi-tuner writes "wan" and "wan2.1/lora" for every Wan size
         return None
+    if v.replace("-", "").replace("_", "").startswith("zimage"):  # z_image, zimage, Z-Image-Turbo, Z-Image/lora
+        return "z_image"
+    compact = v.replace("_", "").replace("-", "").replace(".", "").replace(" ", "")
+    if "flux2" in compact:  # ai-toolkit flux2, flux2_klein_4b; musubi-tuner flux_2_dev; flux-2-klein-9b/lora
+        if "klein" not in compact:
+            return "flux2_dev"
+        return "flux2_klein_4b" if "4b" in compact else "flux2_klein_9b" if "9b" in compact else None
     if "refiner" in v:
         return "sdxl_refiner"
     if "xl" in v:

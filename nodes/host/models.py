@@ -8,17 +8,23 @@ import torch
 from ...loralab.errors import ArchMismatchError
 from ...loralab.formats.model_weights import ModelWeights
 from ...loralab.layouts import ModelLayout
+from ...loralab.layouts.archs import arch
+from ...loralab.layouts.flux2 import flux2_variant
 from ...loralab.layouts.mmdit import mmdit_variant
 from ...loralab.layouts.wan import wan_variant
 
-#: ComfyUI model_config class (or a base class of it) -> LoRA Lab arch id ("mmdit": by its config)
+#: ComfyUI model_config class (or a base class of it) -> LoRA Lab arch id ("mmdit", "flux2": by its config;
+#: ComfyUI 0.3.64 has no Flux2 class, and a name it lacks is simply never met)
 _CONFIG_ARCH = {"SD15": "sd1", "SD20": "sd2", "SDXL": "sdxl", "SDXLRefiner": "sdxl_refiner",
-                "Flux": "flux", "FluxSchnell": "flux", "SD3": "mmdit", "QwenImage": "qwen_image"}
+                "Flux": "flux", "FluxSchnell": "flux", "SD3": "mmdit", "QwenImage": "qwen_image", "Flux2": "flux2",
+                "ZImage": "z_image"}
+#: arch ids that stand for a family whose size the config tells
+_BY_CONFIG = {"mmdit": mmdit_variant, "flux2": flux2_variant}
 #: ComfyUI's Wan model_config classes whose weights are exactly our Wan layouts (its VACE, camera,
 #: Fun-control, S2V, HuMo and Animate subclasses add modules we have no layout for)
 _WAN_CLASSES = ("WAN21_T2V", "WAN21_I2V", "WAN22_T2V")
 #: how messages name model_config classes that are other architectures than their base class
-_MODEL_NAMES = {"Flux2": "Flux.2"}
+_MODEL_NAMES = {"ZImagePixelSpace": "Z-Image pixel-space"}
 
 
 def model_arch(model) -> str | None:
@@ -26,7 +32,8 @@ def model_arch(model) -> str | None:
 
     A subclass of a mapped config class counts as its base's arch only where its config keeps the
     base's ``image_model``: SDXL's SSD-1B or Flux's inpaint model do, Flux.2 (``Flux2(Flux)``,
-    ``image_model: flux2``) does not and is no Flux.1. Wan configs map by class and width."""
+    ``image_model: flux2``) does not and is no Flux.1 (it maps through its own class, dev or Klein by
+    width). Wan configs map by class and width."""
     config = model.model.model_config
     if type(config).__name__ in _WAN_CLASSES:
         return wan_variant(config.unet_config)
@@ -37,12 +44,12 @@ def model_arch(model) -> str | None:
             continue
         if own != getattr(cls, "unet_config", {}).get("image_model"):
             return None
-        return mmdit_variant(config.unet_config) if arch_id == "mmdit" else arch_id
+        return _BY_CONFIG[arch_id](config.unet_config) if arch_id in _BY_CONFIG else arch_id
     return None
 
 
 def model_name(model) -> str:
-    """How messages name a MODEL's architecture: ``Flux.2``, else its ComfyUI config class name."""
+    """How messages name a MODEL's architecture: ``Z-Image pixel-space``, else its ComfyUI config class name."""
     name = type(model.model.model_config).__name__
     return _MODEL_NAMES.get(name, name)
 
@@ -54,7 +61,7 @@ def model_layout(model) -> ModelLayout | None:
     arch_id = model_arch(model)
     if arch_id is None:
         return None
-    keys = [k for k, _ in model.model.named_parameters()] if arch_id == "flux" else None
+    keys = [k for k, _ in model.model.named_parameters()] if arch(arch_id).family == "flux" else None
     return ModelLayout.from_config(arch_id, model.model.model_config.unet_config, keys)
 
 
@@ -65,7 +72,7 @@ def required_layout(model, action: str) -> ModelLayout:
     layout = model_layout(model)
     if layout is None:
         raise ArchMismatchError(f"LoRA Lab has no layout for {model_name(model)} yet: it {action} SD1.x, SD2.x, "
-                                "SDXL, SD3/3.5, Flux.1, Wan 2.1/2.2 and Qwen-Image models only",
+                                "SDXL, SD3/3.5, Flux.1, Flux.2, Wan 2.1/2.2, Qwen-Image and Z-Image models only",
                                 hint="use ComfyUI's own nodes for this model")
     return layout
 

@@ -1,5 +1,5 @@
 """nodes/host/compat.py against the real ComfyUI: the training flag, Dynamic VRAM models trained on a
-full copy, Flux.2 told apart from Flux.1, and what the start-up log says about a host version."""
+full copy, Flux.2 told apart from Flux.1 (dev and Klein by width), a model without a layout named, and what the start-up log says about a host version."""
 import dataclasses
 import types
 
@@ -65,19 +65,39 @@ def _model_of(config):
     return types.SimpleNamespace(model=types.SimpleNamespace(model_config=config))
 
 
-def test_flux2_is_not_flux1_and_says_there_is_no_layout_yet(host):
+@pytest.mark.parametrize("width,arch_id", [(6144, "flux2_dev"), (4096, "flux2_klein_9b"), (3072, "flux2_klein_4b")])
+def test_flux2_is_its_own_arch_by_width_never_flux1(host, width, arch_id):
     import comfy.supported_models as sm
     if not hasattr(sm, "Flux2"):
         pytest.skip(f"ComfyUI {host.version} has no Flux.2 model config")
-    models = host.module("nodes.host.models")
-    flux2 = _model_of(sm.Flux2({"image_model": "flux2", "hidden_size": 128, "num_heads": 2}))
+    flux2 = _model_of(sm.Flux2({"image_model": "flux2", "hidden_size": width, "num_heads": width // 128}))
     assert isinstance(flux2.model.model_config, sm.Flux)  # what made it look like Flux.1
-    assert models.model_arch(flux2) is None and models.model_layout(flux2) is None
-    with pytest.raises(host.module("loralab.errors").ArchMismatchError, match="no layout for Flux.2 yet"):
-        models.required_layout(flux2, "bakes LoRAs into")
-    _, _, info = host.module("nodes.loader").apply_lora(flux2, None, "never_read.safetensors", 1.0, 1.0, "",
-                                                        1.0, 1.0, 0, ("flux2", 0))
-    assert info.startswith("nothing applied: the model is Flux.2, which LoRA Lab has no layout for yet")
+    assert host.module("nodes.host.models").model_arch(flux2) == arch_id
+
+
+def test_a_model_class_without_a_layout_says_so(host):
+    import comfy.supported_models as sm
+    models = host.module("nodes.host.models")
+    other = _model_of(sm.AuraFlow(dict(sm.AuraFlow.unet_config)))
+    assert models.model_arch(other) is None and models.model_layout(other) is None
+    with pytest.raises(host.module("loralab.errors").ArchMismatchError, match="no layout for AuraFlow yet"):
+        models.required_layout(other, "bakes LoRAs into")
+    _, _, info = host.module("nodes.loader").apply_lora(other, None, "never_read.safetensors", 1.0, 1.0, "",
+                                                        1.0, 1.0, 0, ("auraflow", 0))
+    assert info.startswith("nothing applied: the model is AuraFlow, which LoRA Lab has no layout for yet")
+
+
+def test_z_image_is_its_own_arch_and_its_pixel_space_model_has_no_layout(host):
+    import comfy.supported_models as sm
+    if not hasattr(sm, "ZImage"):
+        pytest.skip(f"ComfyUI {host.version} has no Z-Image model config")
+    models = host.module("nodes.host.models")
+    z = _model_of(sm.ZImage({"image_model": "lumina2", "dim": 3840}))
+    assert models.model_arch(z) == "z_image"
+    pixel = _model_of(sm.ZImagePixelSpace({"image_model": "zimage_pixel", "dim": 3840}))
+    assert isinstance(pixel.model.model_config, sm.ZImage) and models.model_arch(pixel) is None
+    with pytest.raises(host.module("loralab.errors").ArchMismatchError, match="no layout for Z-Image pixel-space yet"):
+        models.required_layout(pixel, "bakes LoRAs into")
 
 
 @pytest.mark.parametrize("name", ["Flux", "FluxSchnell", "FluxInpaint"])

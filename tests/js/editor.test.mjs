@@ -69,9 +69,11 @@ test("blocks the LoRA does not touch are dimmed; unknown coverage dims nothing",
 
 test("presets are listed for their own arch only", () => {
   const names = (arch) => presetsForArch([
-    "NONE", "ALL", "INALL", "SD-LYC-ALL", "SDXL-LYC-ALL", "SDXL-OUTALL", "FLUX-DOUBLE", "ALL0.5",
+    "NONE", "ALL", "INALL", "SD-LYC-ALL", "SDXL-LYC-ALL", "SDXL-OUTALL", "FLUX-DOUBLE", "FLUX2-SINGLE", "ZIMAGE-LATE", "ALL0.5",
   ].map((name) => ({ name })), arch).map((p) => p.name);
   assert.deepEqual(names("sdxl"), ["NONE", "ALL", "INALL", "SDXL-LYC-ALL", "SDXL-OUTALL", "ALL0.5"]);
   assert.deepEqual(names("sd1"), ["NONE", "ALL", "INALL", "SD-LYC-ALL", "ALL0.5"]);
   assert.deepEqual(names("flux"), ["NONE", "ALL", "INALL", "FLUX-DOUBLE", "ALL0.5"]);
+  assert.deepEqual(names("flux2_klein_4b"), ["NONE", "ALL", "INALL", "FLUX2-SINGLE", "ALL0.5"]);
+  assert.deepEqual(names("z_image"), ["NONE", "ALL", "INALL", "ZIMAGE-LATE", "ALL0.5"]);
 });

@@ -115,7 +115,7 @@ test("pyRepr quotes like Python", () => {
 
 test("specFits: the archs whose grammar accepts a spec (the editor's choice before a LoRA is known)", () => {
   const fitting = (spec) => Object.keys(catalogs).filter((arch) => specFits(spec, catalogs[arch]));
-  assert.deepEqual(fitting("FLUX-DOUBLE"), ["flux"]);
+  assert.deepEqual(fitting("FLUX-DOUBLE"), ["flux", "flux2_klein_4b"]);  // S=0: Flux.2 has single blocks too
   assert.deepEqual(fitting("D0-6=1, S=0.3"), ["flux"]);
   assert.deepEqual(fitting(Array(57).fill("1").join(",")), ["flux"]);
   assert.deepEqual(fitting(Array(12).fill("0").join(",")), ["sdxl"]);

@@ -42,6 +42,14 @@ FIXTURE_MODELS: dict[str, dict[str, str]] = {
     "diffusion_pipe_wan21_i2v_14b_lora": {"unet": "wan21_i2v_14b"},
     "musubi_qwen_image_lora": {"unet": "qwen_image"},
     "diffusers_peft_qwen_image_lora": {"unet": "qwen_image"},
+    "aitoolkit_flux2_klein_4b_lora": {"unet": "flux2_klein_4b"},
+    "musubi_flux2_klein_4b_lora": {"unet": "flux2_klein_4b"},
+    "diffusers_peft_flux2_dev_lora": {"unet": "flux2_dev"},
+    "peft_default_flux2_klein_9b_lora": {"unet": "flux2_klein_9b"},
+    "aitoolkit_z_image_lora": {"unet": "z_image"},
+    "musubi_z_image_lora": {"unet": "z_image"},
+    "musubi_comfy_z_image_lora": {"unet": "z_image"},
+    "peft_default_z_image_lora": {"unet": "z_image"},
 }
 
 

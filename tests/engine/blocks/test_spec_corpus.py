@@ -24,7 +24,7 @@ from loralab.blocks.map import OTHER
 from loralab.errors import SpecError
 
 CORPUS = os.path.join(REPO, "tests", "js", "spec_corpus.json")
-ARCHS = ("sd1", "sd2", "sdxl", "sdxl_refiner", "flux", "sd3", "sd35l", "wan21_t2v_1_3b", "qwen_image")
+ARCHS = ("sd1", "sd2", "sdxl", "sdxl_refiner", "flux", "sd3", "sd35l", "wan21_t2v_1_3b", "qwen_image", "flux2_klein_4b", "z_image")
 PARAMS = {"a": 0.25, "b": -0.5, "x": 0.7}
 
 HANDWRITTEN = {
@@ -57,6 +57,10 @@ HANDWRITTEN = {
     "sdxl_refiner": ["ALL", "OUTALL", ",".join(["0"] * 26), ",".join(["0"] * 17), "IN11=0.5, OUT=0"],
     "sd3": ["J=0, J0-5=1", "J24=1", "j23=0.5", "D=1", "NONE", "1,1,1", "CLIP=0, T5=0, IN=0.5, OUT=0"],
     "sd35l": ["J30-37=0, default=0.5", "J38=1", "FLUX-SINGLE", "ALL0.5"],
+    "flux2_klein_4b": ["FLUX2-SINGLE", "FLUX2-BLOCKS-ONLY", "FLUX-SINGLE", "FLUX-DBL-TAIL", "D4=0", "D5=0", "S19=0.5",
+                       "S20=1", "CLIP=0", "IN=0, D=0.5", ",".join(["1"] * 57)],
+    "z_image": ["ZIMAGE-LATE", "ZIMAGE-LAYERS-ONLY", "NR01=0", "NR02=0", "CR=0.5", "L0-29=0.5", "L30=1", "nr0-1=0",
+                "NR0-CR1=1", "SR=0", "B=0"],
 }
 
 

@@ -9,7 +9,7 @@ import pytest
 from loralab.lora import Lora
 from loralab_testkit import FIXTURE_MODELS, LORA_FIXTURES, FixtureSource, fixture, materialize, model_shapes
 
-#: fixture -> (format, arch, {algorithm: modules}, rank (or the set of ranks), alpha) as the producers wrote
+#: fixture -> (format, arch, {algorithm: modules}, rank (or the set of ranks), alpha (or the set)) as the producers wrote
 #: them (fixture notes)
 EXPECTED = {
     "aitoolkit_flux_lora": ("aitoolkit", "flux", {"LoRA": 494}, 16, None),
@@ -31,6 +31,14 @@ EXPECTED = {
     "diffusion_pipe_wan21_i2v_14b_lora": ("diffusion_pipe", "wan21_i2v_14b", {"LoRA": 480}, 32, None),
     "musubi_qwen_image_lora": ("musubi", "qwen_image", {"LoRA": 840}, 16, 16.0),
     "diffusers_peft_qwen_image_lora": ("diffusers_peft", "qwen_image", {"LoRA": 240}, 16, None),
+    "aitoolkit_flux2_klein_4b_lora": ("bfl", "flux2_klein_4b", {"LoRA": 80}, 16, None),
+    "musubi_flux2_klein_4b_lora": ("musubi", "flux2_klein_4b", {"LoRA": 80}, 32, 16.0),
+    "diffusers_peft_flux2_dev_lora": ("diffusers_peft", "flux2_dev", {"LoRA": 128}, 4, None),
+    "peft_default_flux2_klein_9b_lora": ("diffusers_peft", "flux2_klein_9b", {"LoRA": 153}, 8, None),
+    "aitoolkit_z_image_lora": ("bfl", "z_image", {"LoRA": 240}, 16, None),
+    "musubi_z_image_lora": ("musubi", "z_image", {"LoRA": 210}, 32, 16.0),
+    "musubi_comfy_z_image_lora": ("musubi", "z_image", {"LoRA": 150}, {32, 96}, {16.0, 48.0}),
+    "peft_default_z_image_lora": ("diffusers_peft", "z_image", {"LoRA": 276}, 8, None),
 }
 
 
@@ -78,7 +86,7 @@ def test_fixture_at_full_size(name):
     assert _algorithms(lora) == algos
     weight_entries = [e for e in lora.entries if e.kind != "diff"]
     assert {e.rank() for e in weight_entries} == (rank if isinstance(rank, set) else {rank})
-    assert {e.alpha for e in weight_entries} == {alpha}
+    assert {e.alpha for e in weight_entries} == (alpha if isinstance(alpha, set) else {alpha})
     _accounted(lora, fixture("loras", name)["tensors"])
     _check_targets(name, lora)
 
@@ -93,7 +101,7 @@ def test_fixture_as_real_file(name, tmp):
         assert _algorithms(lora) == algos
         weight_entries = [e for e in lora.entries if e.kind != "diff"]
         assert {e.rank() for e in weight_entries} == {min(min(rank) if isinstance(rank, set) else rank, 2)}
-        assert {e.alpha for e in weight_entries} == {alpha}
+        assert {e.alpha for e in weight_entries} == (alpha if isinstance(alpha, set) else {alpha})
         assert lora.metadata == fixture("loras", name).get("metadata", {})
         _accounted(lora, fixture("loras", name)["tensors"])
         _check_targets(name, lora)

@@ -10,7 +10,10 @@ from loralab.lora import Lora
 from loralab_testkit import LORA_FIXTURES, FixtureSource, fixture, xlabs_keys
 
 DROPPED_ENTIRELY = {"diffusers_sdxl_dreambooth_lora", "xlabs_flux_lora", "diffusers_peft_wan21_t2v_14b_lora",
-                    "peft_default_wan21_t2v_1_3b_lora"}
+                    "peft_default_wan21_t2v_1_3b_lora", "peft_default_flux2_klein_9b_lora",
+                    "peft_default_z_image_lora"}
+#: fixtures the host loads in part: how many keys it drops (musubi's Z-Image attention under diffusers names)
+DROPPED_IN_PART = {"musubi_z_image_lora": 360}
 
 
 @pytest.mark.parametrize("name", LORA_FIXTURES)
@@ -22,8 +25,8 @@ def test_fixture_keys_the_host_loads(name):
     if name in DROPPED_ENTIRELY:
         assert len(dropped) == len(keys)
     else:
-        assert dropped == []
-        ours = {k: m.target.key for m in lora.mapped() for r, k in m.entry.keys.items()}
+        assert len(dropped) == DROPPED_IN_PART.get(name, 0)
+        ours = {k: m.target.key for m in lora.mapped() for r, k in m.entry.keys.items() if targets[k] is not None}
         assert {k: targets[k] for k in ours} == ours  # where the host loads a key, it patches our target
 
 

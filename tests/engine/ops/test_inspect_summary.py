@@ -12,7 +12,8 @@ from loralab.ops.inspect import SCHEMA, Distribution, inspect_lora, summarize
 from loralab.files.safetensors import save_tensors
 from loralab_testkit import LORA_FIXTURES, fixture, fixture_tensors, materialize
 
-#: fixture -> (format, arch, algorithms, layers {linear, conv, other}, components, host drops every key)
+#: fixture -> (format, arch, algorithms, layers {linear, conv, other}, components, host drops every key (or
+#: the (keys, modules) it drops of a file it loads in part))
 EXPECTED = {
     "aitoolkit_flux_lora": ("aitoolkit", "flux", {"LoRA": 494}, (494, 0, 0), {"unet": 494}, False),
     "comfyui_trainer_sd15_lora": ("comfyui", "sd1", {"LoRA": 230, "LoCon": 52, "Full diff": 404}, (230, 52, 404),
@@ -39,6 +40,15 @@ EXPECTED = {
     "musubi_qwen_image_lora": ("musubi", "qwen_image", {"LoRA": 840}, (840, 0, 0), {"unet": 840}, False),
     "diffusers_peft_qwen_image_lora": ("diffusers_peft", "qwen_image", {"LoRA": 240}, (240, 0, 0), {"unet": 240},
                                        False),
+    "aitoolkit_flux2_klein_4b_lora": ("bfl", "flux2_klein_4b", {"LoRA": 80}, (80, 0, 0), {"unet": 80}, False),
+    "musubi_flux2_klein_4b_lora": ("musubi", "flux2_klein_4b", {"LoRA": 80}, (80, 0, 0), {"unet": 80}, False),
+    "diffusers_peft_flux2_dev_lora": ("diffusers_peft", "flux2_dev", {"LoRA": 128}, (128, 0, 0), {"unet": 128}, False),
+    "peft_default_flux2_klein_9b_lora": ("diffusers_peft", "flux2_klein_9b", {"LoRA": 153}, (153, 0, 0),
+                                         {"unet": 153}, True),
+    "aitoolkit_z_image_lora": ("bfl", "z_image", {"LoRA": 240}, (240, 0, 0), {"unet": 240}, False),
+    "musubi_z_image_lora": ("musubi", "z_image", {"LoRA": 210}, (210, 0, 0), {"unet": 210}, (360, 120)),
+    "musubi_comfy_z_image_lora": ("musubi", "z_image", {"LoRA": 150}, (150, 0, 0), {"unet": 150}, False),
+    "peft_default_z_image_lora": ("diffusers_peft", "z_image", {"LoRA": 276}, (276, 0, 0), {"unet": 276}, True),
 }
 
 
@@ -85,11 +95,11 @@ def test_summary_of_every_fixture(name, tmp, reads):
     assert s.rank.summary == f"2 ×{sum(1 for m in s.modules if m.rank is not None)}"
     if not scalars:
         assert s.alpha.summary == f"none (= rank) ×{len(s.modules)}" and s.scale.summary == f"1 ×{len(s.modules)}"
-    if host_drops_all:
+    if host_drops_all is True:
         assert s.host_dropped == s.tensor_count
         assert len(s.host_dropped_we_map) == len(s.modules)
     else:
-        assert s.host_dropped == 0 and s.host_dropped_we_map == []
+        assert (s.host_dropped, len(s.host_dropped_we_map)) == (host_drops_all or (0, 0))
     d = s.to_dict()
     text = json.dumps(d, allow_nan=False)
     assert json.loads(text)["schema"] == SCHEMA
