@@ -2,7 +2,9 @@
 
 Ids follow the names LoRA Block Weight users know: SD1.x/SD2 and SDXL ``BASE`` (text encoders),
 ``IN00``.., ``M00``, ``OUT00``..; Flux ``CLIP``, ``T5``, ``IN`` (embedders), ``D00``.. (double
-blocks), ``S00``.. (single blocks), ``OUT`` (final layer); SD3/SD3.5 ``CLIP`` (CLIP-L and G),
+blocks), ``S00``.. (single blocks), ``OUT`` (final layer), Chroma the same with its distilled
+guidance layer in ``IN``; HunyuanVideo ``IN`` (embedders and the text token refiner), ``D00``..``D19``,
+``S00``..``S39``, ``OUT``; SD3/SD3.5 ``CLIP`` (CLIP-L and G),
 ``T5``, ``IN``, ``J00``.. (joint blocks), ``OUT``; Wan and Qwen-Image ``IN`` (patch, text, time
 and image embedders), ``B00``.. (transformer blocks), ``OUT`` (head / final norm and projection).
 A key no rule claims belongs to ``OTHER``, never silently to a block.
@@ -28,6 +30,12 @@ BLOCK_RULES: dict[str, tuple[tuple[str, str], ...]] = {
     "flux": (
         (r"^clip_l\.", "CLIP"),
         (r"^t5xxl\.", "T5"),
+        (r"^diffusion_model\.(?:img_in|txt_in|time_in|vector_in|guidance_in|distilled_guidance_layer)\.", "IN"),
+        (r"^diffusion_model\.double_blocks\.(\d+)\.", "D{:02d}"),
+        (r"^diffusion_model\.single_blocks\.(\d+)\.", "S{:02d}"),
+        (r"^diffusion_model\.final_layer\.", "OUT"),
+    ),
+    "hunyuan_video": (
         (r"^diffusion_model\.(?:img_in|txt_in|time_in|vector_in|guidance_in)\.", "IN"),
         (r"^diffusion_model\.double_blocks\.(\d+)\.", "D{:02d}"),
         (r"^diffusion_model\.single_blocks\.(\d+)\.", "S{:02d}"),
@@ -62,6 +70,7 @@ FAMILY_ORDER: dict[str, tuple[str, ...]] = {
     "mmdit": ("CLIP", "T5", "IN", "J", "OUT"),
     "wan": ("IN", "B", "OUT"),
     "qwen_image": ("IN", "B", "OUT"),
+    "hunyuan_video": ("IN", "D", "S", "OUT"),
 }
 
 
@@ -83,7 +92,8 @@ def split_block_id(block: str) -> tuple[str, int | None]:
 
 
 def block_sort_key(block: str, family: str) -> tuple[int, int]:
-    """Order blocks as users read them (BASE, IN00.., M00, OUT00..; CLIP, T5, IN, D.., S.., OUT; IN, B.., OUT)."""
+    """Order blocks as users read them (BASE, IN00.., M00, OUT00..; CLIP, T5, IN, D.., S.., OUT; IN, B.., OUT;
+    IN, D.., S.., OUT)."""
     fam, num = split_block_id(block)
     order = FAMILY_ORDER[family]
     return (order.index(fam) if fam in order else len(order), -1 if num is None else num)

@@ -43,6 +43,7 @@ VECTOR_FORMS: dict[str, dict[int, list[str]]] = {
     "sdxl": {12: _XL12, 20: _XL20},
     "sdxl_refiner": {26: _SD26},
     "flux": {57: _FLUX57, 61: _FLUX61},
+    "chroma": {57: _FLUX57, 60: ["T5", "IN", *_FLUX57, "OUT"]},
 }
 
 PRESETS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets.txt")

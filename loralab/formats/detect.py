@@ -140,9 +140,11 @@ def detect_format(entries: list[Entry], keys: list[str], metadata: dict[str, str
     if "diffusers_attn_processor" in styles:
         return "diffusers_attn_processor"
     if "peft" in styles:
+        if "ai-toolkit" in software_name.lower():  # ai-toolkit writes diffusers names, or BFL names for Chroma
+            return "aitoolkit"
         if any(m.startswith("diffusion_model.") for m in modules):
             return "bfl"
-        return "aitoolkit" if "ai-toolkit" in software_name.lower() else "diffusers_peft"
+        return "diffusers_peft"
     if any(m.startswith(("lora_unet_", "lora_te")) for m in modules):
         return "kohya"
     if any(m.startswith("diffusion_model.") for m in modules):
@@ -152,6 +154,8 @@ def detect_format(entries: list[Entry], keys: list[str], metadata: dict[str, str
 
 #: families whose kohya-style and ``diffusion_model.`` PEFT files come from musubi-tuner and diffusion-pipe
 _VIDEO_DIT_FORMATS = {"kohya": "musubi", "bfl": "diffusion_pipe"}
+#: the original HunyuanVideo block names diffusion-pipe writes after ``transformer.`` (diffusers' are ``transformer_blocks``)
+_HUNYUAN_ORIGINAL = ("transformer.double_blocks.", "transformer.single_blocks.")
 
 
 def detect(entries: list[Entry], keys: list[str], metadata: dict[str, str]) -> Detection:
@@ -165,8 +169,12 @@ def detect(entries: list[Entry], keys: list[str], metadata: dict[str, str]) -> D
         tied = [s.arch for s in scores if (s.fitting, s.mapped) == (best.fitting, best.mapped)]
         if claimed in tied:
             arch_id = claimed
-    if arch_id is not None and ARCHS[arch_id].family in ("wan", "qwen_image"):
+    family = ARCHS[arch_id].family if arch_id is not None else None
+    if family in ("wan", "qwen_image", "hunyuan_video"):
         fmt = _VIDEO_DIT_FORMATS.get(fmt, fmt)
+    if family == "hunyuan_video" and fmt == "diffusers_peft" and any(e.module.startswith(_HUNYUAN_ORIGINAL)
+                                                                      for e in entries):
+        fmt = "diffusion_pipe"
     det = Detection(fmt, arch_id, metadata_arch=claimed, scores=scores,
                     not_lora=None if entries else looks_like(keys))
     if arch_id == "flux":

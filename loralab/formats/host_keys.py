@@ -21,6 +21,7 @@ from ..adapters import ALGORITHMS, dora
 from ..adapters.base import ALPHA_SUFFIX
 from ..layouts import DIFFUSION_PREFIX, ModelLayout
 from ..layouts.flux import flux_aliases, flux_layout
+from ..layouts.hunyuan_video import comfy_dp_name
 from ..layouts.mmdit import mmdit_layout
 from ..layouts.unet import unet_layout
 
@@ -30,7 +31,7 @@ class HostRules:
     """What one ComfyUI version's LoRA key handling does, where versions differ."""
 
     version: tuple[int, int, int]
-    #: the parameter name of Flux's q/k norm weights in the host's model (``scale`` or ``weight``)
+    #: the parameter name of the q/k norm weights of Flux, Chroma and HunyuanVideo in the host's model (``scale`` or ``weight``)
     flux_norm_param: str
     #: Flux: LyCORIS ``ff.linear_in``/``ff.linear_out`` and Flux.2 single-block diffusers names
     flux_aliases: bool
@@ -159,6 +160,12 @@ def _unet_names(layout: ModelLayout, rules: HostRules, out: dict[str, HostTarget
                     out[k.replace(".linear1.weight", ".linear1_qkv")] = (k, (0, 3 * hidden))
         return
     if layout.arch.family == "wan":  # ComfyUI maps Wan's generic forms only (lora_unet_*, diffusion_model.*)
+        return
+    if layout.arch.family == "hunyuan_video":  # diffusion-pipe's names, with transformer. and diffusion_model.
+        for k in layout.shapes:
+            if k.startswith(DIFFUSION_PREFIX) and k.endswith(".weight"):
+                name = comfy_dp_name(k[len(DIFFUSION_PREFIX):-len(".weight")])
+                out["transformer." + name] = out[DIFFUSION_PREFIX + name] = (k, None)
         return
     if layout.arch.family == "qwen_image":  # its own names, bare, with transformer. and SimpleTuner's lycoris_
         for k in layout.shapes:

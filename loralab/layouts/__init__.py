@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from .archs import Arch, arch
-from .flux import FLUX_DEV_CONFIG, NORM_PARAMS, flux_aliases, flux_layout, xlabs_names
+from .flux import CHROMA_CONFIG, FLUX_DEV_CONFIG, NORM_PARAMS, chroma_aliases, flux_aliases, flux_layout, xlabs_names
+from .hunyuan_video import HUNYUAN_VIDEO_CONFIG, hunyuan_video_layout
 from .mmdit import SD3_MEDIUM_CONFIG, SD35_LARGE_CONFIG, SD35_MEDIUM_CONFIG, mmdit_layout
 from .qwen_image import QWEN_IMAGE_CONFIG, qwen_image_layout
 from .text_encoders import text_encoder_layout
@@ -37,10 +38,14 @@ STANDARD_CONFIGS: dict[str, dict] = {
     "wan21_t2v_1_3b": WAN21_T2V_1_3B_CONFIG,
     "wan22_ti2v_5b": WAN22_TI2V_5B_CONFIG,
     "qwen_image": QWEN_IMAGE_CONFIG,
+    "chroma": CHROMA_CONFIG,
+    "hunyuan_video": HUNYUAN_VIDEO_CONFIG,
 }
 
 #: family -> the layout generator of its diffusion model (U-Net families use unet_layout)
 _DIT_LAYOUTS = {"mmdit": mmdit_layout, "wan": wan_layout, "qwen_image": qwen_image_layout}
+#: families whose q/k norm weights ComfyUI names ``scale`` up to 0.3.x and ``weight`` since 0.33
+NORM_FAMILIES = ("flux", "hunyuan_video")
 
 
 @dataclass(frozen=True)
@@ -92,8 +97,9 @@ def _underscored(index: dict[str, tuple]) -> dict[str, tuple | None]:
 class ModelLayout:
     """All weight keys of one base model (diffusion model + text encoders) and their aliases.
 
-    ``norm_param`` names Flux's q/k norm weights (``scale`` as in BFL's files, ``weight`` as
-    ComfyUI 0.33 builds the model; see :meth:`from_config`); other families ignore it."""
+    ``norm_param`` names the q/k norm weights of Flux, Chroma and HunyuanVideo (``scale`` as in
+    BFL's files, ``weight`` as ComfyUI 0.33 builds the model; see :meth:`from_config`); other
+    families ignore it."""
 
     def __init__(self, arch_: Arch, config: dict, norm_param: str = "scale") -> None:
         self.arch = arch_
@@ -101,8 +107,11 @@ class ModelLayout:
         self.norm_param = norm_param
         if arch_.family == "flux":
             dshapes, dnames, fused = flux_layout(config, norm_param)
-            dnames = {**dnames, **{dn: m for dn, m in flux_aliases(config).items() if dn not in dnames}}
+            extra = {**flux_aliases(config), **chroma_aliases(config)}
+            dnames = {**dnames, **{dn: m for dn, m in extra.items() if dn not in dnames}}
             fused = {**fused, **xlabs_names(config)}
+        elif arch_.family == "hunyuan_video":
+            dshapes, dnames, fused = hunyuan_video_layout(config, norm_param)
         elif arch_.family in _DIT_LAYOUTS:
             dshapes, dnames, fused = _DIT_LAYOUTS[arch_.family](config)
         else:
@@ -134,18 +143,19 @@ class ModelLayout:
     def from_config(cls, arch_id: str, config: dict, keys: Iterable[str] | None = None) -> "ModelLayout":
         """The layout of a model with this arch and UNet/Flux config (as ComfyUI reports it).
         ``keys``, the real model's state-dict key names where known, choose the parameter naming
-        that the running host uses (Flux norms: ``scale`` or ``weight``): the one whose
+        that the running host uses (q/k norms: ``scale`` or ``weight``): the one whose
         diffusion-model keys the model has most of (the first, ``scale``, on a tie)."""
         a = arch(arch_id)
-        if keys is None or a.family != "flux":
+        if keys is None or a.family not in NORM_FAMILIES:
             return cls(a, config)
         real = {k for k in keys if k.startswith(DIFFUSION_PREFIX)}
         candidates = [cls(a, config, p) for p in NORM_PARAMS]
         return max(candidates, key=lambda c: len(real.intersection(c.shapes)))
 
     def with_norm_param(self, norm_param: str) -> "ModelLayout":
-        """This layout with Flux norm weights named ``norm_param`` (itself where they already are)."""
-        if norm_param == self.norm_param or self.arch.family != "flux":
+        """This layout with q/k norm weights named ``norm_param`` (itself where they already are, or
+        where its family has none)."""
+        if norm_param == self.norm_param or self.arch.family not in NORM_FAMILIES:
             return self
         return _renamed(self, norm_param)
 
@@ -195,8 +205,9 @@ def _renamed(layout: ModelLayout, norm_param: str) -> ModelLayout:
 @functools.lru_cache(maxsize=None)
 def layout_for(arch_id: str) -> ModelLayout:
     """The layout of the released model of an architecture (SD1.5, SD2.1, SDXL base/refiner, Flux.1-dev,
-    SD3 medium, SD3.5 medium/large, Wan 2.1 T2V 14B / 1.3B, Wan 2.1 I2V 14B, Wan 2.2 TI2V 5B, Qwen-Image)."""
+    SD3 medium, SD3.5 medium/large, Wan 2.1 T2V 14B / 1.3B, Wan 2.1 I2V 14B, Wan 2.2 TI2V 5B, Qwen-Image,
+    Chroma, HunyuanVideo)."""
     return ModelLayout(arch(arch_id), STANDARD_CONFIGS[arch_id])
 
 
-__all__ = ["ModelLayout", "Resolved", "Target", "layout_for", "DIFFUSION_PREFIX", "STANDARD_CONFIGS"]
+__all__ = ["ModelLayout", "Resolved", "Target", "layout_for", "DIFFUSION_PREFIX", "STANDARD_CONFIGS", "NORM_FAMILIES"]

@@ -10,7 +10,7 @@ class Arch:
 
     id: str
     name: str
-    family: str  # "unet" | "flux" | "mmdit" | "wan" | "qwen_image"
+    family: str  # "unet" | "flux" (Flux.1 and Chroma) | "mmdit" | "wan" | "qwen_image" | "hunyuan_video"
     text_encoders: tuple[str, ...]
     #: kohya text-encoder prefix index ("" for ``lora_te_``, "1" for ``lora_te1_``...) -> ComfyUI TE name
     kohya_te: dict[str, str] = field(default_factory=dict)
@@ -62,12 +62,21 @@ ARCHS: dict[str, Arch] = {a.id: a for a in (
     Arch("qwen_image", "Qwen-Image", "qwen_image", (), ss_base_model_version="qwen_image",
          modelspec_architecture="Qwen-Image/lora", kohya_network_module="networks.lora_qwen_image",
          modelspec_implementation="https://github.com/QwenLM/Qwen-Image"),
+    # Chroma: Flux blocks without modulation layers, T5 only (ComfyUI's kohya prefix for a lone T5 is lora_te1_);
+    # kohya sd-scripts writes modelspec.architecture "chroma/lora"
+    Arch("chroma", "Chroma", "flux", ("t5xxl",), {"1": "t5xxl", "3": "t5xxl"}, {"text_encoder": "t5xxl"},
+         "chroma", "chroma/lora", {"t5xxl": "lora_te1_"}, "networks.lora_flux", "https://huggingface.co/lodestones/Chroma"),
+    # HunyuanVideo LoRAs touch the diffusion model only (musubi-tuner, diffusion-pipe, diffusers); the strings are musubi-tuner's
+    Arch("hunyuan_video", "HunyuanVideo", "hunyuan_video", (), ss_base_model_version="hunyuan_video",
+         modelspec_architecture="hunyuan-video/lora", kohya_network_module="networks.lora",
+         modelspec_implementation="https://github.com/Tencent/HunyuanVideo"),
 )}
 
 
 def arch(arch_id: str) -> Arch:
     """The :class:`Arch` with this id (``sd1``, ``sd2``, ``sdxl``, ``sdxl_refiner``, ``flux``, ``sd3``,
-    ``sd35m``, ``sd35l``, ``wan21_t2v_14b``, ``wan21_i2v_14b``, ``wan21_t2v_1_3b``, ``wan22_ti2v_5b``, ``qwen_image``)."""
+    ``sd35m``, ``sd35l``, ``wan21_t2v_14b``, ``wan21_i2v_14b``, ``wan21_t2v_1_3b``, ``wan22_ti2v_5b``, ``qwen_image``,
+    ``chroma``, ``hunyuan_video``)."""
     try:
         return ARCHS[arch_id]
     except KeyError:
@@ -81,6 +90,10 @@ def arch_from_metadata_string(value: str) -> str | None:
         return None
     if v.startswith("qwen"):  # musubi-tuner: qwen_image, qwen_image_edit, Qwen-Image[-Edit]/lora
         return "qwen_image"
+    if "chroma" in v:  # kohya sd-scripts: modelspec.architecture "chroma/lora"
+        return "chroma"
+    if v.startswith(("hunyuan_video", "hunyuan-video", "hunyuanvideo")):  # musubi-tuner
+        return "hunyuan_video"
     if v.startswith("wan"):  # musubi-tuner writes "wan" and "wan2.1/lora" for every Wan size
         return None
     if "refiner" in v:

@@ -115,9 +115,11 @@ test("pyRepr quotes like Python", () => {
 
 test("specFits: the archs whose grammar accepts a spec (the editor's choice before a LoRA is known)", () => {
   const fitting = (spec) => Object.keys(catalogs).filter((arch) => specFits(spec, catalogs[arch]));
-  assert.deepEqual(fitting("FLUX-DOUBLE"), ["flux"]);
-  assert.deepEqual(fitting("D0-6=1, S=0.3"), ["flux"]);
-  assert.deepEqual(fitting(Array(57).fill("1").join(",")), ["flux"]);
+  assert.deepEqual(fitting("FLUX-DOUBLE"), ["flux", "chroma", "hunyuan_video"]);  // double/single stream DiTs
+  assert.deepEqual(fitting("D0-6=1, S=0.3"), ["flux", "chroma", "hunyuan_video"]);
+  assert.deepEqual(fitting("HUNYUAN-DBL-TAIL"), ["hunyuan_video"]);  // D19 exists in HunyuanVideo only
+  assert.deepEqual(fitting(Array(57).fill("1").join(",")), ["flux", "chroma"]);
+  assert.deepEqual(fitting(Array(60).fill("1").join(",")), ["chroma"]);
   assert.deepEqual(fitting(Array(12).fill("0").join(",")), ["sdxl"]);
   assert.deepEqual(fitting(Array(17).fill("0").join(",")), ["sd1", "sd2"]);
   assert.ok(fitting("SDXL-OUTALL").includes("sdxl") && !fitting("SDXL-OUTALL").includes("flux"));

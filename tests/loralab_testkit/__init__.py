@@ -42,6 +42,12 @@ FIXTURE_MODELS: dict[str, dict[str, str]] = {
     "diffusion_pipe_wan21_i2v_14b_lora": {"unet": "wan21_i2v_14b"},
     "musubi_qwen_image_lora": {"unet": "qwen_image"},
     "diffusers_peft_qwen_image_lora": {"unet": "qwen_image"},
+    "aitoolkit_chroma_lora": {"unet": "chroma"},
+    "kohya_chroma_lora": {"unet": "chroma"},
+    "diffusers_peft_chroma_lora": {"unet": "chroma"},
+    "musubi_hunyuan_video_lora": {"unet": "hunyuan_video"},
+    "diffusion_pipe_hunyuan_video_lora": {"unet": "hunyuan_video"},
+    "diffusers_peft_hunyuan_video_lora": {"unet": "hunyuan_video"},
 }
 
 

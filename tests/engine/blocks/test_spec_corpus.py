@@ -24,7 +24,8 @@ from loralab.blocks.map import OTHER
 from loralab.errors import SpecError
 
 CORPUS = os.path.join(REPO, "tests", "js", "spec_corpus.json")
-ARCHS = ("sd1", "sd2", "sdxl", "sdxl_refiner", "flux", "sd3", "sd35l", "wan21_t2v_1_3b", "qwen_image")
+ARCHS = ("sd1", "sd2", "sdxl", "sdxl_refiner", "flux", "sd3", "sd35l", "wan21_t2v_1_3b", "qwen_image", "chroma",
+         "hunyuan_video")
 PARAMS = {"a": 0.25, "b": -0.5, "x": 0.7}
 
 HANDWRITTEN = {
@@ -57,6 +58,10 @@ HANDWRITTEN = {
     "sdxl_refiner": ["ALL", "OUTALL", ",".join(["0"] * 26), ",".join(["0"] * 17), "IN11=0.5, OUT=0"],
     "sd3": ["J=0, J0-5=1", "J24=1", "j23=0.5", "D=1", "NONE", "1,1,1", "CLIP=0, T5=0, IN=0.5, OUT=0"],
     "sd35l": ["J30-37=0, default=0.5", "J38=1", "FLUX-SINGLE", "ALL0.5"],
+    "chroma": ["FLUX-DOUBLE", "D18=0, S37=0.5", "D19=1", "S38=1", "CLIP=0", "T5=0, IN=0.5", ",".join(["0"] * 57),
+               ",".join(["0.5", "0"] + ["1"] * 57 + ["0.25"]), ",".join(["1"] * 61)],
+    "hunyuan_video": ["HUNYUAN-DOUBLE", "HUNYUAN-DBL-TAIL", "D19=0, S39=0.5", "D20=1", "S40=1", "T5=0",
+                      "IN=0, OUT=0", "FLUX-DBL-FRONT", ",".join(["1"] * 57)],
 }
 
 

@@ -31,6 +31,13 @@ EXPECTED = {
     "diffusion_pipe_wan21_i2v_14b_lora": ("diffusion_pipe", "wan21_i2v_14b", {"LoRA": 480}, 32, None),
     "musubi_qwen_image_lora": ("musubi", "qwen_image", {"LoRA": 840}, 16, 16.0),
     "diffusers_peft_qwen_image_lora": ("diffusers_peft", "qwen_image", {"LoRA": 240}, 16, None),
+    "aitoolkit_chroma_lora": ("aitoolkit", "chroma", {"LoRA": 228}, 16, None),
+    "kohya_chroma_lora": ("kohya", "chroma", {"LoRA": 228}, 16, 8.0),
+    # attention-only diffusers names fit Flux.1 and Chroma alike and the file says nothing else: Flux.1 (the first)
+    "diffusers_peft_chroma_lora": ("diffusers_peft", "flux", {"LoRA": 190}, 8, None),
+    "musubi_hunyuan_video_lora": ("musubi", "hunyuan_video", {"LoRA": 240}, 32, 16.0),
+    "diffusion_pipe_hunyuan_video_lora": ("diffusion_pipe", "hunyuan_video", {"LoRA": 320}, 32, None),
+    "diffusers_peft_hunyuan_video_lora": ("diffusers_peft", "hunyuan_video", {"LoRA": 208}, 16, None),
 }
 
 

@@ -10,7 +10,10 @@ from loralab.lora import Lora
 from loralab_testkit import LORA_FIXTURES, FixtureSource, fixture, xlabs_keys
 
 DROPPED_ENTIRELY = {"diffusers_sdxl_dreambooth_lora", "xlabs_flux_lora", "diffusers_peft_wan21_t2v_14b_lora",
-                    "peft_default_wan21_t2v_1_3b_lora"}
+                    "peft_default_wan21_t2v_1_3b_lora", "diffusers_peft_hunyuan_video_lora"}
+#: fixture -> the keys the host drops of a file it loads in part: musubi's HunyuanVideo MLP names
+#: (``img_mlp_fc1``; ComfyUI maps ``img_mlp_0`` only)
+DROPPED_PARTLY = {"musubi_hunyuan_video_lora": lambda k: "_mlp_fc" in k}
 
 
 @pytest.mark.parametrize("name", LORA_FIXTURES)
@@ -22,8 +25,9 @@ def test_fixture_keys_the_host_loads(name):
     if name in DROPPED_ENTIRELY:
         assert len(dropped) == len(keys)
     else:
-        assert dropped == []
-        ours = {k: m.target.key for m in lora.mapped() for r, k in m.entry.keys.items()}
+        assert dropped == [k for k in keys if DROPPED_PARTLY.get(name, lambda _: False)(k)]
+        assert len(dropped) < len(keys)
+        ours = {k: m.target.key for m in lora.mapped() for r, k in m.entry.keys.items() if k not in dropped}
         assert {k: targets[k] for k in ours} == ours  # where the host loads a key, it patches our target
 
 

@@ -12,7 +12,8 @@ from loralab.ops.inspect import SCHEMA, Distribution, inspect_lora, summarize
 from loralab.files.safetensors import save_tensors
 from loralab_testkit import LORA_FIXTURES, fixture, fixture_tensors, materialize
 
-#: fixture -> (format, arch, algorithms, layers {linear, conv, other}, components, host drops every key)
+#: fixture -> (format, arch, algorithms, layers {linear, conv, other}, components, host drops every key: True,
+#: none: False, or every key of this many modules)
 EXPECTED = {
     "aitoolkit_flux_lora": ("aitoolkit", "flux", {"LoRA": 494}, (494, 0, 0), {"unet": 494}, False),
     "comfyui_trainer_sd15_lora": ("comfyui", "sd1", {"LoRA": 230, "LoCon": 52, "Full diff": 404}, (230, 52, 404),
@@ -39,6 +40,15 @@ EXPECTED = {
     "musubi_qwen_image_lora": ("musubi", "qwen_image", {"LoRA": 840}, (840, 0, 0), {"unet": 840}, False),
     "diffusers_peft_qwen_image_lora": ("diffusers_peft", "qwen_image", {"LoRA": 240}, (240, 0, 0), {"unet": 240},
                                        False),
+    "aitoolkit_chroma_lora": ("aitoolkit", "chroma", {"LoRA": 228}, (228, 0, 0), {"unet": 228}, False),
+    "kohya_chroma_lora": ("kohya", "chroma", {"LoRA": 228}, (228, 0, 0), {"unet": 228}, False),
+    "diffusers_peft_chroma_lora": ("diffusers_peft", "flux", {"LoRA": 190}, (190, 0, 0), {"unet": 190}, False),
+    # ComfyUI maps musubi's img_mlp_0, not its img_mlp_fc1/fc2: 4 MLP modules of each of the 20 double blocks dropped
+    "musubi_hunyuan_video_lora": ("musubi", "hunyuan_video", {"LoRA": 240}, (240, 0, 0), {"unet": 240}, 80),
+    "diffusion_pipe_hunyuan_video_lora": ("diffusion_pipe", "hunyuan_video", {"LoRA": 320}, (320, 0, 0),
+                                          {"unet": 320}, False),
+    "diffusers_peft_hunyuan_video_lora": ("diffusers_peft", "hunyuan_video", {"LoRA": 208}, (208, 0, 0),
+                                          {"unet": 208}, True),
 }
 
 
@@ -85,9 +95,13 @@ def test_summary_of_every_fixture(name, tmp, reads):
     assert s.rank.summary == f"2 ×{sum(1 for m in s.modules if m.rank is not None)}"
     if not scalars:
         assert s.alpha.summary == f"none (= rank) ×{len(s.modules)}" and s.scale.summary == f"1 ×{len(s.modules)}"
-    if host_drops_all:
+    if host_drops_all is True:
         assert s.host_dropped == s.tensor_count
         assert len(s.host_dropped_we_map) == len(s.modules)
+    elif host_drops_all:
+        per_module = s.tensor_count // len(s.modules)
+        assert s.host_dropped == host_drops_all * per_module
+        assert len(s.host_dropped_we_map) == host_drops_all
     else:
         assert s.host_dropped == 0 and s.host_dropped_we_map == []
     d = s.to_dict()
