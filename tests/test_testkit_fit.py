@@ -7,6 +7,7 @@ from loralab.formats.canonical import shape_fits, target_shape
 from loralab.layouts import ModelLayout
 from loralab.layouts.flux import CHROMA_CONFIG, FLUX_DEV_CONFIG
 from loralab.layouts.hunyuan_video import HUNYUAN_VIDEO_CONFIG
+from loralab.layouts.lumina2 import LUMINA2_CONFIG
 from loralab.layouts.qwen_image import QWEN_IMAGE_CONFIG
 from loralab.layouts.unet import SD15_CONFIG, SDXL_CONFIG
 from loralab.layouts.wan import WAN21_I2V_14B_CONFIG, WAN21_T2V_14B_CONFIG
@@ -32,10 +33,12 @@ TINY.update({
                                                      depth_single_blocks=2, hidden_dim=32, n_layers=2, out_dim=64)),
     "hunyuan_video": ModelLayout.from_config("hunyuan_video", dict(HUNYUAN_VIDEO_CONFIG, hidden_size=64, num_heads=2,
                                                                    depth=2, depth_single_blocks=2)),
+    "lumina2": ModelLayout.from_config("lumina2", dict(LUMINA2_CONFIG, dim=64, n_heads=4, n_kv_heads=2, n_layers=2,
+                                                       cap_feat_dim=32)),
 })
 MODEL_ARCH = {"sd15": "sd1", "sdxl": "sdxl", "flux_dev": "flux", "wan21_t2v_14b": "wan21_t2v_14b",
               "wan21_t2v_1_3b": "wan21_t2v_14b", "wan21_i2v_14b": "wan21_i2v_14b", "qwen_image": "qwen_image",
-              "chroma": "chroma", "hunyuan_video": "hunyuan_video"}
+              "chroma": "chroma", "hunyuan_video": "hunyuan_video", "lumina2": "lumina2"}
 
 
 @pytest.mark.parametrize("name", LORA_FIXTURES)

@@ -4,7 +4,8 @@ Ids follow the names LoRA Block Weight users know: SD1.x/SD2 and SDXL ``BASE`` (
 ``IN00``.., ``M00``, ``OUT00``..; Flux ``CLIP``, ``T5``, ``IN`` (embedders), ``D00``.. (double
 blocks), ``S00``.. (single blocks), ``OUT`` (final layer), Chroma the same with its distilled
 guidance layer in ``IN``; HunyuanVideo ``IN`` (embedders and the text token refiner), ``D00``..``D19``,
-``S00``..``S39``, ``OUT``; SD3/SD3.5 ``CLIP`` (CLIP-L and G),
+``S00``..``S39``, ``OUT``; Lumina 2 ``IN`` (embedders, noise and context refiners), ``L00``..``L25``
+(its layers), ``OUT`` (final norm and layer); SD3/SD3.5 ``CLIP`` (CLIP-L and G),
 ``T5``, ``IN``, ``J00``.. (joint blocks), ``OUT``; Wan and Qwen-Image ``IN`` (patch, text, time
 and image embedders), ``B00``.. (transformer blocks), ``OUT`` (head / final norm and projection).
 A key no rule claims belongs to ``OTHER``, never silently to a block.
@@ -41,6 +42,11 @@ BLOCK_RULES: dict[str, tuple[tuple[str, str], ...]] = {
         (r"^diffusion_model\.single_blocks\.(\d+)\.", "S{:02d}"),
         (r"^diffusion_model\.final_layer\.", "OUT"),
     ),
+    "lumina2": (
+        (r"^diffusion_model\.(?:x_embedder|t_embedder|cap_embedder|noise_refiner|context_refiner)\.", "IN"),
+        (r"^diffusion_model\.layers\.(\d+)\.", "L{:02d}"),
+        (r"^diffusion_model\.(?:norm_final|final_layer)\.", "OUT"),
+    ),
     "mmdit": (
         (r"^(?:clip_l|clip_g)\.", "CLIP"),
         (r"^t5xxl\.", "T5"),
@@ -61,7 +67,7 @@ BLOCK_RULES: dict[str, tuple[tuple[str, str], ...]] = {
 }
 _COMPILED = {fam: tuple((re.compile(p), t) for p, t in rules) for fam, rules in BLOCK_RULES.items()}
 
-_NUMBERED = re.compile(r"(IN|M|OUT|D|S|J|B)(\d+)")
+_NUMBERED = re.compile(r"(IN|M|OUT|D|S|J|B|L)(\d+)")
 
 #: the block-id families, in display order
 FAMILY_ORDER: dict[str, tuple[str, ...]] = {
@@ -71,6 +77,7 @@ FAMILY_ORDER: dict[str, tuple[str, ...]] = {
     "wan": ("IN", "B", "OUT"),
     "qwen_image": ("IN", "B", "OUT"),
     "hunyuan_video": ("IN", "D", "S", "OUT"),
+    "lumina2": ("IN", "L", "OUT"),
 }
 
 

@@ -22,6 +22,7 @@ from ..adapters.base import ALPHA_SUFFIX
 from ..layouts import DIFFUSION_PREFIX, ModelLayout
 from ..layouts.flux import flux_aliases, flux_layout
 from ..layouts.hunyuan_video import comfy_dp_name
+from ..layouts.lumina2 import z_image_names
 from ..layouts.mmdit import mmdit_layout
 from ..layouts.unet import unet_layout
 
@@ -43,6 +44,10 @@ class HostRules:
     single_te_kohya: bool
     #: what ``convert_lora`` turns a BFL control LoRA's ``_norm.scale`` into
     bfl_norm_rename: str
+    #: Lumina 2: Z-Image's diffusers names (bare, ``diffusion_model.``, ``transformer.``, ``lycoris_``)
+    lumina2_z_image: bool = False
+    #: Lumina 2: the model has its (unused) ``norm_final``
+    lumina2_norm_final: bool = True
 
     @property
     def name(self) -> str:
@@ -53,7 +58,8 @@ class HostRules:
 #: the host versions LoRA Lab knows (the oldest supported first, the newest last)
 HOSTS: dict[str, HostRules] = {
     "0.3.64": HostRules((0, 3, 64), "scale", False, False, False, False, "_norm.scale.set_weight"),
-    "0.33.0": HostRules((0, 33, 0), "weight", True, True, True, True, "_norm.set_weight"),
+    "0.33.0": HostRules((0, 33, 0), "weight", True, True, True, True, "_norm.set_weight", lumina2_z_image=True,
+                          lumina2_norm_final=False),
 }
 NEWEST = HOSTS[list(HOSTS)[-1]]
 
@@ -161,6 +167,15 @@ def _unet_names(layout: ModelLayout, rules: HostRules, out: dict[str, HostTarget
         return
     if layout.arch.family == "wan":  # ComfyUI maps Wan's generic forms only (lora_unet_*, diffusion_model.*)
         return
+    if layout.arch.family == "lumina2":  # 0.3.64: the generic forms only; 0.33 adds Z-Image's diffusers names
+        if rules.lumina2_z_image:
+            for zn, (mod, rows) in z_image_names(layout.config).items():
+                target = (DIFFUSION_PREFIX + mod + ".weight", rows)
+                if target[0] not in layout.shapes:  # Z-Image's adaLN_modulation.0: no Lumina 2 weight
+                    continue
+                for alias in (zn, DIFFUSION_PREFIX + zn, "transformer." + zn, "lycoris_" + zn.replace(".", "_")):
+                    out[alias] = target
+        return
     if layout.arch.family == "hunyuan_video":  # diffusion-pipe's names, with transformer. and diffusion_model.
         for k in layout.shapes:
             if k.startswith(DIFFUSION_PREFIX) and k.endswith(".weight"):
@@ -248,9 +263,18 @@ def host_key_map(layout: ModelLayout, rules: HostRules = NEWEST) -> dict[str, Ho
     return per[rules]
 
 
+_HOST_LAYOUTS: "weakref.WeakKeyDictionary[ModelLayout, dict[HostRules, ModelLayout]]" = weakref.WeakKeyDictionary()
+
+
 def host_layout(layout: ModelLayout, rules: HostRules) -> ModelLayout:
-    """``layout`` with the parameter names of the host's own model (Flux norms)."""
-    return layout.with_norm_param(rules.flux_norm_param)
+    """``layout`` with the parameter names of the host's own model (q/k norms; Lumina 2's final norm)."""
+    layout = layout.with_norm_param(rules.flux_norm_param)
+    if layout.arch.family != "lumina2" or layout.config.get("norm_final", True) == rules.lumina2_norm_final:
+        return layout
+    per = _HOST_LAYOUTS.setdefault(layout, {})
+    if rules not in per:
+        per[rules] = ModelLayout(layout.arch, dict(layout.config, norm_final=rules.lumina2_norm_final))
+    return per[rules]
 
 
 def _converted(keys: list[str], rules: HostRules) -> dict[str, str]:

@@ -10,7 +10,7 @@ class Arch:
 
     id: str
     name: str
-    family: str  # "unet" | "flux" (Flux.1 and Chroma) | "mmdit" | "wan" | "qwen_image" | "hunyuan_video"
+    family: str  # "unet" | "flux" (Flux.1 and Chroma) | "mmdit" | "wan" | "qwen_image" | "hunyuan_video" | "lumina2"
     text_encoders: tuple[str, ...]
     #: kohya text-encoder prefix index ("" for ``lora_te_``, "1" for ``lora_te1_``...) -> ComfyUI TE name
     kohya_te: dict[str, str] = field(default_factory=dict)
@@ -70,13 +70,17 @@ ARCHS: dict[str, Arch] = {a.id: a for a in (
     Arch("hunyuan_video", "HunyuanVideo", "hunyuan_video", (), ss_base_model_version="hunyuan_video",
          modelspec_architecture="hunyuan-video/lora", kohya_network_module="networks.lora",
          modelspec_implementation="https://github.com/Tencent/HunyuanVideo"),
+    # Lumina 2: diffusion model only here (its Gemma 2 text encoder has no layout); kohya sd-scripts writes
+    # modelspec.architecture "lumina-2/lora"
+    Arch("lumina2", "Lumina 2", "lumina2", (), ss_base_model_version="lumina2", modelspec_architecture="lumina-2/lora",
+         kohya_network_module="networks.lora_lumina", modelspec_implementation="https://github.com/Alpha-VLLM/Lumina-Image-2.0"),
 )}
 
 
 def arch(arch_id: str) -> Arch:
     """The :class:`Arch` with this id (``sd1``, ``sd2``, ``sdxl``, ``sdxl_refiner``, ``flux``, ``sd3``,
     ``sd35m``, ``sd35l``, ``wan21_t2v_14b``, ``wan21_i2v_14b``, ``wan21_t2v_1_3b``, ``wan22_ti2v_5b``, ``qwen_image``,
-    ``chroma``, ``hunyuan_video``)."""
+    ``chroma``, ``hunyuan_video``, ``lumina2``)."""
     try:
         return ARCHS[arch_id]
     except KeyError:
@@ -94,6 +98,8 @@ def arch_from_metadata_string(value: str) -> str | None:
         return "chroma"
     if v.startswith(("hunyuan_video", "hunyuan-video", "hunyuanvideo")):  # musubi-tuner
         return "hunyuan_video"
+    if v.startswith("lumina"):  # kohya sd-scripts: lumina-2/lora
+        return "lumina2"
     if v.startswith("wan"):  # musubi-tuner writes "wan" and "wan2.1/lora" for every Wan size
         return None
     if "refiner" in v:

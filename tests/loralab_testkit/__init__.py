@@ -48,6 +48,9 @@ FIXTURE_MODELS: dict[str, dict[str, str]] = {
     "musubi_hunyuan_video_lora": {"unet": "hunyuan_video"},
     "diffusion_pipe_hunyuan_video_lora": {"unet": "hunyuan_video"},
     "diffusers_peft_hunyuan_video_lora": {"unet": "hunyuan_video"},
+    "diffusion_pipe_lumina2_lora": {"unet": "lumina2"},
+    "kohya_lumina2_lora": {"unet": "lumina2"},
+    "diffusers_peft_lumina2_lora": {"unet": "lumina2"},
 }
 
 

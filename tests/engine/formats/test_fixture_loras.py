@@ -38,6 +38,9 @@ EXPECTED = {
     "musubi_hunyuan_video_lora": ("musubi", "hunyuan_video", {"LoRA": 240}, 32, 16.0),
     "diffusion_pipe_hunyuan_video_lora": ("diffusion_pipe", "hunyuan_video", {"LoRA": 320}, 32, None),
     "diffusers_peft_hunyuan_video_lora": ("diffusers_peft", "hunyuan_video", {"LoRA": 208}, 16, None),
+    "diffusion_pipe_lumina2_lora": ("diffusion_pipe", "lumina2", {"LoRA": 178}, 32, None),
+    "kohya_lumina2_lora": ("kohya", "lumina2", {"LoRA": 180}, 16, 16.0),
+    "diffusers_peft_lumina2_lora": ("diffusers_peft", "lumina2", {"LoRA": 120}, 4, None),
 }
 
 

@@ -49,6 +49,9 @@ EXPECTED = {
                                           {"unet": 320}, False),
     "diffusers_peft_hunyuan_video_lora": ("diffusers_peft", "hunyuan_video", {"LoRA": 208}, (208, 0, 0),
                                           {"unet": 208}, True),
+    "diffusion_pipe_lumina2_lora": ("diffusion_pipe", "lumina2", {"LoRA": 178}, (178, 0, 0), {"unet": 178}, False),
+    "kohya_lumina2_lora": ("kohya", "lumina2", {"LoRA": 180}, (180, 0, 0), {"unet": 180}, False),
+    "diffusers_peft_lumina2_lora": ("diffusers_peft", "lumina2", {"LoRA": 120}, (120, 0, 0), {"unet": 120}, True),
 }
 
 

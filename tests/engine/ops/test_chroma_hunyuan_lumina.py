@@ -1,4 +1,4 @@
-"""Chroma and HunyuanVideo through the engine: layouts against ComfyUI's model fixtures, detection
+"""Chroma, HunyuanVideo and Lumina 2 through the engine: layouts against ComfyUI's model fixtures, detection
 (metadata breaks Chroma's tie with Flux.1, width and depth tell HunyuanVideo from both), what
 ComfyUI 0.3.64 itself loads of each producer's file, absolute block specs, and inspect, merge,
 resize and convert against the math on the real fixture layouts."""
@@ -37,7 +37,8 @@ def _lora(name, rank=2, seed=0, metadata=None):
     return Lora.from_state_dict(fixture_tensors(name, rank=rank, seed=seed, dtype=F32), metadata or {})
 
 
-@pytest.mark.parametrize("arch_id,model", [("chroma", "chroma"), ("hunyuan_video", "hunyuan_video")])
+@pytest.mark.parametrize("arch_id,model", [("chroma", "chroma"), ("hunyuan_video", "hunyuan_video"),
+                                           ("lumina2", "lumina2")])
 def test_layout_equals_comfyuis_model_keys(arch_id, model):
     """The generated layout has exactly the keys and shapes of ComfyUI's model class (the fixture)."""
     ours = {k: v for k, v in layout_for(arch_id).shapes.items() if k.startswith("diffusion_model.")}
@@ -69,7 +70,7 @@ def test_norm_parameters_follow_the_host():
 
 @pytest.mark.parametrize("value,arch_id", [("chroma/lora", "chroma"), ("chroma", "chroma"),
                                            ("hunyuan-video/lora", "hunyuan_video"), ("hunyuan_video", "hunyuan_video"),
-                                           ("flux1", "flux")])
+                                           ("lumina-2/lora", "lumina2"), ("flux1", "flux")])
 def test_metadata_strings(value, arch_id):
     assert arch_from_metadata_string(value) == arch_id
 
@@ -82,6 +83,9 @@ def test_block_ids():
     assert block_of("diffusion_model.distilled_guidance_layer.layers.3.in_layer.weight", "flux") == "IN"
     assert block_of("diffusion_model.txt_in.individual_token_refiner.blocks.1.mlp.0.weight", "hunyuan_video") == "IN"
     assert block_of("diffusion_model.final_layer.adaLN_modulation.1.weight", "hunyuan_video") == "OUT"
+    assert standard_blocks("lumina2") == ["IN", *(f"L{i:02d}" for i in range(26)), "OUT"]
+    assert block_of("diffusion_model.context_refiner.1.attention.qkv.weight", "lumina2") == "IN"
+    assert block_of("diffusion_model.norm_final.weight", "lumina2") == "OUT"
 
 
 def test_spec_grammar_knows_each_models_blocks():
@@ -97,6 +101,11 @@ def test_spec_grammar_knows_each_models_blocks():
     assert {"FLUX-DOUBLE", "FLUX-SGL-TAIL"} <= set(preset_names("chroma"))
     assert {"HUNYUAN-DOUBLE", "HUNYUAN-DBL-TAIL", "FLUX-DOUBLE"} <= set(preset_names("hunyuan_video"))
     assert "HUNYUAN-DBL-TAIL" not in preset_names("chroma") and "HUNYUAN-DBL-TAIL" not in preset_names("flux")
+    lumina = parse_block_weights("L=0, L20-25=1, IN=0.5", "lumina2")
+    assert (lumina.weight("L19"), lumina.weight("L20"), lumina.weight("IN"), lumina.weight("OUT")) == (0, 1, 0.5, 1)
+    assert {"LUMINA-EARLY", "LUMINA-LATE", "LUMINA-LAYERS-ONLY"} <= set(preset_names("lumina2"))
+    with pytest.raises(SpecError, match="L26"):
+        parse_block_weights("L26=0", "lumina2")
 
 
 def test_chroma_lora_without_metadata_fits_flux_and_chroma_alike():
@@ -132,7 +141,8 @@ def test_hunyuan_video_told_from_flux_by_its_blocks():
 #: fixture -> how many of its keys ComfyUI 0.3.64's own loader patches (emulated; tests/host checks the emulation)
 HOST_LOADS = {"aitoolkit_chroma_lora": "all", "kohya_chroma_lora": "all", "diffusers_peft_chroma_lora": "all",
               "diffusion_pipe_hunyuan_video_lora": "all", "diffusers_peft_hunyuan_video_lora": 0,
-              "musubi_hunyuan_video_lora": 720 - 3 * 80}
+              "musubi_hunyuan_video_lora": 720 - 3 * 80, "diffusion_pipe_lumina2_lora": "all",
+              "kohya_lumina2_lora": "all", "diffusers_peft_lumina2_lora": 0}
 
 
 @pytest.mark.parametrize("name", sorted(HOST_LOADS))
@@ -150,6 +160,8 @@ def test_what_comfyui_loads_and_what_we_map(name):
     ("kohya_chroma_lora", "D05=0, S30-32=0", {"D05", "S30", "S31", "S32"}),
     ("musubi_hunyuan_video_lora", "HUNYUAN-DBL-TAIL", {f"D{i:02d}" for i in range(10)} | {f"S{i:02d}" for i in range(40)}),
     ("diffusers_peft_hunyuan_video_lora", "IN=0, D19=0", {"IN", "D19"}),
+    ("kohya_lumina2_lora", "LUMINA-LATE", {f"L{i:02d}" for i in range(13)}),
+    ("diffusion_pipe_lumina2_lora", "IN=0", {"IN"}),
 ])
 def test_spec_zeroes_exactly_the_named_absolute_blocks(name, spec, zeroed):
     lora = Lora(FixtureSource(name))
@@ -191,14 +203,16 @@ def test_resize_chroma_exactly_at_full_rank():
     assert_same(response(result.tensors, probes, lo.layout), reference([(lo, 1.0, None)], probes, lo.layout), 1e-5)
 
 
-@pytest.mark.parametrize("name", ["diffusers_peft_hunyuan_video_lora", "musubi_hunyuan_video_lora"])
+@pytest.mark.parametrize("name", ["diffusers_peft_hunyuan_video_lora", "musubi_hunyuan_video_lora",
+                                  "diffusers_peft_lumina2_lora"])
 def test_convert_to_names_comfyui_loads(name, tmp):
-    """Converted, a HunyuanVideo LoRA that ComfyUI drops (all of it, or its MLP) becomes one it loads whole."""
+    """Converted, a HunyuanVideo or Lumina 2 LoRA that ComfyUI drops (all of it, or musubi's MLP) becomes one
+    it loads whole."""
     lo = _lora(name, seed=4)
     result = convert(lo, title="converted", dtype=F32)
     probes = Probes(lo.layout)
     assert_same(response(result.tensors, probes, lo.layout), reference([(lo, 1.0, None)], probes, lo.layout), 1e-6)
     path = result.save(os.path.join(tmp, name + ".safetensors"))
     again = Lora.open(path)
-    assert again.detection.arch == "hunyuan_video"
+    assert again.detection.arch == lo.detection.arch
     assert all(t is not None for t in host_targets(list(result.tensors), again.layout, rules=HOSTS["0.3.64"]).values())

@@ -1,8 +1,8 @@
-"""Chroma and HunyuanVideo in the real ComfyUI: our generated layouts equal ComfyUI's own model
+"""Chroma, HunyuanVideo and Lumina 2 in the real ComfyUI: our generated layouts equal ComfyUI's own model
 classes (meta device), every name ComfyUI's key map knows resolves to the same key (and row slice),
 and on tiny models built with ComfyUI's classes our loader equals core's LoraLoader bit for bit
 where core loads the file, applies what core drops (musubi's HunyuanVideo MLP names, diffusers
-HunyuanVideo files) as the math says, and a block spec changes exactly the keys of its blocks."""
+HunyuanVideo and Lumina 2 files) as the math says, and a block spec changes exactly the keys of its blocks."""
 import os
 
 import pytest
@@ -13,7 +13,7 @@ from loralab.files.safetensors import save_tensors
 from loralab_testkit import fit_fixture_to_layout, fixture
 
 #: arch id -> ComfyUI model_config class of the released model
-RELEASED = {"chroma": "Chroma", "hunyuan_video": "HunyuanVideo"}
+RELEASED = {"chroma": "Chroma", "hunyuan_video": "HunyuanVideo", "lumina2": "Lumina2"}
 
 _CHROMA_TINY = {"image_model": "chroma", "in_channels": 64, "out_channels": 64, "patch_size": 2, "context_in_dim": 32,
                 "hidden_size": 64, "mlp_ratio": 4.0, "num_heads": 2, "depth": 3, "depth_single_blocks": 3,
@@ -23,9 +23,12 @@ _HV_TINY = {"image_model": "hunyuan_video", "in_channels": 16, "patch_size": [1,
             "vec_in_dim": 32, "axes_dim": [8, 12, 12], "meanflow": False, "context_in_dim": 32, "hidden_size": 64,
             "mlp_ratio": 4.0, "num_heads": 2, "depth": 3, "depth_single_blocks": 3, "theta": 256, "qkv_bias": True,
             "byt5": False, "guidance_embed": True}
+_LUMINA_TINY = {"image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 64, "cap_feat_dim": 32,
+                "n_layers": 3, "n_heads": 4, "n_kv_heads": 2, "qk_norm": True, "axes_dims": [4, 6, 6],
+                "axes_lens": [300, 512, 512]}
 #: tiny variant -> (model_config class, unet_config): real classes, small widths and depths
 TINY = {"chroma": ("Chroma", _CHROMA_TINY), "hunyuan_video": ("HunyuanVideo", _HV_TINY),
-        "hunyuan_video_i2v": ("HunyuanVideoI2V", dict(_HV_TINY, in_channels=33))}
+        "hunyuan_video_i2v": ("HunyuanVideoI2V", dict(_HV_TINY, in_channels=33)), "lumina2": ("Lumina2", _LUMINA_TINY)}
 
 
 def _model(cls_name, cfg, device=None):
@@ -49,13 +52,14 @@ def test_layout_equals_comfyui_model_class(host, arch_id):
     real = {"diffusion_model." + k: tuple(v.shape) for k, v in model.diffusion_model.state_dict().items()}
     layout = host.module("loralab.formats.host_keys").host_layout(layouts.layout_for(arch_id), _rules(host))
     assert real == {k: v for k, v in layout.shapes.items() if k.startswith("diffusion_model.")}
-    assert len(real) == {"chroma": 643, "hunyuan_video": 856}[arch_id]
+    assert len(real) == {"chroma": 643, "hunyuan_video": 856, "lumina2": 400 - (host.version != "0.3.64")}[arch_id]
 
 
 @pytest.mark.parametrize("arch_id", sorted(RELEASED))
 def test_every_name_comfy_maps_resolves_to_the_same_key_and_rows(host, arch_id):
     """Our canonicalizer knows every name of ComfyUI's key map (core's Flux names of modules Chroma does
-    not have, such as ``img_mod``, point at no weight in either)."""
+    not have, such as ``img_mod``, point at no weight in either; 0.33's Z-Image ``to_k``/``to_v`` on
+    Lumina 2 name rows past the end of its ``qkv``, which patch nothing)."""
     import comfy.lora
     layouts = host.module("loralab.layouts")
     canonical = host.module("loralab.formats.canonical")
@@ -67,12 +71,14 @@ def test_every_name_comfy_maps_resolves_to_the_same_key_and_rows(host, arch_id):
         rows = None if offset is None else offset[1:]
         if key not in layout.shapes or key.endswith(".bias") or name.endswith("linear1_qkv"):
             continue  # a bias by its full key (addressed by param); ComfyUI's alias for converted XLabs keys
+        if rows is not None and rows[0] + rows[1] > layout.shapes[key][0]:
+            continue
         res = canonical.resolve_module(name, layout)
         assert res is not None and layout.key_for(res, "weight") == key, name
         full = rows is None or tuple(rows) == (0, layout.shapes[key][0])
         assert res.rows == (None if full else tuple(rows)), name
         checked += 1
-    assert checked > 1000
+    assert checked > 300
 
 
 def test_model_classes_map_to_their_arch(host, tiny):
@@ -81,6 +87,7 @@ def test_model_classes_map_to_their_arch(host, tiny):
     assert models.model_arch(tiny("hunyuan_video")) == "hunyuan_video"
     assert models.model_arch(tiny("hunyuan_video_i2v")) == "hunyuan_video"
     assert models.model_layout(tiny("hunyuan_video_i2v")).shapes["diffusion_model.img_in.proj.weight"] == (64, 33, 1, 2, 2)
+    assert models.model_arch(tiny("lumina2")) == "lumina2"
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +167,8 @@ def _assert_changed_by(base, patched, deltas, weight_of):
 
 CORE_LOADS = [("aitoolkit_chroma_lora", "chroma"), ("kohya_chroma_lora", "chroma"),
               ("diffusers_peft_chroma_lora", "chroma"), ("diffusion_pipe_hunyuan_video_lora", "hunyuan_video"),
-              ("diffusion_pipe_hunyuan_video_lora", "hunyuan_video_i2v")]
+              ("diffusion_pipe_hunyuan_video_lora", "hunyuan_video_i2v"), ("diffusion_pipe_lumina2_lora", "lumina2"),
+              ("kohya_lumina2_lora", "lumina2")]
 
 
 @pytest.mark.parametrize("name,variant", CORE_LOADS)
@@ -194,23 +202,29 @@ def test_musubi_hunyuan_video_mlp_core_drops_is_applied(host, tiny):
     _assert_changed_by(base, b, _deltas(host, tensors, layout), lambda block: 0.9)
 
 
-def test_diffusers_hunyuan_video_core_drops_is_applied_as_the_math_says(host, tiny):
-    mp = tiny("hunyuan_video")
+@pytest.mark.parametrize("name,variant,slices", [
+    ("diffusers_peft_hunyuan_video_lora", "hunyuan_video", {(0, 64), (64, 64), (128, 64)}),
+    ("diffusers_peft_lumina2_lora", "lumina2", {(0, 64), (64, 32), (96, 32)}),  # 4 query, 2 key/value heads
+])
+def test_diffusers_files_core_drops_are_applied_as_the_math_says(host, tiny, name, variant, slices):
+    """ComfyUI maps diffusion-pipe's names for HunyuanVideo and Lumina 2's own, not diffusers'."""
+    mp = tiny(variant)
     layout = _layout(host, mp)
-    file_name, tensors = _fitted(host, mp, "diffusers_peft_hunyuan_video_lora", seed=1)
+    file_name, tensors = _fitted(host, mp, name, seed=1)
     base = _loaded(mp)
     core = host.nodes.LoraLoaderModelOnly().load_lora_model_only(mp, file_name, 1.0)[0]
-    assert not core.patches  # ComfyUI maps diffusion-pipe's names for HunyuanVideo, not diffusers'
+    assert not core.patches
     ours, _, info = _ours(host, mp, file_name, sm=0.8)
     assert "not applied" not in info
     deltas = _deltas(host, tensors, layout)
-    assert {rows for _, rows, _, _ in deltas if rows} == {(0, 64), (64, 64), (128, 64)}  # q, k, v of fused qkv
+    assert {rows for _, rows, _, _ in deltas if rows} == slices  # q, k, v of the fused qkv
     _assert_changed_by(base, _loaded(ours), deltas, lambda block: 0.8)
 
 
 @pytest.mark.parametrize("name,variant,expected", [
     ("kohya_chroma_lora", "chroma", ["D00", "D01", "D02", "S00", "S01", "S02"]),
     ("diffusers_peft_hunyuan_video_lora", "hunyuan_video", ["D00", "D01", "D02", "IN", "S00", "S01", "S02"]),
+    ("kohya_lumina2_lora", "lumina2", ["IN", "L00", "L01", "L02", "OUT"]),
 ])
 def test_block_spec_changes_exactly_the_named_blocks(host, tiny, name, variant, expected):
     mp = tiny(variant)
@@ -219,8 +233,9 @@ def test_block_spec_changes_exactly_the_named_blocks(host, tiny, name, variant, 
     base = _loaded(mp)
     deltas = _deltas(host, tensors, layout)
     assert sorted({b for _, _, b, _ in deltas}) == expected
-    ours, _, info = _ours(host, mp, file_name, sm=1.5, spec="D01=0.6, S02=0.2, default=0")
-    weights = {"D01": 1.5 * 0.6, "S02": 1.5 * 0.2}
+    first, second, late = ("L01", "L02", "L") if variant == "lumina2" else ("D01", "S02", "S")
+    ours, _, info = _ours(host, mp, file_name, sm=1.5, spec=f"{first}=0.6, {second}=0.2, default=0")
+    weights = {first: 1.5 * 0.6, second: 1.5 * 0.2}
     _assert_changed_by(base, _loaded(ours), deltas, lambda b: weights.get(b, 0.0))
-    ours, _, info = _ours(host, mp, file_name, spec="S=0")
-    _assert_changed_by(base, _loaded(ours), deltas, lambda b: 0.0 if b.startswith("S") else 1.0)
+    ours, _, info = _ours(host, mp, file_name, spec=f"{late}=0")
+    _assert_changed_by(base, _loaded(ours), deltas, lambda b: 0.0 if b.startswith(late) else 1.0)
