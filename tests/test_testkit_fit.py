@@ -7,6 +7,7 @@ from loralab.formats.canonical import shape_fits, target_shape
 from loralab.layouts import ModelLayout
 from loralab.layouts.flux import CHROMA_CONFIG, FLUX_DEV_CONFIG
 from loralab.layouts.hunyuan_video import HUNYUAN_VIDEO_CONFIG
+from loralab.layouts.hidream import HIDREAM_CONFIG
 from loralab.layouts.lumina2 import LUMINA2_CONFIG
 from loralab.layouts.qwen_image import QWEN_IMAGE_CONFIG
 from loralab.layouts.unet import SD15_CONFIG, SDXL_CONFIG
@@ -35,10 +36,14 @@ TINY.update({
                                                                    depth=2, depth_single_blocks=2)),
     "lumina2": ModelLayout.from_config("lumina2", dict(LUMINA2_CONFIG, dim=64, n_heads=4, n_kv_heads=2, n_layers=2,
                                                        cap_feat_dim=32)),
+    "hidream": ModelLayout.from_config("hidream", dict(HIDREAM_CONFIG, num_attention_heads=2, attention_head_dim=32,
+                                                       num_layers=2, num_single_layers=2, num_routed_experts=2,
+                                                       caption_channels=[32, 32], text_emb_dim=32)),
 })
 MODEL_ARCH = {"sd15": "sd1", "sdxl": "sdxl", "flux_dev": "flux", "wan21_t2v_14b": "wan21_t2v_14b",
               "wan21_t2v_1_3b": "wan21_t2v_14b", "wan21_i2v_14b": "wan21_i2v_14b", "qwen_image": "qwen_image",
-              "chroma": "chroma", "hunyuan_video": "hunyuan_video", "lumina2": "lumina2"}
+              "chroma": "chroma", "hunyuan_video": "hunyuan_video", "lumina2": "lumina2",
+              "hidream": "hidream"}
 
 
 @pytest.mark.parametrize("name", LORA_FIXTURES)

@@ -5,7 +5,8 @@ Ids follow the names LoRA Block Weight users know: SD1.x/SD2 and SDXL ``BASE`` (
 blocks), ``S00``.. (single blocks), ``OUT`` (final layer), Chroma the same with its distilled
 guidance layer in ``IN``; HunyuanVideo ``IN`` (embedders and the text token refiner), ``D00``..``D19``,
 ``S00``..``S39``, ``OUT``; Lumina 2 ``IN`` (embedders, noise and context refiners), ``L00``..``L25``
-(its layers), ``OUT`` (final norm and layer); SD3/SD3.5 ``CLIP`` (CLIP-L and G),
+(its layers), ``OUT`` (final norm and layer); HiDream-I1 ``IN`` (embedders and caption projections),
+``D00``..``D15`` (double-stream blocks), ``S00``..``S31`` (single-stream blocks), ``OUT``; SD3/SD3.5 ``CLIP`` (CLIP-L and G),
 ``T5``, ``IN``, ``J00``.. (joint blocks), ``OUT``; Wan and Qwen-Image ``IN`` (patch, text, time
 and image embedders), ``B00``.. (transformer blocks), ``OUT`` (head / final norm and projection).
 A key no rule claims belongs to ``OTHER``, never silently to a block.
@@ -40,6 +41,12 @@ BLOCK_RULES: dict[str, tuple[tuple[str, str], ...]] = {
         (r"^diffusion_model\.(?:img_in|txt_in|time_in|vector_in|guidance_in)\.", "IN"),
         (r"^diffusion_model\.double_blocks\.(\d+)\.", "D{:02d}"),
         (r"^diffusion_model\.single_blocks\.(\d+)\.", "S{:02d}"),
+        (r"^diffusion_model\.final_layer\.", "OUT"),
+    ),
+    "hidream": (
+        (r"^diffusion_model\.(?:t_embedder|p_embedder|x_embedder|caption_projection)\.", "IN"),
+        (r"^diffusion_model\.double_stream_blocks\.(\d+)\.", "D{:02d}"),
+        (r"^diffusion_model\.single_stream_blocks\.(\d+)\.", "S{:02d}"),
         (r"^diffusion_model\.final_layer\.", "OUT"),
     ),
     "lumina2": (
@@ -78,6 +85,7 @@ FAMILY_ORDER: dict[str, tuple[str, ...]] = {
     "qwen_image": ("IN", "B", "OUT"),
     "hunyuan_video": ("IN", "D", "S", "OUT"),
     "lumina2": ("IN", "L", "OUT"),
+    "hidream": ("IN", "D", "S", "OUT"),
 }
 
 

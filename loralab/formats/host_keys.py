@@ -167,6 +167,12 @@ def _unet_names(layout: ModelLayout, rules: HostRules, out: dict[str, HostTarget
         return
     if layout.arch.family == "wan":  # ComfyUI maps Wan's generic forms only (lora_unet_*, diffusion_model.*)
         return
+    if layout.arch.family == "hidream":  # its own names with transformer. and SimpleTuner's lycoris_
+        for k in layout.shapes:
+            if k.startswith(DIFFUSION_PREFIX) and k.endswith(".weight"):
+                name = k[len(DIFFUSION_PREFIX):-len(".weight")]
+                out["transformer." + name] = out["lycoris_" + name.replace(".", "_")] = (k, None)
+        return
     if layout.arch.family == "lumina2":  # 0.3.64: the generic forms only; 0.33 adds Z-Image's diffusers names
         if rules.lumina2_z_image:
             for zn, (mod, rows) in z_image_names(layout.config).items():

@@ -10,7 +10,7 @@ class Arch:
 
     id: str
     name: str
-    family: str  # "unet" | "flux" (Flux.1 and Chroma) | "mmdit" | "wan" | "qwen_image" | "hunyuan_video" | "lumina2"
+    family: str  # "unet" | "flux" (Flux.1 and Chroma) | "mmdit" | "wan" | "qwen_image" | "hunyuan_video" | "lumina2" | "hidream"
     text_encoders: tuple[str, ...]
     #: kohya text-encoder prefix index ("" for ``lora_te_``, "1" for ``lora_te1_``...) -> ComfyUI TE name
     kohya_te: dict[str, str] = field(default_factory=dict)
@@ -74,13 +74,17 @@ ARCHS: dict[str, Arch] = {a.id: a for a in (
     # modelspec.architecture "lumina-2/lora"
     Arch("lumina2", "Lumina 2", "lumina2", (), ss_base_model_version="lumina2", modelspec_architecture="lumina-2/lora",
          kohya_network_module="networks.lora_lumina", modelspec_implementation="https://github.com/Alpha-VLLM/Lumina-Image-2.0"),
+    # HiDream-I1 (full, dev, fast): diffusion model only (four text encoders, none laid out); ai-toolkit writes
+    # ss_base_model_version "hidream"
+    Arch("hidream", "HiDream-I1", "hidream", (), ss_base_model_version="hidream", modelspec_architecture="hidream-i1/lora",
+         modelspec_implementation="https://github.com/HiDream-ai/HiDream-I1"),
 )}
 
 
 def arch(arch_id: str) -> Arch:
     """The :class:`Arch` with this id (``sd1``, ``sd2``, ``sdxl``, ``sdxl_refiner``, ``flux``, ``sd3``,
     ``sd35m``, ``sd35l``, ``wan21_t2v_14b``, ``wan21_i2v_14b``, ``wan21_t2v_1_3b``, ``wan22_ti2v_5b``, ``qwen_image``,
-    ``chroma``, ``hunyuan_video``, ``lumina2``)."""
+    ``chroma``, ``hunyuan_video``, ``lumina2``, ``hidream``)."""
     try:
         return ARCHS[arch_id]
     except KeyError:
@@ -98,6 +102,8 @@ def arch_from_metadata_string(value: str) -> str | None:
         return "chroma"
     if v.startswith(("hunyuan_video", "hunyuan-video", "hunyuanvideo")):  # musubi-tuner
         return "hunyuan_video"
+    if v.startswith("hidream"):
+        return "hidream"
     if v.startswith("lumina"):  # kohya sd-scripts: lumina-2/lora
         return "lumina2"
     if v.startswith("wan"):  # musubi-tuner writes "wan" and "wan2.1/lora" for every Wan size

@@ -14,7 +14,8 @@ from ...loralab.layouts.wan import wan_variant
 
 #: ComfyUI model_config class (or a base class of it) -> LoRA Lab arch id ("mmdit": by its config)
 _CONFIG_ARCH = {"SD15": "sd1", "SD20": "sd2", "SDXL": "sdxl", "SDXLRefiner": "sdxl_refiner",
-                "Flux": "flux", "FluxSchnell": "flux", "SD3": "mmdit", "QwenImage": "qwen_image", "Chroma": "chroma"}
+                "Flux": "flux", "FluxSchnell": "flux", "SD3": "mmdit", "QwenImage": "qwen_image", "Chroma": "chroma",
+                "HiDream": "hidream"}
 #: ComfyUI's Wan model_config classes whose weights are exactly our Wan layouts (its VACE, camera,
 #: Fun-control, S2V, HuMo and Animate subclasses add modules we have no layout for)
 _WAN_CLASSES = ("WAN21_T2V", "WAN21_I2V", "WAN22_T2V")
@@ -76,7 +77,7 @@ def required_layout(model, action: str) -> ModelLayout:
     layout = model_layout(model)
     if layout is None:
         raise ArchMismatchError(f"LoRA Lab has no layout for {model_name(model)} yet: it {action} SD1.x, SD2.x, "
-                                "SDXL, SD3/3.5, Flux.1, Chroma, Wan 2.1/2.2, Qwen-Image, HunyuanVideo and Lumina 2 models only",
+                                "SDXL, SD3/3.5, Flux.1, Chroma, Wan 2.1/2.2, Qwen-Image, HunyuanVideo, Lumina 2 and HiDream models only",
                                 hint="use ComfyUI's own nodes for this model")
     return layout
 

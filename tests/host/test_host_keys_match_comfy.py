@@ -14,7 +14,8 @@ COMFY_CLASS = {"sd1": "SD15", "sd2": "SD20", "sdxl": "SDXL", "sdxl_refiner": "SD
                "sd3": "SD3", "sd35m": "SD3", "sd35l": "SD3",
                "wan21_t2v_14b": "WAN21_T2V", "wan21_i2v_14b": "WAN21_I2V", "wan21_t2v_1_3b": "WAN21_T2V",
                "wan22_ti2v_5b": "WAN22_T2V", "qwen_image": "QwenImage", "chroma": "Chroma",
-               "hunyuan_video": "HunyuanVideo", "lumina2": "Lumina2"}
+               "hunyuan_video": "HunyuanVideo", "lumina2": "Lumina2",
+               "hidream": "HiDream"}
 TEXT_ENCODER_FIXTURES = {"clip_l": "clip_l", "clip_g": "clip_g", "clip_h": None, "t5xxl": "t5xxl"}
 
 

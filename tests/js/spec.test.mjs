@@ -115,8 +115,9 @@ test("pyRepr quotes like Python", () => {
 
 test("specFits: the archs whose grammar accepts a spec (the editor's choice before a LoRA is known)", () => {
   const fitting = (spec) => Object.keys(catalogs).filter((arch) => specFits(spec, catalogs[arch]));
-  assert.deepEqual(fitting("FLUX-DOUBLE"), ["flux", "chroma", "hunyuan_video"]);  // double/single stream DiTs
-  assert.deepEqual(fitting("D0-6=1, S=0.3"), ["flux", "chroma", "hunyuan_video"]);
+  assert.deepEqual(fitting("FLUX-DOUBLE"), ["flux", "chroma", "hunyuan_video", "hidream"]);  // double/single stream DiTs
+  assert.deepEqual(fitting("D0-6=1, S=0.3"), ["flux", "chroma", "hunyuan_video", "hidream"]);
+  assert.deepEqual(fitting("L13-25=0.5"), ["lumina2"]);
   assert.deepEqual(fitting("HUNYUAN-DBL-TAIL"), ["hunyuan_video"]);  // D19 exists in HunyuanVideo only
   assert.deepEqual(fitting(Array(57).fill("1").join(",")), ["flux", "chroma"]);
   assert.deepEqual(fitting(Array(60).fill("1").join(",")), ["chroma"]);

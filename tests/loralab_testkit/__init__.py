@@ -51,6 +51,9 @@ FIXTURE_MODELS: dict[str, dict[str, str]] = {
     "diffusion_pipe_lumina2_lora": {"unet": "lumina2"},
     "kohya_lumina2_lora": {"unet": "lumina2"},
     "diffusers_peft_lumina2_lora": {"unet": "lumina2"},
+    "diffusion_pipe_hidream_lora": {"unet": "hidream"},
+    "diffusers_peft_hidream_lora": {"unet": "hidream"},
+    "simpletuner_lycoris_hidream_lokr": {"unet": "hidream"},
 }
 
 

@@ -25,7 +25,7 @@ from loralab.errors import SpecError
 
 CORPUS = os.path.join(REPO, "tests", "js", "spec_corpus.json")
 ARCHS = ("sd1", "sd2", "sdxl", "sdxl_refiner", "flux", "sd3", "sd35l", "wan21_t2v_1_3b", "qwen_image", "chroma",
-         "hunyuan_video", "lumina2")
+         "hunyuan_video", "lumina2", "hidream")
 PARAMS = {"a": 0.25, "b": -0.5, "x": 0.7}
 
 HANDWRITTEN = {
@@ -62,6 +62,7 @@ HANDWRITTEN = {
                ",".join(["0.5", "0"] + ["1"] * 57 + ["0.25"]), ",".join(["1"] * 61)],
     "hunyuan_video": ["HUNYUAN-DOUBLE", "HUNYUAN-DBL-TAIL", "D19=0, S39=0.5", "D20=1", "S40=1", "T5=0",
                       "IN=0, OUT=0", "FLUX-DBL-FRONT", ",".join(["1"] * 57)],
+    "hidream": ["HIDREAM-SINGLE", "FLUX-DBL-TAIL", "D15=0, S31=0.5", "D16=1", "S32=1", "IN=0", "L=0"],
     "lumina2": ["LUMINA-LATE", "L00-05=0.5", "L25=0", "L26=1", "l3-l1=1", "B=0", "D=0", "IN=0, OUT=0.5", "L"],
 }
 

@@ -41,6 +41,9 @@ EXPECTED = {
     "diffusion_pipe_lumina2_lora": ("diffusion_pipe", "lumina2", {"LoRA": 178}, 32, None),
     "kohya_lumina2_lora": ("kohya", "lumina2", {"LoRA": 180}, 16, 16.0),
     "diffusers_peft_lumina2_lora": ("diffusers_peft", "lumina2", {"LoRA": 120}, 4, None),
+    "diffusion_pipe_hidream_lora": ("diffusion_pipe", "hidream", {"LoRA": 1072}, 32, None),
+    "diffusers_peft_hidream_lora": ("diffusers_peft", "hidream", {"LoRA": 192}, 16, None),
+    "simpletuner_lycoris_hidream_lokr": ("simpletuner_lycoris", "hidream", {"LoKr (full-dimension)": 256}, None, 10000.0),
 }
 
 
@@ -102,7 +105,8 @@ def test_fixture_as_real_file(name, tmp):
         assert (lora.detection.format, lora.detection.arch) == (fmt, arch_id)
         assert _algorithms(lora) == algos
         weight_entries = [e for e in lora.entries if e.kind != "diff"]
-        assert {e.rank() for e in weight_entries} == {min(min(rank) if isinstance(rank, set) else rank, 2)}
+        assert {e.rank() for e in weight_entries} == {rank if rank is None else min(min(rank) if isinstance(rank, set)
+                                                                                  else rank, 2)}
         assert {e.alpha for e in weight_entries} == {alpha}
         assert lora.metadata == fixture("loras", name).get("metadata", {})
         _accounted(lora, fixture("loras", name)["tensors"])

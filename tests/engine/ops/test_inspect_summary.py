@@ -52,6 +52,10 @@ EXPECTED = {
     "diffusion_pipe_lumina2_lora": ("diffusion_pipe", "lumina2", {"LoRA": 178}, (178, 0, 0), {"unet": 178}, False),
     "kohya_lumina2_lora": ("kohya", "lumina2", {"LoRA": 180}, (180, 0, 0), {"unet": 180}, False),
     "diffusers_peft_lumina2_lora": ("diffusers_peft", "lumina2", {"LoRA": 120}, (120, 0, 0), {"unet": 120}, True),
+    "diffusion_pipe_hidream_lora": ("diffusion_pipe", "hidream", {"LoRA": 1072}, (1072, 0, 0), {"unet": 1072}, False),
+    "diffusers_peft_hidream_lora": ("diffusers_peft", "hidream", {"LoRA": 192}, (192, 0, 0), {"unet": 192}, False),
+    "simpletuner_lycoris_hidream_lokr": ("simpletuner_lycoris", "hidream", {"LoKr (full-dimension)": 256}, (256, 0, 0), {"unet": 256},
+                                         False),
 }
 
 
@@ -90,12 +94,16 @@ def test_summary_of_every_fixture(name, tmp, reads):
         if m.algorithm == "Full diff":
             assert (m.rank, m.alpha, m.scale) == (None, None, None)
             continue
+        if m.algorithm == "LoKr (full-dimension)":  # no rank: its stored alpha is not used
+            assert (m.rank, m.scale) == (None, 1.0)
+            continue
         assert m.rank == 2
         key = next((k for k in scalars if k == f"{m.module}.alpha"), None)
         assert m.alpha == (scalars[key] if key else None)
         assert m.scale == (m.alpha / 2 if m.alpha is not None else 1.0)
         assert m.target is not None and m.block is not None
-    assert s.rank.summary == f"2 ×{sum(1 for m in s.modules if m.rank is not None)}"
+    ranked = sum(1 for m in s.modules if m.rank is not None)
+    assert s.rank.summary == (f"2 ×{ranked}" if ranked else "")
     if not scalars:
         assert s.alpha.summary == f"none (= rank) ×{len(s.modules)}" and s.scale.summary == f"1 ×{len(s.modules)}"
     if host_drops_all is True:

@@ -1,4 +1,4 @@
-"""Chroma, HunyuanVideo and Lumina 2 through the engine: layouts against ComfyUI's model fixtures, detection
+"""Chroma, HunyuanVideo, Lumina 2 and HiDream-I1 through the engine: layouts against ComfyUI's model fixtures, detection
 (metadata breaks Chroma's tie with Flux.1, width and depth tell HunyuanVideo from both), what
 ComfyUI 0.3.64 itself loads of each producer's file, absolute block specs, and inspect, merge,
 resize and convert against the math on the real fixture layouts."""
@@ -13,6 +13,7 @@ from loralab.errors import SpecError
 from loralab.formats.host_keys import HOSTS, host_targets
 from loralab.layouts import ModelLayout, layout_for
 from loralab.layouts.archs import arch_from_metadata_string
+from loralab.layouts.hidream import HIDREAM_CONFIG
 from loralab.lora import Lora
 from loralab.ops.apply import plan_application
 from loralab.ops.convert import convert
@@ -20,7 +21,7 @@ from loralab.ops.coverage import refusal
 from loralab.ops.inspect import summarize
 from loralab.ops.lowrank import RankRule, one_thread
 from loralab.ops.merge import MergeInput, merge, resize
-from loralab_testkit import FixtureSource, fixture, fixture_tensors, materialize, model_shapes
+from loralab_testkit import FixtureSource, fit_fixture_to_layout, fixture, fixture_tensors, materialize, model_shapes
 
 from engine.ops.test_merge import Probes, assert_same, reference, response
 
@@ -38,7 +39,7 @@ def _lora(name, rank=2, seed=0, metadata=None):
 
 
 @pytest.mark.parametrize("arch_id,model", [("chroma", "chroma"), ("hunyuan_video", "hunyuan_video"),
-                                           ("lumina2", "lumina2")])
+                                           ("lumina2", "lumina2"), ("hidream", "hidream")])
 def test_layout_equals_comfyuis_model_keys(arch_id, model):
     """The generated layout has exactly the keys and shapes of ComfyUI's model class (the fixture)."""
     ours = {k: v for k, v in layout_for(arch_id).shapes.items() if k.startswith("diffusion_model.")}
@@ -70,7 +71,8 @@ def test_norm_parameters_follow_the_host():
 
 @pytest.mark.parametrize("value,arch_id", [("chroma/lora", "chroma"), ("chroma", "chroma"),
                                            ("hunyuan-video/lora", "hunyuan_video"), ("hunyuan_video", "hunyuan_video"),
-                                           ("lumina-2/lora", "lumina2"), ("flux1", "flux")])
+                                           ("lumina-2/lora", "lumina2"), ("hidream", "hidream"),
+                                           ("flux1", "flux")])
 def test_metadata_strings(value, arch_id):
     assert arch_from_metadata_string(value) == arch_id
 
@@ -86,6 +88,10 @@ def test_block_ids():
     assert standard_blocks("lumina2") == ["IN", *(f"L{i:02d}" for i in range(26)), "OUT"]
     assert block_of("diffusion_model.context_refiner.1.attention.qkv.weight", "lumina2") == "IN"
     assert block_of("diffusion_model.norm_final.weight", "lumina2") == "OUT"
+    assert standard_blocks("hidream") == ["IN", *(f"D{i:02d}" for i in range(16)), *(f"S{i:02d}" for i in range(32)),
+                                          "OUT"]
+    assert block_of("diffusion_model.caption_projection.48.linear.weight", "hidream") == "IN"
+    assert block_of("diffusion_model.double_stream_blocks.15.block.ff_i.experts.3.w2.weight", "hidream") == "D15"
 
 
 def test_spec_grammar_knows_each_models_blocks():
@@ -142,7 +148,8 @@ def test_hunyuan_video_told_from_flux_by_its_blocks():
 HOST_LOADS = {"aitoolkit_chroma_lora": "all", "kohya_chroma_lora": "all", "diffusers_peft_chroma_lora": "all",
               "diffusion_pipe_hunyuan_video_lora": "all", "diffusers_peft_hunyuan_video_lora": 0,
               "musubi_hunyuan_video_lora": 720 - 3 * 80, "diffusion_pipe_lumina2_lora": "all",
-              "kohya_lumina2_lora": "all", "diffusers_peft_lumina2_lora": 0}
+              "kohya_lumina2_lora": "all", "diffusers_peft_lumina2_lora": 0, "diffusion_pipe_hidream_lora": "all",
+              "diffusers_peft_hidream_lora": "all", "simpletuner_lycoris_hidream_lokr": "all"}
 
 
 @pytest.mark.parametrize("name", sorted(HOST_LOADS))
@@ -162,6 +169,8 @@ def test_what_comfyui_loads_and_what_we_map(name):
     ("diffusers_peft_hunyuan_video_lora", "IN=0, D19=0", {"IN", "D19"}),
     ("kohya_lumina2_lora", "LUMINA-LATE", {f"L{i:02d}" for i in range(13)}),
     ("diffusion_pipe_lumina2_lora", "IN=0", {"IN"}),
+    ("diffusion_pipe_hidream_lora", "HIDREAM-DOUBLE", {f"S{i:02d}" for i in range(32)}),
+    ("simpletuner_lycoris_hidream_lokr", "D=0, S31=0", {*(f"D{i:02d}" for i in range(16)), "S31"}),
 ])
 def test_spec_zeroes_exactly_the_named_absolute_blocks(name, spec, zeroed):
     lora = Lora(FixtureSource(name))
@@ -216,3 +225,18 @@ def test_convert_to_names_comfyui_loads(name, tmp):
     again = Lora.open(path)
     assert again.detection.arch == lo.detection.arch
     assert all(t is not None for t in host_targets(list(result.tensors), again.layout, rules=HOSTS["0.3.64"]).values())
+
+
+def test_hidream_lokr_and_lora_merge_to_the_dense_sum():
+    """SimpleTuner's full-dimension LoKr (its stored alpha unused) and a diffusers LoRA on the same
+    attention layers, fitted to a small HiDream (full-width SVDs of every layer would take minutes)."""
+    layout = ModelLayout.from_config("hidream", dict(HIDREAM_CONFIG, num_attention_heads=2, attention_head_dim=32,
+                                                     num_layers=2, num_single_layers=2, num_routed_experts=2,
+                                                     caption_channels=[32, 32], text_emb_dim=32))
+    a = Lora.from_state_dict(fit_fixture_to_layout("simpletuner_lycoris_hidream_lokr", layout, seed=5), {}, layout)
+    b = Lora.from_state_dict(fit_fixture_to_layout("diffusers_peft_hidream_lora", layout, seed=6), {}, layout)
+    assert {e.kind for e in a.entries} == {"lokr"} and len(a.entries) == 8 * 2 + 4 * 2 and len(b.entries) == 4 * 4
+    probes = Probes(layout)
+    ref = reference([(a, 0.5, None), (b, 1.0, None)], probes, layout)
+    result = merge([MergeInput(a, 0.5), MergeInput(b, 1.0)], "svd", RankRule("fixed", 4096), dtype=F32)
+    assert_same(response(result.tensors, probes, layout), ref, 1e-5)

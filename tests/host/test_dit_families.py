@@ -1,4 +1,4 @@
-"""Chroma, HunyuanVideo and Lumina 2 in the real ComfyUI: our generated layouts equal ComfyUI's own model
+"""Chroma, HunyuanVideo, Lumina 2 and HiDream-I1 in the real ComfyUI: our generated layouts equal ComfyUI's own model
 classes (meta device), every name ComfyUI's key map knows resolves to the same key (and row slice),
 and on tiny models built with ComfyUI's classes our loader equals core's LoraLoader bit for bit
 where core loads the file, applies what core drops (musubi's HunyuanVideo MLP names, diffusers
@@ -13,7 +13,7 @@ from loralab.files.safetensors import save_tensors
 from loralab_testkit import fit_fixture_to_layout, fixture
 
 #: arch id -> ComfyUI model_config class of the released model
-RELEASED = {"chroma": "Chroma", "hunyuan_video": "HunyuanVideo", "lumina2": "Lumina2"}
+RELEASED = {"chroma": "Chroma", "hunyuan_video": "HunyuanVideo", "lumina2": "Lumina2", "hidream": "HiDream"}
 
 _CHROMA_TINY = {"image_model": "chroma", "in_channels": 64, "out_channels": 64, "patch_size": 2, "context_in_dim": 32,
                 "hidden_size": 64, "mlp_ratio": 4.0, "num_heads": 2, "depth": 3, "depth_single_blocks": 3,
@@ -26,9 +26,14 @@ _HV_TINY = {"image_model": "hunyuan_video", "in_channels": 16, "patch_size": [1,
 _LUMINA_TINY = {"image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 64, "cap_feat_dim": 32,
                 "n_layers": 3, "n_heads": 4, "n_kv_heads": 2, "qk_norm": True, "axes_dims": [4, 6, 6],
                 "axes_lens": [300, 512, 512]}
+_HIDREAM_TINY = {"image_model": "hidream", "attention_head_dim": 32, "axes_dims_rope": [16, 8, 8],
+                 "caption_channels": [32, 32], "max_resolution": [128, 128], "in_channels": 16, "llama_layers": [0] * 6,
+                 "num_attention_heads": 2, "num_routed_experts": 2, "num_activated_experts": 1, "num_layers": 3,
+                 "num_single_layers": 3, "out_channels": 16, "patch_size": 2, "text_emb_dim": 32}
 #: tiny variant -> (model_config class, unet_config): real classes, small widths and depths
 TINY = {"chroma": ("Chroma", _CHROMA_TINY), "hunyuan_video": ("HunyuanVideo", _HV_TINY),
-        "hunyuan_video_i2v": ("HunyuanVideoI2V", dict(_HV_TINY, in_channels=33)), "lumina2": ("Lumina2", _LUMINA_TINY)}
+        "hunyuan_video_i2v": ("HunyuanVideoI2V", dict(_HV_TINY, in_channels=33)), "lumina2": ("Lumina2", _LUMINA_TINY),
+        "hidream": ("HiDream", _HIDREAM_TINY)}
 
 
 def _model(cls_name, cfg, device=None):
@@ -52,7 +57,8 @@ def test_layout_equals_comfyui_model_class(host, arch_id):
     real = {"diffusion_model." + k: tuple(v.shape) for k, v in model.diffusion_model.state_dict().items()}
     layout = host.module("loralab.formats.host_keys").host_layout(layouts.layout_for(arch_id), _rules(host))
     assert real == {k: v for k, v in layout.shapes.items() if k.startswith("diffusion_model.")}
-    assert len(real) == {"chroma": 643, "hunyuan_video": 856, "lumina2": 400 - (host.version != "0.3.64")}[arch_id]
+    assert len(real) == {"chroma": 643, "hunyuan_video": 856, "lumina2": 400 - (host.version != "0.3.64"),
+                         "hidream": 1615}[arch_id]
 
 
 @pytest.mark.parametrize("arch_id", sorted(RELEASED))
@@ -88,6 +94,7 @@ def test_model_classes_map_to_their_arch(host, tiny):
     assert models.model_arch(tiny("hunyuan_video_i2v")) == "hunyuan_video"
     assert models.model_layout(tiny("hunyuan_video_i2v")).shapes["diffusion_model.img_in.proj.weight"] == (64, 33, 1, 2, 2)
     assert models.model_arch(tiny("lumina2")) == "lumina2"
+    assert models.model_arch(tiny("hidream")) == "hidream"
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +175,8 @@ def _assert_changed_by(base, patched, deltas, weight_of):
 CORE_LOADS = [("aitoolkit_chroma_lora", "chroma"), ("kohya_chroma_lora", "chroma"),
               ("diffusers_peft_chroma_lora", "chroma"), ("diffusion_pipe_hunyuan_video_lora", "hunyuan_video"),
               ("diffusion_pipe_hunyuan_video_lora", "hunyuan_video_i2v"), ("diffusion_pipe_lumina2_lora", "lumina2"),
-              ("kohya_lumina2_lora", "lumina2")]
+              ("kohya_lumina2_lora", "lumina2"), ("diffusion_pipe_hidream_lora", "hidream"),
+              ("diffusers_peft_hidream_lora", "hidream"), ("simpletuner_lycoris_hidream_lokr", "hidream")]
 
 
 @pytest.mark.parametrize("name,variant", CORE_LOADS)
@@ -225,6 +233,7 @@ def test_diffusers_files_core_drops_are_applied_as_the_math_says(host, tiny, nam
     ("kohya_chroma_lora", "chroma", ["D00", "D01", "D02", "S00", "S01", "S02"]),
     ("diffusers_peft_hunyuan_video_lora", "hunyuan_video", ["D00", "D01", "D02", "IN", "S00", "S01", "S02"]),
     ("kohya_lumina2_lora", "lumina2", ["IN", "L00", "L01", "L02", "OUT"]),
+    ("diffusion_pipe_hidream_lora", "hidream", ["D00", "D01", "D02", "S00", "S01", "S02"]),
 ])
 def test_block_spec_changes_exactly_the_named_blocks(host, tiny, name, variant, expected):
     mp = tiny(variant)
