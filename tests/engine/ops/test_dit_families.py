@@ -11,6 +11,7 @@ from loralab.blocks.map import block_of
 from loralab.blocks.spec import VECTOR_FORMS, parse_block_weights, preset_names, standard_blocks
 from loralab.errors import SpecError
 from loralab.formats.host_keys import HOSTS, host_targets
+from loralab.formats.model_weights import model_arch
 from loralab.layouts import ModelLayout, layout_for
 from loralab.layouts.archs import arch_from_metadata_string
 from loralab.layouts.hidream import HIDREAM_CONFIG
@@ -240,3 +241,12 @@ def test_hidream_lokr_and_lora_merge_to_the_dense_sum():
     ref = reference([(a, 0.5, None), (b, 1.0, None)], probes, layout)
     result = merge([MergeInput(a, 0.5), MergeInput(b, 1.0)], "svd", RankRule("fixed", 4096), dtype=F32)
     assert_same(response(result.tensors, probes, layout), ref, 1e-5)
+
+
+@pytest.mark.parametrize("model,arch_id", [("chroma", "chroma"), ("hunyuan_video", "hunyuan_video"),
+                                           ("lumina2", "lumina2"), ("hidream", "hidream"), ("flux_dev", "flux")])
+def test_model_files_name_their_arch(model, arch_id):
+    """A diffusion-model file (no prefix) of each family reads as its own arch, Chroma's and
+    HunyuanVideo's shared Flux-width blocks notwithstanding (the coverage doctor reads model files so)."""
+    shapes = {k[len("diffusion_model."):]: v for k, v in model_shapes(model, "unet").items()}
+    assert model_arch(shapes) == arch_id
