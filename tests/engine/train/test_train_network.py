@@ -60,6 +60,13 @@ def test_flux_presets():
     assert all(".single_blocks." in k for k in only_single) and len(only_single) == 76
 
 
+@pytest.mark.parametrize("arch_id", ["hunyuan_video", "lumina2", "hidream"])
+def test_families_without_training_presets_are_refused_by_name(arch_id):
+    with pytest.raises(TrainingError, match="does not train") as e:
+        select_targets(_shapes(layout_for(arch_id)), arch_id, "attention")
+    assert layout_for(arch_id).arch.name in e.value.problem
+
+
 def test_factorize():
     assert factorize(128) == (8, 16)
     assert factorize(127) == (1, 127)
