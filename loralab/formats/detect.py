@@ -172,7 +172,7 @@ def detect(entries: list[Entry], keys: list[str], metadata: dict[str, str]) -> D
     family = ARCHS[arch_id].family if arch_id is not None else None
     if family in ("wan", "qwen_image", "hunyuan_video"):
         fmt = _VIDEO_DIT_FORMATS.get(fmt, fmt)
-    if family in ("lumina2", "hidream") and fmt == "bfl":  # kohya-style Lumina 2 files are sd-scripts' own
+    if family in ("lumina2", "hidream") and fmt == "bfl":  # diffusion-pipe's (kohya-style ones are sd-scripts')
         fmt = "diffusion_pipe"
     if family == "hunyuan_video" and fmt == "diffusers_peft" and any(e.module.startswith(_HUNYUAN_ORIGINAL)
                                                                       for e in entries):
