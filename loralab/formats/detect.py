@@ -70,8 +70,9 @@ class Detection:
 
 
 def metadata_arch(metadata: dict[str, str]) -> str | None:
-    """The architecture the metadata claims (``modelspec.architecture``, ``ss_base_model_version``, ``ss_v2``)."""
-    for key in ("modelspec.architecture", "ss_base_model_version"):
+    """The architecture the metadata claims (``modelspec.architecture``, kohya's ``ss_model_type``, which
+    says ``chroma`` where ``ss_base_model_version`` says ``flux1``, ``ss_base_model_version``, ``ss_v2``)."""
+    for key in ("modelspec.architecture", "ss_model_type", "ss_base_model_version"):
         if key in metadata:
             got = arch_from_metadata_string(metadata[key])
             if got:

@@ -120,6 +120,9 @@ def test_chroma_lora_without_metadata_fits_flux_and_chroma_alike():
     decides; without it the LoRA reads as Flux.1 and still applies to a Chroma model whole."""
     plain = Lora(FixtureSource("kohya_chroma_lora"))
     assert plain.detection.arch == "chroma" and plain.detection.metadata_arch == "chroma"
+    kohya_only = FixtureSource("kohya_chroma_lora")  # no modelspec: kohya's ss_model_type says it
+    kohya_only.metadata = {k: v for k, v in kohya_only.metadata.items() if not k.startswith("modelspec.")}
+    assert Lora(kohya_only).detection.arch == "chroma"
     src = FixtureSource("kohya_chroma_lora")
     src.metadata = {}
     bare = Lora(src)
