@@ -5,8 +5,11 @@ import pytest
 
 from loralab.formats.canonical import shape_fits, target_shape
 from loralab.layouts import ModelLayout
-from loralab.layouts.flux import FLUX_DEV_CONFIG
+from loralab.layouts.flux import CHROMA_CONFIG, FLUX_DEV_CONFIG
 from loralab.layouts.flux2 import FLUX2_DEV_CONFIG, FLUX2_KLEIN_4B_CONFIG, FLUX2_KLEIN_9B_CONFIG
+from loralab.layouts.hunyuan_video import HUNYUAN_VIDEO_CONFIG
+from loralab.layouts.hidream import HIDREAM_CONFIG
+from loralab.layouts.lumina2 import LUMINA2_CONFIG
 from loralab.layouts.qwen_image import QWEN_IMAGE_CONFIG
 from loralab.layouts.z_image import Z_IMAGE_CONFIG
 from loralab.layouts.unet import SD15_CONFIG, SDXL_CONFIG
@@ -29,6 +32,15 @@ TINY.update({
     "wan21_i2v_14b": ModelLayout.from_config("wan21_i2v_14b", dict(WAN21_I2V_14B_CONFIG, **_WAN)),
     "qwen_image": ModelLayout.from_config("qwen_image", dict(QWEN_IMAGE_CONFIG, num_layers=3, num_attention_heads=2,
                                                              attention_head_dim=32)),
+    "chroma": ModelLayout.from_config("chroma", dict(CHROMA_CONFIG, hidden_size=64, num_heads=2, depth=2,
+                                                     depth_single_blocks=2, hidden_dim=32, n_layers=2, out_dim=64)),
+    "hunyuan_video": ModelLayout.from_config("hunyuan_video", dict(HUNYUAN_VIDEO_CONFIG, hidden_size=64, num_heads=2,
+                                                                   depth=2, depth_single_blocks=2)),
+    "lumina2": ModelLayout.from_config("lumina2", dict(LUMINA2_CONFIG, dim=64, n_heads=4, n_kv_heads=2, n_layers=2,
+                                                       cap_feat_dim=32)),
+    "hidream": ModelLayout.from_config("hidream", dict(HIDREAM_CONFIG, num_attention_heads=2, attention_head_dim=32,
+                                                       num_layers=2, num_single_layers=2, num_routed_experts=2,
+                                                       caption_channels=[32, 32], text_emb_dim=32)),
 })
 _FLUX2 = {"hidden_size": 64, "num_heads": 2, "depth": 2, "depth_single_blocks": 2, "context_in_dim": 48}
 TINY.update({a: ModelLayout.from_config(a, dict(cfg, **_FLUX2)) for a, cfg in (
@@ -38,7 +50,8 @@ TINY["z_image"] = ModelLayout.from_config("z_image", dict(Z_IMAGE_CONFIG, dim=64
 MODEL_ARCH = {"sd15": "sd1", "sdxl": "sdxl", "flux_dev": "flux", "wan21_t2v_14b": "wan21_t2v_14b",
               "wan21_t2v_1_3b": "wan21_t2v_14b", "wan21_i2v_14b": "wan21_i2v_14b", "qwen_image": "qwen_image",
               "flux2_dev": "flux2_dev", "flux2_klein_4b": "flux2_klein_4b", "flux2_klein_9b": "flux2_klein_9b",
-              "z_image": "z_image"}
+              "z_image": "z_image", "chroma": "chroma", "hunyuan_video": "hunyuan_video", "lumina2": "lumina2",
+              "hidream": "hidream"}
 
 
 @pytest.mark.parametrize("name", LORA_FIXTURES)

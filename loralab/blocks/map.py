@@ -3,7 +3,11 @@
 Ids follow the names LoRA Block Weight users know: SD1.x/SD2 and SDXL ``BASE`` (text encoders),
 ``IN00``.., ``M00``, ``OUT00``..; Flux ``CLIP``, ``T5``, ``IN`` (embedders), ``D00``.. (double
 blocks), ``S00``.. (single blocks), ``OUT`` (final layer), Flux.2 the same with its three shared
-modulation layers in ``IN``; SD3/SD3.5 ``CLIP`` (CLIP-L and G),
+modulation layers in ``IN``, Chroma the same with its distilled guidance layer in ``IN``;
+HunyuanVideo ``IN`` (embedders and the text token refiner), ``D00``..``D19``,
+``S00``..``S39``, ``OUT``; Lumina 2 ``IN`` (embedders, noise and context refiners), ``L00``..``L25``
+(its layers), ``OUT`` (final norm and layer); HiDream-I1 ``IN`` (embedders and caption projections),
+``D00``..``D15`` (double-stream blocks), ``S00``..``S31`` (single-stream blocks), ``OUT``; SD3/SD3.5 ``CLIP`` (CLIP-L and G),
 ``T5``, ``IN``, ``J00``.. (joint blocks), ``OUT``; Wan and Qwen-Image ``IN`` (patch, text, time
 and image embedders), ``B00``.. (transformer blocks), ``OUT`` (head / final norm and projection);
 Z-Image ``IN`` (embedders, pad tokens), ``NR00``.. (noise refiner), ``CR00``.. (context refiner),
@@ -31,11 +35,28 @@ BLOCK_RULES: dict[str, tuple[tuple[str, str], ...]] = {
     "flux": (
         (r"^clip_l\.", "CLIP"),
         (r"^t5xxl\.", "T5"),
-        (r"^diffusion_model\.(?:img_in|txt_in|time_in|vector_in|guidance_in|double_stream_modulation_img"
-         r"|double_stream_modulation_txt|single_stream_modulation)\.", "IN"),
+        (r"^diffusion_model\.(?:img_in|txt_in|time_in|vector_in|guidance_in|distilled_guidance_layer"
+         r"|double_stream_modulation_img|double_stream_modulation_txt|single_stream_modulation)\.", "IN"),
         (r"^diffusion_model\.double_blocks\.(\d+)\.", "D{:02d}"),
         (r"^diffusion_model\.single_blocks\.(\d+)\.", "S{:02d}"),
         (r"^diffusion_model\.final_layer\.", "OUT"),
+    ),
+    "hunyuan_video": (
+        (r"^diffusion_model\.(?:img_in|txt_in|time_in|vector_in|guidance_in)\.", "IN"),
+        (r"^diffusion_model\.double_blocks\.(\d+)\.", "D{:02d}"),
+        (r"^diffusion_model\.single_blocks\.(\d+)\.", "S{:02d}"),
+        (r"^diffusion_model\.final_layer\.", "OUT"),
+    ),
+    "hidream": (
+        (r"^diffusion_model\.(?:t_embedder|p_embedder|x_embedder|caption_projection)\.", "IN"),
+        (r"^diffusion_model\.double_stream_blocks\.(\d+)\.", "D{:02d}"),
+        (r"^diffusion_model\.single_stream_blocks\.(\d+)\.", "S{:02d}"),
+        (r"^diffusion_model\.final_layer\.", "OUT"),
+    ),
+    "lumina2": (
+        (r"^diffusion_model\.(?:x_embedder|t_embedder|cap_embedder|noise_refiner|context_refiner)\.", "IN"),
+        (r"^diffusion_model\.layers\.(\d+)\.", "L{:02d}"),
+        (r"^diffusion_model\.(?:norm_final|final_layer)\.", "OUT"),
     ),
     "mmdit": (
         (r"^(?:clip_l|clip_g)\.", "CLIP"),
@@ -76,6 +97,9 @@ FAMILY_ORDER: dict[str, tuple[str, ...]] = {
     "wan": ("IN", "B", "OUT"),
     "qwen_image": ("IN", "B", "OUT"),
     "z_image": ("IN", "NR", "CR", "SR", "L", "OUT"),
+    "hunyuan_video": ("IN", "D", "S", "OUT"),
+    "lumina2": ("IN", "L", "OUT"),
+    "hidream": ("IN", "D", "S", "OUT"),
 }
 
 
@@ -97,7 +121,8 @@ def split_block_id(block: str) -> tuple[str, int | None]:
 
 
 def block_sort_key(block: str, family: str) -> tuple[int, int]:
-    """Order blocks as users read them (BASE, IN00.., M00, OUT00..; CLIP, T5, IN, D.., S.., OUT; IN, B.., OUT)."""
+    """Order blocks as users read them (BASE, IN00.., M00, OUT00..; CLIP, T5, IN, D.., S.., OUT; IN, B.., OUT;
+    IN, D.., S.., OUT)."""
     fam, num = split_block_id(block)
     order = FAMILY_ORDER[family]
     return (order.index(fam) if fam in order else len(order), -1 if num is None else num)

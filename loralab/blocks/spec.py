@@ -8,8 +8,8 @@ Accepted forms (case-insensitive):
   ``B`` (parameters). Blocks a short vector does not list keep weight 1, as LBW does.
 * **Readable specs** that need no counting: ``IN04-IN08=0.5, M00=1, OUT=0, D0-6=1, S=0.3,
   default=1``. Left side: ``default``, a block id (``IN04``, ``D3``, ``S10``, ``BASE``, ``CLIP``,
-  ``T5``, Flux ``IN``/``OUT``, Wan/Qwen-Image ``B12``, ``OTHER``), a range of one family (``IN04-IN08``,
-  ``D0-6``, ``B10-19``) or a family (``IN``, ``M``, ``OUT``, ``D``, ``S``, ``J``, ``B``). ``default`` (1 unless given) applies to every
+  ``T5``, Flux ``IN``/``OUT``, Wan/Qwen-Image ``B12``, Lumina 2 ``L03``, ``OTHER``), a range of one family
+  (``IN04-IN08``, ``D0-6``, ``B10-19``) or a family (``IN``, ``M``, ``OUT``, ``D``, ``S``, ``J``, ``B``, ``L``). ``default`` (1 unless given) applies to every
   block no item names, ``OTHER`` included; items apply left to right, later ones win.
 * **Preset names** (``ALL``, ``OUTALL``, ``SDXL-INALL``, ``FLUX-SINGLE``...) from
   ``block_presets.txt`` and an optional user file in the same ``NAME:value`` format.
@@ -43,6 +43,7 @@ VECTOR_FORMS: dict[str, dict[int, list[str]]] = {
     "sdxl": {12: _XL12, 20: _XL20},
     "sdxl_refiner": {26: _SD26},
     "flux": {57: _FLUX57, 61: _FLUX61},
+    "chroma": {57: _FLUX57, 60: ["T5", "IN", *_FLUX57, "OUT"]},
 }
 
 PRESETS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets.txt")

@@ -70,8 +70,9 @@ class Detection:
 
 
 def metadata_arch(metadata: dict[str, str]) -> str | None:
-    """The architecture the metadata claims (``modelspec.architecture``, ``ss_base_model_version``, ``ss_v2``)."""
-    for key in ("modelspec.architecture", "ss_base_model_version"):
+    """The architecture the metadata claims (``modelspec.architecture``, kohya's ``ss_model_type``, which
+    says ``chroma`` where ``ss_base_model_version`` says ``flux1``, ``ss_base_model_version``, ``ss_v2``)."""
+    for key in ("modelspec.architecture", "ss_model_type", "ss_base_model_version"):
         if key in metadata:
             got = arch_from_metadata_string(metadata[key])
             if got:
@@ -140,9 +141,11 @@ def detect_format(entries: list[Entry], keys: list[str], metadata: dict[str, str
     if "diffusers_attn_processor" in styles:
         return "diffusers_attn_processor"
     if "peft" in styles:
+        if "ai-toolkit" in software_name.lower():  # ai-toolkit writes diffusers names, or BFL names for Chroma
+            return "aitoolkit"
         if any(m.startswith("diffusion_model.") for m in modules):
             return "bfl"
-        return "aitoolkit" if "ai-toolkit" in software_name.lower() else "diffusers_peft"
+        return "diffusers_peft"
     if any(m.startswith(("lora_unet_", "lora_te")) for m in modules):
         return "kohya"
     if any(m.startswith("diffusion_model.") for m in modules):
@@ -154,6 +157,8 @@ def detect_format(entries: list[Entry], keys: list[str], metadata: dict[str, str
 _VIDEO_DIT_FORMATS = {"kohya": "musubi", "bfl": "diffusion_pipe"}
 #: archs whose kohya-style files come from musubi-tuner (sd-scripts trains none of them)
 _MUSUBI_ARCHS = ("flux2_dev", "flux2_klein_4b", "flux2_klein_9b", "z_image")
+#: the original HunyuanVideo block names diffusion-pipe writes after ``transformer.`` (diffusers' are ``transformer_blocks``)
+_HUNYUAN_ORIGINAL = ("transformer.double_blocks.", "transformer.single_blocks.")
 
 
 def detect(entries: list[Entry], keys: list[str], metadata: dict[str, str]) -> Detection:
@@ -167,10 +172,16 @@ def detect(entries: list[Entry], keys: list[str], metadata: dict[str, str]) -> D
         tied = [s.arch for s in scores if (s.fitting, s.mapped) == (best.fitting, best.mapped)]
         if claimed in tied:
             arch_id = claimed
-    if arch_id is not None and ARCHS[arch_id].family in ("wan", "qwen_image"):
+    family = ARCHS[arch_id].family if arch_id is not None else None
+    if family in ("wan", "qwen_image", "hunyuan_video"):
         fmt = _VIDEO_DIT_FORMATS.get(fmt, fmt)
     if arch_id in _MUSUBI_ARCHS and fmt == "kohya":
         fmt = "musubi"
+    if family in ("lumina2", "hidream") and fmt == "bfl":  # diffusion-pipe's (kohya-style ones are sd-scripts')
+        fmt = "diffusion_pipe"
+    if family == "hunyuan_video" and fmt == "diffusers_peft" and any(e.module.startswith(_HUNYUAN_ORIGINAL)
+                                                                      for e in entries):
+        fmt = "diffusion_pipe"
     det = Detection(fmt, arch_id, metadata_arch=claimed, scores=scores,
                     not_lora=None if entries else looks_like(keys))
     if arch_id == "flux":

@@ -23,6 +23,8 @@ from ..layouts import DIFFUSION_PREFIX, ModelLayout
 from ..layouts.flux import flux_aliases, flux_layout
 from ..layouts.flux2 import is_flux2
 from ..layouts.z_image import z_image_layout
+from ..layouts.hunyuan_video import comfy_dp_name
+from ..layouts.lumina2 import z_image_names
 from ..layouts.mmdit import mmdit_layout
 from ..layouts.unet import unet_layout
 
@@ -32,7 +34,7 @@ class HostRules:
     """What one ComfyUI version's LoRA key handling does, where versions differ."""
 
     version: tuple[int, int, int]
-    #: the parameter name of Flux's q/k norm weights in the host's model (``scale`` or ``weight``)
+    #: the parameter name of the q/k norm weights of Flux, Chroma and HunyuanVideo in the host's model (``scale`` or ``weight``)
     flux_norm_param: str
     #: Flux: LyCORIS ``ff.linear_in``/``ff.linear_out`` and Flux.2 single-block diffusers names
     flux_aliases: bool
@@ -44,6 +46,10 @@ class HostRules:
     single_te_kohya: bool
     #: what ``convert_lora`` turns a BFL control LoRA's ``_norm.scale`` into
     bfl_norm_rename: str
+    #: Lumina 2: Z-Image's diffusers names (bare, ``diffusion_model.``, ``transformer.``, ``lycoris_``)
+    lumina2_z_image: bool = False
+    #: Lumina 2: the model has its (unused) ``norm_final``
+    lumina2_norm_final: bool = True
 
     @property
     def name(self) -> str:
@@ -54,7 +60,8 @@ class HostRules:
 #: the host versions LoRA Lab knows (the oldest supported first, the newest last)
 HOSTS: dict[str, HostRules] = {
     "0.3.64": HostRules((0, 3, 64), "scale", False, False, False, False, "_norm.scale.set_weight"),
-    "0.33.0": HostRules((0, 33, 0), "weight", True, True, True, True, "_norm.set_weight"),
+    "0.33.0": HostRules((0, 33, 0), "weight", True, True, True, True, "_norm.set_weight", lumina2_z_image=True,
+                          lumina2_norm_final=False),
 }
 NEWEST = HOSTS[list(HOSTS)[-1]]
 
@@ -196,6 +203,27 @@ def _unet_names(layout: ModelLayout, rules: HostRules, out: dict[str, HostTarget
     if layout.arch.family == "z_image":
         _z_image_names(layout, out)
         return
+    if layout.arch.family == "hidream":  # its own names with transformer. and SimpleTuner's lycoris_
+        for k in layout.shapes:
+            if k.startswith(DIFFUSION_PREFIX) and k.endswith(".weight"):
+                name = k[len(DIFFUSION_PREFIX):-len(".weight")]
+                out["transformer." + name] = out["lycoris_" + name.replace(".", "_")] = (k, None)
+        return
+    if layout.arch.family == "lumina2":  # 0.3.64: the generic forms only; 0.33 adds Z-Image's diffusers names
+        if rules.lumina2_z_image:
+            for zn, (mod, rows) in z_image_names(layout.config).items():
+                target = (DIFFUSION_PREFIX + mod + ".weight", rows)
+                if target[0] not in layout.shapes:  # Z-Image's adaLN_modulation.0: no Lumina 2 weight
+                    continue
+                for alias in (zn, DIFFUSION_PREFIX + zn, "transformer." + zn, "lycoris_" + zn.replace(".", "_")):
+                    out[alias] = target
+        return
+    if layout.arch.family == "hunyuan_video":  # diffusion-pipe's names, with transformer. and diffusion_model.
+        for k in layout.shapes:
+            if k.startswith(DIFFUSION_PREFIX) and k.endswith(".weight"):
+                name = comfy_dp_name(k[len(DIFFUSION_PREFIX):-len(".weight")])
+                out["transformer." + name] = out[DIFFUSION_PREFIX + name] = (k, None)
+        return
     if layout.arch.family == "qwen_image":  # its own names, bare, with transformer. and SimpleTuner's lycoris_
         for k in layout.shapes:
             if k.startswith(DIFFUSION_PREFIX) and k.endswith(".weight"):
@@ -277,9 +305,18 @@ def host_key_map(layout: ModelLayout, rules: HostRules = NEWEST) -> dict[str, Ho
     return per[rules]
 
 
+_HOST_LAYOUTS: "weakref.WeakKeyDictionary[ModelLayout, dict[HostRules, ModelLayout]]" = weakref.WeakKeyDictionary()
+
+
 def host_layout(layout: ModelLayout, rules: HostRules) -> ModelLayout:
-    """``layout`` with the parameter names of the host's own model (Flux norms)."""
-    return layout.with_norm_param(rules.flux_norm_param)
+    """``layout`` with the parameter names of the host's own model (q/k norms; Lumina 2's final norm)."""
+    layout = layout.with_norm_param(rules.flux_norm_param)
+    if layout.arch.family != "lumina2" or layout.config.get("norm_final", True) == rules.lumina2_norm_final:
+        return layout
+    per = _HOST_LAYOUTS.setdefault(layout, {})
+    if rules not in per:
+        per[rules] = ModelLayout(layout.arch, dict(layout.config, norm_final=rules.lumina2_norm_final))
+    return per[rules]
 
 
 def _converted(keys: list[str], rules: HostRules) -> dict[str, str]:

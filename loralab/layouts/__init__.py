@@ -13,8 +13,11 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from .archs import Arch, arch
-from .flux import FLUX_DEV_CONFIG, NORM_PARAMS, flux_aliases, flux_layout, xlabs_names
+from .flux import CHROMA_CONFIG, FLUX_DEV_CONFIG, NORM_PARAMS, chroma_aliases, flux_aliases, flux_layout, xlabs_names
 from .flux2 import FLUX2_DEV_CONFIG, FLUX2_KLEIN_4B_CONFIG, FLUX2_KLEIN_9B_CONFIG, flux2_layout, is_flux2
+from .hunyuan_video import HUNYUAN_VIDEO_CONFIG, hunyuan_video_layout
+from .hidream import HIDREAM_CONFIG, hidream_layout
+from .lumina2 import LUMINA2_CONFIG, lumina2_layout
 from .mmdit import SD3_MEDIUM_CONFIG, SD35_LARGE_CONFIG, SD35_MEDIUM_CONFIG, mmdit_layout
 from .qwen_image import QWEN_IMAGE_CONFIG, qwen_image_layout
 from .text_encoders import text_encoder_layout
@@ -43,10 +46,17 @@ STANDARD_CONFIGS: dict[str, dict] = {
     "flux2_klein_4b": FLUX2_KLEIN_4B_CONFIG,
     "flux2_klein_9b": FLUX2_KLEIN_9B_CONFIG,
     "z_image": Z_IMAGE_CONFIG,
+    "chroma": CHROMA_CONFIG,
+    "hunyuan_video": HUNYUAN_VIDEO_CONFIG,
+    "lumina2": LUMINA2_CONFIG,
+    "hidream": HIDREAM_CONFIG,
 }
 
 #: family -> the layout generator of its diffusion model (U-Net families use unet_layout)
-_DIT_LAYOUTS = {"mmdit": mmdit_layout, "wan": wan_layout, "qwen_image": qwen_image_layout, "z_image": z_image_layout}
+_DIT_LAYOUTS = {"mmdit": mmdit_layout, "wan": wan_layout, "qwen_image": qwen_image_layout, "z_image": z_image_layout,
+                "lumina2": lumina2_layout, "hidream": hidream_layout}
+#: families whose q/k norm weights ComfyUI names ``scale`` up to 0.3.x and ``weight`` since 0.33
+NORM_FAMILIES = ("flux", "hunyuan_video")
 
 
 @dataclass(frozen=True)
@@ -98,8 +108,9 @@ def _underscored(index: dict[str, tuple]) -> dict[str, tuple | None]:
 class ModelLayout:
     """All weight keys of one base model (diffusion model + text encoders) and their aliases.
 
-    ``norm_param`` names Flux's q/k norm weights (``scale`` as in BFL's files, ``weight`` as
-    ComfyUI 0.33 builds the model; see :meth:`from_config`); other families ignore it."""
+    ``norm_param`` names the q/k norm weights of Flux, Chroma and HunyuanVideo (``scale`` as in
+    BFL's files, ``weight`` as ComfyUI 0.33 builds the model; see :meth:`from_config`); other
+    families ignore it."""
 
     def __init__(self, arch_: Arch, config: dict, norm_param: str = "scale") -> None:
         self.arch = arch_
@@ -109,8 +120,11 @@ class ModelLayout:
             dshapes, dnames, fused = flux2_layout(config, norm_param)
         elif arch_.family == "flux":
             dshapes, dnames, fused = flux_layout(config, norm_param)
-            dnames = {**dnames, **{dn: m for dn, m in flux_aliases(config).items() if dn not in dnames}}
+            extra = {**flux_aliases(config), **chroma_aliases(config)}
+            dnames = {**dnames, **{dn: m for dn, m in extra.items() if dn not in dnames}}
             fused = {**fused, **xlabs_names(config)}
+        elif arch_.family == "hunyuan_video":
+            dshapes, dnames, fused = hunyuan_video_layout(config, norm_param)
         elif arch_.family in _DIT_LAYOUTS:
             dshapes, dnames, fused = _DIT_LAYOUTS[arch_.family](config)
         else:
@@ -142,18 +156,24 @@ class ModelLayout:
     def from_config(cls, arch_id: str, config: dict, keys: Iterable[str] | None = None) -> "ModelLayout":
         """The layout of a model with this arch and UNet/Flux config (as ComfyUI reports it).
         ``keys``, the real model's state-dict key names where known, choose the parameter naming
-        that the running host uses (Flux norms: ``scale`` or ``weight``): the one whose
-        diffusion-model keys the model has most of (the first, ``scale``, on a tie)."""
+        that the running host uses (q/k norms: ``scale`` or ``weight``): the one whose
+        diffusion-model keys the model has most of (the first, ``scale``, on a tie); and whether
+        Lumina 2's unused final norm is there."""
         a = arch(arch_id)
-        if keys is None or a.family != "flux":
+        if keys is None:
             return cls(a, config)
         real = {k for k in keys if k.startswith(DIFFUSION_PREFIX)}
+        if a.family == "lumina2":
+            return cls(a, dict(config, norm_final=DIFFUSION_PREFIX + "norm_final.weight" in real))
+        if a.family not in NORM_FAMILIES:
+            return cls(a, config)
         candidates = [cls(a, config, p) for p in NORM_PARAMS]
         return max(candidates, key=lambda c: len(real.intersection(c.shapes)))
 
     def with_norm_param(self, norm_param: str) -> "ModelLayout":
-        """This layout with Flux norm weights named ``norm_param`` (itself where they already are)."""
-        if norm_param == self.norm_param or self.arch.family != "flux":
+        """This layout with q/k norm weights named ``norm_param`` (itself where they already are, or
+        where its family has none)."""
+        if norm_param == self.norm_param or self.arch.family not in NORM_FAMILIES:
             return self
         return _renamed(self, norm_param)
 
@@ -204,8 +224,8 @@ def _renamed(layout: ModelLayout, norm_param: str) -> ModelLayout:
 def layout_for(arch_id: str) -> ModelLayout:
     """The layout of the released model of an architecture (SD1.5, SD2.1, SDXL base/refiner, Flux.1-dev,
     SD3 medium, SD3.5 medium/large, Wan 2.1 T2V 14B / 1.3B, Wan 2.1 I2V 14B, Wan 2.2 TI2V 5B, Qwen-Image,
-    Flux.2 dev, Flux.2 Klein 4B / 9B, Z-Image)."""
+    Flux.2 dev, Flux.2 Klein 4B / 9B, Z-Image, Chroma, HunyuanVideo, Lumina 2, HiDream-I1)."""
     return ModelLayout(arch(arch_id), STANDARD_CONFIGS[arch_id])
 
 
-__all__ = ["ModelLayout", "Resolved", "Target", "layout_for", "DIFFUSION_PREFIX", "STANDARD_CONFIGS"]
+__all__ = ["ModelLayout", "Resolved", "Target", "layout_for", "DIFFUSION_PREFIX", "STANDARD_CONFIGS", "NORM_FAMILIES"]

@@ -10,7 +10,7 @@ class Arch:
 
     id: str
     name: str
-    family: str  # "unet" | "flux" | "mmdit" | "wan" | "qwen_image" | "z_image"
+    family: str  # "unet" | "flux" (Flux.1, Flux.2, Chroma) | "mmdit" | "wan" | "qwen_image" | "z_image" | "hunyuan_video" | "lumina2" | "hidream"
     text_encoders: tuple[str, ...]
     #: kohya text-encoder prefix index ("" for ``lora_te_``, "1" for ``lora_te1_``...) -> ComfyUI TE name
     kohya_te: dict[str, str] = field(default_factory=dict)
@@ -73,13 +73,30 @@ ARCHS: dict[str, Arch] = {a.id: a for a in (
     # Z-Image (Turbo and base: one layout) LoRAs touch the diffusion model only; musubi-tuner's network module
     Arch("z_image", "Z-Image", "z_image", (), ss_base_model_version="z_image", modelspec_architecture="Z-Image/lora",
          kohya_network_module="networks.lora_zimage", modelspec_implementation="https://github.com/Tongyi-MAI/Z-Image"),
+    # Chroma: Flux blocks without modulation layers, T5 only (ComfyUI's kohya prefix for a lone T5 is lora_te1_);
+    # kohya sd-scripts writes modelspec.architecture "chroma/lora"
+    Arch("chroma", "Chroma", "flux", ("t5xxl",), {"1": "t5xxl", "3": "t5xxl"}, {"text_encoder": "t5xxl"},
+         "chroma", "chroma/lora", {"t5xxl": "lora_te1_"}, "networks.lora_flux", "https://huggingface.co/lodestones/Chroma"),
+    # HunyuanVideo LoRAs touch the diffusion model only (musubi-tuner, diffusion-pipe, diffusers); the strings are musubi-tuner's
+    Arch("hunyuan_video", "HunyuanVideo", "hunyuan_video", (), ss_base_model_version="hunyuan_video",
+         modelspec_architecture="hunyuan-video/lora", kohya_network_module="networks.lora",
+         modelspec_implementation="https://github.com/Tencent/HunyuanVideo"),
+    # Lumina 2: diffusion model only here (its Gemma 2 text encoder has no layout); kohya sd-scripts writes
+    # modelspec.architecture "lumina-2/lora"
+    Arch("lumina2", "Lumina 2", "lumina2", (), ss_base_model_version="lumina2", modelspec_architecture="lumina-2/lora",
+         kohya_network_module="networks.lora_lumina", modelspec_implementation="https://github.com/Alpha-VLLM/Lumina-Image-2.0"),
+    # HiDream-I1 (full, dev, fast): diffusion model only (four text encoders, none laid out); ai-toolkit writes
+    # ss_base_model_version "hidream"
+    Arch("hidream", "HiDream-I1", "hidream", (), ss_base_model_version="hidream", modelspec_architecture="hidream-i1/lora",
+         modelspec_implementation="https://github.com/HiDream-ai/HiDream-I1"),
 )}
 
 
 def arch(arch_id: str) -> Arch:
     """The :class:`Arch` with this id (``sd1``, ``sd2``, ``sdxl``, ``sdxl_refiner``, ``flux``, ``sd3``,
     ``sd35m``, ``sd35l``, ``wan21_t2v_14b``, ``wan21_i2v_14b``, ``wan21_t2v_1_3b``, ``wan22_ti2v_5b``, ``qwen_image``,
-    ``flux2_dev``, ``flux2_klein_4b``, ``flux2_klein_9b``, ``z_image``)."""
+    ``flux2_dev``, ``flux2_klein_4b``, ``flux2_klein_9b``, ``z_image``, ``chroma``, ``hunyuan_video``, ``lumina2``,
+    ``hidream``)."""
     try:
         return ARCHS[arch_id]
     except KeyError:
@@ -93,6 +110,14 @@ def arch_from_metadata_string(value: str) -> str | None:
         return None
     if v.startswith("qwen"):  # musubi-tuner: qwen_image, qwen_image_edit, Qwen-Image[-Edit]/lora
         return "qwen_image"
+    if "chroma" in v:  # kohya sd-scripts: modelspec.architecture "chroma/lora"
+        return "chroma"
+    if v.startswith(("hunyuan_video", "hunyuan-video", "hunyuanvideo")):  # musubi-tuner
+        return "hunyuan_video"
+    if v.startswith("hidream"):
+        return "hidream"
+    if v.startswith("lumina"):  # kohya sd-scripts: lumina-2/lora
+        return "lumina2"
     if v.startswith("wan"):  # musubi-tuner writes "wan" and "wan2.1/lora" for every Wan size
         return None
     if v.replace("-", "").replace("_", "").startswith("zimage"):  # z_image, zimage, Z-Image-Turbo, Z-Image/lora

@@ -85,9 +85,9 @@ def select_targets(shapes: Mapping[str, tuple[int, ...]], arch_id: str, preset: 
     if preset not in PRESETS:
         raise TrainingError(f"unknown target preset {preset!r} (known: {', '.join(PRESETS)})")
     family = arch(arch_id).family
-    if preset in ("attention", "attention_mlp") and family not in _ATTENTION:
-        raise TrainingError(f"target preset {preset!r} is not defined for {arch(arch_id).name} models",
-                            hint="choose all_linear (every linear layer) for this model")
+    if family not in _ATTENTION:
+        raise TrainingError(f"LoRA Lab does not train {arch(arch_id).name} models yet",
+                            hint="load a model of a family it trains")
     blocks = parse_block_weights(block_spec, arch_id, layout=layout)
     out: dict[str, float] = {}
     for key in sorted(shapes):

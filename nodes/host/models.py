@@ -7,7 +7,7 @@ import torch
 
 from ...loralab.errors import ArchMismatchError
 from ...loralab.formats.model_weights import ModelWeights
-from ...loralab.layouts import ModelLayout
+from ...loralab.layouts import NORM_FAMILIES, ModelLayout
 from ...loralab.layouts.archs import arch
 from ...loralab.layouts.flux2 import flux2_variant
 from ...loralab.layouts.mmdit import mmdit_variant
@@ -17,12 +17,19 @@ from ...loralab.layouts.wan import wan_variant
 #: ComfyUI 0.3.64 has no Flux2 class, and a name it lacks is simply never met)
 _CONFIG_ARCH = {"SD15": "sd1", "SD20": "sd2", "SDXL": "sdxl", "SDXLRefiner": "sdxl_refiner",
                 "Flux": "flux", "FluxSchnell": "flux", "SD3": "mmdit", "QwenImage": "qwen_image", "Flux2": "flux2",
-                "ZImage": "z_image"}
+                "ZImage": "z_image", "Chroma": "chroma", "HiDream": "hidream"}
 #: arch ids that stand for a family whose size the config tells
 _BY_CONFIG = {"mmdit": mmdit_variant, "flux2": flux2_variant}
 #: ComfyUI's Wan model_config classes whose weights are exactly our Wan layouts (its VACE, camera,
 #: Fun-control, S2V, HuMo and Animate subclasses add modules we have no layout for)
 _WAN_CLASSES = ("WAN21_T2V", "WAN21_I2V", "WAN22_T2V")
+#: ComfyUI model_config classes that map by their exact class, not their subclasses: HunyuanVideo's
+#: (T2V, I2V, SkyReels I2V differ in input channels only; HunyuanImage 2.1 subclasses them with modules
+#: we have no layout for) and Lumina 2 (Z-Image subclasses it, keeping its ``image_model``)
+_EXACT_CLASS_ARCH = {"HunyuanVideo": "hunyuan_video", "HunyuanVideoI2V": "hunyuan_video",
+                     "HunyuanVideoSkyreelsI2V": "hunyuan_video", "Lumina2": "lumina2"}
+#: families whose layout depends on the host's parameter names (q/k norms; Lumina 2's final norm)
+HOST_NAMED_FAMILIES = (*NORM_FAMILIES, "lumina2")
 #: how messages name model_config classes that are other architectures than their base class
 _MODEL_NAMES = {"ZImagePixelSpace": "Z-Image pixel-space"}
 
@@ -33,10 +40,13 @@ def model_arch(model) -> str | None:
     A subclass of a mapped config class counts as its base's arch only where its config keeps the
     base's ``image_model``: SDXL's SSD-1B or Flux's inpaint model do, Flux.2 (``Flux2(Flux)``,
     ``image_model: flux2``) does not and is no Flux.1 (it maps through its own class, dev or Klein by
-    width). Wan configs map by class and width."""
+    width). Wan configs map by class and width, HunyuanVideo and Lumina 2 configs by their exact class
+    (Z-Image subclasses Lumina 2 and maps through its own class)."""
     config = model.model.model_config
     if type(config).__name__ in _WAN_CLASSES:
         return wan_variant(config.unet_config)
+    if type(config).__name__ in _EXACT_CLASS_ARCH:
+        return _EXACT_CLASS_ARCH[type(config).__name__]
     own = config.unet_config.get("image_model")
     for cls in type(config).__mro__:
         arch_id = _CONFIG_ARCH.get(cls.__name__)
@@ -56,12 +66,12 @@ def model_name(model) -> str:
 
 def model_layout(model) -> ModelLayout | None:
     """The exact layout of a loaded ComfyUI MODEL, generated from its own config, with the
-    parameter names of its own weights (Flux's norms: ``scale`` up to ComfyUI 0.3.x, ``weight``
-    since 0.33)."""
+    parameter names of its own weights (Flux's, Chroma's and HunyuanVideo's norms: ``scale`` up to
+    ComfyUI 0.3.x, ``weight`` since 0.33; Lumina 2's final norm, gone since 0.33)."""
     arch_id = model_arch(model)
     if arch_id is None:
         return None
-    keys = [k for k, _ in model.model.named_parameters()] if arch(arch_id).family == "flux" else None
+    keys = [k for k, _ in model.model.named_parameters()] if arch(arch_id).family in HOST_NAMED_FAMILIES else None
     return ModelLayout.from_config(arch_id, model.model.model_config.unet_config, keys)
 
 
@@ -72,7 +82,8 @@ def required_layout(model, action: str) -> ModelLayout:
     layout = model_layout(model)
     if layout is None:
         raise ArchMismatchError(f"LoRA Lab has no layout for {model_name(model)} yet: it {action} SD1.x, SD2.x, "
-                                "SDXL, SD3/3.5, Flux.1, Flux.2, Wan 2.1/2.2, Qwen-Image and Z-Image models only",
+                                "SDXL, SD3/3.5, Flux.1, Flux.2, Chroma, Wan 2.1/2.2, Qwen-Image, Z-Image, HunyuanVideo, "
+                                "Lumina 2 and HiDream models only",
                                 hint="use ComfyUI's own nodes for this model")
     return layout
 

@@ -7,13 +7,15 @@ import logging
 import pytest
 import torch
 
+from host.dit_configs import host_dit_config
 from loralab_testkit import LORA_FIXTURES, fixture, fixture_tensors, xlabs_keys
 
 COMFY_CLASS = {"sd1": "SD15", "sd2": "SD20", "sdxl": "SDXL", "sdxl_refiner": "SDXLRefiner", "flux": "Flux",
                "sd3": "SD3", "sd35m": "SD3", "sd35l": "SD3",
                "wan21_t2v_14b": "WAN21_T2V", "wan21_i2v_14b": "WAN21_I2V", "wan21_t2v_1_3b": "WAN21_T2V",
                "wan22_ti2v_5b": "WAN22_T2V", "qwen_image": "QwenImage",
-               "flux2_dev": "Flux2", "flux2_klein_4b": "Flux2", "flux2_klein_9b": "Flux2", "z_image": "ZImage"}
+               "flux2_dev": "Flux2", "flux2_klein_4b": "Flux2", "flux2_klein_9b": "Flux2", "z_image": "ZImage",
+               "chroma": "Chroma", "hunyuan_video": "HunyuanVideo", "lumina2": "Lumina2", "hidream": "HiDream"}
 TEXT_ENCODER_FIXTURES = {"clip_l": "clip_l", "clip_g": "clip_g", "clip_h": None, "t5xxl": "t5xxl"}
 
 
@@ -57,7 +59,7 @@ def comfy_models(host, tiny_models):
             cfg.update(use_checkpoint=False, image_size=32, use_spatial_transformer=True, legacy=False,
                        use_temporal_resblock=False, use_temporal_attention=False)
         with torch.device("meta"):
-            model = getattr(sm, cls)(cfg).get_model({}, "", device=torch.device("meta"))
+            model = getattr(sm, cls)(host_dit_config(cfg)).get_model({}, "", device=torch.device("meta"))
         te_keys = []
         for te in archs[arch_id].text_encoders:
             source = TEXT_ENCODER_FIXTURES[te]

@@ -115,9 +115,13 @@ test("pyRepr quotes like Python", () => {
 
 test("specFits: the archs whose grammar accepts a spec (the editor's choice before a LoRA is known)", () => {
   const fitting = (spec) => Object.keys(catalogs).filter((arch) => specFits(spec, catalogs[arch]));
-  assert.deepEqual(fitting("FLUX-DOUBLE"), ["flux", "flux2_klein_4b"]);  // S=0: Flux.2 has single blocks too
-  assert.deepEqual(fitting("D0-6=1, S=0.3"), ["flux"]);
-  assert.deepEqual(fitting(Array(57).fill("1").join(",")), ["flux"]);
+  // double/single stream DiTs; S=0 alone: Flux.2 Klein has single blocks too (but no D05, D06)
+  assert.deepEqual(fitting("FLUX-DOUBLE"), ["flux", "flux2_klein_4b", "chroma", "hunyuan_video", "hidream"]);
+  assert.deepEqual(fitting("D0-6=1, S=0.3"), ["flux", "chroma", "hunyuan_video", "hidream"]);
+  assert.deepEqual(fitting("L13-25=0.5"), ["z_image", "lumina2"]);  // Z-Image's layers L00..L29, Lumina 2's L00..L25
+  assert.deepEqual(fitting("HUNYUAN-DBL-TAIL"), ["hunyuan_video"]);  // D19 exists in HunyuanVideo only
+  assert.deepEqual(fitting(Array(57).fill("1").join(",")), ["flux", "chroma"]);
+  assert.deepEqual(fitting(Array(60).fill("1").join(",")), ["chroma"]);
   assert.deepEqual(fitting(Array(12).fill("0").join(",")), ["sdxl"]);
   assert.deepEqual(fitting(Array(17).fill("0").join(",")), ["sd1", "sd2"]);
   assert.ok(fitting("SDXL-OUTALL").includes("sdxl") && !fitting("SDXL-OUTALL").includes("flux"));

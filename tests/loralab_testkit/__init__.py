@@ -50,6 +50,18 @@ FIXTURE_MODELS: dict[str, dict[str, str]] = {
     "musubi_z_image_lora": {"unet": "z_image"},
     "musubi_comfy_z_image_lora": {"unet": "z_image"},
     "peft_default_z_image_lora": {"unet": "z_image"},
+    "aitoolkit_chroma_lora": {"unet": "chroma"},
+    "kohya_chroma_lora": {"unet": "chroma"},
+    "diffusers_peft_chroma_lora": {"unet": "chroma"},
+    "musubi_hunyuan_video_lora": {"unet": "hunyuan_video"},
+    "diffusion_pipe_hunyuan_video_lora": {"unet": "hunyuan_video"},
+    "diffusers_peft_hunyuan_video_lora": {"unet": "hunyuan_video"},
+    "diffusion_pipe_lumina2_lora": {"unet": "lumina2"},
+    "kohya_lumina2_lora": {"unet": "lumina2"},
+    "diffusers_peft_lumina2_lora": {"unet": "lumina2"},
+    "diffusion_pipe_hidream_lora": {"unet": "hidream"},
+    "diffusers_peft_hidream_lora": {"unet": "hidream"},
+    "simpletuner_lycoris_hidream_lokr": {"unet": "hidream"},
 }
 
 

@@ -24,7 +24,8 @@ from loralab.blocks.map import OTHER
 from loralab.errors import SpecError
 
 CORPUS = os.path.join(REPO, "tests", "js", "spec_corpus.json")
-ARCHS = ("sd1", "sd2", "sdxl", "sdxl_refiner", "flux", "sd3", "sd35l", "wan21_t2v_1_3b", "qwen_image", "flux2_klein_4b", "z_image")
+ARCHS = ("sd1", "sd2", "sdxl", "sdxl_refiner", "flux", "sd3", "sd35l", "wan21_t2v_1_3b", "qwen_image", "flux2_klein_4b", "z_image",
+         "chroma", "hunyuan_video", "lumina2", "hidream")
 PARAMS = {"a": 0.25, "b": -0.5, "x": 0.7}
 
 HANDWRITTEN = {
@@ -61,6 +62,12 @@ HANDWRITTEN = {
                        "S20=1", "CLIP=0", "IN=0, D=0.5", ",".join(["1"] * 57)],
     "z_image": ["ZIMAGE-LATE", "ZIMAGE-LAYERS-ONLY", "NR01=0", "NR02=0", "CR=0.5", "L0-29=0.5", "L30=1", "nr0-1=0",
                 "NR0-CR1=1", "SR=0", "B=0"],
+    "chroma": ["FLUX-DOUBLE", "D18=0, S37=0.5", "D19=1", "S38=1", "CLIP=0", "T5=0, IN=0.5", ",".join(["0"] * 57),
+               ",".join(["0.5", "0"] + ["1"] * 57 + ["0.25"]), ",".join(["1"] * 61)],
+    "hunyuan_video": ["HUNYUAN-DOUBLE", "HUNYUAN-DBL-TAIL", "D19=0, S39=0.5", "D20=1", "S40=1", "T5=0",
+                      "IN=0, OUT=0", "FLUX-DBL-FRONT", ",".join(["1"] * 57)],
+    "hidream": ["HIDREAM-SINGLE", "FLUX-DBL-TAIL", "D15=0, S31=0.5", "D16=1", "S32=1", "IN=0", "L=0"],
+    "lumina2": ["LUMINA-LATE", "L00-05=0.5", "L25=0", "L26=1", "l3-l1=1", "B=0", "D=0", "IN=0, OUT=0.5", "L"],
 }
 
 

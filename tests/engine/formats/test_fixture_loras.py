@@ -31,14 +31,27 @@ EXPECTED = {
     "diffusion_pipe_wan21_i2v_14b_lora": ("diffusion_pipe", "wan21_i2v_14b", {"LoRA": 480}, 32, None),
     "musubi_qwen_image_lora": ("musubi", "qwen_image", {"LoRA": 840}, 16, 16.0),
     "diffusers_peft_qwen_image_lora": ("diffusers_peft", "qwen_image", {"LoRA": 240}, 16, None),
-    "aitoolkit_flux2_klein_4b_lora": ("bfl", "flux2_klein_4b", {"LoRA": 80}, 16, None),
+    "aitoolkit_flux2_klein_4b_lora": ("aitoolkit", "flux2_klein_4b", {"LoRA": 80}, 16, None),
     "musubi_flux2_klein_4b_lora": ("musubi", "flux2_klein_4b", {"LoRA": 80}, 32, 16.0),
     "diffusers_peft_flux2_dev_lora": ("diffusers_peft", "flux2_dev", {"LoRA": 128}, 4, None),
     "peft_default_flux2_klein_9b_lora": ("diffusers_peft", "flux2_klein_9b", {"LoRA": 153}, 8, None),
-    "aitoolkit_z_image_lora": ("bfl", "z_image", {"LoRA": 240}, 16, None),
+    "aitoolkit_z_image_lora": ("aitoolkit", "z_image", {"LoRA": 240}, 16, None),
     "musubi_z_image_lora": ("musubi", "z_image", {"LoRA": 210}, 32, 16.0),
     "musubi_comfy_z_image_lora": ("musubi", "z_image", {"LoRA": 150}, {32, 96}, {16.0, 48.0}),
     "peft_default_z_image_lora": ("diffusers_peft", "z_image", {"LoRA": 276}, 8, None),
+    "aitoolkit_chroma_lora": ("aitoolkit", "chroma", {"LoRA": 228}, 16, None),
+    "kohya_chroma_lora": ("kohya", "chroma", {"LoRA": 228}, 16, 8.0),
+    # attention-only diffusers names fit Flux.1 and Chroma alike and the file says nothing else: Flux.1 (the first)
+    "diffusers_peft_chroma_lora": ("diffusers_peft", "flux", {"LoRA": 190}, 8, None),
+    "musubi_hunyuan_video_lora": ("musubi", "hunyuan_video", {"LoRA": 240}, 32, 16.0),
+    "diffusion_pipe_hunyuan_video_lora": ("diffusion_pipe", "hunyuan_video", {"LoRA": 320}, 32, None),
+    "diffusers_peft_hunyuan_video_lora": ("diffusers_peft", "hunyuan_video", {"LoRA": 208}, 16, None),
+    "diffusion_pipe_lumina2_lora": ("diffusion_pipe", "lumina2", {"LoRA": 178}, 32, None),
+    "kohya_lumina2_lora": ("kohya", "lumina2", {"LoRA": 180}, 16, 16.0),
+    "diffusers_peft_lumina2_lora": ("diffusers_peft", "lumina2", {"LoRA": 120}, 4, None),
+    "diffusion_pipe_hidream_lora": ("diffusion_pipe", "hidream", {"LoRA": 1072}, 32, None),
+    "diffusers_peft_hidream_lora": ("diffusers_peft", "hidream", {"LoRA": 192}, 16, None),
+    "simpletuner_lycoris_hidream_lokr": ("simpletuner_lycoris", "hidream", {"LoKr (full-dimension)": 256}, None, 10000.0),
 }
 
 
@@ -100,7 +113,8 @@ def test_fixture_as_real_file(name, tmp):
         assert (lora.detection.format, lora.detection.arch) == (fmt, arch_id)
         assert _algorithms(lora) == algos
         weight_entries = [e for e in lora.entries if e.kind != "diff"]
-        assert {e.rank() for e in weight_entries} == {min(min(rank) if isinstance(rank, set) else rank, 2)}
+        assert {e.rank() for e in weight_entries} == {rank if rank is None else min(min(rank) if isinstance(rank, set)
+                                                                                  else rank, 2)}
         assert {e.alpha for e in weight_entries} == (alpha if isinstance(alpha, set) else {alpha})
         assert lora.metadata == fixture("loras", name).get("metadata", {})
         _accounted(lora, fixture("loras", name)["tensors"])

@@ -12,8 +12,8 @@ from loralab.ops.inspect import SCHEMA, Distribution, inspect_lora, summarize
 from loralab.files.safetensors import save_tensors
 from loralab_testkit import LORA_FIXTURES, fixture, fixture_tensors, materialize
 
-#: fixture -> (format, arch, algorithms, layers {linear, conv, other}, components, host drops every key (or
-#: the (keys, modules) it drops of a file it loads in part))
+#: fixture -> (format, arch, algorithms, layers {linear, conv, other}, components, host drops every key: True,
+#: none: False, or every key of this many modules)
 EXPECTED = {
     "aitoolkit_flux_lora": ("aitoolkit", "flux", {"LoRA": 494}, (494, 0, 0), {"unet": 494}, False),
     "comfyui_trainer_sd15_lora": ("comfyui", "sd1", {"LoRA": 230, "LoCon": 52, "Full diff": 404}, (230, 52, 404),
@@ -40,15 +40,31 @@ EXPECTED = {
     "musubi_qwen_image_lora": ("musubi", "qwen_image", {"LoRA": 840}, (840, 0, 0), {"unet": 840}, False),
     "diffusers_peft_qwen_image_lora": ("diffusers_peft", "qwen_image", {"LoRA": 240}, (240, 0, 0), {"unet": 240},
                                        False),
-    "aitoolkit_flux2_klein_4b_lora": ("bfl", "flux2_klein_4b", {"LoRA": 80}, (80, 0, 0), {"unet": 80}, False),
+    "aitoolkit_flux2_klein_4b_lora": ("aitoolkit", "flux2_klein_4b", {"LoRA": 80}, (80, 0, 0), {"unet": 80}, False),
     "musubi_flux2_klein_4b_lora": ("musubi", "flux2_klein_4b", {"LoRA": 80}, (80, 0, 0), {"unet": 80}, False),
     "diffusers_peft_flux2_dev_lora": ("diffusers_peft", "flux2_dev", {"LoRA": 128}, (128, 0, 0), {"unet": 128}, False),
     "peft_default_flux2_klein_9b_lora": ("diffusers_peft", "flux2_klein_9b", {"LoRA": 153}, (153, 0, 0),
                                          {"unet": 153}, True),
-    "aitoolkit_z_image_lora": ("bfl", "z_image", {"LoRA": 240}, (240, 0, 0), {"unet": 240}, False),
-    "musubi_z_image_lora": ("musubi", "z_image", {"LoRA": 210}, (210, 0, 0), {"unet": 210}, (360, 120)),
+    "aitoolkit_z_image_lora": ("aitoolkit", "z_image", {"LoRA": 240}, (240, 0, 0), {"unet": 240}, False),
+    "musubi_z_image_lora": ("musubi", "z_image", {"LoRA": 210}, (210, 0, 0), {"unet": 210}, 120),
     "musubi_comfy_z_image_lora": ("musubi", "z_image", {"LoRA": 150}, (150, 0, 0), {"unet": 150}, False),
     "peft_default_z_image_lora": ("diffusers_peft", "z_image", {"LoRA": 276}, (276, 0, 0), {"unet": 276}, True),
+    "aitoolkit_chroma_lora": ("aitoolkit", "chroma", {"LoRA": 228}, (228, 0, 0), {"unet": 228}, False),
+    "kohya_chroma_lora": ("kohya", "chroma", {"LoRA": 228}, (228, 0, 0), {"unet": 228}, False),
+    "diffusers_peft_chroma_lora": ("diffusers_peft", "flux", {"LoRA": 190}, (190, 0, 0), {"unet": 190}, False),
+    # ComfyUI maps musubi's img_mlp_0, not its img_mlp_fc1/fc2: 4 MLP modules of each of the 20 double blocks dropped
+    "musubi_hunyuan_video_lora": ("musubi", "hunyuan_video", {"LoRA": 240}, (240, 0, 0), {"unet": 240}, 80),
+    "diffusion_pipe_hunyuan_video_lora": ("diffusion_pipe", "hunyuan_video", {"LoRA": 320}, (320, 0, 0),
+                                          {"unet": 320}, False),
+    "diffusers_peft_hunyuan_video_lora": ("diffusers_peft", "hunyuan_video", {"LoRA": 208}, (208, 0, 0),
+                                          {"unet": 208}, True),
+    "diffusion_pipe_lumina2_lora": ("diffusion_pipe", "lumina2", {"LoRA": 178}, (178, 0, 0), {"unet": 178}, False),
+    "kohya_lumina2_lora": ("kohya", "lumina2", {"LoRA": 180}, (180, 0, 0), {"unet": 180}, False),
+    "diffusers_peft_lumina2_lora": ("diffusers_peft", "lumina2", {"LoRA": 120}, (120, 0, 0), {"unet": 120}, True),
+    "diffusion_pipe_hidream_lora": ("diffusion_pipe", "hidream", {"LoRA": 1072}, (1072, 0, 0), {"unet": 1072}, False),
+    "diffusers_peft_hidream_lora": ("diffusers_peft", "hidream", {"LoRA": 192}, (192, 0, 0), {"unet": 192}, False),
+    "simpletuner_lycoris_hidream_lokr": ("simpletuner_lycoris", "hidream", {"LoKr (full-dimension)": 256}, (256, 0, 0), {"unet": 256},
+                                         False),
 }
 
 
@@ -87,17 +103,25 @@ def test_summary_of_every_fixture(name, tmp, reads):
         if m.algorithm == "Full diff":
             assert (m.rank, m.alpha, m.scale) == (None, None, None)
             continue
+        if m.algorithm == "LoKr (full-dimension)":  # no rank: its stored alpha is not used
+            assert (m.rank, m.scale) == (None, 1.0)
+            continue
         assert m.rank == 2
         key = next((k for k in scalars if k == f"{m.module}.alpha"), None)
         assert m.alpha == (scalars[key] if key else None)
         assert m.scale == (m.alpha / 2 if m.alpha is not None else 1.0)
         assert m.target is not None and m.block is not None
-    assert s.rank.summary == f"2 ×{sum(1 for m in s.modules if m.rank is not None)}"
+    ranked = sum(1 for m in s.modules if m.rank is not None)
+    assert s.rank.summary == (f"2 ×{ranked}" if ranked else "")
     if not scalars:
         assert s.alpha.summary == f"none (= rank) ×{len(s.modules)}" and s.scale.summary == f"1 ×{len(s.modules)}"
     if host_drops_all is True:
         assert s.host_dropped == s.tensor_count
         assert len(s.host_dropped_we_map) == len(s.modules)
+    elif host_drops_all:
+        per_module = s.tensor_count // len(s.modules)
+        assert s.host_dropped == host_drops_all * per_module
+        assert len(s.host_dropped_we_map) == host_drops_all
     else:
         assert (s.host_dropped, len(s.host_dropped_we_map)) == (host_drops_all or (0, 0))
     d = s.to_dict()

@@ -82,12 +82,12 @@ def test_dit_family_presets(arch_id, attention, mlp):
     assert first_only and all(".0." in k for k in first_only)
 
 
-def test_a_preset_a_family_lacks_is_refused_with_what_to_choose(monkeypatch):
-    import loralab.train.network as network
-    monkeypatch.delitem(network._ATTENTION, "wan")
-    with pytest.raises(TrainingError, match="not defined for Wan") as err:
-        select_targets(dict(layout_for("wan21_t2v_1_3b").shapes), "wan21_t2v_1_3b", "attention")
-    assert "all_linear" in err.value.hint
+@pytest.mark.parametrize("arch_id", ["hunyuan_video", "lumina2", "hidream", "z_image"])
+@pytest.mark.parametrize("preset", ["attention", "all_linear"])
+def test_families_without_training_presets_are_refused_by_name(arch_id, preset):
+    with pytest.raises(TrainingError, match="does not train") as e:
+        select_targets(_shapes(layout_for(arch_id)), arch_id, preset)
+    assert layout_for(arch_id).arch.name in e.value.problem
 
 
 def test_factorize():

@@ -1,0 +1,134 @@
+"""HunyuanVideo layouts: ComfyUI key names and shapes from a HunyuanVideo config (the ``dit_config``
+ComfyUI detects), the original Tencent module names (HunyuanVideo's own code, musubi-tuner and
+diffusion-pipe), the names ComfyUI's diffusion-pipe mapping writes, and the diffusers names
+(``HunyuanVideoTransformer3DModel``), with the diffusers modules that are slices of a fused weight.
+"""
+from __future__ import annotations
+
+from .flux import NORM_PARAMS, FusedSlice
+from .unet import Shapes
+
+#: the token refiner's depth (fixed in HunyuanVideo's code, not in the config)
+REFINER_DEPTH = 2
+
+
+def comfy_dp_name(module: str) -> str:
+    """The name ComfyUI's key map gives a ComfyUI HunyuanVideo module for diffusion-pipe LoRAs
+    (``img_mod.lin`` -> ``img_mod.linear``, ``img_attn.qkv`` -> ``img_attn_qkv``, ``mlp.0`` -> ``mlp.fc1``...)."""
+    key = module + "."
+    for a, b in (("_mod.lin.", "_mod.linear."), ("_attn.qkv.", "_attn_qkv."), ("_attn.proj.", "_attn_proj."),
+                 ("mlp.0.", "mlp.fc1."), ("mlp.2.", "mlp.fc2."), (".modulation.lin.", ".modulation.linear.")):
+        key = key.replace(a, b)
+    return key[:-1]
+
+
+def hunyuan_video_layout(cfg: dict, norm_param: str = "scale") -> tuple[Shapes, dict[str, str], dict[str, FusedSlice]]:
+    """Return ``(shapes, other_names, fused)`` for a HunyuanVideo config, q/k norm weights named
+    ``<norm>.<norm_param>`` (one of :data:`~loralab.layouts.flux.NORM_PARAMS`).
+
+    ``other_names`` maps original, diffusion-pipe and diffusers module names to the ComfyUI module;
+    ``fused`` maps diffusers modules to ``(comfy_module, row_start, row_count, swap_halves)``.
+    """
+    if norm_param not in NORM_PARAMS:
+        raise ValueError(f"norm parameter {norm_param!r} is not one of {NORM_PARAMS}")
+    h = int(cfg["hidden_size"])
+    mlp = int(h * float(cfg.get("mlp_ratio", 4.0)))
+    head_dim = h // int(cfg["num_heads"])
+    patch = tuple(int(p) for p in cfg.get("patch_size", (1, 2, 2)))
+    context = int(cfg.get("context_in_dim", 4096))
+    qkv_bias = bool(cfg.get("qkv_bias", True))
+    shapes: Shapes = {}
+    names: dict[str, str] = {}
+    fused: dict[str, FusedSlice] = {}
+
+    def linear(name: str, fan_in: int, fan_out: int, *aliases: str, bias: bool = True) -> None:
+        shapes[name + ".weight"] = (fan_out, fan_in)
+        if bias:
+            shapes[name + ".bias"] = (fan_out,)
+        for alias in (comfy_dp_name(name), *aliases):
+            if alias != name:
+                names[alias] = name
+
+    def layer_norm(name: str, diffusers: str) -> None:
+        shapes[name + ".weight"] = (h,)
+        shapes[name + ".bias"] = (h,)
+        names[diffusers] = name
+
+    def qk_norm(name: str, original: str, diffusers_q: str, diffusers_k: str) -> None:
+        for part, orig, dn in (("query_norm", "q_norm", diffusers_q), ("key_norm", "k_norm", diffusers_k)):
+            shapes[f"{name}.{part}.{norm_param}"] = (head_dim,)
+            names[original + orig] = names[dn] = f"{name}.{part}"
+
+    def split(name: str, *parts: tuple[str, int]) -> None:
+        start = 0
+        for dn, rows in parts:
+            fused[dn] = (name, start, rows, False)
+            start += rows
+
+    def embedder(name: str, fan_in: int, original: tuple[str, str], diffusers: str) -> None:
+        linear(f"{name}.in_layer", fan_in, h, f"{name}.{original[0]}", f"{diffusers}.linear_1")
+        linear(f"{name}.out_layer", h, h, f"{name}.{original[1]}", f"{diffusers}.linear_2")
+
+    shapes["img_in.proj.weight"] = (h, int(cfg.get("in_channels", 16)), *patch)
+    shapes["img_in.proj.bias"] = (h,)
+    names["x_embedder.proj"] = "img_in.proj"
+    embedder("time_in", 256, ("mlp.0", "mlp.2"), "time_text_embed.timestep_embedder")
+    if cfg.get("vec_in_dim"):
+        embedder("vector_in", int(cfg["vec_in_dim"]), ("in_layer", "out_layer"), "time_text_embed.text_embedder")
+    if cfg.get("guidance_embed"):
+        embedder("guidance_in", 256, ("mlp.0", "mlp.2"), "time_text_embed.guidance_embedder")
+
+    dc = "context_embedder"
+    linear("txt_in.input_embedder", context, h, f"{dc}.proj_in")
+    embedder("txt_in.t_embedder", 256, ("mlp.0", "mlp.2"), f"{dc}.time_text_embed.timestep_embedder")
+    embedder("txt_in.c_embedder", context, ("linear_1", "linear_2"), f"{dc}.time_text_embed.text_embedder")
+    for i in range(REFINER_DEPTH):
+        p, d = f"txt_in.individual_token_refiner.blocks.{i}", f"{dc}.token_refiner.refiner_blocks.{i}"
+        linear(f"{p}.adaLN_modulation.1", h, 2 * h, f"{d}.norm_out.linear")
+        layer_norm(f"{p}.norm1", f"{d}.norm1")
+        linear(f"{p}.self_attn.qkv", h, 3 * h)
+        split(f"{p}.self_attn.qkv", (f"{d}.attn.to_q", h), (f"{d}.attn.to_k", h), (f"{d}.attn.to_v", h))
+        linear(f"{p}.self_attn.proj", h, h, f"{d}.attn.to_out.0")
+        layer_norm(f"{p}.norm2", f"{d}.norm2")
+        linear(f"{p}.mlp.0", h, mlp, f"{d}.ff.net.0.proj")
+        linear(f"{p}.mlp.2", mlp, h, f"{d}.ff.net.2")
+
+    for i in range(int(cfg["depth"])):
+        p, d = f"double_blocks.{i}", f"transformer_blocks.{i}"
+        for stream, dmod, qkv, dproj, dff, dnorms in (
+            ("img", "norm1", ("to_q", "to_k", "to_v"), "to_out.0", "ff", ("norm_q", "norm_k")),
+            ("txt", "norm1_context", ("add_q_proj", "add_k_proj", "add_v_proj"), "to_add_out", "ff_context",
+             ("norm_added_q", "norm_added_k")),
+        ):
+            linear(f"{p}.{stream}_mod.lin", h, 6 * h, f"{d}.{dmod}.linear")
+            linear(f"{p}.{stream}_attn.qkv", h, 3 * h, bias=qkv_bias)
+            split(f"{p}.{stream}_attn.qkv", *((f"{d}.attn.{part}", h) for part in qkv))
+            qk_norm(f"{p}.{stream}_attn.norm", f"{p}.{stream}_attn_", f"{d}.attn.{dnorms[0]}", f"{d}.attn.{dnorms[1]}")
+            linear(f"{p}.{stream}_attn.proj", h, h, f"{d}.attn.{dproj}")
+            linear(f"{p}.{stream}_mlp.0", h, mlp, f"{d}.{dff}.net.0.proj")
+            linear(f"{p}.{stream}_mlp.2", mlp, h, f"{d}.{dff}.net.2")
+
+    for i in range(int(cfg["depth_single_blocks"])):
+        p, d = f"single_blocks.{i}", f"single_transformer_blocks.{i}"
+        linear(f"{p}.linear1", h, 3 * h + mlp)
+        split(f"{p}.linear1", (f"{d}.attn.to_q", h), (f"{d}.attn.to_k", h), (f"{d}.attn.to_v", h),
+              (f"{d}.proj_mlp", mlp))
+        linear(f"{p}.linear2", h + mlp, h, f"{d}.proj_out")
+        qk_norm(f"{p}.norm", f"{p}.", f"{d}.attn.norm_q", f"{d}.attn.norm_k")
+        linear(f"{p}.modulation.lin", h, 3 * h, f"{d}.norm.linear")
+
+    out = int(cfg.get("out_channels", 16))
+    linear("final_layer.linear", h, out * (patch[0] * patch[1] * patch[2]), "proj_out")
+    linear("final_layer.adaLN_modulation.1", h, 2 * h)
+    fused["norm_out.linear"] = ("final_layer.adaLN_modulation.1", 0, 2 * h, True)
+    return shapes, names, fused
+
+
+#: HunyuanVideo T2V (720p, guidance-distilled) as ComfyUI's detection reads it from the weights; its I2V
+#: models differ in ``in_channels`` only (33, SkyReels 32), which no LoRA of these trainers touches
+HUNYUAN_VIDEO_CONFIG: dict = {
+    "image_model": "hunyuan_video", "in_channels": 16, "patch_size": [1, 2, 2], "out_channels": 16,
+    "vec_in_dim": 768, "axes_dim": [16, 56, 56], "meanflow": False, "context_in_dim": 4096, "hidden_size": 3072,
+    "mlp_ratio": 4.0, "num_heads": 24, "depth": 20, "depth_single_blocks": 40, "theta": 256, "qkv_bias": True,
+    "byt5": False, "guidance_embed": True,
+}
