@@ -34,6 +34,7 @@ BUDGETS = {
     "LoRALabInspect": Budget(260),
     "LoRALabLoader": Budget(640),  # 603 in Nodes 2.0 with the library filter and the doctor line
     "LoRALabStack": Budget(320),
+    "LoRALabWanPair": Budget(700),  # two LoRA panels (high and low noise) and the block editor
     "LoRALabStackReport": Budget(1300),
     "LoRALabMergeInput": Budget(520),
     "LoRALabMerge": Budget(860),
@@ -44,8 +45,8 @@ BUDGETS = {
     "LoRALabConvert": Budget(400),
     "LoRALabCompare": Budget(1160),  # 972 classic, 1110 Nodes 2.0 (ComfyUI 0.33)
     "LoRALabDataset": Budget(350),
-    # Train and Init: estimated, not yet measured, after the clip and validation sockets,
-    # validation_every (both) and Train's sample_prompts and sample_every were added
+    # Train 629 classic, 737 Nodes 2.0; Init 484 and 580 (ComfyUI 0.33, with the clip and validation
+    # sockets, validation_every, fits_in, and Train's sample_prompts and sample_every)
     "LoRALabTrain": Budget(820, chart_top=360),
     "LoRALabTrainInit": Budget(640),
     "LoRALabTrainSteps": Budget(200, chart_top=300),
