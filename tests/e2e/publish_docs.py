@@ -23,6 +23,8 @@ SHOTS = {
     "widget_block_editor_flux.png": "block_editor_flux.png",
     "widget_loss_chart.png": "loss_chart.png",
     "widget_inspect_report.png": "inspect_report.png",
+    "widget_stack_rows.png": "stack_rows.png",
+    "widget_coverage_doctor.png": "coverage_doctor.png",
     "workflow_inspect_lora.png": "workflow_inspect_lora.jpg",
     "workflow_block_weights_flux.png": "workflow_block_weights_flux.jpg",
     "workflow_merge_loras.png": "workflow_merge_loras.jpg",
