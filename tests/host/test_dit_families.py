@@ -3,14 +3,11 @@ classes (meta device), every name ComfyUI's key map knows resolves to the same k
 and on tiny models built with ComfyUI's classes our loader equals core's LoraLoader bit for bit
 where core loads the file, applies what core drops (musubi's HunyuanVideo MLP names, diffusers
 HunyuanVideo and Lumina 2 files) as the math says, and a block spec changes exactly the keys of its blocks."""
-import os
-
 import pytest
 import torch
 
-from host.dit_configs import host_dit_config
-from loralab.files.safetensors import save_tensors
-from loralab_testkit import fit_fixture_to_layout, fixture
+from host.dit_kit import (apply_ours, assert_changed_by, assert_equals_core, comfy_model, entry_deltas, fitted,
+                          layout_of, loaded_weights, tiny_patchers)
 
 #: arch id -> ComfyUI model_config class of the released model
 RELEASED = {"chroma": "Chroma", "hunyuan_video": "HunyuanVideo", "lumina2": "Lumina2", "hidream": "HiDream"}
@@ -36,16 +33,6 @@ TINY = {"chroma": ("Chroma", _CHROMA_TINY), "hunyuan_video": ("HunyuanVideo", _H
         "hidream": ("HiDream", _HIDREAM_TINY)}
 
 
-def _model(cls_name, cfg, device=None):
-    import comfy.supported_models as sm
-    mc = getattr(sm, cls_name)(host_dit_config(cfg))
-    mc.set_inference_dtype(torch.float32, None)
-    if device == "meta":
-        with torch.device("meta"):
-            return mc.get_model({}, "")
-    return mc.get_model({}, "")
-
-
 def _rules(host):
     return host.module("loralab.formats.host_keys").host_rules(host.version)
 
@@ -53,7 +40,7 @@ def _rules(host):
 @pytest.mark.parametrize("arch_id", sorted(RELEASED))
 def test_layout_equals_comfyui_model_class(host, arch_id):
     layouts = host.module("loralab.layouts")
-    model = _model(RELEASED[arch_id], layouts.STANDARD_CONFIGS[arch_id], "meta")
+    model = comfy_model(RELEASED[arch_id], layouts.STANDARD_CONFIGS[arch_id], "meta")
     real = {"diffusion_model." + k: tuple(v.shape) for k, v in model.diffusion_model.state_dict().items()}
     layout = host.module("loralab.formats.host_keys").host_layout(layouts.layout_for(arch_id), _rules(host))
     assert real == {k: v for k, v in layout.shapes.items() if k.startswith("diffusion_model.")}
@@ -69,7 +56,7 @@ def test_every_name_comfy_maps_resolves_to_the_same_key_and_rows(host, arch_id):
     import comfy.lora
     layouts = host.module("loralab.layouts")
     canonical = host.module("loralab.formats.canonical")
-    model = _model(RELEASED[arch_id], layouts.STANDARD_CONFIGS[arch_id], "meta")
+    model = comfy_model(RELEASED[arch_id], layouts.STANDARD_CONFIGS[arch_id], "meta")
     layout = host.module("loralab.formats.host_keys").host_layout(layouts.layout_for(arch_id), _rules(host))
     checked = 0
     for name, target in comfy.lora.model_lora_keys_unet(model, {}).items():
@@ -100,76 +87,11 @@ def test_model_classes_map_to_their_arch(host, tiny):
 @pytest.fixture(scope="module")
 def tiny(host):
     """variant -> a ModelPatcher of the tiny model, seeded random weights."""
-    import comfy.model_management as mm
-    import comfy.model_patcher
-    built = {}
-
-    def get(variant):
-        if variant not in built:
-            model = _model(*TINY[variant])
-            g = torch.Generator().manual_seed(0)
-            sd = {k: torch.randn(v.shape, generator=g) * 0.05 for k, v in model.diffusion_model.state_dict().items()}
-            model.diffusion_model.load_state_dict(sd, strict=True)
-            built[variant] = comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
-                                                              offload_device=mm.unet_offload_device())
-        return built[variant]
-    return get
-
-
-def _layout(host, mp):
-    return host.module("nodes.host.models").model_layout(mp)
+    return tiny_patchers(lambda variant: comfy_model(*TINY[variant]))
 
 
 def _fitted(host, mp, name, seed=0):
-    tensors = fit_fixture_to_layout(name, _layout(host, mp), rank=4, seed=seed)
-    file_name = f"chromahv_{name}_{seed}_{len(tensors)}.safetensors"
-    path = os.path.join(host.folder("loras"), file_name)
-    if not os.path.exists(path):
-        save_tensors(path, tensors, fixture("loras", name).get("metadata", {}))
-    return file_name, tensors
-
-
-def _ours(host, mp, file_name, sm=1.0, spec=""):
-    return host.module("nodes.loader").apply_lora(mp, None, file_name, sm, 1.0, spec, 1.0, 1.0, 0, ("test", 0))
-
-
-def _loaded(patcher):
-    import comfy.model_management
-    with torch.no_grad():
-        comfy.model_management.load_models_gpu([patcher], force_full_load=True)
-    return {k: v.detach().clone() for k, v in patcher.model.state_dict().items()}
-
-
-def _deltas(host, tensors, layout):
-    """(model key, row slice, block, ΔW in float64) for every entry, from the engine's adapter math."""
-    lora = host.module("loralab.lora").Lora.from_state_dict(tensors, {}, layout)
-    block_of = host.module("loralab.blocks.map").block_of
-    out = []
-    for m in lora.mapped():
-        shape = layout.shapes[m.target.key]
-        rows = m.target.rows
-        part = (rows[1], *shape[1:]) if rows else shape
-        out.append((m.target.key, rows, block_of(m.target.key, layout.arch.family),
-                    lora.adapter(m.entry).delta_flat(torch.float64).reshape(part)))
-    return out
-
-
-def _assert_changed_by(base, patched, deltas, weight_of):
-    expected = {}
-    for key, rows, block, d in deltas:
-        if weight_of(block):
-            full = expected.setdefault(key, torch.zeros(base[key].shape, dtype=torch.float64))
-            if rows:
-                full[rows[0]:rows[0] + rows[1]] += weight_of(block) * d
-            else:
-                full += weight_of(block) * d
-    assert expected
-    for k, v in base.items():
-        if k in expected:
-            err = float((patched[k].double() - v.double() - expected[k]).abs().max())
-            assert err <= 2e-6 * max(1.0, float(v.abs().max())), f"{k}: off by {err}"
-        else:
-            assert torch.equal(patched[k], v), f"{k} changed but is not in a weighted block"
+    return fitted(host, mp, name, "chromahv", seed)
 
 
 CORE_LOADS = [("aitoolkit_chroma_lora", "chroma"), ("kohya_chroma_lora", "chroma"),
@@ -182,32 +104,27 @@ CORE_LOADS = [("aitoolkit_chroma_lora", "chroma"), ("kohya_chroma_lora", "chroma
 @pytest.mark.parametrize("name,variant", CORE_LOADS)
 def test_equals_core_loraloader_bit_for_bit(host, tiny, name, variant):
     mp = tiny(variant)
-    file_name, tensors = _fitted(host, mp, name)
-    core = host.nodes.LoraLoaderModelOnly().load_lora_model_only(mp, file_name, 0.7)[0]
-    ours, _, info = _ours(host, mp, file_name, sm=0.7)
-    assert core.patches.keys() == ours.patches.keys() and len(ours.patches) >= 9
-    assert "not applied" not in info
-    a, b = _loaded(core), _loaded(ours)
-    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    file_name, _ = _fitted(host, mp, name)
+    assert_equals_core(host, mp, file_name, 9)
 
 
 def test_musubi_hunyuan_video_mlp_core_drops_is_applied(host, tiny):
     """ComfyUI maps musubi's attention and linear1/2 names but not ``img_mlp_fc1``/``fc2``: we apply
     those too, and everything core loads is bit for bit core's."""
     mp = tiny("hunyuan_video")
-    layout = _layout(host, mp)
+    layout = layout_of(host, mp)
     file_name, tensors = _fitted(host, mp, "musubi_hunyuan_video_lora", seed=3)
-    base = _loaded(mp)
+    base = loaded_weights(mp)
     core = host.nodes.LoraLoaderModelOnly().load_lora_model_only(mp, file_name, 0.9)[0]
-    ours, _, info = _ours(host, mp, file_name, sm=0.9)
+    ours, _, info = apply_ours(host, mp, file_name, sm=0.9)
     assert "not applied" not in info
     extra = set(ours.patches) - set(core.patches)
     assert set(core.patches) < set(ours.patches)
     assert extra == {f"diffusion_model.double_blocks.{i}.{s}_mlp.{n}.weight" for i in range(3)
                      for s in ("img", "txt") for n in (0, 2)}
-    a, b = _loaded(core), _loaded(ours)
+    a, b = loaded_weights(core), loaded_weights(ours)
     assert [k for k in a if k not in extra and not torch.equal(a[k], b[k])] == []
-    _assert_changed_by(base, b, _deltas(host, tensors, layout), lambda block: 0.9)
+    assert_changed_by(base, b, entry_deltas(host, tensors, layout), lambda block: 0.9)
 
 
 @pytest.mark.parametrize("name,variant,slices", [
@@ -217,16 +134,16 @@ def test_musubi_hunyuan_video_mlp_core_drops_is_applied(host, tiny):
 def test_diffusers_files_core_drops_are_applied_as_the_math_says(host, tiny, name, variant, slices):
     """ComfyUI maps diffusion-pipe's names for HunyuanVideo and Lumina 2's own, not diffusers'."""
     mp = tiny(variant)
-    layout = _layout(host, mp)
+    layout = layout_of(host, mp)
     file_name, tensors = _fitted(host, mp, name, seed=1)
-    base = _loaded(mp)
+    base = loaded_weights(mp)
     core = host.nodes.LoraLoaderModelOnly().load_lora_model_only(mp, file_name, 1.0)[0]
     assert not core.patches
-    ours, _, info = _ours(host, mp, file_name, sm=0.8)
+    ours, _, info = apply_ours(host, mp, file_name, sm=0.8)
     assert "not applied" not in info
-    deltas = _deltas(host, tensors, layout)
-    assert {rows for _, rows, _, _ in deltas if rows} == slices  # q, k, v of the fused qkv
-    _assert_changed_by(base, _loaded(ours), deltas, lambda block: 0.8)
+    deltas = entry_deltas(host, tensors, layout)
+    assert {d.rows for d in deltas if d.rows} == slices  # q, k, v of the fused qkv
+    assert_changed_by(base, loaded_weights(ours), deltas, lambda block: 0.8)
 
 
 @pytest.mark.parametrize("name,variant,expected", [
@@ -237,14 +154,14 @@ def test_diffusers_files_core_drops_are_applied_as_the_math_says(host, tiny, nam
 ])
 def test_block_spec_changes_exactly_the_named_blocks(host, tiny, name, variant, expected):
     mp = tiny(variant)
-    layout = _layout(host, mp)
+    layout = layout_of(host, mp)
     file_name, tensors = _fitted(host, mp, name, seed=2)
-    base = _loaded(mp)
-    deltas = _deltas(host, tensors, layout)
-    assert sorted({b for _, _, b, _ in deltas}) == expected
+    base = loaded_weights(mp)
+    deltas = entry_deltas(host, tensors, layout)
+    assert sorted({d.block for d in deltas}) == expected
     first, second, late = ("L01", "L02", "L") if variant == "lumina2" else ("D01", "S02", "S")
-    ours, _, info = _ours(host, mp, file_name, sm=1.5, spec=f"{first}=0.6, {second}=0.2, default=0")
+    ours, _, info = apply_ours(host, mp, file_name, sm=1.5, spec=f"{first}=0.6, {second}=0.2, default=0")
     weights = {first: 1.5 * 0.6, second: 1.5 * 0.2}
-    _assert_changed_by(base, _loaded(ours), deltas, lambda b: weights.get(b, 0.0))
-    ours, _, info = _ours(host, mp, file_name, spec=f"{late}=0")
-    _assert_changed_by(base, _loaded(ours), deltas, lambda b: 0.0 if b.startswith(late) else 1.0)
+    assert_changed_by(base, loaded_weights(ours), deltas, lambda b: weights.get(b, 0.0))
+    ours, _, info = apply_ours(host, mp, file_name, spec=f"{late}=0")
+    assert_changed_by(base, loaded_weights(ours), deltas, lambda b: 0.0 if b.startswith(late) else 1.0)
