@@ -16,15 +16,16 @@ from loralab.layouts import ModelLayout, layout_for
 from loralab.layouts.archs import arch_from_metadata_string
 from loralab.layouts.hidream import HIDREAM_CONFIG
 from loralab.lora import Lora
-from loralab.ops.apply import plan_application
 from loralab.ops.convert import convert
 from loralab.ops.coverage import refusal
 from loralab.ops.inspect import summarize
 from loralab.ops.lowrank import RankRule, one_thread
 from loralab.ops.merge import MergeInput, merge, resize
-from loralab_testkit import FixtureSource, fit_fixture_to_layout, fixture, fixture_tensors, materialize, model_shapes
+from loralab_testkit import FixtureSource, fit_fixture_to_layout, fixture, materialize, model_shapes
+from loralab_testkit.fixture_checks import assert_host_loads, assert_spec_zeroes
 
-from engine.ops.test_merge import Probes, assert_same, reference, response
+from engine.ops.test_merge import (Probes, assert_merges_to_dense_sum, assert_responds_as, assert_same,
+                                   lora as fixture_lora, reference, response)
 
 F32 = torch.float32
 
@@ -33,10 +34,6 @@ F32 = torch.float32
 def single_thread():
     with one_thread():
         yield
-
-
-def _lora(name, rank=2, seed=0, metadata=None):
-    return Lora.from_state_dict(fixture_tensors(name, rank=rank, seed=seed, dtype=F32), metadata or {})
 
 
 @pytest.mark.parametrize("arch_id,model", [("chroma", "chroma"), ("hunyuan_video", "hunyuan_video"),
@@ -158,12 +155,7 @@ HOST_LOADS = {"aitoolkit_chroma_lora": "all", "kohya_chroma_lora": "all", "diffu
 
 @pytest.mark.parametrize("name", sorted(HOST_LOADS))
 def test_what_comfyui_loads_and_what_we_map(name):
-    lora = Lora(FixtureSource(name))
-    keys = list(fixture("loras", name)["tensors"])
-    got = host_targets(keys, lora.layout, rules=HOSTS["0.3.64"])
-    loaded = [k for k, t in got.items() if t is not None]
-    assert len(loaded) == (len(keys) if HOST_LOADS[name] == "all" else HOST_LOADS[name])
-    assert not list(lora.unmapped()) and not lora.unrecognized and not lora.orphans
+    assert_host_loads(name, HOST_LOADS[name], HOSTS["0.3.64"])
 
 
 @pytest.mark.parametrize("name,spec,zeroed", [
@@ -177,13 +169,7 @@ def test_what_comfyui_loads_and_what_we_map(name):
     ("simpletuner_lycoris_hidream_lokr", "D=0, S31=0", {*(f"D{i:02d}" for i in range(16)), "S31"}),
 ])
 def test_spec_zeroes_exactly_the_named_absolute_blocks(name, spec, zeroed):
-    lora = Lora(FixtureSource(name))
-    arch_id = lora.detection.arch
-    plan = plan_application(lora, parse_block_weights(spec, arch_id), 1.0, 1.0, model_arch=arch_id,
-                            clip_connected=False)
-    assert {p.block for p in plan.zero} == zeroed
-    assert not {p.block for p in plan.patches} & zeroed and plan.patches
-    assert not plan.not_applied
+    assert_spec_zeroes(name, spec, zeroed)
 
 
 def test_inspect_reports_format_arch_and_blocks(tmp):
@@ -198,22 +184,16 @@ def test_inspect_reports_format_arch_and_blocks(tmp):
 
 def test_diffusers_and_musubi_hunyuan_merge_to_the_dense_sum():
     """Diffusers q/k/v slices and musubi's fused qkv merge into one module each."""
-    a = _lora("diffusers_peft_hunyuan_video_lora", seed=1)
-    b = _lora("musubi_hunyuan_video_lora", seed=2)
-    layout = b.layout
-    probes = Probes(layout)
-    ref = reference([(a, 0.8, None), (b, -0.5, None)], probes, layout)
-    for method, rule in (("concat", None), ("svd", RankRule("fixed", 16))):
-        result = merge([MergeInput(a, 0.8), MergeInput(b, -0.5)], method, rule, dtype=F32)
-        assert_same(response(result.tensors, probes, layout), ref, 1e-5)
+    a = fixture_lora("diffusers_peft_hunyuan_video_lora", seed=1)
+    b = fixture_lora("musubi_hunyuan_video_lora", seed=2)
+    assert_merges_to_dense_sum(a, b, 16)
 
 
 def test_resize_chroma_exactly_at_full_rank():
-    lo = _lora("kohya_chroma_lora", rank=2, seed=3, metadata=fixture("loras", "kohya_chroma_lora")["metadata"])
+    lo = fixture_lora("kohya_chroma_lora", rank=2, seed=3, metadata=fixture("loras", "kohya_chroma_lora")["metadata"])
     assert lo.detection.arch == "chroma"
     result = resize(MergeInput(lo), RankRule("fixed", 4096), dtype=F32)
-    probes = Probes(lo.layout)
-    assert_same(response(result.tensors, probes, lo.layout), reference([(lo, 1.0, None)], probes, lo.layout), 1e-5)
+    assert_responds_as(result.tensors, lo, 1e-5)
 
 
 @pytest.mark.parametrize("name", ["diffusers_peft_hunyuan_video_lora", "musubi_hunyuan_video_lora",
@@ -221,10 +201,9 @@ def test_resize_chroma_exactly_at_full_rank():
 def test_convert_to_names_comfyui_loads(name, tmp):
     """Converted, a HunyuanVideo or Lumina 2 LoRA that ComfyUI drops (all of it, or musubi's MLP) becomes one
     it loads whole."""
-    lo = _lora(name, seed=4)
+    lo = fixture_lora(name, seed=4)
     result = convert(lo, title="converted", dtype=F32)
-    probes = Probes(lo.layout)
-    assert_same(response(result.tensors, probes, lo.layout), reference([(lo, 1.0, None)], probes, lo.layout), 1e-6)
+    assert_responds_as(result.tensors, lo, 1e-6)
     path = result.save(os.path.join(tmp, name + ".safetensors"))
     again = Lora.open(path)
     assert again.detection.arch == lo.detection.arch

@@ -15,15 +15,14 @@ from loralab.formats.model_weights import model_arch
 from loralab.layouts import layout_for
 from loralab.layouts.archs import arch_from_metadata_string
 from loralab.lora import Lora
-from loralab.ops.apply import plan_application
 from loralab.ops.coverage import refusal
 from loralab.ops.convert import convert
 from loralab.ops.inspect import summarize
-from loralab.ops.lowrank import RankRule, one_thread
-from loralab.ops.merge import MergeInput, merge
-from loralab_testkit import FixtureSource, fit_fixture_to_layout, fixture, fixture_tensors, materialize
+from loralab.ops.lowrank import one_thread
+from loralab_testkit import FixtureSource, fit_fixture_to_layout, fixture, materialize
+from loralab_testkit.fixture_checks import assert_host_loads, assert_spec_zeroes
 
-from engine.ops.test_merge import Probes, assert_same, reference, response
+from engine.ops.test_merge import assert_merges_to_dense_sum, assert_responds_as, lora as fixture_lora
 
 F32 = torch.float32
 
@@ -32,10 +31,6 @@ F32 = torch.float32
 def single_thread():
     with one_thread():
         yield
-
-
-def _lora(name, rank=2, seed=0):
-    return Lora.from_state_dict(fixture_tensors(name, rank=rank, seed=seed, dtype=F32))
 
 
 @pytest.mark.parametrize("arch_id,double,single", [("flux2_dev", 8, 48), ("flux2_klein_9b", 8, 24),
@@ -100,11 +95,7 @@ HOST_LOADS = {"aitoolkit_flux2_klein_4b_lora": "all", "musubi_flux2_klein_4b_lor
 
 @pytest.mark.parametrize("name", sorted(HOST_LOADS))
 def test_what_comfyui_loads_and_what_we_map(name):
-    lora = Lora(FixtureSource(name))
-    keys = list(fixture("loras", name)["tensors"])
-    loaded = [k for k, t in host_targets(keys, lora.layout).items() if t is not None]
-    assert len(loaded) == (len(keys) if HOST_LOADS[name] == "all" else 0)
-    assert not list(lora.unmapped()) and not lora.unrecognized and not lora.orphans
+    assert_host_loads(name, HOST_LOADS[name])
 
 
 @pytest.mark.parametrize("name,spec,zeroed", [
@@ -114,13 +105,7 @@ def test_what_comfyui_loads_and_what_we_map(name):
     ("musubi_flux2_klein_4b_lora", "FLUX2-SINGLE", {f"D{i:02d}" for i in range(5)}),
 ])
 def test_spec_zeroes_exactly_the_named_absolute_blocks(name, spec, zeroed):
-    lora = Lora(FixtureSource(name))
-    arch_id = lora.detection.arch
-    plan = plan_application(lora, parse_block_weights(spec, arch_id), 1.0, 1.0, model_arch=arch_id,
-                            clip_connected=False)
-    assert {p.block for p in plan.zero} == zeroed
-    assert not {p.block for p in plan.patches} & zeroed and plan.patches
-    assert not plan.not_applied
+    assert_spec_zeroes(name, spec, zeroed)
 
 
 def test_presets_and_ranges_follow_each_size():
@@ -139,24 +124,17 @@ def test_inspect_reports_format_arch_and_blocks(tmp):
 
 
 def test_ai_toolkit_and_musubi_merge_to_the_dense_sum():
-    a = _lora("aitoolkit_flux2_klein_4b_lora", seed=1)
-    b = _lora("musubi_flux2_klein_4b_lora", seed=2)
-    layout = b.layout
-    probes = Probes(layout)
-    ref = reference([(a, 0.8, None), (b, -0.5, None)], probes, layout)
-    for method, rule in (("concat", None), ("svd", RankRule("fixed", 8))):
-        result = merge([MergeInput(a, 0.8), MergeInput(b, -0.5)], method, rule, dtype=F32)
-        assert all(k.startswith("lora_unet_") for k in result.tensors)
-        assert_same(response(result.tensors, probes, layout), ref, 1e-5)
+    a = fixture_lora("aitoolkit_flux2_klein_4b_lora", seed=1)
+    b = fixture_lora("musubi_flux2_klein_4b_lora", seed=2)
+    assert_merges_to_dense_sum(a, b, 8, "lora_unet_")
 
 
 def test_convert_raw_peft_to_kohya_names_comfyui_loads(tmp):
     """Converted, a PEFT state dict ComfyUI drops whole (embedders and shared modulation under diffusers
     names, q/k/v in rows of the fused weights, norm_out's halves swapped) becomes one it loads whole."""
-    lo = _lora("peft_default_flux2_klein_9b_lora", seed=4)
+    lo = fixture_lora("peft_default_flux2_klein_9b_lora", seed=4)
     result = convert(lo, title="converted", dtype=F32)
-    probes = Probes(lo.layout)
-    assert_same(response(result.tensors, probes, lo.layout), reference([(lo, 1.0, None)], probes, lo.layout), 1e-6)
+    assert_responds_as(result.tensors, lo, 1e-6)
     path = result.save(os.path.join(tmp, "peft_flux2.safetensors"))
     again = Lora.open(path)
     assert (again.detection.format, again.detection.arch) == ("musubi", "flux2_klein_9b")

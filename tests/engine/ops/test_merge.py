@@ -108,6 +108,25 @@ def assert_same(got, ref, rtol):
         assert err < rtol, (k, err)
 
 
+def assert_responds_as(tensors, lo, rtol):
+    """``tensors`` (a resize or convert result) respond to random probes as ``lo`` at strength 1."""
+    probes = Probes(lo.layout)
+    assert_same(response(tensors, probes, lo.layout), reference([(lo, 1.0, None)], probes, lo.layout), rtol)
+
+
+def assert_merges_to_dense_sum(a, b, svd_rank, key_prefix=None):
+    """0.8·a − 0.5·b merged by concat and by SVD at ``svd_rank`` responds as the weighted sum of the
+    two ΔW on ``b``'s layout; with ``key_prefix``, every merged key starts with it."""
+    layout = b.layout
+    probes = Probes(layout)
+    ref = reference([(a, 0.8, None), (b, -0.5, None)], probes, layout)
+    for method, rule in (("concat", None), ("svd", RankRule("fixed", svd_rank))):
+        result = merge([MergeInput(a, 0.8), MergeInput(b, -0.5)], method, rule, dtype=F32)
+        if key_prefix is not None:
+            assert all(k.startswith(key_prefix) for k in result.tensors)
+        assert_same(response(result.tensors, probes, layout), ref, 1e-5)
+
+
 SD15_MIX = [("kohya_sd15_lora", 0.8), ("lycoris_sd15_loha", -0.5), ("lycoris_sd15_lokr", 0.3),
             ("comfyui_trainer_sd15_lora", 1.3)]
 
@@ -393,8 +412,7 @@ def test_resize_lokr_and_loha_exactly_and_optimally():
     for name in ("lycoris_sd15_lokr", "lycoris_sd15_loha"):
         lo = lora(name, rank=2, seed=6)
         exact = resize(MergeInput(lo), RankRule("fixed", 4096), dtype=F32)
-        probes = Probes(lo.layout)
-        assert_same(response(exact.tensors, probes, lo.layout), reference([(lo, 1.0, None)], probes, lo.layout), 1e-5)
+        assert_responds_as(exact.tensors, lo, 1e-5)
         small = resize(MergeInput(lo), RankRule("fixed", 2), dtype=F32)
         got = Lora.from_state_dict(small.tensors)
         by_key = {m.target.key: m for m in lo.mapped()}
@@ -495,8 +513,7 @@ def test_convert_a_trainer_state_dict_to_kohya():
     lo = Lora.from_state_dict(tensors)
     result = convert(lo, title="trained", dtype=F32)
     assert all(k.startswith(("lora_unet_", "lora_te_")) for k in result.tensors)
-    probes = Probes(lo.layout)
-    assert_same(response(result.tensors, probes, lo.layout), reference([(lo, 1.0, None)], probes, lo.layout), 1e-6)
+    assert_responds_as(result.tensors, lo, 1e-6)
     assert result.metadata["modelspec.title"] == "trained"
 
 

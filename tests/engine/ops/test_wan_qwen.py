@@ -11,14 +11,14 @@ from loralab.blocks.spec import parse_block_weights, preset_names, standard_bloc
 from loralab.formats.host_keys import host_targets
 from loralab.layouts import layout_for
 from loralab.lora import Lora
-from loralab.ops.apply import plan_application
 from loralab.ops.inspect import summarize
 from loralab.ops.lowrank import RankRule, one_thread
 from loralab.ops.convert import convert
-from loralab.ops.merge import MergeInput, merge, resize
+from loralab.ops.merge import MergeInput, resize
 from loralab_testkit import FixtureSource, fit_fixture_to_layout, fixture, materialize
+from loralab_testkit.fixture_checks import assert_host_loads, assert_spec_zeroes
 
-from engine.ops.test_merge import Probes, assert_same, reference, response
+from engine.ops.test_merge import assert_merges_to_dense_sum, assert_responds_as, lora as fixture_lora
 
 F32 = torch.float32
 
@@ -27,11 +27,6 @@ F32 = torch.float32
 def single_thread():
     with one_thread():
         yield
-
-
-def _lora(name, rank=2, seed=0):
-    from loralab_testkit import fixture_tensors
-    return Lora.from_state_dict(fixture_tensors(name, rank=rank, seed=seed, dtype=F32))
 
 
 @pytest.mark.parametrize("arch_id,blocks", [("wan21_t2v_14b", 40), ("wan21_i2v_14b", 40), ("wan21_t2v_1_3b", 30),
@@ -76,12 +71,7 @@ HOST_LOADS = {"musubi_wan21_t2v_14b_lora": "all", "diffusion_pipe_wan21_i2v_14b_
 
 @pytest.mark.parametrize("name", sorted(HOST_LOADS))
 def test_what_comfyui_loads_and_what_we_map(name):
-    lora = Lora(FixtureSource(name))
-    keys = list(fixture("loras", name)["tensors"])
-    got = host_targets(keys, lora.layout)
-    loaded = [k for k, t in got.items() if t is not None]
-    assert len(loaded) == (len(keys) if HOST_LOADS[name] == "all" else 0)
-    assert not list(lora.unmapped()) and not lora.unrecognized and not lora.orphans
+    assert_host_loads(name, HOST_LOADS[name])
 
 
 @pytest.mark.parametrize("name,spec,zeroed", [
@@ -91,13 +81,7 @@ def test_what_comfyui_loads_and_what_we_map(name):
     ("diffusers_peft_qwen_image_lora", "B=0.5, B59=0", {"B59"}),
 ])
 def test_spec_zeroes_exactly_the_named_absolute_blocks(name, spec, zeroed):
-    lora = Lora(FixtureSource(name))
-    arch_id = lora.detection.arch
-    plan = plan_application(lora, parse_block_weights(spec, arch_id), 1.0, 1.0, model_arch=arch_id,
-                            clip_connected=False)
-    assert {p.block for p in plan.zero} == zeroed
-    assert not {p.block for p in plan.patches} & zeroed and plan.patches
-    assert not plan.not_applied
+    assert_spec_zeroes(name, spec, zeroed)
 
 
 def test_presets_of_each_family_are_offered():
@@ -117,32 +101,24 @@ def test_inspect_reports_format_arch_and_blocks(tmp):
 
 
 def test_diffusers_and_musubi_wan_merge_to_the_dense_sum():
-    a = _lora("diffusers_peft_wan21_t2v_14b_lora", seed=1)
-    b = _lora("musubi_wan21_t2v_14b_lora", seed=2)
-    layout = b.layout
-    probes = Probes(layout)
-    ref = reference([(a, 0.8, None), (b, -0.5, None)], probes, layout)
-    for method, rule in (("concat", None), ("svd", RankRule("fixed", 8))):
-        result = merge([MergeInput(a, 0.8), MergeInput(b, -0.5)], method, rule, dtype=F32)
-        assert all(k.startswith("lora_unet_blocks_") for k in result.tensors)
-        assert_same(response(result.tensors, probes, layout), ref, 1e-5)
+    a = fixture_lora("diffusers_peft_wan21_t2v_14b_lora", seed=1)
+    b = fixture_lora("musubi_wan21_t2v_14b_lora", seed=2)
+    assert_merges_to_dense_sum(a, b, 8, "lora_unet_blocks_")
 
 
 def test_resize_qwen_exactly_at_full_rank():
-    lo = _lora("musubi_qwen_image_lora", rank=2, seed=3)
+    lo = fixture_lora("musubi_qwen_image_lora", rank=2, seed=3)
     result = resize(MergeInput(lo), RankRule("fixed", 4096), dtype=F32)
-    probes = Probes(lo.layout)
-    assert_same(response(result.tensors, probes, lo.layout), reference([(lo, 1.0, None)], probes, lo.layout), 1e-5)
+    assert_responds_as(result.tensors, lo, 1e-5)
 
 
 @pytest.mark.parametrize("name", ["diffusers_peft_wan21_t2v_14b_lora", "peft_default_wan21_t2v_1_3b_lora",
                                   "diffusers_peft_qwen_image_lora"])
 def test_convert_to_kohya_names_comfyui_loads(name, tmp):
     """Converted, a diffusers/PEFT Wan LoRA that ComfyUI drops becomes one it loads whole."""
-    lo = _lora(name, seed=4)
+    lo = fixture_lora(name, seed=4)
     result = convert(lo, title="converted", dtype=F32)
-    probes = Probes(lo.layout)
-    assert_same(response(result.tensors, probes, lo.layout), reference([(lo, 1.0, None)], probes, lo.layout), 1e-6)
+    assert_responds_as(result.tensors, lo, 1e-6)
     path = result.save(os.path.join(tmp, name + ".safetensors"))
     again = Lora.open(path)
     assert (again.detection.format, again.detection.arch) == ("musubi", lo.detection.arch)

@@ -12,14 +12,13 @@ from loralab.formats.host_keys import host_targets
 from loralab.layouts import layout_for
 from loralab.layouts.archs import arch_from_metadata_string
 from loralab.lora import Lora
-from loralab.ops.apply import plan_application
 from loralab.ops.convert import convert
 from loralab.ops.inspect import summarize
-from loralab.ops.lowrank import RankRule, one_thread
-from loralab.ops.merge import MergeInput, merge
-from loralab_testkit import FixtureSource, fixture, fixture_tensors, materialize
+from loralab.ops.lowrank import one_thread
+from loralab_testkit import FixtureSource, materialize
+from loralab_testkit.fixture_checks import assert_host_loads, assert_spec_zeroes
 
-from engine.ops.test_merge import Probes, assert_same, reference, response
+from engine.ops.test_merge import assert_merges_to_dense_sum, assert_responds_as, lora as fixture_lora
 
 F32 = torch.float32
 
@@ -28,10 +27,6 @@ F32 = torch.float32
 def single_thread():
     with one_thread():
         yield
-
-
-def _lora(name, rank=2, seed=0):
-    return Lora.from_state_dict(fixture_tensors(name, rank=rank, seed=seed, dtype=F32))
 
 
 def test_block_ids_are_layers_and_refiners():
@@ -59,11 +54,7 @@ HOST_LOADS = {"aitoolkit_z_image_lora": 480, "musubi_comfy_z_image_lora": 450, "
 
 @pytest.mark.parametrize("name", sorted(HOST_LOADS))
 def test_what_comfyui_loads_and_what_we_map(name):
-    lora = Lora(FixtureSource(name))
-    keys = list(fixture("loras", name)["tensors"])
-    loaded = [k for k, t in host_targets(keys, lora.layout).items() if t is not None]
-    assert len(loaded) == HOST_LOADS[name]
-    assert not list(lora.unmapped()) and not lora.unrecognized and not lora.orphans
+    assert_host_loads(name, HOST_LOADS[name])
 
 
 @pytest.mark.parametrize("name,spec,zeroed", [
@@ -72,12 +63,7 @@ def test_what_comfyui_loads_and_what_we_map(name):
     ("musubi_comfy_z_image_lora", "ZIMAGE-MID", {f"L{i:02d}" for i in [*range(10), *range(20, 30)]}),
 ])
 def test_spec_zeroes_exactly_the_named_absolute_blocks(name, spec, zeroed):
-    lora = Lora(FixtureSource(name))
-    plan = plan_application(lora, parse_block_weights(spec, "z_image"), 1.0, 1.0, model_arch="z_image",
-                            clip_connected=False)
-    assert {p.block for p in plan.zero} == zeroed
-    assert not {p.block for p in plan.patches} & zeroed and plan.patches
-    assert not plan.not_applied
+    assert_spec_zeroes(name, spec, zeroed, "z_image")
 
 
 def test_presets_are_offered():
@@ -94,24 +80,18 @@ def test_inspect_reports_format_arch_and_blocks(tmp):
 
 
 def test_musubi_and_its_comfy_conversion_merge_to_the_dense_sum():
-    a = _lora("musubi_z_image_lora", seed=1)
-    b = _lora("musubi_comfy_z_image_lora", seed=2)
-    layout = b.layout
-    probes = Probes(layout)
-    ref = reference([(a, 0.8, None), (b, -0.5, None)], probes, layout)
-    for method, rule in (("concat", None), ("svd", RankRule("fixed", 8))):
-        result = merge([MergeInput(a, 0.8), MergeInput(b, -0.5)], method, rule, dtype=F32)
-        assert_same(response(result.tensors, probes, layout), ref, 1e-5)
+    a = fixture_lora("musubi_z_image_lora", seed=1)
+    b = fixture_lora("musubi_comfy_z_image_lora", seed=2)
+    assert_merges_to_dense_sum(a, b, 8)
 
 
 @pytest.mark.parametrize("name", ["musubi_z_image_lora", "peft_default_z_image_lora"])
 def test_convert_to_names_comfyui_loads_whole(name, tmp):
     """Converted, musubi's Z-Image LoRA (attention under diffusers names, which ComfyUI drops) or a raw
     PEFT state dict (dropped whole) becomes one ComfyUI loads whole: the same ΔW on every weight."""
-    lo = _lora(name, seed=4)
+    lo = fixture_lora(name, seed=4)
     result = convert(lo, title="converted", dtype=F32)
-    probes = Probes(lo.layout)
-    assert_same(response(result.tensors, probes, lo.layout), reference([(lo, 1.0, None)], probes, lo.layout), 1e-6)
+    assert_responds_as(result.tensors, lo, 1e-6)
     path = result.save(os.path.join(tmp, "z.safetensors"))
     again = Lora.open(path)
     assert (again.detection.format, again.detection.arch) == ("musubi", "z_image")
