@@ -335,11 +335,12 @@ def pair_files(lora_high: str, lora_low: str, names: list[str]) -> tuple[str, st
     return lora_high, found
 
 
-def role_warnings(lora_high: str, lora_low: str) -> list[str]:
-    """A line for each file whose name or training timesteps say it is for the other expert."""
+def role_warnings(node: str, lora_high: str, lora_low: str) -> list[str]:
+    """A line for each file whose name or training timesteps say it is for the other expert (the
+    metadata from this node's file cache, which applying the pair filled)."""
     out = []
-    for slot, name, expected in (("lora_high", lora_high, "high"), ("lora_low", lora_low, "low")):
-        role = noise_role(name, read_header(folders.picked_lora(name)).metadata)
+    for n, (slot, name, expected) in enumerate((("lora_high", lora_high, "high"), ("lora_low", lora_low, "low"))):
+        role = noise_role(name, _read((node, n), folders.picked_lora(name)).metadata)
         if role is not None and role.role != expected:
             out.append(f"check the pair: {slot} looks like a {role.role}-noise LoRA ({role.evidence}); "
                        f"swap lora_high and lora_low if so")
@@ -407,7 +408,7 @@ class LoRALabWanPair(io.ComfyNode):
                                          a, b, seed, (node, 0))
         model_low, _, low = apply_lora(model_low, None, lora_low, strength_low, 0.0, block_weights,
                                        a, b, seed, (node, 1))
-        info = "\n\n".join([*role_warnings(lora_high, lora_low), f"[high noise] {high}", f"[low noise] {low}"])
+        info = "\n\n".join([*role_warnings(node, lora_high, lora_low), f"[high noise] {high}", f"[low noise] {low}"])
         return io.NodeOutput(model_high, model_low, info, ui=_ui(info, model_high))
 
 
