@@ -129,6 +129,9 @@ def test_inspect_report_appears_on_the_node(ui, out_dir):
 def test_loss_chart_draws_training_progress(ui, out_dir):
     node = ui.eval("__ll.add('LoRALabTrainE2EProbe', 60, 60)")
     assert ui.eval(f"__ll.widget({node}, 'loralab_loss') === undefined")  # the chart comes with the first event
+    # set, not assumed: frontend 1.49 keeps widget values by node id and name across graph.clear(),
+    # so a node 1 with a "steps" widget from an earlier test (the compare grid's 20) would lend its value
+    ui.eval(f"__ll.widget({node}, 'steps').value = 120")
     ui.eval("__ll.app.queuePrompt(0, 1)")
     ui.wait_for(f"__ll.el({node}, 'loralab_loss')?.querySelector('.loralab-status').textContent.startsWith('step 120 / 120')",
                 timeout=90)
