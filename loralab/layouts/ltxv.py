@@ -17,8 +17,8 @@ _DIFFUSERS_EMBEDDERS = {"proj_in": "patchify_proj", "time_embed.emb.timestep_emb
                         "adaln_single.emb.timestep_embedder.linear_2", "time_embed.linear": "adaln_single.linear"}
 #: config switches of newer LTX-2 releases (prompt AdaLN, projection before the connector) with no layout here
 UNMODELLED = ("cross_attention_adaln", "caption_proj_before_connector")
-#: the text embeddings connectors of LTX-2 (video and audio): blocks and learnable registers
-_CONNECTOR_BLOCKS, _CONNECTOR_REGISTERS = 2, 128
+#: the learnable registers of LTX-2's text embeddings connectors (video and audio)
+_CONNECTOR_REGISTERS = 128
 
 
 def ltxv_variant(cfg: dict) -> str | None:
@@ -46,14 +46,15 @@ def ltxv_layout(cfg: dict) -> tuple[Shapes, dict[str, str], dict]:
         if bias:
             shapes[name + ".bias"] = (fan_out,)
 
-    def attention(name: str, query: int, context: int, inner: int, n_heads: int = 0, out: int | None = None) -> None:
+    def attention(name: str, query: int, context: int, inner: int, n_heads: int, out: int | None = None,
+                  gate: bool = gated) -> None:
         shapes[f"{name}.q_norm.weight"] = (inner,)
         shapes[f"{name}.k_norm.weight"] = (inner,)
         linear(f"{name}.to_q", query, inner)
         linear(f"{name}.to_k", context, inner)
         linear(f"{name}.to_v", context, inner)
         linear(f"{name}.to_out.0", inner, query if out is None else out)
-        if gated and n_heads:  # the blocks' attentions; the connectors' have no gates
+        if gate:
             linear(f"{name}.to_gate_logits", query, n_heads)
 
     def feed_forward(name: str, width: int, bias: bool = True) -> None:
@@ -88,12 +89,18 @@ def ltxv_layout(cfg: dict) -> tuple[Shapes, dict[str, str], dict]:
         adaln("av_ca_audio_scale_shift_adaln_single", a_dim, 4)
         adaln("av_ca_v2a_gate_adaln_single", a_dim, 1)
         caption_projection("audio_caption_projection", a_dim)
-        for stream in ("audio", "video"):
+        c_heads, c_head_dim = int(cfg.get("connector_num_attention_heads", 30)), int(cfg.get("connector_attention_head_dim", 128))
+        connectors = {"video": (c_heads, c_heads * c_head_dim),
+                      "audio": (int(cfg.get("audio_connector_num_attention_heads", c_heads)),
+                                int(cfg.get("audio_connector_num_attention_heads", c_heads))
+                                * int(cfg.get("audio_connector_attention_head_dim", c_head_dim)))}
+        for stream, (n_heads, width) in connectors.items():
             p = f"{stream}_embeddings_connector"
-            shapes[f"{p}.learnable_registers"] = (_CONNECTOR_REGISTERS, caption)
-            for i in range(_CONNECTOR_BLOCKS):
-                attention(f"{p}.transformer_1d_blocks.{i}.attn1", caption, caption, caption)
-                feed_forward(f"{p}.transformer_1d_blocks.{i}.ff", caption)
+            shapes[f"{p}.learnable_registers"] = (_CONNECTOR_REGISTERS, width)
+            for i in range(int(cfg.get("connector_num_layers", 2))):
+                attention(f"{p}.transformer_1d_blocks.{i}.attn1", width, width, width, n_heads,
+                          gate=bool(cfg.get("connector_apply_gated_attention", False)))
+                feed_forward(f"{p}.transformer_1d_blocks.{i}.ff", width)
     for i in range(int(cfg.get("num_layers", 48 if av else 28))):
         p = f"transformer_blocks.{i}"
         shapes[f"{p}.scale_shift_table"] = (6, dim)
