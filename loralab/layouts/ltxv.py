@@ -22,11 +22,14 @@ _CONNECTOR_REGISTERS = 128
 
 
 def ltxv_variant(cfg: dict) -> str | None:
-    """The arch id of an LTXV config: ``ltx2`` for the audio-video model, ``ltxv`` for LTX-Video, None for
-    a config this layout does not describe (see :data:`UNMODELLED`)."""
+    """The arch id of an LTXV config: ``ltx2`` for the audio-video model, ``ltxv_13b`` for LTX-Video 13B (by
+    width), ``ltxv`` for LTX-Video 2B, None for a config this layout does not describe (see :data:`UNMODELLED`)."""
     if any(cfg.get(k) for k in UNMODELLED):
         return None
-    return "ltx2" if cfg.get("image_model") == "ltxav" else "ltxv"
+    if cfg.get("image_model") == "ltxav":
+        return "ltx2"
+    width = int(cfg.get("num_attention_heads", 32)) * int(cfg.get("attention_head_dim", 64))
+    return "ltxv_13b" if width >= 4096 else "ltxv"
 
 
 def ltxv_layout(cfg: dict) -> tuple[Shapes, dict[str, str], dict]:
@@ -124,5 +127,7 @@ def ltxv_layout(cfg: dict) -> tuple[Shapes, dict[str, str], dict]:
 
 #: LTX-Video 2B (0.9.x) as ComfyUI's detection reads it from the weights
 LTXV_CONFIG: dict = {"image_model": "ltxv", "num_layers": 28, "attention_head_dim": 64, "cross_attention_dim": 2048}
+#: LTX-Video 13B (0.9.7, 0.9.8) as ComfyUI's detection reads it from the weights
+LTXV_13B_CONFIG: dict = {"image_model": "ltxv", "num_layers": 48, "attention_head_dim": 128, "cross_attention_dim": 4096}
 #: LTX-2 19B as ComfyUI's detection reads it from the weights
 LTX2_CONFIG: dict = {"image_model": "ltxav", "num_layers": 48, "attention_head_dim": 128, "cross_attention_dim": 4096}

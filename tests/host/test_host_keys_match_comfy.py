@@ -16,7 +16,7 @@ COMFY_CLASS = {"sd1": "SD15", "sd2": "SD20", "sdxl": "SDXL", "sdxl_refiner": "SD
                "wan22_ti2v_5b": "WAN22_T2V", "qwen_image": "QwenImage",
                "flux2_dev": "Flux2", "flux2_klein_4b": "Flux2", "flux2_klein_9b": "Flux2", "z_image": "ZImage",
                "chroma": "Chroma", "hunyuan_video": "HunyuanVideo", "lumina2": "Lumina2", "hidream": "HiDream",
-               "ltxv": "LTXV", "ltx2": "LTXAV"}
+               "ltxv": "LTXV", "ltxv_13b": "LTXV", "ltx2": "LTXAV"}
 TEXT_ENCODER_FIXTURES = {"clip_l": "clip_l", "clip_g": "clip_g", "clip_h": None, "t5xxl": "t5xxl"}
 
 

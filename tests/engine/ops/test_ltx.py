@@ -16,9 +16,10 @@ from loralab.layouts.archs import arch_from_metadata_string
 from loralab.layouts.ltxv import ltxv_variant
 from loralab.lora import Lora
 from loralab.ops.convert import convert
+from loralab.ops.coverage import refusal
 from loralab.ops.inspect import summarize
 from loralab.ops.lowrank import one_thread
-from loralab_testkit import FixtureSource, materialize, model_shapes
+from loralab_testkit import FixtureSource, fit_fixture_to_layout, materialize, model_shapes
 from loralab_testkit.fixture_checks import assert_host_loads, assert_spec_zeroes
 
 from engine.ops.test_merge import assert_merges_to_dense_sum, assert_responds_as, lora as fixture_lora
@@ -40,6 +41,7 @@ def test_layout_equals_comfyuis_model_keys(arch_id):
 
 def test_block_ids():
     assert standard_blocks("ltxv") == ["IN", *(f"B{i:02d}" for i in range(28)), "OUT"]
+    assert standard_blocks("ltxv_13b") == ["IN", *(f"B{i:02d}" for i in range(48)), "OUT"]
     assert standard_blocks("ltx2") == ["IN", *(f"B{i:02d}" for i in range(48)), *(f"A{i:02d}" for i in range(48)), "OUT"]
     for arch_id in ("ltxv", "ltx2"):
         assert "OTHER" not in {block_of(k, "ltxv") for k in layout_for(arch_id).shapes}
@@ -60,7 +62,7 @@ def test_metadata_strings(value, arch_id):
 
 
 def test_configs_name_their_arch():
-    assert ltxv_variant(layout_for("ltxv").config) == "ltxv" and ltxv_variant(layout_for("ltx2").config) == "ltx2"
+    assert [ltxv_variant(layout_for(a).config) for a in ("ltxv", "ltxv_13b", "ltx2")] == ["ltxv", "ltxv_13b", "ltx2"]
     assert ltxv_variant(dict(layout_for("ltx2").config, cross_attention_adaln=True)) is None
 
 
@@ -70,6 +72,16 @@ def test_configs_name_their_arch():
 def test_detection(name, fmt, arch_id):
     det = Lora(FixtureSource(name)).detection
     assert (det.format, det.arch, det.warnings) == (fmt, arch_id, [])
+
+
+def test_a_13b_lora_fits_ltx2s_video_stream_and_applies_to_both():
+    """LTX-Video 13B's blocks have the names and sizes of LTX-2's video stream: a 13B LoRA fits both
+    (reported as either) and applies to both models, never to the 2B."""
+    tensors = fit_fixture_to_layout("ltx_video_trainer_comfy_ltxv_lora", layout_for("ltxv_13b"), rank=2, seed=3)
+    det = Lora.from_state_dict(tensors).detection
+    assert det.arch in ("ltxv_13b", "ltx2") and det.warnings == []
+    assert refusal(det, "ltxv_13b") is None and refusal(det, "ltx2") is None
+    assert refusal(det, "ltxv").text == f"an {det.arch_name} LoRA on an LTX-Video model"
 
 
 #: fixture -> what ComfyUI 0.3.64 and 0.33 themselves patch of it (emulated; tests/host checks the emulation)
