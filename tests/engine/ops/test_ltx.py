@@ -10,6 +10,7 @@ import torch
 from loralab.blocks.map import block_of
 from loralab.blocks.spec import parse_block_weights, preset_names, standard_blocks
 from loralab.errors import SpecError
+from loralab.formats.canonical import resolve_module
 from loralab.formats.host_keys import HOSTS, host_targets
 from loralab.layouts import layout_for
 from loralab.layouts.archs import arch_from_metadata_string
@@ -59,6 +60,21 @@ def test_block_ids():
                                            ("ltxv", "ltxv"), ("LTX-Video-0.9.7", "ltxv")])
 def test_metadata_strings(value, arch_id):
     assert arch_from_metadata_string(value) == arch_id
+
+
+@pytest.mark.parametrize("name,key", [
+    ("transformer.proj_in", "patchify_proj.weight"),
+    ("transformer.time_embed.emb.timestep_embedder.linear_2", "adaln_single.emb.timestep_embedder.linear_2.weight"),
+    ("transformer.time_embed.linear", "adaln_single.linear.weight"),
+    ("transformer.caption_projection.linear_1", "caption_projection.linear_1.weight"),
+])
+def test_diffusers_embedder_names_land_on_comfyuis(name, key):
+    """diffusers' LTXVideoTransformer3DModel names under ``transformer.`` (two embedders renamed): no host maps them, we do."""
+    layout = layout_for("ltxv")
+    res = resolve_module(name, layout)
+    assert res is not None and layout.key_for(res, "weight") == "diffusion_model." + key
+    for rules in HOSTS.values():
+        assert host_targets([name + ".lora_A.weight"], layout, rules=rules) == {name + ".lora_A.weight": None}
 
 
 def test_configs_name_their_arch():
