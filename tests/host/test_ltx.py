@@ -2,14 +2,14 @@
 skips) in the real ComfyUI: our generated layouts equal ComfyUI's own model classes (meta device), every
 name ComfyUI's key map knows resolves to the same weight, and on tiny models built with ComfyUI's classes
 our loader equals core's LoraLoader bit for bit where core loads the file, applies LTX-Video-Trainer's
-diffusers file core drops as the math says, and a block spec changes exactly its blocks (LTX-2's audio
+diffusers file (every host) and bare names (0.3.64) core drops as the math says, and a block spec changes exactly its blocks (LTX-2's audio
 part of each block apart from its video part)."""
 from types import SimpleNamespace
 
 import pytest
 
 from host.dit_kit import (apply_ours, assert_changed_by, assert_equals_core, comfy_model, entry_deltas, fitted,
-                          layout_of, loaded_weights, tiny_patchers)
+                          layout_of, loaded_weights, save_once, tiny_patchers)
 
 _LTXV_TINY = {"num_layers": 2, "num_attention_heads": 2, "attention_head_dim": 32, "cross_attention_dim": 64,
               "caption_channels": 48, "in_channels": 16}
@@ -111,6 +111,23 @@ def test_diffusers_file_core_drops_is_applied_as_the_math_says(host, tiny):
     ours, _, info = apply_ours(host, mp, file_name, sm=0.8)
     assert "not applied" not in info and len(ours.patches) == 16
     assert_changed_by(base, loaded_weights(ours), entry_deltas(host, tensors, layout_of(host, mp)), lambda b: 0.8)
+
+
+def test_bare_names_core_maps_on_033_only_are_applied_on_every_host(host, tiny):
+    """ComfyUI 0.33 maps LTX's own names without a prefix (``transformer_blocks.0.attn1.to_q``), 0.3.64 drops
+    such a file whole: we apply it on both, bit for bit 0.33's core."""
+    mp = tiny("ltxv")
+    _, tensors = _fitted(host, mp, "ltx_video_trainer_comfy_ltxv_lora", seed=3)
+    bare = {k[len("diffusion_model."):]: v for k, v in tensors.items()}
+    file_name = save_once(host, f"ltx_bare_names_{len(bare)}.safetensors", bare, {})
+    if host.version != "0.3.64":
+        assert_equals_core(host, mp, file_name, 8)
+        return
+    base = loaded_weights(mp)
+    assert not host.nodes.LoraLoaderModelOnly().load_lora_model_only(mp, file_name, 1.0)[0].patches
+    ours, _, info = apply_ours(host, mp, file_name, sm=0.7)
+    assert "not applied" not in info
+    assert_changed_by(base, loaded_weights(ours), entry_deltas(host, bare, layout_of(host, mp)), lambda b: 0.7)
 
 
 @pytest.mark.parametrize("name,arch_id,expected,spec,weights", [
