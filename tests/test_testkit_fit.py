@@ -10,6 +10,7 @@ from loralab.layouts.flux2 import FLUX2_DEV_CONFIG, FLUX2_KLEIN_4B_CONFIG, FLUX2
 from loralab.layouts.hunyuan_video import HUNYUAN_VIDEO_CONFIG
 from loralab.layouts.hidream import HIDREAM_CONFIG
 from loralab.layouts.lumina2 import LUMINA2_CONFIG
+from loralab.layouts.ltxv import LTX2_CONFIG, LTXV_CONFIG
 from loralab.layouts.qwen_image import QWEN_IMAGE_CONFIG
 from loralab.layouts.z_image import Z_IMAGE_CONFIG
 from loralab.layouts.unet import SD15_CONFIG, SDXL_CONFIG
@@ -41,6 +42,12 @@ TINY.update({
     "hidream": ModelLayout.from_config("hidream", dict(HIDREAM_CONFIG, num_attention_heads=2, attention_head_dim=32,
                                                        num_layers=2, num_single_layers=2, num_routed_experts=2,
                                                        caption_channels=[32, 32], text_emb_dim=32)),
+    "ltxv": ModelLayout.from_config("ltxv", dict(LTXV_CONFIG, num_attention_heads=2, attention_head_dim=32, num_layers=2,
+                                                 cross_attention_dim=64, caption_channels=48, in_channels=16)),
+    "ltx2": ModelLayout.from_config("ltx2", dict(LTX2_CONFIG, num_attention_heads=2, attention_head_dim=32, num_layers=2,
+                                                 cross_attention_dim=64, audio_num_attention_heads=2,
+                                                 audio_attention_head_dim=16, audio_cross_attention_dim=32,
+                                                 caption_channels=48, in_channels=16, audio_in_channels=8)),
 })
 _FLUX2 = {"hidden_size": 64, "num_heads": 2, "depth": 2, "depth_single_blocks": 2, "context_in_dim": 48}
 TINY.update({a: ModelLayout.from_config(a, dict(cfg, **_FLUX2)) for a, cfg in (
@@ -51,7 +58,7 @@ MODEL_ARCH = {"sd15": "sd1", "sdxl": "sdxl", "flux_dev": "flux", "wan21_t2v_14b"
               "wan21_t2v_1_3b": "wan21_t2v_14b", "wan21_i2v_14b": "wan21_i2v_14b", "qwen_image": "qwen_image",
               "flux2_dev": "flux2_dev", "flux2_klein_4b": "flux2_klein_4b", "flux2_klein_9b": "flux2_klein_9b",
               "z_image": "z_image", "chroma": "chroma", "hunyuan_video": "hunyuan_video", "lumina2": "lumina2",
-              "hidream": "hidream"}
+              "hidream": "hidream", "ltxv": "ltxv", "ltx2": "ltx2"}
 
 
 @pytest.mark.parametrize("name", LORA_FIXTURES)

@@ -38,7 +38,7 @@ export function invertValues(values) {
 
 /** Arch tags that prefix preset names (``SDXL-OUTALL``, ``FLUX-DOUBLE``, ``SD-LYC-ALL``). */
 const PRESET_TAGS = { SD: ["sd1", "sd2"], SDXL: ["sdxl", "sdxl_refiner"], FLUX: ["flux"], FLUX2: ["flux2"], SD3: ["sd3"], WAN: ["wan"],
-  ZIMAGE: ["z_image"] };
+  ZIMAGE: ["z_image"], LTXV: ["ltxv"], LTX2: ["ltx2"] };
 
 /** The presets of the catalog meant for ``arch``: unprefixed ones and those whose arch tag names
  * it; another arch's presets are left out even where their grammar happens to fit. */

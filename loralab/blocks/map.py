@@ -11,7 +11,10 @@ HunyuanVideo ``IN`` (embedders and the text token refiner), ``D00``..``D19``,
 ``T5``, ``IN``, ``J00``.. (joint blocks), ``OUT``; Wan and Qwen-Image ``IN`` (patch, text, time
 and image embedders), ``B00``.. (transformer blocks), ``OUT`` (head / final norm and projection);
 Z-Image ``IN`` (embedders, pad tokens), ``NR00``.. (noise refiner), ``CR00``.. (context refiner),
-``L00``.. (layers), ``OUT`` (final layer).
+``L00``.. (layers), ``OUT`` (final layer); LTX-Video ``IN`` (embedders), ``B00``.. (transformer blocks),
+``OUT``; LTX-2 the same with each block split in two: ``B00``.. its video part (with the audio-to-video
+attention, which writes into the video stream), ``A00``.. its audio part (audio attentions and feed-forward,
+the video-to-audio attention), and ``IN`` holding the text embeddings connectors.
 A key no rule claims belongs to ``OTHER``, never silently to a block.
 """
 from __future__ import annotations
@@ -84,10 +87,19 @@ BLOCK_RULES: dict[str, tuple[tuple[str, str], ...]] = {
         (r"^diffusion_model\.layers\.(\d+)\.", "L{:02d}"),
         (r"^diffusion_model\.final_layer\.", "OUT"),
     ),
+    "ltxv": (
+        (r"^diffusion_model\.(?:patchify_proj\.|adaln_single\.|caption_projection\.|keyframes_abs_pos_embedding$"
+         r"|audio_patchify_proj\.|audio_adaln_single\.|audio_caption_projection\.|av_ca_\w+\."
+         r"|video_embeddings_connector\.|audio_embeddings_connector\.)", "IN"),
+        (r"^diffusion_model\.transformer_blocks\.(\d+)\.(?:audio_(?!to_video_attn\.)|video_to_audio_attn\."
+         r"|scale_shift_table_a2v_ca_audio$)", "A{:02d}"),
+        (r"^diffusion_model\.transformer_blocks\.(\d+)\.", "B{:02d}"),
+        (r"^diffusion_model\.(?:proj_out\.|scale_shift_table$|audio_proj_out\.|audio_scale_shift_table$)", "OUT"),
+    ),
 }
 _COMPILED = {fam: tuple((re.compile(p), t) for p, t in rules) for fam, rules in BLOCK_RULES.items()}
 
-_NUMBERED = re.compile(r"(IN|M|OUT|D|S|J|B|NR|CR|SR|L)(\d+)")
+_NUMBERED = re.compile(r"(IN|M|OUT|D|S|J|B|NR|CR|SR|L|A)(\d+)")
 
 #: the block-id families, in display order
 FAMILY_ORDER: dict[str, tuple[str, ...]] = {
@@ -100,6 +112,7 @@ FAMILY_ORDER: dict[str, tuple[str, ...]] = {
     "hunyuan_video": ("IN", "D", "S", "OUT"),
     "lumina2": ("IN", "L", "OUT"),
     "hidream": ("IN", "D", "S", "OUT"),
+    "ltxv": ("IN", "B", "A", "OUT"),
 }
 
 

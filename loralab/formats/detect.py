@@ -179,6 +179,8 @@ def detect(entries: list[Entry], keys: list[str], metadata: dict[str, str]) -> D
         fmt = "musubi"
     if family in ("lumina2", "hidream") and fmt == "bfl":  # diffusion-pipe's (kohya-style ones are sd-scripts')
         fmt = "diffusion_pipe"
+    if family == "ltxv" and fmt == "bfl":  # diffusion-pipe's, LTX-2 trainer's, LTX-Video-Trainer's converted ones
+        fmt = "diffusion_pipe"
     if family == "hunyuan_video" and fmt == "diffusers_peft" and any(e.module.startswith(_HUNYUAN_ORIGINAL)
                                                                       for e in entries):
         fmt = "diffusion_pipe"

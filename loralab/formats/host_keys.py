@@ -50,6 +50,8 @@ class HostRules:
     lumina2_z_image: bool = False
     #: Lumina 2: the model has its (unused) ``norm_final``
     lumina2_norm_final: bool = True
+    #: LTX-Video and LTX-2: ComfyUI's own module names without any prefix (``transformer_blocks.0.attn1.to_q``)
+    ltxv_bare_names: bool = False
 
     @property
     def name(self) -> str:
@@ -61,7 +63,7 @@ class HostRules:
 HOSTS: dict[str, HostRules] = {
     "0.3.64": HostRules((0, 3, 64), "scale", False, False, False, False, "_norm.scale.set_weight"),
     "0.33.0": HostRules((0, 33, 0), "weight", True, True, True, True, "_norm.set_weight", lumina2_z_image=True,
-                          lumina2_norm_final=False),
+                          lumina2_norm_final=False, ltxv_bare_names=True),
 }
 NEWEST = HOSTS[list(HOSTS)[-1]]
 
@@ -199,6 +201,12 @@ def _unet_names(layout: ModelLayout, rules: HostRules, out: dict[str, HostTarget
                     out[k.replace(".linear1.weight", ".linear1_qkv")] = (k, (0, 3 * hidden))
         return
     if layout.arch.family == "wan":  # ComfyUI maps Wan's generic forms only (lora_unet_*, diffusion_model.*)
+        return
+    if layout.arch.family == "ltxv":  # 0.3.64: the generic forms only; 0.33 adds the bare names (no transformer.)
+        if rules.ltxv_bare_names:
+            for k in layout.shapes:
+                if k.startswith(DIFFUSION_PREFIX) and k.endswith(".weight"):
+                    out[k[len(DIFFUSION_PREFIX):-len(".weight")]] = (k, None)
         return
     if layout.arch.family == "z_image":
         _z_image_names(layout, out)

@@ -18,6 +18,7 @@ from .flux2 import FLUX2_DEV_CONFIG, FLUX2_KLEIN_4B_CONFIG, FLUX2_KLEIN_9B_CONFI
 from .hunyuan_video import HUNYUAN_VIDEO_CONFIG, hunyuan_video_layout
 from .hidream import HIDREAM_CONFIG, hidream_layout
 from .lumina2 import LUMINA2_CONFIG, lumina2_layout
+from .ltxv import LTX2_CONFIG, LTXV_13B_CONFIG, LTXV_CONFIG, ltxv_layout
 from .mmdit import SD3_MEDIUM_CONFIG, SD35_LARGE_CONFIG, SD35_MEDIUM_CONFIG, mmdit_layout
 from .qwen_image import QWEN_IMAGE_CONFIG, qwen_image_layout
 from .text_encoders import text_encoder_layout
@@ -50,11 +51,14 @@ STANDARD_CONFIGS: dict[str, dict] = {
     "hunyuan_video": HUNYUAN_VIDEO_CONFIG,
     "lumina2": LUMINA2_CONFIG,
     "hidream": HIDREAM_CONFIG,
+    "ltxv": LTXV_CONFIG,
+    "ltxv_13b": LTXV_13B_CONFIG,
+    "ltx2": LTX2_CONFIG,
 }
 
 #: family -> the layout generator of its diffusion model (U-Net families use unet_layout)
 _DIT_LAYOUTS = {"mmdit": mmdit_layout, "wan": wan_layout, "qwen_image": qwen_image_layout, "z_image": z_image_layout,
-                "lumina2": lumina2_layout, "hidream": hidream_layout}
+                "lumina2": lumina2_layout, "hidream": hidream_layout, "ltxv": ltxv_layout}
 #: families whose q/k norm weights ComfyUI names ``scale`` up to 0.3.x and ``weight`` since 0.33
 NORM_FAMILIES = ("flux", "hunyuan_video")
 
@@ -224,7 +228,7 @@ def _renamed(layout: ModelLayout, norm_param: str) -> ModelLayout:
 def layout_for(arch_id: str) -> ModelLayout:
     """The layout of the released model of an architecture (SD1.5, SD2.1, SDXL base/refiner, Flux.1-dev,
     SD3 medium, SD3.5 medium/large, Wan 2.1 T2V 14B / 1.3B, Wan 2.1 I2V 14B, Wan 2.2 TI2V 5B, Qwen-Image,
-    Flux.2 dev, Flux.2 Klein 4B / 9B, Z-Image, Chroma, HunyuanVideo, Lumina 2, HiDream-I1)."""
+    Flux.2 dev, Flux.2 Klein 4B / 9B, Z-Image, Chroma, HunyuanVideo, Lumina 2, HiDream-I1, LTX-Video 2B / 13B, LTX-2)."""
     return ModelLayout(arch(arch_id), STANDARD_CONFIGS[arch_id])
 
 

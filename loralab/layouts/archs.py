@@ -10,7 +10,7 @@ class Arch:
 
     id: str
     name: str
-    family: str  # "unet" | "flux" (Flux.1, Flux.2, Chroma) | "mmdit" | "wan" | "qwen_image" | "z_image" | "hunyuan_video" | "lumina2" | "hidream"
+    family: str  # "unet" | "flux" (Flux.1, Flux.2, Chroma) | "mmdit" | "wan" | "qwen_image" | "z_image" | "hunyuan_video" | "lumina2" | "hidream" | "ltxv" (LTX-Video, LTX-2)
     text_encoders: tuple[str, ...]
     #: kohya text-encoder prefix index ("" for ``lora_te_``, "1" for ``lora_te1_``...) -> ComfyUI TE name
     kohya_te: dict[str, str] = field(default_factory=dict)
@@ -89,6 +89,15 @@ ARCHS: dict[str, Arch] = {a.id: a for a in (
     # ss_base_model_version "hidream"
     Arch("hidream", "HiDream-I1", "hidream", (), ss_base_model_version="hidream", modelspec_architecture="hidream-i1/lora",
          modelspec_implementation="https://github.com/HiDream-ai/HiDream-I1"),
+    # LTX-Video 2B and 13B (ComfyUI's LTXV, by width) and LTX-2 (LTXAV): diffusion model only (T5 / Gemma 3 text
+    # encoders, not laid out); ai-toolkit writes ss_base_model_version "ltx2". A 13B LoRA's keys and sizes are
+    # those of LTX-2's video stream: such a file fits both, and applies to either.
+    Arch("ltxv", "LTX-Video", "ltxv", (), ss_base_model_version="ltxv", modelspec_architecture="ltx-video/lora",
+         modelspec_implementation="https://github.com/Lightricks/LTX-Video"),
+    Arch("ltxv_13b", "LTX-Video 13B", "ltxv", (), ss_base_model_version="ltxv", modelspec_architecture="ltx-video/lora",
+         modelspec_implementation="https://github.com/Lightricks/LTX-Video"),
+    Arch("ltx2", "LTX-2", "ltxv", (), ss_base_model_version="ltx2", modelspec_architecture="ltx-2/lora",
+         modelspec_implementation="https://github.com/Lightricks/LTX-2"),
 )}
 
 
@@ -96,7 +105,7 @@ def arch(arch_id: str) -> Arch:
     """The :class:`Arch` with this id (``sd1``, ``sd2``, ``sdxl``, ``sdxl_refiner``, ``flux``, ``sd3``,
     ``sd35m``, ``sd35l``, ``wan21_t2v_14b``, ``wan21_i2v_14b``, ``wan21_t2v_1_3b``, ``wan22_ti2v_5b``, ``qwen_image``,
     ``flux2_dev``, ``flux2_klein_4b``, ``flux2_klein_9b``, ``z_image``, ``chroma``, ``hunyuan_video``, ``lumina2``,
-    ``hidream``)."""
+    ``hidream``, ``ltxv``, ``ltxv_13b``, ``ltx2``)."""
     try:
         return ARCHS[arch_id]
     except KeyError:
@@ -116,6 +125,8 @@ def arch_from_metadata_string(value: str) -> str | None:
         return "hunyuan_video"
     if v.startswith("hidream"):
         return "hidream"
+    if v.startswith("ltx"):  # ai-toolkit ltx2; ltx-2/lora, ltxv, ltx-video/lora
+        return "ltx2" if v[3:].lstrip("-_ ").startswith("2") else "ltxv"
     if v.startswith("lumina"):  # kohya sd-scripts: lumina-2/lora
         return "lumina2"
     if v.startswith("wan"):  # musubi-tuner writes "wan" and "wan2.1/lora" for every Wan size

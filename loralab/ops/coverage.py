@@ -123,8 +123,8 @@ class Cause:
 
 
 def _a(name: str) -> str:
-    """``an SDXL``, ``a Flux.1``: the article as the name is read out."""
-    return ("an " if name.startswith("SD") or name[:1].upper() in "AEIOU" else "a ") + name
+    """``an SDXL``, ``an LTX-2``, ``a Flux.1``: the article as the name is read out."""
+    return ("an " if name.startswith(("SD", "LTX")) or name[:1].upper() in "AEIOU" else "a ") + name
 
 
 def _name(arch_id: str) -> str:

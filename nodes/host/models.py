@@ -10,6 +10,7 @@ from ...loralab.formats.model_weights import ModelWeights
 from ...loralab.layouts import NORM_FAMILIES, ModelLayout
 from ...loralab.layouts.archs import arch
 from ...loralab.layouts.flux2 import flux2_variant
+from ...loralab.layouts.ltxv import ltxv_variant
 from ...loralab.layouts.mmdit import mmdit_variant
 from ...loralab.layouts.wan import wan_variant
 
@@ -17,9 +18,9 @@ from ...loralab.layouts.wan import wan_variant
 #: ComfyUI 0.3.64 has no Flux2 class, and a name it lacks is simply never met)
 _CONFIG_ARCH = {"SD15": "sd1", "SD20": "sd2", "SDXL": "sdxl", "SDXLRefiner": "sdxl_refiner",
                 "Flux": "flux", "FluxSchnell": "flux", "SD3": "mmdit", "QwenImage": "qwen_image", "Flux2": "flux2",
-                "ZImage": "z_image", "Chroma": "chroma", "HiDream": "hidream"}
+                "ZImage": "z_image", "Chroma": "chroma", "HiDream": "hidream", "LTXV": "ltxv", "LTXAV": "ltxv"}
 #: arch ids that stand for a family whose size the config tells
-_BY_CONFIG = {"mmdit": mmdit_variant, "flux2": flux2_variant}
+_BY_CONFIG = {"mmdit": mmdit_variant, "flux2": flux2_variant, "ltxv": ltxv_variant}
 #: ComfyUI's Wan model_config classes whose weights are exactly our Wan layouts (its VACE, camera,
 #: Fun-control, S2V, HuMo and Animate subclasses add modules we have no layout for)
 _WAN_CLASSES = ("WAN21_T2V", "WAN21_I2V", "WAN22_T2V")
@@ -41,7 +42,9 @@ def model_arch(model) -> str | None:
     base's ``image_model``: SDXL's SSD-1B or Flux's inpaint model do, Flux.2 (``Flux2(Flux)``,
     ``image_model: flux2``) does not and is no Flux.1 (it maps through its own class, dev or Klein by
     width). Wan configs map by class and width, HunyuanVideo and Lumina 2 configs by their exact class
-    (Z-Image subclasses Lumina 2 and maps through its own class)."""
+    (Z-Image subclasses Lumina 2 and maps through its own class). LTX-2's ``LTXAV`` subclasses ``LTXV`` with its
+    own ``image_model`` and maps through its own class; both by their config (LTX-2 releases whose config
+    switches have no layout here map to None)."""
     config = model.model.model_config
     if type(config).__name__ in _WAN_CLASSES:
         return wan_variant(config.unet_config)
@@ -83,7 +86,7 @@ def required_layout(model, action: str) -> ModelLayout:
     if layout is None:
         raise ArchMismatchError(f"LoRA Lab has no layout for {model_name(model)} yet: it {action} SD1.x, SD2.x, "
                                 "SDXL, SD3/3.5, Flux.1, Flux.2, Chroma, Wan 2.1/2.2, Qwen-Image, Z-Image, HunyuanVideo, "
-                                "Lumina 2 and HiDream models only",
+                                "Lumina 2, HiDream, LTX-Video and LTX-2 models only",
                                 hint="use ComfyUI's own nodes for this model")
     return layout
 

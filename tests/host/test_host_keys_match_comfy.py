@@ -15,7 +15,8 @@ COMFY_CLASS = {"sd1": "SD15", "sd2": "SD20", "sdxl": "SDXL", "sdxl_refiner": "SD
                "wan21_t2v_14b": "WAN21_T2V", "wan21_i2v_14b": "WAN21_I2V", "wan21_t2v_1_3b": "WAN21_T2V",
                "wan22_ti2v_5b": "WAN22_T2V", "qwen_image": "QwenImage",
                "flux2_dev": "Flux2", "flux2_klein_4b": "Flux2", "flux2_klein_9b": "Flux2", "z_image": "ZImage",
-               "chroma": "Chroma", "hunyuan_video": "HunyuanVideo", "lumina2": "Lumina2", "hidream": "HiDream"}
+               "chroma": "Chroma", "hunyuan_video": "HunyuanVideo", "lumina2": "Lumina2", "hidream": "HiDream",
+               "ltxv": "LTXV", "ltxv_13b": "LTXV", "ltx2": "LTXAV"}
 TEXT_ENCODER_FIXTURES = {"clip_l": "clip_l", "clip_g": "clip_g", "clip_h": None, "t5xxl": "t5xxl"}
 
 
@@ -47,7 +48,7 @@ def comfy_models(host, tiny_models):
     archs = host.module("loralab.layouts.archs").ARCHS
     out = {}
     for arch_id, cls in COMFY_CLASS.items():
-        if not hasattr(sm, cls):  # ComfyUI 0.3.64 has no Flux2 or ZImage
+        if not hasattr(sm, cls):  # ComfyUI 0.3.64 has no Flux2, ZImage or LTXAV
             continue
         cfg = dict(configs[arch_id])
         if arch_id == "flux":

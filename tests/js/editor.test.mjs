@@ -76,4 +76,6 @@ test("presets are listed for their own arch only", () => {
   assert.deepEqual(names("flux"), ["NONE", "ALL", "INALL", "FLUX-DOUBLE", "ALL0.5"]);
   assert.deepEqual(names("flux2_klein_4b"), ["NONE", "ALL", "INALL", "FLUX2-SINGLE", "ALL0.5"]);
   assert.deepEqual(names("z_image"), ["NONE", "ALL", "INALL", "ZIMAGE-LATE", "ALL0.5"]);
+  assert.deepEqual(presetsForArch([{ name: "LTXV-LATE" }, { name: "LTX2-AUDIO-ONLY" }], "ltx2").map((p) => p.name),
+    ["LTX2-AUDIO-ONLY"]);
 });

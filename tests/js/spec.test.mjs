@@ -118,6 +118,7 @@ test("specFits: the archs whose grammar accepts a spec (the editor's choice befo
   // double/single stream DiTs; S=0 alone: Flux.2 Klein has single blocks too (but no D05, D06)
   assert.deepEqual(fitting("FLUX-DOUBLE"), ["flux", "flux2_klein_4b", "chroma", "hunyuan_video", "hidream"]);
   assert.deepEqual(fitting("D0-6=1, S=0.3"), ["flux", "chroma", "hunyuan_video", "hidream"]);
+  assert.deepEqual(fitting("A=0, B40-47=0.5"), ["ltx2"]);  // LTX-2's audio part of a block
   assert.deepEqual(fitting("L13-25=0.5"), ["z_image", "lumina2"]);  // Z-Image's layers L00..L29, Lumina 2's L00..L25
   assert.deepEqual(fitting("HUNYUAN-DBL-TAIL"), ["hunyuan_video"]);  // D19 exists in HunyuanVideo only
   assert.deepEqual(fitting(Array(57).fill("1").join(",")), ["flux", "chroma"]);

@@ -62,6 +62,9 @@ FIXTURE_MODELS: dict[str, dict[str, str]] = {
     "diffusion_pipe_hidream_lora": {"unet": "hidream"},
     "diffusers_peft_hidream_lora": {"unet": "hidream"},
     "simpletuner_lycoris_hidream_lokr": {"unet": "hidream"},
+    "ltx_video_trainer_ltxv_lora": {"unet": "ltxv"},
+    "ltx_video_trainer_comfy_ltxv_lora": {"unet": "ltxv"},
+    "ltx2_trainer_ltx2_lora": {"unet": "ltx2"},
 }
 
 

@@ -52,6 +52,9 @@ EXPECTED = {
     "diffusion_pipe_hidream_lora": ("diffusion_pipe", "hidream", {"LoRA": 1072}, 32, None),
     "diffusers_peft_hidream_lora": ("diffusers_peft", "hidream", {"LoRA": 192}, 16, None),
     "simpletuner_lycoris_hidream_lokr": ("simpletuner_lycoris", "hidream", {"LoKr (full-dimension)": 256}, None, 10000.0),
+    "ltx_video_trainer_ltxv_lora": ("diffusers_peft", "ltxv", {"LoRA": 224}, 32, None),
+    "ltx_video_trainer_comfy_ltxv_lora": ("diffusion_pipe", "ltxv", {"LoRA": 224}, 32, None),
+    "ltx2_trainer_ltx2_lora": ("diffusion_pipe", "ltx2", {"LoRA": 1344}, 32, None),
 }
 
 

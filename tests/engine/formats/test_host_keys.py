@@ -11,7 +11,8 @@ from loralab_testkit import LORA_FIXTURES, FixtureSource, fixture, xlabs_keys
 
 DROPPED_ENTIRELY = {"diffusers_sdxl_dreambooth_lora", "xlabs_flux_lora", "diffusers_peft_wan21_t2v_14b_lora",
                     "peft_default_wan21_t2v_1_3b_lora", "peft_default_flux2_klein_9b_lora",
-                    "peft_default_z_image_lora", "diffusers_peft_hunyuan_video_lora", "diffusers_peft_lumina2_lora"}
+                    "peft_default_z_image_lora", "diffusers_peft_hunyuan_video_lora", "diffusers_peft_lumina2_lora",
+                    "ltx_video_trainer_ltxv_lora"}
 #: fixture -> the keys the host drops of a file it loads in part: musubi's Z-Image attention under
 #: diffusers names, musubi's HunyuanVideo MLP names (``img_mlp_fc1``; ComfyUI maps ``img_mlp_0`` only)
 DROPPED_PARTLY = {"musubi_z_image_lora": lambda k: ".attention." in k or "_attention_" in k,
@@ -77,7 +78,7 @@ def test_host_rules_are_the_nearest_known_version_at_or_below():
 
 
 #: names ComfyUI 0.33 loads and 0.3.64 drops: T5 without its wrapper (SD3/SD3.5, Flux), LyCORIS
-#: LoKr's ff.linear_in/out, DiffSynth's bare diffusers names and the Flux.2 single-block names
+#: LoKr's ff.linear_in/out, DiffSynth's bare diffusers names and the Flux.2 single-block names; LTX's bare names
 NEW_NAMES = {
     ("sd3", "text_encoders.transformer.encoder.block.0.layer.0.SelfAttention.q"):
         "t5xxl.transformer.encoder.block.0.layer.0.SelfAttention.q.weight",
@@ -89,6 +90,8 @@ NEW_NAMES = {
     ("flux", "transformer.single_transformer_blocks.1.attn.to_qkv_mlp_proj"):
         "diffusion_model.single_blocks.1.linear1.weight",
     ("flux", "single_transformer_blocks.1.attn.to_out"): "diffusion_model.single_blocks.1.linear2.weight",
+    ("ltxv", "transformer_blocks.3.attn2.to_k"): "diffusion_model.transformer_blocks.3.attn2.to_k.weight",
+    ("ltx2", "transformer_blocks.47.audio_ff.net.2"): "diffusion_model.transformer_blocks.47.audio_ff.net.2.weight",
 }
 
 

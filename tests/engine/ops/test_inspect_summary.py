@@ -65,6 +65,9 @@ EXPECTED = {
     "diffusers_peft_hidream_lora": ("diffusers_peft", "hidream", {"LoRA": 192}, (192, 0, 0), {"unet": 192}, False),
     "simpletuner_lycoris_hidream_lokr": ("simpletuner_lycoris", "hidream", {"LoKr (full-dimension)": 256}, (256, 0, 0), {"unet": 256},
                                          False),
+    "ltx_video_trainer_ltxv_lora": ("diffusers_peft", "ltxv", {"LoRA": 224}, (224, 0, 0), {"unet": 224}, True),
+    "ltx_video_trainer_comfy_ltxv_lora": ("diffusion_pipe", "ltxv", {"LoRA": 224}, (224, 0, 0), {"unet": 224}, False),
+    "ltx2_trainer_ltx2_lora": ("diffusion_pipe", "ltx2", {"LoRA": 1344}, (1344, 0, 0), {"unet": 1344}, False),
 }
 
 
