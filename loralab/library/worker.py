@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 from .index import Library
 
 
-#: how much lower the worker thread's CPU priority is (Linux)
+#: how much lower the worker thread's CPU priority is than its process's (Linux; capped at 19)
 NICE = 10
 
 
@@ -100,7 +100,8 @@ class Worker:
     def _run(self) -> None:
         if sys.platform == "linux":  # a thread id names one thread there (elsewhere it would be the process)
             try:
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
+                own = os.getpriority(os.PRIO_PROCESS, 0)  # NICE below the process's, wherever it runs
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, own + NICE))
             except OSError:
                 pass
         while True:
