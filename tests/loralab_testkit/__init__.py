@@ -62,6 +62,8 @@ FIXTURE_MODELS: dict[str, dict[str, str]] = {
     "diffusion_pipe_hidream_lora": {"unet": "hidream"},
     "diffusers_peft_hidream_lora": {"unet": "hidream"},
     "simpletuner_lycoris_hidream_lokr": {"unet": "hidream"},
+    "kohya_hunyuan_image21_lora": {"unet": "hunyuan_image21"},
+    "musubi_hunyuan_video15_lora": {"unet": "hunyuan_video15"},
 }
 
 

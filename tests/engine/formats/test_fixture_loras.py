@@ -52,6 +52,8 @@ EXPECTED = {
     "diffusion_pipe_hidream_lora": ("diffusion_pipe", "hidream", {"LoRA": 1072}, 32, None),
     "diffusers_peft_hidream_lora": ("diffusers_peft", "hidream", {"LoRA": 192}, 16, None),
     "simpletuner_lycoris_hidream_lokr": ("simpletuner_lycoris", "hidream", {"LoKr (full-dimension)": 256}, None, 10000.0),
+    "kohya_hunyuan_image21_lora": ("kohya", "hunyuan_image21", {"LoRA": 320}, 16, 16.0),
+    "musubi_hunyuan_video15_lora": ("musubi", "hunyuan_video15", {"LoRA": 756}, 32, 16.0),
 }
 
 

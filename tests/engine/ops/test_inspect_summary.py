@@ -65,6 +65,10 @@ EXPECTED = {
     "diffusers_peft_hidream_lora": ("diffusers_peft", "hidream", {"LoRA": 192}, (192, 0, 0), {"unet": 192}, False),
     "simpletuner_lycoris_hidream_lokr": ("simpletuner_lycoris", "hidream", {"LoKr (full-dimension)": 256}, (256, 0, 0), {"unet": 256},
                                          False),
+    # ComfyUI maps sd-scripts' attention and linear1/2 names, not mod_linear, mlp_fc1/fc2 or modulation_linear
+    "kohya_hunyuan_image21_lora": ("kohya", "hunyuan_image21", {"LoRA": 320}, (320, 0, 0), {"unet": 320}, 160),
+    # ComfyUI fuses q, k and v and names img_mod.lin and img_mlp.0/2: only the 108 attn_proj modules load
+    "musubi_hunyuan_video15_lora": ("musubi", "hunyuan_video15", {"LoRA": 756}, (756, 0, 0), {"unet": 756}, 648),
 }
 
 
