@@ -25,7 +25,7 @@ from loralab.errors import SpecError
 
 CORPUS = os.path.join(REPO, "tests", "js", "spec_corpus.json")
 ARCHS = ("sd1", "sd2", "sdxl", "sdxl_refiner", "flux", "sd3", "sd35l", "wan21_t2v_1_3b", "qwen_image", "flux2_klein_4b", "z_image",
-         "chroma", "hunyuan_video", "lumina2", "hidream")
+         "chroma", "hunyuan_video", "lumina2", "hidream", "hunyuan_video15")
 PARAMS = {"a": 0.25, "b": -0.5, "x": 0.7}
 
 HANDWRITTEN = {
@@ -67,6 +67,8 @@ HANDWRITTEN = {
     "hunyuan_video": ["HUNYUAN-DOUBLE", "HUNYUAN-DBL-TAIL", "D19=0, S39=0.5", "D20=1", "S40=1", "T5=0",
                       "IN=0, OUT=0", "FLUX-DBL-FRONT", ",".join(["1"] * 57)],
     "hidream": ["HIDREAM-SINGLE", "FLUX-DBL-TAIL", "D15=0, S31=0.5", "D16=1", "S32=1", "IN=0", "L=0"],
+    "hunyuan_video15": ["HUNYUAN15-LATE", "HUNYUAN15-BLOCKS-ONLY", "HUNYUAN-SINGLE", "HUNYUAN-DOUBLE", "D53=0.5",
+                        "D54=1", "S=0", "S00=1", "IN=0, OUT=0", "d00-17=0, D18-D35=0.5", ",".join(["1"] * 57)],
     "lumina2": ["LUMINA-LATE", "L00-05=0.5", "L25=0", "L26=1", "l3-l1=1", "B=0", "D=0", "IN=0, OUT=0.5", "L"],
 }
 
