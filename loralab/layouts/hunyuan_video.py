@@ -7,7 +7,8 @@ HunyuanImage 2.1 (and its refiner) and HunyuanVideo 1.5 are the same ComfyUI cla
 which their configs switch on: the ByT5 glyph mapper (``byt5``), the mean-flow timestep embedder
 (``meanflow``), HunyuanVideo 1.5's SigLIP projection (``vision_in_dim``) and condition-type embedding
 (``use_cond_type_embedding``). Their original code splits q, k and v (``img_attn_q``, ``linear1_q``,
-``linear1_mlp``, ``linear2.fc``): slices of ComfyUI's fused weights here.
+``linear1_mlp``, ``linear2.fc``): slices of ComfyUI's fused weights here. diffusers names their blocks as
+HunyuanVideo's and the new modules ``context_embedder_2`` (ByT5), ``image_embedder`` and ``cond_type_embed``.
 """
 from __future__ import annotations
 
@@ -130,20 +131,23 @@ def hunyuan_video_layout(cfg: dict, norm_param: str = "scale") -> tuple[Shapes, 
 
     if cfg.get("byt5"):  # the ByT5 glyph mapper: ByT5's 1472 wide states through 2048 to the model's width
         shapes["byt5_in.layernorm.weight"] = shapes["byt5_in.layernorm.bias"] = (BYT5_DIM,)
-        linear("byt5_in.fc1", BYT5_DIM, 2048)
-        linear("byt5_in.fc2", 2048, 2048)
-        linear("byt5_in.fc3", 2048, h)
+        names["context_embedder_2.norm"] = "byt5_in.layernorm"
+        linear("byt5_in.fc1", BYT5_DIM, 2048, "context_embedder_2.linear_1")
+        linear("byt5_in.fc2", 2048, 2048, "context_embedder_2.linear_2")
+        linear("byt5_in.fc3", 2048, h, "context_embedder_2.linear_3")
     if cfg.get("meanflow"):
         linear("time_r_in.in_layer", 256, h, "time_r_in.mlp.0")
         linear("time_r_in.out_layer", h, h, "time_r_in.mlp.2")
     if cfg.get("vision_in_dim"):  # layer norm, linear, GELU, linear, layer norm
         v = int(cfg["vision_in_dim"])
         shapes["vision_in.proj.0.weight"] = shapes["vision_in.proj.0.bias"] = (v,)
-        linear("vision_in.proj.1", v, v)
-        linear("vision_in.proj.3", v, h)
+        linear("vision_in.proj.1", v, v, "image_embedder.linear_1")
+        linear("vision_in.proj.3", v, h, "image_embedder.linear_2")
         shapes["vision_in.proj.4.weight"] = shapes["vision_in.proj.4.bias"] = (h,)
+        names["image_embedder.norm_in"], names["image_embedder.norm_out"] = "vision_in.proj.0", "vision_in.proj.4"
     if cfg.get("use_cond_type_embedding"):  # text, ByT5 and vision tokens
         shapes["cond_type_embedding.weight"] = (3, h)
+        names["cond_type_embed"] = "cond_type_embedding"
 
     out = int(cfg.get("out_channels", 16))
     linear("final_layer.linear", h, out * patch[-1] ** 2, "proj_out")

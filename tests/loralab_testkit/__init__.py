@@ -64,6 +64,7 @@ FIXTURE_MODELS: dict[str, dict[str, str]] = {
     "simpletuner_lycoris_hidream_lokr": {"unet": "hidream"},
     "kohya_hunyuan_image21_lora": {"unet": "hunyuan_image21"},
     "musubi_hunyuan_video15_lora": {"unet": "hunyuan_video15"},
+    "diffusers_peft_hunyuan_video15_lora": {"unet": "hunyuan_video15"},
 }
 
 

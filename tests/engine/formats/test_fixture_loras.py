@@ -54,6 +54,7 @@ EXPECTED = {
     "simpletuner_lycoris_hidream_lokr": ("simpletuner_lycoris", "hidream", {"LoKr (full-dimension)": 256}, None, 10000.0),
     "kohya_hunyuan_image21_lora": ("kohya", "hunyuan_image21", {"LoRA": 320}, 16, 16.0),
     "musubi_hunyuan_video15_lora": ("musubi", "hunyuan_video15", {"LoRA": 756}, 32, 16.0),
+    "diffusers_peft_hunyuan_video15_lora": ("diffusers_peft", "hunyuan_video15", {"LoRA": 224}, 16, None),
 }
 
 

@@ -52,6 +52,10 @@ def test_hunyuan_image21_and_video15_are_hunyuan_video_with_more_modules():
     refiner = layout_for("hunyuan_image21_refiner").shapes
     assert refiner["diffusion_model.img_in.proj.weight"] == (3328, 128, 1, 1, 1)
     assert refiner["diffusion_model.time_r_in.in_layer.weight"] == (3328, 256)
+    hv15 = layout_for("hunyuan_video15")
+    for diffusers, ours in (("context_embedder_2.linear_3", "byt5_in.fc3"), ("image_embedder.linear_2", "vision_in.proj.3"),
+                            ("cond_type_embed", "cond_type_embedding")):
+        assert hv15.resolve_unet(diffusers).module == "diffusion_model." + ours
 
 
 def test_original_split_names_are_rows_of_the_fused_weights():
@@ -108,7 +112,8 @@ def test_told_from_hunyuan_video_by_the_weights(name, arch_id, fmt, count):
 
 #: fixture -> (host, how many of its keys that ComfyUI's own loader patches (emulated; tests/host checks it))
 HOST_LOADS = {"kohya_hunyuan_image21_lora": ("0.3.64", 3 * (4 * 20 + 2 * 40)),  # attn_qkv/proj, linear1/2
-              "musubi_hunyuan_video15_lora": ("0.33.0", 3 * 2 * 54)}  # img/txt attn_proj
+              "musubi_hunyuan_video15_lora": ("0.33.0", 3 * 2 * 54),  # img/txt attn_proj
+              "diffusers_peft_hunyuan_video15_lora": ("0.33.0", 0)}  # diffusers names: none
 
 
 @pytest.mark.parametrize("name", sorted(HOST_LOADS))
@@ -121,6 +126,7 @@ def test_what_comfyui_loads_and_what_we_map(name):
     ("kohya_hunyuan_image21_lora", "HUNYUAN-DBL-TAIL", {f"D{i:02d}" for i in range(10)} | {f"S{i:02d}" for i in range(40)}),
     ("musubi_hunyuan_video15_lora", "HUNYUAN15-LATE", {f"D{i:02d}" for i in range(36)}),
     ("musubi_hunyuan_video15_lora", "D00=0, D53=0", {"D00", "D53"}),
+    ("diffusers_peft_hunyuan_video15_lora", "IN=0, D18-53=0", {"IN", *(f"D{i:02d}" for i in range(18, 54))}),
 ])
 def test_spec_zeroes_exactly_the_named_absolute_blocks(name, spec, zeroed):
     assert_spec_zeroes(name, spec, zeroed)
@@ -146,9 +152,11 @@ def test_musubi_split_qkv_merges_to_the_dense_sum():
 
 
 @pytest.mark.parametrize("name,host", [("musubi_hunyuan_video15_lora", "0.33.0"),
+                                       ("diffusers_peft_hunyuan_video15_lora", "0.33.0"),
                                        ("kohya_hunyuan_image21_lora", "0.3.64")])
 def test_convert_to_names_comfyui_loads(name, host, tmp):
-    """Converted, a file ComfyUI loads in part (split q/k/v, sd-scripts' mod and MLP names) becomes one it loads whole."""
+    """Converted, a file ComfyUI loads in part or not at all (split q/k/v, sd-scripts' mod and MLP names, diffusers
+    names) becomes one it loads whole."""
     lo = fixture_lora(name, seed=4)
     result = convert(lo, title="converted", dtype=F32)
     assert_responds_as(result.tensors, lo, 1e-6)

@@ -69,6 +69,8 @@ EXPECTED = {
     "kohya_hunyuan_image21_lora": ("kohya", "hunyuan_image21", {"LoRA": 320}, (320, 0, 0), {"unet": 320}, 160),
     # ComfyUI fuses q, k and v and names img_mod.lin and img_mlp.0/2: only the 108 attn_proj modules load
     "musubi_hunyuan_video15_lora": ("musubi", "hunyuan_video15", {"LoRA": 756}, (756, 0, 0), {"unet": 756}, 648),
+    "diffusers_peft_hunyuan_video15_lora": ("diffusers_peft", "hunyuan_video15", {"LoRA": 224}, (224, 0, 0),
+                                            {"unet": 224}, True),
 }
 
 
