@@ -7,7 +7,7 @@ from loralab.formats.canonical import shape_fits, target_shape
 from loralab.layouts import ModelLayout
 from loralab.layouts.flux import CHROMA_CONFIG, FLUX_DEV_CONFIG
 from loralab.layouts.flux2 import FLUX2_DEV_CONFIG, FLUX2_KLEIN_4B_CONFIG, FLUX2_KLEIN_9B_CONFIG
-from loralab.layouts.hunyuan_video import HUNYUAN_VIDEO_CONFIG
+from loralab.layouts.hunyuan_video import HUNYUAN_IMAGE21_CONFIG, HUNYUAN_VIDEO15_CONFIG, HUNYUAN_VIDEO_CONFIG
 from loralab.layouts.hidream import HIDREAM_CONFIG
 from loralab.layouts.lumina2 import LUMINA2_CONFIG
 from loralab.layouts.ltxv import LTX2_CONFIG, LTXV_CONFIG
@@ -52,13 +52,17 @@ TINY.update({
 _FLUX2 = {"hidden_size": 64, "num_heads": 2, "depth": 2, "depth_single_blocks": 2, "context_in_dim": 48}
 TINY.update({a: ModelLayout.from_config(a, dict(cfg, **_FLUX2)) for a, cfg in (
     ("flux2_dev", FLUX2_DEV_CONFIG), ("flux2_klein_4b", FLUX2_KLEIN_4B_CONFIG), ("flux2_klein_9b", FLUX2_KLEIN_9B_CONFIG))})
+TINY.update({a: ModelLayout.from_config(a, dict(cfg, hidden_size=64, num_heads=2, depth=2, depth_single_blocks=d,
+                                                context_in_dim=32, **({"vision_in_dim": 24} if d == 0 else {})))
+             for a, cfg, d in (("hunyuan_image21", HUNYUAN_IMAGE21_CONFIG, 2), ("hunyuan_video15", HUNYUAN_VIDEO15_CONFIG, 0))})
 TINY["z_image"] = ModelLayout.from_config("z_image", dict(Z_IMAGE_CONFIG, dim=64, n_heads=2, n_kv_heads=2, n_layers=3,
                                                           cap_feat_dim=48, multiple_of=32))
 MODEL_ARCH = {"sd15": "sd1", "sdxl": "sdxl", "flux_dev": "flux", "wan21_t2v_14b": "wan21_t2v_14b",
               "wan21_t2v_1_3b": "wan21_t2v_14b", "wan21_i2v_14b": "wan21_i2v_14b", "qwen_image": "qwen_image",
               "flux2_dev": "flux2_dev", "flux2_klein_4b": "flux2_klein_4b", "flux2_klein_9b": "flux2_klein_9b",
               "z_image": "z_image", "chroma": "chroma", "hunyuan_video": "hunyuan_video", "lumina2": "lumina2",
-              "hidream": "hidream", "ltxv": "ltxv", "ltx2": "ltx2"}
+              "hidream": "hidream", "ltxv": "ltxv", "ltx2": "ltx2",
+              "hunyuan_image21": "hunyuan_image21", "hunyuan_video15": "hunyuan_video15"}
 
 
 @pytest.mark.parametrize("name", LORA_FIXTURES)

@@ -5,7 +5,8 @@ Ids follow the names LoRA Block Weight users know: SD1.x/SD2 and SDXL ``BASE`` (
 blocks), ``S00``.. (single blocks), ``OUT`` (final layer), Flux.2 the same with its three shared
 modulation layers in ``IN``, Chroma the same with its distilled guidance layer in ``IN``;
 HunyuanVideo ``IN`` (embedders and the text token refiner), ``D00``..``D19``,
-``S00``..``S39``, ``OUT``; Lumina 2 ``IN`` (embedders, noise and context refiners), ``L00``..``L25``
+``S00``..``S39``, ``OUT``, HunyuanImage 2.1 the same with its ByT5 glyph mapper in ``IN``, HunyuanVideo 1.5
+``IN`` (with its ByT5 mapper, SigLIP projection and condition-type embedding), ``D00``..``D53``, ``OUT``; Lumina 2 ``IN`` (embedders, noise and context refiners), ``L00``..``L25``
 (its layers), ``OUT`` (final norm and layer); HiDream-I1 ``IN`` (embedders and caption projections),
 ``D00``..``D15`` (double-stream blocks), ``S00``..``S31`` (single-stream blocks), ``OUT``; SD3/SD3.5 ``CLIP`` (CLIP-L and G),
 ``T5``, ``IN``, ``J00``.. (joint blocks), ``OUT``; Wan and Qwen-Image ``IN`` (patch, text, time
@@ -45,7 +46,8 @@ BLOCK_RULES: dict[str, tuple[tuple[str, str], ...]] = {
         (r"^diffusion_model\.final_layer\.", "OUT"),
     ),
     "hunyuan_video": (
-        (r"^diffusion_model\.(?:img_in|txt_in|time_in|vector_in|guidance_in)\.", "IN"),
+        (r"^diffusion_model\.(?:img_in|txt_in|time_in|vector_in|guidance_in|byt5_in|time_r_in|vision_in"
+         r"|cond_type_embedding)\.", "IN"),
         (r"^diffusion_model\.double_blocks\.(\d+)\.", "D{:02d}"),
         (r"^diffusion_model\.single_blocks\.(\d+)\.", "S{:02d}"),
         (r"^diffusion_model\.final_layer\.", "OUT"),

@@ -157,6 +157,8 @@ def detect_format(entries: list[Entry], keys: list[str], metadata: dict[str, str
 _VIDEO_DIT_FORMATS = {"kohya": "musubi", "bfl": "diffusion_pipe"}
 #: archs whose kohya-style files come from musubi-tuner (sd-scripts trains none of them)
 _MUSUBI_ARCHS = ("flux2_dev", "flux2_klein_4b", "flux2_klein_9b", "z_image")
+#: HunyuanVideo-family archs whose kohya-style files are kohya sd-scripts' own (hunyuan_image_train_network.py)
+_SD_SCRIPTS_HUNYUAN = ("hunyuan_image21", "hunyuan_image21_refiner")
 #: the original HunyuanVideo block names diffusion-pipe writes after ``transformer.`` (diffusers' are ``transformer_blocks``)
 _HUNYUAN_ORIGINAL = ("transformer.double_blocks.", "transformer.single_blocks.")
 
@@ -175,6 +177,8 @@ def detect(entries: list[Entry], keys: list[str], metadata: dict[str, str]) -> D
     family = ARCHS[arch_id].family if arch_id is not None else None
     if family in ("wan", "qwen_image", "hunyuan_video"):
         fmt = _VIDEO_DIT_FORMATS.get(fmt, fmt)
+    if arch_id in _SD_SCRIPTS_HUNYUAN and fmt == "musubi":  # the video family's kohya rule does not hold for them
+        fmt = "kohya"
     if arch_id in _MUSUBI_ARCHS and fmt == "kohya":
         fmt = "musubi"
     if family in ("lumina2", "hidream") and fmt == "bfl":  # diffusion-pipe's (kohya-style ones are sd-scripts')

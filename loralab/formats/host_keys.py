@@ -162,6 +162,10 @@ def _z_image_names(layout: ModelLayout, out: dict[str, HostTarget]) -> None:
             out[alias] = target
 
 
+#: HunyuanVideo-family archs whose ComfyUI model maps the generic forms only (lora_unet_*, diffusion_model.*)
+_GENERIC_ONLY_HUNYUAN = ("hunyuan_image21", "hunyuan_image21_refiner")
+
+
 def _unet_names(layout: ModelLayout, rules: HostRules, out: dict[str, HostTarget]) -> None:
     for k in layout.shapes:
         if not k.startswith(DIFFUSION_PREFIX):
@@ -225,6 +229,8 @@ def _unet_names(layout: ModelLayout, rules: HostRules, out: dict[str, HostTarget
                     continue
                 for alias in (zn, DIFFUSION_PREFIX + zn, "transformer." + zn, "lycoris_" + zn.replace(".", "_")):
                     out[alias] = target
+        return
+    if layout.arch.id in _GENERIC_ONLY_HUNYUAN:  # ComfyUI's HunyuanImage21 model is no HunyuanVideo model subclass
         return
     if layout.arch.family == "hunyuan_video":  # diffusion-pipe's names, with transformer. and diffusion_model.
         for k in layout.shapes:

@@ -15,7 +15,8 @@ from typing import Iterable
 from .archs import Arch, arch
 from .flux import CHROMA_CONFIG, FLUX_DEV_CONFIG, NORM_PARAMS, chroma_aliases, flux_aliases, flux_layout, xlabs_names
 from .flux2 import FLUX2_DEV_CONFIG, FLUX2_KLEIN_4B_CONFIG, FLUX2_KLEIN_9B_CONFIG, flux2_layout, is_flux2
-from .hunyuan_video import HUNYUAN_VIDEO_CONFIG, hunyuan_video_layout
+from .hunyuan_video import (HUNYUAN_IMAGE21_CONFIG, HUNYUAN_IMAGE21_REFINER_CONFIG, HUNYUAN_VIDEO15_CONFIG,
+                            HUNYUAN_VIDEO_CONFIG, hunyuan_video_layout)
 from .hidream import HIDREAM_CONFIG, hidream_layout
 from .lumina2 import LUMINA2_CONFIG, lumina2_layout
 from .ltxv import LTX2_CONFIG, LTXV_13B_CONFIG, LTXV_CONFIG, ltxv_layout
@@ -54,6 +55,9 @@ STANDARD_CONFIGS: dict[str, dict] = {
     "ltxv": LTXV_CONFIG,
     "ltxv_13b": LTXV_13B_CONFIG,
     "ltx2": LTX2_CONFIG,
+    "hunyuan_image21": HUNYUAN_IMAGE21_CONFIG,
+    "hunyuan_image21_refiner": HUNYUAN_IMAGE21_REFINER_CONFIG,
+    "hunyuan_video15": HUNYUAN_VIDEO15_CONFIG,
 }
 
 #: family -> the layout generator of its diffusion model (U-Net families use unet_layout)
@@ -228,7 +232,8 @@ def _renamed(layout: ModelLayout, norm_param: str) -> ModelLayout:
 def layout_for(arch_id: str) -> ModelLayout:
     """The layout of the released model of an architecture (SD1.5, SD2.1, SDXL base/refiner, Flux.1-dev,
     SD3 medium, SD3.5 medium/large, Wan 2.1 T2V 14B / 1.3B, Wan 2.1 I2V 14B, Wan 2.2 TI2V 5B, Qwen-Image,
-    Flux.2 dev, Flux.2 Klein 4B / 9B, Z-Image, Chroma, HunyuanVideo, Lumina 2, HiDream-I1, LTX-Video 2B / 13B, LTX-2)."""
+    Flux.2 dev, Flux.2 Klein 4B / 9B, Z-Image, Chroma, HunyuanVideo, Lumina 2, HiDream-I1, LTX-Video 2B / 13B, LTX-2,
+    HunyuanImage 2.1 and its refiner, HunyuanVideo 1.5)."""
     return ModelLayout(arch(arch_id), STANDARD_CONFIGS[arch_id])
 
 

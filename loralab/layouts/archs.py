@@ -98,6 +98,18 @@ ARCHS: dict[str, Arch] = {a.id: a for a in (
          modelspec_implementation="https://github.com/Lightricks/LTX-Video"),
     Arch("ltx2", "LTX-2", "ltxv", (), ss_base_model_version="ltx2", modelspec_architecture="ltx-2/lora",
          modelspec_implementation="https://github.com/Lightricks/LTX-2"),
+    # HunyuanImage 2.1 (base and distilled), its refiner and HunyuanVideo 1.5: ComfyUI's HunyuanVideo class with
+    # more modules (one family); diffusion model only. kohya sd-scripts writes modelspec.architecture
+    # "hunyuan-image-2.1/lora", musubi-tuner ss_base_model_version "hunyuan_video_1_5"
+    Arch("hunyuan_image21", "HunyuanImage 2.1", "hunyuan_video", (), ss_base_model_version="hunyuan_image_2.1",
+         modelspec_architecture="hunyuan-image-2.1/lora", kohya_network_module="networks.lora_hunyuan_image",
+         modelspec_implementation="https://github.com/Tencent-Hunyuan/HunyuanImage-2.1"),
+    Arch("hunyuan_image21_refiner", "HunyuanImage 2.1 refiner", "hunyuan_video", (),
+         modelspec_architecture="hunyuan-image-2.1-refiner/lora",
+         modelspec_implementation="https://github.com/Tencent-Hunyuan/HunyuanImage-2.1"),
+    Arch("hunyuan_video15", "HunyuanVideo 1.5", "hunyuan_video", (), ss_base_model_version="hunyuan_video_1_5",
+         modelspec_architecture="hunyuan-video-1.5/lora", kohya_network_module="networks.lora_hv_1_5",
+         modelspec_implementation="https://github.com/Tencent-Hunyuan/HunyuanVideo-1.5"),
 )}
 
 
@@ -105,7 +117,7 @@ def arch(arch_id: str) -> Arch:
     """The :class:`Arch` with this id (``sd1``, ``sd2``, ``sdxl``, ``sdxl_refiner``, ``flux``, ``sd3``,
     ``sd35m``, ``sd35l``, ``wan21_t2v_14b``, ``wan21_i2v_14b``, ``wan21_t2v_1_3b``, ``wan22_ti2v_5b``, ``qwen_image``,
     ``flux2_dev``, ``flux2_klein_4b``, ``flux2_klein_9b``, ``z_image``, ``chroma``, ``hunyuan_video``, ``lumina2``,
-    ``hidream``, ``ltxv``, ``ltxv_13b``, ``ltx2``)."""
+    ``hidream``, ``ltxv``, ``ltxv_13b``, ``ltx2``, ``hunyuan_image21``, ``hunyuan_image21_refiner``, ``hunyuan_video15``)."""
     try:
         return ARCHS[arch_id]
     except KeyError:
@@ -121,6 +133,13 @@ def arch_from_metadata_string(value: str) -> str | None:
         return "qwen_image"
     if "chroma" in v:  # kohya sd-scripts: modelspec.architecture "chroma/lora"
         return "chroma"
+    hunyuan = v.replace("_", "").replace("-", "").replace(".", "").replace(" ", "")
+    if hunyuan.startswith(("hunyuanvideo15", "hv15")):  # musubi-tuner: hunyuan_video_1_5, hv15
+        return "hunyuan_video15"
+    if hunyuan.startswith(("hunyuanimage21refiner", "hunyuanimagerefiner")):
+        return "hunyuan_image21_refiner"
+    if hunyuan.startswith("hunyuanimage21"):  # kohya sd-scripts: hunyuan-image-2.1/lora
+        return "hunyuan_image21"
     if v.startswith(("hunyuan_video", "hunyuan-video", "hunyuanvideo")):  # musubi-tuner
         return "hunyuan_video"
     if v.startswith("hidream"):

@@ -25,10 +25,14 @@ _BY_CONFIG = {"mmdit": mmdit_variant, "flux2": flux2_variant, "ltxv": ltxv_varia
 #: Fun-control, S2V, HuMo and Animate subclasses add modules we have no layout for)
 _WAN_CLASSES = ("WAN21_T2V", "WAN21_I2V", "WAN22_T2V")
 #: ComfyUI model_config classes that map by their exact class, not their subclasses: HunyuanVideo's
-#: (T2V, I2V, SkyReels I2V differ in input channels only; HunyuanImage 2.1 subclasses them with modules
-#: we have no layout for) and Lumina 2 (Z-Image subclasses it, keeping its ``image_model``)
+#: (T2V, I2V, SkyReels I2V differ in input channels only; HunyuanImage 2.1, its refiner and HunyuanVideo 1.5
+#: subclass them, keeping its ``image_model``, with modules their configs switch on; HunyuanVideo 1.5's
+#: super-resolution model differs from it in input channels only) and Lumina 2 (Z-Image subclasses it,
+#: keeping its ``image_model``)
 _EXACT_CLASS_ARCH = {"HunyuanVideo": "hunyuan_video", "HunyuanVideoI2V": "hunyuan_video",
-                     "HunyuanVideoSkyreelsI2V": "hunyuan_video", "Lumina2": "lumina2"}
+                     "HunyuanVideoSkyreelsI2V": "hunyuan_video", "Lumina2": "lumina2",
+                     "HunyuanImage21": "hunyuan_image21", "HunyuanImage21Refiner": "hunyuan_image21_refiner",
+                     "HunyuanVideo15": "hunyuan_video15", "HunyuanVideo15_SR_Distilled": "hunyuan_video15"}
 #: families whose layout depends on the host's parameter names (q/k norms; Lumina 2's final norm)
 HOST_NAMED_FAMILIES = (*NORM_FAMILIES, "lumina2")
 #: how messages name model_config classes that are other architectures than their base class
@@ -86,7 +90,7 @@ def required_layout(model, action: str) -> ModelLayout:
     if layout is None:
         raise ArchMismatchError(f"LoRA Lab has no layout for {model_name(model)} yet: it {action} SD1.x, SD2.x, "
                                 "SDXL, SD3/3.5, Flux.1, Flux.2, Chroma, Wan 2.1/2.2, Qwen-Image, Z-Image, HunyuanVideo, "
-                                "Lumina 2, HiDream, LTX-Video and LTX-2 models only",
+                                "HunyuanVideo 1.5, HunyuanImage 2.1, Lumina 2, HiDream, LTX-Video and LTX-2 models only",
                                 hint="use ComfyUI's own nodes for this model")
     return layout
 

@@ -16,7 +16,9 @@ COMFY_CLASS = {"sd1": "SD15", "sd2": "SD20", "sdxl": "SDXL", "sdxl_refiner": "SD
                "wan22_ti2v_5b": "WAN22_T2V", "qwen_image": "QwenImage",
                "flux2_dev": "Flux2", "flux2_klein_4b": "Flux2", "flux2_klein_9b": "Flux2", "z_image": "ZImage",
                "chroma": "Chroma", "hunyuan_video": "HunyuanVideo", "lumina2": "Lumina2", "hidream": "HiDream",
-               "ltxv": "LTXV", "ltxv_13b": "LTXV", "ltx2": "LTXAV"}
+               "ltxv": "LTXV", "ltxv_13b": "LTXV", "ltx2": "LTXAV",
+               "hunyuan_image21": "HunyuanImage21", "hunyuan_image21_refiner": "HunyuanImage21Refiner",
+               "hunyuan_video15": "HunyuanVideo15"}
 TEXT_ENCODER_FIXTURES = {"clip_l": "clip_l", "clip_g": "clip_g", "clip_h": None, "t5xxl": "t5xxl"}
 
 

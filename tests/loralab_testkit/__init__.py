@@ -65,6 +65,9 @@ FIXTURE_MODELS: dict[str, dict[str, str]] = {
     "ltx_video_trainer_ltxv_lora": {"unet": "ltxv"},
     "ltx_video_trainer_comfy_ltxv_lora": {"unet": "ltxv"},
     "ltx2_trainer_ltx2_lora": {"unet": "ltx2"},
+    "kohya_hunyuan_image21_lora": {"unet": "hunyuan_image21"},
+    "musubi_hunyuan_video15_lora": {"unet": "hunyuan_video15"},
+    "diffusers_peft_hunyuan_video15_lora": {"unet": "hunyuan_video15"},
 }
 
 

@@ -25,7 +25,8 @@ from loralab.errors import SpecError
 
 CORPUS = os.path.join(REPO, "tests", "js", "spec_corpus.json")
 ARCHS = ("sd1", "sd2", "sdxl", "sdxl_refiner", "flux", "sd3", "sd35l", "wan21_t2v_1_3b", "qwen_image", "flux2_klein_4b", "z_image",
-         "chroma", "hunyuan_video", "lumina2", "hidream", "ltxv", "ltx2")
+         "chroma", "hunyuan_video", "lumina2", "hidream", "ltxv", "ltx2",
+         "hunyuan_video15")
 PARAMS = {"a": 0.25, "b": -0.5, "x": 0.7}
 
 HANDWRITTEN = {
@@ -69,6 +70,8 @@ HANDWRITTEN = {
     "ltxv": ["LTXV-LATE", "LTXV-BLOCKS-ONLY", "B27=0", "B28=1", "A=0", "IN=0, OUT=0.5"],
     "ltx2": ["LTX2-AUDIO-ONLY", "LTX2-VIDEO-ONLY", "A00-47=0.5, B47=0", "A48=1", "b3-a1=1", "LTXV-EARLY", "D=0"],
     "hidream": ["HIDREAM-SINGLE", "FLUX-DBL-TAIL", "D15=0, S31=0.5", "D16=1", "S32=1", "IN=0", "L=0"],
+    "hunyuan_video15": ["HUNYUAN15-LATE", "HUNYUAN15-BLOCKS-ONLY", "HUNYUAN-SINGLE", "HUNYUAN-DOUBLE", "D53=0.5",
+                        "D54=1", "S=0", "S00=1", "IN=0, OUT=0", "d00-17=0, D18-D35=0.5", ",".join(["1"] * 57)],
     "lumina2": ["LUMINA-LATE", "L00-05=0.5", "L25=0", "L26=1", "l3-l1=1", "B=0", "D=0", "IN=0, OUT=0.5", "L"],
 }
 

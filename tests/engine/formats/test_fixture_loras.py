@@ -55,6 +55,9 @@ EXPECTED = {
     "ltx_video_trainer_ltxv_lora": ("diffusers_peft", "ltxv", {"LoRA": 224}, 32, None),
     "ltx_video_trainer_comfy_ltxv_lora": ("diffusion_pipe", "ltxv", {"LoRA": 224}, 32, None),
     "ltx2_trainer_ltx2_lora": ("diffusion_pipe", "ltx2", {"LoRA": 1344}, 32, None),
+    "kohya_hunyuan_image21_lora": ("kohya", "hunyuan_image21", {"LoRA": 320}, 16, 16.0),
+    "musubi_hunyuan_video15_lora": ("musubi", "hunyuan_video15", {"LoRA": 756}, 32, 16.0),
+    "diffusers_peft_hunyuan_video15_lora": ("diffusers_peft", "hunyuan_video15", {"LoRA": 224}, 16, None),
 }
 
 

@@ -12,11 +12,17 @@ from loralab_testkit import LORA_FIXTURES, FixtureSource, fixture, xlabs_keys
 DROPPED_ENTIRELY = {"diffusers_sdxl_dreambooth_lora", "xlabs_flux_lora", "diffusers_peft_wan21_t2v_14b_lora",
                     "peft_default_wan21_t2v_1_3b_lora", "peft_default_flux2_klein_9b_lora",
                     "peft_default_z_image_lora", "diffusers_peft_hunyuan_video_lora", "diffusers_peft_lumina2_lora",
-                    "ltx_video_trainer_ltxv_lora"}
+                    "ltx_video_trainer_ltxv_lora",
+                    "diffusers_peft_hunyuan_video15_lora"}
 #: fixture -> the keys the host drops of a file it loads in part: musubi's Z-Image attention under
 #: diffusers names, musubi's HunyuanVideo MLP names (``img_mlp_fc1``; ComfyUI maps ``img_mlp_0`` only)
 DROPPED_PARTLY = {"musubi_z_image_lora": lambda k: ".attention." in k or "_attention_" in k,
-                  "musubi_hunyuan_video_lora": lambda k: "_mlp_fc" in k}
+                  "musubi_hunyuan_video_lora": lambda k: "_mlp_fc" in k,
+                  # sd-scripts' HunyuanImage 2.1 names of ComfyUI's mod.lin, mlp.0/2 and modulation.lin
+                  "kohya_hunyuan_image21_lora": lambda k: "_mod_linear" in k or "_mlp_fc" in k
+                  or "_modulation_linear" in k,
+                  # musubi's HunyuanVideo 1.5: split q/k/v of ComfyUI's fused qkv, mod.linear and mlp.fc1/fc2
+                  "musubi_hunyuan_video15_lora": lambda k: "_attn_proj" not in k}
 
 
 @pytest.mark.parametrize("name", LORA_FIXTURES)

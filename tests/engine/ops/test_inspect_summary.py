@@ -68,6 +68,12 @@ EXPECTED = {
     "ltx_video_trainer_ltxv_lora": ("diffusers_peft", "ltxv", {"LoRA": 224}, (224, 0, 0), {"unet": 224}, True),
     "ltx_video_trainer_comfy_ltxv_lora": ("diffusion_pipe", "ltxv", {"LoRA": 224}, (224, 0, 0), {"unet": 224}, False),
     "ltx2_trainer_ltx2_lora": ("diffusion_pipe", "ltx2", {"LoRA": 1344}, (1344, 0, 0), {"unet": 1344}, False),
+    # ComfyUI maps sd-scripts' attention and linear1/2 names, not mod_linear, mlp_fc1/fc2 or modulation_linear
+    "kohya_hunyuan_image21_lora": ("kohya", "hunyuan_image21", {"LoRA": 320}, (320, 0, 0), {"unet": 320}, 160),
+    # ComfyUI fuses q, k and v and names img_mod.lin and img_mlp.0/2: only the 108 attn_proj modules load
+    "musubi_hunyuan_video15_lora": ("musubi", "hunyuan_video15", {"LoRA": 756}, (756, 0, 0), {"unet": 756}, 648),
+    "diffusers_peft_hunyuan_video15_lora": ("diffusers_peft", "hunyuan_video15", {"LoRA": 224}, (224, 0, 0),
+                                            {"unet": 224}, True),
 }
 
 

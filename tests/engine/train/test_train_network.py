@@ -82,7 +82,7 @@ def test_dit_family_presets(arch_id, attention, mlp):
     assert first_only and all(".0." in k for k in first_only)
 
 
-@pytest.mark.parametrize("arch_id", ["hunyuan_video", "lumina2", "hidream", "z_image"])
+@pytest.mark.parametrize("arch_id", ["hunyuan_video", "lumina2", "hidream", "z_image", "hunyuan_image21", "hunyuan_video15"])
 @pytest.mark.parametrize("preset", ["attention", "all_linear"])
 def test_families_without_training_presets_are_refused_by_name(arch_id, preset):
     with pytest.raises(TrainingError, match="does not train") as e:
