@@ -31,6 +31,12 @@ test("metadata claiming another arch and alpha without tensors are said plainly"
   assert.equal(rows.alpha, "none (= rank)");
 });
 
+test("a release's label is said once", () => {
+  const name = (arch) => Object.fromEntries(infoView({ ...SAMPLE, arch }).rows.map((r) => [r.label, r.value]))["base model"];
+  assert.equal(name({ id: "flux", name: "Flux.1 Kontext", variant: "Kontext", metadata_claim: "flux" }), "Flux.1 Kontext");
+  assert.equal(name({ id: "flux", name: "Flux.1 dev", variant: "dev", metadata_claim: null }), "Flux.1 dev");
+});
+
 test("missing, null and mistyped fields never throw", () => {
   for (const info of [null, undefined, 42, "x", [], {}, { arch: "sdxl", rank: [], triggers: {}, warnings: "x", training: 5 },
     { rank: { values: [null, 3, { value: "16", count: "many" }] }, trigger_words: [null, 7, ""], algorithms: ["x"] }]) {
