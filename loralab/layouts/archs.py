@@ -173,6 +173,16 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("flux", "Kontext", "Flux.1 Kontext", ("kontext",), "flux_kontext", "flux-1-kontext-dev/lora"),
     Variant("flux", "schnell", "Flux.1 schnell", ("flux1schnell",), "flux1", "flux-1-schnell/lora"),
     Variant("flux", "dev", "Flux.1 dev", ("flux1dev",), "flux1", "flux-1-dev/lora"),
+    # Qwen-Image-Edit and its 2509 (Edit Plus) and 2511 releases, Qwen-Image-Layered: musubi-tuner writes
+    # ss_base_model_version qwen_image_edit (qwen_image_layered) and the model spec strings below; ai-toolkit
+    # writes qwen_image for each
+    Variant("qwen_image", "Edit-2511", "Qwen-Image-Edit-2511", ("edit2511",), "qwen_image_edit",
+            "Qwen-Image-Edit-2511/lora"),
+    Variant("qwen_image", "Edit-2509", "Qwen-Image-Edit-2509", ("edit2509", "editplus"), "qwen_image_edit",
+            "Qwen-Image-Edit-Plus/lora"),
+    Variant("qwen_image", "Edit", "Qwen-Image-Edit", ("edit",), "qwen_image_edit", "Qwen-Image-Edit/lora"),
+    Variant("qwen_image", "Layered", "Qwen-Image-Layered", ("layered",), "qwen_image_layered",
+            "Qwen-Image-Layered/lora"),
 )
 
 

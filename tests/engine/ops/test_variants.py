@@ -43,18 +43,25 @@ def kontext_lora(trainer="musubi", seed=0):
     return Lora.from_state_dict(flux_part(seed=seed), metadata)
 
 
-@pytest.mark.parametrize("arch_id,values,label", [
-    ("flux", ["flux.1_kontext"], "Kontext"),  # ai-toolkit
-    ("flux", ["Flux.1-dev/lora", "flux_kontext"], "Kontext"),  # musubi-tuner: the Kontext string wins
-    ("flux", ["flux-1-kontext-dev/lora"], "Kontext"),  # what LoRA Lab writes
-    ("flux", ["flux-1-dev/lora", "flux1"], "dev"), ("flux", ["flux-1-schnell/lora"], "schnell"),
-    ("flux", ["flux1", "flux.1"], None),
-    ("chroma", ["flux_kontext"], None),  # a string for another architecture names none of this one's releases
+@pytest.mark.parametrize("arch_id,values,named,label", [
+    ("flux", ["flux.1_kontext"], "flux", "Kontext"),  # ai-toolkit
+    ("flux", ["Flux.1-dev/lora", "flux_kontext"], "flux", "Kontext"),  # musubi-tuner: the Kontext string wins
+    ("flux", ["flux-1-kontext-dev/lora"], "flux", "Kontext"),  # what LoRA Lab writes
+    ("flux", ["flux-1-dev/lora", "flux1"], "flux", "dev"), ("flux", ["flux-1-schnell/lora"], "flux", "schnell"),
+    ("flux", ["flux1", "flux.1"], "flux", None),
+    ("chroma", ["flux_kontext"], "flux", None),  # a string for another architecture names none of this one's releases
+    # musubi-tuner's Qwen-Image-Edit, Edit-2509 (its "Edit-Plus"), Edit-2511 and Layered; ai-toolkit's arch names
+    ("qwen_image", ["Qwen-Image-Edit/lora", "qwen_image_edit"], "qwen_image", "Edit"),
+    ("qwen_image", ["Qwen-Image-Edit-Plus/lora", "qwen_image_edit"], "qwen_image", "Edit-2509"),
+    ("qwen_image", ["Qwen-Image-Edit-2511/lora", "qwen_image_edit"], "qwen_image", "Edit-2511"),
+    ("qwen_image", ["qwen_image_edit_plus"], "qwen_image", "Edit-2509"),
+    ("qwen_image", ["Qwen-Image-Layered/lora", "qwen_image_layered"], "qwen_image", "Layered"),
+    ("qwen_image", ["Qwen-Image/lora", "qwen_image"], "qwen_image", None),
 ])
-def test_metadata_strings_name_the_release(arch_id, values, label):
+def test_metadata_strings_name_the_release(arch_id, values, named, label):
     found = variant_from_metadata(arch_id, values)
     assert (found.label if found else None) == label
-    assert all(arch_from_metadata_string(v) == "flux" for v in values)
+    assert {arch_from_metadata_string(v) for v in values} == {named}
 
 
 @pytest.mark.parametrize("trainer", sorted(KONTEXT))
@@ -129,3 +136,36 @@ def test_library_offers_kontext_and_dev_loras_for_a_flux_model(tmp):
         assert sorted(by_name) == ["dev.safetensors", "kontext.safetensors"]
         assert (by_name["kontext.safetensors"].facts["arch_name"], by_name["kontext.safetensors"].facts["variant"]) \
             == ("Flux.1 Kontext", "Kontext")
+
+
+#: musubi-tuner's strings for each Qwen-Image release -> the name reported
+QWEN = {"Qwen-Image-Edit/lora": "Qwen-Image-Edit", "Qwen-Image-Edit-Plus/lora": "Qwen-Image-Edit-2509",
+        "Qwen-Image-Edit-2511/lora": "Qwen-Image-Edit-2511"}
+
+
+def qwen_lora(spec, seed=0):
+    """The musubi-tuner Qwen-Image fixture's first block, with the metadata of the release ``spec`` names."""
+    tensors = {k: v for k, v in fixture_tensors("musubi_qwen_image_lora", rank=2, seed=seed, dtype=F32).items()
+               if k.startswith("lora_unet_transformer_blocks_0_")}
+    metadata = {**fixture("loras", "musubi_qwen_image_lora")["metadata"], "modelspec.architecture": spec,
+                "ss_base_model_version": "qwen_image_edit"}
+    return Lora.from_state_dict(tensors, metadata)
+
+
+@pytest.mark.parametrize("spec", sorted(QWEN))
+def test_qwen_image_edit_releases_are_named_inspected_and_written(spec, tmp):
+    lo = qwen_lora(spec)
+    det = lo.detection
+    assert (det.arch, det.arch_name, det.metadata_arch, det.format, det.warnings) == \
+        ("qwen_image", QWEN[spec], "qwen_image", "musubi", [])
+    path = save_tensors(os.path.join(tmp, "q.safetensors"), lo.source.tensors, lo.metadata)
+    s = summarize(path)
+    assert f"base model: {QWEN[spec]}" in "\n".join(s.text_lines()) and s.verdict().startswith(f"LoRA for {QWEN[spec]}: ")
+    assert "qwen_image" in fitting_archs(det)
+    for result in (resize(MergeInput(lo), RankRule("fixed", 1), dtype=F32), convert(lo, title="q"),
+                   merge([MergeInput(lo), MergeInput(qwen_lora(spec, seed=1))], "concat", dtype=F32)):
+        assert _claims(result.metadata) == ("qwen_image_edit", spec)
+        assert Lora.from_state_dict(result.tensors, result.metadata).detection.arch_name == QWEN[spec]
+    two = merge([MergeInput(qwen_lora("Qwen-Image-Edit/lora")), MergeInput(qwen_lora("Qwen-Image-Edit-2511/lora"))],
+                "concat", dtype=F32)
+    assert _claims(two.metadata) == ("qwen_image", "Qwen-Image/lora")
