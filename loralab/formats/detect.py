@@ -69,6 +69,19 @@ class Detection:
         found = arch_variant(self.arch, self.arch_variant)
         return found.name if found else ARCHS[self.arch].name
 
+    @property
+    def also_fits(self) -> list[str]:
+        """The other architectures whose weights the tensors fit exactly as well, where the metadata
+        does not name the one detected: the keys cannot tell them apart (a LoRA of Flux.1's double
+        block attention fits Chroma, Flux.2 Klein 4B and HunyuanVideo too)."""
+        if self.arch is None or self.metadata_arch == self.arch:
+            return []
+        best = next((s for s in self.scores if s.arch == self.arch), None)
+        if best is None:
+            return []
+        return [s.arch for s in self.scores
+                if s.arch != self.arch and (s.fitting, s.mapped) == (best.fitting, best.mapped)]
+
 
 def metadata_arch(metadata: dict[str, str]) -> str | None:
     """The architecture the metadata claims (:data:`CLAIM_KEYS`, then ``ss_v2``)."""
