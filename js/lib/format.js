@@ -67,9 +67,14 @@ export function formatDistribution(dist, nullLabel = "none") {
 function formatArch(arch) {
   if (!isObject(arch)) return { text: "unknown", note: "" };
   let text = displayText(arch.name || arch.id || "unknown", 40);
-  if (arch.variant) text += ` (${displayText(arch.variant, 40)})`;
+  // the name of a release usually holds its label already ("Flux.1 Kontext", variant "Kontext")
+  if (arch.variant && !text.includes(displayText(arch.variant, 40))) text += ` (${displayText(arch.variant, 40)})`;
   const claim = arch.metadata_claim;
-  const note = claim && claim !== arch.id ? `metadata says ${displayText(claim, 40)}` : "";
+  const also = list(arch.also_fits).filter(isObject).map((a) => displayText(a.name || a.id, 40)).filter(Boolean);
+  const note = [
+    also.length ? `keys also fit ${also.slice(0, MAX_ITEMS).join(", ")}${also.length > MAX_ITEMS ? ", …" : ""}` : "",
+    claim && claim !== arch.id ? `metadata says ${displayText(claim, 40)}` : "",
+  ].filter(Boolean).join("; ");
   return { text, note };
 }
 

@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass, field
 
 from ..layouts import layout_for
-from ..layouts.archs import ARCHS, arch_from_metadata_string
+from ..layouts.archs import ARCHS, arch_from_metadata_string, arch_variant, variant_from_metadata
 from .canonical import shape_fits, target_for, target_shape
 from .keys import Entry
 from .not_lora import looks_like, not_a_lora
@@ -31,8 +31,9 @@ FORMATS: dict[str, str] = {
     "unknown": "unknown",
 }
 
-#: Flux dev and schnell share every key but guidance_in; LoRAs rarely touch it.
-FLUX_VARIANTS = {"flux-1-dev": "dev", "flux-1-schnell": "schnell", "flux.1-dev": "dev", "flux.1-schnell": "schnell"}
+#: the metadata that names a base model: SAI model spec, kohya's ``ss_model_type`` (which says ``chroma``
+#: where ``ss_base_model_version`` says ``flux1``), then ``ss_base_model_version``
+CLAIM_KEYS = ("modelspec.architecture", "ss_model_type", "ss_base_model_version")
 
 
 @dataclass
@@ -65,14 +66,26 @@ class Detection:
     def arch_name(self) -> str:
         if self.arch is None:
             return "unknown"
-        name = ARCHS[self.arch].name
-        return f"{name} {self.arch_variant}" if self.arch_variant else name
+        found = arch_variant(self.arch, self.arch_variant)
+        return found.name if found else ARCHS[self.arch].name
+
+    @property
+    def also_fits(self) -> list[str]:
+        """The other architectures whose weights the tensors fit exactly as well, where the metadata
+        does not name the one detected: the keys cannot tell them apart (a LoRA of Flux.1's double
+        block attention fits Chroma, Flux.2 Klein 4B and HunyuanVideo too)."""
+        if self.arch is None or self.metadata_arch == self.arch:
+            return []
+        best = next((s for s in self.scores if s.arch == self.arch), None)
+        if best is None:
+            return []
+        return [s.arch for s in self.scores
+                if s.arch != self.arch and (s.fitting, s.mapped) == (best.fitting, best.mapped)]
 
 
 def metadata_arch(metadata: dict[str, str]) -> str | None:
-    """The architecture the metadata claims (``modelspec.architecture``, kohya's ``ss_model_type``, which
-    says ``chroma`` where ``ss_base_model_version`` says ``flux1``, ``ss_base_model_version``, ``ss_v2``)."""
-    for key in ("modelspec.architecture", "ss_model_type", "ss_base_model_version"):
+    """The architecture the metadata claims (:data:`CLAIM_KEYS`, then ``ss_v2``)."""
+    for key in CLAIM_KEYS:
         if key in metadata:
             got = arch_from_metadata_string(metadata[key])
             if got:
@@ -80,11 +93,6 @@ def metadata_arch(metadata: dict[str, str]) -> str | None:
     if metadata.get("ss_v2") == "True":
         return "sd2"
     return None
-
-
-def _flux_variant(metadata: dict[str, str]) -> str | None:
-    value = metadata.get("modelspec.architecture", "").lower().split("/")[0]
-    return FLUX_VARIANTS.get(value)
 
 
 _CHUNK = 32
@@ -190,10 +198,12 @@ def detect(entries: list[Entry], keys: list[str], metadata: dict[str, str]) -> D
         fmt = "diffusion_pipe"
     det = Detection(fmt, arch_id, metadata_arch=claimed, scores=scores,
                     not_lora=None if entries else looks_like(keys))
-    if arch_id == "flux":
-        det.arch_variant = _flux_variant(metadata)
-        if any("guidance_in" in e.module or "guidance_embedder" in e.module for e in entries):
-            det.arch_variant = "dev"
+    if arch_id is not None:
+        found = variant_from_metadata(arch_id, [metadata[k] for k in CLAIM_KEYS if k in metadata])
+        det.arch_variant = found.label if found else None
+    if arch_id == "flux" and det.arch_variant in (None, "schnell") and any(
+            "guidance_in" in e.module or "guidance_embedder" in e.module for e in entries):
+        det.arch_variant = "dev"  # schnell has no guidance_in; dev and Kontext (a dev model) have
     if claimed and arch_id and claimed != arch_id:
         det.warnings.append(f"metadata says {ARCHS[claimed].name} but the weights fit {ARCHS[arch_id].name}")
     if arch_id is None and entries:

@@ -23,7 +23,7 @@ from ..files.hashes import LEGACY_OFFSET, StreamHasher
 from ..files.safetensors import TORCH_TO_NAME, SafetensorsWriter
 from ..layouts import DIFFUSION_PREFIX, ModelLayout, Target
 from .keys import group_keys
-from ..layouts.archs import arch
+from ..layouts.archs import arch, arch_variant
 
 SAI_MODEL_SPEC_VERSION = "1.0.1"
 #: entry kinds that make a file a LyCORIS network (``ss_network_module = lycoris.kohya``)
@@ -151,20 +151,23 @@ def carried_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
 def lora_metadata(arch_id: str, tensors: Mapping[str, torch.Tensor], *, title: str,
                   resolution: tuple[int, int] | None = None, prediction_type: str | None = None,
                   trigger_phrase: str | None = None, extra: Mapping[str, str] | None = None,
-                  date: _dt.datetime | None = None) -> dict[str, str]:
-    """kohya ``ss_*`` and SAI ``modelspec.*`` metadata that describe these tensors truthfully."""
+                  date: _dt.datetime | None = None, variant: str | None = None) -> dict[str, str]:
+    """kohya ``ss_*`` and SAI ``modelspec.*`` metadata that describe these tensors truthfully;
+    ``variant``: the label of the release of ``arch_id`` they are for (Flux.1 "Kontext"...), named
+    in the base model strings."""
     a = arch(arch_id)
+    named = arch_variant(arch_id, variant) or a
     module, dim, alpha = network_facts(tensors)
     when = (date or _dt.datetime.now()).replace(microsecond=0)
     meta = {
         "ss_network_module": module or a.kohya_network_module,
         "ss_network_dim": dim,
         "ss_network_alpha": alpha,
-        "ss_base_model_version": a.ss_base_model_version,
+        "ss_base_model_version": named.ss_base_model_version,
         "ss_v2": str(arch_id == "sd2"),
         "ss_output_name": title,
         "modelspec.sai_model_spec": SAI_MODEL_SPEC_VERSION,
-        "modelspec.architecture": a.modelspec_architecture,
+        "modelspec.architecture": named.modelspec_architecture,
         "modelspec.implementation": a.modelspec_implementation,
         "modelspec.title": title,
         "modelspec.date": when.isoformat(),

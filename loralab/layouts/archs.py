@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Iterable
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,11 @@ def arch(arch_id: str) -> Arch:
         raise KeyError(f"unknown architecture {arch_id!r}; known: {', '.join(ARCHS)}") from None
 
 
+def _compact(value: str) -> str:
+    """A metadata string in lower case without ``_``, ``-``, ``.`` and spaces (``Flux.1-dev`` -> ``flux1dev``)."""
+    return value.strip().lower().replace("_", "").replace("-", "").replace(".", "").replace(" ", "")
+
+
 def arch_from_metadata_string(value: str) -> str | None:
     """Map an ``ss_base_model_version`` / ``modelspec.architecture`` / ai-toolkit string to an arch id."""
     v = value.strip().lower()
@@ -152,7 +158,7 @@ def arch_from_metadata_string(value: str) -> str | None:
         return None
     if v.replace("-", "").replace("_", "").startswith("zimage"):  # z_image, zimage, Z-Image-Turbo, Z-Image/lora
         return "z_image"
-    compact = v.replace("_", "").replace("-", "").replace(".", "").replace(" ", "")
+    compact = _compact(v)
     if "flux2" in compact:  # ai-toolkit flux2, flux2_klein_4b; musubi-tuner flux_2_dev; flux-2-klein-9b/lora
         if "klein" not in compact:
             return "flux2_dev"
@@ -172,3 +178,51 @@ def arch_from_metadata_string(value: str) -> str | None:
     if v.startswith(("sd_v1", "sd1", "stable-diffusion-v1", "v1")) or "sd_1" in v:
         return "sd1"
     return None
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A release of an architecture whose LoRAs have its keys and shapes: only metadata names it (or
+    a key the others lack), and its LoRAs apply to any model of the architecture (ComfyUI loads them
+    all with the architecture's one model config)."""
+
+    arch: str
+    label: str  # what :attr:`~loralab.formats.detect.Detection.arch_variant` holds
+    name: str  # what users call it
+    #: any of these in a metadata string (in the form of :func:`_compact`) that names ``arch`` names the variant
+    words: tuple[str, ...]
+    #: what the writer puts in ``ss_base_model_version`` and ``modelspec.architecture`` for it
+    ss_base_model_version: str
+    modelspec_architecture: str
+
+
+#: the most specific first: where a file's strings name two (musubi-tuner's Kontext LoRA says
+#: "flux_kontext" and "Flux.1-dev/lora"), the first is the one
+VARIANTS: tuple[Variant, ...] = (
+    # Flux.1 Kontext [dev]: ai-toolkit writes ss_base_model_version "flux.1_kontext", musubi-tuner "flux_kontext"
+    Variant("flux", "Kontext", "Flux.1 Kontext", ("kontext",), "flux_kontext", "flux-1-kontext-dev/lora"),
+    Variant("flux", "schnell", "Flux.1 schnell", ("flux1schnell",), "flux1", "flux-1-schnell/lora"),
+    Variant("flux", "dev", "Flux.1 dev", ("flux1dev",), "flux1", "flux-1-dev/lora"),
+    # Qwen-Image-Edit and its 2509 (Edit Plus) and 2511 releases, Qwen-Image-Layered: musubi-tuner writes
+    # ss_base_model_version qwen_image_edit (qwen_image_layered) and the model spec strings below; ai-toolkit
+    # writes qwen_image for each
+    Variant("qwen_image", "Edit-2511", "Qwen-Image-Edit-2511", ("edit2511",), "qwen_image_edit",
+            "Qwen-Image-Edit-2511/lora"),
+    Variant("qwen_image", "Edit-2509", "Qwen-Image-Edit-2509", ("edit2509", "editplus"), "qwen_image_edit",
+            "Qwen-Image-Edit-Plus/lora"),
+    Variant("qwen_image", "Edit", "Qwen-Image-Edit", ("edit",), "qwen_image_edit", "Qwen-Image-Edit/lora"),
+    Variant("qwen_image", "Layered", "Qwen-Image-Layered", ("layered",), "qwen_image_layered",
+            "Qwen-Image-Layered/lora"),
+)
+
+
+def arch_variant(arch_id: str, label: str | None) -> Variant | None:
+    """The :class:`Variant` of ``arch_id`` with this label (None for none)."""
+    return next((v for v in VARIANTS if v.arch == arch_id and v.label == label), None)
+
+
+def variant_from_metadata(arch_id: str, values: Iterable[str]) -> Variant | None:
+    """The most specific variant of ``arch_id`` these metadata strings name; a string that names
+    another architecture names none of its variants."""
+    named = [_compact(v) for v in values if arch_from_metadata_string(v) == arch_id]
+    return next((v for v in VARIANTS if v.arch == arch_id and any(w in c for c in named for w in v.words)), None)

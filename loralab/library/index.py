@@ -39,7 +39,7 @@ LORA_EXTENSIONS = (".safetensors", ".sft")
 #: the tables' layout; an index of another layout is rebuilt from scratch
 SCHEMA = 1
 #: what :func:`read_facts` records; rows of an older version are read again (their hashes kept)
-FACTS_VERSION = 1
+FACTS_VERSION = 2
 #: metadata keys holding a hash of the tensor data (compared), and the legacy hash (kept, not compared)
 EMBEDDED_HASHES = ("sshs_model_hash", "modelspec.hash_sha256", "sshs_legacy_hash")
 _COMPARED = ("sshs_model_hash", "modelspec.hash_sha256")

@@ -46,7 +46,7 @@ def convert(lora: Lora, *, title: str, dtype: torch.dtype | None = None,
     recipe = {"tool": f"LoRA Lab {__version__}", "method": "convert", "source_format": lora.detection.format}
     if split_qkv:
         recipe["split_qkv"] = split_qkv
-    meta = lora_metadata(layout.arch.id, tensors, title=title,
+    meta = lora_metadata(layout.arch.id, tensors, title=title, variant=lora.detection.arch_variant,
                          extra={"loralab.recipe": json.dumps(recipe), **(extra_metadata or {})})
     modules = [ModuleReport(m.target.key, 1, m.entry.rank(), m.entry.rank(), 1.0, m.entry.kind) for m in lora.mapped()]
     return MergeResult(tensors, meta, modules, [], layout.arch.id, "convert", None)

@@ -105,6 +105,13 @@ def by_target(inputs: Sequence[MergeInput]) -> tuple[dict[str, list[tuple[int, M
     return grouped, skipped
 
 
+def common_variant(inputs: Sequence[MergeInput]) -> str | None:
+    """The release of the base model (:class:`~loralab.layouts.archs.Variant` label) the inputs name
+    between them; None where none names one or they name different ones."""
+    named = {inp.lora.detection.arch_variant for inp in inputs} - {None}
+    return named.pop() if len(named) == 1 else None
+
+
 def common_layout(inputs: Sequence[MergeInput], purpose: str) -> ModelLayout:
     """The one layout every input maps onto; :class:`SpecError` for no input, :class:`ArchMismatchError`
     naming the files where a base model cannot be told or two inputs are for different models.

@@ -15,7 +15,9 @@ types; a number that does not exist is ``null``::
                                                          # "textual-inversion embedding", "VAE" or "text encoder"
     name, path: str; file_size: int (bytes); tensor_count: int; dtypes: {dtype: tensors}
     format: {id, name}                                   # producer, e.g. {"kohya", "kohya sd-scripts"}
-    arch: {id, name, variant, metadata_claim}            # ids: sd1 sd2 sdxl sdxl_refiner flux | null
+    arch: {id, name, variant, metadata_claim,            # ids: sd1 sd2 sdxl sdxl_refiner flux ... | null; variant: a
+           also_fits: [{id, name}]}                      # release's label ("Kontext"); also_fits: the archs the keys
+                                                         # fit as well where the metadata does not decide
     algorithms: {name: modules}                          # "LoRA", "LoCon", "LoHa", "LoKr", "... + DoRA", "Full diff",
                                                          # "OFT", "BOFT", "GLoRA"
     rank, alpha, scale: {summary: "16 ×304", values: [{value, count}], varies: bool,
@@ -74,6 +76,7 @@ from ..formats.not_lora import not_a_lora, use_instead
 from ..formats.triggers import (TagFolders, TagSummary, Trigger, find_triggers, tag_folders, tag_frequency, tag_summary,
                                 trigger_words)
 from ..layouts import ModelLayout
+from ..layouts.archs import ARCHS
 from ..lora import Lora, MappedEntry
 from .health import HealthWarning, TensorChecks, adapter_tensors, header_warnings
 
@@ -214,6 +217,7 @@ class Summary:
     tag_folders: TagFolders
     warnings: list[HealthWarning]
     not_lora: str | None = None
+    also_fits: list[str] = field(default_factory=list)  # Detection.also_fits
 
     @property
     def name(self) -> str:
@@ -239,6 +243,14 @@ class Summary:
     def trigger_words(self) -> list[str]:
         return trigger_words(self.triggers)
 
+    @property
+    def arch_label(self) -> str:
+        """The base model's name, and the others its keys fit as well where the metadata does not
+        say which it is: "Flux.1 (keys also fit Chroma)"."""
+        if not self.also_fits:
+            return self.arch_name
+        return f"{self.arch_name} (keys also fit {', '.join(ARCHS[a].name for a in self.also_fits)})"
+
     def verdict(self, warnings: int | None = None) -> str:
         """One line: what the file is for and how much of it maps onto that model, or what it is
         instead of a LoRA; ``warnings`` (default: the header-level ones) are counted at the end."""
@@ -248,7 +260,7 @@ class Summary:
             return "no LoRA tensors in this file: it changes nothing"
         mapped = sum(self.components.values())
         algorithms = " + ".join(self.algorithms)
-        target = f"for {self.arch_name}" if self.arch else "for no known base model"
+        target = f"for {self.arch_label}" if self.arch else "for no known base model"
         line = f"{algorithms} {target}: {mapped} of {len(self.modules)} modules map onto it"
         if self.rank.values and not self.rank.varies:
             line += f"; rank {_label(self.rank.values[0][0])}"
@@ -257,6 +269,10 @@ class Summary:
             line += f"; rank {min(ranks)}-{max(ranks)}" if ranks else ""
         n = len(self.warnings) if warnings is None else warnings
         return line + (f"; {n} warning(s) below" if n else "")
+
+    def _arch(self) -> dict:
+        return {"id": self.arch, "name": self.arch_name, "variant": self.arch_variant,
+                "metadata_claim": self.metadata_arch, "also_fits": [{"id": a, "name": ARCHS[a].name} for a in self.also_fits]}
 
     def _coverage(self) -> dict:
         comps = self.components
@@ -273,8 +289,7 @@ class Summary:
         return {
             "schema": SCHEMA, "verdict": self.verdict(), "not_lora": self.not_lora, "name": self.name, "path": self.path,
             "file_size": self.file_size, "format": {"id": self.format, "name": self.format_name},
-            "arch": {"id": self.arch, "name": self.arch_name, "variant": self.arch_variant,
-                     "metadata_claim": self.metadata_arch},
+            "arch": self._arch(),
             "algorithms": self.algorithms, "rank": self.rank.to_dict(), "alpha": self.alpha.to_dict(),
             "coverage": self._coverage(), "training": training, "tags": self.tags.to_dict(),
             "triggers": [t.to_dict() for t in self.triggers if t.kind != "tag" or t.likely],
@@ -287,8 +302,7 @@ class Summary:
             "schema": SCHEMA, "verdict": self.verdict(), "not_lora": self.not_lora, "name": self.name, "path": self.path, "file_size": self.file_size,
             "tensor_count": self.tensor_count, "dtypes": self.dtypes,
             "format": {"id": self.format, "name": self.format_name},
-            "arch": {"id": self.arch, "name": self.arch_name, "variant": self.arch_variant,
-                     "metadata_claim": self.metadata_arch},
+            "arch": self._arch(),
             "algorithms": self.algorithms,
             "rank": self.rank.to_dict(), "alpha": self.alpha.to_dict(), "scale": self.scale.to_dict(),
             "coverage": self._coverage(),
@@ -313,7 +327,7 @@ class Summary:
         claim = ""
         if self.metadata_arch and self.metadata_arch != self.arch:
             claim = f" (metadata claims {self.metadata_arch})"
-        arch = self.arch_name + claim
+        arch = self.arch_label + claim
         lines.append(f"format: {self.format_name}   base model: {arch}")
         lines.append("algorithm: " + ", ".join(f"{k} ×{v}" for k, v in self.algorithms.items()))
         for label, dist in (("rank", self.rank), ("alpha", self.alpha), ("scale alpha/rank", self.scale)):
@@ -475,6 +489,7 @@ def summary_of(lora: Lora, path: str, file_size: int, host: HostRules = NEWEST) 
         host_dropped=len(dropped), host_dropped_we_map=dropped_we_map, host_name=host.name,
         metadata=md, training=training_summary(md), triggers=find_triggers(md, tags),
         tags=tag_summary(md, read=tags), tag_folders=tags, warnings=header_warnings(lora, md), not_lora=det.not_lora,
+        also_fits=det.also_fits,
     )
 
 

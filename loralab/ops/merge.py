@@ -51,7 +51,7 @@ from ..files.safetensors import DTYPES
 from ..formats.model_weights import ModelWeights
 from ..formats.writer import carried_metadata, kohya_tensors, lora_metadata, row_placed
 from ..layouts import ModelLayout, Target
-from .inputs import MergeInput, by_target, common_layout
+from .inputs import MergeInput, by_target, common_layout, common_variant
 from .lowrank import SVD, WORK, RankRule, dense_svd, lokr_svd, one_thread, select_rank, svds_of_products
 from .results import SCALED_FACTORS, MergeResult, ModuleReport, Progress, dense_dtype, non_finite
 
@@ -443,7 +443,7 @@ def _metadata(arch_id: str, tensors: Mapping[str, torch.Tensor], inputs: Sequenc
         recipe.update(density=density, seed=seed)
     extra = {"modelspec.merged_from": ", ".join(inp.title for inp in inputs),
              "loralab.recipe": json.dumps(recipe, ensure_ascii=False)}
-    return lora_metadata(arch_id, tensors, title=title, extra=extra)
+    return lora_metadata(arch_id, tensors, title=title, extra=extra, variant=common_variant(inputs))
 
 
 def resize(inp: MergeInput, rule: RankRule, *, base: ModelWeights | None = None, dtype: torch.dtype | None = None,

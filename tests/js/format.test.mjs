@@ -31,6 +31,22 @@ test("metadata claiming another arch and alpha without tensors are said plainly"
   assert.equal(rows.alpha, "none (= rank)");
 });
 
+test("a release's label is said once", () => {
+  const name = (arch) => Object.fromEntries(infoView({ ...SAMPLE, arch }).rows.map((r) => [r.label, r.value]))["base model"];
+  assert.equal(name({ id: "flux", name: "Flux.1 Kontext", variant: "Kontext", metadata_claim: "flux" }), "Flux.1 Kontext");
+  assert.equal(name({ id: "flux", name: "Flux.1 dev", variant: "dev", metadata_claim: null }), "Flux.1 dev");
+});
+
+test("the architectures the keys fit as well are said beside the base model", () => {
+  const row = (arch) => Object.fromEntries(infoView({ ...SAMPLE, arch }).rows.map((r) => [r.label, r.value]))["base model"];
+  const also = [{ id: "chroma", name: "Chroma" }, null, { id: "hunyuan_video", name: "HunyuanVideo" }];
+  assert.equal(row({ id: "flux", name: "Flux.1", variant: null, metadata_claim: null, also_fits: also }),
+    "Flux.1 (keys also fit Chroma, HunyuanVideo)");
+  assert.equal(row({ id: "flux", name: "Flux.1", metadata_claim: "sdxl", also_fits: [{ id: "chroma" }] }),
+    "Flux.1 (keys also fit chroma; metadata says sdxl)");
+  assert.equal(row({ id: "flux", name: "Flux.1", also_fits: "chroma" }), "Flux.1");
+});
+
 test("missing, null and mistyped fields never throw", () => {
   for (const info of [null, undefined, 42, "x", [], {}, { arch: "sdxl", rank: [], triggers: {}, warnings: "x", training: 5 },
     { rank: { values: [null, 3, { value: "16", count: "many" }] }, trigger_words: [null, 7, ""], algorithms: ["x"] }]) {

@@ -141,7 +141,7 @@ def test_summary_of_every_fixture(name, tmp, reads):
     assert d["host"]["name"] == "ComfyUI 0.33.0"
     mapped = sum(comps.values())
     verdict, first = s.to_text().splitlines()[:2]
-    assert verdict.startswith(f"{' + '.join(s.algorithms)} for {s.arch_name}: {mapped} of {mapped} modules map onto it")
+    assert verdict.startswith(f"{' + '.join(s.algorithms)} for {s.arch_label}: {mapped} of {mapped} modules map onto it")
     assert first.startswith(f"file: {name}.safetensors") and d["verdict"] == verdict and d["not_lora"] is None
 
 
@@ -152,7 +152,7 @@ def test_summary_json_shape_is_stable(tmp):
     assert set(d) == {"schema", "verdict", "not_lora", "name", "path", "file_size", "tensor_count", "dtypes", "format", "arch", "algorithms",
                       "rank", "alpha", "scale", "coverage", "layers", "modules", "unmapped", "unrecognized_keys",
                       "host", "training", "triggers", "trigger_words", "tags", "tag_frequency", "metadata", "warnings"}
-    assert set(d["arch"]) == {"id", "name", "variant", "metadata_claim"}
+    assert set(d["arch"]) == {"id", "name", "variant", "metadata_claim", "also_fits"}
     assert set(d["rank"]) == {"summary", "values", "varies", "by_group"}
     assert set(d["modules"][0]) == {"module", "param", "algorithm", "component", "target", "rows", "block", "layer",
                                     "rank", "alpha", "scale"}
