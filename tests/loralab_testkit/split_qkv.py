@@ -35,4 +35,9 @@ def kohya_split_file(seed=0, alpha=16.0, r=16):
 
 def trained_delta(ups, downs, alpha=16.0, r=16):
     """kohya's forward: each part's up·down at alpha/r, the parts' outputs concatenated."""
-    return torch.cat([u @ d for u, d in zip(ups, downs)]) * (alpha / r)
+    out = torch.empty(sum(u.shape[0] for u in ups), downs[0].shape[1], dtype=ups[0].dtype)
+    start = 0
+    for u, d in zip(ups, downs):  # written in place: full-size Flux modules
+        torch.matmul(u, d, out=out[start:start + u.shape[0]])
+        start += u.shape[0]
+    return out.mul_(alpha / r)
