@@ -1,6 +1,7 @@
 """Short clips in a training dataset (issue 15): animated GIFs of 5 frames beside a still image,
 encoded by ComfyUI's real Wan 2.1 VAE into 2 latent frames (the image into 1) through the LoRA
-Dataset node, train a tiny Wan 2.1 model on the graph's MODEL: the loss on fixed draws over the
+Dataset node (the memory plan sizing activations for the clips' 2 latent frames), train a tiny Wan
+2.1 model on the graph's MODEL: the loss on fixed draws over the
 dataset falls, and core's loader takes the saved LoRA with no key dropped."""
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def write_clip(path: str, frames: int, seed: int) -> None:
         f.write(f"[trigger], a yellow ring sliding right, clip {seed}")
 
 
-def test_gif_clips_and_an_image_train_a_wan_model_and_core_loads_the_file(train_host, tiny_models):
+def test_gif_clips_and_an_image_train_a_wan_model_and_core_loads_the_file(train_host, tiny_models, monkeypatch):
     host = train_host
     tr = host.module("nodes.train")
     th = host.module("nodes.host.training")
@@ -63,7 +64,17 @@ def test_gif_clips_and_an_image_train_a_wan_model_and_core_loads_the_file(train_
     settings = run_mod.TrainSettings(**{**SMALL_RUN, "rank": 8, "alpha": 8.0, "learning_rate": 5e-3,
                                         "targets": "attention_mlp", "total_steps": 24, "batch_size": 2, "seed": 3,
                                         "name": "clips_wan"})
+    # the memory plan sizes activations for the largest sample: a clip's 2 latent frames of 8×8
+    mem = host.module("nodes.host.memory")
+    sizes = []
+    real_cost = mem.model_cost
+    monkeypatch.setattr(mem, "model_cost", lambda m, t, size, text: sizes.append(size) or real_cost(m, t, size, text))
     run = tr.init_run(model, ds, settings, unet)
+    stills = node.execute(**{**kw, "frames": 1}).args[0]
+    assert {i.frames for i in stills.items} == {1}
+    tr.init_run(model, stills, settings, unet)
+    assert sizes == [(16, 8), (8, 8)]
+    monkeypatch.undo()
 
     def fixed_loss(r):
         with th.training_model(r) as tm:
