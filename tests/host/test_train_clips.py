@@ -1,8 +1,8 @@
 """Short clips in a training dataset (issue 15): animated GIFs of 5 frames beside a still image,
 encoded by ComfyUI's real Wan 2.1 VAE into 2 latent frames (the image into 1) through the LoRA
-Dataset node (the memory plan sizing activations for the clips' 2 latent frames), train a tiny Wan
-2.1 model on the graph's MODEL: the loss on fixed draws over the
-dataset falls, and core's loader takes the saved LoRA with no key dropped."""
+Dataset node, train a tiny Wan 2.1 model on the graph's MODEL (the memory plan sized for the clips'
+2 latent frames): the loss on fixed draws over the dataset falls, and core's loader takes the saved
+LoRA with no key dropped."""
 from __future__ import annotations
 
 import os
