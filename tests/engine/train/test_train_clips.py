@@ -194,3 +194,9 @@ def test_an_image_only_dataset_keeps_its_cache_keys_and_fingerprint(tmp):
     content = hashlib.sha256(open(os.path.join(root, "a.png"), "rb").read()).hexdigest()
     assert ds.items[0].latents == (cache_key("latent", content, "vae-1", (128, 128), (128, 128), (0, 0), False),)
     assert ds.items[0].frames == 1 and ds.items[0].group == (128, 128, 1)
+    # the frame settings reach the fingerprint through clips only: a still-image run resumes under any
+    clipped = build_dataset(root, DatasetSettings(resolution=128, min_side=64, max_side=256, frames=9,
+                                                  frame_extraction="uniform"), TensorCache(os.path.join(tmp, "cache")),
+                            encode_image=enc.encode_image, encode_text=enc.encode_text,
+                            encoders={"vae": "vae-1", "clip": "clip-1"}, temporal_compression=4)
+    assert clipped.fingerprint == ds.fingerprint and enc.images == 1
