@@ -9,7 +9,7 @@ from comfy_api.latest import io
 
 from ..loralab.errors import UnsafeNameError
 from ..loralab.files.paths import resolve_in_folder
-from ..loralab.train.dataset import DatasetSettings
+from ..loralab.train.dataset import FRAME_EXTRACTIONS, DatasetSettings
 from .common import CATEGORY, advanced, display_name, node_id
 from .host.progress import progress_callback
 from .host.training import cache_folder, encode_dataset
@@ -65,8 +65,9 @@ class LoRALabDataset(io.ComfyNode):
             node_id=node_id("Dataset"),
             display_name=display_name("LoRA Dataset"),
             category=f"{CATEGORY}/Train",
-            description="A folder of images with captions for LoRA training: kohya-style N_name repeat folders, "
-                        "trigger word, caption shuffle and dropout, aspect-ratio buckets (never upscaled). "
+            description="A folder of images (and, for video models, animated clips) with captions for LoRA training: "
+                        "kohya-style N_name repeat folders, trigger word, caption shuffle and dropout, aspect-ratio "
+                        "buckets (never upscaled). "
                         "Encoded once with this VAE and CLIP and cached on disk.",
             inputs=[
                 io.String.Input("folder", default="", tooltip="a folder inside ComfyUI's input directory, or an "
@@ -95,6 +96,14 @@ class LoRALabDataset(io.ComfyNode):
                 advanced(io.Int.Input("shuffle_variants", default=4, min=1, max=32,
                                       tooltip="shuffled versions encoded per caption when shuffling (4 is usual)")),
                 io.Boolean.Input("flip", default=False, tooltip="also train on the mirrored images"),
+                advanced(io.Int.Input("frames", default=1, min=1, max=1025,
+                                      tooltip="frames of each clip (animated GIF, WebP or PNG) for a video model: "
+                                              "1 + 4·n for Wan's and HunyuanVideo's VAE (1, 5, 9, 17, 33, 81); "
+                                              "clips with fewer are skipped; images stay one frame; 1 trains "
+                                              "each clip's first frame")),
+                advanced(io.Combo.Input("frame_extraction", options=list(FRAME_EXTRACTIONS), default="head",
+                                        tooltip="head: a clip's first frames; uniform: frames spread evenly from "
+                                                "its first to its last")),
             ],
             outputs=[DatasetType.Output(display_name="dataset"), io.String.Output(display_name="summary")],
         )
@@ -109,12 +118,13 @@ class LoRALabDataset(io.ComfyNode):
     @classmethod
     def execute(cls, folder: str, vae, clip, resolution: int, min_side: int, max_side: int, caption_extensions: str,
                 trigger_word: str, caption_dropout: float, shuffle_captions: bool, keep_tokens: int,
-                shuffle_variants: int, flip: bool) -> io.NodeOutput:
+                shuffle_variants: int, flip: bool, frames: int, frame_extraction: str) -> io.NodeOutput:
         exts = tuple(e.strip() for e in caption_extensions.split(",") if e.strip())
         settings = DatasetSettings(resolution=resolution, min_side=min_side, max_side=max_side,
                                    caption_extensions=exts or (".txt",), trigger=trigger_word, caption_dropout=caption_dropout,
                                    shuffle_captions=shuffle_captions, keep_tokens=keep_tokens,
-                                   shuffle_variants=shuffle_variants, flip=flip)
+                                   shuffle_variants=shuffle_variants, flip=flip, frames=frames,
+                                   frame_extraction=frame_extraction)
         ds = encode_dataset(dataset_folder(folder), settings, vae, clip, cache_folder(), progress_callback())
         return io.NodeOutput(ds, ds.summary())
 

@@ -25,6 +25,7 @@ from .metadata import training_metadata
 from .optim import load_optimizer_state, optimizer_state
 from .precision import LossScaler
 from .rng import global_from_saved, global_to_saved
+from .dataset import DatasetSettings
 from .run import SAVE_DTYPES, DataOrder, TrainRun, TrainSettings
 
 STATE_EXTENSION = ".loralab-state"
@@ -123,8 +124,9 @@ def _dataset_changes(run: TrainRun, saved: dict[str, Any]) -> list[str]:
         return []
     out: list[str] = []
     now_settings, then_settings = ds.settings.to_json(), saved.get("settings", {})
-    out += [f"dataset {k}: {then_settings.get(k)!r} → {v!r}" for k, v in now_settings.items()
-            if then_settings.get(k) != v]
+    defaults = DatasetSettings().to_json()  # a state from before a setting existed had its default
+    out += [f"dataset {k}: {then_settings.get(k, defaults[k])!r} → {v!r}" for k, v in now_settings.items()
+            if then_settings.get(k, defaults[k]) != v]
     for enc, ident in ds.encoders.items():
         if saved.get("encoders", {}).get(enc) != ident:
             out.append(f"the {'VAE' if enc == 'vae' else 'text encoder'} differs")

@@ -8,9 +8,10 @@ Tables (TOML) or objects (JSON):
   Each a file path, or a name in ComfyUI's model folders.
 * ``[dataset]``: ``folder`` (kohya's ``N_name`` repeat-folder layout) and the LoRA Dataset node's
   settings (``resolution``, ``min_side``, ``max_side``, ``caption_extensions``, ``trigger_word``,
-  ``caption_dropout``, ``shuffle_captions``, ``keep_tokens``, ``shuffle_variants``, ``flip``),
-  ``cache_folder``; or ``kohya = "dataset.toml"``. kohya's dataset config (``[general]``,
-  ``[[datasets]]``, ``[[datasets.subsets]]``) may also stand in the run config itself.
+  ``caption_dropout``, ``shuffle_captions``, ``keep_tokens``, ``shuffle_variants``, ``flip``,
+  ``frames``, ``frame_extraction``), ``cache_folder``; or ``kohya = "dataset.toml"``. kohya's
+  dataset config (``[general]``, ``[[datasets]]``, ``[[datasets.subsets]]``; musubi-tuner's
+  ``target_frames`` and ``frame_extraction`` for clips) may also stand in the run config itself.
 * ``[train]``: the training settings (the Start Training Run node's widgets; ``total_steps``).
 * ``[output]``: ``name``, ``folder``, ``save_dtype``, ``save_every``, ``keep_last``.
 
@@ -27,7 +28,7 @@ from typing import Any, Mapping
 
 from ..errors import TrainingError
 from ..files.atomic import write_bytes_atomic
-from .dataset import DatasetSettings, Subset
+from .dataset import FRAME_EXTRACTIONS, DatasetSettings, Subset
 from .run import TrainSettings
 
 #: TrainSettings fields set in ``[output]`` (how files are written)
@@ -36,12 +37,14 @@ OUTPUT_KEYS = ("name", "save_dtype", "save_every", "keep_last")
 DATASET_KEYS = {"resolution": "resolution", "min_side": "min_side", "max_side": "max_side",
                 "caption_extensions": "caption_extensions", "trigger_word": "trigger",
                 "caption_dropout": "caption_dropout", "shuffle_captions": "shuffle_captions",
-                "keep_tokens": "keep_tokens", "shuffle_variants": "shuffle_variants", "flip": "flip"}
+                "keep_tokens": "keep_tokens", "shuffle_variants": "shuffle_variants", "flip": "flip",
+                "frames": "frames", "frame_extraction": "frame_extraction"}
 MODEL_KEYS = ("checkpoint", "unet", "weight_dtype", "vae", "clip", "clip_type")
-#: kohya dataset-config keys and the DatasetSettings field (or run setting) each one sets
+#: kohya dataset-config keys (and musubi-tuner's video keys) and the DatasetSettings field each one sets
 KOHYA_DATASET_KEYS = {"resolution": "resolution", "min_bucket_reso": "min_side", "max_bucket_reso": "max_side",
                       "caption_extension": "caption_extensions", "caption_dropout_rate": "caption_dropout",
-                      "shuffle_caption": "shuffle_captions", "keep_tokens": "keep_tokens", "flip_aug": "flip"}
+                      "shuffle_caption": "shuffle_captions", "keep_tokens": "keep_tokens", "flip_aug": "flip",
+                      "target_frames": "frames", "frame_extraction": "frame_extraction"}
 KOHYA_SUBSET_KEYS = ("image_dir", "num_repeats", "class_tokens")
 #: kohya keys that describe what LoRA Lab always does
 KOHYA_NOOP = {"enable_bucket": True, "bucket_no_upscale": True, "bucket_reso_steps": 64, "is_reg": False}
@@ -205,6 +208,14 @@ def kohya_dataset(data: Mapping[str, Any], base: str, path: str | None
             value = int(round(math.sqrt(value[0] * value[1])))  # the bucket area kohya's [w, h] gives
         if key == "caption_extension":
             value = [value] if isinstance(value, str) else value
+        if key == "target_frames" and isinstance(value, list):
+            if len(value) != 1:
+                raise _bad(f"target_frames = {value!r}: LoRA Lab trains one frame count per dataset", path,
+                           hint="give one count, e.g. target_frames = [33]")
+            value = value[0]
+        if key == "frame_extraction" and value not in FRAME_EXTRACTIONS:
+            raise _bad(f"frame_extraction = {value!r} is not supported", path,
+                       hint="use " + " or ".join(repr(v) for v in FRAME_EXTRACTIONS))
         fields[field] = _typed(value, getattr(defaults, field), key, path)
     batch = _typed(found["batch_size"], 1, "batch_size", path) if "batch_size" in found else None
     return tuple(subsets), fields, batch

@@ -16,6 +16,14 @@ Buckets (no upscaling): an image larger than ``resolution``² pixels (or with a 
 down to a multiple of 64 by a centred crop (under 64 pixels per side). Images whose bucket would
 have a side under ``min_side`` are skipped, never enlarged. ``flip`` also encodes the mirrored
 image; a step picks one of the two at random.
+
+Clips (for video models): an animated GIF, WebP or PNG (APNG) trains as a clip of ``frames``
+frames, taken from its start (``frame_extraction`` "head") or spread evenly over it ("uniform",
+first and last frame included); a file with fewer frames is skipped. Every frame of a clip has
+the placement of the clip (the size of its canvas). The VAE encodes the clip as one video; a VAE
+that compresses time by k takes 1 + k·n frames (Wan's and HunyuanVideo's: 1, 5, 9, ...), one that
+encodes images only takes frames = 1 (a clip then trains as its first frame). Still images are
+1-frame clips; a batch holds items of one bucket and one frame count.
 """
 from __future__ import annotations
 
@@ -38,7 +46,9 @@ from PIL import Image, ImageOps
 from ..errors import DatasetError
 from .cache import TensorCache, cache_key
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
+#: how a clip's frames are chosen: its first ``frames``, or ``frames`` spread evenly over it
+FRAME_EXTRACTIONS = ("head", "uniform")
 BUCKET_STEP = 64
 #: images with more pixels are refused before decoding (Pillow's own decompression-bomb limit)
 MAX_PIXELS = 89_478_485
@@ -61,6 +71,9 @@ class DatasetSettings:
     keep_tokens: int = 0
     shuffle_variants: int = 4
     flip: bool = False
+    #: frames of each clip (animated file) trained; still images always train as one frame
+    frames: int = 1
+    frame_extraction: str = "head"
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -269,6 +282,69 @@ def prepare_pixels(img: Image.Image, placement: Placement, flip: bool) -> torch.
     return torch.from_numpy(arr.copy())[None]
 
 
+def frame_indices(total: int, frames: int, extraction: str) -> list[int]:
+    """The frames (0-based) a clip of ``total`` frames trains on: its first ``frames`` ("head"), or
+    ``frames`` spread evenly from the first to the last ("uniform", rounded to the nearest, halves up)."""
+    if extraction not in FRAME_EXTRACTIONS:
+        raise DatasetError(f"unknown frame_extraction {extraction!r}", hint="use " + " or ".join(FRAME_EXTRACTIONS))
+    if not 1 <= frames <= total:
+        raise DatasetError(f"has {total} frame{'s' if total != 1 else ''}, fewer than frames = {frames}")
+    if extraction == "head" or frames == 1:
+        return list(range(frames))
+    return [(2 * i * (total - 1) + frames - 1) // (2 * (frames - 1)) for i in range(frames)]  # halves round up
+
+
+def valid_frame_counts(temporal_compression: int | None, up_to: int = 81) -> list[int]:
+    """The clip lengths a VAE encodes (up to ``up_to``): 1 + k·n for one that compresses time by k;
+    1 only for one that encodes images (None)."""
+    if not temporal_compression:
+        return [1]
+    return list(range(1, up_to + 1, temporal_compression))
+
+
+def check_frames(settings: DatasetSettings, temporal_compression: int | None) -> None:
+    """DatasetError naming the valid counts when the VAE cannot encode clips of ``settings.frames``."""
+    if settings.frame_extraction not in FRAME_EXTRACTIONS:
+        raise DatasetError(f"unknown frame_extraction {settings.frame_extraction!r}",
+                           hint="use " + " or ".join(FRAME_EXTRACTIONS))
+    n = settings.frames
+    if not temporal_compression:
+        if n != 1:
+            raise DatasetError(f"frames = {n}, but this VAE encodes images only",
+                               hint="set frames to 1 (each clip then trains as one frame), or use a video model's VAE")
+        return
+    if n < 1 or (n - 1) % temporal_compression:
+        counts = ", ".join(map(str, valid_frame_counts(temporal_compression)))
+        raise DatasetError(f"frames = {n} cannot be encoded: this VAE compresses time by {temporal_compression}, "
+                           f"so a clip has 1 + {temporal_compression}·n frames",
+                           hint=f"set frames to one of {counts}, ...")
+
+
+def frame_count(data: bytes, max_pixels: int = MAX_PIXELS) -> int:
+    """The number of frames in an image file (1 for a still image), from its headers."""
+    img = _open_checked(data, max_pixels)
+    try:
+        return max(1, int(getattr(img, "n_frames", 1)))
+    except Exception as e:
+        raise DatasetError(f"unreadable animation ({type(e).__name__}: {e})") from None
+
+
+def open_frames(data: bytes, indices: Sequence[int], max_pixels: int = MAX_PIXELS) -> list[Image.Image]:
+    """The decoded RGB frames ``indices`` (ascending) of an animated file, each the full canvas;
+    DatasetError with the reason when they cannot be."""
+    img = _open_checked(data, max_pixels)
+    out: list[Image.Image] = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            for i in indices:
+                img.seek(i)
+                out.append(img.convert("RGB"))
+    except Exception as e:
+        raise DatasetError(f"unreadable frame ({type(e).__name__}: {e})") from None
+    return out
+
+
 @dataclass(frozen=True)
 class DatasetItem:
     """One usable image: where it sits, its caption, and its cache entries."""
@@ -285,6 +361,13 @@ class DatasetItem:
     #: the caption variants' texts, in the order of ``conds`` (what a run that trains the text
     #: encoders encodes each step)
     texts: tuple[str, ...] = ()
+    #: frames encoded (1: a still image, or a clip trained as one frame)
+    frames: int = 1
+
+    @property
+    def group(self) -> tuple[int, int, int]:
+        """What a batch shares: bucket width, height and frame count."""
+        return (*self.placement.bucket, self.frames)
 
     def fingerprint(self) -> str:
         """What must stay the same for a saved run to continue on this item."""
@@ -312,7 +395,7 @@ class Dataset:
 
     @property
     def num_entries(self) -> int:
-        """Images × repeats: the samples of one epoch."""
+        """Images and clips × repeats: the samples of one epoch."""
         return sum(i.repeats for i in self.items)
 
     def item_fingerprints(self) -> dict[str, str]:
@@ -321,7 +404,9 @@ class Dataset:
     @property
     def fingerprint(self) -> str:
         """Identity of everything training reads from this dataset."""
-        return cache_key(json.dumps(self.settings.to_json(), sort_keys=True), json.dumps(self.encoders, sort_keys=True),
+        # the frame settings reach training through the clips' latent keys (item fingerprints)
+        settings = {k: v for k, v in self.settings.to_json().items() if k not in ("frames", "frame_extraction")}
+        return cache_key(json.dumps(settings, sort_keys=True), json.dumps(self.encoders, sort_keys=True),
                          self.empty_cond or "", *(f"{k}={v}" for k, v in sorted(self.item_fingerprints().items())))
 
     def latent(self, index: int, flipped: bool = False) -> torch.Tensor:
@@ -388,6 +473,9 @@ class Dataset:
                  f"{len(self.items)} images ({self.num_entries} per epoch with repeats) in {len(self.buckets())} "
                  f"buckets; resolution {s.resolution}, sides {s.min_side}..{s.max_side}, step {BUCKET_STEP}"]
         lines += [f"  {w}x{h}: {c} image{'s' if c != 1 else ''}" for (w, h), c in self.buckets().items()]
+        clips = [i for i in self.items if i.frames > 1]
+        if clips:
+            lines.append(f"clips: {len(clips)} of {s.frames} frames ({s.frame_extraction})")
         lines.append("folders: " + ", ".join(f"{d} (repeats {v['n_repeats']}, {v['img_count']} images)"
                                              for d, v in self.dataset_dirs().items()))
         missing = [i.id for i in self.items if i.caption_missing]
@@ -404,15 +492,19 @@ def build_dataset(folder: str | Sequence[Subset], settings: DatasetSettings, cac
                   encode_image: Callable[[torch.Tensor], torch.Tensor],
                   encode_text: Callable[[str], Mapping[str, torch.Tensor]],
                   encoders: Mapping[str, str],
-                  progress: Callable[[int, int], None] | None = None) -> Dataset:
+                  progress: Callable[[int, int], None] | None = None,
+                  temporal_compression: int | None = None) -> Dataset:
     """Scan, caption, bucket and encode a folder (or kohya-style subsets); entries already in the
     cache are reused.
 
-    ``encode_image`` takes ComfyUI's IMAGE ([1, H, W, 3]) and gives the latent [C, h, w] (a video
-    VAE's: [C, 1, h, w], the image as one frame), with or without a leading batch of 1;
+    ``encode_image`` takes ComfyUI's IMAGE ([T, H, W, 3]: an image, T = 1, or a clip's frames) and
+    gives the latent [C, h, w] (a video VAE's: [C, T', h, w]), with or without a leading batch of 1;
+    ``temporal_compression``: the VAE's time compression (None: it encodes images only, see
+    :func:`check_frames`);
     ``encode_text`` gives the text conditioning tensors (``cross_attn``, ``pooled_output``, ...).
     A file that cannot be used is listed in ``skipped`` with the reason; it never stops the others.
     """
+    check_frames(settings, temporal_compression)
     subsets: tuple[Subset, ...] = ()
     if isinstance(folder, str):
         folder = os.path.abspath(folder)
@@ -438,15 +530,19 @@ def build_dataset(folder: str | Sequence[Subset], settings: DatasetSettings, cac
             if isinstance(placement, str):
                 raise DatasetError(placement)
             content = hashlib.sha256(data).hexdigest()
+            total = frame_count(data)
+            indices = frame_indices(total, settings.frames, settings.frame_extraction) if total > 1 else [0]
+            # a still image's key as before clips existed; a clip's names the frames it encodes
+            chosen = ("frames", *indices) if total > 1 else ()
             latents = tuple(cache_key("latent", content, ds.encoders.get("vae", ""), placement.bucket,
-                                      placement.resized, placement.crop, flip) for flip in flips)
+                                      placement.resized, placement.crop, flip, *chosen) for flip in flips)
             missing = [(k, flip) for k, flip in zip(latents, flips) if not cache.has(k)]
             if missing:
-                img = open_image(data)
-                if img.size != placement.size:
-                    raise DatasetError(f"decoded size {img.size} differs from the header's {placement.size}")
+                frames = open_frames(data, indices) if total > 1 else [open_image(data)]
+                if frames[0].size != placement.size:
+                    raise DatasetError(f"decoded size {frames[0].size} differs from the header's {placement.size}")
                 for key, flip in missing:
-                    latent = encode_image(prepare_pixels(img, placement, flip))
+                    latent = encode_image(torch.cat([prepare_pixels(f, placement, flip) for f in frames]))
                     cache.put(key, {"latent": latent[0] if latent.dim() > 3 and latent.shape[0] == 1 else latent},
                               {"image": entry.id})
                     ds.encoded += 1
@@ -462,7 +558,7 @@ def build_dataset(folder: str | Sequence[Subset], settings: DatasetSettings, cac
         texts = tuple(caption_variants(caption, settings, prepended))
         conds = tuple(_encode_text(ds, text, encode_text) for text in texts)
         ds.items.append(DatasetItem(entry.id, entry.dir, entry.repeats, caption, raw is None, placement, content,
-                                    latents, conds, texts))
+                                    latents, conds, texts, len(indices)))
     if settings.caption_dropout > 0:
         ds.empty_cond = _encode_text(ds, "", encode_text)
     if progress:

@@ -203,8 +203,8 @@ class TrainModel(Protocol):
 
 
 class DataOrder:
-    """Epochs of batches: every image × its repeats once per epoch, batches within one bucket,
-    the order drawn from the run's own ``random.Random``."""
+    """Epochs of batches: every image × its repeats once per epoch, batches within one bucket and
+    frame count, the order drawn from the run's own ``random.Random``."""
 
     def __init__(self, seed: int) -> None:
         self.rng = random.Random(seed)
@@ -221,10 +221,10 @@ class DataOrder:
         return batch
 
     def _new_epoch(self, dataset: Dataset, batch_size: int, indices: list[int] | None) -> None:
-        by_bucket: dict[tuple[int, int], list[int]] = {}
+        by_bucket: dict[tuple[int, int, int], list[int]] = {}
         for idx in range(len(dataset.items)) if indices is None else indices:
             item = dataset.items[idx]
-            by_bucket.setdefault(item.placement.bucket, []).extend([idx] * item.repeats)
+            by_bucket.setdefault(item.group, []).extend([idx] * item.repeats)
         batches: list[list[int]] = []
         for bucket in sorted(by_bucket):
             entries = by_bucket[bucket]
@@ -253,10 +253,10 @@ class DataOrder:
 
 def batches_per_epoch(dataset: Dataset, batch_size: int, indices: list[int] | None = None) -> int:
     """Batches in one epoch of ``indices`` (default all items)."""
-    counts: dict[tuple[int, int], int] = {}
+    counts: dict[tuple[int, int, int], int] = {}
     for idx in range(len(dataset.items)) if indices is None else indices:
         item = dataset.items[idx]
-        counts[item.placement.bucket] = counts.get(item.placement.bucket, 0) + item.repeats
+        counts[item.group] = counts.get(item.group, 0) + item.repeats
     return sum(math.ceil(c / batch_size) for c in counts.values())
 
 

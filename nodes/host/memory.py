@@ -114,8 +114,13 @@ def plan(model, dataset, settings, targets: Mapping[str, float], trained_params:
     """The memory mode ``settings.fits_in`` picks for training ``model`` on ``dataset``, with its
     estimate; TrainingError (naming what to change) when it will not fit the device."""
     device = torch.device(model.load_device)
-    buckets = [item.placement.bucket for item in dataset.items]
-    width, height = max(buckets, key=lambda b: b[0] * b[1])
+    # the largest sample: a clip's latent frames count as so many more rows of latent pixels
+    largest = max(range(len(dataset.items)),
+                  key=lambda i: dataset.items[i].placement.bucket[0] * dataset.items[i].placement.bucket[1]
+                  * dataset.items[i].frames)
+    width, height = dataset.items[largest].placement.bucket
+    latent = dataset.latent(largest) if dataset.items[largest].frames > 1 else None
+    height *= latent.shape[1] if latent is not None and latent.dim() == 4 else 1
     text = max((t.shape[-2] for t in dataset.cond(0).values() if t.dim() >= 2), default=77) if dataset.items else 77
     manual = MemoryMode(settings.base_weights, settings.swap_blocks, settings.gradient_checkpointing,
                         settings.offload_activations)

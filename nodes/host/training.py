@@ -113,10 +113,20 @@ def clip_identity(clip) -> str:
 
 
 def image_encoder(vae) -> Callable[[torch.Tensor], torch.Tensor]:
-    """IMAGE [1, H, W, 3] -> the VAE's latent [C, h, w] (CPU, fp32)."""
+    """IMAGE [T, H, W, 3] (an image, or a clip's frames) -> the VAE's latent [C, h, w] (a video
+    VAE's: [C, T', h, w]) (CPU, fp32)."""
     def encode(pixels: torch.Tensor) -> torch.Tensor:
         return vae.encode(pixels[:, :, :, :3])[0].detach().to("cpu", torch.float32)
     return encode
+
+
+def temporal_compression(vae) -> int | None:
+    """How many frames a video VAE folds into one latent frame (Wan's, HunyuanVideo's: 4); None
+    for a VAE that encodes images only."""
+    formula = getattr(vae, "downscale_index_formula", None)
+    if getattr(vae, "latent_dim", 2) != 3 or getattr(vae, "not_video", False) or not formula:
+        return None
+    return int(formula[0]) if isinstance(formula[0], int) else None
 
 
 def text_conds(clip, text: str) -> dict[str, torch.Tensor]:
@@ -290,7 +300,7 @@ def encode_dataset(folder: str | Sequence[Subset], settings: DatasetSettings, va
     """A dataset encoded with a VAE and CLIP (cached in ``cache``), which travel with it."""
     ds = build_dataset(folder, settings, TensorCache(cache), encode_image=image_encoder(vae),
                        encode_text=text_encoder(clip), encoders={"vae": vae_identity(vae), "clip": clip_identity(clip)},
-                       progress=progress)
+                       progress=progress, temporal_compression=temporal_compression(vae))
     ds.attachments.update(vae=vae, clip=clip)
     return ds
 

@@ -146,6 +146,29 @@ def test_kohya_settings_lora_lab_cannot_follow_are_refused(tmp_path, change, mat
         load_config(write(tmp_path / "run.toml", KOHYA.replace(*change) + '[model]\ncheckpoint = "m"\n'))
 
 
+def test_musubis_video_keys_set_the_clip_frames(tmp_path):
+    video = KOHYA.replace("[[datasets]]", '[[datasets]]\ntarget_frames = [33]\nframe_extraction = "uniform"')
+    cfg = load_config(write(tmp_path / "run.toml", video + '[model]\ncheckpoint = "m"\n'))
+    assert (cfg.dataset_settings.frames, cfg.dataset_settings.frame_extraction) == (33, "uniform")
+    single = load_config(write(tmp_path / "one.toml", KOHYA.replace("[[datasets]]", "[[datasets]]\ntarget_frames = 17")
+                               + '[model]\ncheckpoint = "m"\n'))
+    assert (single.dataset_settings.frames, single.dataset_settings.frame_extraction) == (17, "head")
+    own = load_config(write(tmp_path / "own.toml", '[model]\ncheckpoint = "m"\n[dataset]\nfolder = "clips"\n'
+                            'frames = 9\nframe_extraction = "uniform"\n'))
+    assert (own.dataset_settings.frames, own.dataset_settings.frame_extraction) == (9, "uniform")
+
+
+@pytest.mark.parametrize("keys, match", [
+    ("target_frames = [1, 25, 45]", "target_frames = \\[1, 25, 45\\]: LoRA Lab trains one frame count per dataset"),
+    ('frame_extraction = "slide"', "frame_extraction = 'slide' is not supported"),
+    ('target_frames = "33"', "target_frames must be int"),
+])
+def test_musubi_video_settings_lora_lab_cannot_follow_are_refused(tmp_path, keys, match):
+    with pytest.raises(TrainingError, match=match):
+        load_config(write(tmp_path / "run.toml", KOHYA.replace("[[datasets]]", "[[datasets]]\n" + keys)
+                          + '[model]\ncheckpoint = "m"\n'))
+
+
 def test_a_batch_size_in_both_places_must_agree(tmp_path):
     with pytest.raises(TrainingError, match="batch_size 3 and kohya's batch_size 2 differ"):
         load_config(write(tmp_path / "run.toml", KOHYA + '[model]\ncheckpoint = "m"\n[train]\nbatch_size = 3\n'))

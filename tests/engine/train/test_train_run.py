@@ -137,6 +137,22 @@ def test_resume_refuses_other_settings_dataset_or_model(setup):
         restore_run(other, path)
 
 
+def test_a_state_from_before_a_dataset_setting_existed_reads_it_as_its_default(setup):
+    ds, model, tmp = setup
+    run = make_run(ds, model)
+    path = write_state(str(tmp / "old.loralab-state"), run)
+    tensors, meta = read_state(path)
+    for key in ("frames", "frame_extraction"):
+        del meta["dataset"]["settings"][key]
+    old = str(tmp / "older.loralab-state")
+    save_tensors(old, tensors, {STATE_KEY: json.dumps(meta)})
+    restore_run(make_run(ds, model), old)  # the same dataset resumes
+    write_caption(os.path.join(ds.folder, "2.png"), "blue, long")
+    with pytest.raises(CheckpointError) as e:
+        restore_run(make_run(make_dataset(ds.folder, str(tmp / "cache")), model), old)
+    assert "1 images or captions changed: 2.png" in str(e.value) and "frames" not in str(e.value)
+
+
 def _corrupt_variants(path, tmp):
     good = open(path, "rb").read()
     tensors, meta = read_state(path)
