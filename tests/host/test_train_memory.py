@@ -62,9 +62,16 @@ def test_blocks_and_estimate_of_comfy_models(train_host, tiny_models, arch):
     assert sum(b.weight_numel for b in cost.blocks) == block_weights
     total = sum(p.numel() * p.element_size() for p in dm.parameters())
     assert cost.other_bytes + sum(b.weight_bytes + b.other_bytes for b in cost.blocks) == total
-    assert sum(b.target_numel for b in cost.blocks) == sum(
-        shapes[k][0] * shapes[k][1] for k in targets if any(k.startswith(b) for b in in_blocks))
-    assert all(b.activations > 0 and b.boundary > 0 for b in cost.blocks)
+    # patched copies are kept for the trained weights whose input needs a gradient: not the text's keys and values
+    kept = [k for k in targets if any(k.startswith(b) for b in in_blocks) and not k.endswith(mem.TEXT_INPUT_WEIGHTS)]
+    assert sum(b.target_numel for b in cost.blocks) == sum(shapes[k][0] * shapes[k][1] for k in kept)
+    assert (len(kept) < len([k for k in targets if any(k.startswith(b) for b in in_blocks)])) == (arch == "sdxl")
+    assert all(b.activations > 0 and b.boundary > 0 and b.scores == 0 for b in cost.blocks)
+    scored = mem.model_cost(model, targets, (8, 8), 77, keeps_scores=True)
+    if arch == "flux":  # joint attention over image patches and text: heads × tokens²
+        assert all(b.scores == dm.num_heads * (16 + 77) ** 2 for b in scored.blocks)
+    else:
+        assert sum(b.scores > 0 for b in scored.blocks) == sum(type(b).__name__ == "SpatialTransformer" for _, b in blocks)
 
 
 @pytest.mark.parametrize("arch", ["sdxl", "flux"])
