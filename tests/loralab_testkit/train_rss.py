@@ -9,7 +9,6 @@ estimator's prediction for the same configuration (measured as :mod:`loralab_tes
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import sys
 
@@ -20,7 +19,7 @@ from loralab.train.block_swap import block_swap
 from loralab.train.grad_checkpoint import gradient_checkpointing
 from loralab.train.memory import MemoryMode, estimate
 
-from .rss import high_water, reset_high_water, resident
+from .rss import high_water, start_peak
 from .train_blocks import BlockModel, ToyTransformer, block_run, toy_cost
 from .train_toys import make_dataset
 
@@ -32,9 +31,7 @@ def main(data: str, cache: str, mode_json: str) -> None:
     mode = MemoryMode(**json.loads(mode_json))
     ds = make_dataset(data, cache, size=SIZE)
     _train(ToyTransformer(width=8, depth=DEPTH), ds, mode, 1)  # pages torch's kernels and runtime in
-    gc.collect()
-    baseline = resident()
-    reset_high_water()
+    baseline = start_peak()
     net = ToyTransformer(width=WIDTH, depth=DEPTH)
     run = _train(net, ds, mode, 2)
     peak = high_water() - baseline
