@@ -144,7 +144,7 @@ def model_cost(model, targets: Mapping[str, float], latent_hw: tuple[int, int], 
         trained = [p.numel() for k, p in big if k in targets]
         kept = [p.numel() for k, p in big if k in targets and not k.endswith(TEXT_INPUT_WEIGHTS)]
         width = _width(block)
-        text = 0 if hasattr(dm, "double_blocks") else text_tokens
+        text = 0 if hasattr(dm, "double_blocks") else text_tokens  # Flux attends to its text among its tokens
         costs.append(BlockCost(
             weight_numel=sum(p.numel() for _, p in big), weight_bytes=sum(p.numel() * p.element_size() for _, p in big),
             other_bytes=sum(p.numel() * p.element_size() for k, p in weights if p.dim() < 2),
