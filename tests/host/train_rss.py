@@ -37,9 +37,9 @@ def main(base: str, arch: str, size: int, batch: int, modes_json: list[str]) -> 
                          "clip": train_kit.tiny_clip(arch)}).args[0]
     modes = [{"fits_in": "manual", **json.loads(m)} for m in modes_json]
     load = make_tiny_models.load_tiny_model
-    _train(host, load(path), ds, batch, modes[0], 1)
     out = []
     for mode in modes:
+        _train(host, load(path), ds, batch, mode, 1)  # pages in what the mode runs
         comfy.model_management.unload_all_models()  # ComfyUI keeps the last run's model loaded otherwise
         baseline = start_peak()
         est = _train(host, load(path), ds, batch, mode, 2).attachments["memory_estimate"]
