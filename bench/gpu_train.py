@@ -235,8 +235,8 @@ def estimate_table(host) -> list[dict]:
         shapes = {k: tuple(v.shape) for k, v in model.model.state_dict().items() if k.startswith("diffusion_model.")}
         targets = network.select_targets(shapes, arch_id, "attention_mlp")
         params = sum(16 * (s[0] + s[1]) for k, s in shapes.items() if k in targets)
-        text = CONDS[arch]["cross_attn"][0]
-        cost = mem.model_cost(model, targets, (128, 128), text)
+        text, text_width = CONDS[arch]["cross_attn"]
+        cost = mem.model_cost(model, targets, (128, 128), text, text_width)  # a GPU's flash attention: no scores
         for budget in ("24 GB", "16 GB", "12 GB", "8 GB"):
             mode, est = memory.choose_mode(cost, memory.BUDGETS[budget] - memory.GPU_RESERVE, batch=1,
                                            trained_params=params, optimizer="adamw", compute_itemsize=2)

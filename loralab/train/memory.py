@@ -54,8 +54,11 @@ class BlockCost:
     ``weight_bytes``: those weights' bytes as loaded; ``other_bytes``: its other parameters and
     buffers; ``target_numel``: elements of the weights the network trains (their patched copies
     are kept for backward) and ``largest_target`` the biggest of them; ``activations``: elements
-    autograd keeps per sample inside the block; ``boundary``: elements of the block's input per
-    sample (what checkpointing keeps)."""
+    autograd keeps per sample inside the block, attention scores aside; ``boundary``: elements of
+    the block's input per sample (what checkpointing keeps); ``scores``: elements of the attention
+    scores (heads × query tokens × key tokens, summed over its attentions) per sample, where the
+    attention implementation keeps them for backward (a math path), else 0 (flash or
+    memory-efficient attention keeps none)."""
 
     weight_numel: int
     weight_bytes: int
@@ -64,6 +67,7 @@ class BlockCost:
     largest_target: int
     activations: int
     boundary: int
+    scores: int = 0
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,8 @@ class ModelCost:
     other_bytes: int
     #: the loaded weights' element size (2 for bf16/fp16, 1 for fp8, 4 for fp32)
     loaded_itemsize: int
+    #: elements autograd keeps per sample outside the blocks (the text the model reads)
+    activations: int = 0
 
 
 @dataclass(frozen=True)
@@ -103,8 +109,10 @@ def estimate(cost: ModelCost, mode: MemoryMode, *, batch: int, trained_params: i
     :data:`SWAP_IN_FLIGHT` of them); the trained factors with their gradients and optimizer state
     (fp32, two optimizer moments for adamw); what autograd keeps until backward: per block the
     activations and the patched (or upcast) weight copies, all blocks' without checkpointing, else
-    every block's input plus the one block being recomputed; and the working memory of one patched weight (its fp32 copy
-    and sum, its gradient) with the gradients of one block's activations. ``offload_to_device``
+    every block's input plus the one block being recomputed, and the activations outside the
+    blocks; the attention scores kept, all blocks' or the recomputed block's; and the working
+    memory of one patched weight (its fp32 copy and sum, its gradient) with the gradients of one
+    block's activations and of its attention scores (the scores' gradient and softmax's). ``offload_to_device``
     says the offload device is the training device itself (CPU training): swapping and
     offloading then save nothing, and fp8 storage keeps the originals beside the fp8 copies."""
     blocks = cost.blocks
@@ -124,13 +132,17 @@ def estimate(cost: ModelCost, mode: MemoryMode, *, batch: int, trained_params: i
         inputs = 0 if mode.offload_activations and not offload_to_device else \
             sum(batch * b.boundary * compute_itemsize for b in blocks)
         autograd = inputs + max((kept(b) for b in blocks), default=0)
+        scores = max((b.scores for b in blocks), default=0)
     else:
         autograd = sum(kept(b) for b in blocks)
-    working = max((b.largest_target * (8 + compute_itemsize) + batch * b.activations * compute_itemsize
+        scores = sum(b.scores for b in blocks)
+    autograd += batch * cost.activations * compute_itemsize
+    working = max((b.largest_target * (8 + compute_itemsize) + batch * (b.activations + 2 * b.scores) * compute_itemsize
                    for b in blocks), default=0)
     state = trained_params * (8 + OPTIMIZER_STATE_BYTES.get(optimizer, 8))
     return Estimate((("base weights", cost.other_bytes + resident), ("LoRA, gradients and optimizer state", state),
-                     ("activations and patched weights", autograd), ("working memory", working)))
+                     ("activations and patched weights", autograd),
+                     ("attention scores", batch * scores * compute_itemsize), ("working memory", working)))
 
 
 def ladder(num_blocks: int) -> list[MemoryMode]:

@@ -7,9 +7,14 @@ Blocks are the units gradient checkpointing and block swap work on, in execution
 upsamplers), which ComfyUI calls one by one.
 
 What autograd keeps inside a block is estimated per token from the block's structure
-(:data:`ACTIVATIONS_PER_WIDTH`: elements kept per token per unit of width, counted from the
-tensors each block type saves for backward with LoRA on its linear layers and flash or
-memory-efficient attention); tokens come from the dataset's largest bucket and its text length.
+(:data:`ACTIVATIONS_PER_WIDTH`: elements kept per token per unit of width, by block class; a
+ResBlock's width is its input and output channels together, a transformer's cross-attention adds
+:data:`CONTEXT_PER_WIDTH` per text token), counted with ``torch.autograd.graph.saved_tensors_hooks``
+from the tensors ComfyUI's blocks save for backward with LoRA on their linear layers, attention
+scores aside. Those are a term of their own (heads × query tokens × key tokens per attention) where
+ComfyUI's attention keeps them (:func:`attention_keeps_scores`: its math paths, the CPU's; PyTorch
+attention on a GPU is assumed to run flash or memory-efficient SDPA, which keeps none). Tokens come
+from the dataset's largest bucket and its text length; the text itself is kept outside the blocks.
 """
 from __future__ import annotations
 
@@ -27,11 +32,19 @@ from ...loralab.train.precision import compute_dtype
 
 #: block containers of the diffusion model, in execution order
 BLOCK_LISTS = ("double_blocks", "single_blocks", "input_blocks", "middle_block", "output_blocks")
-#: elements autograd keeps per token per unit of width, by block class (estimates; see module doc)
+#: elements autograd keeps per token per unit of width, by block class, attention scores aside (counted; see
+#: module doc); an Upsample's per token of its input, which it saves at four times the tokens
 ACTIVATIONS_PER_WIDTH = {"DoubleStreamBlock": 23, "SingleStreamBlock": 22, "SpatialTransformer": 3,
-                         "BasicTransformerBlock": 34, "ResBlock": 7, "Downsample": 1, "Upsample": 2}
+                         "BasicTransformerBlock": 28, "ResBlock": 3, "Downsample": 1, "Upsample": 4}
+#: elements a cross-attention keeps per text token per unit of width (its keys and values and their copies)
+CONTEXT_PER_WIDTH = {"BasicTransformerBlock": 12}
 #: for a block class not listed
 DEFAULT_PER_WIDTH = 24
+#: weights that read the text only (cross-attention keys and values): their input needs no gradient, so
+#: autograd keeps no patched copy of them
+TEXT_INPUT_WEIGHTS = ("attn2.to_k.weight", "attn2.to_v.weight")
+#: ComfyUI's attention functions that keep the attention scores (softmax's output) for backward
+SCORE_KEEPING_ATTENTION = ("attention_basic", "attention_sub_quad", "attention_split")
 
 
 def model_blocks(diffusion_model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
@@ -46,7 +59,8 @@ def model_blocks(diffusion_model: torch.nn.Module) -> list[tuple[str, torch.nn.M
 
 
 def _width(block: torch.nn.Module) -> int:
-    for attr in ("hidden_size", "out_channels", "in_channels", "channels"):
+    """The width of the block's input."""
+    for attr in ("hidden_size", "in_channels", "channels", "out_channels"):
         value = getattr(block, attr, None)
         if isinstance(value, int):
             return value
@@ -54,12 +68,44 @@ def _width(block: torch.nn.Module) -> int:
     return max((int(p.shape[1]) for p in weights), default=1)
 
 
-def _per_width(block: torch.nn.Module) -> int:
+def _transformers(block: torch.nn.Module) -> list[torch.nn.Module]:
+    return [m for m in block.modules() if type(m).__name__ == "BasicTransformerBlock"]
+
+
+def _activations(block: torch.nn.Module, tokens: int, text_tokens: int) -> int:
+    """Elements autograd keeps per sample inside ``block`` computing on ``tokens`` tokens, attention scores aside."""
     kind = type(block).__name__
+    width = _width(block)
+    if kind == "ResBlock":
+        width += int(getattr(block, "out_channels", width))
+    kept = ACTIVATIONS_PER_WIDTH.get(kind, DEFAULT_PER_WIDTH) * width * tokens
     if kind == "SpatialTransformer":
-        depth = sum(1 for m in block.modules() if type(m).__name__ == "BasicTransformerBlock")
-        return ACTIVATIONS_PER_WIDTH[kind] + depth * ACTIVATIONS_PER_WIDTH["BasicTransformerBlock"]
-    return ACTIVATIONS_PER_WIDTH.get(kind, DEFAULT_PER_WIDTH)
+        for t in _transformers(block):
+            inner = int(t.attn1.to_q.weight.shape[0])
+            kept += (ACTIVATIONS_PER_WIDTH["BasicTransformerBlock"] * tokens
+                     + CONTEXT_PER_WIDTH["BasicTransformerBlock"] * text_tokens) * inner
+    return kept
+
+
+def _scores(block: torch.nn.Module, tokens: int, text_tokens: int) -> int:
+    """Elements of the attention scores ``block`` computes per sample: heads × query tokens × key tokens."""
+    if hasattr(block, "num_heads"):
+        return int(block.num_heads) * tokens * tokens
+    return sum(int(t.attn1.heads) * tokens * tokens + int(t.attn2.heads) * tokens * text_tokens
+               for t in _transformers(block))
+
+
+def attention_keeps_scores(device: torch.device) -> bool:
+    """Whether ComfyUI's attention on ``device`` keeps the attention scores for backward: its math
+    paths do; PyTorch's SDPA is taken to run flash or memory-efficient attention (on a GPU where
+    both are disabled it keeps them too)."""
+    import comfy.ldm.modules.attention as attention
+    name = getattr(attention.optimized_attention, "__name__", "")
+    if name in SCORE_KEEPING_ATTENTION:
+        return True
+    if name == "attention_pytorch" and device.type == "cuda":
+        return not (torch.backends.cuda.flash_sdp_enabled() or torch.backends.cuda.mem_efficient_sdp_enabled())
+    return False
 
 
 def _tokens(diffusion_model: torch.nn.Module, blocks: list[tuple[str, torch.nn.Module]], latent_hw: tuple[int, int],
@@ -81,9 +127,11 @@ def _tokens(diffusion_model: torch.nn.Module, blocks: list[tuple[str, torch.nn.M
     return out
 
 
-def model_cost(model, targets: Mapping[str, float], latent_hw: tuple[int, int], text_tokens: int) -> ModelCost:
+def model_cost(model, targets: Mapping[str, float], latent_hw: tuple[int, int], text_tokens: int,
+               text_width: int = 0, keeps_scores: bool = False) -> ModelCost:
     """The estimator's description of a MODEL's diffusion model training ``targets`` on latents of
-    ``latent_hw`` with ``text_tokens`` tokens of text."""
+    ``latent_hw`` with ``text_tokens`` tokens of text ``text_width`` wide; ``keeps_scores``: the
+    attention keeps its scores (:func:`attention_keeps_scores`)."""
     dm = model.model.diffusion_model
     blocks = model_blocks(dm)
     tokens = _tokens(dm, blocks, latent_hw, text_tokens)
@@ -94,15 +142,19 @@ def model_cost(model, targets: Mapping[str, float], latent_hw: tuple[int, int], 
         in_blocks.update(id(p) for _, p in weights)
         big = [(k, p) for k, p in weights if p.is_floating_point() and p.dim() >= 2]
         trained = [p.numel() for k, p in big if k in targets]
+        kept = [p.numel() for k, p in big if k in targets and not k.endswith(TEXT_INPUT_WEIGHTS)]
         width = _width(block)
+        text = 0 if hasattr(dm, "double_blocks") else text_tokens  # Flux attends to its text among its tokens
         costs.append(BlockCost(
             weight_numel=sum(p.numel() for _, p in big), weight_bytes=sum(p.numel() * p.element_size() for _, p in big),
             other_bytes=sum(p.numel() * p.element_size() for k, p in weights if p.dim() < 2),
-            target_numel=sum(trained), largest_target=max(trained, default=0),
-            activations=_per_width(block) * width * n, boundary=width * n))
+            target_numel=sum(kept), largest_target=max(trained, default=0),
+            activations=_activations(block, n, text), boundary=width * n,
+            scores=_scores(block, n, text) if keeps_scores else 0))
     other = sum(p.numel() * p.element_size() for p in dm.parameters() if id(p) not in in_blocks)
     first = next((p for p in dm.parameters() if p.dim() >= 2), None)
-    return ModelCost(tuple(costs), other, first.element_size() if first is not None else 2)
+    return ModelCost(tuple(costs), other, first.element_size() if first is not None else 2,
+                     activations=text_tokens * text_width)
 
 
 def device_memory(device: torch.device) -> int:
@@ -121,10 +173,12 @@ def plan(model, dataset, settings, targets: Mapping[str, float], trained_params:
     width, height = dataset.items[largest].placement.bucket
     latent = dataset.latent(largest) if dataset.items[largest].frames > 1 else None
     height *= latent.shape[1] if latent is not None and latent.dim() == 4 else 1
-    text = max((t.shape[-2] for t in dataset.cond(0).values() if t.dim() >= 2), default=77) if dataset.items else 77
+    texts = [t for t in dataset.cond(0).values() if t.dim() >= 2] if dataset.items else []
+    text, text_width = max(((t.shape[-2], t.shape[-1]) for t in texts), default=(77, 0))
     manual = MemoryMode(settings.base_weights, settings.swap_blocks, settings.gradient_checkpointing,
                         settings.offload_activations)
-    mode, est = resolve(settings.fits_in, manual, model_cost(model, targets, (height // 8, width // 8), text),
+    mode, est = resolve(settings.fits_in, manual, model_cost(model, targets, (height // 8, width // 8), text, text_width,
+                                                                   attention_keeps_scores(device)),
                         device_memory(device), device.type, batch=settings.batch_size, trained_params=trained_params,
                         optimizer=settings.optimizer,
                         compute_itemsize=compute_dtype(settings.precision, device).itemsize,

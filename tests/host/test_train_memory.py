@@ -1,16 +1,25 @@
 """Training memory modes in the real ComfyUI (issue 17): ComfyUI's SDXL and Flux models described
 block by block for the estimator, block swap and offloaded checkpointing training bit for bit
 what plain training does, fp8-stored base weights training exactly as weights rounded through fp8
-do, the model's own weights put back after, and a run refused when its estimate does not fit."""
+do, the model's own weights put back after, a run refused when its estimate does not fit, and the
+estimate within 15 % of the peak memory two real training steps take on the CPU (measured in a
+child process, ``train_rss.py``: the resident memory's high-water mark over a baseline after a
+warm-up step, see ``loralab_testkit.rss``)."""
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
 import torch
 
 from host import train_kit
+from loralab_testkit.rss import run_child
 from host.train_setup import SMALL_DATASET, VARIANTS, dataset_in_input, node_class, one_thread, train_host  # noqa: F401
+
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
 
 
 def _model(host, tiny_models, arch):
@@ -62,9 +71,16 @@ def test_blocks_and_estimate_of_comfy_models(train_host, tiny_models, arch):
     assert sum(b.weight_numel for b in cost.blocks) == block_weights
     total = sum(p.numel() * p.element_size() for p in dm.parameters())
     assert cost.other_bytes + sum(b.weight_bytes + b.other_bytes for b in cost.blocks) == total
-    assert sum(b.target_numel for b in cost.blocks) == sum(
-        shapes[k][0] * shapes[k][1] for k in targets if any(k.startswith(b) for b in in_blocks))
-    assert all(b.activations > 0 and b.boundary > 0 for b in cost.blocks)
+    # patched copies are kept for the trained weights whose input needs a gradient: not the text's keys and values
+    kept = [k for k in targets if any(k.startswith(b) for b in in_blocks) and not k.endswith(mem.TEXT_INPUT_WEIGHTS)]
+    assert sum(b.target_numel for b in cost.blocks) == sum(shapes[k][0] * shapes[k][1] for k in kept)
+    assert (len(kept) < len([k for k in targets if any(k.startswith(b) for b in in_blocks)])) == (arch == "sdxl")
+    assert all(b.activations > 0 and b.boundary > 0 and b.scores == 0 for b in cost.blocks)
+    scored = mem.model_cost(model, targets, (8, 8), 77, keeps_scores=True)
+    if arch == "flux":  # joint attention over image patches and text: heads × tokens²
+        assert all(b.scores == dm.num_heads * (16 + 77) ** 2 for b in scored.blocks)
+    else:
+        assert sum(b.scores > 0 for b in scored.blocks) == sum(type(b).__name__ == "SpatialTransformer" for _, b in blocks)
 
 
 @pytest.mark.parametrize("arch", ["sdxl", "flux"])
@@ -136,3 +152,18 @@ def test_fits_in_picks_a_mode_and_refuses_what_does_not_fit(train_host, tiny_mod
     with pytest.raises(errors.TrainingError) as e:
         tr.init_run(model, ds, run_mod.TrainSettings(**{**settings.to_json(), "fits_in": "manual"}), None)
     assert "would need about" in str(e.value) and "swapped blocks" in e.value.hint
+
+
+@pytest.mark.parametrize("arch", ["sdxl", "flux"])
+def test_estimate_is_within_15_percent_of_measured_peak_rss(train_host, arch):
+    # 256 px, batch 2: latents of 32×32, tens of MB of activations and (ComfyUI's CPU attention is
+    # its math path) attention scores, against a few MB of weights
+    modes = [{}, {"gradient_checkpointing": True}]
+    results = run_child([os.path.join(HERE, "train_rss.py"), train_host.base, arch, "256", "2",
+                         *map(json.dumps, modes)], [REPO], timeout=300)
+    assert len(results) == len(modes)
+    for result in results:
+        assert result["measured"] > 30 * 2 ** 20 and result["parts"]["attention scores"] > 0, result
+        assert 0.85 <= result["estimate"] / result["measured"] <= 1.15, result
+    plain, checkpointed = results
+    assert checkpointed["measured"] < 0.7 * plain["measured"]  # what checkpointing saves shows in the measure

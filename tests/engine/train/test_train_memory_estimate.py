@@ -3,16 +3,15 @@ refusal, and its prediction against the measured peak resident memory of real to
 
 The measurement runs training in a child process (``loralab_testkit.train_rss``): the baseline is
 the resident memory after Python, torch, one warm-up step of a width-8 toy and the dataset; the
-peak is ``ru_maxrss`` after two training steps of the width-512 toy; glibc serves allocations over 64 KiB
-with mmap (``MALLOC_MMAP_THRESHOLD_``), so freed tensors leave the resident set at once."""
+peak is the high-water mark over it after two training steps of the width-512 toy
+(:mod:`loralab_testkit.rss`)."""
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from loralab.errors import TrainingError
+from loralab_testkit.rss import run_child
 from loralab.train.memory import (GIB, BlockCost, MemoryMode, ModelCost, choose_mode, estimate, ladder, resolve,
                                   usable_memory)
 
@@ -88,12 +87,8 @@ def test_resolve_refuses_what_does_not_fit_naming_what_to_change():
                                   {"base_dtype": "fp8", "checkpointing": True, "swap_blocks": 4,
                                    "offload_activations": True}])
 def test_estimate_is_within_15_percent_of_measured_peak_rss(tmp_path, mode):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, TESTS]), MALLOC_MMAP_THRESHOLD_="65536",
-               OMP_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, "-m", "loralab_testkit.train_rss", str(tmp_path / "data"),
-                          str(tmp_path / "cache"), json.dumps(mode)], env=env, capture_output=True, text=True,
-                         timeout=300, check=True)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = run_child(["-m", "loralab_testkit.train_rss", str(tmp_path / "data"), str(tmp_path / "cache"),
+                        json.dumps(mode)], [ROOT, TESTS], timeout=300)
     ratio = result["estimate"] / result["measured"]
     assert result["measured"] > 80 * 2 ** 20  # tensors dominate what is measured
     assert 0.85 <= ratio <= 1.15, result
