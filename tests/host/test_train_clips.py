@@ -68,7 +68,7 @@ def test_gif_clips_and_an_image_train_a_wan_model_and_core_loads_the_file(train_
     mem = host.module("nodes.host.memory")
     sizes = []
     real_cost = mem.model_cost
-    monkeypatch.setattr(mem, "model_cost", lambda m, t, size, text: sizes.append(size) or real_cost(m, t, size, text))
+    monkeypatch.setattr(mem, "model_cost", lambda m, t, size, *rest: sizes.append(size) or real_cost(m, t, size, *rest))
     run = tr.init_run(model, ds, settings, unet)
     stills = node.execute(**{**kw, "frames": 1}).args[0]
     assert {i.frames for i in stills.items} == {1}
