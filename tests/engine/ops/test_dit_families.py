@@ -10,13 +10,12 @@ import torch
 from loralab.blocks.map import block_of
 from loralab.blocks.spec import VECTOR_FORMS, parse_block_weights, preset_names, standard_blocks
 from loralab.errors import SpecError
-from loralab.formats.host_keys import HOSTS, host_targets
+from loralab.formats.host_keys import HOSTS
 from loralab.formats.model_weights import model_arch
 from loralab.layouts import ModelLayout, layout_for
 from loralab.layouts.archs import arch_from_metadata_string
 from loralab.layouts.hidream import HIDREAM_CONFIG
 from loralab.lora import Lora
-from loralab.ops.convert import convert
 from loralab.ops.coverage import refusal
 from loralab.ops.inspect import summarize
 from loralab.ops.lowrank import RankRule, one_thread
@@ -24,8 +23,8 @@ from loralab.ops.merge import MergeInput, merge, resize
 from loralab_testkit import FixtureSource, fit_fixture_to_layout, fixture, materialize, model_shapes
 from loralab_testkit.fixture_checks import assert_host_loads, assert_spec_zeroes
 
-from engine.ops.test_merge import (Probes, assert_merges_to_dense_sum, assert_responds_as, assert_same,
-                                   lora as fixture_lora, reference, response)
+from engine.ops.test_merge import (Probes, assert_converts_to_a_file_hosts_load, assert_merges_to_dense_sum,
+                                   assert_responds_as, assert_same, lora as fixture_lora, reference, response)
 
 F32 = torch.float32
 
@@ -201,13 +200,7 @@ def test_resize_chroma_exactly_at_full_rank():
 def test_convert_to_names_comfyui_loads(name, tmp):
     """Converted, a HunyuanVideo or Lumina 2 LoRA that ComfyUI drops (all of it, or musubi's MLP) becomes one
     it loads whole."""
-    lo = fixture_lora(name, seed=4)
-    result = convert(lo, title="converted", dtype=F32)
-    assert_responds_as(result.tensors, lo, 1e-6)
-    path = result.save(os.path.join(tmp, name + ".safetensors"))
-    again = Lora.open(path)
-    assert again.detection.arch == lo.detection.arch
-    assert all(t is not None for t in host_targets(list(result.tensors), again.layout, rules=HOSTS["0.3.64"]).values())
+    assert_converts_to_a_file_hosts_load(name, tmp, [HOSTS["0.3.64"]])
 
 
 def test_hidream_lokr_and_lora_merge_to_the_dense_sum():

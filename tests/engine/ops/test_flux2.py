@@ -10,19 +10,18 @@ import torch
 from loralab.blocks.map import block_of
 from loralab.blocks.spec import parse_block_weights, preset_names, standard_blocks
 from loralab.errors import SpecError
-from loralab.formats.host_keys import host_targets
 from loralab.formats.model_weights import model_arch
 from loralab.layouts import layout_for
 from loralab.layouts.archs import arch_from_metadata_string
 from loralab.lora import Lora
 from loralab.ops.coverage import refusal
-from loralab.ops.convert import convert
 from loralab.ops.inspect import summarize
 from loralab.ops.lowrank import one_thread
 from loralab_testkit import FixtureSource, fit_fixture_to_layout, fixture, materialize
 from loralab_testkit.fixture_checks import assert_host_loads, assert_spec_zeroes
 
-from engine.ops.test_merge import assert_merges_to_dense_sum, assert_responds_as, lora as fixture_lora
+from engine.ops.test_merge import (assert_converts_to_a_file_hosts_load, assert_merges_to_dense_sum,
+                                   lora as fixture_lora)
 
 F32 = torch.float32
 
@@ -132,13 +131,7 @@ def test_ai_toolkit_and_musubi_merge_to_the_dense_sum():
 def test_convert_raw_peft_to_kohya_names_comfyui_loads(tmp):
     """Converted, a PEFT state dict ComfyUI drops whole (embedders and shared modulation under diffusers
     names, q/k/v in rows of the fused weights, norm_out's halves swapped) becomes one it loads whole."""
-    lo = fixture_lora("peft_default_flux2_klein_9b_lora", seed=4)
-    result = convert(lo, title="converted", dtype=F32)
-    assert_responds_as(result.tensors, lo, 1e-6)
-    path = result.save(os.path.join(tmp, "peft_flux2.safetensors"))
-    again = Lora.open(path)
-    assert (again.detection.format, again.detection.arch) == ("musubi", "flux2_klein_9b")
-    assert all(t is not None for t in host_targets(list(result.tensors), again.layout).values())
+    assert_converts_to_a_file_hosts_load("peft_default_flux2_klein_9b_lora", tmp, fmt="musubi")
 
 
 @pytest.mark.parametrize("arch_id", ["flux2_dev", "flux2_klein_4b", "flux2_klein_9b"])

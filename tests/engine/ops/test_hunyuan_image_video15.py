@@ -9,18 +9,18 @@ import torch
 from loralab.blocks.map import block_of
 from loralab.blocks.spec import parse_block_weights, preset_names, standard_blocks
 from loralab.errors import SpecError
-from loralab.formats.host_keys import HOSTS, host_targets
+from loralab.formats.host_keys import HOSTS
 from loralab.formats.model_weights import model_arch
 from loralab.layouts import layout_for
 from loralab.layouts.archs import arch_from_metadata_string
 from loralab.lora import Lora
-from loralab.ops.convert import convert
 from loralab.ops.inspect import summarize
 from loralab.ops.lowrank import one_thread
 from loralab_testkit import FixtureSource, materialize, model_shapes
 from loralab_testkit.fixture_checks import assert_host_loads, assert_spec_zeroes
 
-from engine.ops.test_merge import assert_merges_to_dense_sum, assert_responds_as, lora as fixture_lora
+from engine.ops.test_merge import (assert_converts_to_a_file_hosts_load, assert_merges_to_dense_sum,
+                                   lora as fixture_lora)
 
 F32 = torch.float32
 #: the ComfyUI each model fixture was generated with: HunyuanVideo 1.5 exists since 0.33 only
@@ -157,13 +157,7 @@ def test_musubi_split_qkv_merges_to_the_dense_sum():
 def test_convert_to_names_comfyui_loads(name, host, tmp):
     """Converted, a file ComfyUI loads in part or not at all (split q/k/v, sd-scripts' mod and MLP names, diffusers
     names) becomes one it loads whole."""
-    lo = fixture_lora(name, seed=4)
-    result = convert(lo, title="converted", dtype=F32)
-    assert_responds_as(result.tensors, lo, 1e-6)
-    path = result.save(os.path.join(tmp, name + ".safetensors"))
-    again = Lora.open(path)
-    assert again.detection.arch == lo.detection.arch
-    assert all(t is not None for t in host_targets(list(result.tensors), again.layout, rules=HOSTS[host]).values())
+    assert_converts_to_a_file_hosts_load(name, tmp, [HOSTS[host]])
 
 
 @pytest.mark.parametrize("model", sorted(FIXTURE_HOST))

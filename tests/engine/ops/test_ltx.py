@@ -16,14 +16,14 @@ from loralab.layouts import layout_for
 from loralab.layouts.archs import arch_from_metadata_string
 from loralab.layouts.ltxv import ltxv_variant
 from loralab.lora import Lora
-from loralab.ops.convert import convert
 from loralab.ops.coverage import refusal
 from loralab.ops.inspect import summarize
 from loralab.ops.lowrank import one_thread
 from loralab_testkit import FixtureSource, fit_fixture_to_layout, materialize, model_shapes
 from loralab_testkit.fixture_checks import assert_host_loads, assert_spec_zeroes
 
-from engine.ops.test_merge import assert_merges_to_dense_sum, assert_responds_as, lora as fixture_lora
+from engine.ops.test_merge import (assert_converts_to_a_file_hosts_load, assert_merges_to_dense_sum,
+                                   lora as fixture_lora)
 
 F32 = torch.float32
 
@@ -148,11 +148,4 @@ def test_trainer_file_and_its_comfy_conversion_merge_to_the_dense_sum():
 def test_convert_makes_the_trainers_diffusers_file_one_comfyui_loads_whole(tmp):
     """LTX-Video-Trainer's ``transformer.*`` file, which ComfyUI drops whole on every host, converted: the
     same ΔW on every weight, under names both hosts load."""
-    lo = fixture_lora("ltx_video_trainer_ltxv_lora", seed=4)
-    result = convert(lo, title="converted", dtype=F32)
-    assert_responds_as(result.tensors, lo, 1e-6)
-    path = result.save(os.path.join(tmp, "ltxv.safetensors"))
-    again = Lora.open(path)
-    assert again.detection.arch == "ltxv"
-    for rules in HOSTS.values():
-        assert all(t is not None for t in host_targets(list(result.tensors), again.layout, rules=rules).values())
+    assert_converts_to_a_file_hosts_load("ltx_video_trainer_ltxv_lora", tmp, HOSTS.values())

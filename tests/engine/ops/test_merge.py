@@ -16,6 +16,7 @@ from loralab.ops.lowrank import RankRule, one_thread
 from loralab.ops import merge as merge_module
 from loralab.ops.convert import convert
 from loralab.ops.merge import MergeInput, merge, resize
+from loralab.formats.host_keys import NEWEST, host_targets
 from loralab.formats.model_weights import ModelWeights
 from loralab.files.safetensors import read_header, save_tensors
 from loralab_testkit import fixture_tensors, materialize
@@ -112,6 +113,20 @@ def assert_responds_as(tensors, lo, rtol):
     """``tensors`` (a resize or convert result) respond to random probes as ``lo`` at strength 1."""
     probes = Probes(lo.layout)
     assert_same(response(tensors, probes, lo.layout), reference([(lo, 1.0, None)], probes, lo.layout), rtol)
+
+
+def assert_converts_to_a_file_hosts_load(name, folder, rules=(NEWEST,), fmt=None):
+    """The fixture LoRA ``name`` converted (float32) responds to random probes as the fixture, and the
+    file it saves in ``folder`` reads back as the same arch (and format ``fmt``) with every key loaded
+    by the hosts of ``rules``."""
+    lo = lora(name, seed=4)
+    result = convert(lo, title="converted", dtype=F32)
+    assert_responds_as(result.tensors, lo, 1e-6)
+    again = Lora.open(result.save(os.path.join(folder, name + ".safetensors")))
+    assert again.detection.arch == lo.detection.arch
+    assert fmt is None or again.detection.format == fmt
+    for r in rules:
+        assert all(t is not None for t in host_targets(list(result.tensors), again.layout, rules=r).values())
 
 
 def assert_merges_to_dense_sum(a, b, svd_rank, key_prefix=None):

@@ -8,17 +8,16 @@ import torch
 
 from loralab.blocks.map import block_of
 from loralab.blocks.spec import parse_block_weights, preset_names, standard_blocks
-from loralab.formats.host_keys import host_targets
 from loralab.layouts import layout_for
 from loralab.lora import Lora
 from loralab.ops.inspect import summarize
 from loralab.ops.lowrank import RankRule, one_thread
-from loralab.ops.convert import convert
 from loralab.ops.merge import MergeInput, resize
 from loralab_testkit import FixtureSource, fit_fixture_to_layout, fixture, materialize
 from loralab_testkit.fixture_checks import assert_host_loads, assert_spec_zeroes
 
-from engine.ops.test_merge import assert_merges_to_dense_sum, assert_responds_as, lora as fixture_lora
+from engine.ops.test_merge import (assert_converts_to_a_file_hosts_load, assert_merges_to_dense_sum,
+                                   assert_responds_as, lora as fixture_lora)
 
 F32 = torch.float32
 
@@ -116,10 +115,4 @@ def test_resize_qwen_exactly_at_full_rank():
                                   "diffusers_peft_qwen_image_lora"])
 def test_convert_to_kohya_names_comfyui_loads(name, tmp):
     """Converted, a diffusers/PEFT Wan LoRA that ComfyUI drops becomes one it loads whole."""
-    lo = fixture_lora(name, seed=4)
-    result = convert(lo, title="converted", dtype=F32)
-    assert_responds_as(result.tensors, lo, 1e-6)
-    path = result.save(os.path.join(tmp, name + ".safetensors"))
-    again = Lora.open(path)
-    assert (again.detection.format, again.detection.arch) == ("musubi", lo.detection.arch)
-    assert all(t is not None for t in host_targets(list(result.tensors), again.layout).values())
+    assert_converts_to_a_file_hosts_load(name, tmp, fmt="musubi")

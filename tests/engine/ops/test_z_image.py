@@ -8,17 +8,16 @@ import torch
 
 from loralab.blocks.map import block_of
 from loralab.blocks.spec import parse_block_weights, preset_names, standard_blocks
-from loralab.formats.host_keys import host_targets
 from loralab.layouts import layout_for
 from loralab.layouts.archs import arch_from_metadata_string
 from loralab.lora import Lora
-from loralab.ops.convert import convert
 from loralab.ops.inspect import summarize
 from loralab.ops.lowrank import one_thread
 from loralab_testkit import FixtureSource, materialize
 from loralab_testkit.fixture_checks import assert_host_loads, assert_spec_zeroes
 
-from engine.ops.test_merge import assert_merges_to_dense_sum, assert_responds_as, lora as fixture_lora
+from engine.ops.test_merge import (assert_converts_to_a_file_hosts_load, assert_merges_to_dense_sum,
+                                   lora as fixture_lora)
 
 F32 = torch.float32
 
@@ -89,10 +88,4 @@ def test_musubi_and_its_comfy_conversion_merge_to_the_dense_sum():
 def test_convert_to_names_comfyui_loads_whole(name, tmp):
     """Converted, musubi's Z-Image LoRA (attention under diffusers names, which ComfyUI drops) or a raw
     PEFT state dict (dropped whole) becomes one ComfyUI loads whole: the same ΔW on every weight."""
-    lo = fixture_lora(name, seed=4)
-    result = convert(lo, title="converted", dtype=F32)
-    assert_responds_as(result.tensors, lo, 1e-6)
-    path = result.save(os.path.join(tmp, "z.safetensors"))
-    again = Lora.open(path)
-    assert (again.detection.format, again.detection.arch) == ("musubi", "z_image")
-    assert all(t is not None for t in host_targets(list(result.tensors), again.layout).values())
+    assert_converts_to_a_file_hosts_load(name, tmp, fmt="musubi")
