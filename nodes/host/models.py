@@ -24,6 +24,9 @@ _BY_CONFIG = {"mmdit": mmdit_variant, "flux2": flux2_variant, "ltxv": ltxv_varia
 #: ComfyUI's Wan model_config base class: its subclasses (I2V, Wan 2.2, Fun-control, camera, VACE, HuMo, S2V,
 #: Animate, ...) are the Wan base model of their size plus modules of their own
 _WAN_BASE = "WAN21_T2V"
+#: the Wan classes that are the base models themselves (T2V, I2V, Wan 2.2): training takes these only, a
+#: variant's forward needing inputs of its own (VACE context, camera, audio, pose, control latents)
+WAN_BASE_MODELS = ("WAN21_T2V", "WAN21_I2V", "WAN22_T2V")
 #: ComfyUI model_config classes that map by their exact class, not their subclasses: HunyuanVideo's
 #: (T2V, I2V, SkyReels I2V differ in input channels only; HunyuanImage 2.1, its refiner and HunyuanVideo 1.5
 #: subclass them, keeping its ``image_model``, with modules their configs switch on; HunyuanVideo 1.5's

@@ -2,13 +2,13 @@
 Animate 2, FlowRVS, SCAIL, SCAIL 2, WanDancer): each tiny model built with ComfyUI's own class maps to the Wan
 arch of its size, its layout is exactly its parameters and our host key emulation equals core's key map;
 an ordinary Wan T2V LoRA and a LoRA on the variant's own modules load bit for bit as core's LoraLoader
-loads them, and a block spec on VACE's blocks zeroes exactly those."""
+loads them, and a block spec on VACE's blocks zeroes exactly those; training takes the base models only."""
 import pytest
 import torch
 
 from host import train_kit
 from host.dit_kit import (apply_ours, assert_changed_by, assert_equals_core, comfy_model, entry_deltas, fitted,
-                          layout_of, loaded_weights, save_once, tiny_patchers)
+                          layout_of, loaded_weights, save_once, seeded_patcher, tiny_patchers)
 
 _T = train_kit.WAN_MICRO[1]
 #: ComfyUI model_config class -> (its config beyond the tiny Wan's, the arch id it maps to)
@@ -120,3 +120,13 @@ def test_block_spec_on_vace_blocks_weights_exactly_those(host, tiny):
     assert_changed_by(base, loaded_weights(ours), deltas, lambda b: 0.0 if b == "V00" else 1.0)
     ours, _, info = apply_ours(host, mp, file_name, sm=0.5, spec="V01=0.4, default=0")
     assert_changed_by(base, loaded_weights(ours), deltas, lambda b: 0.2 if b == "V01" else 0.0)
+
+
+@pytest.mark.parametrize("variant", ["WAN21_Vace", "WAN21_FunControl2V"], indirect=True)
+def test_training_refuses_a_variant_and_names_the_base_model_to_load(host, tiny, variant):
+    training = host.module("nodes.host.training")
+    errors = host.module("loralab.errors")
+    with pytest.raises(errors.TrainingError, match=f"Wan base models only, not on {variant}") as e:
+        training.model_info(tiny(variant), None)
+    assert "load the Wan T2V or I2V model of this size" in e.value.hint
+    assert training.model_info(seeded_patcher(comfy_model("WAN21_T2V", _T)), None)["arch"] == "wan21_t2v_1_3b"
