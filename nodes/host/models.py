@@ -77,14 +77,18 @@ def _is_wan(config) -> bool:
 def wan_config(model, with_extra: bool = True) -> dict:
     """The layout config of a loaded Wan model (any variant): its ``unet_config`` with ``model_type`` "i2v" where
     its blocks have image cross-attention, else "t2v" (VACE keeps "vace": its blocks are generated from
-    ``vace_layers``), and with ``with_extra`` its own parameters outside that layout as ``extra_params``."""
+    ``vace_layers``), and with ``with_extra`` a variant's own parameters as ``extra_params``: those of modules the
+    generated layout lacks (a base model has none; what quantized weights add to a module, such as fp8
+    ``scale_weight``, is no module of its own)."""
     cfg = dict(model.model.model_config.unet_config)
-    params = model.model.diffusion_model.state_dict()
+    dm = model.model.diffusion_model
     if cfg.get("model_type") != "vace":
-        cfg["model_type"] = "i2v" if "blocks.0.cross_attn.k_img.weight" in params else "t2v"
-    if with_extra:
+        cfg["model_type"] = "i2v" if hasattr(dm.blocks[0].cross_attn, "k_img") else "t2v"
+    if with_extra and type(model.model.model_config).__name__ not in WAN_BASE_MODELS:
         shapes = wan_layout(cfg)[0]
-        extra = {k: tuple(v.shape) for k, v in params.items() if k not in shapes}
+        modules = {k.rsplit(".", 1)[0] for k in shapes}
+        extra = {k: tuple(v.shape) for k, v in dm.state_dict().items()
+                 if k not in shapes and k.rsplit(".", 1)[0] not in modules}
         if extra:
             cfg["extra_params"] = extra
     return cfg

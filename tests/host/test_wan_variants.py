@@ -73,6 +73,8 @@ def test_variant_maps_to_its_size_its_layout_is_its_parameters_and_host_keys_equ
     assert dict(layout.shapes) == real
     assert (set(real) > _base_keys(host, layout)) == (variant in WITH_OWN_MODULES)
     key_map = comfy.lora.model_lora_keys_unet(model, {})
+    model.diffusion_model.blocks[0].self_attn.q.register_buffer("scale_weight", torch.ones((), device="meta"))
+    assert models.model_layout(mp).shapes == layout.shapes  # what quantization adds to a module is no module
     assert host_keys.host_key_map(layout, host_keys.host_rules(host.version)) == {k: (v, None)
                                                                                    for k, v in key_map.items()}
 
