@@ -87,17 +87,19 @@ def test_t2v_lora_equals_core_loraloader_bit_for_bit(host, tiny, variant):
 
 
 def _own_module_lora(host, layout, seed: int) -> dict[str, torch.Tensor]:
-    """A kohya LoRA (rank 4) on every linear weight of the variant's own modules."""
+    """A kohya LoRA (rank 4; LoCon on convolutions) on every linear and convolution weight of the variant's own
+    modules."""
     g = torch.Generator().manual_seed(seed)
     base = _base_keys(host, layout)
     out = {}
     for key, shape in layout.shapes.items():
-        if key in base or not key.endswith(".weight") or len(shape) != 2:
+        if key in base or not key.endswith(".weight") or len(shape) < 2:
             continue
         name = "lora_unet_" + key[len("diffusion_model."):-len(".weight")].replace(".", "_")
-        out[name + ".lora_down.weight"] = torch.randn(4, shape[1], generator=g) * 0.1
-        out[name + ".lora_up.weight"] = torch.randn(shape[0], 4, generator=g) * 0.1
+        out[name + ".lora_down.weight"] = torch.randn(4, *shape[1:], generator=g) * 0.1
+        out[name + ".lora_up.weight"] = torch.randn(shape[0], 4, *(1,) * (len(shape) - 2), generator=g) * 0.1
         out[name + ".alpha"] = torch.tensor(2.0)
+    assert out
     return out
 
 
@@ -115,7 +117,7 @@ def test_block_spec_on_vace_blocks_weights_exactly_those(host, tiny):
     tensors = _own_module_lora(host, layout, seed=4)
     file_name = save_once(host, f"wanvar_vace_blocks_{len(tensors)}.safetensors", tensors, {})
     deltas = entry_deltas(host, tensors, layout)
-    assert sorted({d.block for d in deltas}) == ["V00", "V01"]
+    assert sorted({d.block for d in deltas}) == ["IN", "V00", "V01"]  # IN: the VACE patch embedding
     base = loaded_weights(mp)
     ours, _, info = apply_ours(host, mp, file_name, spec="V00=0")
     assert "not applied" not in info
