@@ -6,13 +6,21 @@ import pytest
 from loralab.blocks.map import block_of, layout_blocks
 from loralab.blocks.spec import parse_block_weights
 from loralab.layouts import ModelLayout, layout_for
-from loralab.layouts.wan import WAN21_T2V_1_3B_CONFIG, WAN21_T2V_14B_CONFIG, wan_layout, wan_variant
+from loralab.layouts.wan import (WAN21_T2V_1_3B_CONFIG, WAN21_T2V_14B_CONFIG, WAN21_VACE_1_3B_CONFIG, wan_layout,
+                                 wan_variant)
 from loralab.lora import Lora
 from loralab.ops.apply import plan_application
 from loralab_testkit import FixtureSource, fit_fixture_to_layout
 
 #: VACE 14B as ComfyUI's model detection reads it (8 VACE blocks, a 96-channel VACE context)
 VACE_14B = dict(WAN21_T2V_14B_CONFIG, model_type="vace", vace_layers=8, vace_in_dim=96)
+
+
+def _vace_lora(layout: ModelLayout, blocks: int) -> dict:
+    """The T2V fixture fitted to ``layout``, its first ``blocks`` blocks renamed to VACE's blocks."""
+    return {k.replace("lora_unet_blocks_", "lora_unet_vace_blocks_"): v
+            for k, v in fit_fixture_to_layout("musubi_wan21_t2v_14b_lora", layout, rank=4).items()
+            if k.startswith("lora_unet_blocks_") and int(k.split("_")[3]) < blocks}
 
 
 def _vace_keys(layers: int, dim: int) -> dict[str, tuple]:
@@ -69,9 +77,7 @@ def test_a_t2v_lora_maps_whole_onto_vace_and_a_spec_on_vace_blocks_zeroes_exactl
     vace = ModelLayout.from_config("wan21_t2v_14b", VACE_14B)
     t2v = Lora(FixtureSource("musubi_wan21_t2v_14b_lora"), vace)
     assert not list(t2v.unmapped()) and len(list(t2v.mapped())) > 0
-    tensors = {k.replace("lora_unet_blocks_", "lora_unet_vace_blocks_"): v
-               for k, v in fit_fixture_to_layout("musubi_wan21_t2v_14b_lora", vace, rank=4).items()
-               if k.startswith("lora_unet_blocks_") and int(k.split("_")[3]) < 8}
+    tensors = _vace_lora(vace, 8)
     lora = Lora.from_state_dict(tensors, {}, vace)
     assert not list(lora.unmapped()) and {block_of(m.target.key, "wan") for m in lora.mapped()} == \
         {f"V{i:02d}" for i in range(8)}
@@ -86,3 +92,14 @@ def test_anything_but_i2v_has_text_cross_attention_only(model_type):
     shapes = wan_layout(dict(WAN21_T2V_1_3B_CONFIG, model_type=model_type))[0]
     assert not any("_img" in k for k in shapes) and wan_variant(dict(WAN21_T2V_1_3B_CONFIG, model_type=model_type)) \
         == "wan21_t2v_1_3b"
+
+
+@pytest.mark.parametrize("arch_id,config", [("wan21_t2v_14b", VACE_14B), ("wan21_t2v_1_3b", WAN21_VACE_1_3B_CONFIG)])
+def test_a_vace_lora_opened_without_a_model_maps_whole_onto_the_released_vace_model(arch_id, config):
+    vace = ModelLayout.from_config(arch_id, config)
+    t2v = fit_fixture_to_layout("musubi_wan21_t2v_14b_lora", vace, rank=4)
+    lora = Lora.from_state_dict({**t2v, **_vace_lora(vace, config["vace_layers"])}, {})
+    assert lora.detection.arch == arch_id and dict(lora.layout.shapes) == dict(vace.shapes)
+    assert not list(lora.unmapped())
+    assert {block_of(m.target.key, "wan")[0] for m in lora.mapped()} == {"B", "V"}
+    assert Lora.from_state_dict(t2v, {}).layout.shapes == layout_for(arch_id).shapes  # no VACE key: the T2V model
