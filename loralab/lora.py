@@ -77,8 +77,8 @@ class Lora:
         self.unrecognized: list[str] = parsed.unrecognized
         self.orphans: list[str] = parsed.orphans
         self.detection: Detection = detect(parsed.entries, keys, source.metadata)
-        if layout is None and self.detection.arch is not None:
-            layout = layout_for(self.detection.arch)
+        if layout is None and self.detection.arch is not None:  # a Wan LoRA that trained VACE's modules: VACE's layout
+            layout = layout_for(self.detection.arch, vace=any("vace_" in e.module for e in parsed.entries))
         self.layout = layout
         self.items: list[MappedEntry] = [self._map(e) for e in self.entries]
         self._host_dropped: dict[HostRules, frozenset[str]] = {}

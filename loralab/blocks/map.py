@@ -10,7 +10,11 @@ HunyuanVideo ``IN`` (embedders and the text token refiner), ``D00``..``D19``,
 (its layers), ``OUT`` (final norm and layer); HiDream-I1 ``IN`` (embedders and caption projections),
 ``D00``..``D15`` (double-stream blocks), ``S00``..``S31`` (single-stream blocks), ``OUT``; SD3/SD3.5 ``CLIP`` (CLIP-L and G),
 ``T5``, ``IN``, ``J00``.. (joint blocks), ``OUT``; Wan and Qwen-Image ``IN`` (patch, text, time
-and image embedders), ``B00``.. (transformer blocks), ``OUT`` (head / final norm and projection);
+and image embedders), ``B00``.. (transformer blocks), ``OUT`` (head / final norm and projection), Wan's
+variants the same with their condition embedders and encoders in ``IN`` (VACE's patch embedding, the camera
+adapter, S2V's and HuMo's audio encoders, Animate's face and motion encoders, SCAIL's and WanDancer's
+embedders), VACE's blocks ``V00``.. and WanDancer's global head in ``OUT``; the modules that inject a condition
+between blocks (S2V's audio injector, Animate's face adapter, WanDancer's music injector) are ``OTHER``;
 Z-Image ``IN`` (embedders, pad tokens), ``NR00``.. (noise refiner), ``CR00``.. (context refiner),
 ``L00``.. (layers), ``OUT`` (final layer); LTX-Video ``IN`` (embedders), ``B00``.. (transformer blocks),
 ``OUT``; LTX-2 the same with each block split in two: ``B00``.. its video part (with the audio-to-video
@@ -71,9 +75,14 @@ BLOCK_RULES: dict[str, tuple[tuple[str, str], ...]] = {
         (r"^diffusion_model\.final_layer\.", "OUT"),
     ),
     "wan": (
-        (r"^diffusion_model\.(?:patch_embedding|text_embedding|time_embedding|time_projection|img_emb)\.", "IN"),
+        (r"^diffusion_model\.(?:patch_embedding|text_embedding|time_embedding|time_projection|img_emb"
+         r"|vace_patch_embedding|control_adapter|ref_conv|pose_patch_embedding|patch_embedding_pose"
+         r"|patch_embedding_mask|patch_embedding_global|img_emb_refimage|casual_audio_encoder|audio_proj"
+         r"|cond_encoder|frame_packer|trainable_cond_mask|face_encoder|motion_encoder|music_encoder"
+         r"|music_projection)\.", "IN"),
         (r"^diffusion_model\.blocks\.(\d+)\.", "B{:02d}"),
-        (r"^diffusion_model\.head\.", "OUT"),
+        (r"^diffusion_model\.vace_blocks\.(\d+)\.", "V{:02d}"),
+        (r"^diffusion_model\.(?:head|head_global)\.", "OUT"),
     ),
     "qwen_image": (
         (r"^diffusion_model\.(?:img_in|txt_in|txt_norm|time_text_embed)\.", "IN"),
@@ -101,14 +110,14 @@ BLOCK_RULES: dict[str, tuple[tuple[str, str], ...]] = {
 }
 _COMPILED = {fam: tuple((re.compile(p), t) for p, t in rules) for fam, rules in BLOCK_RULES.items()}
 
-_NUMBERED = re.compile(r"(IN|M|OUT|D|S|J|B|NR|CR|SR|L|A)(\d+)")
+_NUMBERED = re.compile(r"(IN|M|OUT|D|S|J|B|V|NR|CR|SR|L|A)(\d+)")
 
 #: the block-id families, in display order
 FAMILY_ORDER: dict[str, tuple[str, ...]] = {
     "unet": ("BASE", "IN", "M", "OUT"),
     "flux": ("CLIP", "T5", "IN", "D", "S", "OUT"),
     "mmdit": ("CLIP", "T5", "IN", "J", "OUT"),
-    "wan": ("IN", "B", "OUT"),
+    "wan": ("IN", "B", "V", "OUT"),
     "qwen_image": ("IN", "B", "OUT"),
     "z_image": ("IN", "NR", "CR", "SR", "L", "OUT"),
     "hunyuan_video": ("IN", "D", "S", "OUT"),

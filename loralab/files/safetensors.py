@@ -113,9 +113,15 @@ class SafetensorsHeader:
         return 8 + self.header_size
 
 
-def _sniff_pickle(path: str, head: bytes) -> None:
+def _sniff_pickle(path: str, head: bytes, first: bytes, size: int) -> None:
+    """Refuse a zip or a pickle (protocol 2-5); ``first`` is the byte after ``head``. A safetensors file whose
+    header length starts with the same two bytes (640, 896, 1152 or 1408 bytes, ...) is none: its length
+    fits the file and its header opens with ``{``."""
     is_zip = head[:4] == b"PK\x03\x04"
     is_pickle = len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+    if is_pickle and len(head) == 8 and first == b"{":
+        (n,) = struct.unpack("<Q", head)
+        is_pickle = n > min(MAX_HEADER_BYTES, size - 8)
     if is_zip or is_pickle:
         kind = "a zip archive (torch.save format)" if is_zip else "a Python pickle"
         raise PickleRefusedError(f"file is {kind}, not safetensors; it was not unpickled", path=path,
@@ -240,7 +246,8 @@ def read_header(path: str | os.PathLike) -> SafetensorsHeader:
         with _open_regular(path) as f:
             size = os.fstat(f.fileno()).st_size
             head = f.read(8)
-            _sniff_pickle(path, head)
+            _sniff_pickle(path, head, f.read(1), size)
+            f.seek(len(head))
             if len(head) < 8:
                 raise SafetensorsError(f"file is {size} bytes, too short for a safetensors header",
                                        path=path, hint="the file is empty or truncated")

@@ -25,8 +25,8 @@ from .qwen_image import QWEN_IMAGE_CONFIG, qwen_image_layout
 from .text_encoders import text_encoder_layout
 from .unet import SD2_CONFIG, SD15_CONFIG, SDXL_CONFIG, SDXL_REFINER_CONFIG, Shapes, unet_layout
 from .z_image import Z_IMAGE_CONFIG, z_image_layout
-from .wan import (WAN21_I2V_14B_CONFIG, WAN21_T2V_1_3B_CONFIG, WAN21_T2V_14B_CONFIG, WAN22_TI2V_5B_CONFIG,
-                  wan_layout)
+from .wan import (WAN21_I2V_14B_CONFIG, WAN21_T2V_1_3B_CONFIG, WAN21_T2V_14B_CONFIG, WAN21_VACE_1_3B_CONFIG,
+                  WAN21_VACE_14B_CONFIG, WAN22_TI2V_5B_CONFIG, wan_layout)
 
 DIFFUSION_PREFIX = "diffusion_model."
 
@@ -59,6 +59,9 @@ STANDARD_CONFIGS: dict[str, dict] = {
     "hunyuan_image21_refiner": HUNYUAN_IMAGE21_REFINER_CONFIG,
     "hunyuan_video15": HUNYUAN_VIDEO15_CONFIG,
 }
+
+#: arch id -> its released VACE model (the layout of a LoRA that trained VACE's modules)
+VACE_CONFIGS: dict[str, dict] = {"wan21_t2v_14b": WAN21_VACE_14B_CONFIG, "wan21_t2v_1_3b": WAN21_VACE_1_3B_CONFIG}
 
 #: family -> the layout generator of its diffusion model (U-Net families use unet_layout)
 _DIT_LAYOUTS = {"mmdit": mmdit_layout, "wan": wan_layout, "qwen_image": qwen_image_layout, "z_image": z_image_layout,
@@ -229,12 +232,14 @@ def _renamed(layout: ModelLayout, norm_param: str) -> ModelLayout:
 
 
 @functools.lru_cache(maxsize=None)
-def layout_for(arch_id: str) -> ModelLayout:
+def layout_for(arch_id: str, vace: bool = False) -> ModelLayout:
     """The layout of the released model of an architecture (SD1.5, SD2.1, SDXL base/refiner, Flux.1-dev,
     SD3 medium, SD3.5 medium/large, Wan 2.1 T2V 14B / 1.3B, Wan 2.1 I2V 14B, Wan 2.2 TI2V 5B, Qwen-Image,
     Flux.2 dev, Flux.2 Klein 4B / 9B, Z-Image, Chroma, HunyuanVideo, Lumina 2, HiDream-I1, LTX-Video 2B / 13B, LTX-2,
-    HunyuanImage 2.1 and its refiner, HunyuanVideo 1.5)."""
-    return ModelLayout(arch(arch_id), STANDARD_CONFIGS[arch_id])
+    HunyuanImage 2.1 and its refiner, HunyuanVideo 1.5); with ``vace``, Wan 2.1 VACE 14B / 1.3B where the arch has
+    one."""
+    return ModelLayout(arch(arch_id), VACE_CONFIGS[arch_id] if vace and arch_id in VACE_CONFIGS
+                       else STANDARD_CONFIGS[arch_id])
 
 
 __all__ = ["ModelLayout", "Resolved", "Target", "layout_for", "DIFFUSION_PREFIX", "STANDARD_CONFIGS", "NORM_FAMILIES"]

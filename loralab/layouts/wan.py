@@ -1,5 +1,11 @@
 """Wan 2.1 / 2.2 layouts: ComfyUI key names and shapes from a Wan config (the ``dit_config`` ComfyUI
-detects), and the diffusers name of every module (``WanTransformer3DModel``)."""
+detects), and the diffusers name of every module (``WanTransformer3DModel``, ``WanVACETransformer3DModel``).
+
+Wan's variants are the base model of their size plus modules of their own: VACE (``vace_layers``
+VACE blocks and their patch embedding) is generated from its config; the others (camera control
+adapter, S2V and HuMo audio modules, Animate's face and motion encoders, SCAIL's and WanDancer's
+embedders, ...) are irregular and come as ``extra_params`` in the config: the loaded model's own
+parameter names and shapes outside the generated layout."""
 from __future__ import annotations
 
 import math
@@ -9,6 +15,8 @@ from .unet import Shapes
 
 def wan_layout(cfg: dict) -> tuple[Shapes, dict[str, str], dict]:
     """Return ``(shapes, diffusers_names, fused)`` for a Wan config; Wan has no fused weights.
+    ``model_type`` "i2v" gives the blocks image cross-attention (any other value: text only);
+    ``vace_layers``/``vace_in_dim`` add VACE's modules, ``extra_params`` (key -> shape) a variant's own.
 
     ``shapes`` maps every ComfyUI diffusion-model key (without ``diffusion_model.``) to its shape;
     ``diffusers_names`` maps diffusers modules (and parameters) to the ComfyUI name they are.
@@ -43,15 +51,14 @@ def wan_layout(cfg: dict) -> tuple[Shapes, dict[str, str], dict]:
     linear("time_embedding.2", dim, dim, "condition_embedder.time_embedder.linear_2")
     linear("time_projection.1", dim, 6 * dim, "condition_embedder.time_proj")
 
-    for i in range(int(cfg["num_layers"])):
-        p, d = f"blocks.{i}", f"blocks.{i}"
+    def block(p: str, d: str, image: bool) -> None:
         for attn, dattn in (("self_attn", "attn1"), ("cross_attn", "attn2")):
             for part, dpart in (("q", "to_q"), ("k", "to_k"), ("v", "to_v"), ("o", "to_out.0")):
                 linear(f"{p}.{attn}.{part}", dim, dim, f"{d}.{dattn}.{dpart}")
             if qk_norm:
                 norm(f"{p}.{attn}.norm_q", dim, f"{d}.{dattn}.norm_q", bias=False)
                 norm(f"{p}.{attn}.norm_k", dim, f"{d}.{dattn}.norm_k", bias=False)
-        if i2v:
+        if image:
             linear(f"{p}.cross_attn.k_img", dim, dim, f"{d}.attn2.add_k_proj")
             linear(f"{p}.cross_attn.v_img", dim, dim, f"{d}.attn2.add_v_proj")
             if qk_norm:
@@ -62,6 +69,18 @@ def wan_layout(cfg: dict) -> tuple[Shapes, dict[str, str], dict]:
         linear(f"{p}.ffn.2", ffn, dim, f"{d}.ffn.net.2")
         shapes[f"{p}.modulation"] = (1, 6, dim)
         names[f"{d}.scale_shift_table"] = f"{p}.modulation"
+
+    for i in range(int(cfg["num_layers"])):
+        block(f"blocks.{i}", f"blocks.{i}", i2v)
+    if cfg.get("vace_layers"):  # VACE blocks have text cross-attention; the first projects the VACE context in
+        shapes["vace_patch_embedding.weight"] = (dim, int(cfg["vace_in_dim"]), *patch)
+        shapes["vace_patch_embedding.bias"] = (dim,)
+        names["vace_patch_embedding"] = "vace_patch_embedding"
+        for i in range(int(cfg["vace_layers"])):
+            block(f"vace_blocks.{i}", f"vace_blocks.{i}", False)
+            if i == 0:
+                linear(f"vace_blocks.{i}.before_proj", dim, dim, f"vace_blocks.{i}.proj_in")
+            linear(f"vace_blocks.{i}.after_proj", dim, dim, f"vace_blocks.{i}.proj_out")
 
     linear("head.head", dim, int(cfg.get("out_dim", 16)) * math.prod(patch), "proj_out")
     shapes["head.modulation"] = (1, 2, dim)
@@ -75,6 +94,8 @@ def wan_layout(cfg: dict) -> tuple[Shapes, dict[str, str], dict]:
         if cfg.get("flf_pos_embed_token_number"):
             shapes["img_emb.emb_pos"] = (1, int(cfg["flf_pos_embed_token_number"]), 1280)
             names[f"{e}.pos_embed"] = "img_emb.emb_pos"
+    for key, shape in cfg.get("extra_params", {}).items():
+        shapes.setdefault(key, tuple(int(n) for n in shape))
     return shapes, names, {}
 
 
@@ -99,3 +120,6 @@ WAN21_T2V_1_3B_CONFIG: dict = _config(1536, 8960, 30)
 WAN21_T2V_14B_CONFIG: dict = _config(5120, 13824, 40)
 WAN21_I2V_14B_CONFIG: dict = _config(5120, 13824, 40, "i2v", in_dim=36)
 WAN22_TI2V_5B_CONFIG: dict = _config(3072, 14336, 30, in_dim=48, out_dim=48)
+#: Wan 2.1 VACE 14B and 1.3B: the T2V model of their size with 8 and 15 VACE blocks (a 96-channel VACE context)
+WAN21_VACE_14B_CONFIG: dict = dict(WAN21_T2V_14B_CONFIG, model_type="vace", vace_layers=8, vace_in_dim=96)
+WAN21_VACE_1_3B_CONFIG: dict = dict(WAN21_T2V_1_3B_CONFIG, model_type="vace", vace_layers=15, vace_in_dim=96)

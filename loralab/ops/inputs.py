@@ -113,9 +113,10 @@ def common_variant(inputs: Sequence[MergeInput]) -> str | None:
 
 
 def common_layout(inputs: Sequence[MergeInput], purpose: str) -> ModelLayout:
-    """The one layout every input maps onto; :class:`SpecError` for no input, :class:`ArchMismatchError`
-    naming the files where a base model cannot be told or two inputs are for different models.
-    ``purpose`` says what needs one base model ("merge", "a stack report compares")."""
+    """The one layout every input maps onto: of one base model, the largest of theirs (a Wan VACE LoRA's holds
+    a T2V LoRA's); :class:`SpecError` for no input, :class:`ArchMismatchError` naming the files where a base
+    model cannot be told or two inputs are for different models. ``purpose`` says what needs one base model
+    ("merge", "a stack report compares")."""
     if not inputs:
         raise SpecError("no LoRA given: give at least one")
     for inp in inputs:
@@ -132,4 +133,4 @@ def common_layout(inputs: Sequence[MergeInput], purpose: str) -> ModelLayout:
                 f"{inp.title} ({inp.lora.path or 'in memory'}) is for {arch(arch_of(inp)).name}, {first.title} "
                 f"({first.lora.path or 'in memory'}) for {arch(arch_of(first)).name}: {purpose} LoRAs of one base "
                 "model only", path=inp.lora.path, hint="leave out the LoRAs made for another model")
-    return first.lora.layout
+    return max((inp.lora.layout for inp in inputs), key=lambda layout: len(layout.shapes))

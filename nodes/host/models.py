@@ -12,7 +12,7 @@ from ...loralab.layouts.archs import arch
 from ...loralab.layouts.flux2 import flux2_variant
 from ...loralab.layouts.ltxv import ltxv_variant
 from ...loralab.layouts.mmdit import mmdit_variant
-from ...loralab.layouts.wan import wan_variant
+from ...loralab.layouts.wan import wan_layout, wan_variant
 
 #: ComfyUI model_config class (or a base class of it) -> LoRA Lab arch id ("mmdit", "flux2": by its config;
 #: ComfyUI 0.3.64 has no Flux2 class, and a name it lacks is simply never met)
@@ -21,9 +21,12 @@ _CONFIG_ARCH = {"SD15": "sd1", "SD20": "sd2", "SDXL": "sdxl", "SDXLRefiner": "sd
                 "ZImage": "z_image", "Chroma": "chroma", "HiDream": "hidream", "LTXV": "ltxv", "LTXAV": "ltxv"}
 #: arch ids that stand for a family whose size the config tells
 _BY_CONFIG = {"mmdit": mmdit_variant, "flux2": flux2_variant, "ltxv": ltxv_variant}
-#: ComfyUI's Wan model_config classes whose weights are exactly our Wan layouts (its VACE, camera,
-#: Fun-control, S2V, HuMo and Animate subclasses add modules we have no layout for)
-_WAN_CLASSES = ("WAN21_T2V", "WAN21_I2V", "WAN22_T2V")
+#: ComfyUI's Wan model_config base class: its subclasses (I2V, Wan 2.2, Fun-control, camera, VACE, HuMo, S2V,
+#: Animate, ...) are the Wan base model of their size plus modules of their own
+_WAN_BASE = "WAN21_T2V"
+#: the Wan classes that are the base models themselves (T2V, I2V, Wan 2.2): training takes these only, a
+#: variant's forward needing inputs of its own (VACE context, camera, audio, pose, control latents)
+WAN_BASE_MODELS = ("WAN21_T2V", "WAN21_I2V", "WAN22_T2V")
 #: ComfyUI model_config classes that map by their exact class, not their subclasses: HunyuanVideo's
 #: (T2V, I2V, SkyReels I2V differ in input channels only; HunyuanImage 2.1, its refiner and HunyuanVideo 1.5
 #: subclass them, keeping its ``image_model``, with modules their configs switch on; HunyuanVideo 1.5's
@@ -45,13 +48,14 @@ def model_arch(model) -> str | None:
     A subclass of a mapped config class counts as its base's arch only where its config keeps the
     base's ``image_model``: SDXL's SSD-1B or Flux's inpaint model do, Flux.2 (``Flux2(Flux)``,
     ``image_model: flux2``) does not and is no Flux.1 (it maps through its own class, dev or Klein by
-    width). Wan configs map by class and width, HunyuanVideo and Lumina 2 configs by their exact class
+    width). Wan configs (every subclass of ``WAN21_T2V``) map by their cross-attention and width (see
+    :func:`wan_config`), HunyuanVideo and Lumina 2 configs by their exact class
     (Z-Image subclasses Lumina 2 and maps through its own class). LTX-2's ``LTXAV`` subclasses ``LTXV`` with its
     own ``image_model`` and maps through its own class; both by their config (LTX-2 releases whose config
     switches have no layout here map to None)."""
     config = model.model.model_config
-    if type(config).__name__ in _WAN_CLASSES:
-        return wan_variant(config.unet_config)
+    if _is_wan(config):
+        return wan_variant(wan_config(model, with_extra=False))
     if type(config).__name__ in _EXACT_CLASS_ARCH:
         return _EXACT_CLASS_ARCH[type(config).__name__]
     own = config.unet_config.get("image_model")
@@ -65,6 +69,31 @@ def model_arch(model) -> str | None:
     return None
 
 
+def _is_wan(config) -> bool:
+    return (any(cls.__name__ == _WAN_BASE for cls in type(config).__mro__)
+            and config.unet_config.get("image_model") == "wan2.1")
+
+
+def wan_config(model, with_extra: bool = True) -> dict:
+    """The layout config of a loaded Wan model (any variant): its ``unet_config`` with ``model_type`` "i2v" where
+    its blocks have image cross-attention, else "t2v" (VACE keeps "vace": its blocks are generated from
+    ``vace_layers``), and with ``with_extra`` a variant's own parameters as ``extra_params``: those of modules the
+    generated layout lacks (a base model has none; what quantized weights add to a module, such as fp8
+    ``scale_weight``, is no module of its own)."""
+    cfg = dict(model.model.model_config.unet_config)
+    dm = model.model.diffusion_model
+    if cfg.get("model_type") != "vace":
+        cfg["model_type"] = "i2v" if hasattr(dm.blocks[0].cross_attn, "k_img") else "t2v"
+    if with_extra and type(model.model.model_config).__name__ not in WAN_BASE_MODELS:
+        shapes = wan_layout(cfg)[0]
+        modules = {k.rsplit(".", 1)[0] for k in shapes}
+        extra = {k: tuple(v.shape) for k, v in dm.state_dict().items()
+                 if k not in shapes and k.rsplit(".", 1)[0] not in modules}
+        if extra:
+            cfg["extra_params"] = extra
+    return cfg
+
+
 def model_name(model) -> str:
     """How messages name a MODEL's architecture: ``Z-Image pixel-space``, else its ComfyUI config class name."""
     name = type(model.model.model_config).__name__
@@ -74,10 +103,12 @@ def model_name(model) -> str:
 def model_layout(model) -> ModelLayout | None:
     """The exact layout of a loaded ComfyUI MODEL, generated from its own config, with the
     parameter names of its own weights (Flux's, Chroma's and HunyuanVideo's norms: ``scale`` up to
-    ComfyUI 0.3.x, ``weight`` since 0.33; Lumina 2's final norm, gone since 0.33)."""
+    ComfyUI 0.3.x, ``weight`` since 0.33; Lumina 2's final norm, gone since 0.33; a Wan variant's own modules)."""
     arch_id = model_arch(model)
     if arch_id is None:
         return None
+    if arch(arch_id).family == "wan":
+        return ModelLayout.from_config(arch_id, wan_config(model))
     keys = [k for k, _ in model.model.named_parameters()] if arch(arch_id).family in HOST_NAMED_FAMILIES else None
     return ModelLayout.from_config(arch_id, model.model.model_config.unet_config, keys)
 

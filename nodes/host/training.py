@@ -40,7 +40,7 @@ from ...loralab.train.run import TrainRun, TrainSettings
 from .compat import trainable_clone, training_mode
 from .folders import picked_lora
 from .memory import memory_mode, plan
-from .models import model_arch, model_layout, model_name
+from .models import WAN_BASE_MODELS, model_arch, model_layout, model_name
 
 PROGRESS_EVENT = "loralab.train.progress"
 CACHE_FOLDER = "loralab_cache"
@@ -206,6 +206,10 @@ def model_info(model, name: str | None, files: dict[str, Any] | None = None) -> 
     if arch is None:
         raise TrainingError(f"LoRA Lab has no layout for {model_name(model)} models yet",
                             hint="training supports SD1.x, SD2.x, SDXL, Flux.1, SD3/SD3.5, Wan 2.1/2.2 and Qwen-Image")
+    if arch.startswith("wan") and type(model.model.model_config).__name__ not in WAN_BASE_MODELS:
+        raise TrainingError(f"LoRA Lab trains on the Wan base models only, not on {model_name(model)}: its forward "
+                            "takes inputs of its own", hint="load the Wan T2V or I2V model of this size to train; "
+                            "its LoRA applies to this model too")
     base = model.model
     ms = model.get_model_object("model_sampling")
     weight = next((p for n, p in base.diffusion_model.named_parameters() if p.dim() > 1), None)

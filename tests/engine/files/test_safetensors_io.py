@@ -167,6 +167,16 @@ def test_pickle_renamed_safetensors_is_refused_not_unpickled(tmp):
     assert not os.path.exists(os.path.join(tmp, "PWNED"))
 
 
+@pytest.mark.parametrize("header_bytes", [640, 896, 1152, 1408])
+def test_a_header_length_that_starts_like_a_pickle_reads(tmp, header_bytes):
+    """Lengths 0x280, 0x380, 0x480, 0x580 begin with a pickle's protocol bytes (0x80, 2..5)."""
+    p = os.path.join(tmp, "small.safetensors")
+    raw = json.dumps({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    with open(p, "wb") as f:
+        f.write(struct.pack("<Q", header_bytes) + raw.ljust(header_bytes) + struct.pack("<2f", 1.5, -2.0))
+    assert load_tensors(p)["a"].tolist() == [1.5, -2.0]
+
+
 def test_zip_checkpoint_renamed_is_refused(tmp):
     p = os.path.join(tmp, "model.safetensors")
     with zipfile.ZipFile(p, "w") as z:

@@ -8,7 +8,8 @@ import torch
 
 from loralab.blocks.map import block_of
 from loralab.blocks.spec import parse_block_weights, preset_names, standard_blocks
-from loralab.layouts import layout_for
+from loralab.layouts import ModelLayout, layout_for
+from loralab.layouts.wan import WAN21_VACE_1_3B_CONFIG
 from loralab.lora import Lora
 from loralab.ops.inspect import summarize
 from loralab.ops.lowrank import RankRule, one_thread
@@ -103,6 +104,18 @@ def test_diffusers_and_musubi_wan_merge_to_the_dense_sum():
     a = fixture_lora("diffusers_peft_wan21_t2v_14b_lora", seed=1)
     b = fixture_lora("musubi_wan21_t2v_14b_lora", seed=2)
     assert_merges_to_dense_sum(a, b, 8, "lora_unet_blocks_")
+
+
+def test_a_t2v_and_a_vace_lora_merge_on_the_vace_model_to_the_dense_sum():
+    """The VACE LoRA second: the merge takes the layout that holds both (VACE 1.3B)."""
+    vace = ModelLayout.from_config("wan21_t2v_1_3b", WAN21_VACE_1_3B_CONFIG)
+    t2v = fit_fixture_to_layout("musubi_wan21_t2v_14b_lora", vace, rank=2, seed=4)
+    vace_blocks = {k.replace("lora_unet_blocks_", "lora_unet_vace_blocks_"): v
+                   for k, v in fit_fixture_to_layout("musubi_wan21_t2v_14b_lora", vace, rank=2, seed=5).items()
+                   if k.startswith("lora_unet_blocks_") and int(k.split("_")[3]) < 15}
+    a, b = Lora.from_state_dict(t2v), Lora.from_state_dict({**t2v, **vace_blocks})
+    assert len(a.layout.shapes) < len(b.layout.shapes) == len(vace.shapes)
+    assert_merges_to_dense_sum(a, b, 8)
 
 
 def test_resize_qwen_exactly_at_full_rank():
