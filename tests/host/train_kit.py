@@ -16,6 +16,8 @@
   and Qwen2.5-VL (a 4096-wide context). :data:`WAN_MICRO` is a Wan 2.1 T2V diffusion model with the
   real key names (every Wan 2.2 A14B expert has that layout) at width 64, 4 blocks; :data:`QWEN_MICRO`
   a Qwen-Image one; :data:`SD35M_MICRO` an SD3.5 Medium one (with Flux's VAE and encoders).
+* Z-Image: :data:`Z_IMAGE_MICRO` at width 256, 2 layers, with Flux's VAE (Z-Image's latent format is
+  Flux's) and the tiny Flux encoders standing in for Qwen3-4B (a 4096-wide caption input).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import torch
 
 CLIP_SMALL = {"num_hidden_layers": 3, "intermediate_size": 64}
 T5_SMALL = {"num_layers": 1, "d_ff": 64, "num_heads": 2, "d_kv": 32}
-LATENT_CHANNELS = {"sd15": 4, "sdxl": 4, "flux": 16, "wan": 16, "qwen": 16, "sd35m": 16}
+LATENT_CHANNELS = {"sd15": 4, "sdxl": 4, "flux": 16, "wan": 16, "qwen": 16, "sd35m": 16, "zimage": 16}
 #: make_tiny_models-style variant (model_config class, unet_config, model_base class, detectable, conditioning)
 WAN_MICRO = ("WAN21_T2V", {"image_model": "wan2.1", "model_type": "t2v", "dim": 64, "ffn_dim": 96, "num_heads": 2,
                            "num_layers": 4, "in_dim": 16, "out_dim": 16, "patch_size": (1, 2, 2), "freq_dim": 256,
@@ -43,6 +45,13 @@ SD35M_MICRO = ("SD3", {"in_channels": 16, "out_channels": 16, "patch_size": 2, "
                        "qk_norm": "rms", "context_embedder_config": {"target": "torch.nn.Linear",
                                                                      "params": {"in_features": 4096, "out_features": 128}}},
                "SD3", False, {"context": (8, 4096), "pooled": 768})
+#: Z-Image's released config (ComfyUI's ZImage class) at width 256 (its modulation needs 256), 2 layers, its
+#: caption input 4096 wide
+Z_IMAGE_MICRO = ("ZImage", {"image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 256, "cap_feat_dim": 4096,
+                            "n_layers": 2, "qk_norm": True, "n_heads": 8, "n_kv_heads": 8, "axes_dims": [8, 12, 12],
+                            "axes_lens": [1536, 512, 512], "rope_theta": 256.0, "ffn_dim_multiplier": 8.0 / 3.0,
+                            "z_image_modulation": True, "time_scale": 1000.0, "pad_tokens_multiple": 32},
+                 "Lumina2", False, {"context": (8, 4096)})
 ARCH_OF_VARIANT = {"sd15_micro": "sd15", "sdxl_micro": "sdxl", "flux_micro": "flux", "sd15": "sd15"}
 
 
