@@ -1,11 +1,13 @@
 """Training on more families' MODELs in the real ComfyUI (issue 15): a tiny Z-Image (0.33 and later;
-0.3.64 has no ZImage class and skips) built with ComfyUI's own class, with Flux's VAE and the tiny
-Flux encoders standing in for its Qwen3 text encoder, trains a few steps with noise levels drawn
-through the model's own sampling shift; the loss on a fixed evaluation set falls, and the saved file
+0.3.64 has no ZImage class and skips) and Chroma built with ComfyUI's own classes, with Flux's VAE
+and the tiny Flux encoders (standing in for Z-Image's Qwen3 text encoder; Chroma's T5), train a few
+steps with noise levels drawn through the model's own sampling shift (Chroma's, as Flux's, an
+exponential one); the loss on a fixed evaluation set falls, and the saved file
 names its base model and loads in core's LoraLoader with no key dropped, every block's attention and
 MLP weights patched."""
 from __future__ import annotations
 
+import math
 import os
 
 import pytest
@@ -14,8 +16,10 @@ import torch
 from host import train_kit
 from host.train_setup import SMALL_DATASET, SMALL_RUN, node_class, one_thread, tiny_model_file, train_host  # noqa: F401
 
-#: arch -> (LoRA Lab arch id, ComfyUI model_config class, its sampling shift, steps, learning rate)
-FAMILIES = {"zimage": ("z_image", "ZImage", 3.0, 12, 1e-2)}
+#: arch -> (LoRA Lab arch id, ComfyUI model_config class, the linear shift its sampling draws with (Flux's μ
+#: 1.15 is e^1.15), the block groups its targets lie in, steps, learning rate)
+FAMILIES = {"zimage": ("z_image", "ZImage", 3.0, {"layers", "noise_refiner", "context_refiner"}, 12, 1e-2),
+            "chroma": ("chroma", "Chroma", math.exp(1.15), {"double_blocks", "single_blocks"}, 12, 1e-2)}
 #: the evaluation loss after training must be below this fraction of the loss before
 LOSS_MARGIN = 0.9
 
@@ -34,7 +38,7 @@ def test_family_trains_its_loss_falls_and_core_loads_the_file(train_host, tiny_m
     import comfy.supported_models
     import comfy.utils
     host = train_host
-    arch_id, config_class, shift, steps, lr = FAMILIES[arch]
+    arch_id, config_class, shift, groups, steps, lr = FAMILIES[arch]
     if not hasattr(comfy.supported_models, config_class):
         pytest.skip(f"ComfyUI {host.version} has no {config_class} model config (comfy.supported_models.{config_class})")
     tr = host.module("nodes.train")
@@ -72,4 +76,4 @@ def test_family_trains_its_loss_falls_and_core_loads_the_file(train_host, tiny_m
     layout = host.module("nodes.host.models").model_layout(model)
     expected = host.module("loralab.train.network").select_targets(dict(layout.shapes), arch_id, "attention_mlp")
     assert sorted(patches) == sorted(expected)
-    assert {k.split(".")[1] for k in expected} >= {"layers", "noise_refiner", "context_refiner"} or arch != "zimage"
+    assert {k.split(".")[1] for k in expected} == groups

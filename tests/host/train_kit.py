@@ -18,6 +18,8 @@
   a Qwen-Image one; :data:`SD35M_MICRO` an SD3.5 Medium one (with Flux's VAE and encoders).
 * Z-Image: :data:`Z_IMAGE_MICRO` at width 256, 2 layers, with Flux's VAE (Z-Image's latent format is
   Flux's) and the tiny Flux encoders standing in for Qwen3-4B (a 4096-wide caption input).
+* Chroma: :data:`CHROMA_MICRO` at width 64, 2 + 2 blocks, with Flux's VAE and encoders (Chroma
+  reads T5 only; the CLIP-L pooled output goes unused).
 """
 from __future__ import annotations
 
@@ -27,7 +29,8 @@ import torch
 
 CLIP_SMALL = {"num_hidden_layers": 3, "intermediate_size": 64}
 T5_SMALL = {"num_layers": 1, "d_ff": 64, "num_heads": 2, "d_kv": 32}
-LATENT_CHANNELS = {"sd15": 4, "sdxl": 4, "flux": 16, "wan": 16, "qwen": 16, "sd35m": 16, "zimage": 16}
+LATENT_CHANNELS = {"sd15": 4, "sdxl": 4, "flux": 16, "wan": 16, "qwen": 16, "sd35m": 16, "zimage": 16,
+                   "chroma": 16}
 #: make_tiny_models-style variant (model_config class, unet_config, model_base class, detectable, conditioning)
 WAN_MICRO = ("WAN21_T2V", {"image_model": "wan2.1", "model_type": "t2v", "dim": 64, "ffn_dim": 96, "num_heads": 2,
                            "num_layers": 4, "in_dim": 16, "out_dim": 16, "patch_size": (1, 2, 2), "freq_dim": 256,
@@ -52,6 +55,12 @@ Z_IMAGE_MICRO = ("ZImage", {"image_model": "lumina2", "patch_size": 2, "in_chann
                             "axes_lens": [1536, 512, 512], "rope_theta": 256.0, "ffn_dim_multiplier": 8.0 / 3.0,
                             "z_image_modulation": True, "time_scale": 1000.0, "pad_tokens_multiple": 32},
                  "Lumina2", False, {"context": (8, 4096)})
+#: Chroma's released config (ComfyUI's Chroma class) at width 64, 2 double and 2 single blocks, T5's 4096-wide context
+CHROMA_MICRO = ("Chroma", {"image_model": "chroma", "in_channels": 64, "out_channels": 64, "patch_size": 2,
+                           "context_in_dim": 4096, "hidden_size": 64, "mlp_ratio": 4.0, "num_heads": 2, "depth": 2,
+                           "depth_single_blocks": 2, "axes_dim": [8, 12, 12], "theta": 10000, "qkv_bias": True,
+                           "in_dim": 64, "out_dim": 64, "hidden_dim": 32, "n_layers": 2},
+                "Chroma", False, {"context": (8, 4096)})
 ARCH_OF_VARIANT = {"sd15_micro": "sd15", "sdxl_micro": "sdxl", "flux_micro": "flux", "sd15": "sd15"}
 
 
