@@ -1,7 +1,8 @@
-"""Training on more families' MODELs in the real ComfyUI (issue 15): a tiny Z-Image (0.33 and later;
-0.3.64 has no ZImage class and skips) and Chroma built with ComfyUI's own classes, with Flux's VAE
-and the tiny Flux encoders (standing in for Z-Image's Qwen3 text encoder; Chroma's T5), train a few
-steps with noise levels drawn through the model's own sampling shift (Chroma's, as Flux's, an
+"""Training on more families' MODELs in the real ComfyUI (issue 15): a tiny Z-Image, Chroma and
+Flux.2 Klein 4B built with ComfyUI's own classes (Z-Image and Flux.2 on 0.33 and later; 0.3.64 has
+neither class and skips), with Flux's VAE (Flux.2's packed 128-channel latent for Klein) and the
+tiny Flux encoders (standing in for the Qwen3 text encoders; Chroma's T5), train a few steps with
+noise levels drawn through the model's own sampling shift (Chroma's and Flux.2's, as Flux's, an
 exponential one); the loss on a fixed evaluation set falls, and the saved file
 names its base model and loads in core's LoraLoader with no key dropped, every block's attention and
 MLP weights patched."""
@@ -19,7 +20,8 @@ from host.train_setup import SMALL_DATASET, SMALL_RUN, node_class, one_thread, t
 #: arch -> (LoRA Lab arch id, ComfyUI model_config class, the linear shift its sampling draws with (Flux's μ
 #: 1.15 is e^1.15), the block groups its targets lie in, steps, learning rate)
 FAMILIES = {"zimage": ("z_image", "ZImage", 3.0, {"layers", "noise_refiner", "context_refiner"}, 12, 1e-2),
-            "chroma": ("chroma", "Chroma", math.exp(1.15), {"double_blocks", "single_blocks"}, 12, 1e-2)}
+            "chroma": ("chroma", "Chroma", math.exp(1.15), {"double_blocks", "single_blocks"}, 12, 1e-2),
+            "klein": ("flux2_klein_4b", "Flux2", math.exp(2.02), {"double_blocks", "single_blocks"}, 12, 1e-2)}
 #: the evaluation loss after training must be below this fraction of the loss before
 LOSS_MARGIN = 0.9
 

@@ -13,10 +13,11 @@ from host.dit_configs import host_dit_config
 VARIANTS = {"sd15": "sd15_micro", "sdxl": "sdxl_micro", "flux": "flux_micro"}
 #: architecture -> make_tiny_models variant of its tiny diffusion model, the DiT families' defined here
 MODEL_VARIANTS = {**VARIANTS, "wan": "wan_t2v_micro", "qwen": "qwen_image_micro", "sd35m": "sd35m_micro",
-                  "zimage": "z_image_micro", "chroma": "chroma_micro"}
+                  "zimage": "z_image_micro", "chroma": "chroma_micro",
+                  "klein": "flux2_klein_micro"}
 _DIT_VARIANTS = {"wan_t2v_micro": train_kit.WAN_MICRO, "qwen_image_micro": train_kit.QWEN_MICRO,
                  "sd35m_micro": train_kit.SD35M_MICRO, "z_image_micro": train_kit.Z_IMAGE_MICRO,
-                 "chroma_micro": train_kit.CHROMA_MICRO}
+                 "chroma_micro": train_kit.CHROMA_MICRO, "flux2_klein_micro": train_kit.KLEIN_MICRO}
 SMALL_DATASET = {"resolution": 64, "min_side": 64, "max_side": 64, "trigger_word": "sks"}
 SMALL_RUN = {"rank": 4, "alpha": 4.0, "learning_rate": 1e-3, "targets": "all_linear", "save_dtype": "fp32"}
 

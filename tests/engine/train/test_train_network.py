@@ -70,6 +70,7 @@ def test_flux_presets():
     ("qwen_image", 60 * 8, 60 * 4),  # image and text stream projections; both streams' MLPs
     ("z_image", 34 * 2, 34 * 3),  # qkv and out, w1/w2/w3 of 30 layers and 2 + 2 noise and context refiners
     ("chroma", 19 * 4 + 38 * 2, 19 * 4),  # Flux's: img/txt qkv and proj, single linear1/2; img/txt MLPs
+    ("flux2_klein_4b", 5 * 4 + 20 * 2, 5 * 4),  # the same names in Flux.2's 5 double and 20 single blocks
 ])
 def test_dit_family_presets(arch_id, attention, mlp):
     shapes = dict(layout_for(arch_id).shapes)
@@ -79,7 +80,7 @@ def test_dit_family_presets(arch_id, attention, mlp):
     assert (len(attn), len(with_mlp) - len(attn)) == (attention, mlp)
     assert set(attn) < set(with_mlp) < set(every)
     assert all(len(shapes[k]) == 2 for k in every)
-    first = {"sd35m": "J00", "sd35l": "J00", "z_image": "L00", "chroma": "D00"}.get(arch_id, "B00")
+    first = {"sd35m": "J00", "sd35l": "J00", "z_image": "L00", "chroma": "D00", "flux2_klein_4b": "D00"}.get(arch_id, "B00")
     first_only = select_targets(shapes, arch_id, "attention", f"default=0, {first}=1")
     assert first_only and all(".0." in k for k in first_only)
     assert arch_id != "z_image" or all(k.startswith("diffusion_model.layers.0.") for k in first_only)
