@@ -100,9 +100,10 @@ def settings_inputs(steps_name: str) -> list:
                                 tooltip="ε/v-prediction models: helps very dark or bright images (0 = off, 0.05-0.1 "
                                         "when used)")),
         advanced(io.Combo.Input("timestep_sampling", options=list(FLOW_SAMPLERS), default="sigmoid",
-                                tooltip="flow models (Flux, SD3, Wan, Qwen-Image) only: how training noise levels are "
-                                        "drawn; sigmoid (usual), flux_shift for Flux, model_shift (the model's own "
-                                        "sampling shift) for SD3, Wan and Qwen-Image")),
+                                tooltip="flow models (Flux, Chroma, Flux.2, SD3, Wan, Qwen-Image, Z-Image) only: how "
+                                        "training noise levels are drawn; sigmoid (usual), flux_shift for Flux, "
+                                        "model_shift (the model's own sampling shift) for SD3, Wan, Qwen-Image, "
+                                        "Z-Image, Chroma and Flux.2")),
         advanced(io.Float.Input("sigmoid_scale", default=1.0, min=0.01, max=10.0, step=0.01,
                                 tooltip="timestep_sampling sigmoid: spread of the drawn noise levels (1 is usual)")),
         advanced(io.Float.Input("shift", default=3.0, min=0.01, max=100.0, step=0.01,

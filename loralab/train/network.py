@@ -44,6 +44,8 @@ _ATTENTION = {
     "wan": re.compile(r"^diffusion_model\.blocks\.\d+\.(?:self|cross)_attn\.(?:q|k|v|o|k_img|v_img)\.weight$"),
     "qwen_image": re.compile(r"^diffusion_model\.transformer_blocks\.\d+\.attn\."
                              r"(?:to_q|to_k|to_v|to_out\.0|add_[qkv]_proj|to_add_out)\.weight$"),
+    "z_image": re.compile(r"^diffusion_model\.(?:layers|noise_refiner|context_refiner|siglip_refiner)\.\d+\."
+                          r"attention\.(?:qkv|out)\.weight$"),
 }
 _MLP = {
     "unet": re.compile(r"\.ff\.net\.(?:0\.proj|2)\.weight$"),
@@ -51,6 +53,8 @@ _MLP = {
     "mmdit": re.compile(r"^diffusion_model\.joint_blocks\.\d+\.(?:x|context)_block\.mlp\.fc[12]\.weight$"),
     "wan": re.compile(r"^diffusion_model\.blocks\.\d+\.ffn\.[02]\.weight$"),
     "qwen_image": re.compile(r"^diffusion_model\.transformer_blocks\.\d+\.(?:img|txt)_mlp\.net\.(?:0\.proj|2)\.weight$"),
+    "z_image": re.compile(r"^diffusion_model\.(?:layers|noise_refiner|context_refiner|siglip_refiner)\.\d+\."
+                          r"feed_forward\.w[123]\.weight$"),
 }
 #: kohya's text-encoder modules: CLIP's attention and MLP, T5's attention and gated MLP
 _TE_ATTENTION = re.compile(r"\.(?:self_attn\.(?:q_proj|k_proj|v_proj|out_proj)|SelfAttention\.[qkvo])\.weight$")

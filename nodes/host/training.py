@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import threading
 import time
@@ -243,6 +244,18 @@ def to_normal_tensors(module: torch.nn.Module) -> int:
     return n
 
 
+def flow_shift(model_sampling) -> float | None:
+    """The linear shift k (t·k / (1 + (k − 1)·t)) a flow model samples with: ComfyUI's
+    ``model_sampling.shift``, which for Flux's sampling (Flux.1, Chroma, Flux.2) is μ of its
+    exponential shift e^μ / (e^μ + 1/t − 1), so k = e^μ; None for a sampling without a shift."""
+    shift = getattr(model_sampling, "shift", None)
+    if shift is None:
+        return None
+    if isinstance(model_sampling, comfy.model_sampling.ModelSamplingFlux):
+        return math.exp(float(shift))
+    return float(shift)
+
+
 class ComfyTrainModel:
     """The engine's TrainModel over a loaded ModelPatcher (with the run's weight wrappers)."""
 
@@ -256,8 +269,7 @@ class ComfyTrainModel:
         self.kind = prediction_kind(patcher)
         self.sigma_data = float(getattr(ms, "sigma_data", 1.0))
         self.sigmas = ms.sigmas.detach().float().cpu() if self.kind != "flow" else None
-        shift = getattr(ms, "shift", None) if self.kind == "flow" else None
-        self.flow_shift = float(shift) if shift is not None else None
+        self.flow_shift = flow_shift(ms) if self.kind == "flow" else None
         self.device = patcher.load_device
         self.guidance = guidance
 

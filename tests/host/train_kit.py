@@ -16,6 +16,13 @@
   and Qwen2.5-VL (a 4096-wide context). :data:`WAN_MICRO` is a Wan 2.1 T2V diffusion model with the
   real key names (every Wan 2.2 A14B expert has that layout) at width 64, 4 blocks; :data:`QWEN_MICRO`
   a Qwen-Image one; :data:`SD35M_MICRO` an SD3.5 Medium one (with Flux's VAE and encoders).
+* Z-Image: :data:`Z_IMAGE_MICRO` at width 256, 2 layers, with Flux's VAE (Z-Image's latent format is
+  Flux's) and the tiny Flux encoders standing in for Qwen3-4B (a 4096-wide caption input).
+* Chroma: :data:`CHROMA_MICRO` at width 64, 2 + 2 blocks, with Flux's VAE and encoders (Chroma
+  reads T5 only; the CLIP-L pooled output goes unused).
+* Flux.2 Klein 4B: :data:`KLEIN_MICRO` at width 128, 2 + 2 blocks, with Flux.2's VAE layout (32
+  channels packed 2×2 and batch-normed into 128 at 16×, ComfyUI's ``batch_norm_latent``) and the
+  tiny Flux encoders standing in for Qwen3-4B (a 4096-wide context).
 """
 from __future__ import annotations
 
@@ -25,7 +32,8 @@ import torch
 
 CLIP_SMALL = {"num_hidden_layers": 3, "intermediate_size": 64}
 T5_SMALL = {"num_layers": 1, "d_ff": 64, "num_heads": 2, "d_kv": 32}
-LATENT_CHANNELS = {"sd15": 4, "sdxl": 4, "flux": 16, "wan": 16, "qwen": 16, "sd35m": 16}
+LATENT_CHANNELS = {"sd15": 4, "sdxl": 4, "flux": 16, "wan": 16, "qwen": 16, "sd35m": 16, "zimage": 16,
+                   "chroma": 16, "klein": 32}
 #: make_tiny_models-style variant (model_config class, unet_config, model_base class, detectable, conditioning)
 WAN_MICRO = ("WAN21_T2V", {"image_model": "wan2.1", "model_type": "t2v", "dim": 64, "ffn_dim": 96, "num_heads": 2,
                            "num_layers": 4, "in_dim": 16, "out_dim": 16, "patch_size": (1, 2, 2), "freq_dim": 256,
@@ -43,6 +51,28 @@ SD35M_MICRO = ("SD3", {"in_channels": 16, "out_channels": 16, "patch_size": 2, "
                        "qk_norm": "rms", "context_embedder_config": {"target": "torch.nn.Linear",
                                                                      "params": {"in_features": 4096, "out_features": 128}}},
                "SD3", False, {"context": (8, 4096), "pooled": 768})
+#: Z-Image's released config (ComfyUI's ZImage class) at width 256 (its modulation needs 256), 2 layers, its
+#: caption input 4096 wide
+Z_IMAGE_MICRO = ("ZImage", {"image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 256, "cap_feat_dim": 4096,
+                            "n_layers": 2, "qk_norm": True, "n_heads": 8, "n_kv_heads": 8, "axes_dims": [8, 12, 12],
+                            "axes_lens": [1536, 512, 512], "rope_theta": 256.0, "ffn_dim_multiplier": 8.0 / 3.0,
+                            "z_image_modulation": True, "time_scale": 1000.0, "pad_tokens_multiple": 32},
+                 "Lumina2", False, {"context": (8, 4096)})
+#: Chroma's released config (ComfyUI's Chroma class) at width 64, 2 double and 2 single blocks, T5's 4096-wide context
+CHROMA_MICRO = ("Chroma", {"image_model": "chroma", "in_channels": 64, "out_channels": 64, "patch_size": 2,
+                           "context_in_dim": 4096, "hidden_size": 64, "mlp_ratio": 4.0, "num_heads": 2, "depth": 2,
+                           "depth_single_blocks": 2, "axes_dim": [8, 12, 12], "theta": 10000, "qkv_bias": True,
+                           "in_dim": 64, "out_dim": 64, "hidden_dim": 32, "n_layers": 2},
+                "Chroma", False, {"context": (8, 4096)})
+#: Flux.2 Klein 4B's released config (ComfyUI's Flux2 class) at width 128 (head dim 64), 2 double and 2 single
+#: blocks, its text input 4096 wide
+KLEIN_MICRO = ("Flux2", {"image_model": "flux2", "axes_dim": [16, 16, 16, 16], "num_heads": 2, "mlp_ratio": 3.0,
+                         "theta": 2000, "out_channels": 128, "global_modulation": True, "mlp_silu_act": True,
+                         "qkv_bias": False, "ops_bias": False, "default_ref_method": "index", "ref_index_scale": 10.0,
+                         "txt_ids_dims": [3], "patch_size": 1, "in_channels": 128, "hidden_size": 128,
+                         "context_in_dim": 4096, "vec_in_dim": None, "depth": 2, "depth_single_blocks": 2,
+                         "guidance_embed": False, "yak_mlp": False, "txt_norm": False},
+               "Flux2", False, {"context": (8, 4096)})
 ARCH_OF_VARIANT = {"sd15_micro": "sd15", "sdxl_micro": "sdxl", "flux_micro": "flux", "sd15": "sd15"}
 
 
@@ -80,13 +110,21 @@ def tiny_vae(arch: str, seed: int = 0):
         return comfy.sd.VAE(sd={k: v.detach().clone() for k, v in template.state_dict().items()})
     from comfy.ldm.models.autoencoder import AutoencoderKL
     c = LATENT_CHANNELS[arch]
+    packed = arch == "klein"  # Flux.2: the latent packed 2×2 and batch-normed (4·c channels at 16×)
     ddconfig = {"double_z": True, "z_channels": c, "resolution": 64, "in_channels": 3, "out_ch": 3, "ch": 32,
-                "ch_mult": [1, 2, 2, 2], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
+                "ch_mult": [1, 2, 2, 2], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0,
+                **({"batch_norm_latent": True} if packed else {})}
     params = {"ddconfig": ddconfig, "embed_dim": c}
     template = AutoencoderKL(**params)
     _fill(template, seed)
+    if packed:
+        with torch.no_grad():
+            template.bn.running_var.fill_(1.0)
     sd = {k: v.detach().clone() for k, v in template.state_dict().items()}
-    return comfy.sd.VAE(sd=sd, config={"params": params})
+    vae = comfy.sd.VAE(sd=sd, config={"params": params})
+    if packed:  # what ComfyUI's VAE detection sets for a state dict with bn.running_mean
+        vae.latent_channels, vae.downscale_ratio, vae.upscale_ratio = 4 * c, 16, 16
+    return vae
 
 
 def tiny_clip(arch: str, seed: int = 0, real_widths: bool = False):

@@ -8,12 +8,16 @@ import shutil
 import pytest
 
 from host import train_kit
+from host.dit_configs import host_dit_config
 
 VARIANTS = {"sd15": "sd15_micro", "sdxl": "sdxl_micro", "flux": "flux_micro"}
 #: architecture -> make_tiny_models variant of its tiny diffusion model, the DiT families' defined here
-MODEL_VARIANTS = {**VARIANTS, "wan": "wan_t2v_micro", "qwen": "qwen_image_micro", "sd35m": "sd35m_micro"}
+MODEL_VARIANTS = {**VARIANTS, "wan": "wan_t2v_micro", "qwen": "qwen_image_micro", "sd35m": "sd35m_micro",
+                  "zimage": "z_image_micro", "chroma": "chroma_micro",
+                  "klein": "flux2_klein_micro"}
 _DIT_VARIANTS = {"wan_t2v_micro": train_kit.WAN_MICRO, "qwen_image_micro": train_kit.QWEN_MICRO,
-                 "sd35m_micro": train_kit.SD35M_MICRO}
+                 "sd35m_micro": train_kit.SD35M_MICRO, "z_image_micro": train_kit.Z_IMAGE_MICRO,
+                 "chroma_micro": train_kit.CHROMA_MICRO, "flux2_klein_micro": train_kit.KLEIN_MICRO}
 SMALL_DATASET = {"resolution": 64, "min_side": 64, "max_side": 64, "trigger_word": "sks"}
 SMALL_RUN = {"rank": 4, "alpha": 4.0, "learning_rate": 1e-3, "targets": "all_linear", "save_dtype": "fp32"}
 
@@ -43,8 +47,8 @@ def train_host(host, tiny_models):
 def tiny_model_file(host, tiny_models, arch: str, seed: int = 0) -> str:
     """A tiny diffusion model of ``arch`` in diffusion_models, written once (the training tests'
     file for seed 0); its name."""
-    for name, variant in _DIT_VARIANTS.items():
-        tiny_models.VARIANTS.setdefault(name, variant)
+    for name, (config_class, cfg, *rest) in _DIT_VARIANTS.items():
+        tiny_models.VARIANTS.setdefault(name, (config_class, host_dit_config(cfg), *rest))
     variant = MODEL_VARIANTS[arch]
     name = f"tiny_{variant}.safetensors" if seed == 0 else f"tiny_{variant}_seed{seed}.safetensors"
     path = os.path.join(host.folder("diffusion_models"), name)

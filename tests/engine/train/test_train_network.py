@@ -68,6 +68,9 @@ def test_flux_presets():
     ("wan21_t2v_14b", 40 * 8, 40 * 2),  # self and cross attention q, k, v, o; ffn.0, ffn.2
     ("wan21_i2v_14b", 40 * 10, 40 * 2),  # + the image cross-attention k_img, v_img
     ("qwen_image", 60 * 8, 60 * 4),  # image and text stream projections; both streams' MLPs
+    ("z_image", 34 * 2, 34 * 3),  # qkv and out, w1/w2/w3 of 30 layers and 2 + 2 noise and context refiners
+    ("chroma", 19 * 4 + 38 * 2, 19 * 4),  # Flux's: img/txt qkv and proj, single linear1/2; img/txt MLPs
+    ("flux2_klein_4b", 5 * 4 + 20 * 2, 5 * 4),  # the same names in Flux.2's 5 double and 20 single blocks
 ])
 def test_dit_family_presets(arch_id, attention, mlp):
     shapes = dict(layout_for(arch_id).shapes)
@@ -77,12 +80,13 @@ def test_dit_family_presets(arch_id, attention, mlp):
     assert (len(attn), len(with_mlp) - len(attn)) == (attention, mlp)
     assert set(attn) < set(with_mlp) < set(every)
     assert all(len(shapes[k]) == 2 for k in every)
-    first = "J00" if arch_id.startswith("sd3") else "B00"
+    first = {"sd35m": "J00", "sd35l": "J00", "z_image": "L00", "chroma": "D00", "flux2_klein_4b": "D00"}.get(arch_id, "B00")
     first_only = select_targets(shapes, arch_id, "attention", f"default=0, {first}=1")
     assert first_only and all(".0." in k for k in first_only)
+    assert arch_id != "z_image" or all(k.startswith("diffusion_model.layers.0.") for k in first_only)
 
 
-@pytest.mark.parametrize("arch_id", ["hunyuan_video", "lumina2", "hidream", "z_image", "hunyuan_image21", "hunyuan_video15"])
+@pytest.mark.parametrize("arch_id", ["hunyuan_video", "lumina2", "hidream", "hunyuan_image21", "hunyuan_video15"])
 @pytest.mark.parametrize("preset", ["attention", "all_linear"])
 def test_families_without_training_presets_are_refused_by_name(arch_id, preset):
     with pytest.raises(TrainingError, match="does not train") as e:
