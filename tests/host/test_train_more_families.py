@@ -69,13 +69,5 @@ def test_family_trains_its_loss_falls_and_core_loads_the_file(train_host, tiny_m
     path = host.module("loralab.train.checkpoint").save_lora_file(
         run, os.path.join(host.folder("loras"), f"trained_more_{arch}.safetensors"), title=arch)
     sd, meta = comfy.utils.load_torch_file(path, return_metadata=True)
-    arch_mod = host.module("loralab.layouts.archs").arch(arch_id)
-    assert meta["ss_base_model_version"] == arch_mod.ss_base_model_version
-    assert meta["modelspec.prediction_type"] == "flow"
-    _, warnings, patches = train_kit.core_lora_patches(model, sd)
-    modules = {k.rsplit(".", 1)[0] for k in sd if k.endswith(".alpha")}
-    assert warnings == [] and len(patches) == len(modules)
-    layout = host.module("nodes.host.models").model_layout(model)
-    expected = host.module("loralab.train.network").select_targets(dict(layout.shapes), arch_id, "attention_mlp")
-    assert sorted(patches) == sorted(expected)
+    expected = train_kit.assert_core_loads_trained_file(host, model, sd, meta, arch_id)
     assert {k.split(".")[1] for k in expected} == groups

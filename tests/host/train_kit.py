@@ -228,6 +228,23 @@ def core_lora_patches(model, lora_sd: dict):
     return patched, log.messages, patches
 
 
+def assert_core_loads_trained_file(host, model, sd: dict, meta: dict, arch_id: str) -> list[str]:
+    """A flow-model LoRA trained with the ``attention_mlp`` targets (``sd``, its metadata ``meta``) names
+    its arch's ``ss_base_model_version`` and flow prediction, and core's loader patches ``model`` with
+    it without a warning, one weight per module: exactly those targets of the model's layout, which
+    it returns."""
+    arch_mod = host.module("loralab.layouts.archs").arch(arch_id)
+    assert meta["ss_base_model_version"] == arch_mod.ss_base_model_version
+    assert meta["modelspec.prediction_type"] == "flow"
+    _, warnings, patches = core_lora_patches(model, sd)
+    modules = {k.rsplit(".", 1)[0] for k in sd if k.endswith(".alpha")}
+    assert warnings == [] and len(patches) == len(modules)
+    layout = host.module("nodes.host.models").model_layout(model)
+    expected = host.module("loralab.train.network").select_targets(dict(layout.shapes), arch_id, "attention_mlp")
+    assert sorted(patches) == sorted(expected)
+    return expected
+
+
 def write_stock_encoders(vae_folder: str, clip_folder: str, seed: int = 0) -> tuple[str, str]:
     """An SD1.x VAE and CLIP-L at their real sizes (83.7 M and 123 M parameters; random weights,
     fp16) as files that ComfyUI's stock VAELoader and CLIPLoader detect and load: what a run
