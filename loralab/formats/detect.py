@@ -161,12 +161,21 @@ def detect_format(entries: list[Entry], keys: list[str], metadata: dict[str, str
     return "unknown"
 
 
-#: families whose kohya-style and ``diffusion_model.`` PEFT files come from musubi-tuner and diffusion-pipe
-_VIDEO_DIT_FORMATS = {"kohya": "musubi", "bfl": "diffusion_pipe"}
-#: archs whose kohya-style files come from musubi-tuner (sd-scripts trains none of them)
-_MUSUBI_ARCHS = ("flux2_dev", "flux2_klein_4b", "flux2_klein_9b", "z_image")
-#: HunyuanVideo-family archs whose kohya-style files are kohya sd-scripts' own (hunyuan_image_train_network.py)
-_SD_SCRIPTS_HUNYUAN = ("hunyuan_image21", "hunyuan_image21_refiner")
+#: which trainer writes the generic formats (kohya-style ``lora_unet_`` names, ``diffusion_model.`` PEFT names:
+#: "bfl") for a family: musubi-tuner and diffusion-pipe train the video DiTs and Qwen-Image (kohya sd-scripts
+#: none of them); diffusion-pipe the ``diffusion_model.`` files of Lumina 2, HiDream and LTX (and LTX's own
+#: trainers; kohya-style ones there are sd-scripts'); musubi-tuner the kohya-style files of Z-Image
+_PRODUCERS_BY_FAMILY: dict[str, dict[str, str]] = {
+    **{f: {"kohya": "musubi", "bfl": "diffusion_pipe"} for f in ("wan", "qwen_image", "hunyuan_video")},
+    **{f: {"bfl": "diffusion_pipe"} for f in ("lumina2", "hidream", "ltxv")},
+    "z_image": {"kohya": "musubi"},
+}
+#: archs whose producers differ from their family's: HunyuanImage 2.1's kohya-style files are sd-scripts' own
+#: (hunyuan_image_train_network.py); Flux.2's come from musubi-tuner (Flux.1's from sd-scripts)
+_PRODUCERS_BY_ARCH: dict[str, dict[str, str]] = {
+    **{a: {"bfl": "diffusion_pipe"} for a in ("hunyuan_image21", "hunyuan_image21_refiner")},
+    **{a: {"kohya": "musubi"} for a in ("flux2_dev", "flux2_klein_4b", "flux2_klein_9b")},
+}
 #: the original HunyuanVideo block names diffusion-pipe writes after ``transformer.`` (diffusers' are ``transformer_blocks``)
 _HUNYUAN_ORIGINAL = ("transformer.double_blocks.", "transformer.single_blocks.")
 
@@ -183,16 +192,8 @@ def detect(entries: list[Entry], keys: list[str], metadata: dict[str, str]) -> D
         if claimed in tied:
             arch_id = claimed
     family = ARCHS[arch_id].family if arch_id is not None else None
-    if family in ("wan", "qwen_image", "hunyuan_video"):
-        fmt = _VIDEO_DIT_FORMATS.get(fmt, fmt)
-    if arch_id in _SD_SCRIPTS_HUNYUAN and fmt == "musubi":  # the video family's kohya rule does not hold for them
-        fmt = "kohya"
-    if arch_id in _MUSUBI_ARCHS and fmt == "kohya":
-        fmt = "musubi"
-    if family in ("lumina2", "hidream") and fmt == "bfl":  # diffusion-pipe's (kohya-style ones are sd-scripts')
-        fmt = "diffusion_pipe"
-    if family == "ltxv" and fmt == "bfl":  # diffusion-pipe's, LTX-2 trainer's, LTX-Video-Trainer's converted ones
-        fmt = "diffusion_pipe"
+    producers = _PRODUCERS_BY_ARCH.get(arch_id or "", _PRODUCERS_BY_FAMILY.get(family or "", {}))
+    fmt = producers.get(fmt, fmt)
     if family == "hunyuan_video" and fmt == "diffusers_peft" and any(e.module.startswith(_HUNYUAN_ORIGINAL)
                                                                       for e in entries):
         fmt = "diffusion_pipe"
