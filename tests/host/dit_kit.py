@@ -124,6 +124,15 @@ def assert_changed_by(base: dict[str, torch.Tensor], patched: dict[str, torch.Te
             assert torch.equal(patched[k], v), f"{k} changed but is not in a weighted block"
 
 
+def assert_spec_weights(host, mp, base: dict[str, torch.Tensor], file_name: str, deltas: list[Delta], spec: str,
+                        weight_of: Callable[[str], float], sm: float = 1.0) -> None:
+    """Our loader with block-weight ``spec`` at strength ``sm`` applies all of the file and changes
+    ``mp``'s weights (``base``) by ``weight_of(block)`` times each Delta, no other weight."""
+    ours, _, info = apply_ours(host, mp, file_name, sm=sm, spec=spec)
+    assert "not applied" not in info
+    assert_changed_by(base, loaded_weights(ours), deltas, weight_of)
+
+
 def assert_equals_core(host, mp, file_name: str, min_patches: int) -> None:
     """At strength 0.7 our loader patches the keys core's LoraLoaderModelOnly patches (at least
     ``min_patches``), applies all of the file, and loads bit for bit core's weights."""

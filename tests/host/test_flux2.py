@@ -7,8 +7,8 @@ modulation) as the math says, a block spec changes exactly its blocks, and a Flu
 Flux.2 model is refused as the wrong architecture."""
 import pytest
 
-from host.dit_kit import (apply_ours, assert_changed_by, assert_equals_core, comfy_model, entry_deltas, fitted,
-                          layout_of, loaded_weights, save_once, tiny_patchers)
+from host.dit_kit import (apply_ours, assert_changed_by, assert_equals_core, assert_spec_weights, comfy_model,
+                          entry_deltas, fitted, layout_of, loaded_weights, save_once, tiny_patchers)
 from loralab_testkit import fixture, fixture_tensors
 
 RELEASED = ("flux2_dev", "flux2_klein_4b", "flux2_klein_9b")
@@ -112,9 +112,9 @@ def test_block_spec_changes_exactly_the_named_blocks(host, tiny):
     base = loaded_weights(mp)
     deltas = entry_deltas(host, tensors, layout)
     assert sorted({d.block for d in deltas}) == ["D00", "D01", "IN", "OUT", "S00", "S01"]
-    ours, _, info = apply_ours(host, mp, file_name, sm=1.5, spec="D01=0.6, S00=0.2, IN=0.5, default=0")
     weights = {"D01": 1.5 * 0.6, "S00": 1.5 * 0.2, "IN": 1.5 * 0.5}
-    assert_changed_by(base, loaded_weights(ours), deltas, lambda b: weights.get(b, 0.0))
+    assert_spec_weights(host, mp, base, file_name, deltas,
+                        "D01=0.6, S00=0.2, IN=0.5, default=0", lambda b: weights.get(b, 0.0), sm=1.5)
 
 
 def test_flux1_lora_on_a_flux2_model_is_the_wrong_architecture(host, tiny):

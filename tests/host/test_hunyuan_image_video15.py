@@ -7,8 +7,8 @@ changes exactly the keys of its blocks."""
 import pytest
 import torch
 
-from host.dit_kit import (apply_ours, assert_changed_by, assert_equals_core, comfy_model, entry_deltas, fitted,
-                          layout_of, loaded_weights, save_once, tiny_patchers)
+from host.dit_kit import (apply_ours, assert_changed_by, assert_equals_core, assert_spec_weights, comfy_model,
+                          entry_deltas, fitted, layout_of, loaded_weights, save_once, tiny_patchers)
 
 #: arch id -> (ComfyUI model_config class of the released model, its diffusion-model key count)
 RELEASED = {"hunyuan_image21": ("HunyuanImage21", 856), "hunyuan_image21_refiner": ("HunyuanImage21Refiner", 856),
@@ -186,7 +186,5 @@ def test_block_spec_changes_exactly_the_named_blocks(host, tiny, name, variant, 
     base = loaded_weights(mp)
     deltas = entry_deltas(host, tensors, layout)
     assert sorted({d.block for d in deltas}) == expected
-    ours, _, info = apply_ours(host, mp, file_name, sm=1.5, spec=spec)
-    assert_changed_by(base, loaded_weights(ours), deltas, lambda b: 1.5 * weights.get(b, 0.0))
-    ours, _, info = apply_ours(host, mp, file_name, spec="D01=0")
-    assert_changed_by(base, loaded_weights(ours), deltas, lambda b: 0.0 if b == "D01" else 1.0)
+    assert_spec_weights(host, mp, base, file_name, deltas, spec, lambda b: 1.5 * weights.get(b, 0.0), sm=1.5)
+    assert_spec_weights(host, mp, base, file_name, deltas, "D01=0", lambda b: 0.0 if b == "D01" else 1.0)

@@ -5,8 +5,8 @@ equals core's LoraLoader bit for bit where core loads the file, applies the musu
 core drops as the math says, and a block spec changes exactly its blocks (layers and refiners)."""
 import pytest
 
-from host.dit_kit import (apply_ours, assert_changed_by, assert_equals_core, comfy_model, entry_deltas, fitted,
-                          layout_of, loaded_weights, seeded_patcher)
+from host.dit_kit import (apply_ours, assert_changed_by, assert_equals_core, assert_spec_weights, comfy_model,
+                          entry_deltas, fitted, layout_of, loaded_weights, seeded_patcher)
 
 #: a tiny Z-Image: ComfyUI's ZImage class at a small width and depth (head dim 32)
 _TINY = {"dim": 64, "n_heads": 2, "n_kv_heads": 2, "n_layers": 2, "cap_feat_dim": 48, "axes_dims": [8, 12, 12]}
@@ -89,8 +89,8 @@ def test_block_spec_changes_exactly_the_named_blocks(host, tiny):
     base = loaded_weights(tiny)
     deltas = entry_deltas(host, tensors, layout)
     assert sorted({d.block for d in deltas}) == ["L00", "L01"]
-    ours, _, info = apply_ours(host, tiny, file_name, sm=1.5, spec="L01=0.6, default=0")
-    assert_changed_by(base, loaded_weights(ours), deltas, lambda b: 1.5 * 0.6 if b == "L01" else 0.0)
+    assert_spec_weights(host, tiny, base, file_name, deltas,
+                        "L01=0.6, default=0", lambda b: 1.5 * 0.6 if b == "L01" else 0.0, sm=1.5)
 
 
 def test_raw_peft_state_dict_core_drops_is_applied_as_the_math_says(host, tiny):
@@ -107,5 +107,5 @@ def test_raw_peft_state_dict_core_drops_is_applied_as_the_math_says(host, tiny):
     ours, _, info = apply_ours(host, tiny, file_name, sm=0.8)
     assert "not applied" not in info
     assert_changed_by(base, loaded_weights(ours), deltas, lambda b: 0.8)
-    ours, _, info = apply_ours(host, tiny, file_name, spec="NR=0.5, CR=0, L=0")
-    assert_changed_by(base, loaded_weights(ours), deltas, lambda b: {"NR00": 0.5, "NR01": 0.5, "IN": 1.0, "OUT": 1.0}.get(b, 0.0))
+    assert_spec_weights(host, tiny, base, file_name, deltas,
+                        "NR=0.5, CR=0, L=0", lambda b: {"NR00": 0.5, "NR01": 0.5, "IN": 1.0, "OUT": 1.0}.get(b, 0.0))
