@@ -124,6 +124,20 @@ def assert_changed_by(base: dict[str, torch.Tensor], patched: dict[str, torch.Te
             assert torch.equal(patched[k], v), f"{k} changed but is not in a weighted block"
 
 
+def assert_equals_core_and_adds(host, mp, file_name: str, sm: float, core_drops: set[str]):
+    """At strength ``sm`` our loader applies all of the file and patches every key core's
+    LoraLoaderModelOnly patches plus ``core_drops`` (not empty), and the weights core patches are bit
+    for bit core's. Returns (core's patcher, our patcher)."""
+    core = host.nodes.LoraLoaderModelOnly().load_lora_model_only(mp, file_name, sm)[0]
+    ours, _, info = apply_ours(host, mp, file_name, sm=sm)
+    assert "not applied" not in info
+    assert set(core.patches) < set(ours.patches)
+    assert set(ours.patches) - set(core.patches) == core_drops
+    a, b = loaded_weights(core), loaded_weights(ours)
+    assert [k for k in a if k not in core_drops and not torch.equal(a[k], b[k])] == []
+    return core, ours
+
+
 def assert_spec_weights(host, mp, base: dict[str, torch.Tensor], file_name: str, deltas: list[Delta], spec: str,
                         weight_of: Callable[[str], float], sm: float = 1.0) -> None:
     """Our loader with block-weight ``spec`` at strength ``sm`` applies all of the file and changes

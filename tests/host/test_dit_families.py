@@ -4,10 +4,10 @@ and on tiny models built with ComfyUI's classes our loader equals core's LoraLoa
 where core loads the file, applies what core drops (musubi's HunyuanVideo MLP names, diffusers
 HunyuanVideo and Lumina 2 files) as the math says, and a block spec changes exactly the keys of its blocks."""
 import pytest
-import torch
 
-from host.dit_kit import (apply_ours, assert_changed_by, assert_equals_core, assert_spec_weights, comfy_model,
-                          entry_deltas, fitted, layout_of, loaded_weights, tiny_patchers)
+from host.dit_kit import (apply_ours, assert_changed_by, assert_equals_core, assert_equals_core_and_adds,
+                          assert_spec_weights, comfy_model, entry_deltas, fitted, layout_of, loaded_weights,
+                          tiny_patchers)
 
 #: arch id -> ComfyUI model_config class of the released model
 RELEASED = {"chroma": "Chroma", "hunyuan_video": "HunyuanVideo", "lumina2": "Lumina2", "hidream": "HiDream"}
@@ -115,16 +115,10 @@ def test_musubi_hunyuan_video_mlp_core_drops_is_applied(host, tiny):
     layout = layout_of(host, mp)
     file_name, tensors = _fitted(host, mp, "musubi_hunyuan_video_lora", seed=3)
     base = loaded_weights(mp)
-    core = host.nodes.LoraLoaderModelOnly().load_lora_model_only(mp, file_name, 0.9)[0]
-    ours, _, info = apply_ours(host, mp, file_name, sm=0.9)
-    assert "not applied" not in info
-    extra = set(ours.patches) - set(core.patches)
-    assert set(core.patches) < set(ours.patches)
-    assert extra == {f"diffusion_model.double_blocks.{i}.{s}_mlp.{n}.weight" for i in range(3)
-                     for s in ("img", "txt") for n in (0, 2)}
-    a, b = loaded_weights(core), loaded_weights(ours)
-    assert [k for k in a if k not in extra and not torch.equal(a[k], b[k])] == []
-    assert_changed_by(base, b, entry_deltas(host, tensors, layout), lambda block: 0.9)
+    mlp = {f"diffusion_model.double_blocks.{i}.{s}_mlp.{n}.weight" for i in range(3)
+           for s in ("img", "txt") for n in (0, 2)}
+    _, ours = assert_equals_core_and_adds(host, mp, file_name, 0.9, mlp)
+    assert_changed_by(base, loaded_weights(ours), entry_deltas(host, tensors, layout), lambda block: 0.9)
 
 
 @pytest.mark.parametrize("name,variant,slices", [

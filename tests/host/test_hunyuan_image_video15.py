@@ -7,8 +7,8 @@ changes exactly the keys of its blocks."""
 import pytest
 import torch
 
-from host.dit_kit import (apply_ours, assert_changed_by, assert_equals_core, assert_spec_weights, comfy_model,
-                          entry_deltas, fitted, layout_of, loaded_weights, save_once, tiny_patchers)
+from host.dit_kit import (assert_changed_by, assert_equals_core, assert_equals_core_and_adds, assert_spec_weights,
+                          comfy_model, entry_deltas, fitted, layout_of, loaded_weights, save_once, tiny_patchers)
 
 #: arch id -> (ComfyUI model_config class of the released model, its diffusion-model key count)
 RELEASED = {"hunyuan_image21": ("HunyuanImage21", 856), "hunyuan_image21_refiner": ("HunyuanImage21Refiner", 856),
@@ -157,20 +157,13 @@ def test_core_drops_are_applied_as_the_math_says(host, tiny, name, variant, extr
     layout = layout_of(host, mp)
     file_name, tensors = _fitted(host, mp, name, seed=3)
     base = loaded_weights(mp)
-    core = host.nodes.LoraLoaderModelOnly().load_lora_model_only(mp, file_name, 0.9)[0]
-    ours, _, info = apply_ours(host, mp, file_name, sm=0.9)
-    assert "not applied" not in info
-    dropped = set(ours.patches) - set(core.patches)
-    assert set(core.patches) < set(ours.patches)
-    assert dropped == {f"diffusion_model.{m}.weight" for m in extra}
-    a, b = loaded_weights(core), loaded_weights(ours)
-    assert [k for k in a if k not in dropped and not torch.equal(a[k], b[k])] == []
+    core, ours = assert_equals_core_and_adds(host, mp, file_name, 0.9, {f"diffusion_model.{m}.weight" for m in extra})
     deltas = entry_deltas(host, tensors, layout)
     if not name.startswith("kohya"):
         assert {d.rows for d in deltas if d.rows} == {(0, 64), (64, 64), (128, 64)}
     if name.startswith("diffusers"):
         assert not core.patches
-    assert_changed_by(base, b, deltas, lambda block: 0.9)
+    assert_changed_by(base, loaded_weights(ours), deltas, lambda block: 0.9)
 
 
 @pytest.mark.parametrize("name,variant,expected,spec,weights", [
