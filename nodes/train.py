@@ -23,7 +23,7 @@ from PIL import Image
 
 from ..loralab.errors import LoRALabError
 from ..loralab.files.paths import sanitize_output_name, unused_path
-from ..loralab.train.checkpoint import STATE_EXTENSION, lora_tensors, restore_run, save_checkpoint, save_lora_file
+from ..loralab.train.checkpoint import STATE_EXTENSION, lora_tensors, save_checkpoint, save_lora_file
 from ..loralab.train.losscurve import render_loss_curve
 from ..loralab.train.memory import BASE_DTYPES, FITS_IN, gib
 from ..loralab.train.network import ALGORITHMS, PRESETS, is_text_encoder_key
@@ -37,7 +37,7 @@ from .dataset import DatasetType
 from .host.folders import file_stamp, lora_names, lora_path, output_folder, picked_stamp
 from .host.progress import progress_callback
 from .host.training import (graph_model_files, init_run, lora_model, lora_model_and_clip, raise_interrupt,
-                            report_saved, source_model_name, train_steps)
+                            report_saved, resume_run, source_model_name, train_steps)
 
 RunType = io.Custom("LORALAB_RUN")
 MODEL_TIP = "the diffusion model to train on (SD1.x, SD2, SDXL, SD3 or Flux); fp8/bf16 weights are fine"
@@ -259,6 +259,8 @@ def run_info(run: TrainRun) -> str:
     ema = f"; EMA {s.ema_decay:g} saved" if run.ema is not None else ""
     mode, est = run.attachments.get("memory_mode"), run.attachments.get("memory_estimate")
     memory = f"; memory: {mode.describe()}, estimated peak {gib(est.total)}" if mode is not None else ""
+    if run.attachments.get("memory_note"):
+        memory += f" ({run.attachments['memory_note']})"
     return (f"{s.algorithm} rank {s.rank} alpha {s.alpha:g} on {len(run.network)} modules ({s.targets}{blocks}{start}"
             f"{encoders}), {params:,} trained parameters; {run.model_info['arch']} {run.kind} model "
             f"'{run.model_info.get('name') or 'unknown'}'; step {run.step} of {s.total_steps}, "
@@ -578,7 +580,7 @@ class LoRALabTrainResume(io.ComfyNode):
 
     @classmethod
     def execute(cls, run: TrainRun, checkpoint: str) -> io.NodeOutput:
-        resumed = restore_run(run, _state_path(checkpoint))
+        resumed = resume_run(run, _state_path(checkpoint))
         return io.NodeOutput(resumed, run_info(resumed))
 
 

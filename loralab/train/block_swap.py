@@ -11,6 +11,10 @@ Autograd keeps the parameters themselves for backward, so their data is back in 
 backward runs. On CUDA the copies run on a side stream, overlapped with compute; elsewhere they
 are plain copies (with the CPU as both devices, real copies all the same, so tests exercise the
 whole path). Only frozen tensors may live in swapped blocks: the trained factors are outside.
+On exit every tensor is back where it was, its original data where that was on the offload device.
+
+:func:`resident_on` is the other half: the rest of the model on the training device while the
+swapped blocks wait, so a model loaded on the offload device never has to fit the device whole.
 """
 from __future__ import annotations
 
@@ -47,6 +51,8 @@ class BlockSwap:
         self.stream = torch.cuda.Stream(self.device) if self.cuda else None
         self.slots = [_tensors(b) for b in self.blocks[:self.count]]
         self.home: list[list[torch.Tensor]] = []
+        #: the device each swapped tensor was on when the swap started, where close puts it back
+        self.origin: list[list[torch.device]] = []
         self.resident: dict[int, tuple[list[torch.Tensor], Any]] = {}
         #: (``in`` | ``out``, block index) for every move, in order (tests and benchmarks read it)
         self.moves: list[tuple[str, int]] = []
@@ -65,34 +71,37 @@ class BlockSwap:
             module._buffers[name] = value
 
     def start(self) -> None:
-        """Move the swapped blocks' data to the offload device and install the hooks."""
+        """Move the swapped blocks' data to the offload device (data already there stays as it
+        is, unless it must be pinned) and install the hooks."""
         pin = self.cuda and self.offload.type == "cpu"
         for i, slots in enumerate(self.slots):
-            home = []
+            home, origin = [], []
             for slot in slots:
                 t = self._get(slot)
                 if t.requires_grad:
                     raise TrainingError(f"block {i} holds a trained tensor ({slot[1]}); only frozen blocks swap")
-                h = t.detach().to(self.offload, copy=True)
+                h = t.detach().to(self.offload)
                 home.append(h.pin_memory() if pin else h)
+                origin.append(t.device)
                 self._set(slot, t.new_empty(0))
             self.home.append(home)
+            self.origin.append(origin)
         for i, block in enumerate(self.blocks):
             self.handles.append(block.register_forward_pre_hook(self._pre_forward(i)))
             self.handles.append(block.register_forward_hook(self._post_forward(i)))
 
     def close(self) -> None:
-        """Remove the hooks and put every swapped block's data back on the training device."""
+        """Remove the hooks and put every swapped block's data back on the device it came from."""
         for h in self.handles:
             h.remove()
         self.handles = []
         if self.cuda:
             torch.cuda.current_stream(self.device).wait_stream(self.stream)
-        for slots, home in zip(self.slots, self.home):
-            for slot, h in zip(slots, home):
-                self._set(slot, h.to(self.device, copy=True))
+        for slots, home, origin in zip(self.slots, self.home, self.origin):
+            for slot, h, device in zip(slots, home, origin):
+                self._set(slot, h if h.device == device and not _pinned(h) else h.to(device, copy=True))
         self.resident.clear()
-        self.home = []
+        self.home, self.origin = [], []
 
     def _fetch(self, i: int) -> None:
         """Start bringing swapped block ``i`` in (nothing when it is in or not swapped)."""
@@ -161,6 +170,10 @@ class BlockSwap:
         return hook
 
 
+def _pinned(t: torch.Tensor) -> bool:
+    return t.device.type == "cpu" and t.is_pinned()
+
+
 def _output_tensors(output: Any) -> list[torch.Tensor]:
     if torch.is_tensor(output):
         return [output]
@@ -183,3 +196,42 @@ def block_swap(blocks: Sequence[nn.Module], count: int, device: torch.device | s
     finally:
         if swap.count:
             swap.close()
+
+
+@contextlib.contextmanager
+def resident_on(model: nn.Module, device: torch.device | str, away: Sequence[nn.Module] = ()) -> Iterator[int]:
+    """Within the block, every parameter and buffer of ``model`` outside the ``away`` modules (the
+    swapped blocks) is on ``device``: those elsewhere are copied there and their originals put back
+    on exit, untouched. Yields the bytes of ``model`` on ``device`` (the resident base weights)."""
+    device = torch.device(device)
+    skip = {id(m) for block in away for m in block.modules()}
+    seen: set[int] = set()
+    moved: list[tuple[nn.Module, str, bool, torch.Tensor]] = []
+    resident = 0
+    try:
+        with torch.no_grad():
+            for m in model.modules():
+                if id(m) in skip:
+                    continue
+                for is_param, tensors in ((True, m._parameters), (False, m._buffers)):
+                    for name, t in tensors.items():
+                        if t is None or id(t) in seen:
+                            continue
+                        seen.add(id(t))
+                        if t.device != device:
+                            original = t.data if is_param else t
+                            placed = original.to(device)
+                            if is_param:
+                                t.data = placed
+                            else:
+                                tensors[name] = placed
+                            moved.append((m, name, is_param, original))
+                        resident += t.numel() * t.element_size()
+        yield resident
+    finally:
+        with torch.no_grad():
+            for m, name, is_param, original in reversed(moved):
+                if is_param:
+                    m._parameters[name].data = original
+                else:
+                    m._buffers[name] = original

@@ -21,6 +21,7 @@ from ..files.paths import sanitize_output_name, unused_path
 from ..files.safetensors import SafetensorsFile, save_tensors
 from ..files.hashes import file_hashes
 from ..formats.writer import kohya_tensors, save_with_hashes
+from .memory import MemoryMode
 from .metadata import training_metadata
 from .optim import load_optimizer_state, optimizer_state
 from .precision import LossScaler
@@ -72,6 +73,7 @@ def run_state(run: TrainRun, lora_file: str | None = None,
     if run.ema is not None:
         tensors.update({EMA_PREFIX + k: v.detach() for k, v in run.ema.items()})
     ds = run.dataset
+    mode = run.attachments.get("memory_mode")  # the memory mode the run trains in (host runs)
     meta = {
         "format": STATE_FORMAT, "version": STATE_VERSION, "run_id": run.run_id, "step": run.step,
         "started_at": run.started_at, "saved_at": _dt.datetime.now().replace(microsecond=0).isoformat(),
@@ -83,6 +85,7 @@ def run_state(run: TrainRun, lora_file: str | None = None,
         "order": run.order.to_json(), "rng": rng_meta, "checkpoints": run.checkpoints,
         "scaler": run.scaler.to_json(),
         "validation": None if run.validation is None else run.validation.fingerprint,
+        "memory_mode": None if mode is None else mode.to_json(),
     }
     return tensors, meta
 
@@ -157,7 +160,8 @@ def restore_run(template: TrainRun, path: str) -> TrainRun:
     """A copy of ``template`` (same settings, dataset and model) continued from the state file.
     A state of the run extended (more total steps) resumes as the template extended alike.
     Refuses, saying what differs, a state made with other settings, dataset or model; nothing is
-    changed when it refuses."""
+    changed when it refuses. The memory mode the state was trained in is left in the run's
+    ``attachments["trained_memory_mode"]`` (None where the state has none) for the host to keep."""
     tensors, meta = read_state(path)
     missing = [k for k in REQUIRED if k not in meta]
     if missing:
@@ -203,6 +207,8 @@ def restore_run(template: TrainRun, path: str) -> TrainRun:
         run.started_at = float(meta["started_at"])
         run.checkpoints = [[str(p) for p in c] for c in meta.get("checkpoints", [])]
         run.scaler = LossScaler.from_json(meta["scaler"])
+        saved_mode = meta.get("memory_mode")
+        run.attachments["trained_memory_mode"] = None if saved_mode is None else MemoryMode.from_json(saved_mode)
     except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as e:
         raise CheckpointError(f"the training state is malformed ({type(e).__name__}: {e})", path=path) from None
     run.global_rng = global_from_saved(tensors, meta["rng"], path)

@@ -13,7 +13,7 @@ estimate exceeds the memory it has.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from ..errors import TrainingError
 
 GIB = 1024 ** 3
@@ -36,6 +36,26 @@ class MemoryMode:
     swap_blocks: int = 0
     checkpointing: bool = False
     offload_activations: bool = False
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: object) -> "MemoryMode":
+        """A mode as :meth:`to_json` wrote it; ValueError for anything else."""
+        if not isinstance(data, dict) or set(data) != {f.name for f in fields(cls)}:
+            raise ValueError(f"not a memory mode: {str(data)[:200]}")
+        mode = cls(**data)
+        if (mode.base_dtype not in BASE_DTYPES or type(mode.swap_blocks) is not int or mode.swap_blocks < 0
+                or not all(type(v) is bool for v in (mode.checkpointing, mode.offload_activations))):
+            raise ValueError(f"not a memory mode: {str(data)[:200]}")
+        return mode
+
+    def same_numbers(self, other: "MemoryMode") -> bool:
+        """Whether training in ``other`` computes what this mode computes, bit for bit (block swap
+        and where activations wait change nothing; fp8 storage rounds the weights, and
+        checkpointing sums some gradients in another order)."""
+        return (self.base_dtype, self.checkpointing) == (other.base_dtype, other.checkpointing)
 
     def describe(self) -> str:
         parts = ["fp8 base weights" if self.base_dtype == "fp8" else "base weights as loaded"]
@@ -81,6 +101,13 @@ class ModelCost:
     loaded_itemsize: int
     #: elements autograd keeps per sample outside the blocks (the text the model reads)
     activations: int = 0
+    #: of ``other_bytes``, the ≥2-D floating weights (what fp8 storage shrinks): elements and bytes as loaded
+    other_weight_numel: int = 0
+    other_weight_bytes: int = 0
+
+    def other_stored(self, fp8: bool) -> int:
+        """Bytes of the weights outside the blocks as stored (fp8: one byte per weight element)."""
+        return self.other_bytes - self.other_weight_bytes + self.other_weight_numel if fp8 else self.other_bytes
 
 
 @dataclass(frozen=True)
@@ -92,6 +119,26 @@ class Estimate:
     @property
     def total(self) -> int:
         return sum(b for _, b in self.parts)
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: object) -> "MemoryMode":
+        """A mode as :meth:`to_json` wrote it; ValueError for anything else."""
+        if not isinstance(data, dict) or set(data) != {f.name for f in fields(cls)}:
+            raise ValueError(f"not a memory mode: {str(data)[:200]}")
+        mode = cls(**data)
+        if (mode.base_dtype not in BASE_DTYPES or type(mode.swap_blocks) is not int or mode.swap_blocks < 0
+                or not all(type(v) is bool for v in (mode.checkpointing, mode.offload_activations))):
+            raise ValueError(f"not a memory mode: {str(data)[:200]}")
+        return mode
+
+    def same_numbers(self, other: "MemoryMode") -> bool:
+        """Whether training in ``other`` computes what this mode computes, bit for bit (block swap
+        and where activations wait change nothing; fp8 storage rounds the weights, and
+        checkpointing sums some gradients in another order)."""
+        return (self.base_dtype, self.checkpointing) == (other.base_dtype, other.checkpointing)
 
     def describe(self) -> str:
         return ", ".join(f"{name} {gib(b)}" for name, b in self.parts if b) + f"; total {gib(self.total)}"
@@ -105,23 +152,24 @@ def estimate(cost: ModelCost, mode: MemoryMode, *, batch: int, trained_params: i
              compute_itemsize: int, offload_to_device: bool = False) -> Estimate:
     """The peak memory of training ``cost`` in ``mode`` with ``batch`` samples per step.
 
-    Parts: the base weights on the device (fp8: one byte per weight element; swapped blocks: only
-    :data:`SWAP_IN_FLIGHT` of them); the trained factors with their gradients and optimizer state
-    (fp32, two optimizer moments for adamw); what autograd keeps until backward: per block the
-    activations and the patched (or upcast) weight copies, all blocks' without checkpointing, else
-    every block's input plus the one block being recomputed, and the activations outside the
-    blocks; the attention scores kept, all blocks' or the recomputed block's; and the working
-    memory of one patched weight (its fp32 copy and sum, its gradient) with the gradients of one
-    block's activations and of its attention scores (the scores' gradient and softmax's). ``offload_to_device``
-    says the offload device is the training device itself (CPU training): swapping and
-    offloading then save nothing, and fp8 storage keeps the originals beside the fp8 copies."""
+    Parts: the base weights on the device (fp8: one byte per weight element, outside the blocks
+    too; swapped blocks: only :data:`SWAP_IN_FLIGHT` of them); the trained factors with their
+    gradients and optimizer state (fp32, two optimizer moments for adamw); what autograd keeps
+    until backward: per block the activations and the patched (or upcast) weight copies, all
+    blocks' without checkpointing, else every block's input plus the one block being recomputed,
+    and the activations outside the blocks; the attention scores kept, all blocks' or the
+    recomputed block's; and the working memory of one patched weight (its fp32 copy and sum, its
+    gradient) with the gradients of one block's activations and of its attention scores (the
+    scores' gradient and softmax's). ``offload_to_device`` says the offload device is the training
+    device itself (CPU training): swapping and offloading then save nothing, and fp8 storage keeps
+    the originals beside the fp8 copies."""
     blocks = cost.blocks
     fp8 = mode.base_dtype == "fp8"
     stored = [(b.weight_numel if fp8 else b.weight_bytes) + b.other_bytes for b in blocks]
     swapped = 0 if offload_to_device else min(mode.swap_blocks, len(blocks))
     resident = sum(stored[swapped:]) + sum(sorted(stored[:swapped], reverse=True)[:SWAP_IN_FLIGHT])
     if fp8 and offload_to_device:
-        resident += sum(b.weight_bytes for b in blocks)
+        resident += sum(b.weight_bytes for b in blocks) + cost.other_weight_bytes
     casts = fp8 or cost.loaded_itemsize != compute_itemsize
 
     def kept(b: BlockCost) -> int:
@@ -140,27 +188,36 @@ def estimate(cost: ModelCost, mode: MemoryMode, *, batch: int, trained_params: i
     working = max((b.largest_target * (8 + compute_itemsize) + batch * (b.activations + 2 * b.scores) * compute_itemsize
                    for b in blocks), default=0)
     state = trained_params * (8 + OPTIMIZER_STATE_BYTES.get(optimizer, 8))
-    return Estimate((("base weights", cost.other_bytes + resident), ("LoRA, gradients and optimizer state", state),
+    return Estimate((("base weights", cost.other_stored(fp8) + resident), ("LoRA, gradients and optimizer state", state),
                      ("activations and patched weights", autograd),
                      ("attention scores", batch * scores * compute_itemsize), ("working memory", working)))
 
 
-def ladder(num_blocks: int) -> list[MemoryMode]:
+def ladder(num_blocks: int, keep: MemoryMode | None = None) -> list[MemoryMode]:
     """The modes tried for a memory budget, from fastest to leanest: as loaded, checkpointing,
     fp8 base, then ever more blocks swapped (in quarters of the blocks, then all but two; fewer
-    than :data:`SWAP_IN_FLIGHT` + 1 save nothing), then activations on the CPU."""
+    than :data:`SWAP_IN_FLIGHT` + 1 save nothing), then activations on the CPU. With ``keep``,
+    only modes that compute what it computes (:meth:`MemoryMode.same_numbers`)."""
     out = [MemoryMode(), MemoryMode(checkpointing=True), MemoryMode("fp8", checkpointing=True)]
     counts = sorted(n for n in {num_blocks * q // 4 for q in (1, 2, 3)} | {num_blocks - 2} if n > SWAP_IN_FLIGHT)
     out += [MemoryMode("fp8", n, True) for n in counts]
     last = out[-1]
     out.append(replace(last, offload_activations=True))
-    return out
+    if keep is None:
+        return out
+    kept: list[MemoryMode] = []
+    for m in out:
+        m = replace(m, base_dtype=keep.base_dtype, checkpointing=keep.checkpointing,
+                    offload_activations=m.offload_activations and keep.checkpointing)
+        if m not in kept:
+            kept.append(m)
+    return kept
 
 
-def choose_mode(cost: ModelCost, budget: int, **kwargs) -> tuple[MemoryMode, Estimate]:
-    """The first mode of :func:`ladder` whose estimate fits ``budget`` bytes, or the leanest with
-    its (too large) estimate; ``kwargs`` as for :func:`estimate`."""
-    tried = [(m, estimate(cost, m, **kwargs)) for m in ladder(len(cost.blocks))]
+def choose_mode(cost: ModelCost, budget: int, keep: MemoryMode | None = None, **kwargs) -> tuple[MemoryMode, Estimate]:
+    """The first mode of :func:`ladder` (with ``keep``) whose estimate fits ``budget`` bytes, or
+    the leanest with its (too large) estimate; ``kwargs`` as for :func:`estimate`."""
+    tried = [(m, estimate(cost, m, **kwargs)) for m in ladder(len(cost.blocks), keep)]
     for mode, est in tried:
         if est.total <= budget:
             return mode, est
@@ -173,9 +230,9 @@ def usable_memory(total: int, device_type: str) -> int:
 
 
 def resolve(fits_in: str, manual: MemoryMode, cost: ModelCost, device_memory: int, device_type: str,
-            **kwargs) -> tuple[MemoryMode, Estimate]:
-    """The mode ``fits_in`` picks and its estimate; refuses (TrainingError) when it does not fit
-    the device (see :func:`check_fits`)."""
+            keep: MemoryMode | None = None, **kwargs) -> tuple[MemoryMode, Estimate]:
+    """The mode ``fits_in`` picks (among those computing what ``keep`` computes, when given) and
+    its estimate; refuses (TrainingError) when it does not fit the device (see :func:`check_fits`)."""
     if fits_in not in FITS_IN:
         raise TrainingError(f"unknown fits_in {fits_in!r} (known: {', '.join(FITS_IN)})")
     available = usable_memory(device_memory, device_type)
@@ -183,7 +240,7 @@ def resolve(fits_in: str, manual: MemoryMode, cost: ModelCost, device_memory: in
         mode, est = manual, estimate(cost, manual, **kwargs)
     else:
         budget = available if fits_in == "auto" else min(BUDGETS[fits_in], available)
-        mode, est = choose_mode(cost, budget, **kwargs)
+        mode, est = choose_mode(cost, budget, keep, **kwargs)
     check_fits(est, available, mode, fits_in, len(cost.blocks))
     return mode, est
 

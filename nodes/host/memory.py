@@ -25,9 +25,9 @@ import comfy.model_management
 import torch
 
 from ...loralab.train.base_weights import stored_in_fp8
-from ...loralab.train.block_swap import block_swap
+from ...loralab.train.block_swap import block_swap, resident_on
 from ...loralab.train.grad_checkpoint import checkpoint_blocks, gradient_checkpointing
-from ...loralab.train.memory import BlockCost, MemoryMode, ModelCost, resolve, swap_units
+from ...loralab.train.memory import BlockCost, MemoryMode, ModelCost, estimate, resolve, swap_units
 from ...loralab.train.precision import compute_dtype
 
 #: block containers of the diffusion model, in execution order
@@ -151,10 +151,13 @@ def model_cost(model, targets: Mapping[str, float], latent_hw: tuple[int, int], 
             target_numel=sum(kept), largest_target=max(trained, default=0),
             activations=_activations(block, n, text), boundary=width * n,
             scores=_scores(block, n, text) if keeps_scores else 0))
-    other = sum(p.numel() * p.element_size() for p in dm.parameters() if id(p) not in in_blocks)
+    other = [p for p in dm.parameters() if id(p) not in in_blocks]
+    other_weights = [p for p in other if p.is_floating_point() and p.dim() >= 2]
     first = next((p for p in dm.parameters() if p.dim() >= 2), None)
-    return ModelCost(tuple(costs), other, first.element_size() if first is not None else 2,
-                     activations=text_tokens * text_width)
+    return ModelCost(tuple(costs), sum(p.numel() * p.element_size() for p in other),
+                     first.element_size() if first is not None else 2, activations=text_tokens * text_width,
+                     other_weight_numel=sum(p.numel() for p in other_weights),
+                     other_weight_bytes=sum(p.numel() * p.element_size() for p in other_weights))
 
 
 def device_memory(device: torch.device) -> int:
@@ -162,9 +165,11 @@ def device_memory(device: torch.device) -> int:
     return int(comfy.model_management.get_total_memory(device))
 
 
-def plan(model, dataset, settings, targets: Mapping[str, float], trained_params: int):
-    """The memory mode ``settings.fits_in`` picks for training ``model`` on ``dataset``, with its
-    estimate; TrainingError (naming what to change) when it will not fit the device."""
+def plan(model, dataset, settings, targets: Mapping[str, float], trained_params: int,
+         keep: MemoryMode | None = None):
+    """The memory mode ``settings.fits_in`` picks for training ``model`` on ``dataset`` (among the
+    modes that compute what ``keep`` computes, when given), with its estimate; TrainingError
+    (naming what to change) when it will not fit the device."""
     device = torch.device(model.load_device)
     # the largest sample: a clip's latent frames count as so many more rows of latent pixels
     largest = max(range(len(dataset.items)),
@@ -177,14 +182,14 @@ def plan(model, dataset, settings, targets: Mapping[str, float], trained_params:
     text, text_width = max(((t.shape[-2], t.shape[-1]) for t in texts), default=(77, 0))
     manual = MemoryMode(settings.base_weights, settings.swap_blocks, settings.gradient_checkpointing,
                         settings.offload_activations)
-    mode, est = resolve(settings.fits_in, manual, model_cost(model, targets, (height // 8, width // 8), text, text_width,
-                                                                   attention_keeps_scores(device)),
-                        device_memory(device), device.type, batch=settings.batch_size, trained_params=trained_params,
-                        optimizer=settings.optimizer,
-                        compute_itemsize=compute_dtype(settings.precision, device).itemsize,
-                        offload_to_device=device.type == "cpu")
-    if settings.fits_in != "manual":
+    cost = model_cost(model, targets, (height // 8, width // 8), text, text_width, attention_keeps_scores(device))
+    sizes = dict(batch=settings.batch_size, trained_params=trained_params, optimizer=settings.optimizer,
+                 compute_itemsize=compute_dtype(settings.precision, device).itemsize,
+                 offload_to_device=device.type == "cpu")
+    mode, est = resolve(settings.fits_in, manual, cost, device_memory(device), device.type, keep, **sizes)
+    if settings.fits_in != "manual" and at_least(mode, manual) != mode:
         mode = at_least(mode, manual)
+        est = estimate(cost, mode, **sizes)
     return mode, est
 
 
@@ -209,15 +214,26 @@ def _cast_layers(root: torch.nn.Module) -> Iterator[None]:
             m.comfy_cast_weights = b
 
 
+def loads_in_part(patcher, mode: MemoryMode) -> bool:
+    """Whether ``mode`` keeps part of the model off the training device (fp8 base weights, whose
+    originals wait on the offload device, or swapped blocks): ComfyUI then loads the model on the
+    offload device and :func:`memory_mode` places the rest on the training device, so the model
+    as loaded never has to fit the device whole."""
+    blocks = model_blocks(patcher.model.diffusion_model)
+    return mode.base_dtype == "fp8" or swap_units(len(blocks), mode) > 0
+
+
 @contextlib.contextmanager
-def memory_mode(patcher, mode: MemoryMode) -> Iterator[dict[str, Any]]:
-    """The loaded diffusion model of ``patcher`` in ``mode`` for the length of the block: fp8
-    base weights (originals on the offload device, back on exit) in ComfyUI's cast layers,
-    checkpointed blocks, swapped blocks. Yields what was applied (``fp8``, ``checkpointed``,
-    ``swap``)."""
+def memory_mode(patcher, mode: MemoryMode, device: torch.device | str) -> Iterator[dict[str, Any]]:
+    """The loaded model of ``patcher`` in ``mode`` on the training ``device`` for the length of
+    the block: fp8 base weights (originals on the offload device, back on exit) in ComfyUI's cast
+    layers, checkpointed blocks, swapped blocks, and everything else placed on ``device`` (a model
+    ComfyUI loaded on the offload device, see :func:`loads_in_part`, goes back there on exit).
+    Yields what was applied (``fp8``, ``checkpointed``, ``swap``) and ``resident``, the bytes of
+    the model on ``device`` while the swapped blocks wait."""
     root = patcher.model.diffusion_model
     blocks = [b for _, b in model_blocks(root)]
-    device, offload = torch.device(patcher.load_device), torch.device(patcher.offload_device)
+    device, offload = torch.device(device), torch.device(patcher.offload_device)
     with contextlib.ExitStack() as stack:
         converted = 0
         if mode.base_dtype == "fp8":
@@ -226,4 +242,5 @@ def memory_mode(patcher, mode: MemoryMode) -> Iterator[dict[str, Any]]:
                                                           where=lambda m: hasattr(m, "comfy_cast_weights")))
         wrapped = stack.enter_context(gradient_checkpointing(root, mode.checkpointing, mode.offload_activations))
         swap = stack.enter_context(block_swap(blocks, swap_units(len(blocks), mode), device, offload))
-        yield {"fp8": converted, "checkpointed": wrapped, "swap": swap}
+        resident = stack.enter_context(resident_on(patcher.model, device, away=blocks[:swap.count]))
+        yield {"fp8": converted, "checkpointed": wrapped, "swap": swap, "resident": resident}

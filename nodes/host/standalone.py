@@ -21,11 +21,11 @@ import nodes as comfy_nodes
 
 from ...loralab.cli.terminal import terminal_safe
 from ...loralab.errors import LoRALabError, TrainingError
-from ...loralab.train.checkpoint import restore_run, save_checkpoint
+from ...loralab.train.checkpoint import save_checkpoint
 from ...loralab.train.config import ModelFiles, RunConfig, load_config
 from ...loralab.train.run import TrainRun
 from .folders import output_folder
-from .training import cache_folder, encode_dataset, init_run, training_model
+from .training import cache_folder, encode_dataset, init_run, resume_run, training_model
 
 
 def _call(cls: type, **inputs: Any) -> tuple:
@@ -108,8 +108,9 @@ def prepare_run(config: RunConfig, world, resume: str | None = None) -> TrainRun
     files = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config.model).items() if v}
     run = init_run(model, dataset, config.settings, config.model.name, files)
     if resume:
-        run = restore_run(run, resume)
-        _say(world, f"resumed {resume} at step {run.step} of {run.settings.total_steps}")
+        run = resume_run(run, resume)
+        note = run.attachments.get("memory_note")
+        _say(world, f"resumed {resume} at step {run.step} of {run.settings.total_steps}" + (f" ({note})" if note else ""))
     return run
 
 

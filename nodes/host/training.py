@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import threading
@@ -33,6 +34,7 @@ from server import PromptServer
 
 from ...loralab.errors import TrainingError
 from ...loralab.train.cache import TensorCache, fingerprint
+from ...loralab.train.checkpoint import restore_run
 from ...loralab.train.dataset import Dataset, DatasetSettings, Subset, build_dataset
 from ...loralab.train.inplace import copy_norm_inputs
 from ...loralab.train.memory import MemoryMode
@@ -40,9 +42,10 @@ from ...loralab.train.network import InitLoRA, is_text_encoder_key, select_targe
 from ...loralab.train.run import TrainRun, TrainSettings
 from .compat import trainable_clone, training_mode
 from .folders import picked_lora
-from .memory import memory_mode, plan
+from .memory import loads_in_part, memory_mode, plan
 from .models import WAN_BASE_MODELS, model_arch, model_layout, model_name
 
+log = logging.getLogger("loralab")
 PROGRESS_EVENT = "loralab.train.progress"
 CACHE_FOLDER = "loralab_cache"
 #: node inputs that name the model file a MODEL came from, by loader
@@ -259,7 +262,7 @@ def flow_shift(model_sampling) -> float | None:
 class ComfyTrainModel:
     """The engine's TrainModel over a loaded ModelPatcher (with the run's weight wrappers)."""
 
-    def __init__(self, patcher, guidance: float, dtype: torch.dtype, clip=None) -> None:
+    def __init__(self, patcher, guidance: float, dtype: torch.dtype, clip=None, device=None) -> None:
         self.patcher = patcher
         #: the CLIP with the run's text-encoder modules (runs that train the text encoders)
         self.clip = clip
@@ -270,8 +273,11 @@ class ComfyTrainModel:
         self.sigma_data = float(getattr(ms, "sigma_data", 1.0))
         self.sigmas = ms.sigmas.detach().float().cpu() if self.kind != "flow" else None
         self.flow_shift = flow_shift(ms) if self.kind == "flow" else None
-        self.device = patcher.load_device
+        #: the training device (ComfyUI's load device, where the model may be loaded on its offload device)
+        self.device = device if device is not None else patcher.load_device
         self.guidance = guidance
+        #: what the memory mode applied (see host.memory.memory_mode), while training
+        self.memory: dict[str, Any] = {}
 
     def latent_in(self, latents: torch.Tensor) -> torch.Tensor:
         return self.base.process_latent_in(latents)
@@ -356,6 +362,28 @@ def init_run(model, dataset, settings: TrainSettings, model_name: str | None,
                           init=init, validation=validation)
     mode, estimate = plan(model, dataset, run.settings, targets, sum(p.numel() for p in run.params()))
     run.attachments.update(memory_mode=mode, memory_estimate=estimate)
+    return run
+
+
+def resume_run(template: TrainRun, path: str) -> TrainRun:
+    """``template`` continued from the state file ``path`` (see checkpoint.restore_run), in a
+    memory mode that computes what the state was trained in where this device fits one, so the
+    continuation is bit for bit the run's had it not stopped; where none fits, in the mode the
+    plan picks, with a note in the run's info (``attachments["memory_note"]``) and the log."""
+    run = restore_run(template, path)
+    trained, planned = run.attachments.get("trained_memory_mode"), run.attachments.get("memory_mode")
+    if trained is None or planned is None or trained.same_numbers(planned):
+        return run
+    params = sum(p.numel() for p in run.params())
+    try:
+        mode, est = plan(run.attachments["model"], run.dataset, run.settings, run.network.lr_mults, params, keep=trained)
+    except TrainingError as e:
+        note = (f"trained so far with {trained.describe()}, continued with {planned.describe()}: the first does "
+                f"not fit this device ({e}); from here the run's numbers differ from an uninterrupted run's")
+        log.warning("LoRA Lab: %s: %s", path, note)
+        run.attachments["memory_note"] = note
+        return run
+    run.attachments.update(memory_mode=mode, memory_estimate=est)
     return run
 
 
@@ -447,10 +475,19 @@ def training_model(run: TrainRun) -> Iterator[ComfyTrainModel]:
     the run's memory mode (``run.attachments["memory_mode"]``, set when the run was planned;
     else gradient checkpointing as the settings say: see host.memory), with ComfyUI in training
     mode (see compat.training_mode); the wrappers are removed and the model's weights put back
-    on exit. A MODEL that streams its weights (Dynamic VRAM) is trained on a fully loaded copy."""
+    on exit. A MODEL that streams its weights (Dynamic VRAM) is trained on a fully loaded copy.
+    A mode that keeps part of the model off the device (fp8, block swap) has ComfyUI load it on
+    its offload device, the training device freed of other models, and only what the mode keeps
+    resident placed on the device (see host.memory.loads_in_part)."""
     model = run.attachments["model"]
     check_precision(model, run.compute_dtype)
+    mode = run.attachments.get("memory_mode") or MemoryMode(checkpointing=run.settings.gradient_checkpointing)
     patcher = trainable_clone(model)
+    device = patcher.load_device
+    if loads_in_part(patcher, mode):
+        patcher.load_device = patcher.offload_device
+        if torch.device(device).type != "cpu":
+            comfy.model_management.free_memory(1e30, device)
     modules = [module for _, module in run.network.items()]
     clip = trainable_clip(run.attachments["clip"]) if run.trains_text_encoder else None
     for key, module in run.network.items():
@@ -462,10 +499,11 @@ def training_model(run: TrainRun) -> Iterator[ComfyTrainModel]:
         p.model.requires_grad_(False)
     root = patcher.model.diffusion_model
     try:
-        mode = run.attachments.get("memory_mode") or MemoryMode(checkpointing=run.settings.gradient_checkpointing)
-        with memory_mode(patcher, mode), copy_norm_inputs(root), \
+        with memory_mode(patcher, mode, device) as applied, copy_norm_inputs(root), \
                 copy_norm_inputs(clip.patcher.model if clip is not None else torch.nn.Module()), training_mode():
-            yield ComfyTrainModel(patcher, run.settings.guidance, run.compute_dtype, clip)
+            tm = ComfyTrainModel(patcher, run.settings.guidance, run.compute_dtype, clip, device)
+            tm.memory = applied
+            yield tm
     finally:
         for p in patchers:
             _remove_wrappers(p.model, modules)

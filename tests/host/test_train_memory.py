@@ -1,7 +1,8 @@
 """Training memory modes in the real ComfyUI (issue 17): ComfyUI's SDXL and Flux models described
 block by block for the estimator, block swap and offloaded checkpointing training bit for bit
 what plain training does, fp8-stored base weights training exactly as weights rounded through fp8
-do, the model's own weights put back after, a run refused when its estimate does not fit, and the
+do, the model's own weights put back after, a model in fp8 with swapped blocks placed on the device
+only in part (as the estimate counts it), a run refused when its estimate does not fit, and the
 estimate within 15 % of the peak memory two real training steps take on the CPU (measured in a
 child process, ``train_rss.py``: the resident memory's high-water mark over a baseline after a
 warm-up step, see ``loralab_testkit.rss``)."""
@@ -132,6 +133,53 @@ def test_fp8_base_trains_as_weights_rounded_through_fp8(train_host, tiny_models)
     assert stored.losses[0] == pytest.approx(plain.losses[0], rel=2 ** -4)
 
 
+def test_fp8_with_swapped_blocks_places_only_the_resident_part_as_the_estimate_counts_it(train_host, tiny_models):
+    """ComfyUI loads the model on its offload device and the training device gets what lies outside
+    the swapped blocks, ≥2-D weights in fp8; the estimate's base weights are that plus the two
+    swapped blocks in flight. (On the CPU host both devices are the CPU: what is placed is checked,
+    not where it goes; bench/gpu_train.py measures the VRAM.)"""
+    host = train_host
+    mem = host.module("nodes.host.memory")
+    bw = host.module("loralab.train.base_weights")
+    memory = host.module("loralab.train.memory")
+    tr = host.module("nodes.train")
+    model = _model(host, tiny_models, "flux")
+    ds = _dataset(host, "flux")
+    base = model.model
+    blocks = mem.model_blocks(base.diffusion_model)
+    count = len(blocks) // 2
+    settings = host.module("loralab.train.run").TrainSettings(
+        rank=4, alpha=4.0, targets="all_linear", total_steps=2, batch_size=2, fits_in="manual", base_weights="fp8",
+        swap_blocks=count)
+    run = tr.init_run(model, ds, settings, None)
+
+    def stored(module, t, is_param):
+        fp8 = is_param and hasattr(module, "comfy_cast_weights") and bw.storable(t)
+        return t.numel() * (1 if fp8 else t.element_size())
+
+    swapped_ids = {id(m) for _, b in blocks[:count] for m in b.modules()}
+    resident = {"params": 0, "buffers": 0}
+    for m in base.modules():
+        if id(m) not in swapped_ids:
+            resident["params"] += sum(stored(m, p, True) for p in m._parameters.values() if p is not None)
+            resident["buffers"] += sum(b.numel() * b.element_size() for b in m._buffers.values() if b is not None)
+    in_flight = sorted((sum(stored(m, p, True) for m in b.modules() for p in m._parameters.values() if p is not None)
+                        for _, b in blocks[:count]), reverse=True)[:memory.SWAP_IN_FLIGHT]
+    mode = run.attachments["memory_mode"]
+    assert (mode.base_dtype, mode.swap_blocks) == ("fp8", count)
+    with host.module("nodes.host.training").training_model(run) as tm:
+        assert tm.memory["swap"].count == count and tm.memory["fp8"] > 0
+        assert tm.memory["resident"] == resident["params"] + resident["buffers"]
+        assert all(p.numel() == 0 for _, b in blocks[:count] for p in b.parameters())
+        assert all(p.dtype == bw.FP8 for m in base.modules() if id(m) not in swapped_ids and hasattr(m, "comfy_cast_weights")
+                   for p in m._parameters.values() if p is not None and p.dim() >= 2)
+        assert tm.device == model.load_device
+    # the estimate for a GPU (offload device apart from the training device) counts exactly that
+    cost = mem.model_cost(model, run.network.lr_mults, (8, 8), 77)
+    est = memory.estimate(cost, mode, batch=2, trained_params=1, optimizer="adamw", compute_itemsize=2)
+    assert dict(est.parts)["base weights"] == resident["params"] + sum(in_flight)
+
+
 def test_fits_in_picks_a_mode_and_refuses_what_does_not_fit(train_host, tiny_models, monkeypatch):
     host = train_host
     mem = host.module("nodes.host.memory")
@@ -167,3 +215,48 @@ def test_estimate_is_within_15_percent_of_measured_peak_rss(train_host, arch):
         assert 0.85 <= result["estimate"] / result["measured"] <= 1.15, result
     plain, checkpointed = results
     assert checkpointed["measured"] < 0.7 * plain["measured"]  # what checkpointing saves shows in the measure
+
+
+def test_a_resumed_run_keeps_computing_what_it_trained_in_where_the_device_allows(train_host, tiny_models,
+                                                                                    monkeypatch, tmp_path):
+    """fits_in picks the mode on the device a run starts or resumes on. A run checkpointed on a
+    small device and resumed on a larger one stays checkpointed, bit for bit the uninterrupted
+    run; one trained plain and resumed where plain no longer fits is checkpointed from there and
+    its info says so."""
+    host = train_host
+    mem = host.module("nodes.host.memory")
+    tr = host.module("nodes.train")
+    ckpt = host.module("loralab.train.checkpoint")
+    resume_run = host.module("nodes.host.training").resume_run
+    MemoryMode = host.module("loralab.train.memory").MemoryMode
+    model = _model(host, tiny_models, "sdxl")
+    ds = _dataset(host, "sdxl")
+    s = host.module("loralab.train.run").TrainSettings(rank=4, alpha=4.0, targets="all_linear", total_steps=4,
+                                                        learning_rate=1e-3, batch_size=2, seed=5)
+    plain = tr.init_run(model, ds, s, None)
+    checkpointed = tr.init_run(model, ds, host.module("loralab.train.run").TrainSettings(
+        **{**s.to_json(), "fits_in": "manual", "gradient_checkpointing": True}), None)
+    assert plain.attachments["memory_mode"] == MemoryMode()
+    small = (plain.attachments["memory_estimate"].total + checkpointed.attachments["memory_estimate"].total) // 2
+    real = mem.device_memory
+
+    monkeypatch.setattr(mem, "device_memory", lambda device: small)
+    whole = tr.advance(tr.init_run(model, ds, s, None), 4, None)
+    assert whole.attachments["memory_mode"] == MemoryMode(checkpointing=True)
+    state = ckpt.write_state(str(tmp_path / "small.loralab-state"), tr.advance(tr.init_run(model, ds, s, None), 2, None))
+    monkeypatch.setattr(mem, "device_memory", real)
+    resumed = resume_run(tr.init_run(model, ds, s, None), state)
+    assert resumed.attachments["memory_mode"] == MemoryMode(checkpointing=True)
+    assert "memory_note" not in resumed.attachments
+    done = tr.advance(resumed, 2, None)
+    assert done.losses == whole.losses
+    assert all(torch.equal(a, b) for a, b in zip(done.params(), whole.params()))
+    unkept = tr.advance(ckpt.restore_run(tr.init_run(model, ds, s, None), state), 2, None)  # plain from step 2
+    assert not all(torch.equal(a, b) for a, b in zip(unkept.params(), whole.params()))  # what keeping it saves
+
+    state = ckpt.write_state(str(tmp_path / "large.loralab-state"), tr.advance(tr.init_run(model, ds, s, None), 2, None))
+    monkeypatch.setattr(mem, "device_memory", lambda device: small)
+    moved = resume_run(tr.init_run(model, ds, s, None), state)
+    assert moved.attachments["memory_mode"] == MemoryMode(checkpointing=True)
+    assert "trained so far with base weights as loaded, continued with base weights as loaded, gradient " \
+           "checkpointing: the first does not fit this device" in tr.run_info(moved)

@@ -50,6 +50,12 @@ def test_estimate_parts_by_hand():
     assert swap["activations and patched weights"] == (2 * 10 + 100) * mib * 2  # inputs on the CPU
     same_device = _parts(estimate(_cost(), MemoryMode("fp8", 6, True, True), offload_to_device=True, **kw))
     assert same_device["base weights"] == 64 * mib + 10 * 101 * mib + 10 * 200 * mib
+    # the weights outside the blocks are stored in fp8 too: 30 Mi elements of the 64 MiB
+    outside = ModelCost(_cost().blocks, 64 * mib, 2, other_weight_numel=30 * mib, other_weight_bytes=60 * mib)
+    assert _parts(estimate(outside, MemoryMode("fp8", 6, True), **kw))["base weights"] == 34 * mib + 6 * 101 * mib
+    assert _parts(estimate(outside, MemoryMode(checkpointing=True), **kw))["base weights"] == 64 * mib + 10 * 201 * mib
+    assert _parts(estimate(outside, MemoryMode("fp8", 6, True), offload_to_device=True, **kw))["base weights"] == \
+        34 * mib + 10 * 101 * mib + 10 * 200 * mib + 60 * mib
     assert _parts(estimate(_cost(), MemoryMode(), **{**kw, "optimizer": "adamw8bit"}))[
         "LoRA, gradients and optimizer state"] == mib * 10
 
@@ -64,6 +70,33 @@ def test_ladder_and_the_mode_a_budget_picks():
     for i, mode in enumerate(ladder(10)):
         assert choose_mode(_cost(), totals[i], **kw)[0] == mode
     assert choose_mode(_cost(), 1, **kw)[0] == ladder(10)[-1]  # nothing fits: the leanest
+
+
+def test_a_kept_mode_is_chosen_among_the_modes_that_compute_what_it_computes():
+    assert ladder(57, MemoryMode(checkpointing=True)) == [
+        MemoryMode(checkpointing=True), MemoryMode(swap_blocks=14, checkpointing=True),
+        MemoryMode(swap_blocks=28, checkpointing=True), MemoryMode(swap_blocks=42, checkpointing=True),
+        MemoryMode(swap_blocks=55, checkpointing=True), MemoryMode(swap_blocks=55, checkpointing=True,
+                                                                   offload_activations=True)]
+    assert ladder(10, MemoryMode("fp8", 8, False)) == [MemoryMode("fp8"), MemoryMode("fp8", 5), MemoryMode("fp8", 7),
+                                                       MemoryMode("fp8", 8)]
+    assert all(m.same_numbers(MemoryMode("fp8", 3, True, True)) for m in ladder(57, MemoryMode("fp8", 0, True)))
+    assert not MemoryMode().same_numbers(MemoryMode(checkpointing=True))
+    assert MemoryMode().same_numbers(MemoryMode(swap_blocks=4))
+    kw = dict(batch=1, trained_params=2 ** 20, optimizer="adamw", compute_itemsize=2)
+    # plain needs 3.24 GiB; 2.5 GiB usable takes checkpointing, or, keeping plain training's numbers,
+    # 7 blocks swapped (5 off the card, 1005 MiB less)
+    assert resolve("auto", MemoryMode(), _cost(), int(3.5 * GIB), "cuda", **kw)[0] == MemoryMode(checkpointing=True)
+    kept, est = resolve("auto", MemoryMode(), _cost(), int(3.5 * GIB), "cuda", MemoryMode(), **kw)
+    assert kept == MemoryMode(swap_blocks=7) and est.total <= 2.5 * GIB
+    with pytest.raises(TrainingError, match="would need about"):
+        resolve("auto", MemoryMode(), _cost(), int(1.5 * GIB), "cuda", MemoryMode(), **kw)
+    mode = MemoryMode("fp8", 5, True, False)
+    assert MemoryMode.from_json(mode.to_json()) == mode
+    for bad in ({**mode.to_json(), "base_dtype": "fp4"}, {**mode.to_json(), "swap_blocks": "5"},
+                {"base_dtype": "fp8"}, ["fp8"], {**mode.to_json(), "checkpointing": 1}):
+        with pytest.raises(ValueError, match="not a memory mode"):
+            MemoryMode.from_json(bad)
 
 
 def test_resolve_refuses_what_does_not_fit_naming_what_to_change():

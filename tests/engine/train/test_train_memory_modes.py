@@ -1,11 +1,12 @@
 """Memory modes on a toy transformer: block swap and CPU-offloaded checkpointing change no bit of
 the gradients or of a trained run; fp8-stored base weights give exactly the loss of weights
-rounded through fp8, and the bf16 loss within fp8's rounding."""
+rounded through fp8, and the bf16 loss within fp8's rounding; the resident part of a model is
+what lies outside its swapped blocks, and its original data is put back untouched."""
 import pytest
 import torch
 
 from loralab.train.base_weights import FP8, fp8_round, stored_in_fp8
-from loralab.train.block_swap import block_swap
+from loralab.train.block_swap import block_swap, resident_on
 from loralab.train.grad_checkpoint import gradient_checkpointing
 from loralab_testkit.train_blocks import BlockModel, ToyTransformer, block_run, network_for
 from loralab_testkit.train_toys import make_dataset
@@ -55,6 +56,30 @@ def test_a_swapped_block_used_out_of_turn_fails_loudly():
     with block_swap(list(net.blocks), 2, "cpu", "cpu"):
         with pytest.raises((RuntimeError, NotImplementedError)):
             net.blocks[1].forward(torch.randn(1, 4, 16))  # bypasses the hooks: its weights are out
+
+
+def test_block_swap_puts_the_original_data_back_where_it_was():
+    net = ToyTransformer(width=16, depth=4)
+    network = network_for(net)
+    before = {k: (v.data_ptr(), v.device) for k, v in net.state_dict().items()}
+    with block_swap(list(net.blocks), 3, "cpu", "cpu"):
+        assert net.blocks[0].fc1.weight.numel() == 0
+        _grads(net, network, _x())
+    assert {k: (v.data_ptr(), v.device) for k, v in net.state_dict().items()} == before  # the originals, not copies
+
+
+def test_resident_on_counts_all_but_the_swapped_blocks_and_leaves_the_originals():
+    net = ToyTransformer(width=16, depth=4)
+    net.register_buffer("scale", torch.ones(3))
+    net.shared = net.proj_in  # one module reached twice is placed (and counted) once
+    away = ("blocks.0.", "blocks.1.", "shared.")
+    before = {k: v.data_ptr() for k, v in net.state_dict().items()}
+    with resident_on(net, "cpu", list(net.blocks[:2])) as resident:
+        state = net.state_dict()
+        assert {k: v.data_ptr() for k, v in state.items()} == before  # already there: nothing copied
+        assert resident == sum(v.numel() * v.element_size() for k, v in state.items() if not k.startswith(away))
+        assert resident < sum(v.numel() * v.element_size() for k, v in state.items() if not k.startswith("shared."))
+    assert {k: v.data_ptr() for k, v in net.state_dict().items()} == before
 
 
 def test_training_with_block_swap_is_bit_identical(tmp_path):

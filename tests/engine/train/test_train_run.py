@@ -14,6 +14,7 @@ from loralab.files.hashes import file_hashes
 from loralab.files.safetensors import SafetensorsFile, load_tensors, save_tensors
 from loralab.train.checkpoint import (STATE_KEY, read_state, restore_run, save_checkpoint, state_path_for,
                                       write_state)
+from loralab.train.memory import MemoryMode
 from loralab.train.run import TrainSettings, eval_loss
 from loralab_testkit import REPO
 from loralab_testkit.train_toys import (TOY_KEYS, ToyModel, make_dataset, make_run, toy_layout, train, write_caption,
@@ -153,6 +154,20 @@ def test_a_state_from_before_a_dataset_setting_existed_reads_it_as_its_default(s
     assert "1 images or captions changed: 2.png" in str(e.value) and "frames" not in str(e.value)
 
 
+def test_a_state_records_the_memory_mode_its_run_trained_in(setup):
+    ds, model, tmp = setup
+    run = make_run(ds, model)
+    assert read_state(write_state(str(tmp / "none.loralab-state"), run))[1]["memory_mode"] is None  # no host: none
+    assert restore_run(make_run(ds, model), str(tmp / "none.loralab-state")).attachments["trained_memory_mode"] is None
+    run.attachments["memory_mode"] = MemoryMode("fp8", 3, True)
+    path = write_state(str(tmp / "fp8.loralab-state"), run)
+    template = make_run(ds, model)
+    template.attachments["memory_mode"] = MemoryMode()
+    resumed = restore_run(template, path)
+    assert resumed.attachments["trained_memory_mode"] == MemoryMode("fp8", 3, True)
+    assert resumed.attachments["memory_mode"] == MemoryMode()  # keeping it is the host's (it plans for its device)
+
+
 def _corrupt_variants(path, tmp):
     good = open(path, "rb").read()
     tensors, meta = read_state(path)
@@ -174,6 +189,7 @@ def _corrupt_variants(path, tmp):
     yield "steps vs losses", with_meta(lambda m: m.update(step=7)), "loss history has 2 entries for 7 steps"
     yield "order", with_meta(lambda m: m["order"].update(batches=[[0, 99]])), "malformed"
     yield "missing optimizer", with_meta(lambda m: m.pop("optimizer")), "incomplete|malformed|optimizer"
+    yield "memory mode", with_meta(lambda m: m.update(memory_mode={"base_dtype": "fp4"})), "malformed.*memory mode"
     p = str(tmp / "edited2.loralab-state")
     t2 = dict(tensors)
     t2.pop(next(k for k in t2 if k.startswith("network.")))
