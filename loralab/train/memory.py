@@ -42,10 +42,12 @@ class MemoryMode:
 
     @classmethod
     def from_json(cls, data: object) -> "MemoryMode":
-        """A mode as :meth:`to_json` wrote it; ValueError for anything else."""
-        if not isinstance(data, dict) or set(data) != {f.name for f in fields(cls)}:
+        """A mode as :meth:`to_json` wrote it (keys a later version adds are ignored); ValueError
+        for anything else."""
+        names = {f.name for f in fields(cls)}
+        if not isinstance(data, dict) or not names <= set(data):
             raise ValueError(f"not a memory mode: {str(data)[:200]}")
-        mode = cls(**data)
+        mode = cls(**{k: data[k] for k in names})
         if (mode.base_dtype not in BASE_DTYPES or type(mode.swap_blocks) is not int or mode.swap_blocks < 0
                 or not all(type(v) is bool for v in (mode.checkpointing, mode.offload_activations))):
             raise ValueError(f"not a memory mode: {str(data)[:200]}")
@@ -119,26 +121,6 @@ class Estimate:
     @property
     def total(self) -> int:
         return sum(b for _, b in self.parts)
-
-    def to_json(self) -> dict[str, object]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: object) -> "MemoryMode":
-        """A mode as :meth:`to_json` wrote it; ValueError for anything else."""
-        if not isinstance(data, dict) or set(data) != {f.name for f in fields(cls)}:
-            raise ValueError(f"not a memory mode: {str(data)[:200]}")
-        mode = cls(**data)
-        if (mode.base_dtype not in BASE_DTYPES or type(mode.swap_blocks) is not int or mode.swap_blocks < 0
-                or not all(type(v) is bool for v in (mode.checkpointing, mode.offload_activations))):
-            raise ValueError(f"not a memory mode: {str(data)[:200]}")
-        return mode
-
-    def same_numbers(self, other: "MemoryMode") -> bool:
-        """Whether training in ``other`` computes what this mode computes, bit for bit (block swap
-        and where activations wait change nothing; fp8 storage rounds the weights, and
-        checkpointing sums some gradients in another order)."""
-        return (self.base_dtype, self.checkpointing) == (other.base_dtype, other.checkpointing)
 
     def describe(self) -> str:
         return ", ".join(f"{name} {gib(b)}" for name, b in self.parts if b) + f"; total {gib(self.total)}"

@@ -131,6 +131,18 @@ def is_dynamic(patcher: Any) -> bool:
     return HOST.dynamic_vram and bool(patcher.is_dynamic())
 
 
+def unload(patcher: Any) -> None:
+    """Unload ``patcher`` where ComfyUI holds it loaded, as its ``free_memory`` unloads a model:
+    weights unpatched and back on the offload device, its entry dropped (an entry left behind
+    passes to the clone's parent when the clone is collected, and ComfyUI 0.3.64 keeps the
+    entry's device then, loading the parent where the clone was loaded)."""
+    loaded = comfy.model_management.current_loaded_models
+    for i in range(len(loaded) - 1, -1, -1):
+        if loaded[i].model is patcher:
+            loaded[i].model_unload()
+            loaded.pop(i)
+
+
 def trainable_clone(patcher: Any) -> Any:
     """A clone of a MODEL's ModelPatcher that loads its weights fully, as training needs: a plain
     clone, or for a Dynamic VRAM patcher a non-dynamic copy that ComfyUI reloads from the model's

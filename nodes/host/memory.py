@@ -185,7 +185,7 @@ def plan(model, dataset, settings, targets: Mapping[str, float], trained_params:
     cost = model_cost(model, targets, (height // 8, width // 8), text, text_width, attention_keeps_scores(device))
     sizes = dict(batch=settings.batch_size, trained_params=trained_params, optimizer=settings.optimizer,
                  compute_itemsize=compute_dtype(settings.precision, device).itemsize,
-                 offload_to_device=device.type == "cpu")
+                 offload_to_device=torch.device(model.offload_device) == device)
     mode, est = resolve(settings.fits_in, manual, cost, device_memory(device), device.type, keep, **sizes)
     if settings.fits_in != "manual" and at_least(mode, manual) != mode:
         mode = at_least(mode, manual)

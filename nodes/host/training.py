@@ -40,7 +40,7 @@ from ...loralab.train.inplace import copy_norm_inputs
 from ...loralab.train.memory import MemoryMode
 from ...loralab.train.network import InitLoRA, is_text_encoder_key, select_targets, select_text_encoder_targets
 from ...loralab.train.run import TrainRun, TrainSettings
-from .compat import trainable_clone, training_mode
+from .compat import trainable_clone, training_mode, unload
 from .folders import picked_lora
 from .memory import loads_in_part, memory_mode, plan
 from .models import WAN_BASE_MODELS, model_arch, model_layout, model_name
@@ -484,7 +484,8 @@ def training_model(run: TrainRun) -> Iterator[ComfyTrainModel]:
     mode = run.attachments.get("memory_mode") or MemoryMode(checkpointing=run.settings.gradient_checkpointing)
     patcher = trainable_clone(model)
     device = patcher.load_device
-    if loads_in_part(patcher, mode):
+    in_part = loads_in_part(patcher, mode)
+    if in_part:
         patcher.load_device = patcher.offload_device
         if torch.device(device).type != "cpu":
             comfy.model_management.free_memory(1e30, device)
@@ -494,6 +495,8 @@ def training_model(run: TrainRun) -> Iterator[ComfyTrainModel]:
         (clip.patcher if is_text_encoder_key(key) else patcher).add_weight_wrapper(key, module)
     patchers = [patcher] + ([clip.patcher] if clip is not None else [])
     comfy.model_management.load_models_gpu(patchers, memory_required=1e20, force_full_load=True)
+    if in_part:
+        patcher.model_patches_to(device)  # the graph's model patches compute beside the model
     for p in patchers:
         to_normal_tensors(p.model)
         p.model.requires_grad_(False)
@@ -507,6 +510,9 @@ def training_model(run: TrainRun) -> Iterator[ComfyTrainModel]:
     finally:
         for p in patchers:
             _remove_wrappers(p.model, modules)
+        if in_part:
+            unload(patcher)
+            patcher.load_device = device
 
 
 def trainable_clip(clip):

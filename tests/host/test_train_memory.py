@@ -136,7 +136,7 @@ def test_fp8_base_trains_as_weights_rounded_through_fp8(train_host, tiny_models)
 def test_fp8_with_swapped_blocks_places_only_the_resident_part_as_the_estimate_counts_it(train_host, tiny_models):
     """ComfyUI loads the model on its offload device and the training device gets what lies outside
     the swapped blocks, ≥2-D weights in fp8; the estimate's base weights are that plus the two
-    swapped blocks in flight. (On the CPU host both devices are the CPU: what is placed is checked,
+    swapped blocks in flight; ComfyUI holds no entry of the training clone after. (On the CPU host both devices are the CPU: what is placed is checked,
     not where it goes; bench/gpu_train.py measures the VRAM.)"""
     host = train_host
     mem = host.module("nodes.host.memory")
@@ -174,6 +174,10 @@ def test_fp8_with_swapped_blocks_places_only_the_resident_part_as_the_estimate_c
         assert all(p.dtype == bw.FP8 for m in base.modules() if id(m) not in swapped_ids and hasattr(m, "comfy_cast_weights")
                    for p in m._parameters.values() if p is not None and p.dim() >= 2)
         assert tm.device == model.load_device
+    # unloaded after: no entry left to pass to the MODEL with the offload device as its device
+    import comfy.model_management
+    assert not any(loaded.model is tm.patcher for loaded in comfy.model_management.current_loaded_models)
+    assert tm.patcher.load_device == model.load_device
     # the estimate for a GPU (offload device apart from the training device) counts exactly that
     cost = mem.model_cost(model, run.network.lr_mults, (8, 8), 77)
     est = memory.estimate(cost, mode, batch=2, trained_params=1, optimizer="adamw", compute_itemsize=2)
