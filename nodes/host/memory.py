@@ -226,21 +226,25 @@ def loads_in_part(patcher, mode: MemoryMode) -> bool:
 @contextlib.contextmanager
 def memory_mode(patcher, mode: MemoryMode, device: torch.device | str) -> Iterator[dict[str, Any]]:
     """The loaded model of ``patcher`` in ``mode`` on the training ``device`` for the length of
-    the block: fp8 base weights (originals on the offload device, back on exit) in ComfyUI's cast
-    layers, checkpointed blocks, swapped blocks, and everything else placed on ``device`` (a model
+    the block: fp8 base weights in ComfyUI's cast layers (converted where they compute, resident
+    on the device, swapped on the offload device; originals on the offload device, back on exit),
+    checkpointed blocks, swapped blocks, and everything else placed on ``device`` (a model
     ComfyUI loaded on the offload device, see :func:`loads_in_part`, goes back there on exit).
     Yields what was applied (``fp8``, ``checkpointed``, ``swap``) and ``resident``, the bytes of
     the model on ``device`` while the swapped blocks wait."""
     root = patcher.model.diffusion_model
     blocks = [b for _, b in model_blocks(root)]
+    swapped = blocks[:swap_units(len(blocks), mode)]
+    away = {id(m) for b in swapped for m in b.modules()}
     device, offload = torch.device(device), torch.device(patcher.offload_device)
     with contextlib.ExitStack() as stack:
         converted = 0
         if mode.base_dtype == "fp8":
             stack.enter_context(_cast_layers(root))
-            converted = stack.enter_context(stored_in_fp8(root, offload,
-                                                          where=lambda m: hasattr(m, "comfy_cast_weights")))
+            converted = stack.enter_context(stored_in_fp8(
+                root, offload, where=lambda m: hasattr(m, "comfy_cast_weights"),
+                place=lambda m: offload if id(m) in away else device))
         wrapped = stack.enter_context(gradient_checkpointing(root, mode.checkpointing, mode.offload_activations))
-        swap = stack.enter_context(block_swap(blocks, swap_units(len(blocks), mode), device, offload))
-        resident = stack.enter_context(resident_on(patcher.model, device, away=blocks[:swap.count]))
+        swap = stack.enter_context(block_swap(blocks, len(swapped), device, offload))
+        resident = stack.enter_context(resident_on(patcher.model, device, away=swapped))
         yield {"fp8": converted, "checkpointed": wrapped, "swap": swap, "resident": resident}

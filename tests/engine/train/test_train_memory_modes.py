@@ -135,6 +135,22 @@ def test_offloaded_checkpointing_keeps_block_inputs_on_the_cpu(monkeypatch):
     assert not any(s == (2, 16, 128) for s in packed)  # nothing from inside a block (recomputed)
 
 
+def test_fp8_storage_places_each_module_where_asked_and_puts_the_originals_back():
+    net = ToyTransformer(width=16, depth=3).to(torch.bfloat16)
+    before = {k: (v.data_ptr(), v.dtype) for k, v in net.state_dict().items()}
+    asked = []
+
+    def place(module):
+        asked.append(module)
+        return "cpu"
+    with stored_in_fp8(net, "cpu", where=lambda m: m is not net.blocks[0].fc1, place=place) as converted:
+        assert converted == 7 and net.blocks[0].fc1.weight.dtype == torch.bfloat16  # not where asked
+        assert net.blocks[1].fc1.weight.dtype == FP8 and net.blocks[1].fc1.weight.data_ptr() != before[
+            "blocks.1.fc1.weight"][0]
+        assert net.blocks[0].fc1 not in asked and net.blocks[1].fc1 in asked
+    assert {k: (v.data_ptr(), v.dtype) for k, v in net.state_dict().items()} == before  # the originals themselves
+
+
 def test_fp8_stored_base_equals_fp8_rounded_weights_and_bf16_within_fp8_rounding():
     def bf16_net():
         net = ToyTransformer(width=64, depth=4).to(torch.bfloat16)
