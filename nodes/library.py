@@ -43,11 +43,13 @@ class Service:
     def __init__(self, path: str) -> None:
         self.library = Library(path)
         self.worker = Worker(self.library, lora_folders)
+        self._unknown_asked: frozenset[str] = frozenset()
 
     def listing(self, model_arch: str | None = None, query: str | None = None, limit: int | None = None) -> dict:
         """The route's answer: the worker's status, and the offered LoRAs the index knows that fit
         ``model_arch`` and match ``query``, by picker name (the first ``limit`` of them; ``matched``
-        counts them all)."""
+        counts them all). Offered names the index does not know yet (a file dropped into the folder)
+        start a scan, once for each new set of them."""
         names = folders.lora_names()
         roots = lora_folders()
         by_path = {e.path: e for e in self.library.entries()}
@@ -58,6 +60,10 @@ class Service:
                 if path in by_path:
                     name_of[path] = name
                     break
+        unknown = frozenset(names) - set(name_of.values())
+        if unknown and unknown != self._unknown_asked:
+            self.worker.request_scan()
+        self._unknown_asked = unknown
         wanted = [(n, p) for p, n in name_of.items() if by_path[p].wanted(model_arch, query)]
         wanted.sort(key=lambda np: (np[0].casefold(), np[0]))
         entries = [_sent(by_path[p], n, name_of) for n, p in wanted[:limit]]

@@ -266,9 +266,19 @@ def test_panel_follows_a_file_overwritten_or_deleted_under_the_same_name(ui, ser
     too, and the block editor follows it; a deleted file shows as missing."""
     import uuid
     name = f"stale_{uuid.uuid4().hex[:8]}.safetensors"
+    path = os.path.join(server.base, "models", "loras", name)
+    try:
+        _overwrite_and_delete(ui, server, name, path)
+    finally:
+        if os.path.exists(path):
+            os.remove(path)
+
+
+def _overwrite_and_delete(ui, server, name: str, path: str) -> None:
     _write_lora(server, name, "kohya_sdxl_lora", "sdxl_base_v1-0")
-    ui.eval("__ll.app.refreshComboInNodes()")  # the new file in the pickers' lists
     node = ui.eval("__ll.add('LoRALabLoader', 60, 60)")
+    press_r(ui)  # the new file in the pickers' lists
+    ui.wait_for(f"__ll.widget({node}, 'lora_name').options.values.includes({json.dumps(name)})", timeout=30)
     compact = f"(__ll.el({node}, 'loralab_info')?.querySelector('.loralab-ok .loralab-compact')?.textContent ?? '')"
     ui.eval(f"__ll.pick({node}, 'lora_name', {json.dumps(name)})")
     ui.wait_for(f"{compact}.startsWith('SDXL')", timeout=30)
@@ -291,7 +301,7 @@ def test_panel_follows_a_file_overwritten_or_deleted_under_the_same_name(ui, ser
     ui.wait_for(f"(__ll.el({other}, 'loralab_info')?.querySelector('.loralab-ok .loralab-compact')?.textContent ?? '').startsWith('Flux')",
                 timeout=30)
 
-    os.remove(os.path.join(server.base, "models", "loras", name))
+    os.remove(path)
     press_r(ui)
     missing = f"__ll.el({node}, 'loralab_info').querySelector('.loralab-missing .loralab-compact')"
     ui.wait_for(missing, timeout=30)

@@ -156,3 +156,24 @@ def test_hashing_never_holds_up_the_server(host, svc, written):
         for i in range(3):
             os.remove(os.path.join(folder, f"lib_big_{i}.safetensors"))
         rescan(host, svc)
+
+
+def test_a_file_dropped_in_the_folder_is_scanned_when_listed(host, svc, written):
+    """Without a rescan asked for, the listing that offers a name the index does not know starts a
+    scan, once: the next listing knows it."""
+    assert svc.worker.wait_idle(120)
+    path = os.path.join(written, "lib_dropped.safetensors")
+    materialize("kohya_sdxl_lora", path, rank=2, seed=9)
+    try:
+        passes = svc.worker.status()["passes"]
+        _, body = _get(host)
+        assert body["offered"] == body["known"] + 1
+        _get(host)
+        assert svc.worker.wait_idle(120)
+        assert svc.worker.status()["passes"] == passes + 1  # the second listing asked for no second scan
+        _, body = _get(host)
+        assert body["offered"] == body["known"]
+        assert entries(host)["lib_dropped.safetensors"]["arch"] == "sdxl"
+    finally:
+        os.remove(path)
+        rescan(host, svc)
