@@ -86,7 +86,8 @@ export function statusText(body) {
   return missing > 0 ? `${missing} LoRA(s) not indexed yet` : "";
 }
 
-/** The filter's view of a listing: {rows, summary, status, busy}; ``current`` is the picked name. */
+/** The filter's view of a listing: {rows, summary, status, busy (a pass runs or is asked for: ask again soon)};
+ * ``current`` is the picked name. */
 export function resultView(body, current = null) {
   const entries = list(body?.entries).filter((e) => isObject(e) && typeof e.name === "string");
   const rows = entries.slice(0, MAX_ROWS).map((e) => resultRow(e, current));
@@ -94,7 +95,8 @@ export function resultView(body, current = null) {
   const summary = matched === 0 ? "no LoRA matches"
     : `${matched} of ${count(body?.offered)} LoRAs${matched > rows.length ? ` (first ${rows.length} shown)` : ""}`;
   const state = body?.status?.state;
-  return { rows, summary, status: statusText(body), busy: state === "scanning" || state === "hashing" };
+  const busy = state === "scanning" || state === "hashing" || body?.status?.queued === true;
+  return { rows, summary, status: statusText(body), busy };
 }
 
 /** The base model of the graph at ``node``: the arch its own last run reported, else that of the

@@ -77,9 +77,10 @@ class Worker:
         """``state`` ("idle", "scanning", "hashing", "cancelled", "error"), ``scan`` {read, to_read},
         ``hashing`` {files_done, files_total, bytes_done, bytes_total, current (path or None)},
         ``last_scan`` (:class:`~loralab.library.index.ScanResult` as a dict), ``error``, ``passes``
-        (passes finished)."""
+        (passes finished), ``queued`` (a pass is asked for and not started yet)."""
         with self._lock:
-            return {k: (dict(v) if isinstance(v, dict) else v) for k, v in self._status.items()}
+            status = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self._status.items()}
+        return {**status, "queued": self._wake.is_set() and not self._closed}
 
     def _set(self, **values: object) -> None:
         with self._lock:

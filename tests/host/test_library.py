@@ -168,6 +168,8 @@ def test_a_file_dropped_in_the_folder_is_scanned_when_listed(host, svc, written)
         passes = svc.worker.status()["passes"]
         _, body = _get(host)
         assert body["offered"] == body["known"] + 1
+        st = body["status"]  # the picker polls while a pass is queued or runs
+        assert st["queued"] or st["state"] in ("scanning", "hashing") or st["passes"] > passes, st
         _get(host)
         assert svc.worker.wait_idle(120)
         assert svc.worker.status()["passes"] == passes + 1  # the second listing asked for no second scan

@@ -64,6 +64,9 @@ test("the view bounds its rows and says what the worker does", () => {
   const hashing = { state: "hashing", hashing: { files_done: 3, files_total: 8, bytes_done: 3 * 2 ** 20, bytes_total: 2 ** 30 } };
   assert.equal(statusText({ status: hashing, offered: 8, known: 8 }), "hashing 3 of 8 files (3.0 MiB of 1.0 GiB)");
   assert.ok(resultView({ status: hashing, entries: [] }).busy);
+  // a scan asked for (a dropped file offered) and not started: the filter asks again
+  assert.ok(resultView({ status: { state: "idle", queued: true }, offered: 10, known: 9, entries: [] }).busy);
+  assert.equal(resultView({ status: { state: "idle", queued: "yes" }, entries: [] }).busy, false);
   assert.equal(statusText({ status: { state: "scanning" } }), "reading the headers of new LoRAs…");
   assert.equal(statusText({ status: { state: "idle" }, offered: 10, known: 7 }), "3 LoRA(s) not indexed yet");
   assert.equal(statusText({ status: { state: "error", error: "<b>x\u202E</b>" } }), "library: <b>x⟨U+202E⟩</b>");

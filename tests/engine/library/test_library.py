@@ -350,3 +350,17 @@ def test_the_worker_rescans_when_asked_and_cancels(loras, lib, monkeypatch):
         assert {e.name: e.hashes for e in lib.entries()}["cancelled.safetensors"] is None
     finally:
         worker.close()
+
+
+def test_the_status_says_a_pass_is_queued_until_it_starts(loras, lib):
+    worker = Worker(lib, lambda: [loras])
+    assert worker.status()["queued"] is False
+    worker.request_scan()  # no thread yet: asked for, not started
+    assert worker.status()["queued"] is True and worker.status()["state"] == "idle"
+    try:
+        worker.start()
+        assert worker.wait_idle(60)
+        assert worker.status()["queued"] is False and worker.status()["passes"] == 1
+    finally:
+        worker.close()
+    assert worker.status()["queued"] is False
