@@ -22,13 +22,13 @@
   (:func:`loralab.blocks.catalog.block_catalog`: blocks, families, vector forms, presets resolved per
   block); without an arch, the arch ids and names it knows; an unknown arch id is a 404.
 * ``GET /loralab/library?arch=<id>&q=<words>``: the LoRA library (:meth:`nodes.library.Service.listing`):
-  the background worker's status (scanning, hashing progress), and the LoRAs the pickers offer that
+  the background worker's status (scanning, hashing progress, a pass queued), and the LoRAs the pickers offer that
   the index knows, with their header facts, hashes, flags (duplicate, wrong embedded hash) and
   imported names and trigger words; ``arch`` keeps those that fit a model of that architecture (an
   unknown id is a 400), ``q`` those whose name, title or trigger words hold every word, ``limit``
   sends the first so many (``matched`` counts them all); ``rescan=1`` asks the worker to scan the
   folders again (it answers at once, with the index as it
-  is). ``503`` where the index could not be opened (the server log says why).
+  is); offered names the index does not know queue a scan by themselves. ``503`` where the index could not be opened (the server log says why).
 * ``GET /loralab/train_progress?node=<id>``: the progress events of the last training run of a
   node (:func:`nodes.host.training.train_progress`: {node, run, events, saved}), kept in memory so
   a reloaded page redraws its loss chart (no events when the node has trained nothing since the
